@@ -1,0 +1,134 @@
+"""The headless command line: `python -m medart <command> ...`, one function per command.
+
+Every command prints a clear message and exits non-zero on bad input; long work shows a
+progress bar. Training runs unchanged under `accelerate launch` for several GPUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _threads() -> None:
+    # On small CPUs OpenMP's spin-waiting makes tiny ops erratic; one thread is steadier.
+    import torch
+
+    if not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(1)
+
+
+def cmd_train(args) -> int:
+    from medart.config import load_config
+    from medart.hldf import train
+
+    overrides = {
+        "base_model": args.base_model,
+        "data": args.data,
+        "output": args.output,
+        "max_steps": args.max_steps,
+        "epochs": args.epochs,
+        "resolution": args.resolution,
+        "learning_rate": args.lr,
+        "seed": args.seed,
+        "resume": args.resume,
+        "hldf.every": args.hldf_every,
+        "hldf.steps": args.hldf_steps,
+        "hldf.cfg": args.cfg,
+        "hldf.weight": args.color_weight,
+        "hldf.grad_steps": args.hldf_grad_steps,
+        "hldf.enabled": False if args.no_hldf else None,
+        "lora.rank": args.rank,
+        "lora.t5": False if args.no_t5_lora else None,
+        "adam_8bit": True if args.adam_8bit else None,
+        "validation_every": args.validation_every,
+        "checkpoint_every": args.checkpoint_every,
+        "validation_prompts": args.validation_prompt,
+    }
+    config = load_config(args.config, **overrides)
+    if not config.data:
+        raise SystemExit("error: no training data; pass --data DIR_OR_DATASET_ID or set `data:` in the config")
+    train(config, command=" ".join(sys.argv))
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from medart.generate import generate_to_file
+
+    path = generate_to_file(
+        base_model=args.base_model,
+        lora=args.lora,
+        prompt=args.prompt,
+        seed=args.seed,
+        steps=args.steps,
+        cfg=args.cfg,
+        size=args.size,
+        out=args.out,
+        lora_scale=args.lora_scale,
+    )
+    print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m medart", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="HLDF LoRA fine-tuning of a base model on captioned images")
+    p.add_argument("config", nargs="?", help="YAML or JSON config; flags override it")
+    p.add_argument("--base-model", help="profile (pixart-alpha-512, tiny), local folder or hub id")
+    p.add_argument("--data", help="imagefolder with metadata.jsonl/csv, or a load_dataset id")
+    p.add_argument("--output", help="run folder")
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--resolution", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--resume", help="'latest' or a checkpoint folder")
+    p.add_argument("--hldf-every", type=int, help="N: colour loss every N steps (paper: 500)")
+    p.add_argument("--hldf-steps", type=int, help="M: solver steps of the in-graph image (paper: 20)")
+    p.add_argument("--hldf-grad-steps", type=int, help="backpropagate through the last K steps only")
+    p.add_argument("--cfg", type=float, help="guidance of the in-graph image (paper: 4.5)")
+    p.add_argument("--color-weight", type=float, help="weight of the colour loss (paper: 1/M)")
+    p.add_argument("--no-hldf", action="store_true", help="plain LoRA fine-tuning, no colour loss")
+    p.add_argument("--rank", type=int, help="LoRA rank (paper: 8)")
+    p.add_argument("--no-t5-lora", action="store_true", help="LoRA on the DiT only")
+    p.add_argument("--adam-8bit", action="store_true", help="8-bit AdamW (bitsandbytes, CUDA)")
+    p.add_argument("--validation-every", type=int)
+    p.add_argument("--validation-prompt", action="append", help="repeatable")
+    p.add_argument("--checkpoint-every", type=int)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("generate", help="one image from the base model or a tuned run")
+    p.add_argument("--base-model", help="profile, local folder or hub id (default: the run's base)")
+    p.add_argument("--lora", help="run folder or adapter folder")
+    p.add_argument("--lora-scale", type=float, default=1.0, help="LoRA strength (0 = base model)")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--cfg", type=float, default=4.5)
+    p.add_argument("--size", type=int, help="pixels (default: the base model's)")
+    p.add_argument("--out", default="sample.png")
+    p.set_defaults(func=cmd_generate)
+
+    # Workspace commands (import, caption, export, review) are registered here.
+    try:
+        from medart import cli_workspace
+    except ImportError:
+        cli_workspace = None
+    if cli_workspace is not None:
+        cli_workspace.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _threads()
+    from medart.profiles import BaseModelError
+
+    try:
+        return args.func(args)
+    except (BaseModelError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,160 @@
+"""The `tiny` base model: PixArt-α's exact classes at toy size, for tests, CI and the offline demo.
+
+It is built from config with a fixed seed, saved once as an ordinary diffusers pipeline
+folder and from then on loaded through the same `from_pretrained` path as the real
+PixArt-α. Its tokenizer is a small Unigram (sentencepiece-style) tokenizer trained on
+English word frequencies; it ships as `assets/tiny-tokenizer/` so that building the model
+needs no download. It counts about 2 tokens per English word (real T5: about 1.4), so the
+120-token caption limit bites a little earlier on `tiny` than on PixArt-α.
+
+Rebuild the tokenizer (needs `pip install wordfreq`):  python -m medart.tiny_base --tokenizer
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+TOKENIZER_DIR = ASSETS / "tiny-tokenizer"
+SEED = 0
+RESOLUTION = 64  # pixels; the VAE downsamples by 4, so latents are 16x16
+
+# Scheduler settings of PixArt-alpha/PixArt-XL-2-512x512 (scheduler/scheduler_config.json).
+PIXART_SCHEDULER = dict(
+    algorithm_type="dpmsolver++",
+    beta_end=0.02,
+    beta_schedule="linear",
+    beta_start=0.0001,
+    lower_order_final=True,
+    num_train_timesteps=1000,
+    prediction_type="epsilon",
+    solver_order=2,
+    solver_type="midpoint",
+    steps_offset=0,
+    thresholding=False,
+    timestep_spacing="linspace",
+    use_karras_sigmas=False,
+)
+
+
+def build_tokenizer(out_dir: Path = TOKENIZER_DIR) -> None:
+    """Train the tiny tokenizer from `wordfreq`'s English list (deterministic) and save it."""
+    import wordfreq
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    words = wordfreq.top_n_list("en", 40000)
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(
+        vocab_size=8000, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>"
+    )
+    # Frequent words are repeated so that they become whole tokens, as in a real corpus.
+    corpus = (w for rank, w in enumerate(words) for _ in range(max(1, 2000 // (rank // 100 + 1))))
+    tok.train_from_iterator(corpus, trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="</s>", pad_token="<pad>", unk_token="<unk>", model_max_length=120
+    )
+    fast.save_pretrained(out_dir)
+
+
+def _components(seed: int = SEED):
+    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, PixArtTransformer2DModel
+    from transformers import AutoTokenizer, T5Config, T5EncoderModel
+
+    tokenizer = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
+    torch.manual_seed(seed)
+    transformer = PixArtTransformer2DModel(
+        sample_size=RESOLUTION // 4,
+        num_layers=2,
+        patch_size=2,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        caption_channels=32,
+        in_channels=4,
+        cross_attention_dim=32,
+        out_channels=8,
+        attention_bias=True,
+        activation_fn="gelu-approximate",
+        num_embeds_ada_norm=1000,
+        norm_type="ada_norm_single",
+        norm_elementwise_affine=False,
+        norm_eps=1e-6,
+        use_additional_conditions=False,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 3,
+        up_block_types=["UpDecoderBlock2D"] * 3,
+        block_out_channels=[8, 16, 32],
+        layers_per_block=1,
+        norm_num_groups=4,
+        latent_channels=4,
+        sample_size=RESOLUTION,
+        scaling_factor=0.18215,
+    )
+    text_encoder = T5EncoderModel(
+        T5Config(
+            vocab_size=len(tokenizer),
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_heads=4,
+            feed_forward_proj="gated-gelu",
+            is_encoder_decoder=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    )
+    scheduler = DPMSolverMultistepScheduler(**PIXART_SCHEDULER)
+    return dict(transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+
+
+def ensure_tiny(folder: Path) -> Path:
+    """Build and save the tiny pipeline at `folder` unless it is already there (atomic)."""
+    folder = Path(folder)
+    if (folder / "model_index.json").exists():
+        return folder
+    from diffusers import PixArtAlphaPipeline
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        PixArtAlphaPipeline(**_components()).save_pretrained(tmp)
+        try:
+            os.rename(tmp, folder)
+        except OSError:  # another process finished first
+            if not (folder / "model_index.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokenizer", action="store_true", help="rebuild assets/tiny-tokenizer")
+    parser.add_argument("--out", type=Path, help="also save the tiny pipeline to this folder")
+    args = parser.parse_args()
+    if args.tokenizer:
+        build_tokenizer()
+        print(f"wrote {TOKENIZER_DIR}")
+    if args.out:
+        print(f"saved {ensure_tiny(args.out)}")
+
+
+if __name__ == "__main__":
+    main()
