@@ -113,12 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_generate)
 
     # Workspace commands (import, caption, export, review) are registered here.
-    try:
-        from medart import cli_workspace
-    except ImportError:
-        cli_workspace = None
-    if cli_workspace is not None:
-        cli_workspace.add_parsers(sub)
+    from medart import cli_workspace
+
+    cli_workspace.add_parsers(sub)
     return parser
 
 

@@ -56,7 +56,7 @@ class TrainConfig:
     caption_column: str = "text"
     image_column: str = "image"
     output: str = "runs/medart"
-    resolution: int = 512
+    resolution: int | None = None  # None: the base model's own (512 px for PixArt-α 512, as the paper)
     center_crop: bool = False  # paper: random crop
     random_flip: bool = False  # paper: no flip
     max_caption_tokens: int = 120

@@ -55,7 +55,12 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 
 def publish_dir(tmp: Path, final: Path) -> None:
-    """Move a fully written temp folder to its final name in one rename."""
+    """Move a fully written temp folder to its final name in one rename (an older folder of
+    that name is moved aside first and deleted after)."""
+    old = None
     if final.exists():
-        shutil.rmtree(final)
+        old = final.with_name(f".old-{final.name}-{os.getpid()}")
+        os.rename(final, old)
     os.rename(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

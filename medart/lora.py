@@ -62,7 +62,8 @@ def save(model: torch.nn.Module, folder: str | Path) -> None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model.peft_config_medart.save_pretrained(folder)
-    state = {PREFIX + k: v.detach().to("cpu", torch.float32).contiguous() for k, v in get_peft_model_state_dict(model).items()}
+    weights = get_peft_model_state_dict(model, save_embedding_layers=False)
+    state = {PREFIX + k: v.detach().to("cpu", torch.float32).contiguous() for k, v in weights.items()}
     save_file(state, folder / WEIGHTS, metadata={"format": "pt"})
 
 

@@ -1,0 +1,417 @@
+"""Workspace commands of the CLI: import, caption, export and the review commands.
+
+Each command is one `cmd_<name>(args) -> int`; all take `--workspace` (default
+`./workspace` or `MEDART_WORKSPACE`). Errors are raised as ValueError/FileNotFoundError with
+what to do; `medart.cli.main` prints them and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from medart.workspace import STATUSES, Filter, Workspace, default_workspace
+
+
+# ---- shared helpers ---------------------------------------------------------------------------
+def _tokenizer(base_model: str | None):
+    """(name, tokenizer) of the base model whose T5 counts caption tokens."""
+    from medart import profiles
+
+    name = base_model or profiles.default_base_model()
+    if name == "tiny":
+        from transformers import AutoTokenizer
+
+        from medart.tiny_base import TOKENIZER_DIR
+
+        return name, AutoTokenizer.from_pretrained(TOKENIZER_DIR)
+    return name, profiles.load_tokenizer(name)
+
+
+def _open(args, tokens: bool = False, create: bool = False) -> Workspace:
+    tokenizer = None
+    name = None
+    if tokens:
+        name, tokenizer = _tokenizer(getattr(args, "base_model", None))
+    ws = Workspace(args.workspace, tokenizer=tokenizer, create=create)
+    if tokens and ws.get_setting("token_base_model") != name:
+        ws.recount_tokens()
+        ws.set_setting("token_base_model", name)
+    return ws
+
+
+def _ids(values) -> list[int]:
+    out = []
+    for v in values or []:
+        for part in str(v).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if "-" in part:
+                a, b = part.split("-", 1)
+                out.extend(range(int(a), int(b) + 1))
+            else:
+                out.append(int(part))
+    return out
+
+
+def _filter(args) -> Filter:
+    ids = _ids(getattr(args, "ids", None))
+    return Filter(
+        status=getattr(args, "status", None),
+        label=getattr(args, "label", None),
+        text=getattr(args, "contains", None),
+        min_tokens=getattr(args, "min_tokens", None),
+        max_tokens=getattr(args, "max_tokens", None),
+        ids=ids or None,
+        missing=True if getattr(args, "missing", False) else None,
+    )
+
+
+def _add_filter_flags(p, status: bool = True) -> None:
+    if status:
+        p.add_argument("--status", choices=STATUSES, action="append", help="repeatable")
+    p.add_argument("--label", help="only images with this label")
+    p.add_argument("--contains", help="only captions containing this text (case-insensitive)")
+    p.add_argument("--min-tokens", type=int)
+    p.add_argument("--max-tokens", type=int)
+    p.add_argument("--ids", nargs="+", help="image ids: 3 7 9, 3,7,9 or 10-20")
+
+
+# ---- commands ---------------------------------------------------------------------------------
+def cmd_import(args) -> int:
+    from medart.importers import ImportLimits, import_dataset, import_paths
+
+    if not args.paths and not args.hf_dataset:
+        raise ValueError("nothing to import: give files, folders or zip archives, or --hf-dataset ID_OR_DIR")
+    limits = ImportLimits(max_pixels=args.max_pixels)
+    ws = _open(args, tokens=True, create=True)
+    try:
+        if args.modality:
+            ws.get_template(args.modality)  # fail early on a template that does not exist
+            if ws.get_setting("modality") is None:
+                ws.set_setting("modality", args.modality)
+        reports = []
+        if args.paths:
+            reports.append(import_paths(ws, args.paths, label=args.label, modality=args.modality, split=args.split, limits=limits))
+        if args.hf_dataset:
+            reports.append(
+                import_dataset(
+                    ws, args.hf_dataset, split=args.hf_split, image_column=args.image_column,
+                    text_column=args.text_column, label_column=args.label_column, label=args.label,
+                    modality=args.modality, limits=limits,
+                )  # fmt: skip
+            )
+        for r in reports:
+            print(r.summary())
+        stats = ws.stats()
+        print(f"workspace {ws.root}: {stats['total']} image(s), {stats['missing']} without caption")
+    finally:
+        ws.close()
+    return 0
+
+
+def cmd_caption(args) -> int:
+    from tqdm import tqdm
+
+    from captioning import make_captioner
+    from captioning.base import CaptionerError, SamplingConfig
+    from captioning.vsg import VSGConfig
+    from medart.describe import caption_workspace, targets
+
+    ws = _open(args, tokens=True)
+    try:
+        if args.template:
+            ws.get_template(args.template)
+        ids = targets(ws, only_missing=args.only_missing, include_edited=args.include_edited, flt=_filter(args))
+        if args.limit is not None:
+            ids = ids[: args.limit]
+        if not ids:
+            print("nothing to caption (every selected image already has a caption; see --include-edited, --ids)")
+            return 0
+        sampling = SamplingConfig(
+            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+            max_new_tokens=args.max_new_tokens, seed=args.seed,
+        )  # fmt: skip
+        kwargs = dict(sampling=sampling, batch_size=args.batch_size)
+        if args.backend == "transformers":
+            kwargs.update(device=args.device)
+        if args.backend == "openai":
+            kwargs.update(base_url=args.url, api_key=os.environ.get(args.api_key_env) if args.api_key_env else None)
+        tokenizer = ws.tokenizer
+        captioner = make_captioner(args.backend, args.model, **kwargs)
+        config = VSGConfig(max_tokens=args.max_caption_tokens, max_attempts=args.max_attempts)
+        if args.simplify and hasattr(captioner, "simplify"):
+            config.simplifier = captioner.simplify
+        with captioner, tqdm(total=len(ids), unit="img", desc=f"captioning ({args.backend})") as bar:
+            try:
+                report = caption_workspace(ws, captioner, ids, template=args.template, tokenizer=tokenizer, config=config, progress=bar.update)
+            except CaptionerError as e:
+                raise ValueError(str(e)) from None
+        print(f"captioned {report.done} image(s); the rules repaired {report.repaired}. Review them, then approve.")
+    finally:
+        ws.close()
+    return 0
+
+
+def cmd_export(args) -> int:
+    from medart.exports import describe_export, export, push_to_hub
+
+    ws = _open(args)
+    try:
+        flt = Filter(label=args.label)
+        report = export(ws, args.out, fmt=args.format, approved_only=not args.all, flt=flt, overwrite=args.overwrite)
+        print(describe_export(report))
+        if args.push_to_hub:
+            if args.format != "imagefolder":
+                raise ValueError("--push-to-hub needs --format imagefolder")
+            token = os.environ.get(args.hub_token_env) if args.hub_token_env else None
+            print("pushed (private) to", push_to_hub(report.path, args.push_to_hub, token=token, private=True))
+    finally:
+        ws.close()
+    return 0
+
+
+def cmd_approve(args) -> int:
+    return _status(args, "approved")
+
+
+def cmd_reject(args) -> int:
+    return _status(args, "rejected")
+
+
+def _status(args, status: str) -> int:
+    flt = _filter(args)
+    if flt == Filter() and not args.all:
+        raise ValueError("say which captions: image ids (--ids 3 4 10-20), a filter (--status edited, --label L) or --all")
+    ws = _open(args)
+    try:
+        ids = ws.ids(flt)
+        if status == "approved":
+            empty = ws.ids(Filter(**{**flt.__dict__, "missing": True}))
+            if empty and not args.ids:
+                ids = [i for i in ids if i not in set(empty)]  # a filter skips empty captions
+        n = ws.set_status(ids, status, action="approve" if status == "approved" else "reject")
+        print(f"{status}: {n} caption(s) changed ({len(ids)} selected)")
+    finally:
+        ws.close()
+    return 0
+
+
+def cmd_edit(args) -> int:
+    ws = _open(args, tokens=True)
+    try:
+        item = ws.set_text(args.id, args.text, approve=args.approve)
+        print(f"image {item.id}: {item.status}, {item.token_count} tokens")
+    finally:
+        ws.close()
+    return 0
+
+
+def cmd_undo(args) -> int:
+    ws = _open(args)
+    try:
+        ids = ws.undo(args.id)
+        print(f"undone: {len(ids)} caption(s) restored" + (f" ({', '.join(map(str, ids[:20]))})" if ids else " (nothing to undo)"))
+    finally:
+        ws.close()
+    return 0
+
+
+def cmd_replace(args) -> int:
+    ws = _open(args, tokens=True)
+    try:
+        preview = ws.find_replace(
+            args.pattern, args.replacement, flt=_filter(args), regex=not args.literal,
+            ignore_case=args.ignore_case, apply=args.yes,
+        )  # fmt: skip
+        print(f"{preview.matches} match(es) in {preview.captions} caption(s)")
+        for iid, before, after in preview.samples:
+            print(f"  [{iid}] {before[:100]!r}\n     -> {after[:100]!r}")
+        if args.yes:
+            print(f"replaced; undo with `python -m medart undo --workspace {ws.root}`")
+        elif preview.captions:
+            print("preview only; pass --yes to apply")
+    finally:
+        ws.close()
+    return 0
+
+
+def cmd_list(args) -> int:
+    ws = _open(args)
+    try:
+        items = ws.query(_filter(args), offset=args.offset, limit=args.limit)
+        for item in items:
+            if args.json:
+                print(json.dumps({"id": item.id, "name": item.original_name, "label": item.label, "status": item.status,
+                                  "tokens": item.token_count, "text": item.text}))  # fmt: skip
+            else:
+                print(f"{item.id:>6} {item.status:<8} {str(item.token_count or '-'):>4} {item.label or '-':<16} {item.text[:80]}")
+        print(f"{ws.count(_filter(args))} matching", file=sys.stderr)
+    finally:
+        ws.close()
+    return 0
+
+
+def cmd_next(args) -> int:
+    ws = _open(args)
+    try:
+        item = ws.next_unreviewed(args.after, _filter(args))
+        if item is None:
+            print("every caption is reviewed")
+        else:
+            print(f"{item.id} {item.status} {item.label or '-'} {item.image_path}\n{item.text}")
+    finally:
+        ws.close()
+    return 0
+
+
+def cmd_stats(args) -> int:
+    ws = _open(args)
+    try:
+        print(json.dumps(ws.stats(), indent=2))
+    finally:
+        ws.close()
+    return 0
+
+
+def cmd_template(args) -> int:
+    from captioning.templates import ModalityTemplate
+
+    ws = _open(args, create=True)
+    try:
+        if not args.name:
+            for t in ws.list_templates():
+                print(f"{t.name:<12} {t.image_phrase!r}: {', '.join(t.features)}")
+            return 0
+        if args.reset:
+            ws.reset_template(args.name)
+        elif any(v is not None for v in (args.image_phrase, args.features, args.prompt, args.max_words)):
+            try:
+                t = ws.get_template(args.name)
+            except ValueError:
+                if not args.image_phrase:
+                    raise ValueError(f"a new template needs --image-phrase, e.g. 'A colposcopic image'") from None
+                t = ModalityTemplate(args.name, args.image_phrase)
+            if args.image_phrase:
+                t.image_phrase = args.image_phrase
+            if args.features is not None:
+                t.features = [f.strip() for f in args.features.split(",") if f.strip()]
+            if args.prompt:
+                t.prompt = args.prompt
+            if args.max_words:
+                t.max_words = args.max_words
+            ws.save_template(t)
+        if args.default:
+            ws.get_template(args.name)
+            ws.set_setting("modality", args.name)
+        t = ws.get_template(args.name)
+        print(json.dumps(t.to_dict(), indent=2))
+    finally:
+        ws.close()
+    return 0
+
+
+# ---- parsers ----------------------------------------------------------------------------------
+def add_parsers(sub) -> None:
+    def parser(name: str, help: str, func):
+        p = sub.add_parser(name, help=help)
+        p.add_argument(
+            "--workspace", default=str(default_workspace()), help="workspace folder (default ./workspace or $MEDART_WORKSPACE)"
+        )
+        p.set_defaults(func=func)
+        return p
+
+    p = parser("import", "import images (files, folders, zip, DICOM, HF dataset) into the workspace", cmd_import)
+    p.add_argument("paths", nargs="*", help="image files, folders (with .txt/metadata.jsonl/metadata.csv) or zip archives")
+    p.add_argument("--label", help="class label for images that bring none")
+    p.add_argument("--modality", help="template for these images: endoscopy, dermoscopy, histology, radiology, fundus, custom")
+    p.add_argument("--split", default="train")
+    p.add_argument("--max-pixels", type=int, default=100_000_000, help="larger images are rejected as decompression bombs")
+    p.add_argument("--hf-dataset", help="a Hugging Face dataset id or a local imagefolder")
+    p.add_argument("--hf-split", default="train")
+    p.add_argument("--image-column")
+    p.add_argument("--text-column")
+    p.add_argument("--label-column")
+    p.add_argument("--base-model", help="whose T5 tokenizer counts caption tokens (default: the active base model)")
+
+    p = parser("caption", "describe images with the Visual Symptom Generator (resumable)", cmd_caption)
+    p.add_argument("--backend", choices=("offline", "transformers", "openai"), default="offline")
+    p.add_argument("--model", help="transformers: hub id or folder; openai: the served model name")
+    p.add_argument("--url", help="openai backend: server URL, e.g. http://gpu-box:8000/v1")
+    p.add_argument("--api-key-env", help="openai backend: environment variable holding the API key")
+    p.add_argument("--only-missing", action="store_true", help="only images without caption text (resume a job)")
+    p.add_argument("--include-edited", action="store_true", help="also redo captions a reviewer edited")
+    p.add_argument("--template", help="modality template for all images (default: each image's modality)")
+    _add_filter_flags(p, status=False)
+    p.add_argument("--limit", type=int, help="at most this many images")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--max-attempts", type=int, default=3, help="generations per image before repairing the best")
+    p.add_argument("--max-caption-tokens", type=int, default=120)
+    p.add_argument("--simplify", action="store_true", help="openai backend: shorten long captions with the model")
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=50)
+    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--max-new-tokens", type=int, default=150)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="transformers backend: cpu, cuda, cuda:1")
+    p.add_argument("--base-model", help="whose T5 tokenizer counts caption tokens (default: the active base model)")
+
+    p = parser("export", "export captions for training (imagefolder, csv, txt)", cmd_export)
+    p.add_argument("--format", choices=("imagefolder", "csv", "txt"), default="imagefolder")
+    p.add_argument("--out", required=True)
+    p.add_argument("--approved-only", action="store_true", default=True, help="only approved captions (the default)")
+    p.add_argument("--all", action="store_true", help="every caption with text that is not rejected")
+    p.add_argument("--label", help="only this label")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    p.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload as a private HF dataset")
+    p.add_argument("--hub-token-env", help="environment variable with the write token (default HF_TOKEN)")
+
+    for name, func, help in (
+        ("approve", cmd_approve, "approve captions (by ids or filter)"),
+        ("reject", cmd_reject, "reject captions (by ids or filter); rejected ones are never exported"),
+    ):
+        p = parser(name, help, func)
+        _add_filter_flags(p)
+        p.add_argument("--all", action="store_true", help="every caption (with text, for approve)")
+
+    p = parser("edit", "set the text of one caption", cmd_edit)
+    p.add_argument("id", type=int)
+    p.add_argument("text")
+    p.add_argument("--approve", action="store_true")
+    p.add_argument("--base-model")
+
+    p = parser("undo", "undo the last change (or the last change of one image)", cmd_undo)
+    p.add_argument("--id", type=int)
+
+    p = parser("replace", "find/replace (regex) over captions: preview, then --yes to apply", cmd_replace)
+    p.add_argument("pattern")
+    p.add_argument("replacement")
+    p.add_argument("--literal", action="store_true", help="pattern is plain text, not a regex")
+    p.add_argument("--ignore-case", action="store_true")
+    p.add_argument("--yes", action="store_true", help="apply (otherwise only the preview count)")
+    _add_filter_flags(p)
+    p.add_argument("--base-model")
+
+    p = parser("list", "list captions", cmd_list)
+    _add_filter_flags(p)
+    p.add_argument("--missing", action="store_true", help="only images without caption text")
+    p.add_argument("--offset", type=int, default=0)
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+
+    p = parser("next", "the next unreviewed caption", cmd_next)
+    p.add_argument("--after", type=int, help="after this image id (wraps around)")
+    _add_filter_flags(p, status=False)
+
+    parser("stats", "counts per status and label", cmd_stats)
+
+    p = parser("template", "list, show, edit or add modality templates", cmd_template)
+    p.add_argument("name", nargs="?")
+    p.add_argument("--image-phrase", help="e.g. 'An endoscopic image' (simple caption: '<phrase> of <label>')")
+    p.add_argument("--features", help="comma-separated visual features to ask for")
+    p.add_argument("--prompt", help="prompt with {simple_caption} {features} {max_words} {label}")
+    p.add_argument("--max-words", type=int)
+    p.add_argument("--reset", action="store_true", help="back to the built-in version")
+    p.add_argument("--default", action="store_true", help="use it for images without a modality")

@@ -1,0 +1,76 @@
+"""Batch captioning of a workspace with the Visual Symptom Generator.
+
+Each caption is committed as soon as it is written, so an interrupted job loses at most the
+batch in flight; `only_missing=True` resumes it (images that already have text are left
+alone). Reviewed captions (edited, approved, rejected) are never overwritten by default.
+The template of an image is the job's, else the image's modality, else the workspace's
+default (`modality` setting), else `custom`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from PIL import Image
+
+from captioning.base import Captioner, CaptionerError
+from captioning.vsg import VSGConfig, describe
+from medart.workspace import Filter, Workspace
+
+
+@dataclass
+class CaptionJobReport:
+    total: int = 0
+    done: int = 0
+    failed: list[tuple[int, str]] = field(default_factory=list)
+    repaired: int = 0  # captions the rules changed (prefixed, trimmed, simplified)
+
+
+def targets(ws: Workspace, only_missing: bool = False, include_edited: bool = False, flt: Filter | None = None) -> list[int]:
+    """Ids the job would caption: drafts (and edited ones if asked), optionally only empty ones."""
+    base = flt or Filter()
+    statuses = ["draft", "edited"] if include_edited else ["draft"]
+    return ws.ids(Filter(**{**base.__dict__, "status": statuses, "missing": True if only_missing else base.missing}))
+
+
+def caption_workspace(
+    ws: Workspace,
+    captioner: Captioner,
+    ids: list[int],
+    template: str | None = None,
+    tokenizer=None,
+    config: VSGConfig | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> CaptionJobReport:
+    """Caption `ids` in batches of `captioner.batch_size`, committing every caption."""
+    config = config or VSGConfig()
+    report = CaptionJobReport(total=len(ids))
+    default = ws.get_setting("modality") or "custom"
+    size = max(1, captioner.batch_size)
+    for start in range(0, len(ids), size):
+        items = [ws.get(i) for i in ids[start : start + size]]
+        groups: dict[str, list] = {}
+        for item in items:
+            groups.setdefault(template or item.modality or default, []).append(item)
+        for name, group in groups.items():
+            tmpl = ws.get_template(name)
+            images = []
+            for item in group:
+                with Image.open(item.image_path) as im:
+                    images.append(im.convert("RGB"))
+            simple = [tmpl.simple_caption(item.label) for item in group]
+            try:
+                captions = describe(captioner, images, simple, tmpl, tokenizer=tokenizer, config=config)
+            except CaptionerError as e:
+                raise CaptionerError(
+                    f"{e} ({report.done} of {report.total} captioned and saved; rerun with --only-missing to continue)"
+                ) from e
+            for item, cap in zip(group, captions):
+                prov = cap.provenance() | {"template": tmpl.name, "simple_caption": tmpl.simple_caption(item.label)}
+                ws.set_caption(item.id, cap.text, prov, status="draft")
+                report.done += 1
+                report.repaired += any(r.startswith(("prefixed", "trimmed", "simplified")) for r in cap.rules)
+                if progress:
+                    progress(1)
+    return report

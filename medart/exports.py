@@ -1,0 +1,144 @@
+"""Export captions for training: HF imagefolder, the authors' metadata.csv, or .txt sidecars.
+
+- `imagefolder`: `train/` with the images and `train/metadata.jsonl` (`file_name`, `text`,
+  `label`), loadable with `datasets.load_dataset("imagefolder", data_dir=OUT)`.
+- `csv`: the images with `metadata.csv` (`file_name`, `text`, `label`) in the same folder,
+  as the authors' training code reads it.
+- `txt`: each image with a `.txt` sidecar of the same stem.
+
+Only approved captions are exported unless `approved_only=False` (then every caption with
+text that is not rejected). Each export also writes `manifest.json` (counts, filters and a
+hash over file names and texts) so a training run knows exactly what it trained on. The
+export is built in a temporary folder and renamed into place: it is complete or absent.
+`push_to_hub` uploads an imagefolder export as a private dataset when a token is given.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from medart.fileio import publish_dir
+from medart.workspace import Filter, Workspace
+
+FORMATS = ("imagefolder", "csv", "txt")
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    format: str
+    count: int
+    skipped_empty: int
+    digest: str
+
+
+def _file_name(item) -> str:
+    stem = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in Path(item.original_name).stem)[:40]
+    return f"{item.id:06d}-{stem or 'image'}.png"
+
+
+def export(
+    ws: Workspace,
+    out: str | Path,
+    fmt: str = "imagefolder",
+    approved_only: bool = True,
+    flt: Filter | None = None,
+    overwrite: bool = False,
+) -> ExportReport:
+    """Write an export of `ws` to `out` (see the module docstring)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    out = Path(out).expanduser()
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ValueError(f"{out} exists and is not empty; choose a new --out folder or pass --overwrite")
+    base = flt or Filter()
+    statuses = ["approved"] if approved_only else ["draft", "edited", "approved"]
+    if base.status:
+        wanted = [base.status] if isinstance(base.status, str) else list(base.status)
+        statuses = [s for s in statuses if s in wanted]
+    items = ws.query(Filter(**{**base.__dict__, "status": statuses}), limit=None) if statuses else []
+    skipped = sum(1 for i in items if not i.text.strip())
+    items = [i for i in items if i.text.strip()]
+    if not items:
+        what = "approved captions" if approved_only else "captions with text"
+        raise ValueError(
+            f"nothing to export: the workspace {ws.root} has no {what} matching the filter. Approve captions "
+            "(`python -m medart approve ...`) or export drafts too with --all"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        folder = tmp / "train" if fmt == "imagefolder" else tmp
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = []
+        digest = hashlib.sha256()
+        for item in items:
+            name = _file_name(item)
+            shutil.copyfile(item.image_path, folder / name)
+            row = {"file_name": name, "text": item.text.strip(), "label": item.label or ""}
+            rows.append(row)
+            digest.update(json.dumps([name, item.sha256, row["text"], row["label"]]).encode())
+            if fmt == "txt":
+                (folder / name).with_suffix(".txt").write_text(row["text"] + "\n", encoding="utf-8")
+        if fmt == "imagefolder":
+            with open(folder / "metadata.jsonl", "w", encoding="utf-8") as f:
+                for row in rows:
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        elif fmt == "csv":
+            with open(folder / "metadata.csv", "w", encoding="utf-8", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=["file_name", "text", "label"])
+                writer.writeheader()
+                writer.writerows(rows)
+        manifest = {
+            "format": fmt,
+            "count": len(rows),
+            "approved_only": approved_only,
+            "statuses": statuses,
+            "labels": sorted({r["label"] for r in rows}),
+            "sha256": digest.hexdigest(),
+            "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        for path in tmp.rglob("*"):
+            if path.is_file():
+                with open(path, "rb") as f:
+                    os.fsync(f.fileno())
+        if out.exists() and not any(out.iterdir()):
+            out.rmdir()
+        publish_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ExportReport(out, fmt, len(rows), skipped, digest.hexdigest())
+
+
+def push_to_hub(export_dir: str | Path, repo_id: str, token: str | None = None, private: bool = True) -> str:
+    """Upload an imagefolder export as a (private by default) Hugging Face dataset; returns its URL."""
+    token = token or os.environ.get("HF_TOKEN")
+    if not token:
+        raise ValueError("pushing to the hub needs a token: set HF_TOKEN (a write token) or pass --hub-token-env VAR")
+    export_dir = Path(export_dir)
+    if not (export_dir / "train" / "metadata.jsonl").exists():
+        raise ValueError(f"{export_dir} is not an imagefolder export (no train/metadata.jsonl); export with --format imagefolder")
+    import datasets
+
+    ds = datasets.load_dataset("imagefolder", data_dir=str(export_dir))
+    ds.push_to_hub(repo_id, private=private, token=token)
+    return f"https://huggingface.co/datasets/{repo_id}"
+
+
+def describe_export(report: ExportReport) -> str:
+    buf = io.StringIO()
+    buf.write(f"exported {report.count} caption(s) as {report.format} to {report.path}")
+    if report.skipped_empty:
+        buf.write(f" ({report.skipped_empty} without text left out)")
+    return buf.getvalue()

@@ -1,0 +1,366 @@
+"""Hybrid-Level Diffusion Fine-tuning (HLDF): the training loop.
+
+    L = L_diffusion                          on most steps
+    L = L_diffusion + w * L_color            every N steps, w = 1/M by default
+
+L_color compares the per-channel mean and std of the training image with an image generated
+*inside the training graph* from its caption (M DPM-Solver++ steps, CFG 4.5, VAE decode),
+so its gradient reaches the DiT and T5 LoRA through every solver step. Nothing is reloaded
+for it: the same modules, the same sampler as inference.
+
+Runs unchanged under `accelerate launch`: each process trains on its share of every batch
+and the LoRA gradients are averaged across processes after backward (the models are not
+wrapped in DDP, whose hooks assume one forward per backward; a colour step makes 2M+1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import math
+import resource
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from medart import checkpoints, dpm_solver, lora
+from medart.config import TrainConfig
+from medart.data import TrainData, load_examples
+from medart.fileio import atomic_write_bytes, atomic_write_text, publish_dir
+from medart.losses import color_loss, diffusion_loss
+from medart.profiles import load_base
+from medart.run_folder import RunFolder, model_card
+
+log = logging.getLogger("medart.hldf")
+
+
+class Trainer:
+    """Holds the models, optimiser and data of one run; `run()` trains to the end."""
+
+    def __init__(self, config: TrainConfig, command: str = "", progress=None):
+        from accelerate import Accelerator
+
+        self.config = config
+        self.progress = progress
+        self.stop_requested = False
+        cuda = torch.cuda.is_available()
+        precision = config.mixed_precision
+        if precision == "auto":
+            precision = "bf16" if cuda else "no"
+        self.accelerator = Accelerator(mixed_precision=precision, cpu=not cuda)
+        self.device = self.accelerator.device
+        self.weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+        self.main = self.accelerator.is_main_process
+        self.run = RunFolder(config.output)
+
+        torch.manual_seed(config.seed + self.accelerator.process_index)
+        self.base = load_base(config.base_model, device=self.device, dtype=self.weight_dtype)
+        config.resolution = config.resolution or self.base.resolution
+        examples = load_examples(config, self.base.tokenizer)
+        self.data = TrainData(examples, config, config.resolution,
+                              self.accelerator.process_index, self.accelerator.num_processes)
+        self.total_steps = config.max_steps or config.epochs * self.data.steps_per_epoch
+        self.models = {"dit": self.base.transformer}
+        params = lora.attach_base(self.base, config.lora)
+        if config.lora.t5:
+            self.models["t5"] = self.base.text_encoder
+        self.params = [p for group in params.values() for p in group]
+        if config.gradient_checkpointing:
+            self.base.transformer.enable_gradient_checkpointing()
+            self.base.vae.enable_gradient_checkpointing()
+        self.optimizer = self._optimizer()
+        from diffusers import DDPMScheduler
+        from diffusers.optimization import get_scheduler
+
+        self.lr_scheduler = get_scheduler(
+            config.lr_scheduler, self.optimizer, num_warmup_steps=config.lr_warmup_steps,
+            num_training_steps=self.total_steps,
+        )
+        self.noise_scheduler = DDPMScheduler.from_config(self.base.scheduler.config)
+        self.cache_dir = self.run.path / "cache"
+        self.step = 0
+        self.data_info = {"source": config.data, "images": len(examples),
+                          "keys": sorted(ex.key for ex in examples)}
+        if self.main:
+            self.run.start(config, command, self.data_info)
+        if config.resume:
+            self._resume(config.resume)
+
+    # -- setup -------------------------------------------------------------------------
+    def _optimizer(self):
+        c = self.config
+        if c.adam_8bit:
+            if not torch.cuda.is_available():
+                raise ValueError("8-bit AdamW needs a CUDA GPU (bitsandbytes); drop --adam-8bit on this machine.")
+            try:
+                import bitsandbytes as bnb
+            except ImportError:
+                raise ValueError("8-bit AdamW needs bitsandbytes: pip install bitsandbytes") from None
+            return bnb.optim.AdamW8bit(self.params, lr=c.learning_rate, weight_decay=c.weight_decay)
+        return torch.optim.AdamW(self.params, lr=c.learning_rate, weight_decay=c.weight_decay)
+
+    def _resume(self, resume: str) -> None:
+        checkpoints.clean_partial(self.run.checkpoints)
+        path = checkpoints.find(resume, self.run.checkpoints)
+        state = checkpoints.load(path, self.models, self.optimizer, self.lr_scheduler)
+        self.step = state["step"]
+        if self.main:
+            self.run.truncate_metrics(self.step)
+        log.info("resumed from %s at step %d", path, self.step)
+
+    # -- pieces of a step --------------------------------------------------------------
+    def _autocast(self):
+        if self.weight_dtype == torch.float32:
+            return torch.autocast("cpu", enabled=False)
+        return torch.autocast(self.device.type, dtype=self.weight_dtype)
+
+    def _latents(self, examples, pixels, epoch: int) -> torch.Tensor:
+        """VAE latents of the batch, from the cache where the pixels are deterministic."""
+        vae = self.base.vae
+        means, stds = [], []
+        for ex, px in zip(examples, pixels):
+            cached = self.cache_dir / "latents" / f"{ex.key}-{self.config.resolution}.pt"
+            use_cache = self.config.cache_latents and self.data.deterministic(ex)
+            if use_cache and cached.exists():
+                mean, std = torch.load(cached, weights_only=True)
+            else:
+                with torch.no_grad():
+                    dist = vae.encode(px[None].to(self.device, vae.dtype)).latent_dist
+                mean, std = dist.mean[0].float().cpu(), dist.std[0].float().cpu()
+                if use_cache:
+                    _save_tensors(cached, (mean, std))
+            means.append(mean)
+            stds.append(std)
+        mean = torch.stack(means).to(self.device)
+        std = torch.stack(stds).to(self.device)
+        # The same draw as diffusers' DiagonalGaussianDistribution.sample().
+        latents = mean + std * torch.randn(mean.shape, device=self.device, dtype=mean.dtype)
+        return (latents * vae.config.scaling_factor).to(self.weight_dtype)
+
+    def _text(self, captions: list[str]):
+        """T5 embeddings; cached on disk when the text encoder is frozen (no T5 LoRA)."""
+        tok, enc = self.base.tokenizer, self.base.text_encoder
+        if self.config.lora.t5 or not self.config.cache_text:
+            return dpm_solver.encode_prompts(tok, enc, captions, self.device)
+        embeds, masks = [], []
+        for caption in captions:
+            key = hashlib.sha256(caption.encode()).hexdigest()[:20]
+            cached = self.cache_dir / "text" / f"{key}.pt"
+            if cached.exists():
+                e, m = torch.load(cached, weights_only=True)
+            else:
+                with torch.no_grad():
+                    e, m = dpm_solver.encode_prompts(tok, enc, [caption], self.device)
+                e, m = e[0].cpu(), m[0].cpu()
+                _save_tensors(cached, (e, m))
+            embeds.append(e)
+            masks.append(m)
+        return torch.stack(embeds).to(self.device, self.base.dtype), torch.stack(masks).to(self.device)
+
+    def _grad_vector(self) -> torch.Tensor:
+        return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten().float() for p in self.params])
+
+    def _average_gradients(self) -> None:
+        if self.accelerator.num_processes == 1:
+            return
+        flat = self._grad_vector()
+        flat = self.accelerator.reduce(flat, reduction="mean")
+        offset = 0
+        for p in self.params:
+            n = p.numel()
+            p.grad = flat[offset:offset + n].view_as(p).to(p.dtype)
+            offset += n
+
+    def train_step(self) -> dict:
+        """One optimiser step (0-based `self.step` before, +1 after); returns its metrics row."""
+        c, hl = self.config, self.config.hldf
+        t0 = time.perf_counter()
+        examples, pixels, epoch = self.data.batch(self.step)
+        pixels = pixels.to(self.device)
+        captions = [ex.caption for ex in examples]
+        colour_step = hl.enabled and (self.step + 1) % hl.every == 0
+        row = {"step": self.step + 1, "epoch": epoch}
+
+        latents = self._latents(examples, pixels, epoch)
+        noise = torch.randn(latents.shape, device=self.device, dtype=latents.dtype)
+        t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (latents.shape[0],), device=self.device)
+        noisy = self.noise_scheduler.add_noise(latents, noise, t)
+        with self._autocast():
+            embeds, mask = self._text(captions)
+            out = self.base.transformer(noisy, encoder_hidden_states=embeds, encoder_attention_mask=mask, timestep=t,
+                                        added_cond_kwargs={"resolution": None, "aspect_ratio": None},
+                                        return_dict=False)[0]
+            loss = diffusion_loss(out, noise)
+        loss.backward(retain_graph=colour_step)
+        row["loss"] = loss.item()
+
+        if colour_step:
+            diff_grad = self._grad_vector()
+            row["grad_norm_diffusion"] = diff_grad.norm().item()
+            generator_ctx = (dpm_solver.block_checkpointing_off(self.base.transformer)
+                             if c.gradient_checkpointing else contextlib.nullcontext())
+            with self._autocast(), generator_ctx:
+                neg, neg_mask = self._text([""] * len(captions))
+                start = torch.randn(latents.shape, device=self.device, dtype=latents.dtype)
+                generated = dpm_solver.sample(
+                    self.base.transformer, self.base.scheduler.config, start, embeds, mask, neg, neg_mask,
+                    steps=hl.steps, cfg=hl.cfg, grad=True, checkpoint=c.gradient_checkpointing,
+                    grad_steps=hl.grad_steps,
+                )
+                image = dpm_solver.decode(self.base.vae, generated.to(self.base.vae.dtype))
+                lc = color_loss(image, pixels, reduction=hl.reduction)
+                # backward inside the context: recomputation must see the same model settings
+                (hl.color_weight * lc).backward()
+            row["color_loss"] = lc.item()
+            row["color_weight"] = hl.color_weight
+            row["grad_norm_color"] = (self._grad_vector() - diff_grad).norm().item()
+
+        self._average_gradients()
+        row["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm).item()
+        self.optimizer.step()
+        self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        row["lr"] = self.lr_scheduler.get_last_lr()[0]
+        row["seconds"] = time.perf_counter() - t0
+        row["peak_mem_mb"] = peak_memory_mb(self.device)
+        return row
+
+    # -- validation, checkpoints, export ----------------------------------------------
+    def validation_prompts(self) -> list[str]:
+        if self.config.validation_prompts:
+            return list(self.config.validation_prompts)
+        seen = []
+        for ex in self.data.examples:
+            if ex.caption not in seen:
+                seen.append(ex.caption)
+            if len(seen) == 4:
+                break
+        return seen
+
+    @torch.no_grad()
+    def samples(self) -> Path:
+        prompts = self.validation_prompts()
+        seeds = list(range(len(prompts)))
+        images = []
+        for prompt, seed in zip(prompts, seeds):
+            start = dpm_solver.initial_latents(self.base, 1, self.config.resolution, torch.Generator().manual_seed(seed))
+            with self._autocast():
+                cond = dpm_solver.conditioning(self.base, [prompt])
+                latents = dpm_solver.sample(self.base.transformer, self.base.scheduler.config, start, *cond,
+                                            steps=self.config.validation_steps, cfg=self.config.hldf.cfg)
+                images += dpm_solver.to_pil(dpm_solver.decode(self.base.vae, latents.to(self.base.vae.dtype)))
+        return self.run.save_samples(self.step, images, prompts, seeds)
+
+    def checkpoint(self) -> Path:
+        return checkpoints.save(
+            self.run.checkpoints, self.step, self.models, self.optimizer, self.lr_scheduler,
+            {"total_steps": self.total_steps, "epoch": self.step // self.data.steps_per_epoch},
+            self.config.checkpoints_keep,
+        )
+
+    def export(self, last: dict) -> Path:
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-adapter-", dir=self.run.path))
+        try:
+            for name, model in self.models.items():
+                lora.save(model, tmp / name)
+            atomic_write_text(tmp / "README.md", model_card(self.config, self.data_info, self.step, last))
+            publish_dir(tmp, self.run.adapter)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return self.run.adapter
+
+    # -- the loop ----------------------------------------------------------------------
+    def request_stop(self, *_) -> None:
+        """Finish the current step, write a checkpoint, exit (SIGTERM / SIGINT)."""
+        self.stop_requested = True
+
+    def run_loop(self) -> Path:
+        c = self.config
+        if self.main:
+            self.run.status("running", step=self.step, total=self.total_steps)
+            if self.step == 0:
+                self.samples()
+        bar = tqdm(total=self.total_steps, initial=self.step, desc="HLDF", unit="step",
+                   disable=not self.main, dynamic_ncols=True)
+        start_time, start_step, last = time.perf_counter(), self.step, {}
+        try:
+            while self.step < self.total_steps and not self.stop_requested:
+                last = self.train_step()
+                if not math.isfinite(last["loss"]):
+                    raise FloatingPointError(
+                        f"loss became {last['loss']} at step {self.step}; lower the learning rate or the colour weight"
+                    )
+                done = self.step - start_step
+                eta = (time.perf_counter() - start_time) / done * (self.total_steps - self.step)
+                if self.main:
+                    self.run.log_metrics(last)
+                    if self.step % c.validation_every == 0 or self.step == self.total_steps:
+                        self.samples()
+                    self.run.status("running", step=self.step, total=self.total_steps, eta_seconds=eta,
+                                    loss=last["loss"])
+                if self.step % c.checkpoint_every == 0 or self.step == self.total_steps or self.stop_requested:
+                    if self.main:
+                        self.checkpoint()
+                    self.accelerator.wait_for_everyone()
+                bar.set_postfix(loss=f"{last['loss']:.4f}", **({"color": f"{last['color_loss']:.4f}"}
+                                                               if "color_loss" in last else {}))
+                bar.update(1)
+                if self.progress:
+                    self.progress(self.step, self.total_steps, last)
+        finally:
+            bar.close()
+        if self.main:
+            if self.stop_requested and self.step < self.total_steps:
+                self.run.status("stopped", step=self.step, total=self.total_steps)
+            else:
+                self.export(last)
+                self.run.status("done", step=self.step, total=self.total_steps)
+        return self.run.path
+
+
+def _save_tensors(path: Path, obj) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # peak RSS on Linux (KiB)
+
+
+def train(config: TrainConfig, command: str = "", progress=None) -> Path:
+    """Train a run to the end (or until SIGTERM/SIGINT asks it to stop); returns the run folder."""
+    run = RunFolder(config.output)
+    run.path.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(run.path / "log.txt")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.getLogger("medart").addHandler(handler)
+    logging.getLogger("medart").setLevel(logging.INFO)
+    try:
+        trainer = Trainer(config, command, progress)
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            previous = {s: signal.signal(s, trainer.request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            return trainer.run_loop()
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+    except Exception as e:
+        log.exception("training failed")
+        run.status("failed", error=f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        logging.getLogger("medart").removeHandler(handler)
+        handler.close()

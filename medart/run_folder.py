@@ -1,0 +1,134 @@
+"""A training run's folder: what ran, how it went, what it made.
+
+    config.yaml command.txt env.txt data.json   what ran, exactly
+    status.json                                 state, pid, step, total, eta (atomic)
+    metrics.jsonl                               one row per optimiser step
+    samples/step-NNNNNN/NN.png + prompts.json   fixed-seed validation images, step 0 first
+    checkpoints/step-NNNNNN/                    see checkpoints.py
+    adapter/dit adapter/t5 adapter/README.md    the exported LoRA and its model card
+    log.txt
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+from medart.config import save_config
+from medart.fileio import append_jsonl, atomic_write_json, atomic_write_text, publish_dir, read_jsonl
+
+PACKAGES = ("torch", "diffusers", "transformers", "peft", "accelerate", "safetensors", "datasets", "numpy", "pillow")
+
+
+class RunFolder:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.samples = self.path / "samples"
+        self.checkpoints = self.path / "checkpoints"
+        self.adapter = self.path / "adapter"
+        self.metrics_path = self.path / "metrics.jsonl"
+        self.status_path = self.path / "status.json"
+
+    def start(self, config, command: str, data_info: dict) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        save_config(config, self.path / "config.yaml")
+        atomic_write_text(self.path / "command.txt", command + "\n")
+        atomic_write_text(self.path / "env.txt", environment())
+        atomic_write_json(self.path / "data.json", data_info)
+
+    def status(self, state: str, **fields) -> None:
+        current = self.read_status()
+        current.update(fields, state=state, pid=os.getpid(), updated=time.time())
+        atomic_write_json(self.status_path, current)
+
+    def read_status(self) -> dict:
+        try:
+            return json.loads(self.status_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def log_metrics(self, row: dict) -> None:
+        append_jsonl(self.metrics_path, row)
+
+    def metrics(self) -> list[dict]:
+        return read_jsonl(self.metrics_path)
+
+    def truncate_metrics(self, step: int) -> None:
+        """Drop rows after `step` (a resumed run recomputes them)."""
+        rows = [r for r in self.metrics() if r.get("step", 0) <= step]
+        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+
+    def save_samples(self, step: int, images, prompts: list[str], seeds: list[int]) -> Path:
+        self.samples.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-step-{step:06d}-", dir=self.samples))
+        try:
+            for i, image in enumerate(images):
+                image.save(tmp / f"{i:02d}.png")
+            (tmp / "prompts.json").write_text(json.dumps({"step": step, "prompts": prompts, "seeds": seeds}, indent=2))
+            final = self.samples / f"step-{step:06d}"
+            publish_dir(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return final
+
+    def sample_steps(self) -> list[int]:
+        return sorted(int(p.name.split("-")[1]) for p in self.samples.glob("step-*") if p.is_dir())
+
+
+def environment() -> str:
+    lines = [f"python {sys.version.split()[0]}", f"platform {platform.platform()}"]
+    for name in PACKAGES:
+        try:
+            lines.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pass
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            lines.append(f"cuda {torch.version.cuda} {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}")
+    except Exception:
+        pass
+    return "\n".join(lines) + "\n"
+
+
+def model_card(config, data_info: dict, steps: int, final_metrics: dict) -> str:
+    hl = config.hldf
+    return f"""---
+library_name: peft
+base_model: {config.base_model}
+tags: [medart, pixart-alpha, lora, medical-imaging, research-only]
+---
+# Med-Art LoRA adapter
+
+**Research use only. Not a medical device; not for diagnosis, treatment or any clinical
+decision.** Generated images are synthetic and may look plausible while being wrong.
+
+- Base model: `{config.base_model}`
+- Training data: {data_info.get('images', '?')} captioned images from `{data_info.get('source', '?')}`
+- Method: HLDF (Med-Art, arXiv 2506.20449): LoRA rank {config.lora.rank} on the DiT{' and the T5 text encoder' if config.lora.t5 else ''},
+  diffusion loss{f' plus (weight {hl.color_weight:g}) a colour loss every {hl.every} steps on images generated in-graph with {hl.steps} DPM-Solver++ steps at CFG {hl.cfg}' if hl.enabled else ''}
+- Steps: {steps}, batch {config.batch_size}, lr {config.learning_rate:g}, resolution {config.resolution}, seed {config.seed}
+- Last diffusion loss: {final_metrics.get('loss', float('nan')):.4f}
+
+## Use without Med-Art Studio
+
+```python
+from diffusers import PixArtAlphaPipeline
+from peft import PeftModel
+
+pipe = PixArtAlphaPipeline.from_pretrained("{config.base_model if '/' in config.base_model else 'PixArt-alpha/PixArt-XL-2-512x512'}")
+pipe.transformer = PeftModel.from_pretrained(pipe.transformer, "adapter/dit")
+pipe.text_encoder = PeftModel.from_pretrained(pipe.text_encoder, "adapter/t5")  # if present
+image = pipe("An endoscopic image of ...", guidance_scale=4.5, clean_caption=False).images[0]
+```
+
+Captions were used as written (no caption cleaning), so pass `clean_caption=False`.
+"""

@@ -1,0 +1,643 @@
+"""The caption workspace: an SQLite store of images, captions, their edit history and templates.
+
+A workspace is a folder (default `./workspace`, or `MEDART_WORKSPACE`, or `--workspace`):
+
+    workspace.db            SQLite in WAL mode; every change is one transaction
+    images/ab/<sha256>.png  each image once, under the hash of its decoded RGB pixels
+    thumbs/ab/<sha256>.jpg  256-pixel thumbnails for the gallery
+
+Captions move `draft` -> `edited` -> `approved` (or `rejected`). Every text or status change
+is written together with a history row in one transaction, so a killed process loses no
+committed edit and `undo()` can restore the previous state. Find/replace applies to many
+captions as one change, undone in one step. No gradio here: the app and the CLI both use
+this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from PIL import Image
+
+from captioning.templates import BUILTIN_TEMPLATES, ModalityTemplate, get_builtin
+from medart.fileio import atomic_write_bytes
+
+STATUSES = ("draft", "edited", "approved", "rejected")
+THUMB_SIZE = 256
+DB_NAME = "workspace.db"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY,
+    sha256 TEXT NOT NULL UNIQUE,
+    original_name TEXT NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    mode TEXT NOT NULL,            -- the mode of the file as imported (stored images are RGB)
+    bytes INTEGER NOT NULL,        -- size of the stored PNG
+    source TEXT NOT NULL DEFAULT '',
+    label TEXT,
+    split TEXT NOT NULL DEFAULT 'train',
+    modality TEXT,
+    added_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS images_label ON images(label);
+CREATE TABLE IF NOT EXISTS captions (
+    image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+    text TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL DEFAULT 'draft' CHECK (status IN ('draft', 'edited', 'approved', 'rejected')),
+    provenance TEXT NOT NULL DEFAULT '{}',
+    token_count INTEGER,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS captions_status ON captions(status);
+CREATE TABLE IF NOT EXISTS changes (
+    id INTEGER PRIMARY KEY,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '',
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY,
+    change_id INTEGER NOT NULL REFERENCES changes(id),
+    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    old_text TEXT NOT NULL,
+    old_status TEXT NOT NULL,
+    old_provenance TEXT NOT NULL,
+    old_token_count INTEGER,
+    new_text TEXT NOT NULL,
+    new_status TEXT NOT NULL,
+    undone INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS history_image ON history(image_id, id);
+CREATE INDEX IF NOT EXISTS history_change ON history(change_id);
+CREATE TABLE IF NOT EXISTS templates (
+    name TEXT PRIMARY KEY,
+    data TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS settings (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+def default_workspace() -> Path:
+    return Path(os.environ.get("MEDART_WORKSPACE", "workspace"))
+
+
+def pixel_hash(image: Image.Image) -> str:
+    """SHA-256 of an RGB image's size and pixels: the same picture re-encoded hashes the same."""
+    h = hashlib.sha256(f"{image.width}x{image.height}:".encode())
+    h.update(image.tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class Filter:
+    """Which captions to show or edit. Empty fields do not filter."""
+
+    status: str | list[str] | None = None
+    label: str | None = None
+    text: str | None = None  # case-insensitive substring of the caption
+    min_tokens: int | None = None
+    max_tokens: int | None = None
+    ids: list[int] | None = None
+    missing: bool | None = None  # True: only empty captions; False: only non-empty
+
+    def sql(self) -> tuple[str, list]:
+        where, params = [], []
+        if self.status:
+            statuses = [self.status] if isinstance(self.status, str) else list(self.status)
+            bad = [s for s in statuses if s not in STATUSES]
+            if bad:
+                raise ValueError(f"unknown status {bad[0]!r}; choose from {', '.join(STATUSES)}")
+            where.append(f"c.status IN ({','.join('?' * len(statuses))})")
+            params += statuses
+        if self.label is not None:
+            where.append("i.label IS ?")
+            params.append(self.label or None)
+        if self.text:
+            where.append("instr(lower(c.text), lower(?)) > 0")
+            params.append(self.text)
+        if self.min_tokens is not None:
+            where.append("c.token_count >= ?")
+            params.append(self.min_tokens)
+        if self.max_tokens is not None:
+            where.append("c.token_count <= ?")
+            params.append(self.max_tokens)
+        if self.ids is not None:
+            ids = [int(i) for i in self.ids]
+            where.append(f"i.id IN ({','.join('?' * len(ids))})" if ids else "0")
+            params += ids
+        if self.missing is True:
+            where.append("c.text = ''")
+        elif self.missing is False:
+            where.append("c.text != ''")
+        return (" WHERE " + " AND ".join(where)) if where else "", params
+
+
+@dataclass
+class Item:
+    """One image with its caption, as the gallery and the editor show it."""
+
+    id: int
+    sha256: str
+    original_name: str
+    width: int
+    height: int
+    mode: str
+    source: str
+    label: str | None
+    split: str
+    modality: str | None
+    text: str
+    status: str
+    token_count: int | None
+    provenance: dict
+    updated_at: float
+    image_path: Path
+    thumb_path: Path
+
+
+@dataclass
+class NewImage:
+    """An image ready to enter the workspace (its files already written by `store_image`)."""
+
+    sha256: str
+    original_name: str
+    width: int
+    height: int
+    mode: str
+    bytes: int
+    source: str = ""
+    label: str | None = None
+    split: str = "train"
+    modality: str | None = None
+    text: str = ""
+    provenance: dict = field(default_factory=dict)
+
+
+@dataclass
+class ReplacePreview:
+    captions: int  # captions that would change
+    matches: int  # occurrences replaced
+    samples: list[tuple[int, str, str]]  # (id, before, after) of the first few
+    change_id: int | None = None  # set once applied
+
+
+_ITEM_SQL = """SELECT i.id, i.sha256, i.original_name, i.width, i.height, i.mode, i.source, i.label, i.split,
+    i.modality, c.text, c.status, c.token_count, c.provenance, c.updated_at
+    FROM images i JOIN captions c ON c.image_id = i.id"""
+
+
+class Workspace:
+    """An open workspace. Thread-safe: one connection guarded by a lock."""
+
+    def __init__(self, root: str | Path | None = None, tokenizer=None, create: bool = True):
+        self.root = Path(root) if root is not None else default_workspace()
+        db = self.root / DB_NAME
+        if not db.exists() and not create:
+            raise FileNotFoundError(
+                f"no workspace at {self.root} (no {DB_NAME}); import images first with "
+                f"`python -m medart import PATH --workspace {self.root}`"
+            )
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "images").mkdir(exist_ok=True)
+        (self.root / "thumbs").mkdir(exist_ok=True)
+        self.tokenizer = tokenizer
+        self._lock = threading.RLock()
+        self.conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False, timeout=30)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")  # a commit is on disk before it returns
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        self.conn.execute("PRAGMA busy_timeout=30000")
+        with self._lock:
+            self.conn.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
+
+    # ---- plumbing -------------------------------------------------------------------------
+    @contextmanager
+    def _tx(self):
+        with self._lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def image_path(self, sha: str) -> Path:
+        return self.root / "images" / sha[:2] / f"{sha}.png"
+
+    def thumb_path(self, sha: str) -> Path:
+        return self.root / "thumbs" / sha[:2] / f"{sha}.jpg"
+
+    def count_tokens(self, text: str) -> int | None:
+        if self.tokenizer is None or not text:
+            return 0 if not text else None
+        return len(self.tokenizer(text)["input_ids"])
+
+    # ---- images ---------------------------------------------------------------------------
+    def store_image(self, image: Image.Image) -> tuple[str, int, bool]:
+        """Write an RGB image (and its thumbnail) under its pixel hash, each file atomically.
+        Returns (sha256, stored bytes, whether the files were newly written)."""
+        if image.mode != "RGB":
+            raise ValueError(f"store_image wants RGB, got {image.mode}")
+        sha = pixel_hash(image)
+        path, thumb = self.image_path(sha), self.thumb_path(sha)
+        if path.exists() and thumb.exists():
+            return sha, path.stat().st_size, False
+        clean = Image.frombytes("RGB", image.size, image.tobytes())  # no info, no EXIF, no ICC
+        buf = io.BytesIO()
+        clean.save(buf, format="PNG", compress_level=3)
+        atomic_write_bytes(path, buf.getvalue())
+        small = clean.copy()
+        small.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS)
+        tbuf = io.BytesIO()
+        small.save(tbuf, format="JPEG", quality=85)
+        atomic_write_bytes(thumb, tbuf.getvalue())
+        return sha, len(buf.getvalue()), True
+
+    def find_sha(self, sha: str) -> int | None:
+        with self._lock:
+            row = self.conn.execute("SELECT id FROM images WHERE sha256 = ?", (sha,)).fetchone()
+        return row[0] if row else None
+
+    def add_images(self, new: Iterable[NewImage]) -> list[int]:
+        """Insert images with their captions in ONE transaction (all or nothing).
+        Images already present (same hash) are skipped; their ids are returned as they are."""
+        ids = []
+        now = time.time()
+        with self._tx() as c:
+            for n in new:
+                row = c.execute("SELECT id FROM images WHERE sha256 = ?", (n.sha256,)).fetchone()
+                if row:
+                    ids.append(row[0])
+                    continue
+                cur = c.execute(
+                    "INSERT INTO images (sha256, original_name, width, height, mode, bytes, source, label, split,"
+                    " modality, added_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (n.sha256, n.original_name, n.width, n.height, n.mode, n.bytes, n.source, n.label or None,
+                     n.split or "train", n.modality, now),
+                )  # fmt: skip
+                text = (n.text or "").strip()
+                c.execute(
+                    "INSERT INTO captions (image_id, text, status, provenance, token_count, updated_at) VALUES (?,?,?,?,?,?)",
+                    (cur.lastrowid, text, "edited" if text else "draft", json.dumps(n.provenance),
+                     self.count_tokens(text), now),
+                )  # fmt: skip
+                ids.append(cur.lastrowid)
+        return ids
+
+    def set_labels(self, ids: Iterable[int], label: str | None) -> int:
+        ids = list(ids)
+        with self._tx() as c:
+            c.executemany("UPDATE images SET label = ? WHERE id = ?", [(label or None, i) for i in ids])
+        return len(ids)
+
+    def set_split(self, ids: Iterable[int], split: str) -> int:
+        ids = list(ids)
+        with self._tx() as c:
+            c.executemany("UPDATE images SET split = ? WHERE id = ?", [(split, i) for i in ids])
+        return len(ids)
+
+    def remove(self, ids: Iterable[int]) -> int:
+        """Delete images with their captions and history (not undoable); unreferenced files go too."""
+        ids = [int(i) for i in ids]
+        with self._tx() as c:
+            shas = [r[0] for i in ids for r in c.execute("SELECT sha256 FROM images WHERE id = ?", (i,))]
+            c.executemany("DELETE FROM history WHERE image_id = ?", [(i,) for i in ids])
+            c.executemany("DELETE FROM images WHERE id = ?", [(i,) for i in ids])
+        for sha in shas:
+            self.image_path(sha).unlink(missing_ok=True)
+            self.thumb_path(sha).unlink(missing_ok=True)
+        return len(shas)
+
+    def collect_garbage(self) -> int:
+        """Remove image/thumbnail files no row refers to (left by an import that was killed)."""
+        with self._lock:
+            known = {r[0] for r in self.conn.execute("SELECT sha256 FROM images")}
+        removed = 0
+        for sub in ("images", "thumbs"):
+            for path in (self.root / sub).glob("*/*"):
+                sha = path.name.split(".")[0]
+                if path.name.startswith(".") and path.name.endswith(".tmp") or sha not in known:
+                    path.unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
+    # ---- reading --------------------------------------------------------------------------
+    def _item(self, row) -> Item:
+        sha = row[1]
+        return Item(
+            id=row[0], sha256=sha, original_name=row[2], width=row[3], height=row[4], mode=row[5], source=row[6],
+            label=row[7], split=row[8], modality=row[9], text=row[10], status=row[11], token_count=row[12],
+            provenance=json.loads(row[13] or "{}"), updated_at=row[14],
+            image_path=self.image_path(sha), thumb_path=self.thumb_path(sha),
+        )  # fmt: skip
+
+    def get(self, image_id: int) -> Item:
+        with self._lock:
+            row = self.conn.execute(_ITEM_SQL + " WHERE i.id = ?", (int(image_id),)).fetchone()
+        if row is None:
+            raise ValueError(f"no image with id {image_id} in {self.root}")
+        return self._item(row)
+
+    def query(self, flt: Filter | None = None, offset: int = 0, limit: int | None = 48) -> list[Item]:
+        where, params = (flt or Filter()).sql()
+        sql = _ITEM_SQL + where + " ORDER BY i.id"
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            params = params + [int(limit), int(offset)]
+        with self._lock:
+            rows = self.conn.execute(sql, params).fetchall()
+        return [self._item(r) for r in rows]
+
+    page = query  # a gallery page: `ws.page(Filter(status="draft"), offset=48, limit=48)`
+
+    def count(self, flt: Filter | None = None) -> int:
+        where, params = (flt or Filter()).sql()
+        with self._lock:
+            return self.conn.execute(
+                "SELECT count(*) FROM images i JOIN captions c ON c.image_id = i.id" + where, params
+            ).fetchone()[0]
+
+    def ids(self, flt: Filter | None = None) -> list[int]:
+        where, params = (flt or Filter()).sql()
+        with self._lock:
+            return [
+                r[0]
+                for r in self.conn.execute(
+                    "SELECT i.id FROM images i JOIN captions c ON c.image_id = i.id" + where + " ORDER BY i.id", params
+                )
+            ]
+
+    def next_unreviewed(self, after_id: int | None = None, flt: Filter | None = None) -> Item | None:
+        """The next caption that is neither approved nor rejected, after `after_id` (wrapping)."""
+        base = flt or Filter()
+        flt = Filter(**{**base.__dict__, "status": [s for s in ("draft", "edited") if not base.status or s in (
+            [base.status] if isinstance(base.status, str) else base.status)]})  # fmt: skip
+        if not flt.status:
+            return None
+        where, params = flt.sql()
+        with self._lock:
+            for extra, p in ((" AND i.id > ?", [after_id or 0]), ("", [])):
+                row = self.conn.execute(_ITEM_SQL + where + extra + " ORDER BY i.id LIMIT 1", params + p).fetchone()
+                if row:
+                    return self._item(row)
+        return None
+
+    def stats(self) -> dict:
+        """Counts: total, per status, empty captions, labels."""
+        with self._lock:
+            c = self.conn
+            out = {"total": c.execute("SELECT count(*) FROM images").fetchone()[0]}
+            out.update({s: 0 for s in STATUSES})
+            out.update(dict(c.execute("SELECT status, count(*) FROM captions GROUP BY status").fetchall()))
+            out["missing"] = c.execute("SELECT count(*) FROM captions WHERE text = ''").fetchone()[0]
+            out["labels"] = dict(
+                c.execute("SELECT coalesce(label, ''), count(*) FROM images GROUP BY label ORDER BY label").fetchall()
+            )
+        return out
+
+    def history(self, image_id: int) -> list[dict]:
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT h.id, h.change_id, ch.action, ch.at, h.old_text, h.old_status, h.new_text, h.new_status, h.undone"
+                " FROM history h JOIN changes ch ON ch.id = h.change_id WHERE h.image_id = ? ORDER BY h.id",
+                (int(image_id),),
+            ).fetchall()
+        keys = ("id", "change_id", "action", "at", "old_text", "old_status", "new_text", "new_status", "undone")
+        return [dict(zip(keys, r)) for r in rows]
+
+    # ---- changing captions ----------------------------------------------------------------
+    def _change(
+        self, c, action: str, updates: list[tuple[int, str, str, dict | None]], detail: str = ""
+    ) -> tuple[int | None, int]:
+        """Apply (image_id, text, status, provenance or None to keep) updates with history rows,
+        inside the caller's transaction. Rows that would not change are skipped.
+        Returns (change id or None, number of captions changed)."""
+        now = time.time()
+        change_id, changed = None, 0
+        for image_id, text, status, provenance in updates:
+            if status not in STATUSES:
+                raise ValueError(f"unknown status {status!r}; choose from {', '.join(STATUSES)}")
+            old = c.execute(
+                "SELECT text, status, provenance, token_count FROM captions WHERE image_id = ?", (image_id,)
+            ).fetchone()
+            if old is None:
+                raise ValueError(f"no image with id {image_id}")
+            new_prov = json.dumps(provenance) if provenance is not None else old[2]
+            if (text, status, new_prov) == (old[0], old[1], old[2]):
+                continue
+            if change_id is None:
+                change_id = c.execute(
+                    "INSERT INTO changes (action, detail, at) VALUES (?,?,?)", (action, detail, now)
+                ).lastrowid
+            tokens = old[3] if text == old[0] else self.count_tokens(text)
+            c.execute(
+                "INSERT INTO history (change_id, image_id, old_text, old_status, old_provenance, old_token_count,"
+                " new_text, new_status) VALUES (?,?,?,?,?,?,?,?)",
+                (change_id, image_id, old[0], old[1], old[2], old[3], text, status),
+            )
+            c.execute(
+                "UPDATE captions SET text = ?, status = ?, provenance = ?, token_count = ?, updated_at = ? WHERE image_id = ?",
+                (text, status, new_prov, tokens, now, image_id),
+            )
+            changed += 1
+        return change_id, changed
+
+    def _current(self, c, image_id: int) -> tuple[str, str]:
+        row = c.execute("SELECT text, status FROM captions WHERE image_id = ?", (int(image_id),)).fetchone()
+        if row is None:
+            raise ValueError(f"no image with id {image_id} in {self.root}")
+        return row
+
+    def set_text(self, image_id: int, text: str, approve: bool = False) -> Item:
+        """A reviewer's edit: the text becomes `edited` (or `approved` with approve=True)."""
+        text = (text or "").strip()
+        with self._tx() as c:
+            self._current(c, image_id)
+            self._change(c, "edit", [(int(image_id), text, "approved" if approve else "edited", None)])
+        return self.get(image_id)
+
+    def set_caption(self, image_id: int, text: str, provenance: dict, status: str = "draft") -> None:
+        """A captioner's output with its provenance (status `draft` until someone reviews it)."""
+        with self._tx() as c:
+            self._current(c, image_id)
+            self._change(c, "describe", [(int(image_id), (text or "").strip(), status, provenance)])
+
+    def set_status(self, ids: Iterable[int], status: str, action: str | None = None) -> int:
+        """Move captions to `status` as one change; returns how many changed."""
+        ids = [int(i) for i in ids]
+        with self._tx() as c:
+            updates = []
+            for i in ids:
+                text, _ = self._current(c, i)
+                if status == "approved" and not text:
+                    raise ValueError(f"image {i} has no caption text; describe or write one before approving")
+                updates.append((i, text, status, None))
+            return self._change(c, action or status, updates)[1]
+
+    def approve(self, ids: Iterable[int]) -> int:
+        return self.set_status(ids, "approved", "approve")
+
+    def reject(self, ids: Iterable[int]) -> int:
+        return self.set_status(ids, "rejected", "reject")
+
+    def undo(self, image_id: int | None = None) -> list[int]:
+        """Undo the last change (all its captions), or the last change of one image.
+        Returns the ids whose caption was restored (empty when there is nothing to undo)."""
+        with self._tx() as c:
+            if image_id is None:
+                row = c.execute("SELECT max(change_id) FROM history WHERE undone = 0").fetchone()
+                if row[0] is None:
+                    return []
+                rows = c.execute(
+                    "SELECT id, image_id, old_text, old_status, old_provenance, old_token_count FROM history"
+                    " WHERE change_id = ? AND undone = 0 ORDER BY id DESC",
+                    (row[0],),
+                ).fetchall()
+            else:
+                rows = c.execute(
+                    "SELECT id, image_id, old_text, old_status, old_provenance, old_token_count FROM history"
+                    " WHERE image_id = ? AND undone = 0 ORDER BY id DESC LIMIT 1",
+                    (int(image_id),),
+                ).fetchall()
+            now = time.time()
+            for hid, iid, text, status, prov, tokens in rows:
+                c.execute(
+                    "UPDATE captions SET text = ?, status = ?, provenance = ?, token_count = ?, updated_at = ?"
+                    " WHERE image_id = ?",
+                    (text, status, prov, tokens, now, iid),
+                )
+                c.execute("UPDATE history SET undone = 1 WHERE id = ?", (hid,))
+        return [r[1] for r in rows]
+
+    def _replacer(self, pattern: str, replacement: str, regex: bool, ignore_case: bool):
+        try:
+            rx = re.compile(pattern if regex else re.escape(pattern), re.IGNORECASE if ignore_case else 0)
+        except re.error as e:
+            raise ValueError(f"invalid regular expression {pattern!r}: {e}") from None
+        if not regex:
+            replacement = replacement.replace("\\", "\\\\")
+        return rx, replacement
+
+    def find_replace(
+        self,
+        pattern: str,
+        replacement: str,
+        flt: Filter | None = None,
+        regex: bool = True,
+        ignore_case: bool = False,
+        apply: bool = False,
+        samples: int = 5,
+    ) -> ReplacePreview:
+        """Preview (apply=False) or apply a find/replace over the filtered captions (all when no
+        filter; pass Filter(ids=[...]) for a selection). Applied, it is one change: one undo."""
+        if not pattern:
+            raise ValueError("find/replace needs a non-empty pattern")
+        rx, repl = self._replacer(pattern, replacement, regex, ignore_case)
+        where, params = (flt or Filter()).sql()
+        with self._tx() as c:
+            rows = c.execute(
+                "SELECT i.id, c.text, c.status FROM images i JOIN captions c ON c.image_id = i.id" + where + " ORDER BY i.id",
+                params,
+            ).fetchall()
+            updates, matches, shown = [], 0, []
+            for iid, text, status in rows:
+                try:
+                    new, n = rx.subn(repl, text)
+                except (re.error, IndexError) as e:
+                    raise ValueError(f"invalid replacement {replacement!r}: {e}") from None
+                if n and new != text:
+                    matches += n
+                    new_status = "edited" if status == "draft" else status
+                    updates.append((iid, new.strip(), new_status, None))
+                    if len(shown) < samples:
+                        shown.append((iid, text, new.strip()))
+            preview = ReplacePreview(captions=len(updates), matches=matches, samples=shown)
+            if apply and updates:
+                preview.change_id, _ = self._change(c, "replace", updates, detail=f"{pattern!r} -> {replacement!r}")
+        return preview
+
+    def recount_tokens(self, tokenizer=None) -> int:
+        """Recount every caption's tokens (after switching base model); returns the count."""
+        if tokenizer is not None:
+            self.tokenizer = tokenizer
+        with self._tx() as c:
+            rows = c.execute("SELECT image_id, text FROM captions").fetchall()
+            c.executemany(
+                "UPDATE captions SET token_count = ? WHERE image_id = ?", [(self.count_tokens(t), i) for i, t in rows]
+            )
+        return len(rows)
+
+    # ---- templates and settings -----------------------------------------------------------
+    def get_template(self, name: str) -> ModalityTemplate:
+        """The workspace's copy of a template if edited or custom, else the built-in one."""
+        with self._lock:
+            row = self.conn.execute("SELECT data FROM templates WHERE name = ?", (name,)).fetchone()
+        if row:
+            return ModalityTemplate.from_dict(json.loads(row[0]))
+        return get_builtin(name)
+
+    def save_template(self, template: ModalityTemplate) -> None:
+        template.validate()
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO templates (name, data, updated_at) VALUES (?,?,?) ON CONFLICT(name) DO UPDATE SET"
+                " data = excluded.data, updated_at = excluded.updated_at",
+                (template.name, json.dumps(template.to_dict()), time.time()),
+            )
+
+    def reset_template(self, name: str) -> None:
+        with self._tx() as c:
+            c.execute("DELETE FROM templates WHERE name = ?", (name,))
+
+    def list_templates(self) -> list[ModalityTemplate]:
+        with self._lock:
+            saved = {n: d for n, d in self.conn.execute("SELECT name, data FROM templates")}
+        names = list(BUILTIN_TEMPLATES) + sorted(set(saved) - set(BUILTIN_TEMPLATES))
+        return [self.get_template(n) for n in names]
+
+    def get_setting(self, key: str, default: str | None = None) -> str | None:
+        with self._lock:
+            row = self.conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO settings (key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, str(value)),
+            )
+
+
+def open_workspace(root: str | Path | None = None, tokenizer=None, create: bool = True) -> Workspace:
+    return Workspace(root, tokenizer=tokenizer, create=create)
+
+
+TokenCounter = Callable[[str], int]

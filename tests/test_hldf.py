@@ -1,0 +1,234 @@
+"""HLDF training on the tiny base: colour effect, exact resume after SIGKILL, adapter export, bad input."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from medart import checkpoints
+from medart.cli import main as cli_main
+from medart.config import load_config
+from medart.data import DataError
+from medart.generate import Generator
+from medart.hldf import train
+from medart.profiles import BaseModelError
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "assets" / "demo"
+CAPTION = "A fundus photograph of a retina, predominantly orange red with dark red vessels."
+
+
+def make_data(folder: Path, prefix: str = "fundus", n: int = 8) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [json.loads(line) for line in (DEMO / "metadata.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if r["file_name"].startswith(prefix)][:n]
+    for r in rows:
+        shutil.copy(DEMO / r["file_name"], folder / r["file_name"])
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def colour_distance(images, reals) -> float:
+    """Distance of per-channel mean and std (set averages, [0, 1] units), as the colour loss."""
+    def stats(ims):
+        a = np.stack([np.asarray(i.convert("RGB"), dtype=np.float64) / 255 for i in ims])
+        return a.mean(axis=(1, 2)).mean(0), a.std(axis=(1, 2)).mean(0)
+
+    (m1, s1), (m2, s2) = stats(images), stats(reals)
+    return float(np.sqrt(((m1 - m2) ** 2).sum() + ((s1 - s2) ** 2).sum()))
+
+
+def tiny_config(data, output, **kw):
+    settings = {"base_model": "tiny", "data": str(data), "output": str(output), "validation_every": 1000,
+                "checkpoint_every": 1000, "hldf.every": 2, "hldf.steps": 5}
+    settings.update(kw)
+    return load_config(None, **settings)
+
+
+def test_hldf_shrinks_colour_distance_more_than_plain_lora(tmp_path):
+    """Same run with and without the colour loss; weight 1.0 (5x the paper's 1/M with M = 5):
+    at tiny scale the 1/M-weighted colour gradient is too small for Adam to follow in 60 steps."""
+    data = make_data(tmp_path / "data")
+    reals = [Image.open(p) for p in sorted(data.glob("*.jpg"))]
+    distances = {}
+    for name, kw in (("plain", {"hldf.enabled": False}), ("hldf", {"hldf.weight": 1.0})):
+        cfg = tiny_config(data, tmp_path / name, max_steps=60, learning_rate=1e-3, **kw)
+        train(cfg)
+        gen = Generator("tiny", cfg.output)
+        distances[name] = colour_distance(gen.generate([CAPTION] * 8, list(range(100, 108))), reals)
+        distances["base"] = colour_distance(gen.generate([CAPTION] * 8, list(range(100, 108)), lora_scale=0), reals)
+        rows = [json.loads(x) for x in (Path(cfg.output) / "metrics.jsonl").read_text().splitlines()]
+        colour_rows = [r for r in rows if "color_loss" in r]
+        if name == "hldf":
+            assert len(colour_rows) == 30 and all(r["grad_norm_color"] > 0 for r in colour_rows)
+            assert all(r["color_weight"] == 1.0 for r in colour_rows)
+        else:
+            assert not colour_rows and len(rows) == 60
+    print("colour distance to the data:", distances)
+    assert distances["hldf"] < distances["plain"] - 0.03
+    assert distances["hldf"] < distances["base"] - 0.03
+
+
+def _train_cmd(data, output, *extra):
+    return [sys.executable, "-m", "medart", "train", "--base-model", "tiny", "--data", str(data),
+            "--output", str(output), "--max-steps", "10", "--checkpoint-every", "2", "--hldf-every", "3",
+            "--hldf-steps", "3", "--validation-every", "5", "--lr", "1e-3", *extra]
+
+
+def _losses(run: Path) -> dict:
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: (r["loss"], r.get("color_loss")) for r in rows}
+
+
+def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
+    data = make_data(tmp_path / "data", n=4)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    reference = tmp_path / "reference"
+    subprocess.run(_train_cmd(data, reference), env=env, check=True, capture_output=True, timeout=300)
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(data, run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (run / "checkpoints" / "step-000004").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.15)  # land somewhere in the next steps, maybe inside a checkpoint write
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert json.loads((run / "status.json").read_text())["state"] == "running"  # died without a word
+    for ckpt in (run / "checkpoints").glob("step-*"):
+        assert checkpoints.is_complete(ckpt), f"{ckpt.name} is half-written"
+    killed_at = checkpoints.complete(run / "checkpoints")[-1]
+    assert 4 <= int(killed_at.name.split("-")[1]) < 10
+
+    subprocess.run(_train_cmd(data, run, "--resume", "latest"), env=env, check=True, capture_output=True, timeout=300)
+    expected, resumed = _losses(reference), _losses(run)
+    assert sorted(resumed) == list(range(1, 11))
+    for step in range(1, 11):
+        assert resumed[step][0] == pytest.approx(expected[step][0], rel=1e-6, abs=1e-7), step
+        if expected[step][1] is not None:
+            assert resumed[step][1] == pytest.approx(expected[step][1], rel=1e-6), step
+    assert not list((run / "checkpoints").glob(".tmp-*"))
+    assert [p.name for p in checkpoints.complete(run / "checkpoints")] == ["step-000006", "step-000008", "step-000010"]
+    assert json.loads((run / "status.json").read_text())["state"] == "done"
+    assert (run / "samples" / "step-000000" / "00.png").exists() and (run / "samples" / "step-000010").exists()
+    card = (run / "adapter" / "README.md").read_text()
+    assert "Research use only" in card and "not for diagnosis" in card
+    for name in ("config.yaml", "command.txt", "env.txt"):
+        assert (run / name).stat().st_size > 0
+    # the latent cache was used (square images, no random augmentation): one file per image
+    assert len(list((run / "cache" / "latents").glob("*.pt"))) == 4
+
+
+STOCK_SCRIPT = textwrap.dedent("""
+    import sys, numpy as np, torch
+    from diffusers import PixArtAlphaPipeline
+    from peft import PeftModel
+    base, adapter, out = sys.argv[1:4]
+    torch.set_num_threads(1)
+    pipe = PixArtAlphaPipeline.from_pretrained(base)
+    pipe.transformer = PeftModel.from_pretrained(pipe.transformer, adapter + "/dit")
+    pipe.text_encoder = PeftModel.from_pretrained(pipe.text_encoder, adapter + "/t5")
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe(sys.argv[4], num_inference_steps=20, guidance_scale=4.5, height=64, width=64,
+                 generator=torch.Generator().manual_seed(7), use_resolution_binning=False,
+                 clean_caption=False, output_type="np").images[0]
+    assert "medart" not in sys.modules
+    np.save(out, (image * 255).round().astype(np.uint8))
+""")
+
+
+def test_exported_adapter_reproduces_the_image_in_a_stock_pipeline(tmp_path, tiny_dir):
+    data = make_data(tmp_path / "data", n=2)
+    cfg = tiny_config(data, tmp_path / "run", max_steps=4, learning_rate=1e-2)
+    train(cfg)
+    ours = np.asarray(Generator("tiny", cfg.output).generate([CAPTION], [7])[0])
+    base_only = np.asarray(Generator("tiny").generate([CAPTION], [7])[0])
+    script = tmp_path / "stock.py"
+    script.write_text(STOCK_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    subprocess.run([sys.executable, str(script), tiny_dir, str(Path(cfg.output) / "adapter"),
+                    str(tmp_path / "stock.npy"), CAPTION], env=env, cwd=tmp_path, check=True, timeout=300)
+    stock = np.load(tmp_path / "stock.npy")
+    assert np.abs(ours.astype(int) - base_only.astype(int)).max() > 10  # the adapter changes the image
+    assert np.abs(ours.astype(int) - stock.astype(int)).max() <= 1  # and the stock pipeline agrees
+
+
+def test_cli_generate_is_deterministic(tmp_path, capsys):
+    args = ["generate", "--base-model", "tiny", "--prompt", CAPTION, "--seed", "5", "--steps", "8"]
+    assert cli_main(args + ["--out", str(tmp_path / "a.png")]) == 0
+    assert cli_main(args + ["--out", str(tmp_path / "b.png")]) == 0
+    assert cli_main(args[:-3] + ["6", "--steps", "8", "--out", str(tmp_path / "c.png")]) == 0
+    a, b, c = (np.asarray(Image.open(tmp_path / f"{n}.png")) for n in "abc")
+    assert a.shape == (64, 64, 3) and np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def _broken(tmp_path, kind):
+    folder = make_data(tmp_path / kind, n=3)
+    rows = [json.loads(x) for x in (folder / "metadata.jsonl").read_text().splitlines()]
+    if kind == "missing-caption":
+        rows = rows[:2]  # fundus_2.jpg keeps its file but loses its caption row
+    elif kind == "empty-caption":
+        rows[1]["text"] = "   "
+    elif kind == "unreadable":
+        (folder / rows[2]["file_name"]).write_bytes(b"\xff\xd8 not really a jpeg")
+    elif kind == "long-caption":
+        rows[0]["text"] = "A fundus photograph " + "with many vessels " * 60
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+@pytest.mark.parametrize("kind,needle", [
+    ("missing-caption", "fundus_2.jpg: missing caption"),
+    ("empty-caption", "fundus_1.jpg: missing caption"),
+    ("unreadable", "fundus_2.jpg: unreadable image"),
+    ("long-caption", "fundus_0.jpg: caption has"),
+])
+def test_bad_data_is_reported_with_the_file(tmp_path, kind, needle):
+    cfg = tiny_config(_broken(tmp_path, kind), tmp_path / "run", max_steps=1)
+    with pytest.raises(DataError, match=needle.replace(".", r"\.")):
+        train(cfg)
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["state"] == "failed"
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_empty_dataset_and_unknown_base_model(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="No images found"):
+        train(tiny_config(tmp_path / "empty", tmp_path / "run"))
+    with pytest.raises(BaseModelError, match="Unknown base model 'pixart-beta'"):
+        train(tiny_config(tmp_path / "empty", tmp_path / "run2", base_model="pixart-beta"))
+    # through the CLI: a clear message and exit code 2, no traceback
+    code = cli_main(["train", "--base-model", "tiny", "--data", str(tmp_path / "empty"),
+                     "--output", str(tmp_path / "run3")])
+    assert code == 2 and "No images found" in capsys.readouterr().err
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    data = make_data(tmp_path / "data", n=2)
+    with pytest.raises(FileNotFoundError, match="No complete checkpoint"):
+        train(tiny_config(data, tmp_path / "run", max_steps=2, resume="latest"))
+
+
+def test_config_file_and_flags(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("base_model: tiny\nhldf:\n  every: 7\n  steps: 9\nlora:\n  rank: 4\n")
+    cfg = load_config(path, **{"hldf.steps": 11, "lora.t5": False})
+    assert (cfg.hldf.every, cfg.hldf.steps, cfg.lora.rank, cfg.lora.t5) == (7, 11, 4, False)
+    assert cfg.hldf.color_weight == pytest.approx(1 / 11)
+    defaults = load_config(None)
+    assert (defaults.hldf.every, defaults.hldf.steps, defaults.hldf.cfg, defaults.lora.rank) == (500, 20, 4.5, 8)
+    assert (defaults.learning_rate, defaults.weight_decay, defaults.max_grad_norm, defaults.epochs) == (1e-4, 1e-2, 1.0, 15)
+    assert (defaults.batch_size, defaults.seed, defaults.lora.t5, defaults.gradient_checkpointing) == (1, 42, True, True)
+    with pytest.raises(ValueError, match="Unknown TrainConfig settings: colour"):
+        load_config(None, colour=1)
+    assert torch.get_num_threads() == 1
