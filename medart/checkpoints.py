@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -30,21 +28,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def trainable_state(models: dict[str, torch.nn.Module]) -> dict[str, torch.Tensor]:
@@ -65,8 +48,8 @@ def save(folder: Path, step: int, models: dict, optimizer, lr_scheduler, extra: 
         save_file(trainable_state(models), tmp / "trainable.safetensors")
         for name, model in models.items():  # usable adapters: `generate --lora` takes a checkpoint too
             lora.save(model, tmp / name)
-        torch.save({"optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict(),
-                    "rng": rng_state()}, tmp / "training_state.pt")
+        torch.save({"optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict()},
+                   tmp / "training_state.pt")
         (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **extra}, indent=2))
         files = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         atomic_write_json(tmp / MANIFEST, {"step": step, "files": files})
@@ -115,7 +98,8 @@ def find(resume: str, folder: Path) -> Path:
 
 
 def load(path: Path, models: dict, optimizer, lr_scheduler) -> dict:
-    """Restore weights, optimizer, scheduler and RNG; returns trainer_state.json."""
+    """Restore weights, optimizer and scheduler; returns trainer_state.json. (No RNG state is
+    needed: the trainer seeds each step from the run seed and the step number.)"""
     state = load_file(path / "trainable.safetensors")
     for prefix, model in models.items():
         for name, p in model.named_parameters():
@@ -124,5 +108,4 @@ def load(path: Path, models: dict, optimizer, lr_scheduler) -> dict:
     training = torch.load(path / "training_state.pt", weights_only=False)
     optimizer.load_state_dict(training["optimizer"])
     lr_scheduler.load_state_dict(training["lr_scheduler"])
-    set_rng_state(training["rng"])
     return json.loads((path / "trainer_state.json").read_text())

@@ -102,6 +102,7 @@ def load_examples(config: TrainConfig, tokenizer) -> list[Example]:
             )
             continue
         examples.append(Example(name, data, str(caption).strip(), hashlib.sha256(data).hexdigest()[:20]))
+    examples.sort(key=lambda ex: (ex.name, ex.key))  # a stable order, whatever the loader's
     if problems:
         shown = "\n  ".join(problems[:30])
         more = f"\n  ... and {len(problems) - 30} more" if len(problems) > 30 else ""

@@ -58,7 +58,7 @@ class Generator:
                 for s in chunk_seeds
             ])
             cond = dpm_solver.conditioning(self.base, chunk)
-            latents = dpm_solver.sample(self.base.transformer, self.base.scheduler.config, start, *cond,
+            latents = dpm_solver.sample(self.base.transformer, self.base.scheduler, start, *cond,
                                         steps=steps, cfg=cfg)
             images += dpm_solver.to_pil(dpm_solver.decode(self.base.vae, latents))
             if callback:

@@ -45,7 +45,9 @@ log = logging.getLogger("medart.hldf")
 class Trainer:
     """Holds the models, optimiser and data of one run; `run()` trains to the end."""
 
-    def __init__(self, config: TrainConfig, command: str = "", progress=None):
+    def __init__(self, config: TrainConfig, command: str = "", progress=None, base=None, examples=None):
+        """`base` and `examples` may be given ready-made (benchmarks); else they are loaded
+        from `config.base_model` and `config.data`."""
         from accelerate import Accelerator
 
         self.config = config
@@ -61,14 +63,14 @@ class Trainer:
         self.main = self.accelerator.is_main_process
         self.run = RunFolder(config.output)
 
-        torch.manual_seed(config.seed + self.accelerator.process_index)
-        self.base = load_base(config.base_model, device=self.device, dtype=self.weight_dtype)
+        self.base = base or load_base(config.base_model, device=self.device, dtype=self.weight_dtype)
         config.resolution = config.resolution or self.base.resolution
-        examples = load_examples(config, self.base.tokenizer)
+        examples = examples if examples is not None else load_examples(config, self.base.tokenizer)
         self.data = TrainData(examples, config, config.resolution,
                               self.accelerator.process_index, self.accelerator.num_processes)
         self.total_steps = config.max_steps or config.epochs * self.data.steps_per_epoch
         self.models = {"dit": self.base.transformer}
+        torch.manual_seed(config.seed)  # LoRA initialisation: the same on every process and run
         params = lora.attach_base(self.base, config.lora)
         if config.lora.t5:
             self.models["t5"] = self.base.text_encoder
@@ -88,6 +90,7 @@ class Trainer:
         self.cache_dir = self.run.path / "cache"
         self.step = 0
         self.data_info = {"source": config.data, "images": len(examples),
+                          "processes": self.accelerator.num_processes,
                           "keys": sorted(ex.key for ex in examples)}
         if self.main:
             self.run.start(config, command, self.data_info)
@@ -168,6 +171,13 @@ class Trainer:
     def _grad_vector(self) -> torch.Tensor:
         return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten().float() for p in self.params])
 
+    def _mean(self, value: torch.Tensor) -> float:
+        """A loss averaged over all processes (the number a single big batch would give)."""
+        value = value.detach().float().reshape(1)
+        if self.accelerator.num_processes > 1:
+            value = self.accelerator.reduce(value, reduction="mean")
+        return value.item()
+
     def _average_gradients(self) -> None:
         if self.accelerator.num_processes == 1:
             return
@@ -183,6 +193,9 @@ class Trainer:
         """One optimiser step (0-based `self.step` before, +1 after); returns its metrics row."""
         c, hl = self.config, self.config.hldf
         t0 = time.perf_counter()
+        # Noise and timesteps come from a seed per (run seed, step, process): a resumed run
+        # draws exactly what an uninterrupted one would, on any number of processes.
+        torch.manual_seed(_step_seed(c.seed, self.step, self.accelerator.process_index))
         examples, pixels, epoch = self.data.batch(self.step)
         pixels = pixels.to(self.device)
         captions = [ex.caption for ex in examples]
@@ -200,7 +213,7 @@ class Trainer:
                                         return_dict=False)[0]
             loss = diffusion_loss(out, noise)
         loss.backward(retain_graph=colour_step)
-        row["loss"] = loss.item()
+        row["loss"] = self._mean(loss)
 
         if colour_step:
             diff_grad = self._grad_vector()
@@ -211,7 +224,7 @@ class Trainer:
                 neg, neg_mask = self._text([""] * len(captions))
                 start = torch.randn(latents.shape, device=self.device, dtype=latents.dtype)
                 generated = dpm_solver.sample(
-                    self.base.transformer, self.base.scheduler.config, start, embeds, mask, neg, neg_mask,
+                    self.base.transformer, self.base.scheduler, start, embeds, mask, neg, neg_mask,
                     steps=hl.steps, cfg=hl.cfg, grad=True, checkpoint=c.gradient_checkpointing,
                     grad_steps=hl.grad_steps,
                 )
@@ -219,7 +232,7 @@ class Trainer:
                 lc = color_loss(image, pixels, reduction=hl.reduction)
                 # backward inside the context: recomputation must see the same model settings
                 (hl.color_weight * lc).backward()
-            row["color_loss"] = lc.item()
+            row["color_loss"] = self._mean(lc)
             row["color_weight"] = hl.color_weight
             row["grad_norm_color"] = (self._grad_vector() - diff_grad).norm().item()
 
@@ -255,10 +268,25 @@ class Trainer:
             start = dpm_solver.initial_latents(self.base, 1, self.config.resolution, torch.Generator().manual_seed(seed))
             with self._autocast():
                 cond = dpm_solver.conditioning(self.base, [prompt])
-                latents = dpm_solver.sample(self.base.transformer, self.base.scheduler.config, start, *cond,
+                latents = dpm_solver.sample(self.base.transformer, self.base.scheduler, start, *cond,
                                             steps=self.config.validation_steps, cfg=self.config.hldf.cfg)
                 images += dpm_solver.to_pil(dpm_solver.decode(self.base.vae, latents.to(self.base.vae.dtype)))
         return self.run.save_samples(self.step, images, prompts, seeds)
+
+    def check_in_sync(self) -> None:
+        """Every process must hold the same LoRA weights (they apply the same averaged gradients)."""
+        if self.accelerator.num_processes == 1:
+            return
+        import torch.distributed as dist
+
+        local = torch.cat([p.detach().flatten().float() for p in self.params])
+        spread = local.clone()
+        dist.all_reduce(spread, op=dist.ReduceOp.MAX)
+        low = local.clone()
+        dist.all_reduce(low, op=dist.ReduceOp.MIN)
+        gap = (spread - low).abs().max().item()
+        if gap > 1e-6:
+            raise RuntimeError(f"processes disagree on the LoRA weights by {gap:g}; gradients were not synchronised")
 
     def checkpoint(self) -> Path:
         return checkpoints.save(
@@ -308,6 +336,7 @@ class Trainer:
                     self.run.status("running", step=self.step, total=self.total_steps, eta_seconds=eta,
                                     loss=last["loss"])
                 if self.step % c.checkpoint_every == 0 or self.step == self.total_steps or self.stop_requested:
+                    self.check_in_sync()
                     if self.main:
                         self.checkpoint()
                     self.accelerator.wait_for_everyone()
@@ -325,6 +354,11 @@ class Trainer:
                 self.export(last)
                 self.run.status("done", step=self.step, total=self.total_steps)
         return self.run.path
+
+
+def _step_seed(seed: int, step: int, rank: int) -> int:
+    digest = hashlib.sha256(f"{seed}/{step}/{rank}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def _save_tensors(path: Path, obj) -> None:

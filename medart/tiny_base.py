@@ -70,11 +70,18 @@ def build_tokenizer(out_dir: Path = TOKENIZER_DIR) -> None:
 
 
 def _components(seed: int = SEED):
-    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, PixArtTransformer2DModel
-    from transformers import AutoTokenizer, T5Config, T5EncoderModel
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
-    torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
+        torch.manual_seed(seed)
+        return _build(tokenizer)
+
+
+def _build(tokenizer):
+    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, PixArtTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
+
     transformer = PixArtTransformer2DModel(
         sample_size=RESOLUTION // 4,
         num_layers=2,

@@ -33,7 +33,7 @@ def test_sampler_equals_pipeline(base, steps, cfg):
     ).images
     with torch.no_grad():
         cond = dpm_solver.conditioning(base, [PROMPT, "a blue square"])
-    ours = dpm_solver.sample(base.transformer, base.scheduler.config, start.clone(), *cond, steps=steps, cfg=cfg)
+    ours = dpm_solver.sample(base.transformer, base.scheduler, start.clone(), *cond, steps=steps, cfg=cfg)
     assert expected.abs().max() > 1.0  # a real, non-trivial output
     assert _rel(ours, expected) <= 1e-5
 
@@ -63,7 +63,7 @@ def _loss(tuned, start, target, steps, checkpoint=False, grad_steps=None, calls=
                 output[0].register_hook(lambda g: calls.append(g.abs().sum().item()))
 
         handle = transformer.register_forward_hook(watch)
-    latents = dpm_solver.sample(transformer, tuned.scheduler.config, start, *cond, steps=steps, cfg=4.5,
+    latents = dpm_solver.sample(transformer, tuned.scheduler, start, *cond, steps=steps, cfg=4.5,
                                 grad=True, checkpoint=checkpoint, grad_steps=grad_steps)
     if calls is not None:
         handle.remove()

@@ -232,3 +232,21 @@ def test_config_file_and_flags(tmp_path):
     with pytest.raises(ValueError, match="Unknown TrainConfig settings: colour"):
         load_config(None, colour=1)
     assert torch.get_num_threads() == 1
+
+
+def test_accelerate_launch_two_processes(tmp_path):
+    """`accelerate launch` runs the same command on several processes (gloo on CPU here); the
+    trainer averages LoRA gradients and checks at every checkpoint that the processes agree."""
+    data = make_data(tmp_path / "data", n=4)
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "medart", "train", "--base-model", "tiny", "--data", str(data), "--output", str(run),
+           "--max-steps", "4", "--hldf-every", "2", "--hldf-steps", "3", "--checkpoint-every", "2"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((run / "data.json").read_text())["processes"] == 2
+    rows = _losses(run)
+    assert sorted(rows) == [1, 2, 3, 4] and rows[2][1] is not None and rows[4][1] is not None
+    assert [p.name for p in checkpoints.complete(run / "checkpoints")] == ["step-000002", "step-000004"]
