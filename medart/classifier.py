@@ -35,6 +35,7 @@ class ClassifierConfig:
     width: int = 32
     feature_dim: int = 128
     epochs: int = 20
+    min_steps: int = 300  # small sets: more epochs until this many optimiser steps
     batch_size: int = 32
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
@@ -176,18 +177,15 @@ class DomainClassifier:
         device = torch.device(cfg.device)
         gen = torch.Generator().manual_seed(cfg.seed)
         opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        steps_per_epoch = max(1, -(-len(x) // cfg.batch_size))
-        sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=cfg.learning_rate, total_steps=cfg.epochs * steps_per_epoch
-        )
+        steps_per_epoch = len(self._batches(len(x)))
+        epochs = max(cfg.epochs, -(-cfg.min_steps // steps_per_epoch))
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.learning_rate, total_steps=epochs * steps_per_epoch)
         self.model.train()
-        for epoch in range(cfg.epochs):
+        for epoch in range(epochs):
             order = torch.randperm(len(x), generator=gen)
             losses = []
-            for start in range(0, len(x), cfg.batch_size):
-                idx = order[start : start + cfg.batch_size]
-                if len(idx) < 2 and len(x) >= 2:  # BatchNorm needs 2 samples
-                    continue
+            for start, stop in self._batches(len(x)):
+                idx = order[start:stop]
                 xb, yb = x[idx], y[idx]
                 if cfg.flips:
                     flip_h = torch.rand(len(idx), generator=gen) < 0.5
@@ -204,8 +202,17 @@ class DomainClassifier:
             mean_loss = float(np.mean(losses)) if losses else float("nan")
             self.history.append({"epoch": epoch + 1, "loss": mean_loss})
             if progress is not None:
-                progress(epoch + 1, cfg.epochs, mean_loss)
+                progress(epoch + 1, epochs, mean_loss)
         self.model.eval()
+
+    def _batches(self, n: int) -> list[tuple[int, int]]:
+        """(start, stop) of each training batch; a last batch of one joins the previous one
+        (BatchNorm needs two samples)."""
+        bs = max(2, self.config.batch_size)
+        bounds = [(s, min(s + bs, n)) for s in range(0, n, bs)]
+        if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < 2:
+            bounds[-2:] = [(bounds[-2][0], n)]
+        return bounds
 
     # --- inference ----------------------------------------------------------------------
     @torch.no_grad()

@@ -112,10 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="sample.png")
     p.set_defaults(func=cmd_generate)
 
-    # Workspace commands (import, caption, export, review) are registered here.
-    from medart import cli_workspace
+    # Commands of the caption workspace (import, caption, export, review) and of evaluation.
+    from medart import cli_evaluate, cli_workspace
 
     cli_workspace.add_parsers(sub)
+    cli_evaluate.add_parsers(sub)
     return parser
 
 

@@ -20,6 +20,7 @@ from PIL import Image
 from medart.config import TrainConfig
 
 Image.MAX_IMAGE_PIXELS = 100_000_000  # refuse decompression bombs
+OTHER_SPLITS = {"test", "testing", "eval", "validation", "valid", "val", "dev"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 
 
@@ -76,7 +77,10 @@ def load_examples(config: TrainConfig, tokenizer) -> list[Example]:
     folder = Path(config.data).expanduser()
     if folder.is_dir():  # imagefolder silently skips images that have no metadata row
         listed = {Path(im["path"]).resolve() for im in ds[config.image_column] if im.get("path")}
-        for path in sorted(folder.rglob("*")):
+        root = folder / "train" if (folder / "train").is_dir() else folder
+        for path in sorted(root.rglob("*")):
+            if root == folder and path.relative_to(folder).parts[0] in OTHER_SPLITS:
+                continue  # held-out images beside the training split
             if path.suffix.lower() in IMAGE_SUFFIXES and path.resolve() not in listed:
                 problems.append(f"{path.name}: missing caption (no row in metadata.jsonl/metadata.csv)")
     for i, row in enumerate(ds):

@@ -3,8 +3,7 @@
 For the held-out real images (a folder or a workspace split) this generates k images per
 caption with fixed seeds from the base model and from the tuned run, through the one sampler
 (`medart.generate.Generator`, one loaded pipeline, LoRA strength 0 for base and 1 for tuned),
-and caches every generated image on disk under a key of everything that determines its
-pixels, so a rerun only computes the metrics. Then it computes:
+cached on disk so a rerun only computes the metrics (`medart.eval_sets`). Then it computes:
 
 - `fid`, `kid`: torchmetrics' FID and KID in Inception features (`medart.metrics`);
 - `dfd`: the domain Fréchet distance in the penultimate features of a classifier trained on
@@ -22,31 +21,42 @@ generator could reach at this sample size. Results go to `<run>/eval/`: `report.
 from __future__ import annotations
 
 import contextlib
-import csv
-import hashlib
-import io
-import json
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
-
-import yaml
-from PIL import Image
 
 from medart import color_stats, metrics
 from medart.classifier import ClassifierConfig, DomainClassifier
-from medart.fileio import atomic_write_bytes
+from medart.eval_sets import (
+    EvaluationError,
+    GeneratedImages,
+    Progress,
+    RealImage,
+    caption_plan,
+    floor_split,
+    load_image_folder,
+    load_workspace_split,
+    resolve_real,
+    training_images,
+)
+
+__all__ = [
+    "ALL_METRICS",
+    "EvalConfig",
+    "EvaluationError",
+    "GeneratedImages",
+    "RealImage",
+    "caption_plan",
+    "evaluate",
+    "floor_split",
+    "load_image_folder",
+    "load_workspace_split",
+    "resolve_real",
+    "training_images",
+]
 
 ALL_METRICS = ("fid", "kid", "dfd", "color", "classify")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
-
-
-class EvaluationError(ValueError):
-    """The evaluation cannot run; the message says what is missing and what to do."""
 
 
 @dataclass
@@ -72,238 +82,6 @@ class EvalConfig:
             raise EvaluationError(f"unknown metric(s) {unknown}; choose from {', '.join(ALL_METRICS)}")
         if self.per_caption < 1:
             raise EvaluationError("per_caption must be at least 1")
-
-
-@dataclass
-class RealImage:
-    """A real image with its caption and class label (either may be empty)."""
-
-    path: Path
-    text: str
-    label: str
-
-    def load(self) -> Image.Image:
-        with Image.open(self.path) as im:
-            return im.convert("RGB")
-
-
-# --- real images ------------------------------------------------------------------------------
-
-
-def _metadata_rows(folder: Path) -> list[dict] | None:
-    jsonl, csv_path = folder / "metadata.jsonl", folder / "metadata.csv"
-    if jsonl.is_file():
-        rows = []
-        for line in jsonl.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                rows.append(json.loads(line))
-        return rows
-    if csv_path.is_file():
-        with open(csv_path, encoding="utf-8", newline="") as f:
-            return list(csv.DictReader(f))
-    return None
-
-
-def load_image_folder(folder: str | Path) -> list[RealImage]:
-    """Images of an imagefolder: `metadata.jsonl`/`.csv` (`file_name`, `text`, `label`) in the
-    folder or in its `train/`; without metadata, images in class subfolders (no captions)."""
-    folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise EvaluationError(f"{folder} is not a folder")
-    for root in (folder, folder / "train"):
-        rows = _metadata_rows(root)
-        if rows is not None:
-            out = []
-            for row in rows:
-                path = root / row["file_name"]
-                if not path.is_file():
-                    raise EvaluationError(f"{path} is listed in {root}/metadata but missing")
-                out.append(RealImage(path, str(row.get("text") or "").strip(), str(row.get("label") or "")))
-            return out
-    out = []
-    for path in sorted(folder.rglob("*")):
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
-            label = path.parent.name if path.parent != folder else ""
-            out.append(RealImage(path, "", label))
-    if not out:
-        raise EvaluationError(f"no images in {folder}")
-    return out
-
-
-def load_workspace_split(root: str | Path | None, split: str) -> list[RealImage]:
-    """Captioned images of one split (train, validation, test) of a workspace."""
-    from medart.workspace import Filter, open_workspace
-
-    ws = open_workspace(root, create=False)
-    try:
-        items = [i for i in ws.query(Filter(), limit=None) if i.split == split and i.status != "rejected"]
-    finally:
-        ws.close()
-    if not items:
-        raise EvaluationError(f"the workspace {ws.root} has no images in split {split!r}")
-    return [RealImage(Path(i.image_path), i.text.strip(), i.label or "") for i in items]
-
-
-def resolve_real(real: str | None, run: Path) -> tuple[list[RealImage], str]:
-    """Held-out real images from `--real`: a folder, `SPLIT` of the default workspace, or
-    `WORKSPACE_DIR:SPLIT`. Without it: a `test/` folder beside the run's training data."""
-    if real:
-        path = Path(real).expanduser()
-        if path.is_dir():
-            return load_image_folder(path), str(path)
-        if ":" in real:
-            root, split = real.rsplit(":", 1)
-            return load_workspace_split(root, split), f"workspace {root} split {split}"
-        if real in ("train", "validation", "test"):
-            return load_workspace_split(None, real), f"workspace split {real}"
-        raise EvaluationError(f"--real {real!r} is neither a folder nor a workspace split (test, WORKSPACE:test)")
-    data = _run_config(run).get("data") or ""
-    for candidate in (Path(str(data)).expanduser() / "test", run / "data" / "test"):
-        if data and candidate.is_dir():
-            return load_image_folder(candidate), str(candidate)
-    raise EvaluationError(
-        "no held-out real images: pass --real with an imagefolder, a workspace split (e.g. `test`) "
-        "or WORKSPACE_DIR:SPLIT"
-    )
-
-
-def _run_config(run: Path) -> dict:
-    cfg = run / "config.yaml"
-    if not cfg.is_file():
-        return {}
-    return yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}
-
-
-def training_images(run: Path) -> list[RealImage]:
-    """The run's real training images (its `data:` imagefolder), for the classifiers."""
-    data = str(_run_config(run).get("data") or "")
-    if not data:
-        raise EvaluationError(f"{run}/config.yaml names no training data")
-    path = Path(data).expanduser()
-    if not path.is_absolute() and not path.exists() and (run / data).exists():
-        path = run / data
-    if not path.is_dir():
-        raise EvaluationError(f"the run's training data {data!r} is not a local folder")
-    return load_image_folder(path)
-
-
-# --- generation with a cache ------------------------------------------------------------------
-
-
-def caption_plan(images: Sequence[RealImage], per_caption: int, seed: int) -> list[tuple[str, int, str]]:
-    """(caption, seed, label) for k images per distinct caption, seeds fixed by position."""
-    seen: dict[str, str] = {}
-    for im in images:
-        if im.text and im.text not in seen:
-            seen[im.text] = im.label
-    return [
-        (text, seed + i * per_caption + j, label)
-        for i, (text, label) in enumerate(seen.items())
-        for j in range(per_caption)
-    ]
-
-
-def adapter_digest(run: str | Path) -> str:
-    """SHA-256 over the run's adapter files: a changed adapter never hits an old cache entry."""
-    from medart.lora import adapter_dirs
-
-    h = hashlib.sha256()
-    for name, folder in sorted(adapter_dirs(run).items()):
-        for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
-            h.update(f"{name}/{path.relative_to(folder)}".encode())
-            h.update(path.read_bytes())
-    return h.hexdigest()
-
-
-class GeneratedImages:
-    """Generated images cached as PNGs under a key of what determines their pixels."""
-
-    def __init__(self, cache_dir: Path, base_model: str, run: Path, config: EvalConfig, progress: Progress | None):
-        self.cache_dir = cache_dir
-        self.base_model = base_model
-        self.run = run
-        self.config = config
-        self.progress = progress
-        self._generator = None
-        self._digest: str | None = None
-        self.generated = 0  # images generated (not from the cache) in this evaluation
-
-    def digest(self) -> str:
-        if self._digest is None:
-            self._digest = adapter_digest(self.run)
-        return self._digest
-
-    def key(self, caption: str, seed: int, tuned: bool) -> str:
-        c = self.config
-        spec = {
-            "base_model": self.base_model,
-            "adapter": self.digest() if tuned else None,
-            "lora_scale": 1.0 if tuned else 0.0,
-            "caption": caption,
-            "seed": seed,
-            "steps": c.steps,
-            "cfg": c.cfg,
-            "size": c.size,
-        }
-        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
-
-    def generator(self):
-        if self._generator is None:
-            from medart.generate import Generator
-
-            self._generator = Generator(base_model=self.base_model, lora_path=self.run)
-        return self._generator
-
-    def images(self, plan: Sequence[tuple[str, int, str]], tuned: bool, stage: str) -> list[Image.Image]:
-        paths = [self.cache_dir / f"{self.key(text, seed, tuned)}.png" for text, seed, _ in plan]
-        missing = [i for i, p in enumerate(paths) if not p.is_file()]
-        total = len(plan)
-        done = total - len(missing)
-        if self.progress:
-            self.progress(stage, done, total)
-        bs = max(1, self.config.batch_size)
-        for start in range(0, len(missing), bs):
-            chunk = missing[start : start + bs]
-            made = self.generator().generate(
-                [plan[i][0] for i in chunk],
-                [plan[i][1] for i in chunk],
-                steps=self.config.steps,
-                cfg=self.config.cfg,
-                size=self.config.size,
-                lora_scale=1.0 if tuned else 0.0,
-                batch_size=bs,
-            )
-            for i, image in zip(chunk, made):
-                buf = io.BytesIO()
-                image.save(buf, format="PNG")
-                atomic_write_bytes(paths[i], buf.getvalue())
-            self.generated += len(chunk)
-            done += len(chunk)
-            if self.progress:
-                self.progress(stage, done, total)
-        out = []
-        for p in paths:
-            with Image.open(p) as im:
-                out.append(im.convert("RGB"))
-        return out
-
-
-# --- the evaluation ---------------------------------------------------------------------------
-
-
-def floor_split(labels: Sequence[str]) -> tuple[list[int], list[int]]:
-    """Indices of two halves of the real set, alternating within each class so that both
-    halves hold the same mix of classes (the real-vs-real floor)."""
-    by_label: dict[str, list[int]] = {}
-    for i, lbl in enumerate(labels):
-        by_label.setdefault(lbl, []).append(i)
-    a, b = [], []
-    turn = 0
-    for lbl in sorted(by_label):
-        for i in by_label[lbl]:
-            (a if turn % 2 == 0 else b).append(i)
-            turn += 1
-    return sorted(a), sorted(b)
 
 
 @contextlib.contextmanager
@@ -349,7 +127,6 @@ def evaluate(
     started = time.time()
 
     real_items, real_source = resolve_real(real, run)
-    real_items = [r for r in real_items if r.text] or real_items
     if config.max_real:
         real_items = real_items[: config.max_real]
     if not any(r.text for r in real_items):
@@ -358,7 +135,9 @@ def evaluate(
     plan = caption_plan(real_items, config.per_caption, config.seed)
 
     eval_dir = run / "eval"
-    gen = GeneratedImages(eval_dir / "cache", base_model, run, config, progress)
+    gen = GeneratedImages(
+        eval_dir / "cache", base_model, run, config.steps, config.cfg, config.size, config.batch_size, progress
+    )
     sets = {"base": gen.images(plan, tuned=False, stage="base"), "tuned": gen.images(plan, tuned=True, stage="tuned")}
 
     results: dict = {
@@ -413,13 +192,14 @@ def evaluate(
             )
 
         if wanted & {"dfd", "classify"}:
-            _classifiers(run, config, real_items, real_images, sets, gen, wanted, results, notes, progress, has_floor and (idx_a, idx_b))
+            floor = (idx_a, idx_b) if has_floor else None
+            _classifiers(run, config, real_items, real_images, sets, gen, wanted, results, notes, progress, floor)
 
     results["settings"].update(
         {
-            "real images": real_source,
+            "real_images": real_source,
             "n_real": len(real_images),
-            "captions": len({p[0] for p in plan}),
+            "n_captions": len({p[0] for p in plan}),
             "per_caption": config.per_caption,
             "n_generated_per_model": len(plan),
             "steps": config.steps,
@@ -427,7 +207,7 @@ def evaluate(
             "size": config.size if config.size is not None else "base model's",
             "seed": config.seed,
             "metrics": ",".join(m for m in ALL_METRICS if m in wanted),
-            "images generated this time": gen.generated,
+            "generated_now": gen.generated,
             "seconds": round(time.time() - started, 1),
         }
     )
@@ -465,6 +245,7 @@ def _classifiers(run, config, real_items, real_images, sets, gen, wanted, result
         real_clf = DomainClassifier.fit(
             train_pil, [t.label for t in train_items], cfg, classes=classes, progress=cb("classifier: real")
         )
+        real_clf.save(run / "eval" / "domain-classifier")  # reusable with --classifier
     if "dfd" in wanted:
         domain = DomainClassifier.load(config.classifier_checkpoint) if config.classifier_checkpoint else real_clf
         if domain is None:
@@ -476,7 +257,7 @@ def _classifiers(run, config, real_items, real_images, sets, gen, wanted, result
             if floor:
                 idx_a, idx_b = floor
                 dist["real vs real (floor)"]["dfd"] = metrics.frechet_distance(real_f[idx_a], real_f[idx_b])
-            results["settings"]["domain classifier"] = config.classifier_checkpoint or "trained on the run's real training images"
+            results["settings"]["domain_classifier"] = config.classifier_checkpoint or "trained on the run's real training images"
     if "classify" in wanted and real_clf is not None:
         test_images = [real_images[i] for i in labelled]
         test_labels = [labels[i] for i in labelled]

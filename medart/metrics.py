@@ -60,18 +60,20 @@ def default_weights_path() -> Path:
 class InceptionFeatures(nn.Module):
     """The standard FID Inception network, preprocessing as torchmetrics' default.
 
-    Input: uint8 tensor N x 3 x H x W (0..255). Output: float32 N x 2048 pool features.
-    The network never leaves evaluation mode.
+    Input: uint8 tensor N x 3 x H x W (0..255). Output: float32 N x 2048 pool features, on
+    the network's device (CUDA when available unless `device` says otherwise). The network
+    never leaves evaluation mode.
     """
 
     num_features = INCEPTION_DIM
 
-    def __init__(self, weights_path: str | Path | None = None, antialias: bool = True):
+    def __init__(self, weights_path: str | Path | None = None, antialias: bool = True, device=None):
         super().__init__()
         path = Path(weights_path) if weights_path is not None else default_weights_path()
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*torch.jit.load.*deprecated", category=DeprecationWarning)
-            self.net = torch.jit.load(str(path), map_location="cpu")
+            self.net = torch.jit.load(str(path), map_location=device)
         self.net.eval()
         for p in self.net.parameters():
             p.requires_grad_(False)
@@ -85,7 +87,8 @@ class InceptionFeatures(nn.Module):
             raise TypeError(f"InceptionFeatures expects uint8 images (0..255); got {x.dtype}")
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected N x 3 x H x W; got {tuple(x.shape)}")
-        x = x.to(torch.float32)
+        device = next(self.net.parameters()).device
+        x = x.to(device=device, dtype=torch.float32)
         x = F.interpolate(
             x,
             size=(INCEPTION_SIZE, INCEPTION_SIZE),
@@ -148,31 +151,36 @@ def extract_features(
     called after every batch.
     """
     extractor = feature if feature is not None else default_extractor()
-    if isinstance(images, torch.Tensor):
-        batches_src = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
-        total = len(images)
-    else:
+    if not isinstance(images, torch.Tensor):
         images = list(images)
-        total = len(images)
-        batches_src = []
+    total = len(images)
+    if total == 0:
+        raise ValueError("no images given")
+
+    def batches():  # built lazily: a large set never sits in memory twice
+        if isinstance(images, torch.Tensor):
+            for i in range(0, total, batch_size):
+                yield images[i : i + batch_size]
+            return
         current: list = []
         current_shape = None
         for im in images:
             shape = _hw(im) if size is None else (size, size)
             if current and (shape != current_shape or len(current) == batch_size):
-                batches_src.append(images_to_uint8(current, size))
+                yield images_to_uint8(current, size)
                 current = []
             current.append(im)
             current_shape = shape
         if current:
-            batches_src.append(images_to_uint8(current, size))
-    if total == 0:
-        raise ValueError("no images given")
+            yield images_to_uint8(current, size)
+
     out = []
     done = 0
+    param = next(iter(extractor.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
     with torch.no_grad():
-        for batch in batches_src:
-            f = extractor(batch)
+        for batch in batches():
+            f = extractor(batch.to(device))
             if f.ndim == 1:
                 f = f.unsqueeze(0)
             out.append(f.reshape(f.shape[0], -1).double().cpu())

@@ -129,7 +129,7 @@ def plot_per_class(
     ax.set_ylim(0, 1.05)
     ax.set_ylabel(key.replace("per_class_", "").replace("_", " "))
     ax.set_title("Per-class " + key.replace("per_class_", "").replace("_", " ") + " on held-out real images")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, title="trained on", title_fontsize=8)
     return _save_png(fig, Path(path))
 
 

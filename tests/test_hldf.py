@@ -250,3 +250,14 @@ def test_accelerate_launch_two_processes(tmp_path):
     rows = _losses(run)
     assert sorted(rows) == [1, 2, 3, 4] and rows[2][1] is not None and rows[4][1] is not None
     assert [p.name for p in checkpoints.complete(run / "checkpoints")] == ["step-000002", "step-000004"]
+
+
+def test_held_out_split_beside_train_is_not_a_missing_caption(tmp_path):
+    """An imagefolder with train/ and test/ trains on train/ alone."""
+    root = tmp_path / "data"
+    make_data(root / "train", n=2)
+    make_data(root / "test", prefix="histology", n=2)
+    (root / "test" / "metadata.jsonl").unlink()  # held-out images need no captions here
+    cfg = tiny_config(root, tmp_path / "run", max_steps=1)
+    train(cfg)
+    assert json.loads((tmp_path / "run" / "data.json").read_text())["images"] == 2

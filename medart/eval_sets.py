@@ -1,0 +1,275 @@
+"""The image sets of an evaluation: held-out real images and cached generated images.
+
+Real images come from an imagefolder (`metadata.jsonl`/`.csv` with `file_name`, `text`,
+`label`, as `medart.exports` writes it) or a workspace split. Generated images come from
+`medart.generate.Generator` (the one sampler), k per caption with seeds fixed by position,
+and are cached as PNGs under a key of everything that determines their pixels (base model,
+adapter file hash, LoRA strength, caption, seed, steps, guidance, size), so a rerun
+generates nothing it already has and a changed adapter never reuses stale images.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import yaml
+from PIL import Image
+
+from medart.fileio import atomic_write_bytes
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+class EvaluationError(ValueError):
+    """The evaluation cannot run; the message says what is missing and what to do."""
+
+
+@dataclass
+class RealImage:
+    """A real image with its caption and class label (either may be empty)."""
+
+    path: Path
+    text: str
+    label: str
+
+    def load(self) -> Image.Image:
+        with Image.open(self.path) as im:
+            return im.convert("RGB")
+
+
+# --- real images ------------------------------------------------------------------------------
+
+
+def _metadata_rows(folder: Path) -> list[dict] | None:
+    jsonl, csv_path = folder / "metadata.jsonl", folder / "metadata.csv"
+    if jsonl.is_file():
+        rows = []
+        for line in jsonl.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                rows.append(json.loads(line))
+        return rows
+    if csv_path.is_file():
+        with open(csv_path, encoding="utf-8", newline="") as f:
+            return list(csv.DictReader(f))
+    return None
+
+
+def load_image_folder(folder: str | Path) -> list[RealImage]:
+    """Images of an imagefolder: `metadata.jsonl`/`.csv` (`file_name`, `text`, `label`) in the
+    folder or in its `train/`; without metadata, images in class subfolders (no captions)."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise EvaluationError(f"{folder} is not a folder")
+    for root in (folder, folder / "train"):
+        rows = _metadata_rows(root)
+        if rows is not None:
+            out = []
+            for row in rows:
+                path = root / row["file_name"]
+                if not path.is_file():
+                    raise EvaluationError(f"{path} is listed in {root}/metadata but missing")
+                out.append(RealImage(path, str(row.get("text") or "").strip(), str(row.get("label") or "")))
+            return out
+    out = []
+    for path in sorted(folder.rglob("*")):
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            label = path.parent.name if path.parent != folder else ""
+            out.append(RealImage(path, "", label))
+    if not out:
+        raise EvaluationError(f"no images in {folder}")
+    return out
+
+
+def load_workspace_split(root: str | Path | None, split: str) -> list[RealImage]:
+    """Captioned images of one split (train, validation, test) of a workspace."""
+    from medart.workspace import Filter, open_workspace
+
+    ws = open_workspace(root, create=False)
+    try:
+        items = [i for i in ws.query(Filter(), limit=None) if i.split == split and i.status != "rejected"]
+    finally:
+        ws.close()
+    if not items:
+        raise EvaluationError(f"the workspace {ws.root} has no images in split {split!r}")
+    return [RealImage(Path(i.image_path), i.text.strip(), i.label or "") for i in items]
+
+
+def resolve_real(real: str | None, run: Path) -> tuple[list[RealImage], str]:
+    """Held-out real images from `--real`: a folder, `SPLIT` of the default workspace, or
+    `WORKSPACE_DIR:SPLIT`. Without it: a `test/` folder beside the run's training data."""
+    if real:
+        path = Path(real).expanduser()
+        if path.is_dir():
+            return load_image_folder(path), str(path)
+        if ":" in real:
+            root, split = real.rsplit(":", 1)
+            return load_workspace_split(root, split), f"workspace {root} split {split}"
+        if real in ("train", "validation", "test"):
+            return load_workspace_split(None, real), f"workspace split {real}"
+        raise EvaluationError(f"--real {real!r} is neither a folder nor a workspace split (test, WORKSPACE:test)")
+    data = str(run_config(run).get("data") or "")
+    candidates = ([Path(data).expanduser() / "test"] if data else []) + [run / "data" / "test"]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return load_image_folder(candidate), str(candidate)
+    raise EvaluationError(
+        "no held-out real images: pass --real with an imagefolder, a workspace split (e.g. `test`) "
+        "or WORKSPACE_DIR:SPLIT"
+    )
+
+
+def run_config(run: Path) -> dict:
+    """The resolved training config of a run (found from the run, or a checkpoint inside it)."""
+    run = Path(run)
+    for folder in (run, *run.parents[:3]):
+        cfg = folder / "config.yaml"
+        if cfg.is_file():
+            return yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}
+    return {}
+
+
+def training_images(run: Path) -> list[RealImage]:
+    """The run's real training images (its `data:` imagefolder), for the classifiers."""
+    data = str(run_config(run).get("data") or "")
+    if not data:
+        raise EvaluationError(f"{run}/config.yaml names no training data")
+    path = Path(data).expanduser()
+    if not path.is_absolute() and not path.exists() and (run / data).exists():
+        path = run / data
+    if not path.is_dir():
+        raise EvaluationError(f"the run's training data {data!r} is not a local folder")
+    return load_image_folder(path)
+
+
+# --- generation with a cache ----------------------------------------------------------------
+
+
+def caption_plan(images: Sequence[RealImage], per_caption: int, seed: int) -> list[tuple[str, int, str]]:
+    """(caption, seed, label) for k images per distinct caption, seeds fixed by position."""
+    seen: dict[str, str] = {}
+    for im in images:
+        if im.text and im.text not in seen:
+            seen[im.text] = im.label
+    return [
+        (text, seed + i * per_caption + j, label)
+        for i, (text, label) in enumerate(seen.items())
+        for j in range(per_caption)
+    ]
+
+
+def adapter_digest(run: str | Path) -> str:
+    """SHA-256 over the run's adapter files: a changed adapter never hits an old cache entry."""
+    from medart.lora import adapter_dirs
+
+    h = hashlib.sha256()
+    for name, folder in sorted(adapter_dirs(run).items()):
+        for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+            h.update(f"{name}/{path.relative_to(folder)}".encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+class GeneratedImages:
+    """Generated images cached as PNGs under a key of what determines their pixels."""
+
+    def __init__(
+        self,
+        cache_dir: Path,
+        base_model: str,
+        run: Path,
+        steps: int = 20,
+        cfg: float = 4.5,
+        size: int | None = None,
+        batch_size: int = 4,
+        progress: Progress | None = None,
+    ):
+        self.cache_dir = Path(cache_dir)
+        self.base_model = base_model
+        self.run = Path(run)
+        self.steps, self.cfg, self.size = steps, cfg, size
+        self.batch_size = max(1, batch_size)
+        self.progress = progress
+        self._generator = None
+        self._digest: str | None = None
+        self.generated = 0  # images generated (not from the cache) in this evaluation
+
+    def digest(self) -> str:
+        if self._digest is None:
+            self._digest = adapter_digest(self.run)
+        return self._digest
+
+    def key(self, caption: str, seed: int, tuned: bool) -> str:
+        spec = {
+            "base_model": self.base_model,
+            "adapter": self.digest() if tuned else None,
+            "lora_scale": 1.0 if tuned else 0.0,
+            "caption": caption,
+            "seed": seed,
+            "steps": self.steps,
+            "cfg": self.cfg,
+            "size": self.size,
+        }
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
+
+    def generator(self):
+        if self._generator is None:
+            from medart.generate import Generator
+
+            self._generator = Generator(base_model=self.base_model, lora_path=self.run)
+        return self._generator
+
+    def images(self, plan: Sequence[tuple[str, int, str]], tuned: bool, stage: str) -> list[Image.Image]:
+        paths = [self.cache_dir / f"{self.key(text, seed, tuned)}.png" for text, seed, _ in plan]
+        missing = [i for i, p in enumerate(paths) if not p.is_file()]
+        total = len(plan)
+        done = total - len(missing)
+        if self.progress:
+            self.progress(stage, done, total)
+        bs = self.batch_size
+        for start in range(0, len(missing), bs):
+            chunk = missing[start : start + bs]
+            made = self.generator().generate(
+                [plan[i][0] for i in chunk],
+                [plan[i][1] for i in chunk],
+                steps=self.steps,
+                cfg=self.cfg,
+                size=self.size,
+                lora_scale=1.0 if tuned else 0.0,
+                batch_size=bs,
+            )
+            for i, image in zip(chunk, made):
+                buf = io.BytesIO()
+                image.save(buf, format="PNG")
+                atomic_write_bytes(paths[i], buf.getvalue())
+            self.generated += len(chunk)
+            done += len(chunk)
+            if self.progress:
+                self.progress(stage, done, total)
+        out = []
+        for p in paths:
+            with Image.open(p) as im:
+                out.append(im.convert("RGB"))
+        return out
+
+
+def floor_split(labels: Sequence[str]) -> tuple[list[int], list[int]]:
+    """Indices of two halves of the real set, alternating within each class so that both
+    halves hold the same mix of classes (the real-vs-real floor)."""
+    by_label: dict[str, list[int]] = {}
+    for i, lbl in enumerate(labels):
+        by_label.setdefault(lbl, []).append(i)
+    a, b = [], []
+    turn = 0
+    for lbl in sorted(by_label):
+        for i in by_label[lbl]:
+            (a if turn % 2 == 0 else b).append(i)
+            turn += 1
+    return sorted(a), sorted(b)

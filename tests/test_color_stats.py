@@ -1,0 +1,151 @@
+"""Colour statistics equal hand computations on small known images."""
+
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medart.color_stats import (
+    STAT_KEYS,
+    channel_histograms,
+    color_distance,
+    image_stats,
+    set_stats,
+    to_array,
+)
+
+
+def uniform(r, g, b, size=(3, 2)):
+    arr = np.empty(size + (3,), dtype=np.float64)
+    arr[...] = (r, g, b)
+    return arr
+
+
+# A 1x2 image: one pure red pixel and one pure blue pixel.
+RED_BLUE = np.array([[[255, 0, 0], [0, 0, 255]]], dtype=np.uint8)
+
+
+def test_to_array_scales_uint8_and_keeps_float():
+    a = to_array(np.array([[[0, 51, 255]]], dtype=np.uint8))
+    assert a.dtype == np.float64 and a.shape == (1, 1, 3)
+    np.testing.assert_allclose(a[0, 0], [0.0, 0.2, 1.0])
+    f = to_array(np.array([[[0.1, 0.2, 0.3]]], dtype=np.float32))
+    np.testing.assert_allclose(f[0, 0], [0.1, 0.2, 0.3], rtol=1e-6)
+
+
+def test_to_array_grayscale_becomes_three_equal_channels():
+    gray = np.array([[0, 128], [255, 64]], dtype=np.uint8)
+    for src in (gray, gray[:, :, None], Image.fromarray(gray, mode="L")):
+        a = to_array(src)
+        assert a.shape == (2, 2, 3)
+        for c in range(3):
+            np.testing.assert_allclose(a[:, :, c], gray / 255.0)
+
+
+def test_to_array_drops_alpha():
+    rgba = np.array([[[10, 20, 30, 0], [40, 50, 60, 255]]], dtype=np.uint8)
+    for src in (rgba, Image.fromarray(rgba, mode="RGBA")):
+        a = to_array(src)
+        assert a.shape == (1, 2, 3)
+        np.testing.assert_allclose(a * 255, rgba[:, :, :3])
+
+
+def test_to_array_rejects_bad_shapes():
+    with pytest.raises(ValueError):
+        to_array(np.zeros((2, 2, 2), dtype=np.uint8))
+    with pytest.raises(ValueError):
+        to_array(np.zeros((2, 2, 3), dtype=np.int32))
+
+
+def test_image_stats_red_blue_by_hand():
+    s = image_stats(RED_BLUE)
+    assert set(s) == set(STAT_KEYS)
+    # R = (1, 0), G = (0, 0), B = (0, 1): mean 0.5 / 0 / 0.5, population std 0.5 / 0 / 0.5.
+    assert s["mean_r"] == pytest.approx(0.5)
+    assert s["mean_g"] == pytest.approx(0.0)
+    assert s["mean_b"] == pytest.approx(0.5)
+    assert s["std_r"] == pytest.approx(0.5)
+    assert s["std_g"] == pytest.approx(0.0)
+    assert s["std_b"] == pytest.approx(0.5)
+    # Both pixels fully saturated.
+    assert s["saturation"] == pytest.approx(1.0)
+    # 0..255: rg = (255, 0), yb = (127.5, -255)
+    # mean rg 127.5, std rg 127.5; mean yb -63.75, std yb 191.25.
+    expected = math.sqrt(127.5**2 + 191.25**2) + 0.3 * math.sqrt(127.5**2 + 63.75**2)
+    assert s["colourfulness"] == pytest.approx(expected)
+    assert s["colourfulness"] == pytest.approx(272.618, abs=1e-3)
+
+
+def test_image_stats_pil_equals_array():
+    a = image_stats(RED_BLUE)
+    b = image_stats(Image.fromarray(RED_BLUE))
+    for k in STAT_KEYS:
+        assert a[k] == pytest.approx(b[k])
+
+
+def test_saturation_by_hand():
+    # pixels: gray (0), black (0 by convention), orange (1, .5, 0) -> 1, (.5, .25, .25) -> .5
+    arr = np.array([[[0.5, 0.5, 0.5], [0.0, 0.0, 0.0], [1.0, 0.5, 0.0], [0.5, 0.25, 0.25]]])
+    assert image_stats(arr)["saturation"] == pytest.approx((0 + 0 + 1 + 0.5) / 4)
+
+
+def test_gray_image_has_zero_colourfulness_and_saturation():
+    s = image_stats(uniform(0.3, 0.3, 0.3))
+    assert s["colourfulness"] == pytest.approx(0.0, abs=1e-12)
+    assert s["saturation"] == pytest.approx(0.0)
+    assert s["std_r"] == pytest.approx(0.0)
+
+
+def test_uniform_colour_colourfulness_is_mean_term_only():
+    # (0.2, 0.6, 0.4) * 255 = (51, 153, 102): rg = -102, yb = 102 - 102 = 0; no spread.
+    s = image_stats(uniform(0.2, 0.6, 0.4))
+    assert s["colourfulness"] == pytest.approx(0.3 * 102.0)
+
+
+def test_set_stats_is_mean_of_per_image_values():
+    a = uniform(0.2, 0.4, 0.6)
+    s = set_stats([a, RED_BLUE])
+    assert s["mean_r"] == pytest.approx((0.2 + 0.5) / 2)
+    assert s["mean_g"] == pytest.approx((0.4 + 0.0) / 2)
+    assert s["std_b"] == pytest.approx((0.0 + 0.5) / 2)
+    assert s["saturation"] == pytest.approx(((0.6 - 0.2) / 0.6 + 1.0) / 2)
+    assert s["colourfulness"] == pytest.approx(
+        (image_stats(a)["colourfulness"] + image_stats(RED_BLUE)["colourfulness"]) / 2
+    )
+    with pytest.raises(ValueError):
+        set_stats([])
+
+
+def test_color_distance_by_hand():
+    a = [uniform(0.2, 0.4, 0.6)]
+    b = [uniform(0.5, 0.4, 0.2)]
+    # means differ by (0.3, 0, 0.4); stds are all zero -> 0.5
+    assert color_distance(a, b) == pytest.approx(0.5)
+    assert color_distance(a, a) == pytest.approx(0.0)
+    # std term: RED_BLUE has stds (0.5, 0, 0.5) and means (0.5, 0, 0.5)
+    c = [uniform(0.5, 0.0, 0.5)]
+    assert color_distance([RED_BLUE], c) == pytest.approx(math.sqrt(0.5**2 + 0.5**2))
+
+
+def test_color_distance_uses_set_means_of_per_image_stats():
+    # Black and white images: per-image std 0, set-mean of means 0.5 -> equals a gray image.
+    # (Pooling the pixels would give std 0.5 and a non-zero distance.)
+    bw = [uniform(0, 0, 0), uniform(1, 1, 1)]
+    assert color_distance(bw, [uniform(0.5, 0.5, 0.5)]) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_channel_histograms_by_hand():
+    arr = np.array([[[0.0, 0.1, 1.0], [0.3, 0.1, 1.0], [0.6, 0.1, 1.0], [1.0, 0.1, 1.0]]])
+    h = channel_histograms([arr], bins=4)
+    assert set(h) == {"r", "g", "b"}
+    np.testing.assert_allclose(h["r"], [0.25, 0.25, 0.25, 0.25])
+    np.testing.assert_allclose(h["g"], [1.0, 0.0, 0.0, 0.0])
+    np.testing.assert_allclose(h["b"], [0.0, 0.0, 0.0, 1.0])  # 1.0 falls in the last bin
+
+
+def test_channel_histograms_pool_images_and_normalise():
+    h = channel_histograms([uniform(0, 0, 0, size=(1, 1)), uniform(1, 1, 1, size=(1, 3))])
+    assert len(h["r"]) == 32
+    assert h["r"].sum() == pytest.approx(1.0)
+    assert h["r"][0] == pytest.approx(0.25) and h["r"][-1] == pytest.approx(0.75)
