@@ -87,11 +87,11 @@ def main():
     plain = next(r for r in rows if r["mode"] == "plain" and r["checkpointing"])
     print(f"model: {args.arch or args.base_model} on {plain['device']}, LoRA on DiT and T5, M = {args.steps}, "
           f"batch 1, median of {args.repeats}")
-    print(f"{'step':<8}{'ckpt':<6}{'seconds':>10}{'x plain':>9}{'peak MB':>10}{'x plain':>9}{'TFLOP':>9}{'TFLOP/s':>9}")
+    print(f"{'step':<8}{'ckpt':<6}{'seconds':>10}{'x plain':>9}{'peak MB':>10}{'x plain':>9}{'GFLOP':>12}{'GFLOP/s':>10}")
     for r in rows:
         print(f"{r['mode']:<8}{'on' if r['checkpointing'] else 'off':<6}{r['seconds']:>10.3f}"
               f"{r['seconds'] / plain['seconds']:>9.2f}{r['peak_mb']:>10.0f}{r['peak_mb'] / plain['peak_mb']:>9.2f}"
-              f"{r['tflop']:>9.4g}{r['tflops_per_s']:>9.4g}")
+              f"{r['tflop'] * 1e3:>12.4g}{r['tflops_per_s'] * 1e3:>10.4g}")
 
 
 if __name__ == "__main__":

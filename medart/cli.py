@@ -40,6 +40,7 @@ def cmd_train(args) -> int:
         "hldf.grad_steps": args.hldf_grad_steps,
         "hldf.enabled": False if args.no_hldf else None,
         "lora.rank": args.rank,
+        "lora.alpha": args.lora_alpha,
         "lora.t5": False if args.no_t5_lora else None,
         "adam_8bit": True if args.adam_8bit else None,
         "validation_every": args.validation_every,
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--color-weight", type=float, help="weight of the colour loss (paper: 1/M)")
     p.add_argument("--no-hldf", action="store_true", help="plain LoRA fine-tuning, no colour loss")
     p.add_argument("--rank", type=int, help="LoRA rank (paper: 8)")
+    p.add_argument("--lora-alpha", type=float, help="LoRA alpha (default: = rank, as the paper)")
     p.add_argument("--no-t5-lora", action="store_true", help="LoRA on the DiT only")
     p.add_argument("--adam-8bit", action="store_true", help="8-bit AdamW (bitsandbytes, CUDA)")
     p.add_argument("--validation-every", type=int)

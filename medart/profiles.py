@@ -158,10 +158,10 @@ def load_base(base_model: str | None = None, device=None, dtype: torch.dtype | N
     dtype = dtype or default_dtype
     local = Path(source).is_dir()
     try:
-        pipe = PixArtAlphaPipeline.from_pretrained(source, torch_dtype=dtype, local_files_only=True)
-    except OSError:
+        pipe = PixArtAlphaPipeline.from_pretrained(source, dtype=dtype, local_files_only=True)
+    except (OSError, ValueError) as e:
         if local:
-            raise
+            raise BaseModelError(f"Could not load the PixArt-α pipeline in {source}: {e}") from e
         if not hub_reachable():
             raise BaseModelError(
                 f"The weights of {source} are not in the local Hugging Face cache and the hub cannot be "
@@ -171,7 +171,7 @@ def load_base(base_model: str | None = None, device=None, dtype: torch.dtype | N
                 "Without a GPU, use --base-model tiny."
             ) from None
         try:
-            pipe = PixArtAlphaPipeline.from_pretrained(source, torch_dtype=dtype)
+            pipe = PixArtAlphaPipeline.from_pretrained(source, dtype=dtype)
         except OSError as e:
             raise BaseModelError(f"Could not download {source}: {e}") from e
     for module in (pipe.transformer, pipe.vae, pipe.text_encoder):

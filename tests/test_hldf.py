@@ -261,3 +261,17 @@ def test_held_out_split_beside_train_is_not_a_missing_caption(tmp_path):
     cfg = tiny_config(root, tmp_path / "run", max_steps=1)
     train(cfg)
     assert json.loads((tmp_path / "run" / "data.json").read_text())["images"] == 2
+
+
+def test_text_cache_without_t5_lora_changes_nothing(tmp_path):
+    """With T5 frozen its embeddings are cached on disk; the losses are the same as without."""
+    data = make_data(tmp_path / "data", n=2)
+    losses = {}
+    for cache in (True, False):
+        cfg = tiny_config(data, tmp_path / f"run-{cache}", max_steps=4, cache_text=cache, **{"lora.t5": False})
+        train(cfg)
+        losses[cache] = _losses(Path(cfg.output))
+        texts = list((Path(cfg.output) / "cache" / "text").glob("*.pt"))
+        assert len(texts) == (2 if cache else 0)  # one caption for both images, plus "" for CFG
+        assert not (Path(cfg.output) / "adapter" / "t5").exists() and (Path(cfg.output) / "adapter" / "dit").exists()
+    assert losses[True] == losses[False]
