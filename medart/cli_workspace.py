@@ -29,13 +29,22 @@ def _tokenizer(base_model: str | None):
     return name, profiles.load_tokenizer(name)
 
 
-def _open(args, tokens: bool = False, create: bool = False) -> Workspace:
-    tokenizer = None
-    name = None
+def _open(args, tokens: str | None = None, create: bool = False) -> Workspace:
+    """Open the workspace; with tokens="required" (captioning) or "optional" (import, edits),
+    with the base model's T5 tokenizer to count caption tokens. An optional tokenizer that
+    cannot be loaded leaves counts empty with a warning instead of failing the command."""
+    from medart.profiles import BaseModelError
+
+    tokenizer = name = None
     if tokens:
-        name, tokenizer = _tokenizer(getattr(args, "base_model", None))
+        try:
+            name, tokenizer = _tokenizer(getattr(args, "base_model", None))
+        except (BaseModelError, OSError, ValueError) as e:
+            if tokens == "required":
+                raise
+            print(f"warning: caption token counts unavailable ({e})", file=sys.stderr)
     ws = Workspace(args.workspace, tokenizer=tokenizer, create=create)
-    if tokens and ws.get_setting("token_base_model") != name:
+    if tokenizer is not None and ws.get_setting("token_base_model") != name:
         ws.recount_tokens()
         ws.set_setting("token_base_model", name)
     return ws
@@ -86,7 +95,7 @@ def cmd_import(args) -> int:
     if not args.paths and not args.hf_dataset:
         raise ValueError("nothing to import: give files, folders or zip archives, or --hf-dataset ID_OR_DIR")
     limits = ImportLimits(max_pixels=args.max_pixels)
-    ws = _open(args, tokens=True, create=True)
+    ws = _open(args, tokens="optional", create=True)
     try:
         if args.modality:
             ws.get_template(args.modality)  # fail early on a template that does not exist
@@ -120,7 +129,7 @@ def cmd_caption(args) -> int:
     from captioning.vsg import VSGConfig
     from medart.describe import caption_workspace, targets
 
-    ws = _open(args, tokens=True)
+    ws = _open(args, tokens="required")
     try:
         if args.template:
             ws.get_template(args.template)
@@ -139,17 +148,33 @@ def cmd_caption(args) -> int:
             kwargs.update(device=args.device)
         if args.backend == "openai":
             kwargs.update(base_url=args.url, api_key=os.environ.get(args.api_key_env) if args.api_key_env else None)
-        tokenizer = ws.tokenizer
-        captioner = make_captioner(args.backend, args.model, **kwargs)
+        if args.simplify and args.backend != "openai":
+            raise ValueError(
+                "--simplify uses the caption server (--backend openai); for a local text model pass --simplify-model ID_OR_DIR"
+            )
         config = VSGConfig(max_tokens=args.max_caption_tokens, max_attempts=args.max_attempts)
-        if args.simplify and hasattr(captioner, "simplify"):
-            config.simplifier = captioner.simplify
-        with captioner, tqdm(total=len(ids), unit="img", desc=f"captioning ({args.backend})") as bar:
-            try:
-                report = caption_workspace(ws, captioner, ids, template=args.template, tokenizer=tokenizer, config=config, progress=bar.update)
-            except CaptionerError as e:
-                raise ValueError(str(e)) from None
+        simplifier = None
+        try:
+            if args.simplify_model:
+                from captioning.simplify import TransformersSimplifier
+
+                simplifier = config.simplifier = TransformersSimplifier(args.simplify_model, device=args.device)
+            captioner = make_captioner(args.backend, args.model, **kwargs)
+            if args.simplify:
+                config.simplifier = captioner.simplify
+            with captioner, tqdm(total=len(ids), unit="img", desc=f"captioning ({args.backend})") as bar:
+                report = caption_workspace(
+                    ws, captioner, ids, template=args.template, tokenizer=ws.tokenizer, config=config,
+                    progress=bar.update, overwrite=("draft", "edited") if args.include_edited else ("draft",),
+                )  # fmt: skip
+        except CaptionerError as e:
+            raise ValueError(str(e)) from None
+        finally:
+            if simplifier is not None:
+                simplifier.close()
         print(f"captioned {report.done} image(s); the rules repaired {report.repaired}. Review them, then approve.")
+        if report.reviewed_meanwhile:
+            print(f"left {len(report.reviewed_meanwhile)} caption(s) alone that were reviewed while the job ran")
     finally:
         ws.close()
     return 0
@@ -161,7 +186,10 @@ def cmd_export(args) -> int:
     ws = _open(args)
     try:
         flt = Filter(label=args.label)
-        report = export(ws, args.out, fmt=args.format, approved_only=not args.all, flt=flt, overwrite=args.overwrite)
+        report = export(
+            ws, args.out, fmt=args.format, approved_only=not args.all, flt=flt, overwrite=args.overwrite,
+            keep_names=args.keep_names,
+        )  # fmt: skip
         print(describe_export(report))
         if args.push_to_hub:
             if args.format != "imagefolder":
@@ -200,7 +228,7 @@ def _status(args, status: str) -> int:
 
 
 def cmd_edit(args) -> int:
-    ws = _open(args, tokens=True)
+    ws = _open(args, tokens="optional")
     try:
         item = ws.set_text(args.id, args.text, approve=args.approve)
         print(f"image {item.id}: {item.status}, {item.token_count} tokens")
@@ -220,7 +248,7 @@ def cmd_undo(args) -> int:
 
 
 def cmd_replace(args) -> int:
-    ws = _open(args, tokens=True)
+    ws = _open(args, tokens="optional")
     try:
         preview = ws.find_replace(
             args.pattern, args.replacement, flt=_filter(args), regex=not args.literal,
@@ -292,7 +320,7 @@ def cmd_template(args) -> int:
                 t = ws.get_template(args.name)
             except ValueError:
                 if not args.image_phrase:
-                    raise ValueError(f"a new template needs --image-phrase, e.g. 'A colposcopic image'") from None
+                    raise ValueError("a new template needs --image-phrase, e.g. 'A colposcopic image'") from None
                 t = ModalityTemplate(args.name, args.image_phrase)
             if args.image_phrase:
                 t.image_phrase = args.image_phrase
@@ -338,7 +366,7 @@ def add_parsers(sub) -> None:
 
     p = parser("caption", "describe images with the Visual Symptom Generator (resumable)", cmd_caption)
     p.add_argument("--backend", choices=("offline", "transformers", "openai"), default="offline")
-    p.add_argument("--model", help="transformers: hub id or folder; openai: the served model name")
+    p.add_argument("--model", help="transformers: hub id or folder (default: LLaVA-NeXT 8B on GPU, SmolVLM-256M on CPU); openai: the served model name")
     p.add_argument("--url", help="openai backend: server URL, e.g. http://gpu-box:8000/v1")
     p.add_argument("--api-key-env", help="openai backend: environment variable holding the API key")
     p.add_argument("--only-missing", action="store_true", help="only images without caption text (resume a job)")
@@ -349,7 +377,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--max-attempts", type=int, default=3, help="generations per image before repairing the best")
     p.add_argument("--max-caption-tokens", type=int, default=120)
-    p.add_argument("--simplify", action="store_true", help="openai backend: shorten long captions with the model")
+    p.add_argument("--simplify", action="store_true", help="openai backend: shorten long captions with the served model")
+    p.add_argument("--simplify-model", help="a local/hub text model (e.g. t5-large) that shortens long captions")
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-k", type=int, default=50)
     p.add_argument("--top-p", type=float, default=0.9)
@@ -365,6 +394,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--all", action="store_true", help="every caption with text that is not rejected")
     p.add_argument("--label", help="only this label")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    p.add_argument("--keep-names", action="store_true", help="keep original file stems in exported names")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload as a private HF dataset")
     p.add_argument("--hub-token-env", help="environment variable with the write token (default HF_TOKEN)")
 

@@ -25,6 +25,7 @@ class CaptionJobReport:
     done: int = 0
     failed: list[tuple[int, str]] = field(default_factory=list)
     repaired: int = 0  # captions the rules changed (prefixed, trimmed, simplified)
+    reviewed_meanwhile: list[int] = field(default_factory=list)  # left alone: reviewed during the job
 
 
 def targets(ws: Workspace, only_missing: bool = False, include_edited: bool = False, flt: Filter | None = None) -> list[int]:
@@ -42,8 +43,11 @@ def caption_workspace(
     tokenizer=None,
     config: VSGConfig | None = None,
     progress: Callable[[int], None] | None = None,
+    overwrite: tuple[str, ...] = ("draft",),
 ) -> CaptionJobReport:
-    """Caption `ids` in batches of `captioner.batch_size`, committing every caption."""
+    """Caption `ids` in batches of `captioner.batch_size`, committing every caption. A caption
+    whose status is no longer in `overwrite` when its text is ready (a reviewer got there
+    first) is left as it is."""
     config = config or VSGConfig()
     report = CaptionJobReport(total=len(ids))
     default = ws.get_setting("modality") or "custom"
@@ -68,7 +72,9 @@ def caption_workspace(
                 ) from e
             for item, cap in zip(group, captions):
                 prov = cap.provenance() | {"template": tmpl.name, "simple_caption": tmpl.simple_caption(item.label)}
-                ws.set_caption(item.id, cap.text, prov, status="draft")
+                if not ws.set_caption(item.id, cap.text, prov, status="draft", only_if=overwrite):
+                    report.reviewed_meanwhile.append(item.id)
+                    continue
                 report.done += 1
                 report.repaired += any(r.startswith(("prefixed", "trimmed", "simplified")) for r in cap.rules)
                 if progress:

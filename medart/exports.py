@@ -6,6 +6,9 @@
   as the authors' training code reads it.
 - `txt`: each image with a `.txt` sidecar of the same stem.
 
+Files are named by image id (`000042.png`); original file names, which can carry patient
+names, are left out unless `keep_names=True`.
+
 Only approved captions are exported unless `approved_only=False` (then every caption with
 text that is not rejected). Each export also writes `manifest.json` (counts, filters and a
 hash over file names and texts) so a training run knows exactly what it trained on. The
@@ -17,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -41,7 +43,11 @@ class ExportReport:
     digest: str
 
 
-def _file_name(item) -> str:
+def _file_name(item, keep_names: bool) -> str:
+    """`000042.png`; with keep_names, `000042-<original stem>.png` (original names can carry
+    patient names, so they stay out of exports unless asked for)."""
+    if not keep_names:
+        return f"{item.id:06d}.png"
     stem = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in Path(item.original_name).stem)[:40]
     return f"{item.id:06d}-{stem or 'image'}.png"
 
@@ -53,6 +59,7 @@ def export(
     approved_only: bool = True,
     flt: Filter | None = None,
     overwrite: bool = False,
+    keep_names: bool = False,
 ) -> ExportReport:
     """Write an export of `ws` to `out` (see the module docstring)."""
     if fmt not in FORMATS:
@@ -82,7 +89,7 @@ def export(
         rows = []
         digest = hashlib.sha256()
         for item in items:
-            name = _file_name(item)
+            name = _file_name(item, keep_names)
             shutil.copyfile(item.image_path, folder / name)
             row = {"file_name": name, "text": item.text.strip(), "label": item.label or ""}
             rows.append(row)
@@ -137,8 +144,8 @@ def push_to_hub(export_dir: str | Path, repo_id: str, token: str | None = None, 
 
 
 def describe_export(report: ExportReport) -> str:
-    buf = io.StringIO()
-    buf.write(f"exported {report.count} caption(s) as {report.format} to {report.path}")
+    """One line for the CLI and the app."""
+    line = f"exported {report.count} caption(s) as {report.format} to {report.path}"
     if report.skipped_empty:
-        buf.write(f" ({report.skipped_empty} without text left out)")
-    return buf.getvalue()
+        line += f" ({report.skipped_empty} without text left out)"
+    return line

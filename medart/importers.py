@@ -12,8 +12,8 @@ What happens to every image (documented conversions):
 - DICOM is read with pydicom: the modality LUT (rescale slope/intercept) is applied, then
   the file's VOI window (WindowCenter/WindowWidth) when it has one, else its min..max range,
   to 8 bits; MONOCHROME1 is inverted; of a multi-frame file the middle frame is taken.
-  Nothing from the DICOM header is stored except its Modality code; the original file name
-  (which often carries a patient's name) is replaced by `dicom-<hash>`.
+  Nothing from the DICOM header is stored except its Modality code; the original file and
+  folder names (which often carry a patient's name) are replaced by `dicom-<hash>` / `dicom`.
 - Every image is stored once under the hash of its pixels; a second copy is reported as a
   duplicate.
 
@@ -51,6 +51,8 @@ IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff", ".bmp",
 DICOM_EXTS = {".dcm", ".dicom", ".dic"}
 METADATA_NAMES = {"metadata.jsonl", "metadata.csv"}
 SPLIT_NAMES = {"train", "training", "test", "testing", "val", "valid", "validation", "dev", "images", "imgs"}
+# DICOM Modality code -> caption template (the rest: CT, MR, CR, DX, MG, US, XA, NM, PT -> radiology)
+DICOM_TEMPLATES = {"ES": "endoscopy", "SM": "histology", "OP": "fundus", "XC": "custom", "GM": "custom"}
 SYSTEM_NAMES = {"thumbs.db", "desktop.ini", "__macosx", ".ds_store"}
 
 
@@ -82,6 +84,7 @@ class ImportReport:
         ]
         lines += [f"  duplicate: {n} (same pixels as {o})" for n, o in self.duplicates]
         lines += [f"  rejected: {r.name}: {r.reason}" for r in self.rejected]
+        lines += [f"  skipped: {r.name}: {r.reason}" for r in self.skipped]
         return "\n".join(lines)
 
 
@@ -177,7 +180,9 @@ def decode_dicom(data: bytes, limits: ImportLimits) -> tuple[Image.Image, str, s
     if not data:
         raise Rejected("empty file (0 bytes)")
     try:
-        ds = pydicom.dcmread(io.BytesIO(data))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns about every oddity of a broken file
+            ds = pydicom.dcmread(io.BytesIO(data))
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as e:
         raise Rejected(f"corrupt DICOM file: {e}") from None
     if "PixelData" not in ds:
@@ -403,6 +408,10 @@ def _import_entries(
     for rel in metadata:
         if rel not in seen:
             report.rejected.append(Rejection(f"{source}/{rel}", "listed in metadata but not found"))
+    stems = {e.rel.with_suffix("") for e in candidates}
+    for stem, e in sidecars.items():
+        if stem not in stems:
+            report.skipped.append(Rejection(e.display, "text file without an image of the same name"))
     for e in candidates:
         ext = e.rel.suffix.lower()
         try:
@@ -439,7 +448,9 @@ def _import_entries(
         item_split = split
         if e.rel.parts and e.rel.parts[0].lower() in ("test", "testing", "val", "valid", "validation"):
             item_split = "test" if e.rel.parts[0].lower().startswith("test") else "validation"
-        batch.add(image, name, mode, source, item_label, modality, item_split, text, prov)
+        item_modality = modality or (DICOM_TEMPLATES.get(dicom_modality, "radiology") if dicom else None)
+        # DICOM file and folder names often carry the patient's name: neither is stored
+        batch.add(image, name, mode, "dicom" if dicom else source, item_label, item_modality, item_split, text, prov)
 
 
 def import_paths(
@@ -455,7 +466,7 @@ def import_paths(
     limits = limits or ImportLimits()
     report = ImportReport()
     batch = _Batch(ws, report)
-    ws.collect_garbage()
+    ws.collect_garbage(min_age_s=3600)  # files left by an import killed long ago
     try:
         for p in paths:
             path = Path(p).expanduser()

@@ -26,7 +26,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 from PIL import Image
 
@@ -239,6 +239,11 @@ class Workspace:
                 raise
             self.conn.execute("COMMIT")
 
+    @contextmanager
+    def _read(self):
+        with self._lock:
+            yield self.conn
+
     def close(self) -> None:
         with self._lock:
             self.conn.close()
@@ -272,7 +277,7 @@ class Workspace:
             return sha, path.stat().st_size, False
         clean = Image.frombytes("RGB", image.size, image.tobytes())  # no info, no EXIF, no ICC
         buf = io.BytesIO()
-        clean.save(buf, format="PNG", compress_level=3)
+        clean.save(buf, format="PNG", compress_level=1)
         atomic_write_bytes(path, buf.getvalue())
         small = clean.copy()
         small.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS)
@@ -336,17 +341,24 @@ class Workspace:
             self.thumb_path(sha).unlink(missing_ok=True)
         return len(shas)
 
-    def collect_garbage(self) -> int:
-        """Remove image/thumbnail files no row refers to (left by an import that was killed)."""
+    def collect_garbage(self, min_age_s: float = 0) -> int:
+        """Remove image/thumbnail files no row refers to (left by an import that was killed),
+        if older than `min_age_s` (so that an import running in another process keeps its files)."""
         with self._lock:
             known = {r[0] for r in self.conn.execute("SELECT sha256 FROM images")}
         removed = 0
+        now = time.time()
         for sub in ("images", "thumbs"):
             for path in (self.root / sub).glob("*/*"):
                 sha = path.name.split(".")[0]
-                if path.name.startswith(".") and path.name.endswith(".tmp") or sha not in known:
-                    path.unlink(missing_ok=True)
-                    removed += 1
+                if sha in known and not path.name.endswith(".tmp"):
+                    continue
+                try:
+                    if now - path.stat().st_mtime >= min_age_s:
+                        path.unlink()
+                        removed += 1
+                except FileNotFoundError:
+                    pass
         return removed
 
     # ---- reading --------------------------------------------------------------------------
@@ -398,10 +410,11 @@ class Workspace:
     def next_unreviewed(self, after_id: int | None = None, flt: Filter | None = None) -> Item | None:
         """The next caption that is neither approved nor rejected, after `after_id` (wrapping)."""
         base = flt or Filter()
-        flt = Filter(**{**base.__dict__, "status": [s for s in ("draft", "edited") if not base.status or s in (
-            [base.status] if isinstance(base.status, str) else base.status)]})  # fmt: skip
-        if not flt.status:
+        wanted = [base.status] if isinstance(base.status, str) else (base.status or ["draft", "edited"])
+        statuses = [s for s in ("draft", "edited") if s in wanted]
+        if not statuses:
             return None
+        flt = Filter(**{**base.__dict__, "status": statuses})
         where, params = flt.sql()
         with self._lock:
             for extra, p in ((" AND i.id > ?", [after_id or 0]), ("", [])):
@@ -484,11 +497,19 @@ class Workspace:
             self._change(c, "edit", [(int(image_id), text, "approved" if approve else "edited", None)])
         return self.get(image_id)
 
-    def set_caption(self, image_id: int, text: str, provenance: dict, status: str = "draft") -> None:
-        """A captioner's output with its provenance (status `draft` until someone reviews it)."""
+    def set_caption(
+        self, image_id: int, text: str, provenance: dict, status: str = "draft", only_if: Iterable[str] | None = None
+    ) -> bool:
+        """A captioner's output with its provenance (status `draft` until someone reviews it).
+        With `only_if`, nothing is written unless the caption's status is one of those at the
+        moment of writing (so a batch job never overwrites a caption reviewed meanwhile).
+        Returns whether the caption was written."""
         with self._tx() as c:
-            self._current(c, image_id)
+            _, current = self._current(c, image_id)
+            if only_if is not None and current not in set(only_if):
+                return False
             self._change(c, "describe", [(int(image_id), (text or "").strip(), status, provenance)])
+        return True
 
     def set_status(self, ids: Iterable[int], status: str, action: str | None = None) -> int:
         """Move captions to `status` as one change; returns how many changed."""
@@ -562,7 +583,8 @@ class Workspace:
             raise ValueError("find/replace needs a non-empty pattern")
         rx, repl = self._replacer(pattern, replacement, regex, ignore_case)
         where, params = (flt or Filter()).sql()
-        with self._tx() as c:
+        # a preview only reads; applying holds the write lock from reading to writing
+        with self._tx() if apply else self._read() as c:
             rows = c.execute(
                 "SELECT i.id, c.text, c.status FROM images i JOIN captions c ON c.image_id = i.id" + where + " ORDER BY i.id",
                 params,
@@ -637,7 +659,5 @@ class Workspace:
 
 
 def open_workspace(root: str | Path | None = None, tokenizer=None, create: bool = True) -> Workspace:
+    """The workspace at `root` (default: `MEDART_WORKSPACE` or ./workspace)."""
     return Workspace(root, tokenizer=tokenizer, create=create)
-
-
-TokenCounter = Callable[[str], int]

@@ -1,0 +1,131 @@
+"""Modality templates: the simple caption's wording, the visual features to ask for, the prompt.
+
+The endoscopy template carries the paper's feature list (specific color, shape, surrounding
+mucosa, surface texture, bleeding condition). The others follow the same pattern for their
+modality; the paper did not publish a dermoscopy list, so ours is our own. Templates are
+plain data: the workspace stores edited copies and custom ones as JSON.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import asdict, dataclass, field, replace
+
+DEFAULT_PROMPT = (
+    "{simple_caption}. Please describe this image using the following visual features: "
+    "{features}, and other relevant details. Start with '{simple_caption}' and ensure the "
+    "description does not exceed {max_words} words."
+)
+PLACEHOLDERS = {"simple_caption", "features", "max_words", "label"}
+
+
+@dataclass
+class ModalityTemplate:
+    """How to caption one imaging modality."""
+
+    name: str
+    image_phrase: str  # "An endoscopic image": the simple caption is "<image_phrase> of <label>"
+    features: list[str] = field(default_factory=list)
+    prompt: str = DEFAULT_PROMPT
+    max_words: int = 100
+    description: str = ""
+
+    def simple_caption(self, label: str | None) -> str:
+        label = (label or "").strip()
+        return f"{self.image_phrase} of {label}" if label else self.image_phrase
+
+    def render_prompt(self, simple_caption: str, label: str | None = None) -> str:
+        return self.prompt.format(
+            simple_caption=simple_caption,
+            features=", ".join(self.features),
+            max_words=self.max_words,
+            label=label or "",
+        )
+
+    def validate(self) -> "ModalityTemplate":
+        """Raise ValueError (saying what to fix) unless the template can render prompts."""
+        if not self.name.strip():
+            raise ValueError("a template needs a name")
+        if not self.image_phrase.strip():
+            raise ValueError("a template needs an image phrase such as 'An endoscopic image'")
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(self.prompt) if f is not None}
+        except ValueError as e:
+            raise ValueError(f"the prompt of template {self.name!r} is not a valid format string: {e}") from e
+        unknown = fields - PLACEHOLDERS
+        if unknown:
+            raise ValueError(
+                f"the prompt of template {self.name!r} uses unknown placeholders {sorted(unknown)}; "
+                f"allowed: {sorted(PLACEHOLDERS)} (write literal braces as {{{{ and }}}})"
+            )
+        if self.max_words < 5:
+            raise ValueError("max_words must be at least 5")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModalityTemplate":
+        known = {k: d[k] for k in ("name", "image_phrase", "features", "prompt", "max_words", "description") if k in d}
+        return cls(**known).validate()
+
+
+BUILTIN_TEMPLATES: dict[str, ModalityTemplate] = {
+    t.name: t
+    for t in (
+        ModalityTemplate(
+            "endoscopy",
+            "An endoscopic image",
+            ["specific color", "shape", "surrounding mucosa", "surface texture", "bleeding condition"],
+            description="GI endoscopy; the paper's feature list (Kvasir)",
+        ),
+        ModalityTemplate(
+            "dermoscopy",
+            "A dermoscopic image",
+            ["specific color", "shape", "border regularity", "pigment network", "surrounding skin", "symmetry"],
+            description="skin lesions under a dermatoscope",
+        ),
+        ModalityTemplate(
+            "histology",
+            "A histology image",
+            ["stain colors", "cell density", "nuclear shape", "tissue architecture", "texture"],
+            description="stained tissue sections (H&E, IHC)",
+        ),
+        ModalityTemplate(
+            "radiology",
+            "A radiology image",
+            ["brightness", "contrast", "shape of the main structure", "position", "texture", "symmetry"],
+            description="X-ray, CT, MRI slices (grayscale)",
+        ),
+        ModalityTemplate(
+            "fundus",
+            "A fundus image",
+            ["specific color", "optic disc", "blood vessels", "lesions", "brightness"],
+            description="retinal photographs",
+        ),
+        ModalityTemplate(
+            "custom",
+            "A medical image",
+            ["specific color", "shape", "texture", "size", "position"],
+            description="anything else; edit the image phrase and features",
+        ),
+    )
+}
+
+
+def get_builtin(name: str) -> ModalityTemplate:
+    try:
+        return replace(BUILTIN_TEMPLATES[name], features=list(BUILTIN_TEMPLATES[name].features))
+    except KeyError:
+        raise ValueError(
+            f"unknown modality template {name!r}; built in: {', '.join(BUILTIN_TEMPLATES)} "
+            "(or save a custom one in the workspace)"
+        ) from None
+
+
+def simple_caption(template: ModalityTemplate | str, label: str | None) -> str:
+    """'An endoscopic image of <label>' for the template (by name or object)."""
+    if isinstance(template, str):
+        template = get_builtin(template)
+    return template.simple_caption(label)

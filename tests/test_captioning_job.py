@@ -1,0 +1,110 @@
+"""Batch captioning of a workspace: drafts only, provenance stored, resumable after a failure."""
+
+import pytest
+from PIL import Image
+from transformers import AutoTokenizer
+
+from captioning.base import CaptionerError
+from captioning.offline import OfflineDescriber
+from medart.describe import caption_workspace, targets
+from medart.workspace import Filter, NewImage, Workspace
+from medart.tiny_base import TOKENIZER_DIR as TINY_TOKENIZER
+
+
+class FailingAfter(OfflineDescriber):
+    """The offline describer that loses its 'server' after `n` images."""
+
+    def __init__(self, n):
+        super().__init__(batch_size=2)
+        self.left = n
+
+    def generate(self, images, simple_captions, template):
+        if self.left < len(images):
+            raise CaptionerError("connection lost")
+        self.left -= len(images)
+        return super().generate(images, simple_captions, template)
+
+
+@pytest.fixture
+def ws(tmp_path):
+    w = Workspace(tmp_path / "ws", tokenizer=AutoTokenizer.from_pretrained(TINY_TOKENIZER))
+    rows = []
+    colours = [(220, 0, 0), (0, 0, 220), (0, 160, 0), (255, 192, 203), (128, 128, 128), (250, 250, 250), (139, 69, 19)]
+    for k, c in enumerate(colours):
+        sha, size, _ = w.store_image(Image.new("RGB", (48, 48), c))
+        modality = "dermoscopy" if k == 6 else None
+        rows.append(NewImage(sha, f"{k}.png", 48, 48, "RGB", size, "t", "polyps", modality=modality))
+    w.add_images(rows)
+    w.set_setting("modality", "endoscopy")
+    yield w
+    w.close()
+
+
+def test_job_writes_drafts_with_provenance_and_resumes(ws):
+    ws.set_text(5, "A reviewer's caption.")
+    ids = targets(ws)
+    assert ids == [1, 2, 3, 4, 6, 7]  # the edited caption is left alone
+    with pytest.raises(CaptionerError, match="2 of 6 captioned and saved; rerun with --only-missing"):
+        caption_workspace(ws, FailingAfter(3), ids)
+    assert ws.count(Filter(missing=False)) == 3  # two captions + the reviewer's
+    rest = targets(ws, only_missing=True)
+    assert rest == [3, 4, 6, 7]
+    seen = []
+    report = caption_workspace(ws, OfflineDescriber(), rest, progress=seen.append)
+    assert report.done == 4 and sum(seen) == 4 and targets(ws, only_missing=True) == []
+    one = ws.get(1)
+    assert one.status == "draft" and one.text.startswith("An endoscopic image of polyps, predominantly red.")
+    assert ws.get(2).text.startswith("An endoscopic image of polyps, predominantly blue.")
+    assert ws.get(7).text.startswith("A dermoscopic image of polyps, predominantly brown.")  # its own modality
+    prov = one.provenance
+    assert prov["backend"] == "offline" and prov["template"] == "endoscopy"
+    assert prov["simple_caption"] == "An endoscopic image of polyps" and "created_at" in prov
+    assert 0 < one.token_count <= 120
+    assert ws.get(5).text == "A reviewer's caption."
+    assert ws.undo(1) == [1] and ws.get(1).text == ""  # a describe step is undoable too
+
+
+def test_job_never_overwrites_a_caption_reviewed_while_it_runs(ws):
+    class ReviewerMeanwhile(OfflineDescriber):
+        def generate(self, images, simple_captions, template):
+            ws.set_text(2, "Written by a reviewer during the job.")
+            return super().generate(images, simple_captions, template)
+
+    report = caption_workspace(ws, ReviewerMeanwhile(batch_size=4), targets(ws))
+    assert report.reviewed_meanwhile == [2] and report.done == 6
+    assert ws.get(2).text == "Written by a reviewer during the job." and ws.get(2).status == "edited"
+    assert ws.get(1).status == "draft" and ws.get(1).text.startswith("An endoscopic image of polyps")
+
+
+def test_cli_caption_job_killed_then_resumed(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "ws2"
+    with Workspace(root) as w:
+        rows = []
+        for k in range(120):
+            sha, size, _ = w.store_image(Image.new("RGB", (64, 64), (k * 2, 255 - k * 2, 90)))
+            rows.append(NewImage(sha, f"{k}.png", 64, 64, "RGB", size, "t", "polyps", modality="endoscopy"))
+        w.add_images(rows)
+    cmd = [sys.executable, "-m", "medart", "caption", "--workspace", str(root), "--base-model", "tiny", "--batch-size", "1"]
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    with Workspace(root) as w:
+        while w.count(Filter(missing=False)) < 10 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        done = w.count(Filter(missing=False))
+    assert 10 <= done < 120  # killed part-way
+    resumed = subprocess.run(cmd + ["--only-missing"], env=env, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"captioned {120 - done} image(s)" in resumed.stdout
+    with Workspace(root) as w:
+        assert w.count(Filter(missing=True)) == 0
+        assert w.count(Filter(text="An endoscopic image of polyps, predominantly")) == 120
+        assert w.conn.execute("SELECT count(*) FROM history").fetchone()[0] == 120  # each image described once

@@ -1,0 +1,121 @@
+"""Export: imagefolder that `datasets` loads, the authors' metadata.csv, .txt sidecars, hub push."""
+
+import csv
+import json
+import os
+
+import pytest
+from PIL import Image
+
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from medart.exports import export, push_to_hub  # noqa: E402
+from medart.workspace import Filter, NewImage, Workspace  # noqa: E402
+
+
+@pytest.fixture
+def ws(tmp_path):
+    w = Workspace(tmp_path / "ws")
+    rows = []
+    for k, (c, label) in enumerate([("red", "polyps"), ("pink", "normal"), ("blue", "polyps"), ("green", "normal")]):
+        sha, size, _ = w.store_image(Image.new("RGB", (20 + k, 16), c))
+        rows.append(NewImage(sha, f"case {k}.jpg", 20 + k, 16, "RGB", size, "t", label))
+    w.add_images(rows)
+    for i, text in zip((1, 2, 3), ("An endoscopic image of polyps, red.", "An endoscopic image of normal, pink.", "Blue")):
+        w.set_text(i, text)
+    w.approve([1, 2])
+    w.reject([3])
+    yield w
+    w.close()
+
+
+def test_imagefolder_loads_with_datasets(tmp_path, ws):
+    import datasets
+
+    out = tmp_path / "snap"
+    report = export(ws, out, keep_names=True)
+    assert report.count == 2 and report.format == "imagefolder"
+    rows = [json.loads(line) for line in (out / "train" / "metadata.jsonl").read_text().splitlines()]
+    assert rows == [
+        {"file_name": "000001-case_0.png", "text": "An endoscopic image of polyps, red.", "label": "polyps"},
+        {"file_name": "000002-case_1.png", "text": "An endoscopic image of normal, pink.", "label": "normal"},
+    ]
+    ds = datasets.load_dataset("imagefolder", data_dir=str(out), split="train")
+    assert len(ds) == 2 and set(ds.column_names) >= {"image", "text", "label"}
+    assert ds[0]["text"] == rows[0]["text"] and ds[1]["image"].size == (21, 16)
+    assert ds[0]["image"].getpixel((0, 0)) == (255, 0, 0)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["count"] == 2 and manifest["sha256"] == report.digest and manifest["approved_only"] is True
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".snap")]  # temp folder renamed away
+
+
+def test_csv_and_txt_and_all(tmp_path, ws):
+    export(ws, tmp_path / "c", fmt="csv", approved_only=False)
+    with open(tmp_path / "c" / "metadata.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["text"] for r in rows] == ["An endoscopic image of polyps, red.", "An endoscopic image of normal, pink."]
+    assert all((tmp_path / "c" / r["file_name"]).exists() for r in rows)  # csv beside the images
+    ws.set_text(4, "Green draft")
+    ws.conn.execute("UPDATE captions SET status = 'draft' WHERE image_id = 4")
+    r = export(ws, tmp_path / "t", fmt="txt", approved_only=False)
+    assert r.count == 3  # approved + draft with text; rejected never
+    assert (tmp_path / "t" / "000004.txt").read_text() == "Green draft\n"  # no original names by default
+    assert sorted(p.name for p in (tmp_path / "t").glob("*.png")) == ["000001.png", "000002.png", "000004.png"]
+    r = export(ws, tmp_path / "l", flt=Filter(label="normal"))
+    assert r.count == 1
+
+
+def test_refuses_to_overwrite_or_export_nothing(tmp_path, ws):
+    out = tmp_path / "snap"
+    export(ws, out)
+    with pytest.raises(ValueError, match="not empty"):
+        export(ws, out)
+    ws.set_text(1, "An endoscopic image of polyps, dark red.", approve=True)
+    export(ws, out, overwrite=True)
+    assert "dark red" in (out / "train" / "metadata.jsonl").read_text()
+    with pytest.raises(ValueError, match="nothing to export"):
+        export(ws, tmp_path / "none", flt=Filter(label="absent"))
+    with pytest.raises(ValueError, match="unknown export format"):
+        export(ws, tmp_path / "x", fmt="parquet")
+    assert not (tmp_path / "none").exists()
+
+
+def test_push_to_hub_is_private_and_needs_a_token(tmp_path, ws, monkeypatch):
+    import datasets
+
+    out = tmp_path / "snap"
+    export(ws, out)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with pytest.raises(ValueError, match="needs a token"):
+        push_to_hub(out, "me/data")
+    calls = []
+    monkeypatch.setattr(datasets.DatasetDict, "push_to_hub", lambda self, repo, **kw: calls.append((repo, kw, len(self["train"]))))
+    assert push_to_hub(out, "me/data", token="hf_x") == "https://huggingface.co/datasets/me/data"
+    assert calls == [("me/data", {"private": True, "token": "hf_x"}, 2)]
+    with pytest.raises(ValueError, match="not an imagefolder export"):
+        push_to_hub(tmp_path, "me/data", token="hf_x")
+
+
+def test_cli_review_and_export(tmp_path, ws, capsys):
+    from medart.cli import main
+
+    w = ["--workspace", str(ws.root)]
+    assert main(["replace", "endoscopic", "colonoscopic", *w]) == 0
+    assert "2 match(es) in 2 caption(s)" in capsys.readouterr().out
+    assert ws.get(1).text.startswith("An endoscopic")
+    assert main(["replace", "endoscopic", "colonoscopic", "--yes", "--status", "approved", *w]) == 0
+    assert ws.get(1).text.startswith("An colonoscopic") and ws.get(2).text.startswith("An colonoscopic")
+    assert main(["undo", *w]) == 0 and ws.get(2).text.startswith("An endoscopic")
+    assert main(["edit", "4", "A green one.", "--base-model", "tiny", *w]) == 0
+    assert ws.get(4).status == "edited" and ws.get(4).token_count > 0
+    assert main(["approve", "--ids", "4", *w]) == 0 and ws.get(4).status == "approved"
+    assert main(["approve", *w]) == 2  # says which captions
+    assert "say which captions" in capsys.readouterr().err
+    assert main(["export", "--format", "imagefolder", "--out", str(tmp_path / "e"), *w]) == 0
+    assert "exported 3 caption(s)" in capsys.readouterr().out
+    assert main(["next", *w]) == 0 and "every caption is reviewed" in capsys.readouterr().out
+    assert main(["stats", *w]) == 0
+    assert json.loads(capsys.readouterr().out)["approved"] == 3
+    assert main(["list", "--workspace", str(tmp_path / "missing")]) == 2
+    assert "import images first" in capsys.readouterr().err

@@ -1,0 +1,277 @@
+"""Import: mixed folders, zip archives, captions that come along, DICOM without patient data,
+HF datasets, and failed imports that leave nothing behind."""
+
+import io
+import json
+import os
+import shutil
+import struct
+import zipfile
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from medart.importers import ImportLimits, import_dataset, import_paths  # noqa: E402
+from medart.workspace import Filter, Workspace  # noqa: E402
+
+
+def png_bytes(image):
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def bomb_png(width=30000, height=30000):
+    """A tiny PNG whose header claims width x height pixels."""
+    data = bytearray(png_bytes(Image.new("L", (10, 10))))
+    ihdr = 8 + 8  # signature, then length + 'IHDR'
+    data[ihdr : ihdr + 8] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(data[12 : ihdr + 13])) & 0xFFFFFFFF
+    data[ihdr + 13 : ihdr + 17] = struct.pack(">I", crc)
+    return bytes(data)
+
+
+def gradient(w=64, h=48):
+    x = np.linspace(0, 255, w, dtype=np.uint8)
+    return np.stack([np.tile(x, (h, 1)), np.tile(x[::-1], (h, 1)), np.full((h, w), 90, np.uint8)], -1)
+
+
+@pytest.fixture
+def ws(tmp_path):
+    w = Workspace(tmp_path / "ws")
+    yield w
+    w.close()
+
+
+def test_mixed_folder(tmp_path, ws):
+    src = tmp_path / "cases"
+    src.mkdir()
+    good = Image.fromarray(gradient())
+    good.save(src / "good.png")
+    good.save(src / "zz_copy_of_good.png")  # duplicate pixels
+    good.save(src / "good.jpg", quality=95)
+    bmp = gradient()
+    bmp[..., 2] = 30
+    Image.fromarray(bmp).save(src / "good.bmp")
+    Image.fromarray(gradient()[:, ::-1].copy()).save(src / "good.webp", lossless=True)
+    good.save(src / "same_pixels.bmp")  # another encoding of the same pixels is a duplicate too
+    Image.fromarray(gradient(32, 32)).save(src / "good.tif")
+    g16 = np.linspace(1000, 4000, 64 * 48).reshape(48, 64).astype(np.uint16)
+    Image.fromarray(g16).save(src / "gray16.png")
+    Image.new("CMYK", (40, 30), (0, 255, 255, 0)).save(src / "cmyk.jpg")  # red in CMYK
+    rgba = Image.new("RGBA", (40, 30), (0, 200, 0, 255))
+    rgba.paste((255, 0, 0, 0), (0, 0, 20, 30))  # left half fully transparent red
+    rgba.save(src / "rgba.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90° clockwise to display
+    exif[0x013B] = "Dr Qwertyuiop"  # Artist
+    Image.new("RGB", (40, 20), (10, 20, 200)).save(src / "rotated.jpg", exif=exif.tobytes())
+    whole = png_bytes(good)
+    (src / "corrupt.png").write_bytes(whole[: len(whole) // 2])
+    (src / "zero.jpg").write_bytes(b"")
+    (src / "bomb.png").write_bytes(bomb_png())
+    (src / "notes.pdf").write_bytes(b"%PDF-1.4")
+    (src / "anim.gif").write_bytes(b"GIF89a" + b"\0" * 20)
+    (src / ".DS_Store").write_bytes(b"\0\0")
+    (src / "README.txt").write_text("notes about these cases")
+
+    report = import_paths(ws, [src], label="polyps", modality="endoscopy")
+    names = {ws.get(i).original_name: ws.get(i) for i in report.added}
+    assert sorted(names) == sorted(
+        ["good.png", "good.jpg", "good.bmp", "good.webp", "good.tif", "gray16.png", "cmyk.jpg", "rgba.png", "rotated.jpg"]
+    )
+    reasons = {r.name.split("/")[-1]: r.reason for r in report.rejected}
+    assert set(reasons) == {"corrupt.png", "zero.jpg", "bomb.png", "notes.pdf", "anim.gif"}
+    assert "corrupt or truncated" in reasons["corrupt.png"]
+    assert "empty file" in reasons["zero.jpg"]
+    assert "decompression bomb" in reasons["bomb.png"]
+    assert "unsupported file type '.pdf'" in reasons["notes.pdf"]
+    assert "not a readable image" in reasons["anim.gif"] or "unsupported" in reasons["anim.gif"]
+    assert sorted(d[0] for d in report.duplicates) == ["same_pixels.bmp", "zz_copy_of_good.png"]
+    assert all("good.png" in d[1] for d in report.duplicates)
+    assert sorted((r.name, r.reason) for r in report.skipped) == [
+        ("cases/.DS_Store", "hidden or system file"),
+        ("cases/README.txt", "text file without an image of the same name"),
+    ]
+    assert ws.stats()["total"] == 9 and ws.stats()["labels"] == {"polyps": 9}
+
+    def pixels(name):
+        with Image.open(names[name].image_path) as im:
+            assert im.mode == "RGB" and not im.info.get("exif") and "icc_profile" not in im.info
+            return np.asarray(im)
+
+    assert (pixels("good.png") == gradient()).all() and (pixels("good.webp") == gradient()[:, ::-1]).all()
+    assert (pixels("good.bmp") == bmp).all()
+    g = pixels("gray16.png")
+    assert g.min() == 0 and g.max() == 255 and (g[..., 0] == g[..., 2]).all()  # min..max to 0..255
+    assert names["gray16.png"].mode == "I;16"
+    c = pixels("cmyk.jpg")
+    assert names["cmyk.jpg"].mode == "CMYK" and c[..., 0].mean() > 200 and c[..., 1:].mean() < 60
+    a = pixels("rgba.png")
+    assert (a[:, :20] == 0).all() and (a[:, 25:] == [0, 200, 0]).all()  # transparent -> black
+    r = names["rotated.jpg"]
+    assert (r.width, r.height) == (20, 40)  # orientation applied
+    assert names["good.tif"].mode == "RGB" and names["gray16.png"].modality == "endoscopy"
+    blob = b"".join(p.read_bytes() for p in ws.root.rglob("*") if p.is_file())
+    assert b"Qwertyuiop" not in blob  # EXIF dropped everywhere
+
+
+def test_zip_with_captions_and_unsafe_names(tmp_path, ws):
+    path = tmp_path / "upload.zip"
+    img = lambda c: png_bytes(Image.new("RGB", (32, 32), c))  # noqa: E731
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("train/polyps/a.png", img("red"))
+        z.writestr("train/polyps/a.txt", "An endoscopic image of polyps, red.\n")
+        z.writestr("train/normal/b.png", img("pink"))
+        z.writestr("train/c.png", img("blue"))
+        z.writestr("train/metadata.jsonl", json.dumps({"file_name": "c.png", "text": "Blue one.", "label": "esophagitis"})
+                   + "\n" + json.dumps({"file_name": "../outside.png", "text": "x"}) + "\n"
+                   + json.dumps({"file_name": "gone.png", "text": "x"}) + "\n")  # fmt: skip
+        z.writestr("../evil.png", img("green"))
+        z.writestr("/abs.png", img("yellow"))
+        z.writestr("inner.zip", b"PK\x05\x06" + b"\0" * 18)
+        z.writestr("__MACOSX/train/._a.png", b"junk")
+    report = import_paths(ws, [path])
+    items = {ws.get(i).original_name: ws.get(i) for i in report.added}
+    assert sorted(items) == ["a.png", "b.png", "c.png"]
+    assert items["a.png"].text == "An endoscopic image of polyps, red." and items["a.png"].status == "edited"
+    assert items["a.png"].label == "polyps" and items["b.png"].label == "normal"
+    assert items["c.png"].text == "Blue one." and items["c.png"].label == "esophagitis"
+    assert items["b.png"].status == "draft" and items["a.png"].provenance["source"] == "sidecar .txt"
+    assert report.captions == 2
+    reasons = {r.name: r.reason for r in report.rejected}
+    assert "unsafe name" in reasons["upload.zip:../evil.png"] and "unsafe name" in reasons["upload.zip:/abs.png"]
+    assert any("../outside.png" in n and "unsafe" in r for n, r in reasons.items())
+    assert any("gone.png" in n and "not found" in r for n, r in reasons.items())
+    assert "zip inside" in reasons["upload.zip:inner.zip"]
+    assert not (tmp_path / "evil.png").exists() and not list(ws.root.rglob("evil*"))
+
+
+def test_folder_with_metadata_csv(tmp_path, ws):
+    src = tmp_path / "kvasir"
+    (src / "train").mkdir(parents=True)
+    for k, c in enumerate(("red", "green")):
+        Image.new("RGB", (16, 16), c).save(src / "train" / f"{k}.png")
+    (src / "train" / "metadata.csv").write_text('file_name,text\n0.png,"An image, red."\n1.png,\n')
+    report = import_paths(ws, [src], label="ulcer")
+    texts = sorted(ws.get(i).text for i in report.added)
+    assert texts == ["", "An image, red."]
+    assert {ws.get(i).label for i in report.added} == {"ulcer"}  # 'train' is a split, not a label
+
+
+def test_dicom_patient_data_is_never_stored(tmp_path, ws):
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    src = tmp_path / "dicom"
+    src.mkdir()
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        ds = pydicom.dcmread(get_testdata_file(name))
+        ds.PatientName = "Zyxwvut^Quentina"
+        ds.PatientID = "PID-99887766"
+        ds.PatientBirthDate = "19010203"
+        ds.save_as(src / f"Zyxwvut_Quentina_{name}")
+    (src / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00garbage")
+    single = import_paths(ws, [src / "Zyxwvut_Quentina_CT_small.dcm"], label="brain")  # a file on its own
+    report = import_paths(ws, [src], label="brain")
+    assert len(single.added) == 1 and len(report.added) == 1
+    assert len(report.duplicates) == 1 and report.duplicates[0][0].startswith("dicom-")
+    assert [r.name for r in report.rejected] == ["dicom/broken.dcm"]
+    report.added += single.added
+    for i in report.added:
+        item = ws.get(i)
+        assert item.original_name == f"dicom-{item.sha256[:12]}"
+        assert item.mode.startswith("DICOM ") and item.modality == "radiology"  # from the Modality code
+        with Image.open(item.image_path) as im:
+            a = np.asarray(im)
+        assert a.shape[2] == 3 and a.max() > a.min()  # windowed to 8 bits, not flat
+        ws.set_text(i, "A radiology image of brain, gray.")
+    ws.approve(report.added)
+    from medart.exports import export
+
+    for fmt in ("imagefolder", "csv", "txt"):
+        export(ws, tmp_path / f"out-{fmt}", fmt=fmt)
+    ws.close()
+    for root in [ws.root] + [tmp_path / f"out-{f}" for f in ("imagefolder", "csv", "txt")]:
+        for p in root.rglob("*"):
+            assert "Zyxwvut" not in p.name and "Quentina" not in p.name
+            if p.is_file():
+                data = p.read_bytes()
+                for secret in (b"Zyxwvut", b"Quentina", b"PID-99887766", b"19010203"):
+                    assert secret not in data, (p, secret)
+
+
+def test_hf_dataset_import(tmp_path, ws):
+    folder = tmp_path / "hfdata" / "train"
+    folder.mkdir(parents=True)
+    rows = []
+    for k, c in enumerate(("red", "green", "blue")):
+        Image.new("RGB", (24, 24), c).save(folder / f"{k}.png")
+        rows.append({"file_name": f"{k}.png", "text": f"A {c} image." if k else "", "label": ["a", "b", "c"][k]})
+    (folder / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    report = import_dataset(ws, str(tmp_path / "hfdata"), modality="histology")
+    assert len(report.added) == 3 and not report.rejected
+    items = [ws.get(i) for i in report.added]
+    assert sorted((i.label, i.text, i.status) for i in items) == [
+        ("a", "", "draft"), ("b", "A green image.", "edited"), ("c", "A blue image.", "edited")
+    ]  # fmt: skip
+    again = import_dataset(ws, str(tmp_path / "hfdata"))
+    assert len(again.duplicates) == 3 and not again.added
+    with pytest.raises(ValueError, match="could not load the dataset"):
+        import_dataset(ws, str(tmp_path / "missing-dir"))
+
+
+def test_limits_and_failed_import_leaves_nothing(tmp_path, ws, monkeypatch):
+    src = tmp_path / "in"
+    src.mkdir()
+    for k in range(4):
+        Image.new("RGB", (50, 50), (k * 40, 0, 0)).save(src / f"{k}.png")
+    Image.new("RGB", (4, 4)).save(src / "tiny.png")
+    report = import_paths(ws, [src / "0.png", src / "tiny.png"], limits=ImportLimits(max_pixels=2000))
+    assert not report.added
+    reasons = [r.reason for r in report.rejected]
+    assert "over the limit of 2,000" in reasons[0] and "too small" in reasons[1]
+
+    def boom(self, rows):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(Workspace, "add_images", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        import_paths(ws, [src])
+    monkeypatch.undo()
+    assert ws.count(Filter()) == 0
+    assert [p for p in ws.root.rglob("*") if p.is_file() and p.suffix in (".png", ".jpg")] == []
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        import_paths(ws, [tmp_path / "nope"])
+    assert len(import_paths(ws, [src]).added) == 4
+
+
+def test_cli_import_reports_rejections(tmp_path, capsys):
+    from medart.cli import main
+
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.new("RGB", (20, 20), "red").save(src / "a.png")
+    (src / "b.png").write_bytes(b"")
+    code = main(["import", str(src), "--label", "x", "--workspace", str(tmp_path / "ws"), "--base-model", "tiny"])
+    out = capsys.readouterr().out
+    assert code == 0 and "imported 1 image(s)" in out and "rejected: in/b.png: empty file" in out
+    assert main(["import", "--workspace", str(tmp_path / "ws")]) == 2
+    assert "nothing to import" in capsys.readouterr().err
+    # a base model whose tokenizer cannot be loaded: the import still works, without token counts
+    (src / "c.txt").write_text("A caption that came along.")
+    Image.new("RGB", (20, 20), "blue").save(src / "c.png")
+    assert main(["import", str(src), "--workspace", str(tmp_path / "ws"), "--base-model", "no-such-model"]) == 0
+    captured = capsys.readouterr()
+    assert "warning: caption token counts unavailable" in captured.err and "imported 1 image(s)" in captured.out
+    with Workspace(tmp_path / "ws") as w:
+        assert w.get(2).text == "A caption that came along." and w.get(2).token_count is None
+    # captioning needs the tokenizer for the 120-token rule, so it refuses with the reason
+    assert main(["caption", "--workspace", str(tmp_path / "ws"), "--base-model", "no-such-model"]) == 2
+    assert "Unknown base model 'no-such-model'" in capsys.readouterr().err
+    shutil.rmtree(tmp_path / "ws")

@@ -1,0 +1,227 @@
+"""Workspace: captions, statuses, history and undo, find/replace, filters, templates, durability."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+from PIL import Image
+from transformers import AutoTokenizer
+
+from captioning.templates import ModalityTemplate
+from medart.tiny_base import TOKENIZER_DIR as TINY_TOKENIZER
+from medart.workspace import Filter, NewImage, Workspace
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return AutoTokenizer.from_pretrained(TINY_TOKENIZER)
+
+
+def fill(ws, n, labels=("polyps", "normal"), texts=None):
+    rows = []
+    for k in range(n):
+        sha, size, _ = ws.store_image(Image.new("RGB", (16, 16), (k % 256, k // 256, 7)))
+        text = texts[k] if texts else ""
+        rows.append(NewImage(sha, f"img{k}.png", 16, 16, "RGB", size, "test", labels[k % len(labels)], text=text))
+    return ws.add_images(rows)
+
+
+@pytest.fixture
+def ws(tmp_path, tok):
+    w = Workspace(tmp_path / "ws", tokenizer=tok)
+    yield w
+    w.close()
+
+
+def test_layout_and_wal(ws):
+    ids = fill(ws, 3)
+    assert ids == [1, 2, 3]
+    assert ws.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    item = ws.get(1)
+    assert item.image_path.exists() and item.thumb_path.exists()
+    assert item.image_path.name == f"{item.sha256}.png" and item.image_path.parent.name == item.sha256[:2]
+    assert (item.status, item.text, item.token_count) == ("draft", "", 0)
+    with Image.open(item.thumb_path) as t:
+        assert max(t.size) <= 256
+    assert fill(ws, 3) == [1, 2, 3]  # same pixels: same rows, nothing added
+    assert ws.stats()["total"] == 3
+
+
+def test_edit_approve_reject_undo(ws, tok):
+    fill(ws, 3, texts=["first caption", "", ""])
+    assert ws.get(1).status == "edited"  # imported text counts as a reviewer's
+    item = ws.set_text(1, "  A new caption for the first image.  ")
+    assert item.text == "A new caption for the first image." and item.status == "edited"
+    assert item.token_count == len(tok(item.text)["input_ids"])
+    assert ws.approve([1]) == 1 and ws.get(1).status == "approved"
+    assert ws.approve([1]) == 0  # no change, no history row
+    with pytest.raises(ValueError, match="no caption text"):
+        ws.approve([2])
+    ws.set_caption(2, "An endoscopic image of normal, pink.", {"backend": "offline", "model": "m"})
+    assert ws.get(2).status == "draft" and ws.get(2).provenance["backend"] == "offline"
+    assert ws.reject([2]) == 1 and ws.get(2).status == "rejected"
+
+    assert ws.undo() == [2]
+    assert ws.get(2).status == "draft"
+    assert ws.undo() == [2]
+    assert ws.get(2).text == "" and ws.get(2).provenance == {}
+    assert ws.undo() == [1] and ws.get(1).status == "edited"
+    assert ws.undo() == [1] and ws.get(1).text == "first caption"
+    assert ws.undo() == [] and ws.get(1).text == "first caption"
+    hist = ws.history(1)
+    assert [h["action"] for h in hist] == ["edit", "approve"] and all(h["undone"] for h in hist)
+
+
+def test_undo_of_one_image_leaves_others(ws):
+    fill(ws, 2)
+    ws.set_text(1, "one a")
+    ws.set_text(2, "two a")
+    ws.set_text(1, "one b")
+    assert ws.undo(2) == [2] and ws.get(2).text == ""
+    assert ws.get(1).text == "one b"
+    assert ws.undo(1) == [1] and ws.get(1).text == "one a"
+
+
+def test_find_replace_preview_apply_and_one_undo(ws):
+    texts = ["pink polyp, pink mucosa", "red polyp", "Pink lesion", "nothing here"]
+    fill(ws, 4, texts=texts)
+    ws.approve([3])
+    p = ws.find_replace(r"\bpink\b", "salmon")
+    assert (p.captions, p.matches, p.change_id) == (1, 2, None)
+    assert ws.get(1).text == texts[0]  # a preview changes nothing
+    p = ws.find_replace(r"\bpink\b", "salmon", ignore_case=True)
+    assert (p.captions, p.matches) == (2, 3)
+    p = ws.find_replace(r"(\w+) polyp", r"\1 lesion", flt=Filter(label="normal"), apply=True)
+    assert p.captions == 1 and ws.get(2).text == "red lesion" and ws.get(1).text == texts[0]
+    ws.undo()
+    p = ws.find_replace(r"pink", "salmon", ignore_case=True, apply=True)
+    assert p.captions == 2 and p.change_id is not None
+    assert ws.get(1).text == "salmon polyp, salmon mucosa" and ws.get(3).text == "salmon lesion"
+    assert ws.get(3).status == "approved"  # an approved caption stays approved
+    assert ws.find_replace("polyp", "x", flt=Filter(ids=[2])).captions == 1  # a selection
+    assert sorted(ws.undo()) == [1, 3]  # the whole replace is one undo step
+    assert [ws.get(i).text for i in (1, 2, 3, 4)] == texts
+    assert ws.find_replace("a.b", "x", regex=False).captions == 0  # literal, not a regex
+    with pytest.raises(ValueError, match="invalid regular expression"):
+        ws.find_replace("([", "x")
+
+
+def test_filters_paging_and_next_unreviewed(ws):
+    fill(ws, 10, texts=[f"caption number {k}" if k % 3 else "" for k in range(10)])
+    ws.approve([2, 5])
+    ws.reject([8])
+    assert ws.count(Filter(status="approved")) == 2
+    assert ws.count(Filter(label="polyps")) == 5
+    assert ws.count(Filter(missing=True)) == 4
+    assert ws.count(Filter(text="NUMBER 7")) == 1
+    # unreviewed (draft or edited): ids 1, 3, 4, 6, 7, 9, 10
+    assert [i.id for i in ws.page(Filter(status=["draft", "edited"]), offset=2, limit=3)] == [4, 6, 7]
+    toks = ws.get(2).token_count
+    assert ws.count(Filter(min_tokens=toks, max_tokens=toks)) >= 1
+    assert ws.count(Filter(max_tokens=0)) == 4  # empty captions count 0 tokens
+    assert ws.next_unreviewed().id == 1
+    assert ws.next_unreviewed(after_id=4).id == 6  # 5 is approved
+    assert ws.next_unreviewed(after_id=9).id == 10
+    assert ws.next_unreviewed(after_id=10).id == 1  # wraps
+    assert ws.next_unreviewed(flt=Filter(label="normal")).id == 4  # normal: 2 (approved), 4, ...
+    ws.approve([i for i in ws.ids(Filter(missing=False)) if ws.get(i).status != "rejected"])
+    ws.reject(ws.ids(Filter(missing=True)))
+    assert ws.next_unreviewed() is None
+    with pytest.raises(ValueError, match="unknown status"):
+        ws.count(Filter(status="done"))
+
+
+def test_templates_saved_in_workspace(ws):
+    t = ws.get_template("endoscopy")
+    t.features.append("vascular pattern")
+    ws.save_template(t)
+    assert ws.get_template("endoscopy").features[-1] == "vascular pattern"
+    ws.save_template(ModalityTemplate("colposcopy", "A colposcopic image", ["color", "acetowhite areas"]))
+    assert [t.name for t in ws.list_templates()][-1] == "colposcopy"
+    ws.reset_template("endoscopy")
+    assert "vascular pattern" not in ws.get_template("endoscopy").features
+    with pytest.raises(ValueError, match="unknown placeholders"):
+        ws.save_template(ModalityTemplate("bad", "An image", prompt="{oops}"))
+
+
+def test_remove_and_garbage_collection(ws):
+    fill(ws, 3)
+    path = ws.get(2).image_path
+    assert ws.remove([2]) == 1 and not path.exists()
+    stray = ws.root / "images" / "ab" / ("ab" + "0" * 62 + ".png")
+    stray.parent.mkdir(exist_ok=True)
+    stray.write_bytes(b"x")
+    assert ws.collect_garbage() == 1 and not stray.exists()
+    assert ws.get(1).image_path.exists() and ws.stats()["total"] == 2
+
+
+WRITER = r"""
+import sys
+from medart.workspace import Workspace
+ws = Workspace(sys.argv[1])
+k = 0
+while True:
+    image_id = k % 5 + 1
+    ws.set_text(image_id, f"edit {k}")
+    print(k, flush=True)
+    k += 1
+"""
+
+
+def test_sigkill_during_a_stream_of_edits_loses_nothing_committed(tmp_path):
+    root = tmp_path / "ws"
+    with Workspace(root) as w:
+        fill(w, 5)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(root)], stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )  # fmt: skip
+    acked = -1
+    deadline = time.time() + 60
+    while acked < 150 and time.time() < deadline:
+        acked = int(proc.stdout.readline())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert acked >= 150
+    # every edit acknowledged before the kill is there; at most the one in flight is extra
+    con = sqlite3.connect(root / "workspace.db")
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    con.close()
+    with Workspace(root) as w:
+        latest = {}
+        for i in range(1, 6):
+            k = int(w.get(i).text.split()[1])
+            assert k % 5 + 1 == i
+            latest[i] = k
+        last_acked = {i: max(k for k in range(acked + 1) if k % 5 + 1 == i) for i in range(1, 6)}
+        for i in range(1, 6):
+            assert latest[i] in (last_acked[i], last_acked[i] + 5)
+        history = w.conn.execute("SELECT count(*) FROM history").fetchone()[0]
+        assert history in (acked + 1, acked + 2)
+        assert w.undo(1) == [1] and int(w.get(1).text.split()[1]) == latest[1] - 5
+
+
+def test_cli_templates(tmp_path, capsys):
+    import json
+
+    from medart.cli import main
+
+    w = ["--workspace", str(tmp_path / "ws")]
+    assert main(["template", "endoscopy", "--features", "color, shape, vessels", *w]) == 0
+    assert json.loads(capsys.readouterr().out)["features"] == ["color", "shape", "vessels"]
+    assert main(["template", "colposcopy", "--features", "color", *w]) == 2
+    assert "needs --image-phrase" in capsys.readouterr().err
+    assert main(["template", "colposcopy", "--image-phrase", "A colposcopic image", "--default", *w]) == 0
+    capsys.readouterr()
+    assert main(["template", *w]) == 0
+    listing = capsys.readouterr().out
+    assert "vessels" in listing and listing.strip().splitlines()[-1].startswith("colposcopy")
+    with Workspace(tmp_path / "ws") as ws:
+        assert ws.get_setting("modality") == "colposcopy"
+        assert ws.get_template("colposcopy").simple_caption("CIN2") == "A colposcopic image of CIN2"
+    assert main(["template", "endoscopy", "--reset", *w]) == 0
+    assert "vessels" not in capsys.readouterr().out
