@@ -229,7 +229,8 @@ class Workspace:
 
     # ---- plumbing -------------------------------------------------------------------------
     @contextmanager
-    def _tx(self):
+    def transaction(self):
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on error); yields the connection."""
         with self._lock:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
@@ -240,9 +241,15 @@ class Workspace:
             self.conn.execute("COMMIT")
 
     @contextmanager
-    def _read(self):
+    def read(self):
+        """The connection, for reads, under the workspace's lock."""
         with self._lock:
             yield self.conn
+
+    def ensure_schema(self, sql: str) -> None:
+        """Create the tables of a feature stored in this workspace (`CREATE TABLE IF NOT EXISTS ...`)."""
+        with self._lock:
+            self.conn.executescript("BEGIN IMMEDIATE;" + sql + "COMMIT;")
 
     def close(self) -> None:
         with self._lock:
@@ -296,7 +303,7 @@ class Workspace:
         Images already present (same hash) are skipped; their ids are returned as they are."""
         ids = []
         now = time.time()
-        with self._tx() as c:
+        with self.transaction() as c:
             for n in new:
                 row = c.execute("SELECT id FROM images WHERE sha256 = ?", (n.sha256,)).fetchone()
                 if row:
@@ -319,20 +326,20 @@ class Workspace:
 
     def set_labels(self, ids: Iterable[int], label: str | None) -> int:
         ids = list(ids)
-        with self._tx() as c:
+        with self.transaction() as c:
             c.executemany("UPDATE images SET label = ? WHERE id = ?", [(label or None, i) for i in ids])
         return len(ids)
 
     def set_split(self, ids: Iterable[int], split: str) -> int:
         ids = list(ids)
-        with self._tx() as c:
+        with self.transaction() as c:
             c.executemany("UPDATE images SET split = ? WHERE id = ?", [(split, i) for i in ids])
         return len(ids)
 
     def remove(self, ids: Iterable[int]) -> int:
         """Delete images with their captions and history (not undoable); unreferenced files go too."""
         ids = [int(i) for i in ids]
-        with self._tx() as c:
+        with self.transaction() as c:
             shas = [r[0] for i in ids for r in c.execute("SELECT sha256 FROM images WHERE id = ?", (i,))]
             c.executemany("DELETE FROM history WHERE image_id = ?", [(i,) for i in ids])
             c.executemany("DELETE FROM images WHERE id = ?", [(i,) for i in ids])
@@ -492,7 +499,7 @@ class Workspace:
     def set_text(self, image_id: int, text: str, approve: bool = False) -> Item:
         """A reviewer's edit: the text becomes `edited` (or `approved` with approve=True)."""
         text = (text or "").strip()
-        with self._tx() as c:
+        with self.transaction() as c:
             self._current(c, image_id)
             self._change(c, "edit", [(int(image_id), text, "approved" if approve else "edited", None)])
         return self.get(image_id)
@@ -504,7 +511,7 @@ class Workspace:
         With `only_if`, nothing is written unless the caption's status is one of those at the
         moment of writing (so a batch job never overwrites a caption reviewed meanwhile).
         Returns whether the caption was written."""
-        with self._tx() as c:
+        with self.transaction() as c:
             _, current = self._current(c, image_id)
             if only_if is not None and current not in set(only_if):
                 return False
@@ -514,7 +521,7 @@ class Workspace:
     def set_status(self, ids: Iterable[int], status: str, action: str | None = None) -> int:
         """Move captions to `status` as one change; returns how many changed."""
         ids = [int(i) for i in ids]
-        with self._tx() as c:
+        with self.transaction() as c:
             updates = []
             for i in ids:
                 text, _ = self._current(c, i)
@@ -532,7 +539,7 @@ class Workspace:
     def undo(self, image_id: int | None = None) -> list[int]:
         """Undo the last change (all its captions), or the last change of one image.
         Returns the ids whose caption was restored (empty when there is nothing to undo)."""
-        with self._tx() as c:
+        with self.transaction() as c:
             if image_id is None:
                 row = c.execute("SELECT max(change_id) FROM history WHERE undone = 0").fetchone()
                 if row[0] is None:
@@ -584,7 +591,7 @@ class Workspace:
         rx, repl = self._replacer(pattern, replacement, regex, ignore_case)
         where, params = (flt or Filter()).sql()
         # a preview only reads; applying holds the write lock from reading to writing
-        with self._tx() if apply else self._read() as c:
+        with self.transaction() if apply else self.read() as c:
             rows = c.execute(
                 "SELECT i.id, c.text, c.status FROM images i JOIN captions c ON c.image_id = i.id" + where + " ORDER BY i.id",
                 params,
@@ -610,7 +617,7 @@ class Workspace:
         """Recount every caption's tokens (after switching base model); returns the count."""
         if tokenizer is not None:
             self.tokenizer = tokenizer
-        with self._tx() as c:
+        with self.transaction() as c:
             rows = c.execute("SELECT image_id, text FROM captions").fetchall()
             c.executemany(
                 "UPDATE captions SET token_count = ? WHERE image_id = ?", [(self.count_tokens(t), i) for i, t in rows]
@@ -628,7 +635,7 @@ class Workspace:
 
     def save_template(self, template: ModalityTemplate) -> None:
         template.validate()
-        with self._tx() as c:
+        with self.transaction() as c:
             c.execute(
                 "INSERT INTO templates (name, data, updated_at) VALUES (?,?,?) ON CONFLICT(name) DO UPDATE SET"
                 " data = excluded.data, updated_at = excluded.updated_at",
@@ -636,7 +643,7 @@ class Workspace:
             )
 
     def reset_template(self, name: str) -> None:
-        with self._tx() as c:
+        with self.transaction() as c:
             c.execute("DELETE FROM templates WHERE name = ?", (name,))
 
     def list_templates(self) -> list[ModalityTemplate]:
@@ -651,7 +658,7 @@ class Workspace:
         return row[0] if row else default
 
     def set_setting(self, key: str, value: str) -> None:
-        with self._tx() as c:
+        with self.transaction() as c:
             c.execute(
                 "INSERT INTO settings (key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (key, str(value)),

@@ -1,0 +1,140 @@
+"""The `reader-study` command: `python -m medart reader-study create|list|results|export`.
+
+    create   k held-out real images of a workspace split and k generated from a run with the
+             same captions (fixed seeds), identically encoded, stored in the workspace
+    list     the studies of a workspace with their readers and progress
+    results  accuracy vs 50 % with a Wilson 95 % interval, sensitivity/specificity for
+             "generated", per-class accuracy, realism, Cohen's kappa; optional plot and JSON
+    export   every answer as CSV
+
+Readers answer in the app's Reader study tab. Registered by `medart.cli` through
+`add_parsers(sub)`; errors are ValueError/FileNotFoundError with what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+from medart.workspace import Workspace, default_workspace
+
+
+def _open(args) -> Workspace:
+    return Workspace(args.workspace, create=False)
+
+
+def cmd_create(args) -> int:
+    from medart.cli_evaluate import _Bars
+    from medart.reader_sets import create_study
+
+    ws = _open(args)
+    bars = _Bars()
+    try:
+        study = create_study(ws, args.name, args.run, k=args.k, split=args.split, seed=args.seed,
+                             base_model=args.base_model, steps=args.steps, cfg=args.cfg, size=args.size,
+                             display_size=args.display_size, batch_size=args.batch_size, progress=bars)
+    finally:
+        bars.close()
+        ws.close()
+    print(f"study {study.name!r}: {study.n_real} real + {study.n_generated} generated images, "
+          f"{study.display_size} px, seed {study.seed}; readers answer in the app's Reader study tab")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from medart.reader_study import ReaderStudies
+
+    ws = _open(args)
+    try:
+        store = ReaderStudies(ws)
+        studies = store.studies()
+        if not studies:
+            print("no reader studies yet; create one with `python -m medart reader-study create`")
+        for s in studies:
+            readers = ", ".join(f"{r.name} {r.answered}/{len(r.order)}" for r in store.readers(s)) or "no readers"
+            print(f"{s.name}\t{s.n_real} real + {s.n_generated} generated\trun {s.run or '-'}\t{readers}")
+    finally:
+        ws.close()
+    return 0
+
+
+def cmd_results(args) -> int:
+    from medart import reader_report
+    from medart.reader_stats import summarise
+    from medart.reader_study import ReaderStudies
+
+    ws = _open(args)
+    try:
+        store = ReaderStudies(ws)
+        study = store.study(args.name)
+        results = summarise(store.answers(study))
+    finally:
+        ws.close()
+    title = f"Reader study {study.name}: {study.n_real} real + {study.n_generated} generated"
+    if args.json:
+        print(json.dumps(results.as_dict(), indent=2))
+    else:
+        print(reader_report.markdown(results, title))
+    if args.plot:
+        print(f"plot: {reader_report.write_plot(results, args.plot, title)}", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from medart.reader_study import ReaderStudies
+
+    ws = _open(args)
+    try:
+        store = ReaderStudies(ws)
+        slug = re.sub(r"[^\w.-]+", "-", store.study(args.name).name).strip("-") or "study"
+        out = args.out or f"reader-study-{slug}.csv"
+        path = store.export_csv(args.name, Path(out))
+        n = len(store.answers(args.name))
+    finally:
+        ws.close()
+    print(f"{path} ({n} answers)")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("reader-study", help="blinded 'real or generated?' reader studies (create, results, export)")
+    rs = p.add_subparsers(dest="reader_study_command", required=True)
+
+    def common(q):
+        q.add_argument("--workspace", default=str(default_workspace()),
+                       help="workspace folder (default ./workspace or $MEDART_WORKSPACE)")
+
+    q = rs.add_parser("create", help="k real held-out images and k generated from a run, identically encoded")
+    common(q)
+    q.add_argument("--name", required=True, help="study name (unique in the workspace)")
+    q.add_argument("--run", required=True, help="run folder whose adapter generates the images")
+    q.add_argument("--split", default="test", help="workspace split of the held-out real images (default test)")
+    q.add_argument("--k", type=int, help="images of each kind (default: every image of the split)")
+    q.add_argument("--seed", type=int, default=0, help="chooses the real images; image i is generated with seed+i")
+    q.add_argument("--base-model", help="profile, local folder or hub id (default: the run's base)")
+    q.add_argument("--steps", type=int, default=20, help="solver steps (default 20)")
+    q.add_argument("--cfg", type=float, default=4.5, help="classifier-free guidance (default 4.5)")
+    q.add_argument("--size", type=int, help="generation size in pixels (default: the base model's)")
+    q.add_argument("--display-size", type=int,
+                   help="pixels shown, both kinds (default: the smallest side of any study image)")
+    q.add_argument("--batch-size", type=int, default=4)
+    q.set_defaults(func=cmd_create)
+
+    q = rs.add_parser("list", help="studies, readers and their progress")
+    common(q)
+    q.set_defaults(func=cmd_list)
+
+    q = rs.add_parser("results", help="accuracy vs chance, sensitivity/specificity, realism, kappa")
+    common(q)
+    q.add_argument("--name", required=True, help="study name")
+    q.add_argument("--plot", help="write the results plot (PNG) here")
+    q.add_argument("--json", action="store_true", help="print the numbers as JSON instead of a table")
+    q.set_defaults(func=cmd_results)
+
+    q = rs.add_parser("export", help="every answer as CSV")
+    common(q)
+    q.add_argument("--name", required=True, help="study name")
+    q.add_argument("--out", help="CSV file (default reader-study-NAME.csv)")
+    q.set_defaults(func=cmd_export)

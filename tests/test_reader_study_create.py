@@ -1,0 +1,152 @@
+"""A study built end to end on the tiny base: held-out workspace images, a tiny run's adapter,
+generation through the one sampler with fixed seeds (cached), identical encoding of both kinds."""
+
+import pytest
+import torch
+import yaml
+
+from medart.reader_sets import create_study, select_real
+from medart.reader_study import ReaderStudies
+from medart.studio import DEMO_DIR
+from medart.workspace import Workspace
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, medart_cache):
+    from medart import lora
+    from medart.config import LoraConfig
+    from medart.profiles import load_base
+
+    run = tmp_path_factory.mktemp("rsrun") / "runs" / "tiny-run"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"base_model": "tiny", "data": ""}))
+    base = load_base("tiny", device="cpu")
+    lora.attach_base(base, LoraConfig(rank=4))
+    g = torch.Generator().manual_seed(0)
+    for model in (base.transformer, base.text_encoder):
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.data = torch.randn(p.shape, generator=g) * 0.5
+    lora.save(base.transformer, run / "adapter" / "dit")
+    lora.save(base.text_encoder, run / "adapter" / "t5")
+    return run
+
+
+@pytest.fixture
+def ws(tmp_path):
+    from medart.importers import import_paths
+
+    w = Workspace(tmp_path / "ws")
+    import_paths(w, [DEMO_DIR], split="test")  # 16 demo images with captions and classes
+    yield w
+    w.close()
+
+
+def test_select_real_is_balanced_and_seeded(ws):
+    chosen = select_real(ws, "test", k=4, seed=2)
+    assert sorted(i.label for i in chosen) == ["fundus", "fundus", "histology", "histology"]
+    assert [i.id for i in chosen] == [i.id for i in select_real(ws, "test", k=4, seed=2)]
+    with pytest.raises(ValueError, match="lower k"):
+        select_real(ws, "test", k=99)
+    with pytest.raises(ValueError, match="no images in split 'validation'"):
+        select_real(ws, "validation", k=2)
+
+
+def test_create_study_generates_matching_images_with_fixed_seeds(ws, tiny_run):
+    stages = []
+    study = create_study(ws, "tiny study", tiny_run, k=4, seed=5, steps=4,
+                         progress=lambda s, d, t: stages.append((s, d, t)))
+    assert (study.n_real, study.n_generated, study.display_size) == (4, 4, 64)
+    assert study.settings["seeds"] == [5, 6, 7, 8] and study.base_model == "tiny"
+    assert stages[0] == ("generate", 0, 4) and stages[-1] == ("generate", 4, 4)
+    assert len(list((tiny_run / "eval" / "cache").glob("*.png"))) == 4
+
+    store = ReaderStudies(ws)
+    with store._read() as c:
+        rows = c.execute("SELECT truth, label, caption, length(png), source FROM reader_study_items"
+                         " WHERE study_id = ?", (study.id,)).fetchall()
+    real = sorted((lbl, cap) for t, lbl, cap, _, _ in rows if t == "real")
+    gen = sorted((lbl, cap) for t, lbl, cap, _, _ in rows if t == "generated")
+    assert real == gen and len(real) == 4  # the same captions and classes on both sides
+    assert len({n for _, _, _, n, _ in rows}) == 1  # every served file has the same length
+    assert sorted(s for t, *_, s in rows if t == "generated") == ["seed 5", "seed 6", "seed 7", "seed 8"]
+
+    # a second study with the same seeds reuses the cached images: nothing generated again
+    stages.clear()
+    again = create_study(ws, "tiny study 2", tiny_run, k=4, seed=5, steps=4,
+                         progress=lambda s, d, t: stages.append((s, d, t)))
+    assert stages == [("generate", 4, 4)]
+    with store._read() as c:
+        pngs = [sorted(bytes(p) for (p,) in c.execute(
+            "SELECT png FROM reader_study_items WHERE study_id = ? AND truth = 'generated'", (s.id,)))
+            for s in (study, again)]
+    assert pngs[0] == pngs[1]
+
+
+def test_create_study_errors_say_what_to_do(ws, tiny_run, tmp_path):
+    empty_run = tmp_path / "runs" / "empty"
+    empty_run.mkdir(parents=True)
+    with pytest.raises(ValueError, match="no adapter or checkpoint"):
+        create_study(ws, "x", empty_run, k=2)
+    with pytest.raises(ValueError, match="no run folder"):
+        create_study(ws, "x", tmp_path / "nowhere", k=2)
+    with pytest.raises(ValueError, match="give the study a name"):
+        create_study(ws, " ", tiny_run, k=2)
+
+
+def test_cli_create(ws, tiny_run, capsys):
+    import argparse
+
+    from medart import cli_reader_study
+
+    p = argparse.ArgumentParser()
+    cli_reader_study.add_parsers(p.add_subparsers(dest="command", required=True))
+    root = str(ws.root)
+    args = p.parse_args(["reader-study", "create", "--workspace", root, "--run", str(tiny_run), "--name", "cli",
+                         "--k", "2", "--seed", "5", "--steps", "4", "--display-size", "48"])
+    assert args.func(args) == 0
+    assert "2 real + 2 generated images, 48 px, seed 5" in capsys.readouterr().out
+    study = ReaderStudies(ws).study("cli")
+    assert study.settings["steps"] == 4 and study.display_size == 48
+
+
+def test_tab_actions_without_a_browser(tmp_path, tiny_run):
+    import shutil
+
+    from medart.importers import import_paths
+    from medart.studio import Studio
+    from medart.ui import reader_study as tab
+
+    studio = Studio(home=tmp_path / "home", base_model="tiny")
+    shutil.copytree(tiny_run, studio.runs_dir / "tiny-run", ignore=shutil.ignore_patterns("eval"))
+    ws = studio.workspace()
+    import_paths(ws, [DEMO_DIR], split="test")
+    ws.close()
+
+    text, name = tab.create_from_run(studio, "tiny-run", "test", 2, 1, "ui study")
+    assert name == "ui study" and "2 real + 2 generated" in text
+    assert studio._generator is not None  # the studio's one pipeline made the images
+    assert tab.study_choices(studio) == ["ui study"]
+
+    state, page, progress = tab.start_session(studio, "ui study", "Ana")
+    assert state["token"] and f'data-token="{state["token"]}"' in page and "image 1 of 4" in progress
+    with pytest.raises(ValueError, match="answer first"):
+        tab.answer_and_next(studio, state, None, None, "")
+    for i in range(4):
+        state, page, progress = tab.answer_and_next(studio, state, "real", str(i + 1), f"note {i}")
+    assert state["token"] is None and 'data-done="4"' in page and "4 / 4 answered" in progress
+    md, plot = tab.results_view(studio, "ui study")
+    assert "| Ana | 4 | 50.0 % |" in md and plot.format == "PNG"
+    csv_path = tab.export_answers(studio, "ui study")
+    assert csv_path.endswith("ui-study.csv") and len(open(csv_path).read().splitlines()) == 5
+    # a repeated Enter carrying the image already answered changes nothing
+    first = tab.start_session(studio, "ui study", "Ben")[0]
+    after = tab.answer_and_next(studio, first, "generated", None, "")[0]
+    again = tab.answer_and_next(studio, after, "real", None, "", token=first["token"])[0]
+    assert again["token"] == after["token"]
+    ws = studio.workspace()
+    assert [(a.reader, a.answer) for a in ReaderStudies(ws).answers("ui study") if a.reader == "Ben"] == [
+        ("Ben", "generated")]
+    ws.close()
