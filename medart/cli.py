@@ -114,12 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="sample.png")
     p.set_defaults(func=cmd_generate)
 
-    # Commands of the caption workspace (import, caption, export, review), evaluation, reader studies.
-    from medart import cli_evaluate, cli_reader_study, cli_workspace
+    # Commands of the caption workspace (import, caption, export, review), evaluation, reader studies, background jobs.
+    from medart import cli_evaluate, cli_jobs, cli_reader_study, cli_workspace
 
     cli_workspace.add_parsers(sub)
     cli_evaluate.add_parsers(sub)
     cli_reader_study.add_parsers(sub)
+    cli_jobs.add_parsers(sub)
     return parser
 
 

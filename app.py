@@ -1,0 +1,70 @@
+"""Med-Art Studio: `python app.py` serves the app on http://127.0.0.1:7860.
+
+Options: --host, --port, --base-model (else MEDART_BASE_MODEL, else PixArt-α on a GPU and the
+tiny demo model on a CPU), --home (workspace, runs and jobs; else MEDART_HOME, else /data/medart
+on a Space with persistent storage, else the current folder). MEDART_AUTH=user:password turns
+on a login; it is required when binding to anything but localhost. Jobs started from the app
+keep running when it stops; on start it re-attaches to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Med-Art Studio")
+    p.add_argument("--host", default=os.environ.get("MEDART_HOST", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("MEDART_PORT", os.environ.get("GRADIO_SERVER_PORT", 7860))))
+    p.add_argument("--base-model", help="profile (pixart-alpha-512, tiny), local folder or hub id")
+    p.add_argument("--home", help="folder for the workspace, runs and jobs")
+    return p.parse_args(argv)
+
+
+def auth_from_env(host: str):
+    """(user, password) from MEDART_AUTH; an error when binding beyond localhost without it."""
+    value = os.environ.get("MEDART_AUTH", "")
+    if value:
+        user, sep, password = value.partition(":")
+        if not sep or not user or not password:
+            raise SystemExit("error: MEDART_AUTH must look like user:password")
+        return (user, password)
+    if host not in LOCAL_HOSTS and not os.environ.get("SPACE_ID"):
+        raise SystemExit(f"error: binding to {host} exposes the app to the network; set MEDART_AUTH=user:password "
+                         "to require a login (or bind to 127.0.0.1)")
+    return None
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # images and usage stay on this machine
+    if os.environ.get("SPACE_ID") and args.host in LOCAL_HOSTS:
+        args.host = "0.0.0.0"  # a Space serves from its container; its own login protects it
+    auth = auth_from_env(args.host)
+    if os.path.isdir("/data") and os.access("/data", os.W_OK) and "HF_HOME" not in os.environ:
+        os.environ["HF_HOME"] = "/data/.huggingface"  # Spaces' persistent storage keeps downloaded weights
+    import torch
+
+    if not torch.cuda.is_available():
+        torch.set_num_threads(1)  # steadier on small CPUs (OpenMP spin-waiting)
+    from medart.studio import Studio
+    from medart.ui import build_app, launch_kwargs
+
+    studio = Studio.create(home=args.home, base_model=args.base_model)
+    jobs = studio.jobs.tick()  # reconcile jobs whose process died; re-attach to the running ones
+    running = [j.id for j in jobs if j.state in ("running", "stopping")]
+    print(f"Med-Art Studio: {studio.status_line()}" + (f"; running jobs: {', '.join(running)}" if running else ""),
+          flush=True)
+    demo = build_app(studio)
+    demo.queue(default_concurrency_limit=1)
+    demo.launch(server_name=args.host, server_port=args.port, auth=auth, show_error=True,
+                **launch_kwargs(studio))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,458 @@
+"""Background jobs: training, batch captioning and evaluation in their own detached processes.
+
+A job is one `python -m medart <command> ...` that must outlive the browser tab and the app
+that started it. Nothing here imports gradio; the app and tests use the same functions.
+
+Layout (under a jobs folder, e.g. `./jobs`):
+
+    jobs/0007-train-fundus/job.json    the record: kind, argv, state, pid, times, error, ...
+    jobs/0007-train-fundus/log.txt     the process's stdout and stderr
+
+A training job also names its run folder (`output`), which holds what the trainer writes:
+config, status.json, metrics.jsonl, samples, checkpoints, adapter, its own log.txt.
+
+States: queued -> running -> done | failed | cancelled, with running -> stopping -> cancelled
+when a person presses Stop (a stopped training keeps its checkpoint and can be resumed), and
+queued -> cancelled when a queued job is removed. `job.json` is rewritten atomically, under
+an advisory file lock (`jobs/.lock`) shared by every process that changes it.
+
+How the queue keeps going without a daemon. There is no long-lived supervisor to die or to
+restart. Each job runs in a worker process (`python -m medart.job_worker JOBDIR`, started with
+`start_new_session=True`, so it has its own process group and survives the app) that runs the
+command in-process, writes the final state itself, and then starts the next queued job before
+it exits. The app does the same whenever it submits a job and on every status poll
+(`JobManager.tick()`): reconcile, then fill free slots. Whoever notices first starts the
+next job; the lock makes it happen once. So the queue advances with the app closed, and the
+app's poll recovers the queue if a worker was killed before it could hand over.
+
+Reconcile (on app start and every poll): a job recorded as running or stopping whose process
+is gone (checked by pid and process start time, so a reused pid is not mistaken for it)
+becomes failed with the last lines of its log, or cancelled if a stop had been asked for.
+A stopping job still alive after its deadline has its whole process group killed. Nothing
+stays running or stopping forever.
+
+Stop sends SIGTERM to the job's process group: the trainer finishes its step, writes a
+checkpoint and exits (state cancelled, resumable); other commands stop at once. Resume
+queues a new training job with the same arguments plus `--resume latest` in the same run
+folder, so it continues from the latest complete checkpoint.
+
+Slots: one job at a time on a CPU machine, one per GPU on a CUDA machine (each job sees its
+own GPU through CUDA_VISIBLE_DEVICES); `MEDART_JOB_SLOTS` overrides.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from medart.fileio import atomic_write_json
+
+STATES = ("queued", "running", "stopping", "done", "failed", "cancelled")
+ACTIVE = ("running", "stopping")
+FINAL = ("done", "failed", "cancelled")
+KINDS = ("train", "caption", "evaluate")
+STOP_TIMEOUT_S = 120.0  # after Stop, the process group is killed if still alive this much later
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+_children: dict[int, subprocess.Popen] = {}  # processes this process started (reaped on poll)
+
+
+@dataclass
+class Job:
+    id: str
+    kind: str
+    argv: list[str]  # arguments of `python -m medart`
+    title: str = ""
+    state: str = "queued"
+    output: str | None = None  # run folder of a training or evaluation job
+    created: float = 0.0
+    started: float | None = None
+    ended: float | None = None
+    pid: int | None = None
+    proc_start: str | None = None  # /proc start time of pid: tells a reused pid apart
+    stop_requested: float | None = None
+    stop_deadline: float | None = None
+    gpu: int | None = None
+    resumes: str | None = None  # id of the job this one resumes
+    exit_code: int | None = None
+    error: str | None = None
+    log_tail: str | None = None
+    note: str | None = None
+    folder: str = ""  # set when loaded; not stored
+
+    @property
+    def path(self) -> Path:
+        return Path(self.folder)
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "log.txt"
+
+    @property
+    def command(self) -> str:
+        return "python -m medart " + " ".join(_quote(a) for a in self.argv)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("folder")
+        return d
+
+
+def _quote(arg: str) -> str:
+    return arg if re.fullmatch(r"[\w./:=,+@-]+", arg) else json.dumps(arg)
+
+
+# ---- process helpers -----------------------------------------------------------------------
+def process_start_time(pid: int) -> str | None:
+    """The kernel's start time of `pid` (Linux /proc), or None where unavailable."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def is_alive(pid: int | None, proc_start: str | None = None) -> bool:
+    """Whether process `pid` (started at `proc_start`, when known) still runs (zombies do not)."""
+    if not pid:
+        return False
+    child = _children.get(pid)
+    if child is not None and child.poll() is not None:
+        _children.pop(pid, None)
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):
+        return False
+    return proc_start is None or fields[19] == proc_start
+
+
+def log_tail(path: Path, lines: int = 20, max_bytes: int = 64_000) -> str:
+    """The last `lines` lines of a log; progress-bar redraws (carriage returns) keep their last state."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    out = []
+    for line in data.split("\n"):
+        parts = [p for p in line.split("\r") if p.strip()]
+        if parts:
+            out.append(parts[-1].rstrip())
+    return "\n".join(out[-lines:])
+
+
+def slots() -> int:
+    env = os.environ.get("MEDART_JOB_SLOTS")
+    if env:
+        return max(1, int(env))
+    try:
+        import torch
+
+        return max(1, torch.cuda.device_count())
+    except Exception:
+        return 1
+
+
+# ---- the manager ---------------------------------------------------------------------------
+class JobManager:
+    """Jobs under one folder. Every method is safe to call from several processes at once."""
+
+    def __init__(self, root: str | Path, slots_: int | None = None, stop_timeout: float = STOP_TIMEOUT_S,
+                 python: str | None = None, env: dict | None = None):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.slots = slots_ or slots()
+        self.stop_timeout = stop_timeout
+        self.python = python or sys.executable
+        self.env = env or {}
+
+    # -- storage --
+    @contextlib.contextmanager
+    def lock(self):
+        with open(self.root / ".lock", "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _load(self, folder: Path) -> Job | None:
+        try:
+            data = json.loads((folder / "job.json").read_text())
+        except (OSError, ValueError):
+            return None
+        known = {k: v for k, v in data.items() if k in Job.__dataclass_fields__}
+        return Job(**known, folder=str(folder))
+
+    def _save(self, job: Job) -> None:
+        atomic_write_json(job.path / "job.json", job.to_dict())
+
+    def get(self, job_id: str) -> Job:
+        job = self._load(self.root / job_id)
+        if job is None:
+            raise ValueError(f"no job {job_id!r} in {self.root}")
+        return job
+
+    def list(self) -> list[Job]:
+        """All jobs, oldest first (the queue's order)."""
+        jobs = [self._load(p) for p in sorted(self.root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+        return [j for j in jobs if j is not None]
+
+    def _update(self, job_id: str, **fields) -> Job:
+        with self.lock():
+            job = self.get(job_id)
+            for k, v in fields.items():
+                setattr(job, k, v)
+            self._save(job)
+            return job
+
+    # -- submitting --
+    def submit(self, kind: str, argv: list[str], title: str = "", output: str | None = None,
+               resumes: str | None = None, start: bool = True) -> Job:
+        """Queue `python -m medart ARGV`; starts it at once when a slot is free."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown job kind {kind!r}; choose from {', '.join(KINDS)}")
+        with self.lock():
+            numbers = [int(p.name.split("-")[0]) for p in self.root.iterdir() if p.name[:4].isdigit()]
+            seq = max(numbers, default=0) + 1
+            slug = re.sub(r"[^\w-]+", "-", title or kind).strip("-")[:40] or kind
+            folder = self.root / f"{seq:04d}-{kind}-{slug}"
+            folder.mkdir(parents=True)
+            job = Job(id=folder.name, kind=kind, argv=[str(a) for a in argv], title=title or kind,
+                      output=str(output) if output else None, created=time.time(), resumes=resumes,
+                      folder=str(folder))
+            self._save(job)
+        if start:
+            self.tick()
+        return self.get(job.id)
+
+    # -- the queue --
+    def tick(self) -> list[Job]:
+        """Reconcile, then start queued jobs while slots are free. Returns all jobs."""
+        with self.lock():
+            jobs = self._reconcile_locked()
+            busy = {j.gpu for j in jobs if j.state in ACTIVE}
+            for job in jobs:
+                if job.state != "queued":
+                    continue
+                free = [g for g in range(self.slots) if g not in busy]
+                if not free:
+                    break
+                job.gpu = free[0]
+                busy.add(job.gpu)
+                self._spawn(job)
+        return self.list()
+
+    def _spawn(self, job: Job) -> None:
+        env = dict(os.environ)
+        env.update(self.env)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        env["PYTHONUNBUFFERED"] = "1"
+        if self.slots > 1:
+            env["CUDA_VISIBLE_DEVICES"] = str(job.gpu)
+        with open(job.log_path, "ab") as log:
+            log.write(f"$ {job.command}\n".encode())
+            log.flush()
+            proc = subprocess.Popen(
+                [self.python, "-m", "medart.job_worker", str(job.path)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, close_fds=True, env=env, cwd=os.getcwd(),
+            )
+        _children[proc.pid] = proc
+        job.state, job.pid, job.started = "running", proc.pid, time.time()
+        job.proc_start = process_start_time(proc.pid)
+        self._save(job)
+
+    def reconcile(self) -> list[Job]:
+        with self.lock():
+            return self._reconcile_locked()
+
+    def _reconcile_locked(self) -> list[Job]:
+        jobs = self.list()
+        now = time.time()
+        for job in jobs:
+            if job.state not in ACTIVE:
+                continue
+            alive = is_alive(job.pid, job.proc_start)
+            if alive and job.state == "stopping" and job.stop_deadline and now > job.stop_deadline:
+                self._kill_group(job.pid)
+                job.note = f"killed: still running {self.stop_timeout:.0f} s after Stop"
+                alive = False
+            if alive:
+                continue
+            job.log_tail = log_tail(job.log_path)
+            job.ended = now
+            if job.state == "stopping":
+                job.state = "cancelled"
+            else:
+                job.state = "failed"
+                job.error = job.error or f"the job's process (pid {job.pid}) ended without reporting a result"
+            self._save(job)
+            _mark_run_dead(job)
+        return jobs
+
+    @staticmethod
+    def _kill_group(pid: int | None, sig=signal.SIGKILL) -> None:
+        if not pid:
+            return
+        try:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    # -- stop, cancel, resume --
+    def stop(self, job_id: str) -> Job:
+        """Ask a job to stop: queued -> cancelled; running -> stopping (SIGTERM to its group)."""
+        with self.lock():
+            job = self.get(job_id)
+            if job.state == "queued":
+                job.state, job.ended, job.note = "cancelled", time.time(), "removed from the queue"
+                self._save(job)
+                return job
+            if job.state != "running":
+                return job
+            job.state = "stopping"
+            job.stop_requested = time.time()
+            job.stop_deadline = job.stop_requested + self.stop_timeout
+            self._save(job)
+            self._kill_group(job.pid, signal.SIGTERM)
+            return job
+
+    def wait(self, job_id: str, timeout: float = 600, poll: float = 0.2, states=FINAL) -> Job:
+        """Block until the job reaches one of `states` (tests and the CLI)."""
+        deadline = time.time() + timeout
+        while True:
+            self.tick()
+            job = self.get(job_id)
+            if job.state in states or time.time() > deadline:
+                return job
+            time.sleep(poll)
+
+    def resume(self, job_id: str) -> Job:
+        """Queue a training job that continues `job_id`'s run from its latest complete checkpoint."""
+        job = self.get(job_id)
+        if job.kind != "train":
+            raise ValueError("only training jobs can be resumed")
+        if job.state in ACTIVE or job.state == "queued":
+            raise ValueError(f"job {job_id} is {job.state}; stop it first")
+        if not job.output or not any((Path(job.output) / "checkpoints").glob("step-*")):
+            raise ValueError(f"job {job_id} left no checkpoint to resume from; start it again instead")
+        argv = list(job.argv)
+        if "--resume" in argv:
+            i = argv.index("--resume")
+            del argv[i:i + 2]
+        argv += ["--resume", "latest"]
+        return self.submit("train", argv, title=job.title, output=job.output, resumes=job.id)
+
+    def active(self) -> list[Job]:
+        return [j for j in self.list() if j.state in ACTIVE]
+
+    def latest(self, kind: str | None = None, output: str | None = None) -> Job | None:
+        jobs = [j for j in self.list() if (kind is None or j.kind == kind)
+                and (output is None or (j.output and Path(j.output) == Path(output)))]
+        return jobs[-1] if jobs else None
+
+    def progress(self, job: Job) -> tuple[int, int] | None:
+        """(done, total) from the run's status.json (training) or the last progress bar in the log."""
+        if job.kind == "train" and job.output:
+            try:
+                status = json.loads((Path(job.output) / "status.json").read_text())
+                return int(status.get("step", 0)), int(status.get("total", 0))
+            except (OSError, ValueError):
+                pass
+        found = re.findall(r"(\d+)/(\d+) \[", log_tail(job.log_path, lines=5))
+        return (int(found[-1][0]), int(found[-1][1])) if found else None
+
+
+def _mark_run_dead(job: Job) -> None:
+    """A training run whose process died without a word: its status.json must not say running."""
+    if job.kind != "train" or not job.output:
+        return
+    path = Path(job.output) / "status.json"
+    try:
+        status = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if status.get("state") == "running":
+        status["state"] = "stopped" if job.state == "cancelled" else "failed"
+        status["error"] = status.get("error") or job.error
+        status["updated"] = time.time()
+        atomic_write_json(path, status)
+
+
+def stopped_note(job: Job) -> str:
+    """'stopped at step N (checkpoint written, resumable)' for a stopped training."""
+    try:
+        step = json.loads((Path(job.output) / "status.json").read_text()).get("step")
+    except (OSError, ValueError, TypeError):
+        step = None
+    ckpt = job.output and any((Path(job.output) / "checkpoints").glob("step-*"))
+    return f"stopped at step {step}" + ("; checkpoint written, resumable" if ckpt else "")
+
+
+def final_state(job: Job, exit_code: int, stopped: bool) -> tuple[str, str | None]:
+    """(state, error) once a job's command has returned; used by the worker."""
+    if job.kind == "train" and job.output:
+        try:
+            status = json.loads((Path(job.output) / "status.json").read_text())
+        except (OSError, ValueError):
+            status = {}
+        run_state = status.get("state")
+        if run_state == "stopped":
+            return "cancelled", None
+        if run_state == "done" and exit_code == 0:
+            return "done", None
+        if run_state == "failed":
+            return ("cancelled", None) if stopped else ("failed", status.get("error"))
+    if stopped:
+        return "cancelled", None
+    if exit_code == 0:
+        return "done", None
+    return "failed", f"the command exited with code {exit_code}"
+
+
+# Hints for errors people can act on, matched against the error text and the log's tail.
+HINTS = (
+    (r"out of memory|CUDA out of memory|OutOfMemoryError|Cannot allocate memory",
+     "Out of memory: lower the resolution, the batch size or the colour-loss solver steps (M), "
+     "enable 8-bit Adam on a GPU, or backpropagate through fewer solver steps."),
+    (r"No space left on device", "The disk is full: delete old runs or checkpoints, or keep fewer checkpoints."),
+    (r"not in the local Hugging Face cache|cannot be reached|Could not download",
+     "The base model's weights are not available here: download them where there is internet, or use the tiny base."),
+    (r"missing caption|nothing to export|No images found",
+     "Some images lack captions: approve captions in the Captions tab, then launch again."),
+    (r"bitsandbytes|8-bit AdamW needs", "8-bit Adam needs a CUDA GPU with bitsandbytes: turn it off here."),
+    (r"loss became (nan|inf)", "The loss diverged: lower the learning rate or the colour-loss weight."),
+)
+
+
+def hint(text: str) -> str | None:
+    for pattern, advice in HINTS:
+        if re.search(pattern, text or "", re.IGNORECASE):
+            return advice
+    return None

@@ -1,0 +1,188 @@
+"""From reviewed captions to a queued training job: preflight, data snapshot, command line.
+
+`preflight` says whether a run can start (blocking problems: no approved captions, drafts
+not yet reviewed, captions over the token limit, no base model) and what to watch (VRAM,
+disk). `launch` exports the approved captions of the training split into the run folder
+(`runs/<name>/data`, with its manifest: the run knows exactly what it trained on), then
+queues `python -m medart train ...` as a background job.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medart.config import TrainConfig
+from medart.workspace import Filter, Workspace
+
+# Rough peak GPU memory of one HLDF colour step with checkpointing, bf16, batch 1 (GB), by
+# resolution for PixArt-α XL-2 (field measurements at 512 px; scaled by pixel count).
+VRAM_512_GB = 1.4 + 9.5 + 2.5  # activations + T5-XXL + DiT, VAE, optimiser state
+
+
+@dataclass
+class TrainSettings:
+    """What the Train form asks for; defaults are the paper's (TrainConfig, HLDFConfig, LoraConfig)."""
+
+    name: str = "medart-run"
+    base_model: str = "tiny"
+    hldf_every: int = 500  # N
+    hldf_steps: int = 20  # M
+    cfg: float = 4.5
+    rank: int = 8
+    t5_lora: bool = True
+    hldf: bool = True
+    learning_rate: float = 1e-4
+    epochs: int = 15
+    max_steps: int = 0  # 0: epochs decide
+    resolution: int = 0  # 0: the base model's own
+    checkpoint_every: int = 500
+    validation_every: int = 500
+    validation_prompts: list[str] = field(default_factory=list)
+    adam_8bit: bool = False
+    seed: int = 42
+
+    @classmethod
+    def paper(cls, base_model: str) -> "TrainSettings":
+        c = TrainConfig()
+        return cls(base_model=base_model, hldf_every=c.hldf.every, hldf_steps=c.hldf.steps, cfg=c.hldf.cfg,
+                   rank=c.lora.rank, t5_lora=c.lora.t5, hldf=c.hldf.enabled, learning_rate=c.learning_rate,
+                   epochs=c.epochs, checkpoint_every=c.checkpoint_every, validation_every=c.validation_every,
+                   adam_8bit=c.adam_8bit, seed=c.seed)
+
+
+@dataclass
+class Preflight:
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    info: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def markdown(self) -> str:
+        lines = []
+        if self.errors:
+            lines.append("**Cannot start yet:**")
+            lines += [f"- **Blocked:** {e}" for e in self.errors]
+        if self.warnings:
+            lines.append("**Check:**")
+            lines += [f"- **Warning:** {w}" for w in self.warnings]
+        if self.info:
+            lines += [f"- {i}" for i in self.info]
+        if self.ok:
+            lines.insert(0, "**Preflight passed.**")
+        return "\n".join(lines)
+
+
+def safe_name(name: str) -> str:
+    name = re.sub(r"[^\w.-]+", "-", (name or "").strip()).strip("-.")
+    if not name:
+        raise ValueError("give the run a name (letters, digits, - and _)")
+    return name[:60]
+
+
+def training_ids(ws: Workspace) -> list[int]:
+    """Approved captions of the training split (held-out splits stay out of training)."""
+    return [i.id for i in ws.query(Filter(status="approved"), limit=None) if i.split == "train" and i.text.strip()]
+
+
+def preflight(ws: Workspace, s: TrainSettings, runs_dir: Path, device: str = "cpu",
+              max_tokens: int = 120) -> Preflight:
+    p = Preflight()
+    items = [i for i in ws.query(Filter(), limit=None) if i.split == "train"]
+    if not items:
+        p.errors.append("The workspace has no training images: import images in the Data tab.")
+        return p
+    approved = [i for i in items if i.status == "approved"]
+    missing = [i for i in items if i.status != "rejected" and not i.text.strip()]
+    unreviewed = [i for i in items if i.status in ("draft", "edited") and i.text.strip()]
+    too_long = [i for i in approved if (i.token_count or 0) > max_tokens]
+    if missing:
+        p.errors.append(f"{len(missing)} image(s) have no caption (e.g. #{missing[0].id}): caption them or reject them.")
+    if unreviewed:
+        p.errors.append(f"{len(unreviewed)} caption(s) are not approved yet (e.g. #{unreviewed[0].id}): "
+                        "approve or reject them in the Captions tab.")
+    if too_long:
+        p.errors.append(f"{len(too_long)} approved caption(s) are longer than {max_tokens} T5 tokens "
+                        f"(e.g. #{too_long[0].id}, {too_long[0].token_count} tokens): shorten them.")
+    if not approved:
+        p.errors.append("No approved captions: approve captions in the Captions tab.")
+    try:
+        name = safe_name(s.name)
+        run = runs_dir / name
+        if (run / "checkpoints").is_dir() and any((run / "checkpoints").iterdir()):
+            p.errors.append(f"A run named {name!r} already exists with checkpoints: choose another name or resume it.")
+    except ValueError as e:
+        p.errors.append(str(e))
+    if s.max_steps <= 0 and s.epochs <= 0:
+        p.errors.append("Set the number of steps or epochs.")
+    if s.adam_8bit and device != "cuda":
+        p.errors.append("8-bit Adam needs a CUDA GPU: turn it off on this machine.")
+    if s.hldf and s.hldf_steps < 1:
+        p.errors.append("M (solver steps of the colour loss) must be at least 1.")
+    if approved:
+        labels = sorted({i.label or "(no label)" for i in approved})
+        p.info.append(f"{len(approved)} approved caption(s) will be trained on ({', '.join(labels)}).")
+    # resources
+    res = s.resolution or (64 if s.base_model == "tiny" else 512)
+    if s.base_model != "tiny":
+        need = VRAM_512_GB * max(1.0, (res / 512) ** 2 * 0.5 + 0.5)
+        if device != "cuda":
+            p.warnings.append(f"{s.base_model} on a CPU is impractically slow; use a GPU or the tiny base model.")
+        else:
+            try:
+                import torch
+
+                total = torch.cuda.get_device_properties(0).total_memory / 2**30
+                if total < need:
+                    p.warnings.append(f"About {need:.0f} GB of GPU memory is needed at {res} px; this GPU has "
+                                      f"{total:.0f} GB. Lower the resolution, turn on 8-bit Adam or lower M.")
+            except Exception:
+                pass
+    free = shutil.disk_usage(runs_dir if runs_dir.exists() else runs_dir.parent).free / 2**30
+    ckpt_gb = 0.02 if s.base_model == "tiny" else 0.25
+    if free < 3 * ckpt_gb + 1:
+        p.warnings.append(f"Only {free:.1f} GB free on disk for checkpoints and samples.")
+    return p
+
+
+def train_argv(s: TrainSettings, run: Path) -> list[str]:
+    argv = ["train", "--base-model", s.base_model, "--data", str(run / "data"), "--output", str(run),
+            "--hldf-every", str(int(s.hldf_every)), "--hldf-steps", str(int(s.hldf_steps)), "--cfg", str(s.cfg),
+            "--rank", str(int(s.rank)), "--lr", str(s.learning_rate), "--seed", str(int(s.seed)),
+            "--checkpoint-every", str(int(s.checkpoint_every)), "--validation-every", str(int(s.validation_every))]
+    if s.max_steps > 0:
+        argv += ["--max-steps", str(int(s.max_steps))]
+    else:
+        argv += ["--epochs", str(int(s.epochs))]
+    if s.resolution > 0:
+        argv += ["--resolution", str(int(s.resolution))]
+    if not s.t5_lora:
+        argv.append("--no-t5-lora")
+    if not s.hldf:
+        argv.append("--no-hldf")
+    if s.adam_8bit:
+        argv.append("--adam-8bit")
+    for prompt in s.validation_prompts:
+        if prompt.strip():
+            argv += ["--validation-prompt", prompt.strip()]
+    return argv
+
+
+def launch(ws: Workspace, s: TrainSettings, runs_dir: Path, jobs, device: str = "cpu"):
+    """Preflight, snapshot the approved captions into the run folder, queue the training job.
+    Returns (job, preflight); job is None when preflight blocks."""
+    from medart.exports import export
+
+    check = preflight(ws, s, runs_dir, device)
+    if not check.ok:
+        return None, check
+    run = runs_dir / safe_name(s.name)
+    run.mkdir(parents=True, exist_ok=True)
+    export(ws, run / "data", fmt="imagefolder", approved_only=True, flt=Filter(ids=training_ids(ws)), overwrite=True)
+    job = jobs.submit("train", train_argv(s, run), title=run.name, output=str(run))
+    return job, check

@@ -1,0 +1,376 @@
+"""Captions tab: review every caption before training (gallery, editor, batch job, find/replace, templates).
+
+Keyboard shortcuts (see layout.SHORTCUTS): Alt+A approve and next, Alt+N next, Alt+P previous,
+Alt+U next unreviewed, Alt+S save.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from captioning import BACKENDS
+from captioning.templates import ModalityTemplate
+from medart.ui.widgets import progress_bar, state_badge, user_errors
+from medart.workspace import Filter
+
+STATUS_CHOICES = ["all", "unreviewed", "draft", "edited", "approved", "rejected"]
+MAX_TOKENS = 120
+
+
+def make_filter(status, label, text, max_tokens) -> Filter:
+    st = None if status in (None, "", "all") else (["draft", "edited"] if status == "unreviewed" else status)
+    return Filter(status=st, label=None if label in (None, "", "all") else label, text=text or None,
+                  max_tokens=int(max_tokens) if max_tokens else None)
+
+
+def token_md(n) -> str:
+    n = n or 0
+    over = n > MAX_TOKENS
+    colour = "#dc2626" if over else "#16a34a"
+    note = " — too long: PixArt-α reads at most 120 tokens" if over else ""
+    return f'<span id="token-count-value" data-tokens="{n}" style="color:{colour};font-weight:600">{n} / {MAX_TOKENS} T5 tokens</span>{note}'
+
+
+def build(studio):
+    with gr.Tab("Captions", id="captions") as tab:
+        ids_state = gr.State([])
+        with gr.Row():
+            status_f = gr.Dropdown(STATUS_CHOICES, value="all", label="Status", scale=1)
+            label_f = gr.Dropdown(["all"], value="all", label="Label", scale=1, allow_custom_value=True)
+            text_f = gr.Textbox(label="Caption contains", scale=2)
+            tokens_f = gr.Number(value=None, label="At most N tokens (0: any)", precision=0, scale=1)
+            refresh = gr.Button("Refresh", scale=0, elem_id="captions-refresh")
+        with gr.Row():
+            with gr.Column(scale=3):
+                counts = gr.Markdown(elem_id="caption-counts")
+                gallery = gr.Gallery(label="Images (select one to edit)", columns=5, height=420,
+                                     allow_preview=False, elem_id="caption-gallery")
+            with gr.Column(scale=2):
+                image = gr.Image(label="Image", height=240, interactive=False, type="filepath")
+                with gr.Row():
+                    current = gr.Number(label="Image #", precision=0, interactive=False, elem_id="caption-id")
+                    status_md = gr.HTML(elem_id="caption-status")
+                text = gr.Textbox(label="Caption", lines=5, elem_id="caption-text")
+                tokens = gr.HTML(token_md(0), elem_id="token-count")
+                with gr.Row():
+                    approve = gr.Button("Approve & next (Alt+A)", variant="primary", elem_id="approve-next")
+                    save = gr.Button("Save (Alt+S)", elem_id="save-caption")
+                    reject = gr.Button("Reject", elem_id="reject-caption")
+                with gr.Row():
+                    prev_b = gr.Button("◀ Previous (Alt+P)", elem_id="prev-caption")
+                    next_b = gr.Button("Next (Alt+N) ▶", elem_id="next-caption")
+                    unrev = gr.Button("Next unreviewed (Alt+U)", elem_id="next-unreviewed")
+                with gr.Row():
+                    regen = gr.Button("Regenerate", elem_id="regenerate-caption")
+                    undo = gr.Button("Undo", elem_id="undo-caption")
+        with gr.Accordion("Batch captioning (background job)", open=True):
+            with gr.Row():
+                backend = gr.Dropdown(list(BACKENDS), value="offline", label="Describer backend")
+                model = gr.Textbox(label="Model (transformers: hub id or folder; openai: served name)")
+                url = gr.Textbox(label="Server URL (openai backend)")
+                include_edited = gr.Checkbox(label="Also redo edited captions", value=True)
+            batch = gr.Button("Caption all drafts", variant="primary", elem_id="batch-caption")
+            batch_status = gr.HTML(elem_id="batch-status")
+        with gr.Accordion("Find / replace", open=False):
+            with gr.Row():
+                find = gr.Textbox(label="Find", elem_id="find-text")
+                repl = gr.Textbox(label="Replace with", elem_id="replace-text")
+                regex = gr.Checkbox(label="Regular expression", value=False)
+                icase = gr.Checkbox(label="Ignore case", value=False)
+            with gr.Row():
+                preview_b = gr.Button("Preview", elem_id="replace-preview")
+                apply_b = gr.Button("Apply to filtered captions", elem_id="replace-apply")
+                undo_all = gr.Button("Undo last change", elem_id="undo-last")
+            replace_md = gr.Markdown(elem_id="replace-result")
+        with gr.Accordion("Modality templates", open=False):
+            with gr.Row():
+                tmpl = gr.Dropdown(label="Template", choices=[], allow_custom_value=True)
+                phrase = gr.Textbox(label="Image phrase (simple caption: '<phrase> of <label>')")
+                max_words = gr.Number(label="Max words", precision=0)
+            features = gr.Textbox(label="Visual features (comma-separated)")
+            prompt = gr.Textbox(label="Prompt ({simple_caption} {features} {max_words} {label})", lines=3)
+            with gr.Row():
+                t_save = gr.Button("Save template")
+                t_reset = gr.Button("Reset to built-in")
+                t_default = gr.Button("Use as the workspace default")
+            t_md = gr.Markdown()
+
+        # ---------------------------------------------------------------- helpers
+        def listing(status, label, contains, max_tok):
+            ws = studio.workspace()
+            try:
+                flt = make_filter(status, label, contains, max_tok)
+                items = ws.query(flt, limit=None)
+                s = ws.stats()
+                labels = ["all"] + sorted(k for k in s["labels"] if k)
+            finally:
+                ws.close()
+            gal = [(str(i.thumb_path), f"#{i.id} {i.status} {i.token_count or 0}t") for i in items]
+            md = (f"{len(items)} shown · draft {s['draft']} · edited {s['edited']} · approved {s['approved']} · "
+                  f"rejected {s['rejected']} · without caption {s['missing']}")
+            return gal, [i.id for i in items], md, gr.update(choices=labels)
+
+        def show(image_id):
+            if not image_id:
+                return None, None, "", "", token_md(0)
+            ws = studio.workspace()
+            try:
+                item = ws.get(int(image_id))
+            finally:
+                ws.close()
+            return (str(item.image_path), item.id, state_badge(item.status)
+                    + f" &nbsp;{item.label or ''} · {item.original_name} · {item.split}", item.text,
+                    token_md(item.token_count))
+
+        editor = [image, current, status_md, text, tokens]
+        filters = [status_f, label_f, text_f, tokens_f]
+        listing_out = [gallery, ids_state, counts, label_f]
+
+        def neighbour(ids, cur, step):
+            if not ids:
+                return None
+            if cur not in ids:
+                return ids[0]
+            return ids[(ids.index(cur) + step) % len(ids)]
+
+        def refresh_all(cur, *f):
+            out = listing(*f)
+            ids = out[1]
+            cur = int(cur) if cur else None
+            if cur is None or cur not in ids:
+                cur = ids[0] if ids else None
+            return (*out, *show(cur))
+
+        # ---------------------------------------------------------------- events
+        for trigger in (refresh.click, tab.select):
+            trigger(refresh_all, [current, *filters], listing_out + editor)
+        for f in filters:
+            f.change(refresh_all, [current, *filters], listing_out + editor)
+
+        def on_select(ids, evt: gr.SelectData):
+            return show(ids[evt.index] if evt.index is not None and evt.index < len(ids) else None)
+
+        gallery.select(on_select, [ids_state], editor)
+
+        def count(t):
+            ws = studio.workspace()
+            try:
+                return token_md(ws.count_tokens((t or "").strip()))
+            finally:
+                ws.close()
+
+        text.change(count, [text], [tokens])
+
+        @user_errors
+        def do_save(cur, t, approve_too, move, *f):
+            if not cur:
+                raise ValueError("select an image first")
+            ws = studio.workspace()
+            try:
+                if approve_too and not (t or "").strip():
+                    raise ValueError("write or generate a caption before approving")
+                ws.set_text(int(cur), t, approve=approve_too)
+                nxt = ws.next_unreviewed(int(cur)) if move else None
+            finally:
+                ws.close()
+            out = listing(*f)
+            target = nxt.id if nxt is not None else int(cur)
+            return (*out, *show(target))
+
+        approve.click(lambda c, t, *f: do_save(c, t, True, True, *f), [current, text, *filters],
+                      listing_out + editor, api_name="approve_next")
+        save.click(lambda c, t, *f: do_save(c, t, False, False, *f), [current, text, *filters], listing_out + editor)
+
+        @user_errors
+        def do_reject(cur, *f):
+            if not cur:
+                raise ValueError("select an image first")
+            ws = studio.workspace()
+            try:
+                ws.reject([int(cur)])
+                nxt = ws.next_unreviewed(int(cur))
+            finally:
+                ws.close()
+            return (*listing(*f), *show(nxt.id if nxt else cur))
+
+        reject.click(do_reject, [current, *filters], listing_out + editor)
+        prev_b.click(lambda ids, c: show(neighbour(ids, c, -1)), [ids_state, current], editor)
+        next_b.click(lambda ids, c: show(neighbour(ids, c, +1)), [ids_state, current], editor)
+
+        def do_next_unreviewed(cur):
+            ws = studio.workspace()
+            try:
+                nxt = ws.next_unreviewed(int(cur) if cur else None)
+            finally:
+                ws.close()
+            if nxt is None:
+                gr.Info("Every caption is reviewed.")
+                return show(cur)
+            return show(nxt.id)
+
+        unrev.click(do_next_unreviewed, [current], editor)
+
+        @user_errors
+        def do_regen(cur, backend_, model_, url_, *f):
+            from captioning import make_captioner
+            from medart.describe import caption_workspace
+
+            if not cur:
+                raise ValueError("select an image first")
+            kwargs = {"base_url": url_} if backend_ == "openai" and url_ else {}
+            ws = studio.workspace()
+            try:
+                with make_captioner(backend_, model_ or None, **kwargs) as captioner:
+                    caption_workspace(ws, captioner, [int(cur)], tokenizer=ws.tokenizer,
+                                      overwrite=("draft", "edited", "approved", "rejected"))
+            finally:
+                ws.close()
+            return (*listing(*f), *show(cur))
+
+        regen.click(do_regen, [current, backend, model, url, *filters], listing_out + editor)
+
+        @user_errors
+        def do_undo(cur, *f):
+            if not cur:
+                raise ValueError("select an image first")
+            ws = studio.workspace()
+            try:
+                if not ws.undo(int(cur)):
+                    gr.Info("Nothing to undo for this image.")
+            finally:
+                ws.close()
+            return (*listing(*f), *show(cur))
+
+        undo.click(do_undo, [current, *filters], listing_out + editor)
+
+        # batch captioning
+        @user_errors
+        def do_batch(backend_, model_, url_, redo):
+            argv = ["caption", "--workspace", str(studio.workspace_dir), "--backend", backend_,
+                    "--base-model", studio.base_model]
+            if model_:
+                argv += ["--model", model_]
+            if url_:
+                argv += ["--url", url_]
+            if redo:
+                argv.append("--include-edited")
+            ws = studio.workspace()
+            try:  # remembered for the next session and for Regenerate
+                for key, value in (("caption_backend", backend_), ("caption_model", model_ or ""),
+                                   ("caption_url", url_ or "")):
+                    ws.set_setting(key, value)
+            finally:
+                ws.close()
+            job = studio.jobs.submit("caption", argv, title=f"captions-{backend_}")
+            return batch_html(job)
+
+        def batch_html(job=None):
+            job = job or studio.jobs.latest("caption")
+            if job is None:
+                return "<small>No captioning job yet.</small>"
+            prog = studio.jobs.progress(job)
+            bar = progress_bar(*prog, label="captioned") if prog else ""
+            err = f"<pre>{job.error}\n{job.log_tail or ''}</pre>" if job.state == "failed" else ""
+            return f'<div id="batch-job" data-state="{job.state}">{state_badge(job.state)} {job.id} {bar}{err}</div>'
+
+        batch.click(do_batch, [backend, model, url, include_edited], [batch_status], api_name="caption_batch")
+        timer = gr.Timer(1.5)
+        last_state = gr.State("")
+
+        def poll(prev, cur, *f):
+            studio.jobs.tick()
+            job = studio.jobs.latest("caption")
+            state = f"{job.id}:{job.state}" if job else ""
+            html_ = batch_html(job)
+            if state != prev and job is not None and job.state in ("done", "failed", "cancelled"):
+                return (html_, state, *refresh_all(cur, *f))
+            return (html_, state, *[gr.update()] * (len(listing_out) + len(editor)))
+
+        timer.tick(poll, [last_state, current, *filters], [batch_status, last_state, *listing_out, *editor])
+
+        # find / replace
+        @user_errors
+        def do_replace(apply_, pattern, replacement, is_regex, ignore_case, *f):
+            ws = studio.workspace()
+            try:
+                p = ws.find_replace(pattern, replacement, flt=make_filter(*f), regex=is_regex,
+                                    ignore_case=ignore_case, apply=apply_)
+            finally:
+                ws.close()
+            verb = "Replaced" if apply_ else "Would replace"
+            lines = [f"**{verb} {p.matches} match(es) in {p.captions} caption(s).**"]
+            lines += [f"- #{i}: {b[:90]!r} → {a[:90]!r}" for i, b, a in p.samples]
+            return "\n".join(lines)
+
+        preview_b.click(lambda *a: do_replace(False, *a), [find, repl, regex, icase, *filters], [replace_md])
+        apply_b.click(lambda *a: do_replace(True, *a), [find, repl, regex, icase, *filters], [replace_md]).then(
+            refresh_all, [current, *filters], listing_out + editor)
+
+        def do_undo_all(cur, *f):
+            ws = studio.workspace()
+            try:
+                restored = ws.undo()
+            finally:
+                ws.close()
+            return (f"Undone: {len(restored)} caption(s) restored.", *refresh_all(cur, *f))
+
+        undo_all.click(do_undo_all, [current, *filters], [replace_md, *listing_out, *editor])
+
+        # templates
+        def t_load(name=None):
+            ws = studio.workspace()
+            try:
+                names = [t.name for t in ws.list_templates()]
+                name = name or ws.get_setting("modality") or names[0]
+                t = ws.get_template(name)
+            finally:
+                ws.close()
+            return gr.update(choices=names, value=name), t.image_phrase, ", ".join(t.features), t.prompt, t.max_words
+
+        @user_errors
+        def t_store(name, phrase_, feats, prompt_, words):
+            ws = studio.workspace()
+            try:
+                t = ModalityTemplate(name.strip(), phrase_.strip(), [x.strip() for x in feats.split(",") if x.strip()],
+                                     prompt_, int(words or 100))
+                ws.save_template(t)
+            finally:
+                ws.close()
+            return f"Saved template **{t.name}**."
+
+        @user_errors
+        def t_reset_fn(name):
+            ws = studio.workspace()
+            try:
+                ws.reset_template(name)
+            finally:
+                ws.close()
+            return (*t_load(name), f"Template **{name}** reset.")
+
+        @user_errors
+        def t_default_fn(name):
+            ws = studio.workspace()
+            try:
+                ws.get_template(name)
+                ws.set_setting("modality", name)
+            finally:
+                ws.close()
+            return f"New images without a modality use **{name}**."
+
+        t_fields = [tmpl, phrase, features, prompt, max_words]
+        tab.select(t_load, outputs=t_fields)
+
+        def backend_load():
+            ws = studio.workspace()
+            try:
+                return (ws.get_setting("caption_backend", "offline"), ws.get_setting("caption_model", ""),
+                        ws.get_setting("caption_url", ""))
+            finally:
+                ws.close()
+
+        tab.select(backend_load, outputs=[backend, model, url])
+        tmpl.input(t_load, [tmpl], t_fields)
+        t_save.click(t_store, [tmpl, phrase, features, prompt, max_words], [t_md])
+        t_reset.click(t_reset_fn, [tmpl], [*t_fields, t_md])
+        t_default.click(t_default_fn, [tmpl], [t_md])
+    return tab

@@ -1,0 +1,124 @@
+"""Evaluate tab: run `python -m medart evaluate` on a run as a background job and show its report.
+
+The table puts base, tuned and the real-vs-real floor side by side (FID, KID, domain FD,
+colour distance), read from `<run>/eval/metrics.json`; the plots are the report's PNGs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from medart.evaluation import ALL_METRICS
+from medart.studio import finished_runs
+from medart.ui.widgets import progress_bar, state_badge, user_errors
+
+METRIC_NAMES = {"fid": "FID", "kid_mean": "KID", "kid_std": "KID std", "dfd": "domain FD",
+                "color_distance": "colour distance"}
+
+
+def results_table(results: dict) -> pd.DataFrame:
+    dist = results.get("distribution", {})
+    order = ["base", "tuned", "real vs real (floor)"]
+    dist = {k: dist[k] for k in sorted(dist, key=lambda k: (order.index(k) if k in order else len(order), k))}
+    keys = [k for k in METRIC_NAMES if any(k in row for row in dist.values())]
+    keys += sorted({k for row in dist.values() for k in row} - set(keys))
+    rows = [[name] + [round(row[k], 4) if isinstance(row.get(k), (int, float)) else None for k in keys]
+            for name, row in dist.items()]
+    for name, res in results.get("classification", {}).items():
+        rows.append([f"classifier trained on {name}: accuracy {res['accuracy']:.3f}, "
+                     f"macro-F1 {res['macro_f1']:.3f}"] + [None] * len(keys))
+    return pd.DataFrame(rows, columns=["model"] + [METRIC_NAMES.get(k, k) for k in keys])
+
+
+def eval_view(studio, run_name: str | None):
+    if not run_name:
+        return "<small>No run selected.</small>", pd.DataFrame(), [], ""
+    run = studio.runs_dir / run_name
+    job = next((j for j in reversed(studio.jobs.list()) if j.kind == "evaluate" and j.output == str(run)), None)
+    status = "<small>Not evaluated yet.</small>"
+    if job:
+        prog = studio.jobs.progress(job)
+        status = (f'<div id="eval-status" data-state="{job.state}">{state_badge(job.state)} {job.id} '
+                  + (progress_bar(*prog) if prog and job.state == "running" else "") + "</div>")
+        if job.state == "failed":
+            status += f"<pre>{job.error or ''}\n{job.log_tail or ''}</pre>"
+    metrics = run / "eval" / "metrics.json"
+    if not metrics.exists():
+        return status, pd.DataFrame(), [], ""
+    results = json.loads(metrics.read_text())
+    plots = [str(p) for p in sorted((run / "eval").glob("*.png"))]
+    report = (run / "eval" / "report.md").read_text() if (run / "eval" / "report.md").exists() else ""
+    return status, results_table(results), plots, report
+
+
+PLOT_SLOTS = 4
+
+
+def spread(view) -> tuple:
+    """(status, table, plot paths, report) -> one value per output, plots into the image slots."""
+    status, table, plots, report = view
+    images = [gr.update(value=p, visible=True, label=Path(p).stem.replace("_", " ")) for p in plots[:PLOT_SLOTS]]
+    images += [gr.update(value=None, visible=False)] * (PLOT_SLOTS - len(images))
+    return (status, table, *images, report)
+
+
+def build(studio):
+    with gr.Tab("Evaluate", id="evaluate") as tab:
+        gr.Markdown("FID, KID, the domain-classifier Fréchet distance (the paper's KFD/HFD), colour fidelity and "
+                    "downstream classification, for the base and the tuned model against held-out real images.")
+        with gr.Row():
+            run = gr.Dropdown(choices=[r.name for r in finished_runs(studio)], label="Run", elem_id="eval-run",
+                              allow_custom_value=True)
+            real = gr.Textbox(value=f"{studio.workspace_dir}:test", label="Held-out real images "
+                              "(imagefolder, or WORKSPACE:SPLIT)")
+            per_caption = gr.Number(value=4, precision=0, label="Images per caption (k)", elem_id="eval-k")
+        metrics = gr.CheckboxGroup(list(ALL_METRICS), value=list(ALL_METRICS), label="Metrics", elem_id="eval-metrics")
+        go = gr.Button("Start evaluation (background job)", variant="primary", elem_id="eval-go")
+        status = gr.HTML(elem_id="eval-status-box")
+        table = gr.Dataframe(label="Base vs tuned vs real-vs-real floor", interactive=False, elem_id="eval-table")
+        with gr.Column(elem_id="eval-plots"):
+            slots = [gr.Image(visible=False, interactive=False, show_label=True) for _ in range(PLOT_SLOTS)]
+        with gr.Accordion("Report", open=False):
+            report = gr.Markdown()
+
+        @user_errors
+        def start(run_name, real_, k, chosen):
+            if not run_name:
+                raise ValueError("choose a run")
+            if not chosen:
+                raise ValueError("choose at least one metric")
+            run_dir = studio.runs_dir / run_name
+            argv = ["evaluate", "--run", str(run_dir), "--per-caption", str(int(k or 1)),
+                    "--metrics", ",".join(chosen)]
+            if real_:
+                argv += ["--real", real_]
+            studio.jobs.submit("evaluate", argv, title=f"eval-{run_name}", output=str(run_dir))
+            return eval_view(studio, run_name)
+
+        outs = [status, table, *slots, report]
+        go.click(lambda *a: spread(start(*a)), [run, real, per_caption, metrics], outs, api_name="evaluate")
+        run.change(lambda r: spread(eval_view(studio, r)), [run], outs)
+        seen = gr.State("")
+
+        def poll(run_name, prev):
+            job = _latest(studio, run_name)
+            key = f"{job.id}:{job.state}" if job else ""
+            view = eval_view(studio, run_name)
+            if key == prev:
+                return (view[0], key) + (gr.update(),) * (len(outs) - 1)
+            return (view[0], key) + spread(view)[1:]
+
+        gr.Timer(3.0).tick(poll, [run, seen], [status, seen, table, *slots, report])
+        tab.select(lambda: gr.update(choices=[r.name for r in finished_runs(studio)]), outputs=[run])
+    return tab
+
+
+def _latest(studio, run_name):
+    if not run_name:
+        return None
+    out = str(studio.runs_dir / run_name)
+    return next((j for j in reversed(studio.jobs.list()) if j.kind == "evaluate" and j.output == out), None)

@@ -1,0 +1,60 @@
+"""Small pieces the tabs share: error reporting, job rows and progress bars, dropdown choices."""
+
+from __future__ import annotations
+
+import functools
+import html
+import time
+
+import gradio as gr
+
+from medart.profiles import BaseModelError
+
+
+def user_errors(fn):
+    """Show what went wrong and what to do (ValueError & co. carry that text) instead of a trace."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, FileNotFoundError, BaseModelError, RuntimeError) as e:
+            raise gr.Error(str(e)) from e
+
+    return wrapper
+
+
+STATE_COLOURS = {"queued": "#6b7280", "running": "#2563eb", "stopping": "#d97706", "done": "#16a34a",
+                 "failed": "#dc2626", "cancelled": "#6b7280"}
+
+
+def state_badge(state: str) -> str:
+    colour = STATE_COLOURS.get(state, "#6b7280")
+    return (f'<span class="job-state" data-state="{html.escape(state)}" style="background:{colour};color:white;'
+            f'padding:2px 8px;border-radius:8px;font-weight:600">{html.escape(state)}</span>')
+
+
+def progress_bar(done: int, total: int, label: str = "") -> str:
+    frac = 0.0 if not total else max(0.0, min(1.0, done / total))
+    return (f'<div class="job-progress" data-done="{done}" data-total="{total}">'
+            f'<div style="background:#e5e7eb;border-radius:6px;height:14px;overflow:hidden">'
+            f'<div style="width:{frac * 100:.1f}%;background:#2563eb;height:14px"></div></div>'
+            f'<small>{html.escape(label)} {done} / {total}</small></div>')
+
+
+def fmt_seconds(s) -> str:
+    if s is None:
+        return "–"
+    s = int(s)
+    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
+
+
+def job_rows(jobs) -> list[list]:
+    rows = []
+    for j in reversed(jobs):
+        when = time.strftime("%H:%M:%S", time.localtime(j.created)) if j.created else ""
+        rows.append([j.id, j.kind, j.title, j.state, when, (j.error or j.note or "")[:120]])
+    return rows
+
+
+JOB_HEADERS = ["job", "kind", "title", "state", "queued at", "message"]

@@ -1,0 +1,170 @@
+"""The whole story in a real browser, as a person would do it, on the offline demo setup:
+
+load demo images -> batch-caption them -> edit one caption and approve all (keyboard
+shortcut) -> preflight -> launch a tiny training -> the loss curve and a sample appear ->
+stop (a checkpoint is written) -> resume to the end -> Compare shows base and tuned images
+and the colour-statistics table. Screenshots go to tests/artifacts/.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from medart.run_folder import RunFolder
+
+TIMEOUT = 240_000  # ms; a guard against hangs, not a performance assertion
+
+
+def tab(page, name):
+    page.get_by_role("tab", name=name).click()
+
+
+def set_number(page, elem_id, value):
+    box = page.locator(f"#{elem_id} input").first
+    box.fill(str(value))
+    box.press("Tab")
+
+
+def monitor_attr(page, attr):
+    return page.locator("#train-status").get_attribute(attr)
+
+
+def wait_state(page, selector, state):
+    page.wait_for_selector(f'{selector}[data-state="{state}"]', timeout=TIMEOUT)
+
+
+def test_demo_story_in_chromium(app_server, browser, shots):
+    server = app_server()
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(TIMEOUT)
+    page.goto(server.url)
+
+    # status line and the offline banner on every tab
+    assert "Base model: tiny" in page.locator("#status-line").inner_text()
+    assert "Offline demo mode" in page.locator("#demo-banner").inner_text()
+
+    # Data: load the demo images
+    page.locator("#load-demo").click()
+    page.wait_for_selector("#import-summary:has-text('Imported 16 image(s)')")
+    assert "approved 0" in page.locator("#workspace-stats").inner_text()
+    shots(page, "01-data")
+
+    # Captions: batch captioning as a background job
+    tab(page, "Captions")
+    page.wait_for_selector("#caption-counts:has-text('16 shown')")
+    page.locator("#batch-caption").click()
+    wait_state(page, "#batch-job", "done")
+    page.wait_for_selector("#caption-counts:has-text('without caption 0')")
+    text = page.locator("#caption-text textarea")
+    page.locator("#caption-gallery button").first.click()
+    page.wait_for_function("document.querySelector('#caption-text textarea').value.length > 20")
+    first_id = page.locator("#caption-id input").input_value()
+    caption = text.input_value()
+    assert caption.startswith("A fundus image of fundus")
+    # edit: the live token count follows the text
+    before = int(page.locator("#token-count-value").get_attribute("data-tokens"))
+    text.fill(caption + " Reviewed by a person.")
+    page.wait_for_function(f"+document.querySelector('#token-count-value').dataset.tokens > {before}")
+    shots(page, "02-captions", full_page=True)
+    page.locator("#approve-next").click()
+    page.wait_for_function(f"document.querySelector('#caption-id input').value != '{first_id}'")
+    # approve the rest with the keyboard shortcut Alt+A
+    for _ in range(15):
+        current = page.locator("#caption-id input").input_value()
+        page.keyboard.press("Alt+a")
+        page.wait_for_function(
+            f"document.querySelector('#caption-id input').value != '{current}' || "
+            "document.querySelector('#caption-counts').innerText.includes('approved 16')")
+    page.wait_for_selector("#caption-counts:has-text('approved 16')")
+
+    # find/replace: preview count, apply, undo in one step
+    page.get_by_text("Find / replace").click()
+    page.locator("#find-text textarea, #find-text input").first.fill("Reviewed by a person.")
+    page.locator("#replace-text textarea, #replace-text input").first.fill("Checked.")
+    page.locator("#replace-preview").click()
+    page.wait_for_selector("#replace-result:has-text('Would replace 1 match(es) in 1 caption(s)')")
+    page.locator("#replace-apply").click()
+    page.wait_for_selector("#replace-result:has-text('Replaced 1 match(es) in 1 caption(s)')")
+    page.locator("#undo-last").click()
+    page.wait_for_selector("#replace-result:has-text('Undone: 1 caption(s) restored')")
+    ws_db = server.home / "workspace" / "workspace.db"
+    import sqlite3
+
+    with sqlite3.connect(ws_db) as db:
+        edited = db.execute("SELECT text, status FROM captions WHERE image_id = ?", (int(first_id),)).fetchone()
+    assert edited == (caption + " Reviewed by a person.", "approved")
+
+    # Train: preflight, then a short training with colour steps
+    tab(page, "Train")
+    page.locator("#run-name input, #run-name textarea").first.fill("demo-run")
+    set_number(page, "max-steps", 150)
+    set_number(page, "hldf-every", 20)
+    set_number(page, "hldf-steps", 4)
+    set_number(page, "checkpoint-every", 10000)
+    set_number(page, "validation-every", 40)
+    page.locator("#preflight").click()
+    page.wait_for_selector("#preflight-result:has-text('Preflight passed')")
+    assert "12 approved caption(s) will be trained on" in page.locator("#preflight-result").inner_text()
+    page.locator("#launch").click()
+    page.wait_for_selector("#preflight-result:has-text('Queued')")
+    page.wait_for_function("(() => { const s = document.querySelector('#train-status');"
+                           " return s && s.dataset.state === 'running' && +s.dataset.step >= 25; })()")
+    page.wait_for_function("(() => { const i = document.querySelector('#sample-timeline img');"
+                           " return i && i.complete && i.naturalWidth > 0; })()")
+    page.wait_for_selector("#loss-plot canvas, #loss-plot svg")
+    run = server.home / "runs" / "demo-run"
+    assert json.loads((run / "data" / "manifest.json").read_text())["count"] == 12  # the snapshot it trains on
+    assert any("color_loss" in r for r in RunFolder(run).metrics())
+    shots(page, "03-train-running", full_page=True)
+
+    # Stop: the trainer finishes its step and writes a checkpoint
+    page.locator("#stop-train").click()
+    wait_state(page, "#train-status", "cancelled")
+    page.wait_for_selector("#train-message:has-text('checkpoint was written')")
+    step = int(monitor_attr(page, "data-step"))
+    assert 25 <= step < 150
+    assert (run / "checkpoints" / f"step-{step:06d}").is_dir()
+
+    # Resume: continues from that checkpoint to the end
+    page.locator("#resume-train").click()
+    wait_state(page, "#train-status", "done")
+    steps = [r["step"] for r in RunFolder(run).metrics()]
+    assert steps == list(range(1, 151))
+    assert (run / "adapter" / "dit").is_dir()
+    shots(page, "04-train-done", full_page=True)
+
+    # Compare: base and tuned from one pipeline, with a real reference image
+    tab(page, "Compare")
+    page.locator("#compare-run input").click()
+    page.get_by_role("option", name="demo-run").click()
+    page.locator("#compare-reference input").click()
+    page.get_by_role("option", name=re.compile(r"fundus_0\.jpg")).click()
+    page.locator("#compare-go").click()
+    page.wait_for_selector("#compare-base img")
+    page.wait_for_selector("#compare-tuned img")
+    page.wait_for_function("document.querySelector('#compare-stats').innerText.includes('reference')")
+    table = page.locator("#compare-stats").inner_text()
+    for name in ("base", "tuned", "reference"):
+        assert name in table
+    page.wait_for_selector("#compare-hist canvas, #compare-hist svg")
+    shots(page, "05-compare", full_page=True)
+
+    # Evaluate: a background job on the held-out split, then the table and plots
+    tab(page, "Evaluate")
+    page.locator("#eval-run input").click()
+    page.get_by_role("option", name="demo-run").click()
+    for name in ("fid", "kid", "dfd", "classify"):
+        page.locator("#eval-metrics").get_by_label(name, exact=True).uncheck()
+    set_number(page, "eval-k", 2)
+    page.locator("#eval-go").click()
+    wait_state(page, "#eval-status", "done")
+    page.wait_for_function("document.querySelector('#eval-table').innerText.includes('tuned')")
+    table = page.locator("#eval-table").inner_text()
+    assert "base" in table and "colour distance" in table and "real vs real (floor)" in table
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert metrics["settings"]["n_real"] == 4 and metrics["settings"]["per_caption"] == 2
+    page.wait_for_function("(() => { const i = document.querySelector('#eval-plots img');"
+                           " return i && i.complete && i.naturalWidth > 0; })()")
+    shots(page, "06-evaluate", full_page=True)
+    page.close()

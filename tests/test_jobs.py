@@ -1,0 +1,149 @@
+"""Background jobs: detached processes, FIFO queue, stop with checkpoint, resume, reconcile."""
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from medart.jobs import JobManager, hint, is_alive, log_tail
+from medart.run_folder import RunFolder
+
+DEMO = Path(__file__).resolve().parent.parent / "assets" / "demo"
+
+
+def wait_for(predicate, timeout=300, poll=0.2):
+    """Poll until `predicate()` is truthy (the deadline only guards against a hang)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError("condition never became true")
+
+
+@pytest.fixture
+def manager(tmp_path, medart_cache):
+    m = JobManager(tmp_path / "jobs", slots_=1, stop_timeout=60, env={"MEDART_JOB_SLOTS": "1"})
+    yield m
+    for job in m.list():  # never leave a process behind
+        if job.state in ("running", "stopping") and is_alive(job.pid, job.proc_start):
+            os.killpg(job.pid, signal.SIGKILL)
+
+
+def train_argv(run, steps):
+    return ["train", "--base-model", "tiny", "--data", str(DEMO), "--output", str(run), "--max-steps", str(steps),
+            "--checkpoint-every", "100000", "--validation-every", "100000", "--hldf-every", "100000"]
+
+
+def test_queue_runs_jobs_one_at_a_time_in_order(manager, tmp_path):
+    ws = str(tmp_path / "ws")
+    first = manager.submit("caption", ["template", "--workspace", ws], title="first")
+    second = manager.submit("caption", ["template", "--workspace", ws], title="second")
+    assert first.state == "running" and second.state == "queued"  # one slot: the second waits
+    done_first = manager.wait(first.id)
+    done_second = manager.wait(second.id)
+    assert done_first.state == "done" and done_second.state == "done"
+    assert done_second.started >= done_first.ended  # FIFO: it started after the first ended
+    assert 'endoscopy' in done_first.log_path.read_text()  # the command's own output is in the log
+    bad = manager.wait(manager.submit("caption", ["stats", "--no-such-flag"]).id)
+    assert bad.state == "failed" and bad.exit_code == 2 and "--no-such-flag" in bad.log_tail
+
+
+def test_killed_job_process_shows_as_failed_with_log_tail(manager, tmp_path):
+    run = tmp_path / "run"
+    job = manager.submit("train", train_argv(run, 100000), title="doomed", output=str(run))
+    wait_for(lambda: "started" in job.log_path.read_text())
+    assert is_alive(job.pid, job.proc_start)
+    os.kill(job.pid, signal.SIGKILL)
+    wait_for(lambda: not is_alive(job.pid, job.proc_start))
+    jobs = manager.tick()
+    dead = next(j for j in jobs if j.id == job.id)
+    assert dead.state == "failed"
+    assert "ended without reporting" in dead.error and "started" in dead.log_tail
+    assert manager.tick()[0].state == "failed"  # stays failed, never running again
+
+
+def test_stop_writes_checkpoint_and_resume_continues_from_it(manager, tmp_path):
+    run = tmp_path / "run"
+    job = manager.submit("train", train_argv(run, 80), title="stoppable", output=str(run))
+    folder = RunFolder(run)
+    wait_for(lambda: len(folder.metrics()) >= 5)
+    manager.stop(job.id)
+    stopped = manager.wait(job.id)
+    assert stopped.state == "cancelled"
+    status = folder.read_status()
+    assert status["state"] == "stopped"
+    step = status["step"]
+    assert 5 <= step < 80
+    checkpoints = sorted(p.name for p in (run / "checkpoints").glob("step-*"))
+    assert checkpoints == [f"step-{step:06d}"]  # written by the stop, not by the interval
+    assert not (run / "adapter").exists()
+
+    resumed = manager.resume(job.id)
+    assert resumed.resumes == job.id and resumed.argv[-2:] == ["--resume", "latest"]
+    finished = manager.wait(resumed.id)
+    assert finished.state == "done", finished.log_tail
+    rows = folder.metrics()
+    assert [r["step"] for r in rows] == list(range(1, 81))  # continued from the checkpoint, no gap, no repeat
+    assert folder.read_status()["state"] == "done" and (run / "adapter" / "dit").is_dir()
+    assert f"resumed from {run / 'checkpoints' / f'step-{step:06d}'} at step {step}" in (run / "log.txt").read_text()
+
+
+def test_reconcile_kills_a_job_that_ignores_stop(tmp_path):
+    manager = JobManager(tmp_path / "jobs", slots_=1, stop_timeout=0.5, env={"MEDART_JOB_SLOTS": "1"})
+    job = manager.submit("caption", ["stats", "--workspace", str(tmp_path / "ws")])
+    # pretend it is stuck in 'stopping' with a live process of its own group
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"],
+                            start_new_session=True)
+    manager.wait(job.id)
+    from medart.jobs import process_start_time
+
+    manager._update(job.id, state="running", pid=proc.pid, proc_start=process_start_time(proc.pid), ended=None)
+    assert manager.stop(job.id).state == "stopping"
+    time.sleep(0.6)  # past the (tiny) deadline
+    manager.tick()
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    job = manager.get(job.id)
+    assert job.state == "cancelled" and "killed" in job.note
+
+
+def test_log_tail_keeps_last_progress_state(tmp_path):
+    log = tmp_path / "log.txt"
+    log.write_text("a\nstep 1/10\rstep 2/10\rstep 3/10\nlast line\n")
+    assert log_tail(log, lines=2) == "step 3/10\nlast line"
+    assert json.loads(json.dumps(log_tail(tmp_path / "missing.txt"))) == ""
+
+
+def test_errors_come_with_a_hint():
+    assert "lower the resolution" in hint("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2 GiB")
+    assert "8-bit Adam" in hint("RuntimeError: CUDA out of memory")
+    assert "learning rate" in hint("FloatingPointError: loss became nan at step 12")
+    assert hint("KeyError: 'x'") is None
+
+
+def test_jobs_command_lists_and_stops(tmp_path, capsys):
+    import argparse
+
+    from medart import cli_jobs
+
+    parser = argparse.ArgumentParser()
+    cli_jobs.add_parsers(parser.add_subparsers(dest="command"))
+    manager = JobManager(tmp_path / "jobs", slots_=1)
+    queued = manager.submit("caption", ["template", "--workspace", str(tmp_path / "ws")], start=False)
+    args = parser.parse_args(["jobs", "--home", str(tmp_path)])
+    # listing starts nothing it should not: the queued job starts (one free slot) and is listed
+    assert cli_jobs.cmd_jobs(args) == 0
+    assert queued.id in capsys.readouterr().out
+    manager.wait(queued.id)
+    args = parser.parse_args(["jobs", "stop", queued.id, "--home", str(tmp_path)])
+    cli_jobs.cmd_jobs(args)
+    assert f"{queued.id}: done" in capsys.readouterr().out  # a finished job stays finished
+    with pytest.raises(ValueError, match="only training jobs"):
+        cli_jobs.cmd_jobs(parser.parse_args(["jobs", "resume", queued.id, "--home", str(tmp_path)]))
