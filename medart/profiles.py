@@ -36,7 +36,10 @@ PROFILES = {
         512,
         "PixArt-α XL-2 at 512 px (DiT-XL/2 0.6 B + T5-XXL 4.7 B), the paper's base model",
     ),
-    "tiny": Profile("tiny", "", tiny_base.RESOLUTION, "PixArt-α classes at toy size, runs on any CPU"),
+    "tiny": Profile("tiny", "", tiny_base.RESOLUTION,
+                    "PixArt-α classes at toy size, pretrained on general images (assets/tiny-base), any CPU"),
+    "tiny-random": Profile("tiny-random", "", tiny_base.RESOLUTION,
+                           "the tiny architecture with random weights from a fixed seed, built locally"),
 }
 DEFAULT_GPU = "pixart-alpha-512"
 DEFAULT_CPU = "tiny"
@@ -95,8 +98,10 @@ def resolve(base_model: str) -> tuple[str, int]:
     """(folder or hub id to load, native resolution) for a profile name, folder or hub id."""
     if base_model in PROFILES:
         profile = PROFILES[base_model]
-        if profile.name == "tiny":
-            return str(tiny_base.ensure_tiny(cache_dir() / "tiny-base")), profile.resolution
+        if profile.name == "tiny" and (tiny_base.PRETRAINED_DIR / "model_index.json").exists():
+            return str(tiny_base.PRETRAINED_DIR), profile.resolution
+        if profile.name in ("tiny", "tiny-random"):
+            return str(tiny_base.ensure_tiny(cache_dir() / "tiny-random")), profile.resolution
         return profile.source, profile.resolution
     path = Path(base_model).expanduser()
     if path.is_dir():

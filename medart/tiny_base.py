@@ -1,8 +1,11 @@
 """The `tiny` base model: PixArt-α's exact classes at toy size, for tests, CI and the offline demo.
 
-It is built from config with a fixed seed, saved once as an ordinary diffusers pipeline
-folder and from then on loaded through the same `from_pretrained` path as the real
-PixArt-α. Its tokenizer is a small Unigram (sentencepiece-style) tokenizer trained on
+The profile `tiny` loads `assets/tiny-base/`, these networks pretrained on general
+(non-medical) images by `medart/tiny_pretrain.py`, so that the offline demo, like the real
+product, tunes a general base model on medical images. The profile `tiny-random` (and `tiny`
+where that folder is absent) is built here from config with a fixed seed and saved once as an
+ordinary diffusers pipeline folder. Either way it is loaded through the same `from_pretrained`
+path as the real PixArt-α. Its tokenizer is a small Unigram (sentencepiece-style) tokenizer trained on
 English word frequencies; it ships as `assets/tiny-tokenizer/` so that building the model
 needs no download. It counts about 2 tokens per English word (real T5: about 1.4), so the
 120-token caption limit bites a little earlier on `tiny` than on PixArt-α.
@@ -22,6 +25,7 @@ import torch
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 TOKENIZER_DIR = ASSETS / "tiny-tokenizer"
+PRETRAINED_DIR = ASSETS / "tiny-base"  # made by `python -m medart.tiny_pretrain --out assets/tiny-base`
 SEED = 0
 RESOLUTION = 64  # pixels; the VAE downsamples by 4, so latents are 16x16
 
@@ -69,7 +73,9 @@ def build_tokenizer(out_dir: Path = TOKENIZER_DIR) -> None:
     fast.save_pretrained(out_dir)
 
 
-def _components(seed: int = SEED):
+def build_components(seed: int = SEED) -> dict:
+    """The tiny pipeline's parts (random weights from `seed`), as keyword arguments for
+    `PixArtAlphaPipeline`. Training scripts start from these so the architecture stays one."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
@@ -140,7 +146,7 @@ def ensure_tiny(folder: Path) -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        PixArtAlphaPipeline(**_components()).save_pretrained(tmp)
+        PixArtAlphaPipeline(**build_components()).save_pretrained(tmp)
         try:
             os.rename(tmp, folder)
         except OSError:  # another process finished first

@@ -22,12 +22,25 @@ def test_tiny_loads_through_from_pretrained(tiny_dir):
         assert torch.equal(a, b), n
 
 
-def test_tiny_weights_are_reproducible(tmp_path, tiny_dir):
+def test_tiny_random_weights_are_reproducible(tmp_path):
     from medart.tiny_base import ensure_tiny
 
+    built = profiles.Path(profiles.resolve("tiny-random")[0])
     rebuilt = ensure_tiny(tmp_path / "tiny")
     for part in ("transformer/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
-        assert (rebuilt / part).read_bytes() == (profiles.Path(tiny_dir) / part).read_bytes()
+        assert (rebuilt / part).read_bytes() == (built / part).read_bytes()
+
+
+def test_tiny_is_the_pretrained_base_and_differs_from_random():
+    from medart.tiny_base import PRETRAINED_DIR
+
+    assert profiles.resolve("tiny")[0] == str(PRETRAINED_DIR)
+    pretrained, random = load_base("tiny"), load_base("tiny-random")
+    assert type(pretrained.transformer) is type(random.transformer)
+    config = {k: v for k, v in pretrained.transformer.config.items() if k != "_name_or_path"}
+    assert config == {k: v for k, v in random.transformer.config.items() if k != "_name_or_path"}
+    w1 = pretrained.transformer.state_dict()["proj_out.weight"]
+    assert not torch.equal(w1, random.transformer.state_dict()["proj_out.weight"])
 
 
 def test_unreachable_hub_weights_fail_fast_with_instructions(monkeypatch):
