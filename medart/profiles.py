@@ -218,45 +218,15 @@ def build_architecture(arch: str, device, dtype: torch.dtype) -> Base:
     device = torch.device(device)
     with torch.device(device):
         transformer = PixArtTransformer2DModel(
-            sample_size=64,
-            num_layers=28,
-            attention_head_dim=72,
-            num_attention_heads=16,
-            in_channels=4,
-            out_channels=8,
-            patch_size=2,
-            cross_attention_dim=1152,
-            caption_channels=4096,
-            attention_bias=True,
-            activation_fn="gelu-approximate",
-            num_embeds_ada_norm=1000,
-            norm_type="ada_norm_single",
-            norm_elementwise_affine=False,
-            norm_eps=1e-6,
-            use_additional_conditions=False,
+            sample_size=64, num_layers=28, attention_head_dim=72, num_attention_heads=16,
+            cross_attention_dim=1152, caption_channels=4096, **tiny_base.PIXART_DIT,
         ).to(dtype)
-        text_encoder = T5EncoderModel(
-            T5Config(
-                vocab_size=32128,
-                d_model=4096,
-                d_kv=64,
-                d_ff=10240,
-                num_layers=24,
-                num_heads=64,
-                feed_forward_proj="gated-gelu",
-                is_encoder_decoder=False,
-            )
+        text_encoder = T5EncoderModel(  # T5-XXL v1.1
+            T5Config(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
+                     **tiny_base.T5_ENCODER)
         ).to(dtype)
         vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=["DownEncoderBlock2D"] * 4,
-            up_block_types=["UpDecoderBlock2D"] * 4,
-            block_out_channels=[128, 256, 512, 512],
-            layers_per_block=2,
-            latent_channels=4,
-            sample_size=512,
-            scaling_factor=0.18215,
+            block_out_channels=[128, 256, 512, 512], layers_per_block=2, sample_size=512, **tiny_base.sd_vae(4),
         ).to(dtype)
     from transformers import AutoTokenizer
 

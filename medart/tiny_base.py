@@ -47,6 +47,23 @@ PIXART_SCHEDULER = dict(
 )
 
 
+# What every PixArt-α DiT, VAE and T5 encoder share; sizes are set per model (tiny, real size).
+PIXART_DIT = dict(
+    in_channels=4, out_channels=8, patch_size=2, attention_bias=True, activation_fn="gelu-approximate",
+    num_embeds_ada_norm=1000, norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6,
+    use_additional_conditions=False,
+)
+T5_ENCODER = dict(feed_forward_proj="gated-gelu", is_encoder_decoder=False)
+
+
+def sd_vae(blocks: int) -> dict:
+    """The SD-style VAE settings (RGB in, 4 latent channels) for a VAE of `blocks` levels."""
+    return dict(
+        in_channels=3, out_channels=3, latent_channels=4, scaling_factor=0.18215,
+        down_block_types=["DownEncoderBlock2D"] * blocks, up_block_types=["UpDecoderBlock2D"] * blocks,
+    )
+
+
 def build_tokenizer(out_dir: Path = TOKENIZER_DIR) -> None:
     """Train the tiny tokenizer from `wordfreq`'s English list (deterministic) and save it."""
     import wordfreq
@@ -89,47 +106,17 @@ def _build(tokenizer):
     from transformers import T5Config, T5EncoderModel
 
     transformer = PixArtTransformer2DModel(
-        sample_size=RESOLUTION // 4,
-        num_layers=2,
-        patch_size=2,
-        attention_head_dim=16,
-        num_attention_heads=2,
-        caption_channels=32,
-        in_channels=4,
-        cross_attention_dim=32,
-        out_channels=8,
-        attention_bias=True,
-        activation_fn="gelu-approximate",
-        num_embeds_ada_norm=1000,
-        norm_type="ada_norm_single",
-        norm_elementwise_affine=False,
-        norm_eps=1e-6,
-        use_additional_conditions=False,
+        sample_size=RESOLUTION // 4, num_layers=2, attention_head_dim=16, num_attention_heads=2,
+        caption_channels=32, cross_attention_dim=32, **PIXART_DIT,
     )
     vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * 3,
-        up_block_types=["UpDecoderBlock2D"] * 3,
-        block_out_channels=[8, 16, 32],
-        layers_per_block=1,
-        norm_num_groups=4,
-        latent_channels=4,
-        sample_size=RESOLUTION,
-        scaling_factor=0.18215,
+        block_out_channels=[8, 16, 32], layers_per_block=1, norm_num_groups=4, sample_size=RESOLUTION,
+        **sd_vae(3),
     )
     text_encoder = T5EncoderModel(
         T5Config(
-            vocab_size=len(tokenizer),
-            d_model=32,
-            d_kv=8,
-            d_ff=64,
-            num_layers=2,
-            num_heads=4,
-            feed_forward_proj="gated-gelu",
-            is_encoder_decoder=False,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
+            vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **T5_ENCODER,
         )
     )
     scheduler = DPMSolverMultistepScheduler(**PIXART_SCHEDULER)
