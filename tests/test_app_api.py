@@ -7,23 +7,13 @@ shows it as running (same process) and can stop it, which leaves a checkpoint.
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
 from apphelpers import app_server  # noqa: F401  (the fixture)
 from medart.jobs import is_alive
+from helpers import wait_for
 from medart.run_folder import RunFolder
-
-
-def wait_for(predicate, timeout=300, poll=0.5):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError("condition never became true")
 
 
 def test_api_training_survives_an_app_restart(app_server, tmp_path):  # noqa: F811

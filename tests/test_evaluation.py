@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 from torch import nn
 
+from helpers import make_tuned_run
 from medart import cli_evaluate
 from medart.classifier import ClassifierConfig
 from medart.evaluation import (
@@ -57,29 +57,11 @@ def write_folder(folder, n_per_class, seed):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, medart_cache):
-    from medart import lora
-    from medart.config import LoraConfig
-    from medart.profiles import load_base
-
     root = tmp_path_factory.mktemp("evalrun")
     data = root / "data"
     write_folder(data / "train", 4, seed=0)
     write_folder(data / "test", 3, seed=1)
-    run = root / "runs" / "tiny-run"
-    run.mkdir(parents=True)
-    (run / "config.yaml").write_text(yaml.safe_dump({"base_model": "tiny", "data": str(data)}))
-    # A small adapter with non-zero B so that tuned differs from base.
-    base = load_base("tiny", device="cpu")
-    cfg = LoraConfig(rank=4)
-    lora.attach_base(base, cfg)
-    g = torch.Generator().manual_seed(0)
-    for model in (base.transformer, base.text_encoder):
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.data = torch.randn(p.shape, generator=g) * 0.5
-    lora.save(base.transformer, run / "adapter" / "dit")
-    lora.save(base.text_encoder, run / "adapter" / "t5")
-    return run
+    return make_tuned_run(root / "runs" / "tiny-run", data)
 
 
 FAST = EvalConfig(

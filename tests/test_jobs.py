@@ -9,20 +9,10 @@ from pathlib import Path
 import pytest
 
 from medart.jobs import JobManager, hint, is_alive, log_tail
+from helpers import wait_for
 from medart.run_folder import RunFolder
 
 DEMO = Path(__file__).resolve().parent.parent / "assets" / "demo"
-
-
-def wait_for(predicate, timeout=300, poll=0.2):
-    """Poll until `predicate()` is truthy (the deadline only guards against a hang)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError("condition never became true")
 
 
 @pytest.fixture

@@ -3,8 +3,8 @@ generation through the one sampler with fixed seeds (cached), identical encoding
 
 import pytest
 import torch
-import yaml
 
+from helpers import make_tuned_run
 from medart.reader_sets import create_study, select_real
 from medart.reader_study import ReaderStudies
 from medart.studio import DEMO_DIR
@@ -15,23 +15,8 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, medart_cache):
-    from medart import lora
-    from medart.config import LoraConfig
-    from medart.profiles import load_base
-
     run = tmp_path_factory.mktemp("rsrun") / "runs" / "tiny-run"
-    run.mkdir(parents=True)
-    (run / "config.yaml").write_text(yaml.safe_dump({"base_model": "tiny", "data": ""}))
-    base = load_base("tiny", device="cpu")
-    lora.attach_base(base, LoraConfig(rank=4))
-    g = torch.Generator().manual_seed(0)
-    for model in (base.transformer, base.text_encoder):
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.data = torch.randn(p.shape, generator=g) * 0.5
-    lora.save(base.transformer, run / "adapter" / "dit")
-    lora.save(base.text_encoder, run / "adapter" / "t5")
-    return run
+    return make_tuned_run(run)
 
 
 @pytest.fixture

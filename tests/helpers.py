@@ -1,0 +1,41 @@
+"""Small helpers shared by several test files."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+
+def wait_for(predicate, timeout=300, poll=0.2):
+    """Poll until `predicate()` is truthy (the deadline only guards against a hang)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError("condition never became true")
+
+
+def make_tuned_run(run: Path, data: str = "", seed: int = 0) -> Path:
+    """A run folder on the tiny base with a DiT + T5 adapter whose B matrices are non-zero,
+    so that tuned images differ from base ones (no training needed)."""
+    from medart import lora
+    from medart.config import LoraConfig
+    from medart.profiles import load_base
+
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"base_model": "tiny", "data": str(data)}))
+    base = load_base("tiny", device="cpu")
+    lora.attach_base(base, LoraConfig(rank=4))
+    g = torch.Generator().manual_seed(seed)
+    for model in (base.transformer, base.text_encoder):
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.data = torch.randn(p.shape, generator=g) * 0.5
+    lora.save(base.transformer, run / "adapter" / "dit")
+    lora.save(base.text_encoder, run / "adapter" / "t5")
+    return run
