@@ -200,20 +200,20 @@ def build(studio):
         smooth.release(refresh, [runs, smooth], outs)
         gr.Timer(2.0).tick(refresh, [runs, smooth], outs)
 
-        @user_errors
-        def do_stop(run_name):
+        def run_job(run_name):
             job = studio.jobs.latest("train", output=str(studio.runs_dir / (run_name or "")))
             if job is None:
                 raise ValueError("no training job for this run")
-            studio.jobs.stop(job.id)
+            return job
+
+        @user_errors
+        def do_stop(run_name):
+            studio.jobs.stop(run_job(run_name).id)
             return monitor(studio, run_name, 0.6)
 
         @user_errors
         def do_resume(run_name):
-            job = studio.jobs.latest("train", output=str(studio.runs_dir / (run_name or "")))
-            if job is None:
-                raise ValueError("no training job for this run")
-            studio.jobs.resume(job.id)
+            studio.jobs.resume(run_job(run_name).id)
             return monitor(studio, run_name, 0.6)
 
         stop_b.click(do_stop, [runs], outs, api_name="stop_training")
