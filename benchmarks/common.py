@@ -55,5 +55,5 @@ def synthetic_examples(n: int, size: int):
         data = buf.getvalue()
         caption = (f"An endoscopic image of a polyp number {i}, predominantly pink with white speckles, "
                    "irregularly shaped, surrounded by a reddish mucosa with a wet surface.")
-        examples.append(Example(f"synthetic_{i}.png", data, caption, hashlib.sha256(data).hexdigest()[:20]))
+        examples.append(Example(f"synthetic_{i}.png", data, caption, hashlib.sha256(data).hexdigest()[:20], (size, size)))
     return examples

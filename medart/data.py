@@ -34,6 +34,7 @@ class Example:
     data: bytes
     caption: str
     key: str  # content hash of the image bytes
+    size: tuple[int, int]  # (width, height) in pixels
 
 
 def _load_dataset(source: str):
@@ -96,6 +97,7 @@ def load_examples(config: TrainConfig, tokenizer) -> list[Example]:
         try:
             with Image.open(io.BytesIO(data)) as im:
                 im.load()
+                size = im.size
         except Exception as e:
             problems.append(f"{name}: unreadable image ({type(e).__name__}: {e})")
             continue
@@ -105,7 +107,7 @@ def load_examples(config: TrainConfig, tokenizer) -> list[Example]:
                 f"{name}: caption has {n_tokens} tokens, over the limit of {config.max_caption_tokens}; shorten it"
             )
             continue
-        examples.append(Example(name, data, str(caption).strip(), hashlib.sha256(data).hexdigest()[:20]))
+        examples.append(Example(name, data, str(caption).strip(), hashlib.sha256(data).hexdigest()[:20], size))
     examples.sort(key=lambda ex: (ex.name, ex.key))  # a stable order, whatever the loader's
     if problems:
         shown = "\n  ".join(problems[:30])
@@ -134,10 +136,7 @@ class TrainData:
         """Whether the example always gives the same pixels (so its VAE latents may be cached)."""
         if self.config.random_flip:
             return False
-        if self.config.center_crop:
-            return True
-        with Image.open(io.BytesIO(ex.data)) as im:
-            return im.width == im.height
+        return self.config.center_crop or ex.size[0] == ex.size[1]
 
     def pixels(self, ex: Example, epoch: int, index: int) -> torch.Tensor:
         """Resize the short side to the resolution, crop (random unless center_crop), maybe flip;

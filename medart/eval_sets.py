@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-import yaml
 from PIL import Image
 
 from medart.fileio import atomic_write_bytes
+from medart.run_folder import run_config
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -124,16 +124,6 @@ def resolve_real(real: str | None, run: Path) -> tuple[list[RealImage], str]:
         "no held-out real images: pass --real with an imagefolder, a workspace split (e.g. `test`) "
         "or WORKSPACE_DIR:SPLIT"
     )
-
-
-def run_config(run: Path) -> dict:
-    """The resolved training config of a run (found from the run, or a checkpoint inside it)."""
-    run = Path(run)
-    for folder in (run, *run.parents[:3]):
-        cfg = folder / "config.yaml"
-        if cfg.is_file():
-            return yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}
-    return {}
 
 
 def training_images(run: Path) -> list[RealImage]:

@@ -10,21 +10,16 @@ import io
 from pathlib import Path
 
 import torch
-import yaml
 
 from medart import dpm_solver, lora
 from medart.fileio import atomic_write_bytes
 from medart.profiles import load_base
+from medart.run_folder import run_config
 
 
 def run_base_model(path: str | Path) -> str | None:
     """The base model a run (or a checkpoint / adapter inside it) was trained on, if recorded."""
-    path = Path(path)
-    for folder in (path, *path.parents[:3]):
-        cfg = folder / "config.yaml"
-        if cfg.exists():
-            return (yaml.safe_load(cfg.read_text()) or {}).get("base_model")
-    return None
+    return run_config(path).get("base_model")
 
 
 class Generator:

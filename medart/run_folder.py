@@ -21,6 +21,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+import yaml
+
 from medart.config import save_config
 from medart.fileio import append_jsonl, atomic_write_json, atomic_write_text, publish_dir, read_jsonl
 
@@ -80,6 +82,17 @@ class RunFolder:
 
     def sample_steps(self) -> list[int]:
         return sorted(int(p.name.split("-")[1]) for p in self.samples.glob("step-*") if p.is_dir())
+
+
+def run_config(path: str | Path) -> dict:
+    """The resolved training config of a run, found from the run folder or from a checkpoint
+    or adapter folder inside it; {} when none is recorded."""
+    path = Path(path)
+    for folder in (path, *path.parents[:3]):
+        cfg = folder / "config.yaml"
+        if cfg.is_file():
+            return yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}
+    return {}
 
 
 def environment() -> str:
