@@ -311,6 +311,19 @@ class Trainer:
         """Finish the current step, write a checkpoint, exit (SIGTERM / SIGINT)."""
         self.stop_requested = True
 
+    def _stop_now(self) -> bool:
+        """Read the stop flag once per step, the same on every process.
+
+        A signal can land anywhere in the step; reading the flag once and acting on that one
+        reading makes "stop" and "write the checkpoint of this step" the same decision (a
+        signal arriving after the checkpoint test would otherwise end the loop without one).
+        Across processes the flag is OR-ed, so all ranks stop at the same step.
+        """
+        flag = torch.tensor([float(self.stop_requested)], device=self.accelerator.device)
+        if self.accelerator.num_processes > 1:
+            flag = self.accelerator.reduce(flag, reduction="sum")
+        return bool(flag.item() > 0)
+
     def run_loop(self) -> Path:
         c = self.config
         if self.main:
@@ -321,8 +334,10 @@ class Trainer:
                    disable=not self.main, dynamic_ncols=True)
         start_time, start_step, last = time.perf_counter(), self.step, {}
         try:
-            while self.step < self.total_steps and not self.stop_requested:
+            stop = False
+            while self.step < self.total_steps and not stop:
                 last = self.train_step()
+                stop = self._stop_now()
                 if not math.isfinite(last["loss"]):
                     raise FloatingPointError(
                         f"loss became {last['loss']} at step {self.step}; lower the learning rate or the colour weight"
@@ -335,7 +350,7 @@ class Trainer:
                         self.samples()
                     self.run.status("running", step=self.step, total=self.total_steps, eta_seconds=eta,
                                     loss=last["loss"])
-                if self.step % c.checkpoint_every == 0 or self.step == self.total_steps or self.stop_requested:
+                if self.step % c.checkpoint_every == 0 or self.step == self.total_steps or stop:
                     self.check_in_sync()
                     if self.main:
                         self.checkpoint()
@@ -348,7 +363,7 @@ class Trainer:
         finally:
             bar.close()
         if self.main:
-            if self.stop_requested and self.step < self.total_steps:
+            if self.step < self.total_steps:  # left the loop early: a stop was asked for
                 self.run.status("stopped", step=self.step, total=self.total_steps)
             else:
                 self.export(last)

@@ -215,6 +215,23 @@ def test_empty_dataset_and_unknown_base_model(tmp_path, capsys):
     assert code == 2 and "No images found" in capsys.readouterr().err
 
 
+def test_stop_signal_late_in_a_step_still_ends_on_a_checkpoint(tmp_path):
+    """SIGTERM landing after a step's checkpoint test (here: in the progress callback, the last
+    thing a step does) must not end the run without a checkpoint of the step it stops at."""
+    data = make_data(tmp_path / "data", n=2)
+
+    def progress(step, total, last):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    run = train(tiny_config(data, tmp_path / "run", max_steps=20, **{"hldf.enabled": False}), progress=progress)
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "stopped" and status["step"] == 4  # the step in flight when the flag was read
+    assert [p.name for p in checkpoints.complete(run / "checkpoints")] == ["step-000004"]
+    assert signal.getsignal(signal.SIGTERM) is before  # the trainer's handler is gone again
+
+
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     data = make_data(tmp_path / "data", n=2)
     with pytest.raises(FileNotFoundError, match="No complete checkpoint"):
