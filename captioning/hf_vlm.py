@@ -91,7 +91,16 @@ class TransformersVLMCaptioner(Captioner):
         else:
             texts = list(simple_captions)
             prompts = [f"(prefix) {s}" for s in simple_captions]
-        batch = self.processor(images=[im.convert("RGB") for im in images], text=texts, return_tensors="pt", padding=True)
+        extra = {}
+        bos = getattr(getattr(self.processor, "tokenizer", None), "bos_token", None)
+        if self.chat and bos and all(t.startswith(bos) for t in texts):
+            # The template already wrote the BOS token (Llama-3.2-Vision, Gemma 3, ...);
+            # a tokenizer that adds its own would start the prompt with two. transformers applies the
+            # same rule when it tokenizes a chat template itself.
+            extra["add_special_tokens"] = False
+        batch = self.processor(
+            images=[im.convert("RGB") for im in images], text=texts, return_tensors="pt", padding=True, **extra
+        )
         return batch.to(self.device), prompts
 
     def generate(self, images, simple_captions, template: ModalityTemplate) -> list[Caption]:
