@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,18 +67,3 @@ class AppServer:
         for job in JobManager(folder, slots_=1).list():
             if job.state in ("running", "stopping") and is_alive(job.pid, job.proc_start):
                 os.killpg(job.pid, signal.SIGKILL)
-
-
-@pytest.fixture
-def app_server(tmp_path, medart_cache):
-    servers = []
-
-    def make(home: Path | None = None) -> AppServer:
-        server = AppServer(home or tmp_path / "home", medart_cache)
-        servers.append(server)
-        return server.start()
-
-    yield make
-    for s in servers:
-        s.kill()
-        s.stop_jobs()

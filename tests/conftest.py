@@ -27,3 +27,22 @@ def tiny_dir(medart_cache):
     from medart.profiles import resolve
 
     return resolve("tiny")[0]
+
+
+@pytest.fixture
+def app_server(tmp_path, medart_cache):
+    """Start `python app.py` on a free port: `app_server(home=None)` -> a running AppServer;
+    every server started is killed at the end, with the jobs it left running."""
+    from apphelpers import AppServer
+
+    servers = []
+
+    def make(home=None):
+        server = AppServer(home or tmp_path / "home", medart_cache)
+        servers.append(server)
+        return server.start()
+
+    yield make
+    for s in servers:
+        s.kill()
+        s.stop_jobs()

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import pytest
 
-from apphelpers import app_server  # noqa: F401  (the fixture)
 from medart.jobs import is_alive
 from helpers import wait_for
 from medart.run_folder import RunFolder
 
 
-def test_api_training_survives_an_app_restart(app_server, tmp_path):  # noqa: F811
+def test_api_training_survives_an_app_restart(app_server, tmp_path):
     client_mod = pytest.importorskip("gradio_client")
     server = app_server()
     client = client_mod.Client(server.url, verbose=False)
