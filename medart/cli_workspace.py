@@ -1,4 +1,5 @@
-"""Workspace commands of the CLI: import, caption, export and the review commands.
+"""Workspace commands of the CLI: import, caption, export, the review commands and the
+organising ones (label, split, remove).
 
 Each command is one `cmd_<name>(args) -> int`; all take `--workspace` (default
 `./workspace` or `MEDART_WORKSPACE`). Errors are raised as ValueError/FileNotFoundError with
@@ -11,7 +12,8 @@ import json
 import os
 import sys
 
-from medart.workspace import STATUSES, Filter, Workspace, default_workspace
+from medart.splits import format_table, hold_out, parse_ids, split_counts
+from medart.workspace import SPLITS, STATUSES, Filter, Workspace, check_split, default_workspace
 
 
 # ---- shared helpers ---------------------------------------------------------------------------
@@ -51,18 +53,7 @@ def _open(args, tokens: str | None = None, create: bool = False) -> Workspace:
 
 
 def _ids(values) -> list[int]:
-    out = []
-    for v in values or []:
-        for part in str(v).split(","):
-            part = part.strip()
-            if not part:
-                continue
-            if "-" in part:
-                a, b = part.split("-", 1)
-                out.extend(range(int(a), int(b) + 1))
-            else:
-                out.append(int(part))
-    return out
+    return parse_ids(values)
 
 
 def _filter(args) -> Filter:
@@ -75,6 +66,7 @@ def _filter(args) -> Filter:
         max_tokens=getattr(args, "max_tokens", None),
         ids=ids or None,
         missing=True if getattr(args, "missing", False) else None,
+        split=getattr(args, "in_split", None),
     )
 
 
@@ -86,6 +78,7 @@ def _add_filter_flags(p, status: bool = True) -> None:
     p.add_argument("--min-tokens", type=int)
     p.add_argument("--max-tokens", type=int)
     p.add_argument("--ids", nargs="+", help="image ids: 3 7 9, 3,7,9 or 10-20")
+    p.add_argument("--in-split", help=f"only images of this split ({', '.join(SPLITS)})")
 
 
 # ---- commands ---------------------------------------------------------------------------------
@@ -94,6 +87,7 @@ def cmd_import(args) -> int:
 
     if not args.paths and not args.hf_dataset:
         raise ValueError("nothing to import: give files, folders or zip archives, or --hf-dataset ID_OR_DIR")
+    check_split(args.split)  # an unknown name would make a split nothing trains or evaluates on
     limits = ImportLimits(max_pixels=args.max_pixels)
     ws = _open(args, tokens="optional", create=True)
     try:
@@ -186,9 +180,10 @@ def cmd_export(args) -> int:
     ws = _open(args)
     try:
         flt = Filter(label=args.label)
+        splits = None if not args.split else SPLITS if args.split == "all" else args.split.replace(",", " ").split()
         report = export(
             ws, args.out, fmt=args.format, approved_only=not args.all, flt=flt, overwrite=args.overwrite,
-            keep_names=args.keep_names,
+            keep_names=args.keep_names, splits=splits,
         )  # fmt: skip
         print(describe_export(report))
         if args.push_to_hub:
@@ -304,6 +299,81 @@ def cmd_stats(args) -> int:
     return 0
 
 
+def _selection(ws: Workspace, args, verb: str) -> list[int]:
+    """The ids a command acts on: the filter flags (--ids narrowed by the others; every id
+    given must exist) or, with --all, every image."""
+    flt = _filter(args)
+    if flt == Filter() and not getattr(args, "all", False):
+        raise ValueError(f"say which images to {verb}: ids (--ids 3 4 10-20) or a filter (--label L, --in-split train, "
+                         "--status rejected, ...)" + (" or --all" if hasattr(args, "all") else ""))
+    if flt.ids:
+        ws.check_ids(flt.ids)
+    ids = ws.ids(flt)
+    if not ids:
+        raise ValueError("no images match the filter; nothing was changed (see them with `python -m medart list ...`)")
+    return ids
+
+
+def cmd_label(args) -> int:
+    label = args.new_label.strip()
+    if not label:
+        raise ValueError("give the new class label, e.g. `python -m medart label polyps --ids 3 5-9`")
+    ws = _open(args)
+    try:
+        n = ws.set_labels(_selection(ws, args, "label"), label)
+        print(f"labelled {n} image(s) {label!r}")
+        print(format_table(split_counts(ws)))
+    finally:
+        ws.close()
+    return 0
+
+
+def cmd_split(args) -> int:
+    fractions = args.test is not None or args.validation is not None
+    if args.to and fractions:
+        raise ValueError("give either --to SPLIT (move chosen images) or --test/--validation (a stratified hold-out)")
+    ws = _open(args)
+    try:
+        if args.to:
+            n = ws.set_split(_selection(ws, args, "move"), check_split(args.to))
+            print(f"moved {n} image(s) to {args.to}")
+        elif fractions:
+            flt = _filter(args)
+            if flt.ids:
+                ws.check_ids(flt.ids)
+            counts = hold_out(ws, test=args.test or 0.0, validation=args.validation or 0.0, seed=args.seed, flt=flt)
+            held = {s: sum(c[s] for c in counts.values()) for s in SPLITS}
+            print(f"per class, seed {args.seed}: {held['test']} test, {held['validation']} validation, "
+                  f"{held['train']} train image(s)")
+        else:
+            print("nothing changed: pass --test 0.2 [--validation 0.1] for a stratified hold-out, "
+                  "or --to test --ids 3 5-9 to move chosen images")
+        print(format_table(split_counts(ws)))
+    finally:
+        ws.close()
+    return 0
+
+
+def cmd_remove(args) -> int:
+    ws = _open(args)
+    try:
+        ids = _selection(ws, args, "remove")
+        if not args.yes:
+            for item in ws.query(Filter(ids=ids), limit=50):
+                print(f"{item.id:>6} {item.label or '-':<16} {item.split:<10} {item.original_name}")
+            if len(ids) > 50:
+                print(f"   ... and {len(ids) - 50} more")
+            print(f"would remove {len(ids)} image(s) with their captions and history; nothing was removed. "
+                  "Pass --yes to remove them (this cannot be undone)")
+            return 0
+        n = ws.remove(ids)
+        print(f"removed {n} image(s) with their captions and history")
+        print(format_table(split_counts(ws)))
+    finally:
+        ws.close()
+    return 0
+
+
 def cmd_template(args) -> int:
     from captioning.templates import ModalityTemplate
 
@@ -355,7 +425,7 @@ def add_parsers(sub) -> None:
     p.add_argument("paths", nargs="*", help="image files, folders (with .txt/metadata.jsonl/metadata.csv) or zip archives")
     p.add_argument("--label", help="class label for images that bring none")
     p.add_argument("--modality", help="template for these images: endoscopy, dermoscopy, histology, radiology, fundus, custom")
-    p.add_argument("--split", default="train")
+    p.add_argument("--split", default="train", help=f"{', '.join(SPLITS)} (default train)")
     p.add_argument("--max-pixels", type=int, default=100_000_000, help="larger images are rejected as decompression bombs")
     p.add_argument("--hf-dataset", help="a Hugging Face dataset id or a local imagefolder")
     p.add_argument("--hf-split", default="train")
@@ -393,6 +463,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--approved-only", action="store_true", default=True, help="only approved captions (the default)")
     p.add_argument("--all", action="store_true", help="every caption with text that is not rejected")
     p.add_argument("--label", help="only this label")
+    p.add_argument("--split", help="train, validation, test (comma-separated) or all; default: imagefolder all, "
+                   "each split in its own folder; csv and txt train only")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     p.add_argument("--keep-names", action="store_true", help="keep original file stems in exported names")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload as a private HF dataset")
@@ -436,6 +508,23 @@ def add_parsers(sub) -> None:
     _add_filter_flags(p, status=False)
 
     parser("stats", "counts per status and label", cmd_stats)
+
+    p = parser("label", "set the class label of chosen images (by ids or filter)", cmd_label)
+    p.add_argument("new_label", metavar="LABEL", help="the class label to give them")
+    _add_filter_flags(p)
+    p.add_argument("--all", action="store_true", help="every image")
+
+    p = parser("split", "hold out a stratified test/validation share, or move chosen images to a split", cmd_split)
+    p.add_argument("--test", type=float, help="per class, this fraction goes to test (e.g. 0.2); the rest to train")
+    p.add_argument("--validation", type=float, help="per class, this fraction goes to validation (e.g. 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="the same seed gives the same split (default 0)")
+    p.add_argument("--to", metavar="SPLIT", help=f"move the chosen images to this split ({', '.join(SPLITS)})")
+    _add_filter_flags(p)
+    p.add_argument("--all", action="store_true", help="with --to: every image")
+
+    p = parser("remove", "remove chosen images with their captions (lists them; --yes removes)", cmd_remove)
+    _add_filter_flags(p)
+    p.add_argument("--yes", action="store_true", help="remove (otherwise only list what would be removed)")
 
     p = parser("template", "list, show, edit or add modality templates", cmd_template)
     p.add_argument("name", nargs="?")

@@ -64,11 +64,12 @@ def _metadata_rows(folder: Path) -> list[dict] | None:
 
 def load_image_folder(folder: str | Path) -> list[RealImage]:
     """Images of an imagefolder: `metadata.jsonl`/`.csv` (`file_name`, `text`, `label`) in the
-    folder or in its `train/`; without metadata, images in class subfolders (no captions)."""
+    folder or else in its held-out `test/` (then `validation/`, then `train/`) as an export
+    writes them; without metadata, images in class subfolders (no captions)."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise EvaluationError(f"{folder} is not a folder")
-    for root in (folder, folder / "train"):
+    for root in (folder, folder / "test", folder / "validation", folder / "train"):
         rows = _metadata_rows(root)
         if rows is not None:
             out = []

@@ -9,8 +9,9 @@ A workspace is a folder (default `./workspace`, or `MEDART_WORKSPACE`, or `--wor
 Captions move `draft` -> `edited` -> `approved` (or `rejected`). Every text or status change
 is written together with a history row in one transaction, so a killed process loses no
 committed edit and `undo()` can restore the previous state. Find/replace applies to many
-captions as one change, undone in one step. No gradio here: the app and the CLI both use
-this module.
+captions as one change, undone in one step. Each image also has a class label and a split
+(train, validation, test); `medart.splits` reassigns splits per class. No gradio here: the
+app and the CLI both use this module.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from captioning.templates import BUILTIN_TEMPLATES, ModalityTemplate, get_builti
 from medart.fileio import atomic_write_bytes
 
 STATUSES = ("draft", "edited", "approved", "rejected")
+SPLITS = ("train", "validation", "test")
 THUMB_SIZE = 256
 DB_NAME = "workspace.db"
 
@@ -105,6 +107,13 @@ def pixel_hash(image: Image.Image) -> str:
     return h.hexdigest()
 
 
+def check_split(split: str) -> str:
+    """`split` if it is one of SPLITS, else a ValueError naming the choices."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+    return split
+
+
 @dataclass
 class Filter:
     """Which captions to show or edit. Empty fields do not filter."""
@@ -116,6 +125,7 @@ class Filter:
     max_tokens: int | None = None
     ids: list[int] | None = None
     missing: bool | None = None  # True: only empty captions; False: only non-empty
+    split: str | None = None  # train, validation or test
 
     def sql(self) -> tuple[str, list]:
         where, params = [], []
@@ -126,6 +136,9 @@ class Filter:
                 raise ValueError(f"unknown status {bad[0]!r}; choose from {', '.join(STATUSES)}")
             where.append(f"c.status IN ({','.join('?' * len(statuses))})")
             params += statuses
+        if self.split:
+            where.append("i.split = ?")
+            params.append(check_split(self.split))
         if self.label is not None:
             where.append("i.label IS ?")
             params.append(self.label or None)
@@ -220,7 +233,7 @@ class Workspace:
         self.tokenizer = tokenizer
         self._lock = threading.RLock()
         self.conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False, timeout=30)
-        self.conn.execute("PRAGMA journal_mode=WAL")
+        self._use_wal(timeout=30)
         self.conn.execute("PRAGMA synchronous=FULL")  # a commit is on disk before it returns
         self.conn.execute("PRAGMA foreign_keys=ON")
         self.conn.execute("PRAGMA busy_timeout=30000")
@@ -228,6 +241,19 @@ class Workspace:
             self.conn.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
 
     # ---- plumbing -------------------------------------------------------------------------
+    def _use_wal(self, timeout: float) -> None:
+        """Switch the database to WAL. While another connection is creating the tables of a new
+        workspace, SQLite answers "locked" at once instead of waiting, so wait here."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
     @contextmanager
     def transaction(self):
         """One write transaction (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on error); yields the connection."""
@@ -324,22 +350,48 @@ class Workspace:
                 ids.append(cur.lastrowid)
         return ids
 
+    def _known(self, c, ids: Iterable[int]) -> list[int]:
+        """The ids, once each; a ValueError naming any that no image has (inside a transaction)."""
+        ids = sorted({int(i) for i in ids})
+        found = set()
+        for k in range(0, len(ids), 500):  # SQLite caps the number of parameters of one statement
+            chunk = ids[k : k + 500]
+            sql = f"SELECT id FROM images WHERE id IN ({','.join('?' * len(chunk))})"
+            found.update(r[0] for r in c.execute(sql, chunk))
+        missing = [i for i in ids if i not in found]
+        if missing:
+            shown = ", ".join(map(str, missing[:10])) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+            raise ValueError(
+                f"no image with id {shown} in {self.root}; nothing was changed. Image ids are the #numbers "
+                "under the gallery images (Data tab) and in `python -m medart list`"
+            )
+        return ids
+
+    def check_ids(self, ids: Iterable[int]) -> list[int]:
+        """The ids, sorted and once each; a ValueError naming any unknown one."""
+        with self.read() as c:
+            return self._known(c, ids)
+
     def set_labels(self, ids: Iterable[int], label: str | None) -> int:
-        ids = list(ids)
+        """Give the images the class label (None or "" clears it), all or none; returns how many."""
+        label = (label or "").strip() or None
         with self.transaction() as c:
-            c.executemany("UPDATE images SET label = ? WHERE id = ?", [(label or None, i) for i in ids])
+            ids = self._known(c, ids)
+            c.executemany("UPDATE images SET label = ? WHERE id = ?", [(label, i) for i in ids])
         return len(ids)
 
     def set_split(self, ids: Iterable[int], split: str) -> int:
-        ids = list(ids)
+        """Move the images to `split` (train, validation, test), all or none; returns how many."""
+        check_split(split)
         with self.transaction() as c:
+            ids = self._known(c, ids)
             c.executemany("UPDATE images SET split = ? WHERE id = ?", [(split, i) for i in ids])
         return len(ids)
 
     def remove(self, ids: Iterable[int]) -> int:
         """Delete images with their captions and history (not undoable); unreferenced files go too."""
-        ids = [int(i) for i in ids]
         with self.transaction() as c:
+            ids = self._known(c, ids)
             shas = [r[0] for i in ids for r in c.execute("SELECT sha256 FROM images WHERE id = ?", (i,))]
             c.executemany("DELETE FROM history WHERE image_id = ?", [(i,) for i in ids])
             c.executemany("DELETE FROM images WHERE id = ?", [(i,) for i in ids])

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from PIL import Image
 
 
 def wait_for(predicate, timeout=300, poll=0.2):
@@ -39,3 +40,14 @@ def make_tuned_run(run: Path, data: str = "", seed: int = 0) -> Path:
     lora.save(base.transformer, run / "adapter" / "dit")
     lora.save(base.text_encoder, run / "adapter" / "t5")
     return run
+
+
+def add_images(ws, labels, split: str = "train") -> list[int]:
+    """One distinct 16x16 image per entry of `labels` (its class label) in workspace `ws`; the new ids."""
+    from medart.workspace import NewImage
+
+    rows = []
+    for k, label in enumerate(labels, start=ws.count()):  # a later call adds new pixels, not duplicates
+        sha, size, _ = ws.store_image(Image.new("RGB", (16, 16), (k % 256, k // 256, 99)))
+        rows.append(NewImage(sha, f"img{k}.png", 16, 16, "RGB", size, "test", label, split))
+    return ws.add_images(rows)

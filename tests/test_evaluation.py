@@ -82,7 +82,9 @@ def test_real_images_resolve_from_folder_and_default(tiny_run):
     items, source = resolve_real(None, tiny_run)
     assert source.endswith("test") and len(items) == 6
     assert {i.label for i in items} == {"polyp", "ulcer"}
-    assert load_image_folder(tiny_run.parent.parent / "data")[0].path.parent.name == "train"
+    data = tiny_run.parent.parent / "data"  # an export: train/ and the held-out test/
+    assert [i.path.parent.name for i in load_image_folder(data)] == ["test"] * 6  # held-out first
+    assert [i.path.parent.name for i in load_image_folder(data / "train")] == ["train"] * 8
     with pytest.raises(EvaluationError):
         resolve_real("no-such-thing", tiny_run)
 

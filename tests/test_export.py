@@ -66,6 +66,38 @@ def test_csv_and_txt_and_all(tmp_path, ws):
     assert r.count == 1
 
 
+def test_held_out_images_never_reach_the_training_folder(tmp_path, ws, capsys):
+    import datasets
+
+    from medart.cli import main
+
+    ws.set_split([2], "test")  # approved, held out for evaluation
+    report = export(ws, tmp_path / "f")
+    assert report.per_split == {"train": 1, "test": 1}
+    train = [json.loads(x) for x in (tmp_path / "f" / "train" / "metadata.jsonl").read_text().splitlines()]
+    test = [json.loads(x) for x in (tmp_path / "f" / "test" / "metadata.jsonl").read_text().splitlines()]
+    assert [r["file_name"] for r in train] == ["000001.png"] and [r["file_name"] for r in test] == ["000002.png"]
+    assert sorted(p.name for p in (tmp_path / "f" / "train").iterdir()) == ["000001.png", "metadata.jsonl"]
+    ds = datasets.load_dataset("imagefolder", data_dir=str(tmp_path / "f"))
+    assert {k: len(v) for k, v in ds.items()} == {"train": 1, "test": 1}
+    assert json.loads((tmp_path / "f" / "manifest.json").read_text())["splits"] == {"train": 1, "test": 1}
+
+    # the flat formats take the training split unless told otherwise
+    assert export(ws, tmp_path / "c", fmt="csv").per_split == {"train": 1}
+    with open(tmp_path / "c" / "metadata.csv", newline="") as f:
+        assert [r["file_name"] for r in csv.DictReader(f)] == ["000001.png"]
+    w = ["--workspace", str(ws.root)]
+    assert main(["export", "--format", "csv", "--split", "test", "--out", str(tmp_path / "t"), *w]) == 0
+    assert "exported 1 caption(s) (test 1) as csv" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["000002.png", "manifest.json", "metadata.csv"]
+    assert main(["export", "--format", "txt", "--split", "all", "--out", str(tmp_path / "a"), *w]) == 0
+    assert (tmp_path / "a" / "train" / "000001.txt").exists() and (tmp_path / "a" / "test" / "000002.txt").exists()
+    assert main(["export", "--split", "val", "--out", str(tmp_path / "v"), *w]) == 2
+    assert "unknown split 'val'" in capsys.readouterr().err and not (tmp_path / "v").exists()
+    with pytest.raises(ValueError, match=r"no approved captions in the split\(s\) validation"):
+        export(ws, tmp_path / "none", splits=["validation"])
+
+
 def test_refuses_to_overwrite_or_export_nothing(tmp_path, ws):
     out = tmp_path / "snap"
     export(ws, out)

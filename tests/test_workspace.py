@@ -159,6 +159,22 @@ def test_remove_and_garbage_collection(ws):
     assert ws.get(1).image_path.exists() and ws.stats()["total"] == 2
 
 
+def test_a_new_workspace_opens_while_another_connection_creates_it(tmp_path):
+    import threading
+
+    root = tmp_path / "ws"
+    root.mkdir()
+    other = sqlite3.connect(root / "workspace.db", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE early (x)")  # a second opener, half-way through creating the database
+    commit = threading.Timer(0.3, other.execute, ["COMMIT"])
+    commit.start()
+    with Workspace(root) as w:  # SQLite says "locked" at once here; the workspace waits instead
+        assert w.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    commit.join()
+    other.close()
+
+
 WRITER = r"""
 import sys
 from medart.workspace import Workspace

@@ -1,12 +1,13 @@
-"""Data tab: bring images into the workspace (upload, zip, DICOM, folder, HF dataset, demo)."""
+"""Data tab: bring images into the workspace (upload, zip, DICOM, folder, HF dataset, demo),
+then organise them (labels, splits, removal; `medart.ui.organise`)."""
 
 from __future__ import annotations
-
 
 import gradio as gr
 
 from captioning.templates import BUILTIN_TEMPLATES
 from medart.studio import DEMO_DIR
+from medart.ui import organise
 from medart.ui.widgets import user_errors
 
 REJECT_HEADERS = ["file", "reason"]
@@ -42,7 +43,8 @@ def workspace_view(studio):
     try:
         s = ws.stats()
         items = ws.query(limit=64)
-        gallery = [(str(i.thumb_path), f"#{i.id} {i.split}") for i in items]
+        # "validation" would not fit under a thumbnail
+        gallery = [(str(i.thumb_path), f"#{i.id} {i.split.replace('validation', 'val')}") for i in items]
     finally:
         ws.close()
     labels = ", ".join(f"{k or '(none)'}: {v}" for k, v in s["labels"].items()) or "–"
@@ -77,14 +79,15 @@ def build(studio):
                 rejected = gr.Dataframe(headers=REJECT_HEADERS, value=[], label="Not imported (with reasons)",
                                         interactive=False, wrap=True)
                 stats = gr.Markdown(elem_id="workspace-stats")
-                gallery = gr.Gallery(label="Workspace", columns=6, height=260, allow_preview=False)
+                gallery = gr.Gallery(label="Workspace", columns=5, height=260, allow_preview=False)
+        split_table = organise.build(studio, lambda: workspace_view(studio), [stats, gallery])
 
         def finish(reports):
             text, rows = summarise(reports)
             md, gal = workspace_view(studio)
-            return text, rows, md, gal
+            return text, rows, md, gal, organise.split_view(studio)
 
-        outputs = [summary, rejected, stats, gallery]
+        outputs = [summary, rejected, stats, gallery, split_table]
 
         @user_errors
         def on_demo():
@@ -127,5 +130,6 @@ def build(studio):
         upload_btn.click(on_paths, [files, label, modality, split], outputs)
         folder_btn.click(on_paths, [folder, label, modality, split], outputs)
         dataset_btn.click(on_dataset, [dataset, ds_split, label, modality], outputs)
-        tab.select(lambda: workspace_view(studio), outputs=[stats, gallery])
+        tab.select(lambda: (*workspace_view(studio), organise.split_view(studio)),
+                   outputs=[stats, gallery, split_table])
     return tab, [stats, gallery]

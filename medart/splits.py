@@ -1,0 +1,131 @@
+"""Train / validation / test splits of a workspace: counts per class and a stratified hold-out.
+
+`hold_out` reassigns images per class label: round(fraction x n) of each class go to `test`
+(and `validation`), at least one when the class has two or more images, never all of them;
+the rest go to `train`. The images are chosen by a shuffle seeded with (seed, label), so the
+same seed over the same images gives the same split, a larger fraction with the same seed
+keeps the smaller one's test images, and a new class leaves the others' split as it was.
+Everything here works on a `Workspace`; the CLI and the Data tab both call it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+from medart.workspace import SPLITS, Filter, Workspace
+
+MAX_IDS = 1_000_000  # a typo like 1-9999999999 should fail, not fill the memory
+
+
+def parse_ids(values) -> list[int]:
+    """Image ids from text such as "3, 5-9" or ["3", "5-9", "12,14"]: sorted, once each."""
+    if isinstance(values, str):
+        values = [values]
+    ids: set[int] = set()
+    for value in values or []:
+        for part in str(value).replace(",", " ").split():
+            first, dash, last = part.partition("-")
+            if not first.isdigit() or (dash and not last.isdigit()):
+                raise ValueError(f"{part!r} is not an image id or a range; write ids like 3, 5-9")
+            lo, hi = int(first), int(last or first)
+            if hi < lo:
+                raise ValueError(f"the range {part!r} runs backwards; write it as {hi}-{lo}")
+            if hi - lo >= MAX_IDS:
+                raise ValueError(f"the range {part!r} is too long; no workspace has that many images")
+            ids.update(range(lo, hi + 1))
+    return sorted(ids)
+
+
+def split_counts(ws: Workspace, flt: Filter | None = None) -> dict[str, dict[str, int]]:
+    """{label: {split: count}} over the (filtered) images; "" is the label of unlabelled ones.
+    Every label has all of SPLITS; a split outside SPLITS (an old import) is counted too."""
+    where, params = (flt or Filter()).sql()
+    with ws.read() as con:
+        rows = con.execute(
+            "SELECT coalesce(i.label, ''), i.split, count(*) FROM images i JOIN captions c ON c.image_id = i.id"
+            + where + " GROUP BY 1, 2 ORDER BY 1, 2", params,
+        ).fetchall()  # fmt: skip
+    counts: dict[str, dict[str, int]] = {}
+    for label, split, n in rows:
+        counts.setdefault(label, dict.fromkeys(SPLITS, 0))[split] = n
+    return counts
+
+
+def table(counts: dict[str, dict[str, int]]) -> tuple[list[str], list[list]]:
+    """(headers, rows) of label x split counts with a total column and a total row."""
+    splits = list(SPLITS) + sorted({s for c in counts.values() for s in c} - set(SPLITS))
+    headers = ["label", *splits, "total"]
+    rows = []
+    for label, c in counts.items():
+        row = [c.get(s, 0) for s in splits]
+        rows.append([label or "(no label)", *row, sum(row)])
+    if counts:
+        totals = [sum(r[k] for r in rows) for k in range(1, len(headers))]
+        rows.append(["all", *totals])
+    return headers, rows
+
+
+def format_table(counts: dict[str, dict[str, int]]) -> str:
+    """The label x split table as aligned text for the terminal."""
+    headers, rows = table(counts)
+    if not rows:
+        return "no images"
+    cells = [headers] + [[str(v) for v in r] for r in rows]
+    widths = [max(len(r[k]) for r in cells) for k in range(len(headers))]
+    return "\n".join(
+        "  ".join(v.ljust(w) if k == 0 else v.rjust(w) for k, (v, w) in enumerate(zip(r, widths))) for r in cells
+    )
+
+
+def _share(fraction: float, n: int) -> int:
+    """round(fraction x n), halves rounded up (2.5 -> 3, as people expect, not Python's 2)."""
+    return math.floor(fraction * n + 0.5 + 1e-9)
+
+
+def held_out_sizes(n: int, test: float, validation: float) -> tuple[int, int]:
+    """(test, validation) image counts for a class of n images; train keeps at least one."""
+    if n < 2:
+        return 0, 0
+    n_test = max(1, _share(test, n)) if test > 0 else 0
+    n_val = max(1, _share(validation, n)) if validation > 0 else 0
+    n_test = min(n_test, n - 1)
+    n_val = min(n_val, n - 1 - n_test)  # a tiny class gives up validation before test
+    return n_test, n_val
+
+
+def _check_fractions(test: float, validation: float) -> None:
+    for name, f in (("test", test), ("validation", validation)):
+        if not 0 <= f < 1:
+            raise ValueError(f"the {name} share must be a fraction from 0 to below 1 (e.g. 0.2 for 20 %), got {f}")
+    if test + validation >= 1:
+        raise ValueError(f"test {test} + validation {validation} leaves nothing to train on; keep the sum below 1")
+
+
+def hold_out(
+    ws: Workspace, test: float = 0.2, validation: float = 0.0, seed: int = 0, flt: Filter | None = None
+) -> dict[str, dict[str, int]]:
+    """Reassign the splits of the images matching `flt` (all when None), per class label, in
+    one transaction (see the module docstring). Returns {label: {split: count}} of those images."""
+    _check_fractions(test, validation)
+    where, params = (flt or Filter()).sql()
+    with ws.transaction() as con:
+        rows = con.execute(
+            "SELECT i.id, coalesce(i.label, '') FROM images i JOIN captions c ON c.image_id = i.id"
+            + where + " ORDER BY i.id", params,
+        ).fetchall()  # fmt: skip
+        if not rows:
+            raise ValueError(f"no images in {ws.root} match; import images first or widen the filter")
+        by_label: dict[str, list[int]] = {}
+        for image_id, label in rows:
+            by_label.setdefault(label, []).append(image_id)
+        counts, updates = {}, []
+        for label in sorted(by_label):
+            ids = by_label[label]
+            random.Random(f"{seed}:{label}").shuffle(ids)
+            n_test, n_val = held_out_sizes(len(ids), test, validation)
+            groups = {"train": ids[n_test + n_val :], "validation": ids[n_test : n_test + n_val], "test": ids[:n_test]}
+            counts[label] = {split: len(groups[split]) for split in SPLITS}
+            updates += [(split, i) for split, group in groups.items() for i in group]
+        con.executemany("UPDATE images SET split = ? WHERE id = ?", updates)
+    return counts

@@ -1,0 +1,134 @@
+"""Data tab, Organise section: the label x split table, a stratified hold-out for evaluation, and
+label / split / remove of chosen images (by the `#id` the gallery shows under each image).
+
+Each action is a plain function `(studio, ...) -> (message, table)` that raises ValueError
+with what to do; `build` wires them to the page through `user_errors`.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from medart.splits import hold_out, parse_ids, split_counts, table
+from medart.ui.widgets import user_errors
+from medart.workspace import SPLITS
+
+HEADERS = ["label", *SPLITS, "total"]
+
+
+def split_view(studio) -> dict:
+    """The label x split table of the studio's workspace, as the Dataframe takes it: a total row
+    last, and a column for any split outside SPLITS that an old import left."""
+    ws = studio.workspace()
+    try:
+        headers, rows = table(split_counts(ws))
+    finally:
+        ws.close()
+    return {"headers": headers, "data": rows}
+
+
+def _chosen(ids_text: str) -> list[int]:
+    ids = parse_ids(ids_text or "")
+    if not ids:
+        raise ValueError("type the ids of the images first, e.g. 3, 5-9 (the gallery shows #id under each image)")
+    return ids
+
+
+def hold_out_images(studio, test_pct, validation_pct, seed) -> tuple[str, dict]:
+    """Per class, test_pct % of the images to test and validation_pct % to validation, the rest to train."""
+    ws = studio.workspace()
+    try:
+        counts = hold_out(ws, test=(test_pct or 0) / 100, validation=(validation_pct or 0) / 100, seed=int(seed or 0))
+    finally:
+        ws.close()
+    held = {s: sum(c[s] for c in counts.values()) for s in SPLITS}
+    return (f"**Held out** {held['test']} test and {held['validation']} validation image(s) across "
+            f"{len(counts)} class(es), seed {int(seed or 0)}; {held['train']} stay in train.", split_view(studio))
+
+
+def relabel(studio, ids_text: str, label: str) -> tuple[str, dict]:
+    ids = _chosen(ids_text)
+    label = (label or "").strip()
+    if not label:
+        raise ValueError("type the new class label first")
+    ws = studio.workspace()
+    try:
+        n = ws.set_labels(ids, label)
+    finally:
+        ws.close()
+    return f"**Labelled** {n} image(s) “{label}”.", split_view(studio)
+
+
+def move(studio, ids_text: str, split: str) -> tuple[str, dict]:
+    ids = _chosen(ids_text)
+    ws = studio.workspace()
+    try:
+        n = ws.set_split(ids, split)
+    finally:
+        ws.close()
+    return f"**Moved** {n} image(s) to {split}.", split_view(studio)
+
+
+def remove_images(studio, ids_text: str, confirmed: bool) -> tuple[str, dict]:
+    ids = _chosen(ids_text)
+    if not confirmed:
+        raise ValueError(f"tick “Yes, remove them” to remove {len(ids)} image(s); removing cannot be undone")
+    ws = studio.workspace()
+    try:
+        n = ws.remove(ids)
+    finally:
+        ws.close()
+    return f"**Removed** {n} image(s) with their captions and history.", split_view(studio)
+
+
+def build(studio, view, view_outputs: list):
+    """The Organise accordion. After every action the table and `view_outputs` (filled by
+    `view()`: the tab's stats and gallery) are refreshed. Returns the table."""
+    with gr.Accordion("Organise: labels, splits, removal", open=False, elem_id="org-section") as section:
+        gr.Markdown("Training uses the **train** split; Evaluate and the reader study use **test** by default.")
+        with gr.Row():
+            with gr.Column(scale=3):
+                grid = gr.Dataframe(headers=HEADERS, value=[], label="Images per label and split",
+                                    interactive=False, elem_id="org-table")
+                message = gr.Markdown(elem_id="org-message")
+            with gr.Column(scale=2):
+                gr.Markdown("**Hold out for evaluation**: per class, this share of the images goes to "
+                            "test (and validation), the rest to train. The same seed gives the same split.")
+                test_pct = gr.Slider(0, 50, value=20, step=1, label="Test %", elem_id="org-test")
+                val_pct = gr.Slider(0, 50, value=0, step=1, label="Validation %", elem_id="org-validation")
+                seed = gr.Number(0, precision=0, label="Seed", elem_id="org-seed")
+                hold_btn = gr.Button("Hold out", variant="primary", elem_id="org-hold-out")
+            with gr.Column(scale=3):
+                gr.Markdown("**Selected images**: type their ids (the `#id` under each gallery image), "
+                            "then act on them.")
+                ids = gr.Textbox(label="Image ids", placeholder="3, 5-9", elem_id="org-ids")
+                with gr.Row(equal_height=True):
+                    label = gr.Textbox(label="New label", show_label=False, placeholder="New label",
+                                       elem_id="org-label", scale=2)
+                    label_btn = gr.Button("Set label", elem_id="org-set-label", scale=1)
+                with gr.Row(equal_height=True):
+                    split = gr.Dropdown(list(SPLITS), value="test", label="Split", show_label=False,
+                                        elem_id="org-split", scale=2)
+                    split_btn = gr.Button("Move to split", elem_id="org-set-split", scale=1)
+                with gr.Row(equal_height=True):
+                    confirm = gr.Checkbox(False, label="Yes, remove them (cannot be undone)",
+                                          elem_id="org-remove-confirm", scale=2)
+                    remove_btn = gr.Button("Remove", variant="stop", elem_id="org-remove", scale=1)
+
+    def refreshed(action):
+        @user_errors
+        def handler(*args):
+            text, grid_value = action(studio, *args)
+            return (text, grid_value, *view())
+
+        return handler
+
+    outputs = [message, grid, *view_outputs]
+    quiet = {"show_progress": "hidden"}  # quick; an error shows as a toast without blanking the table and gallery
+    section.expand(lambda: split_view(studio), outputs=[grid], **quiet)
+    hold_btn.click(refreshed(hold_out_images), [test_pct, val_pct, seed], outputs, api_name="hold_out", **quiet)
+    label_btn.click(refreshed(relabel), [ids, label], outputs, api_name="set_label", **quiet)
+    split_btn.click(refreshed(move), [ids, split], outputs, api_name="set_split", **quiet)
+    remove_btn.click(refreshed(remove_images), [ids, confirm], outputs, api_name="remove_images", **quiet).success(
+        lambda: False, outputs=[confirm], **quiet)
+    return grid
