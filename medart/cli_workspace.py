@@ -169,6 +169,8 @@ def cmd_caption(args) -> int:
         print(f"captioned {report.done} image(s); the rules repaired {report.repaired}. Review them, then approve.")
         if report.reviewed_meanwhile:
             print(f"left {len(report.reviewed_meanwhile)} caption(s) alone that were reviewed while the job ran")
+        if report.removed_meanwhile:
+            print(f"skipped {len(report.removed_meanwhile)} image(s) removed from the workspace while the job ran")
     finally:
         ws.close()
     return 0

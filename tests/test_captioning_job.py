@@ -76,6 +76,21 @@ def test_job_never_overwrites_a_caption_reviewed_while_it_runs(ws):
     assert ws.get(1).status == "draft" and ws.get(1).text.startswith("An endoscopic image of polyps")
 
 
+def test_images_removed_while_the_job_runs_are_skipped(ws):
+    class RemoverMeanwhile(OfflineDescriber):
+        calls = 0
+
+        def generate(self, images, simple_captions, template):
+            self.calls += 1
+            if self.calls == 1:
+                ws.remove([2, 5])  # one in the batch being described, one in a later batch
+            return super().generate(images, simple_captions, template)
+
+    report = caption_workspace(ws, RemoverMeanwhile(batch_size=3), [1, 2, 3, 4, 5, 6])
+    assert sorted(report.removed_meanwhile) == [2, 5] and report.done == 4
+    assert [i.id for i in ws.query(Filter(missing=False), limit=None)] == [1, 3, 4, 6]
+
+
 def test_cli_caption_job_killed_then_resumed(tmp_path):
     import os
     import signal
