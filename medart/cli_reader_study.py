@@ -1,19 +1,28 @@
 """The `reader-study` command: `python -m medart reader-study create|list|results|export`.
 
-    create   k held-out real images of a workspace split and k generated from a run with the
-             same captions (fixed seeds), identically encoded, stored in the workspace
-    list     the studies of a workspace with their readers and progress
-    results  accuracy vs 50 % with a Wilson 95 % interval, sensitivity/specificity for
-             "generated", per-class accuracy, realism, Cohen's kappa; optional plot and JSON
-    export   every answer as CSV
+    create      k held-out real images of a workspace split and k generated from a run with the
+                same captions (fixed seeds), identically encoded, stored in the workspace;
+                `--owner-code` asks for the owner code that the app wants before it shows results
+    list        the studies of a workspace with their readers and progress
+    results     accuracy vs 50 % with a Wilson 95 % interval, sensitivity/specificity for
+                "generated", per-class accuracy, realism, Cohen's kappa; optional plot and JSON
+    export      every answer as CSV
+    owner-code  set a study's owner code (`--replace`: replace one that was forgotten)
 
-Readers answer in the app's Reader study tab. Registered by `medart.cli` through
-`add_parsers(sub)`; errors are ValueError/FileNotFoundError with what to do.
+Readers answer in the app's Reader study tab. The owner code is read from $MEDART_OWNER_CODE
+when set (for scripts), else asked for twice without echo; it never goes on the command line,
+where shell histories and process lists would keep it. `results`, `export` and `owner-code
+--replace` need no code: whoever runs them has the workspace database, which the code does
+not protect (it keeps readers in the shared app from seeing answers, see
+`medart.reader_study`). Registered by `medart.cli` through `add_parsers(sub)`; errors are
+ValueError/FileNotFoundError with what to do.
 """
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -21,25 +30,61 @@ from pathlib import Path
 from medart.workspace import Workspace, default_workspace
 
 
+OWNER_CODE_ENV = "MEDART_OWNER_CODE"
+
+
 def _open(args) -> Workspace:
     return Workspace(args.workspace, create=False)
+
+
+def read_owner_code() -> str:
+    """The owner code from $MEDART_OWNER_CODE, else typed twice at the terminal (not echoed)."""
+    from medart.reader_study import check_owner_code
+
+    if os.environ.get(OWNER_CODE_ENV):
+        return check_owner_code(os.environ[OWNER_CODE_ENV])
+    if not sys.stdin.isatty():
+        raise ValueError(f"no terminal to ask for the owner code; set {OWNER_CODE_ENV}")
+    code = check_owner_code(getpass.getpass("Owner code (the app asks for it before showing results): "))
+    if getpass.getpass("The same owner code again: ").strip() != code:
+        raise ValueError("the two owner codes differ; nothing was changed")
+    return code
 
 
 def cmd_create(args) -> int:
     from medart.cli_evaluate import _Bars
     from medart.reader_sets import create_study
 
+    code = read_owner_code() if args.owner_code else None
     ws = _open(args)
     bars = _Bars()
     try:
         study = create_study(ws, args.name, args.run, k=args.k, split=args.split, seed=args.seed,
                              base_model=args.base_model, steps=args.steps, cfg=args.cfg, size=args.size,
-                             display_size=args.display_size, batch_size=args.batch_size, progress=bars)
+                             display_size=args.display_size, batch_size=args.batch_size, progress=bars,
+                             owner_code=code)
     finally:
         bars.close()
         ws.close()
     print(f"study {study.name!r}: {study.n_real} real + {study.n_generated} generated images, "
           f"{study.display_size} px, seed {study.seed}; readers answer in the app's Reader study tab")
+    if not study.has_owner_code:
+        print("no owner code: the app shows no results of this study until its owner sets one "
+              "(`reader-study owner-code`, or Set owner code in the app)")
+    return 0
+
+
+def cmd_owner_code(args) -> int:
+    from medart.reader_study import ReaderStudies
+
+    ws = _open(args)
+    try:
+        store = ReaderStudies(ws)
+        study = store.study(args.name)  # an unknown name fails before the code is asked for
+        study = store.set_owner_code(study, read_owner_code(), replace=args.replace)
+    finally:
+        ws.close()
+    print(f"owner code of study {study.name!r} set; the app shows its results to whoever types it")
     return 0
 
 
@@ -54,7 +99,8 @@ def cmd_list(args) -> int:
             print("no reader studies yet; create one with `python -m medart reader-study create`")
         for s in studies:
             readers = ", ".join(f"{r.name} {r.answered}/{len(r.order)}" for r in store.readers(s)) or "no readers"
-            print(f"{s.name}\t{s.n_real} real + {s.n_generated} generated\trun {s.run or '-'}\t{readers}")
+            code = "owner code set" if s.has_owner_code else "no owner code"
+            print(f"{s.name}\t{s.n_real} real + {s.n_generated} generated\trun {s.run or '-'}\t{code}\t{readers}")
     finally:
         ws.close()
     return 0
@@ -120,6 +166,9 @@ def add_parsers(sub) -> None:
     q.add_argument("--display-size", type=int,
                    help="pixels shown, both kinds (default: the smallest side of any study image)")
     q.add_argument("--batch-size", type=int, default=4)
+    q.add_argument("--owner-code", action="store_true",
+                   help=f"give the study an owner code, which the app asks before it shows results: read from "
+                        f"${OWNER_CODE_ENV}, else asked for (without it: set one later with `owner-code`)")
     q.set_defaults(func=cmd_create)
 
     q = rs.add_parser("list", help="studies, readers and their progress")
@@ -138,3 +187,9 @@ def add_parsers(sub) -> None:
     q.add_argument("--name", required=True, help="study name")
     q.add_argument("--out", help="CSV file (default reader-study-NAME.csv)")
     q.set_defaults(func=cmd_export)
+
+    q = rs.add_parser("owner-code", help="set the owner code the app asks before it shows a study's results")
+    common(q)
+    q.add_argument("--name", required=True, help="study name")
+    q.add_argument("--replace", action="store_true", help="replace the study's code (e.g. a forgotten one)")
+    q.set_defaults(func=cmd_owner_code)

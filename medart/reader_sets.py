@@ -15,7 +15,7 @@ from typing import Callable
 
 from PIL import Image
 
-from medart.reader_study import ReaderStudies, Study, StudyImage, clean_name
+from medart.reader_study import ReaderStudies, Study, StudyImage, check_owner_code, clean_name
 
 Progress = Callable[[str, int, int], None]
 
@@ -57,18 +57,21 @@ def select_real(ws, split: str = "test", k: int | None = None, seed: int = 0) ->
 def create_study(ws, name: str, run: str | Path, k: int | None = None, split: str = "test", seed: int = 0,
                  base_model: str | None = None, steps: int = 20, cfg: float = 4.5, size: int | None = None,
                  display_size: int | None = None, batch_size: int = 4, generator=None,
-                 progress: Progress | None = None) -> Study:
+                 progress: Progress | None = None, owner_code: str | None = None) -> Study:
     """A study of k real images of `split` and k images generated from `run` with the same
     captions (seed + i for the i-th), through the one sampler, cached like the evaluation's.
     The display size defaults to the smallest side among all the images, so that no kind is
     enlarged while the other is not. `generator`: an already loaded `medart.generate.Generator`
-    for this run (else one is loaded)."""
+    for this run (else one is loaded). `owner_code`: what the app asks before it shows results
+    (stored hashed; checked here, before any image is generated)."""
     from medart.eval_sets import GeneratedImages
     from medart.generate import run_base_model
     from medart.studio import adapter_path
 
     store = ReaderStudies(ws)
     name = clean_name(name, "study")
+    if owner_code is not None:
+        check_owner_code(owner_code)
     if store.find(name) is not None:
         raise ValueError(f"a study named {name!r} exists already; choose another name")
     run = Path(run)
@@ -98,4 +101,4 @@ def create_study(ws, name: str, run: str | Path, k: int | None = None, split: st
     settings = {"k": len(reals), "steps": steps, "cfg": cfg, "size": size, "adapter": str(adapter),
                 "seeds": [p[1] for p in plan]}
     return store.add_study(name, images, seed=seed, display_size=display_size, run=str(run),
-                           base_model=base_model, split=split, settings=settings)
+                           base_model=base_model, split=split, settings=settings, owner_code=owner_code)

@@ -8,9 +8,22 @@ study's images, shuffled with a recorded seed; each answer (real / generated, an
 realism score 1-5 and a note) is one transaction, so a study interrupted at any point resumes
 at the reader's next unanswered image.
 
+Owner code. The answers with the truth (results, CSV) are for the study owner: a reader who saw
+them mid-study would learn from them. A study therefore has an owner code, of which only a
+salted scrypt hash is stored (`owner_code_hash`, "scrypt$n$r$p$salt$hash"); the app shows
+results and exports answers only to someone who types it (`check_owner`, constant-time
+compare). A study made without one (`reader-study create` without `--owner-code`, or any
+study of a workspace from before owner codes) shows nothing in the app until a code is set,
+which the app allows once, only while the study has none (`set_owner_code`). Until then the
+owner reads results with `python -m medart reader-study results`. The code guards the shared
+app against readers peeking; it is no protection against anyone who has the workspace files:
+the CLI reads results and exports answers without it, and can replace a code that was
+forgotten (or set by someone else first).
+
 Tables (created here, in the workspace's `workspace.db`):
 
-    reader_studies         name, run, base model, split, seed, display size, settings
+    reader_studies         name, run, base model, split, seed, display size, settings,
+                           the owner code's hash (NULL: none set yet)
     reader_study_items     token, truth, class, caption, source, the encoded PNG
     reader_study_readers   name, order seed, the order (item ids) this reader sees
     reader_study_answers   one row per (reader, item): answer, realism, note, time
@@ -22,8 +35,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import hmac
 import io
 import json
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -38,6 +53,10 @@ from medart.fileio import atomic_write_text
 TRUTHS = ("real", "generated")
 MAX_NOTE = 2000
 MAX_NAME = 80
+OWNER_CODE_MIN = 4
+OWNER_CODE_MAX = 200
+WRONG_CODE_DELAY_S = 1.0  # each wrong guess costs a second: guessing through the app stays slow
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1  # ~16 MB and a few tens of ms per hash
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS reader_studies (
@@ -49,7 +68,8 @@ CREATE TABLE IF NOT EXISTS reader_studies (
     seed INTEGER NOT NULL,
     display_size INTEGER NOT NULL,
     settings TEXT NOT NULL DEFAULT '{}',
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    owner_code_hash TEXT
 );
 CREATE TABLE IF NOT EXISTS reader_study_items (
     id INTEGER PRIMARY KEY,
@@ -83,6 +103,9 @@ CREATE TABLE IF NOT EXISTS reader_study_answers (
 );
 """
 
+# Columns added after the first release: (table, column, declaration). Older workspaces gain them on open.
+ADDED_COLUMNS = (("reader_studies", "owner_code_hash", "TEXT"),)
+
 CSV_COLUMNS = ("study", "reader", "position", "image", "truth", "class", "caption", "answer", "correct",
                "realism", "note", "answered_at", "source")
 
@@ -111,6 +134,7 @@ class Study:
     created_at: float
     n_real: int = 0
     n_generated: int = 0
+    has_owner_code: bool = False  # the hash itself never leaves this module
 
     @property
     def size(self) -> int:
@@ -167,6 +191,36 @@ def order_seed(study_seed: int, reader: str) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
+def check_owner_code(code: str | None) -> str:
+    """The owner code as it is hashed (outer spaces removed), or a ValueError saying what is wrong."""
+    code = str(code or "").strip()
+    if len(code) < OWNER_CODE_MIN:
+        raise ValueError(f"the owner code needs at least {OWNER_CODE_MIN} characters (it keeps the results "
+                         "from the readers); choose a longer one")
+    if len(code) > OWNER_CODE_MAX:
+        raise ValueError(f"the owner code is longer than {OWNER_CODE_MAX} characters; shorten it")
+    return code
+
+
+def hash_owner_code(code: str) -> str:
+    """A salted scrypt hash of the owner code, as stored: "scrypt$n$r$p$salt$hash" (hex)."""
+    code = check_owner_code(code)
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(code.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32)
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${salt.hex()}${digest.hex()}"
+
+
+def owner_code_matches(code: str | None, stored: str) -> bool:
+    """Whether `code` is the one `stored` was made from (compared in constant time)."""
+    kind, n, r, p, salt, digest = stored.split("$")
+    if kind != "scrypt":
+        raise ValueError(f"unknown owner code hash {kind!r}")
+    expected = bytes.fromhex(digest)
+    given = hashlib.scrypt(str(code or "").strip().encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r),
+                           p=int(p), dklen=len(expected))
+    return hmac.compare_digest(given, expected)
+
+
 def clean_name(name: str, what: str) -> str:
     name = " ".join(str(name or "").split())
     if not name:
@@ -182,6 +236,17 @@ class ReaderStudies:
     def __init__(self, ws):
         self.ws = ws
         ws.ensure_schema(SCHEMA)
+        self._add_columns()
+
+    def _add_columns(self) -> None:
+        """Give tables made before a column existed that column (one transaction; a no-op once done)."""
+        with self._read() as c:
+            if all(column in _columns(c, table) for table, column, _ in ADDED_COLUMNS):
+                return
+        with self._tx() as c:  # checked again under the write lock: another process may have done it
+            for table, column, declaration in ADDED_COLUMNS:
+                if column not in _columns(c, table):
+                    c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     def _tx(self):
         return self.ws.transaction()
@@ -191,9 +256,12 @@ class ReaderStudies:
 
     # ---- studies ------------------------------------------------------------------------------
     def add_study(self, name: str, images: Sequence[StudyImage], seed: int = 0, display_size: int | None = None,
-                  run: str = "", base_model: str = "", split: str = "", settings: dict | None = None) -> Study:
-        """Encode the images identically and store the study in one transaction (all or nothing)."""
+                  run: str = "", base_model: str = "", split: str = "", settings: dict | None = None,
+                  owner_code: str | None = None) -> Study:
+        """Encode the images identically and store the study in one transaction (all or nothing).
+        `owner_code`: kept as a salted hash; without one the app shows no results until one is set."""
         name = clean_name(name, "study")
+        code_hash = None if owner_code is None else hash_owner_code(owner_code)
         if self.find(name) is not None:
             raise ValueError(f"a study named {name!r} exists already; choose another name")
         truths = [im.truth for im in images]
@@ -209,9 +277,10 @@ class ReaderStudies:
         now = time.time()
         with self._tx() as c:
             study_id = c.execute(
-                "INSERT INTO reader_studies (name, run, base_model, split, seed, display_size, settings, created_at)"
-                " VALUES (?,?,?,?,?,?,?,?)",
-                (name, str(run), base_model or "", split or "", int(seed), size, json.dumps(settings or {}), now),
+                "INSERT INTO reader_studies (name, run, base_model, split, seed, display_size, settings, created_at,"
+                " owner_code_hash) VALUES (?,?,?,?,?,?,?,?,?)",
+                (name, str(run), base_model or "", split or "", int(seed), size, json.dumps(settings or {}), now,
+                 code_hash),
             ).lastrowid
             for im, png in encoded:
                 c.execute(
@@ -224,11 +293,12 @@ class ReaderStudies:
     def _study(self, row) -> Study:
         return Study(id=row[0], name=row[1], run=row[2], base_model=row[3], split=row[4], seed=row[5],
                      display_size=row[6], settings=json.loads(row[7] or "{}"), created_at=row[8],
-                     n_real=row[9] or 0, n_generated=row[10] or 0)
+                     n_real=row[9] or 0, n_generated=row[10] or 0, has_owner_code=bool(row[11]))
 
     _STUDY_SQL = """SELECT s.id, s.name, s.run, s.base_model, s.split, s.seed, s.display_size, s.settings,
         s.created_at, (SELECT count(*) FROM reader_study_items i WHERE i.study_id = s.id AND i.truth = 'real'),
-        (SELECT count(*) FROM reader_study_items i WHERE i.study_id = s.id AND i.truth = 'generated')
+        (SELECT count(*) FROM reader_study_items i WHERE i.study_id = s.id AND i.truth = 'generated'),
+        s.owner_code_hash IS NOT NULL
         FROM reader_studies s"""
 
     def find(self, name: str) -> Study | None:
@@ -255,6 +325,40 @@ class ReaderStudies:
         study = self.study(name)
         with self._tx() as c:
             c.execute("DELETE FROM reader_studies WHERE id = ?", (study.id,))
+
+    # ---- owner code ----------------------------------------------------------------------------
+    def set_owner_code(self, study: str | Study, code: str, replace: bool = False) -> Study:
+        """Give a study its owner code (one transaction). Refused when it has one already, unless
+        `replace` (for the CLI, which has the workspace files anyway)."""
+        study = self.study(study)
+        code_hash = hash_owner_code(code)
+        with self._tx() as c:
+            sql = "UPDATE reader_studies SET owner_code_hash = ? WHERE id = ?"
+            if not replace:
+                sql += " AND owner_code_hash IS NULL"
+            if c.execute(sql, (code_hash, study.id)).rowcount != 1:
+                raise ValueError(
+                    f"study {study.name!r} has an owner code already; results need that code. Forgotten it? "
+                    f"Replace it where the workspace is: `python -m medart reader-study owner-code "
+                    f"--name {study.name!r} --replace`")
+        return self.study(study.name)
+
+    def check_owner(self, study: str | Study, code: str | None) -> Study:
+        """The study when `code` is its owner code; else a ValueError (no code set, none typed, wrong)."""
+        study = self.study(study)
+        with self._read() as c:
+            (stored,) = c.execute("SELECT owner_code_hash FROM reader_studies WHERE id = ?", (study.id,)).fetchone()
+        if stored is None:
+            raise ValueError(
+                f"study {study.name!r} has no owner code yet, so the app shows none of its answers. Its owner "
+                "sets one (Set owner code, allowed once) or reads the results with "
+                "`python -m medart reader-study results`")
+        if not str(code or "").strip():
+            raise ValueError(f"type the owner code of study {study.name!r}: results are for the study owner")
+        if not owner_code_matches(code, stored):
+            time.sleep(WRONG_CODE_DELAY_S)
+            raise ValueError(f"wrong owner code for study {study.name!r}; nothing is shown")
+        return study
 
     # ---- readers ------------------------------------------------------------------------------
     def reader(self, study: str | Study, name: str, create: bool = True) -> Reader:
@@ -374,3 +478,7 @@ class ReaderStudies:
         path = Path(path)
         atomic_write_text(path, buf.getvalue())
         return path
+
+
+def _columns(c, table: str) -> set[str]:
+    return {row[1] for row in c.execute(f"PRAGMA table_info({table})")}

@@ -81,7 +81,7 @@ def test_create_study_errors_say_what_to_do(ws, tiny_run, tmp_path):
         create_study(ws, " ", tiny_run, k=2)
 
 
-def test_cli_create(ws, tiny_run, capsys):
+def test_cli_create(ws, tiny_run, capsys, monkeypatch):
     import argparse
 
     from medart import cli_reader_study
@@ -89,12 +89,21 @@ def test_cli_create(ws, tiny_run, capsys):
     p = argparse.ArgumentParser()
     cli_reader_study.add_parsers(p.add_subparsers(dest="command", required=True))
     root = str(ws.root)
+    monkeypatch.setenv(cli_reader_study.OWNER_CODE_ENV, "cli-owner")
     args = p.parse_args(["reader-study", "create", "--workspace", root, "--run", str(tiny_run), "--name", "cli",
-                         "--k", "2", "--seed", "5", "--steps", "4", "--display-size", "48"])
+                         "--k", "2", "--seed", "5", "--steps", "4", "--display-size", "48", "--owner-code"])
     assert args.func(args) == 0
     assert "2 real + 2 generated images, 48 px, seed 5" in capsys.readouterr().out
-    study = ReaderStudies(ws).study("cli")
+    store = ReaderStudies(ws)
+    study = store.study("cli")
     assert study.settings["steps"] == 4 and study.display_size == 48
+    assert store.check_owner(study, "cli-owner") == study
+    # without the flag: no code, and the command says how the app will treat the study
+    args = p.parse_args(["reader-study", "create", "--workspace", root, "--run", str(tiny_run), "--name", "no code",
+                         "--k", "2", "--seed", "5", "--steps", "4"])
+    assert args.func(args) == 0
+    assert "no owner code: the app shows no results" in capsys.readouterr().out
+    assert not store.study("no code").has_owner_code
 
 
 def test_tab_actions_without_a_browser(tmp_path, tiny_run):
@@ -110,7 +119,7 @@ def test_tab_actions_without_a_browser(tmp_path, tiny_run):
     import_paths(ws, [DEMO_DIR], split="test")
     ws.close()
 
-    text, name = tab.create_from_run(studio, "tiny-run", "test", 2, 1, "ui study")
+    text, name = tab.create_from_run(studio, "tiny-run", "test", 2, 1, "ui study", "owner-1")
     assert name == "ui study" and "2 real + 2 generated" in text
     assert studio._generator is not None  # the studio's one pipeline made the images
     assert tab.study_choices(studio) == ["ui study"]
@@ -122,9 +131,11 @@ def test_tab_actions_without_a_browser(tmp_path, tiny_run):
     for i in range(4):
         state, page, progress = tab.answer_and_next(studio, state, "real", str(i + 1), f"note {i}")
     assert state["token"] is None and 'data-done="4"' in page and "4 / 4 answered" in progress
-    md, plot = tab.results_view(studio, "ui study")
+    with pytest.raises(ValueError, match="wrong owner code"):
+        tab.results_view(studio, "ui study", "owner-2")
+    md, plot = tab.results_view(studio, "ui study", "owner-1")
     assert "| Ana | 4 | 50.0 % |" in md and plot.format == "PNG"
-    csv_path = tab.export_answers(studio, "ui study")
+    csv_path = tab.export_answers(studio, "ui study", "owner-1")
     assert csv_path.endswith("ui-study.csv") and len(open(csv_path).read().splitlines()) == 5
     # a repeated Enter carrying the image already answered changes nothing
     first = tab.start_session(studio, "ui study", "Ben")[0]

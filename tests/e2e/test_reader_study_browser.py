@@ -1,7 +1,10 @@
 """The Reader study tab in Chromium: a reader answers a small study with the keyboard only,
-stops half-way, comes back, finishes, and the owner sees the results and exports the CSV.
-Along the way: every image the page received is an inline PNG of identical length under a
-random token, and no URL or name the browser saw carries the answer.
+stops half-way, comes back, finishes, and the owner sees the results and exports the CSV
+with the study's owner code (a wrong code shows nothing). Along the way: every image the page
+received is an inline PNG of identical length under a random token, no URL or name the
+browser saw carries the answer, and nothing the page received holds the owner code or its
+hash. A second test creates a study in the tab (owner code required) and gives a study made
+without a code its code, once.
 
 The tab runs in a minimal Blocks in this process (127.0.0.1, a free port). Screenshots go
 to tests/artifacts/reader-study-*.png.
@@ -15,12 +18,38 @@ import socket
 import gradio as gr
 import pytest
 
+from helpers import make_tuned_run
 from medart.reader_study import ReaderStudies
-from medart.studio import Studio
+from medart.studio import DEMO_DIR, Studio
 from test_reader_study import planted_images
 
 TIMEOUT = 60_000  # ms; a guard against hangs, not a performance assertion
 FORBIDDEN = ("real-", "fundus", "histology", "seed", ".jpg", "truth", "generated/", "real/")
+OWNER_CODE = "lantern-2931"
+
+# Keeps a copy of every response body the page fetches, streamed ones (the queue's server-sent
+# events, which carry each handler's output) included, as they arrive.
+CAPTURE_JS = """
+window.__received = [];
+const pageFetch = window.fetch;
+window.fetch = async function (...args) {
+  const response = await pageFetch.apply(this, args);
+  const seen = {url: response.url, parts: []};
+  window.__received.push(seen);
+  const copy = response.clone();
+  if (copy.body) {
+    const reader = copy.body.getReader(), decoder = new TextDecoder();
+    (async () => {
+      for (;;) {
+        const {done, value} = await reader.read();
+        if (done) break;
+        seen.parts.push(decoder.decode(value, {stream: true}));
+      }
+    })().catch(() => {});
+  }
+  return response;
+};
+"""
 
 
 def free_port() -> int:
@@ -29,14 +58,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def app(tmp_path, medart_cache):
+def serve(studio):
+    """The tab in a minimal app on a free port; yields its URL."""
     from medart.ui import reader_study
 
-    studio = Studio(home=tmp_path / "home", base_model="tiny")
-    ws = studio.workspace()
-    study = ReaderStudies(ws).add_study("pilot", planted_images(), seed=4, display_size=64)
-    ws.close()
     with gr.Blocks(title="reader study") as demo:
         with gr.Tabs():
             reader_study.build(studio)
@@ -44,9 +69,63 @@ def app(tmp_path, medart_cache):
     demo.queue(default_concurrency_limit=1)
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
-        yield studio, study, f"http://127.0.0.1:{port}/"
+        yield f"http://127.0.0.1:{port}/"
     finally:
         demo.close()
+
+
+@pytest.fixture
+def app(tmp_path, medart_cache):
+    studio = Studio(home=tmp_path / "home", base_model="tiny")
+    ws = studio.workspace()
+    study = ReaderStudies(ws).add_study("pilot", planted_images(), seed=4, display_size=64, owner_code=OWNER_CODE)
+    ws.close()
+    for url in serve(studio):
+        yield studio, study, url
+
+
+@pytest.fixture
+def owner_app(tmp_path, medart_cache):
+    """A studio with a tuned run, held-out demo images and a study made without an owner code."""
+    from medart.importers import import_paths
+
+    studio = Studio(home=tmp_path / "home", base_model="tiny")
+    make_tuned_run(studio.runs_dir / "tiny-run")
+    ws = studio.workspace()
+    import_paths(ws, [DEMO_DIR], split="test")
+    ReaderStudies(ws).add_study("legacy", planted_images(1), display_size=32)
+    ws.close()
+    for url in serve(studio):
+        yield studio, url
+
+
+def code_hash(studio, name):
+    ws = studio.workspace()
+    try:
+        with ws.read() as c:
+            return c.execute("SELECT owner_code_hash FROM reader_studies WHERE name = ?", (name,)).fetchone()[0]
+    finally:
+        ws.close()
+
+
+def message(page, text):
+    """Wait until the owner message under Results says `text`; returns the whole message."""
+    page.wait_for_function("t => document.querySelector('#rs-owner-msg').innerText.includes(t)", arg=text)
+    return page.locator("#rs-owner-msg").inner_text()
+
+
+def open_accordion(page, title, last_id):
+    """Open an accordion and wait until it has rendered down to `last_id`, its last visible
+    component. Its components first render when it opens and then take the value an earlier
+    event gave them: a field filled before that would be emptied again."""
+    page.get_by_text(title).click()
+    page.wait_for_selector(f"#{last_id}")
+    page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
+
+
+def pick(page, elem_id, value):
+    page.locator(f"#{elem_id} input").fill(value)
+    page.locator(f"#{elem_id} input").press("Enter")
 
 
 def truths(studio, study):
@@ -60,8 +139,7 @@ def truths(studio, study):
 
 
 def start(page, reader):
-    page.locator("#rs-study input").fill("pilot")
-    page.locator("#rs-study input").press("Enter")
+    pick(page, "rs-study", "pilot")
     page.locator("#rs-reader input, #rs-reader textarea").first.fill(reader)
     page.locator("#rs-start").click()
     page.wait_for_selector("#rs-viewer [data-token]")
@@ -104,6 +182,7 @@ def test_keyboard_study_with_resume_and_results(app, browser, shots):
     page.set_default_timeout(TIMEOUT)
     urls = []
     page.on("request", lambda r: urls.append(r.url))
+    page.add_init_script(CAPTURE_JS)
     page.goto(url)
 
     start(page, "Dr Test")
@@ -138,10 +217,28 @@ def test_keyboard_study_with_resume_and_results(app, browser, shots):
     assert stored == pressed and len(stored) == 8
     assert {a.position: a.note for a in rows if a.note} == {3: "too smooth"}
 
-    # results: the owner opens them
-    page.get_by_text("Results (shows the answers").click()
+    # everything the page received while the reader answered: no owner code, no hash, no salt
+    streams = [s for s in page.evaluate("() => window.__received.map(r => r.parts.join(''))") if s]
+    assert any(f'data-token=\\"{t}\\"' in s for t in pressed for s in streams)  # the capture sees the images
+    hashed = code_hash(studio, "pilot")
+    secrets = [OWNER_CODE, hashed, *hashed.split("$")[4:]]  # the code, the stored hash, its salt and digest
+    for received in streams + [page.content()]:
+        assert not any(secret in received for secret in secrets)
+
+    # results: a wrong or missing code shows nothing, the owner's code shows them
+    open_accordion(page, "Results (study owner only", "rs-export")
+    page.locator("#rs-owner-code input").fill("wrong-code")
+    page.locator("#rs-results-btn").click()
+    assert "wrong owner code for study 'pilot'" in message(page, "wrong owner code")
+    page.locator("#rs-owner-code input").fill("")
+    page.locator("#rs-export").click()
+    message(page, "type the owner code of study 'pilot'")
+    assert page.locator("#rs-results table, #rs-plot img, #rs-csv a").count() == 0
+    assert "Dr Test" not in page.locator("#rs-results").inner_text()
+    page.locator("#rs-owner-code input").fill(OWNER_CODE)
     page.locator("#rs-results-btn").click()
     page.wait_for_selector("#rs-results table")
+    assert "Not shown" not in page.locator("#rs-owner-msg").inner_text()
     correct = sum(pressed[t][0] == items[t][0] for t in pressed)
     gen_called = sum(pressed[t][0] == "generated" for t in pressed if items[t][0] == "generated")
     text = page.locator("#rs-results").inner_text()
@@ -152,6 +249,22 @@ def test_keyboard_study_with_resume_and_results(app, browser, shots):
     assert page.locator("#rs-csv a").first.get_attribute("href").endswith("/pilot.csv")
     shots(page, "reader-study-04-results", full_page=True)
 
+    # a wrong code after the right one takes the results off the page again
+    page.locator("#rs-owner-code input").fill("wrong-code")
+    page.locator("#rs-owner-code input").press("Enter")
+    message(page, "wrong owner code")
+    assert page.locator("#rs-results table, #rs-plot img, #rs-csv a").count() == 0
+    shots(page, "reader-study-05-wrong-code", full_page=True)
+
+    # a reader who starts at the owner's page sees neither the results nor the code
+    page.locator("#rs-owner-code input").fill(OWNER_CODE)
+    page.locator("#rs-results-btn").click()
+    page.wait_for_selector("#rs-results table")
+    start(page, "Dr Two")
+    page.wait_for_selector("#rs-results table", state="detached")
+    assert page.locator("#rs-plot img, #rs-csv a").count() == 0
+    assert page.locator("#rs-owner-code input").input_value() == ""
+
     # blinding as the browser saw it: identical lengths; no URL names a class, a source or the truth
     lengths = {len(png) for _, png in items.values()}
     assert len(lengths) == 1
@@ -159,3 +272,46 @@ def test_keyboard_study_with_resume_and_results(app, browser, shots):
         low = u.lower()
         assert not any(word in low for word in FORBIDDEN), u
     assert not any(t in u for t in items for u in urls)  # images never travel by URL at all
+
+
+def test_owner_code_at_creation_and_for_a_study_without_one(owner_app, browser, shots):
+    studio, url = owner_app
+    page = browser.new_page(viewport={"width": 1300, "height": 1300})
+    page.set_default_timeout(TIMEOUT)
+    page.goto(url)
+
+    # creating a study in the tab needs an owner code of at least 4 characters
+    open_accordion(page, "Create a study", "rs-create")
+    pick(page, "rs-run", "tiny-run")
+    page.locator("#rs-k input").fill("1")
+    page.locator("#rs-new-name input, #rs-new-name textarea").first.fill("made here")
+    page.locator("#rs-new-code input").fill("abc")
+    page.locator("#rs-create").click()
+    page.get_by_text("the owner code needs at least 4 characters").first.wait_for()
+    page.locator("#rs-new-code input").fill("owner-5150")
+    page.locator("#rs-create").click()
+    page.wait_for_function("() => document.querySelector('#rs-created').innerText.includes('Created')")
+    page.wait_for_function("() => document.querySelector('#rs-new-code input').value === ''")  # the code goes
+    assert page.locator("#rs-study input").input_value() == "made here"
+    ws = studio.workspace()
+    assert ReaderStudies(ws).check_owner("made here", "owner-5150").n_generated == 1
+    ws.close()
+    shots(page, "reader-study-06-created", full_page=True)
+
+    # a study made without a code: nothing shown until its owner sets one, which works once
+    open_accordion(page, "Results (study owner only", "rs-export")
+    assert not page.locator("#rs-set-code").is_visible()
+    pick(page, "rs-study", "legacy")
+    message(page, "This study has no owner code yet")
+    page.locator("#rs-owner-code input").fill("guess")
+    page.locator("#rs-results-btn").click()
+    message(page, "has no owner code yet, so the app shows none of its answers")
+    assert page.locator("#rs-results table, #rs-plot img").count() == 0
+    shots(page, "reader-study-07-no-code", full_page=True)
+    page.locator("#rs-owner-code input").fill("legacy-code")
+    page.locator("#rs-set-code").click()
+    message(page, "Owner code of legacy set")
+    page.wait_for_selector("#rs-set-code", state="hidden")
+    page.locator("#rs-results-btn").click()
+    page.wait_for_function("() => document.querySelector('#rs-results').innerText.includes('No answers yet')")
+    assert code_hash(studio, "legacy").startswith("scrypt$")

@@ -1,0 +1,202 @@
+"""The owner code of a reader study: stored only as a salted hash, asked before the app shows
+results or exports answers, settable once on a study that has none, and added to the study
+table of workspaces made before it existed."""
+
+import argparse
+import json
+import sqlite3
+import tempfile
+
+import pytest
+
+from medart import cli_reader_study, reader_images
+from medart.reader_study import SCHEMA, ReaderStudies, owner_code_matches
+from medart.studio import Studio
+from medart.ui import reader_study as tab
+from medart.workspace import Workspace
+from test_reader_study import planted_images
+
+CODE = "tulip-4711"
+
+# The study table as workspaces made before owner codes have it (the other tables are unchanged).
+OLD_STUDIES_TABLE = """
+CREATE TABLE reader_studies (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    run TEXT NOT NULL DEFAULT '',
+    base_model TEXT NOT NULL DEFAULT '',
+    split TEXT NOT NULL DEFAULT '',
+    seed INTEGER NOT NULL,
+    display_size INTEGER NOT NULL,
+    settings TEXT NOT NULL DEFAULT '{}',
+    created_at REAL NOT NULL
+);
+"""
+
+
+@pytest.fixture
+def studio(tmp_path, medart_cache):
+    return Studio(home=tmp_path / "home", base_model="tiny")
+
+
+def add(studio, name, code=None):
+    ws = studio.workspace()
+    try:
+        return ReaderStudies(ws).add_study(name, planted_images(2), seed=1, display_size=32, owner_code=code)
+    finally:
+        ws.close()
+
+
+def answer_all(studio, name, reader="Ana"):
+    state = tab.start_session(studio, name, reader)[0]
+    while state["token"]:
+        state = tab.answer_and_next(studio, state, "real", "3", "")[0]
+
+
+def stored_hash(studio, name):
+    ws = studio.workspace()
+    try:
+        with ws.read() as c:
+            return c.execute("SELECT owner_code_hash FROM reader_studies WHERE name = ?", (name,)).fetchone()[0]
+    finally:
+        ws.close()
+
+
+def columns(db):
+    with sqlite3.connect(db) as c:
+        return {row[1] for row in c.execute("PRAGMA table_info(reader_studies)")}
+
+
+def cli(argv):
+    p = argparse.ArgumentParser()
+    cli_reader_study.add_parsers(p.add_subparsers(dest="command", required=True))
+    args = p.parse_args(["reader-study", *argv])
+    return args.func(args)
+
+
+def test_only_a_salted_hash_of_the_code_is_stored(studio):
+    study = add(studio, "pilot", CODE)
+    twin = add(studio, "twin", CODE)
+    assert study.has_owner_code and twin.has_owner_code
+    first, second = stored_hash(studio, "pilot"), stored_hash(studio, "twin")
+    kind, n, r, p, salt, digest = first.split("$")
+    assert (kind, len(bytes.fromhex(salt)), len(bytes.fromhex(digest))) == ("scrypt", 16, 32)
+    assert first != second and salt != second.split("$")[4]  # a random salt per study
+    assert owner_code_matches(CODE, first) and owner_code_matches(f"  {CODE} ", first)
+    assert not owner_code_matches(CODE.upper(), first)
+    # the code itself is nowhere in the workspace's files (database, WAL), in any encoding
+    for path in studio.workspace_dir.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert CODE.encode() not in data and CODE.encode("utf-16-le") not in data, path
+    with pytest.raises(ValueError, match="at least 4 characters"):
+        add(studio, "short", "abc")
+    assert tab.study_choices(studio) == ["twin", "pilot"]  # nothing of the failed one was stored
+
+
+def test_results_and_export_need_the_right_code(studio, tmp_path, monkeypatch):
+    add(studio, "pilot", CODE)
+    answer_all(studio, "pilot")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "exports"))
+    (tmp_path / "exports").mkdir()
+    for typed, message in (("wrong-code", "wrong owner code for study 'pilot'; nothing is shown"),
+                           ("", "type the owner code of study 'pilot'"), (None, "type the owner code")):
+        with pytest.raises(ValueError, match=message):
+            tab.results_view(studio, "pilot", typed)
+        with pytest.raises(ValueError, match=message):
+            tab.export_answers(studio, "pilot", typed)
+    assert list((tmp_path / "exports").iterdir()) == []  # a refused export wrote no file
+    md, plot = tab.results_view(studio, "pilot", CODE)
+    assert "| Ana | 4 | 50.0 % |" in md and plot.format == "PNG"
+    path = tab.export_answers(studio, "pilot", f" {CODE}")
+    assert path.startswith(str(tmp_path / "exports")) and len(open(path).read().splitlines()) == 5
+    with pytest.raises(ValueError, match="has an owner code already"):
+        tab.set_owner_code(studio, "pilot", "another-code")
+    assert owner_code_matches(CODE, stored_hash(studio, "pilot"))
+
+
+def test_a_study_without_a_code_shows_nothing_until_one_is_set_once(studio):
+    add(studio, "legacy")
+    answer_all(studio, "legacy")
+    assert tab.needs_owner_code(studio, "legacy") and not tab.needs_owner_code(studio, "nope")
+    for typed in ("", "any-code"):
+        with pytest.raises(ValueError, match="has no owner code yet"):
+            tab.results_view(studio, "legacy", typed)
+        with pytest.raises(ValueError, match="has no owner code yet"):
+            tab.export_answers(studio, "legacy", typed)
+    with pytest.raises(ValueError, match="at least 4 characters"):
+        tab.set_owner_code(studio, "legacy", " ab ")
+    assert stored_hash(studio, "legacy") is None
+    assert "set" in tab.set_owner_code(studio, "legacy", "first-code")
+    assert not tab.needs_owner_code(studio, "legacy")
+    with pytest.raises(ValueError, match="has an owner code already"):
+        tab.set_owner_code(studio, "legacy", "second-code")
+    with pytest.raises(ValueError, match="wrong owner code"):
+        tab.results_view(studio, "legacy", "second-code")
+    assert "| Ana | 4 |" in tab.results_view(studio, "legacy", "first-code")[0]
+
+
+def test_cli_sets_and_replaces_codes_and_keeps_results_open(studio, monkeypatch, capsys):
+    add(studio, "legacy")
+    root = str(studio.workspace_dir)
+    monkeypatch.delenv(cli_reader_study.OWNER_CODE_ENV, raising=False)
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    with pytest.raises(ValueError, match="MEDART_OWNER_CODE"):
+        cli(["owner-code", "--workspace", root, "--name", "legacy"])
+    monkeypatch.setenv(cli_reader_study.OWNER_CODE_ENV, "first-code")
+    assert cli(["list", "--workspace", root]) == 0
+    assert "no owner code" in capsys.readouterr().out
+    assert cli(["owner-code", "--workspace", root, "--name", "legacy"]) == 0
+    monkeypatch.setenv(cli_reader_study.OWNER_CODE_ENV, "forgot-it")
+    with pytest.raises(ValueError, match="has an owner code already"):
+        cli(["owner-code", "--workspace", root, "--name", "legacy"])
+    assert owner_code_matches("first-code", stored_hash(studio, "legacy"))
+    assert cli(["owner-code", "--workspace", root, "--name", "legacy", "--replace"]) == 0
+    assert owner_code_matches("forgot-it", stored_hash(studio, "legacy"))
+    capsys.readouterr()
+    # results and export from the CLI need no code: it has the database anyway
+    monkeypatch.delenv(cli_reader_study.OWNER_CODE_ENV)
+    assert cli(["results", "--workspace", root, "--name", "legacy", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["readers"] == []
+
+
+def test_a_workspace_from_before_owner_codes_gains_the_column(tmp_path):
+    root = tmp_path / "ws"
+    with Workspace(root) as ws:  # the old schema, with one study, a reader and an answer
+        ws.ensure_schema(OLD_STUDIES_TABLE)
+        ws.ensure_schema(SCHEMA)  # the other tables; CREATE IF NOT EXISTS leaves the old study table as it is
+        with ws.transaction() as c:
+            sid = c.execute("INSERT INTO reader_studies (name, seed, display_size, created_at)"
+                            " VALUES ('old', 0, 32, 1.0)").lastrowid
+            ids = [c.execute("INSERT INTO reader_study_items (study_id, token, truth, png) VALUES (?,?,?,?)",
+                             (sid, reader_images.new_token(), im.truth, reader_images.encode(im.image, 32))).lastrowid
+                   for im in planted_images(1)]
+            rid = c.execute("INSERT INTO reader_study_readers (study_id, name, order_seed, item_order, created_at)"
+                            " VALUES (?, 'Ana', 1, ?, 1.0)", (sid, json.dumps(ids))).lastrowid
+            c.execute("INSERT INTO reader_study_answers (reader_id, item_id, position, answer, answered_at)"
+                      " VALUES (?, ?, 1, 'real', 1.0)", (rid, ids[0]))
+    db = root / "workspace.db"
+    assert "owner_code_hash" not in columns(db)
+
+    with Workspace(root) as ws:
+        store = ReaderStudies(ws)
+        assert "owner_code_hash" in columns(db)
+        old = store.study("old")
+        assert not old.has_owner_code and old.size == 2
+        assert [(a.reader, a.answer) for a in store.answers(old)] == [("Ana", "real")]
+        with pytest.raises(ValueError, match="has no owner code yet"):
+            store.check_owner(old, "new-code")
+        store.set_owner_code(old, "new-code")
+        assert store.check_owner("old", "new-code").has_owner_code
+        store.add_study("new", planted_images(1), display_size=32, owner_code=CODE)
+    with Workspace(root) as ws:  # opening again: nothing left to add, everything kept
+        store = ReaderStudies(ws)
+        assert [s.has_owner_code for s in store.studies()] == [True, True]
+        assert store.check_owner("new", CODE).name == "new"
+
+
+def test_the_tab_asks_for_a_code_before_generating_anything(studio):
+    for code in ("", None, "abc", "   x   "):
+        with pytest.raises(ValueError, match="owner code needs at least 4 characters"):
+            tab.create_from_run(studio, "no-such-run", "test", 2, 0, "pilot", code)
+    assert tab.study_choices(studio) == []
