@@ -1,7 +1,10 @@
 """Data tab: bring images into the workspace (upload, zip, DICOM, folder, HF dataset, demo),
-then organise them (labels, splits, removal; `medart.ui.organise`)."""
+browse them by label and split a page at a time, then organise them (labels, splits, removal;
+`medart.ui.organise`)."""
 
 from __future__ import annotations
+
+import math
 
 import gradio as gr
 
@@ -9,8 +12,11 @@ from captioning.templates import BUILTIN_TEMPLATES
 from medart.studio import DEMO_DIR
 from medart.ui import organise
 from medart.ui.widgets import user_errors
+from medart.workspace import SPLITS, Filter
 
 REJECT_HEADERS = ["file", "reason"]
+PAGE = 60  # thumbnails per gallery page
+ALL, NO_LABEL = "all", "(no label)"
 
 
 def import_demo(ws) -> tuple:
@@ -38,20 +44,41 @@ def summarise(reports) -> tuple[str, list[list]]:
     return text, rejected
 
 
-def workspace_view(studio):
+def browse_filter(label: str | None = ALL, split: str | None = ALL) -> Filter:
+    """The gallery's filter: "all" does not filter, "(no label)" means unlabelled images."""
+    return Filter(label=None if label in (None, "", ALL) else "" if label == NO_LABEL else label,
+                  split=None if split in (None, "", ALL) else split)
+
+
+def workspace_view(studio, label: str | None = ALL, split: str | None = ALL, page=1) -> tuple[str, list, int, int]:
+    """(summary Markdown, gallery page, page shown, number of pages) for the chosen label and split."""
+    flt = browse_filter(label, split)
     ws = studio.workspace()
     try:
         s = ws.stats()
-        items = ws.query(limit=64)
+        n = ws.count(flt)
+        pages = max(1, math.ceil(n / PAGE))
+        page = min(max(1, int(page or 1)), pages)
+        items = ws.query(flt, offset=(page - 1) * PAGE, limit=PAGE)
         # "validation" would not fit under a thumbnail
         gallery = [(str(i.thumb_path), f"#{i.id} {i.split.replace('validation', 'val')}") for i in items]
     finally:
         ws.close()
     labels = ", ".join(f"{k or '(none)'}: {v}" for k, v in s["labels"].items()) or "–"
+    shown = f"{(page - 1) * PAGE + 1}–{(page - 1) * PAGE + len(items)} of {n}" if items else f"none of {n}"
     md = (f"**Workspace:** {s['total']} image(s) · draft {s['draft']} · edited {s['edited']} · "
           f"approved {s['approved']} · rejected {s['rejected']} · without caption {s['missing']}  \n"
-          f"**Labels:** {labels}")
-    return md, gallery
+          f"**Labels:** {labels}  \n**Gallery:** {shown}" + (f" (page {page} of {pages})" if pages > 1 else ""))
+    return md, gallery, page, pages
+
+
+def label_choices(studio) -> list[str]:
+    ws = studio.workspace()
+    try:
+        labels = ws.stats()["labels"]
+    finally:
+        ws.close()
+    return [ALL] + sorted(k for k in labels if k) + ([NO_LABEL] if "" in labels else [])
 
 
 def build(studio):
@@ -79,26 +106,42 @@ def build(studio):
                 rejected = gr.Dataframe(headers=REJECT_HEADERS, value=[], label="Not imported (with reasons)",
                                         interactive=False, wrap=True)
                 stats = gr.Markdown(elem_id="workspace-stats")
-                gallery = gr.Gallery(label="Workspace", columns=5, height=260, allow_preview=False)
-        split_table = organise.build(studio, lambda: workspace_view(studio), [stats, gallery])
+                gallery = gr.Gallery(label="Workspace", columns=5, height=260, allow_preview=False,
+                                     elem_id="data-gallery")
+                with gr.Row(equal_height=True):
+                    label_f = gr.Dropdown([ALL], value=ALL, label="Label", elem_id="data-label-filter", scale=3,
+                                          min_width=100)
+                    split_f = gr.Dropdown([ALL, *SPLITS], value=ALL, label="Split", elem_id="data-split-filter",
+                                          scale=3, min_width=100)
+                    prev_b = gr.Button("◀", elem_id="data-prev", scale=1, min_width=44)
+                    page = gr.Number(1, precision=0, minimum=1, label="Page", elem_id="data-page", scale=2,
+                                     min_width=70)
+                    next_b = gr.Button("▶", elem_id="data-next", scale=1, min_width=44)
 
-        def finish(reports):
+        def view(label_, split_, page_):
+            """(stats, gallery, page, label choices) for the browsing controls."""
+            md, gal, shown, _ = workspace_view(studio, label_, split_, page_)
+            return md, gal, shown, gr.update(choices=label_choices(studio))
+
+        browse_in, browse_out = [label_f, split_f, page], [stats, gallery, page, label_f]
+        split_table = organise.build(studio, view, browse_out, browse_in)
+
+        def finish(reports, *browse):
             text, rows = summarise(reports)
-            md, gal = workspace_view(studio)
-            return text, rows, md, gal, organise.split_view(studio)
+            return (text, rows, *view(*browse), organise.split_view(studio))
 
-        outputs = [summary, rejected, stats, gallery, split_table]
+        outputs = [summary, rejected, *browse_out, split_table]
 
         @user_errors
-        def on_demo():
+        def on_demo(*browse):
             ws = studio.workspace()
             try:
-                return finish(import_demo(ws))
+                return finish(import_demo(ws), *browse)
             finally:
                 ws.close()
 
         @user_errors
-        def on_paths(paths, label, modality, split):
+        def on_paths(paths, label, modality, split, *browse):
             from medart.importers import import_paths
 
             if not paths:
@@ -109,12 +152,12 @@ def build(studio):
                 if modality and ws.get_setting("modality") is None:
                     ws.set_setting("modality", modality)
                 return finish([import_paths(ws, paths, label=label or None, modality=modality or None,
-                                            split=split or "train")])
+                                            split=split or "train")], *browse)
             finally:
                 ws.close()
 
         @user_errors
-        def on_dataset(name, ds_split, label, modality):
+        def on_dataset(name, ds_split, label, modality, *browse):
             from medart.importers import import_dataset
 
             if not name:
@@ -122,14 +165,19 @@ def build(studio):
             ws = studio.workspace()
             try:
                 return finish([import_dataset(ws, name.strip(), split=ds_split or "train", label=label or None,
-                                              modality=modality or None)])
+                                              modality=modality or None)], *browse)
             finally:
                 ws.close()
 
-        demo_btn.click(on_demo, outputs=outputs, api_name="load_demo")
-        upload_btn.click(on_paths, [files, label, modality, split], outputs)
-        folder_btn.click(on_paths, [folder, label, modality, split], outputs)
-        dataset_btn.click(on_dataset, [dataset, ds_split, label, modality], outputs)
-        tab.select(lambda: (*workspace_view(studio), organise.split_view(studio)),
-                   outputs=[stats, gallery, split_table])
+        demo_btn.click(on_demo, browse_in, outputs, api_name="load_demo")
+        upload_btn.click(on_paths, [files, label, modality, split, *browse_in], outputs)
+        folder_btn.click(on_paths, [folder, label, modality, split, *browse_in], outputs)
+        dataset_btn.click(on_dataset, [dataset, ds_split, label, modality, *browse_in], outputs)
+        quiet = {"show_progress": "hidden"}
+        for control in (label_f, split_f):  # a new filter starts at its first page
+            control.input(lambda lab, spl: view(lab, spl, 1), [label_f, split_f], browse_out, **quiet)
+        page.submit(view, browse_in, browse_out, **quiet)
+        prev_b.click(lambda lab, spl, p: view(lab, spl, (p or 1) - 1), browse_in, browse_out, **quiet)
+        next_b.click(lambda lab, spl, p: view(lab, spl, (p or 1) + 1), browse_in, browse_out, **quiet)
+        tab.select(lambda *b: (*view(*b), organise.split_view(studio)), browse_in, [*browse_out, split_table])
     return tab, [stats, gallery]

@@ -81,9 +81,9 @@ def remove_images(studio, ids_text: str, confirmed: bool) -> tuple[str, dict]:
     return f"**Removed** {n} image(s) with their captions and history.", split_view(studio)
 
 
-def build(studio, view, view_outputs: list):
+def build(studio, view, view_outputs: list, view_inputs: list = ()):
     """The Organise accordion. After every action the table and `view_outputs` (filled by
-    `view()`: the tab's stats and gallery) are refreshed. Returns the table."""
+    `view(*view_inputs)`: the tab's stats and gallery) are refreshed. Returns the table."""
     with gr.Accordion("Organise: labels, splits, removal", open=False, elem_id="org-section") as section:
         gr.Markdown("Training uses the **train** split; Evaluate and the reader study use **test** by default.")
         with gr.Row():
@@ -118,17 +118,18 @@ def build(studio, view, view_outputs: list):
     def refreshed(action):
         @user_errors
         def handler(*args):
-            text, grid_value = action(studio, *args)
-            return (text, grid_value, *view())
+            split_at = len(args) - len(view_inputs)
+            text, grid_value = action(studio, *args[:split_at])
+            return (text, grid_value, *view(*args[split_at:]))
 
         return handler
 
     outputs = [message, grid, *view_outputs]
     quiet = {"show_progress": "hidden"}  # quick; an error shows as a toast without blanking the table and gallery
     section.expand(lambda: split_view(studio), outputs=[grid], **quiet)
-    hold_btn.click(refreshed(hold_out_images), [test_pct, val_pct, seed], outputs, api_name="hold_out", **quiet)
-    label_btn.click(refreshed(relabel), [ids, label], outputs, api_name="set_label", **quiet)
-    split_btn.click(refreshed(move), [ids, split], outputs, api_name="set_split", **quiet)
-    remove_btn.click(refreshed(remove_images), [ids, confirm], outputs, api_name="remove_images", **quiet).success(
+    hold_btn.click(refreshed(hold_out_images), [test_pct, val_pct, seed, *view_inputs], outputs, api_name="hold_out", **quiet)
+    label_btn.click(refreshed(relabel), [ids, label, *view_inputs], outputs, api_name="set_label", **quiet)
+    split_btn.click(refreshed(move), [ids, split, *view_inputs], outputs, api_name="set_split", **quiet)
+    remove_btn.click(refreshed(remove_images), [ids, confirm, *view_inputs], outputs, api_name="remove_images", **quiet).success(
         lambda: False, outputs=[confirm], **quiet)
     return grid

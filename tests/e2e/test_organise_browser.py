@@ -69,6 +69,16 @@ def test_organise_in_chromium(app, browser, shots):
                                 ["all", "8", "0", "8", "16"]]
     shots(page, "organise-hold-out", full_page=True)
 
+    # the gallery browses one split (and label) at a time
+    page.locator("#data-split-filter input").click()
+    page.get_by_role("option", name="test", exact=True).click()
+    page.wait_for_selector("#workspace-stats:has-text('1–8 of 8')")
+    captions = page.locator("#data-gallery .caption-label").all_inner_texts()
+    assert len(captions) == 8 and all(c.endswith(" test") for c in captions), captions
+    page.locator("#data-split-filter input").click()
+    page.get_by_role("option", name="all", exact=True).click()
+    page.wait_for_selector("#workspace-stats:has-text('1–16 of 16')")
+
     page.locator("#org-ids textarea").fill("1, 2-3")
     page.locator("#org-label textarea").fill("retina")
     page.locator("#org-set-label").click()
