@@ -124,6 +124,9 @@ def preflight(ws: Workspace, s: TrainSettings, runs_dir: Path, device: str = "cp
         p.errors.append("8-bit Adam needs a CUDA GPU: turn it off on this machine.")
     if s.hldf and s.hldf_steps < 1:
         p.errors.append("M (solver steps of the colour loss) must be at least 1.")
+    if not ws.count(Filter(split="test")):
+        p.warnings.append("No held-out images (split test): Evaluate and the reader study compare against them. "
+                          "Hold some out now (Data → Organise) so that training never sees them.")
     if approved:
         labels = sorted({i.label or "(no label)" for i in approved})
         p.info.append(f"{len(approved)} approved caption(s) will be trained on ({', '.join(labels)}).")

@@ -77,4 +77,8 @@ def test_preflight_blocks_then_launch_snapshots_approved_training_split(tmp_path
     assert manifest["count"] == 2  # the held-out image stays out of training
     texts = [json.loads(line)["text"] for line in (runs / "r1" / "data" / "train" / "metadata.jsonl").open()]
     assert texts == ["A red image.", "A green image."]
+    assert not [w for w in check.warnings if "held-out" in w]
+    ws.set_split([3], "train")  # nothing held out any more: a warning, not a block
+    third = preflight(ws, s, tmp_path / "runs")
+    assert third.ok and [w for w in third.warnings if "No held-out images" in w]
     ws.close()
