@@ -2,16 +2,17 @@
 
 `hold_out` reassigns images per class label: round(fraction x n) of each class go to `test`
 (and `validation`), at least one when the class has two or more images, never all of them;
-the rest go to `train`. The images are chosen by a shuffle seeded with (seed, label), so the
-same seed over the same images gives the same split, a larger fraction with the same seed
-keeps the smaller one's test images, and a new class leaves the others' split as it was.
+the rest go to `train`. The images are drawn in the order of a hash keyed by (seed, label,
+image content), so the same seed over the same images gives the same split (in any
+workspace, whatever the import order), a larger fraction with the same seed keeps the
+smaller one's test images, and a new class leaves the others' split as it was.
 Everything here works on a `Workspace`; the CLI and the Data tab both call it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
-import random
 
 from medart.workspace import SPLITS, Filter, Workspace
 
@@ -78,6 +79,13 @@ def format_table(counts: dict[str, dict[str, int]]) -> str:
     )
 
 
+def _rank(seed: int, label: str, sha: str) -> str:
+    """An image's place in its class's draw: a keyed hash of its pixels' hash, so the draw
+    depends on the images, not on import order or ids, and a new image leaves the others'
+    order as it was."""
+    return hashlib.sha256(f"{seed}:{label}:{sha}".encode()).hexdigest()
+
+
 def _share(fraction: float, n: int) -> int:
     """round(fraction x n), halves rounded up (2.5 -> 3, as people expect, not Python's 2)."""
     return math.floor(fraction * n + 0.5 + 1e-9)
@@ -111,18 +119,17 @@ def hold_out(
     where, params = (flt or Filter()).sql()
     with ws.transaction() as con:
         rows = con.execute(
-            "SELECT i.id, coalesce(i.label, '') FROM images i JOIN captions c ON c.image_id = i.id"
+            "SELECT i.id, coalesce(i.label, ''), i.sha256 FROM images i JOIN captions c ON c.image_id = i.id"
             + where + " ORDER BY i.id", params,
         ).fetchall()  # fmt: skip
         if not rows:
             raise ValueError(f"no images in {ws.root} match; import images first or widen the filter")
-        by_label: dict[str, list[int]] = {}
-        for image_id, label in rows:
-            by_label.setdefault(label, []).append(image_id)
+        by_label: dict[str, list[tuple[str, int]]] = {}
+        for image_id, label, sha in rows:
+            by_label.setdefault(label, []).append((_rank(seed, label, sha), image_id))
         counts, updates = {}, []
         for label in sorted(by_label):
-            ids = by_label[label]
-            random.Random(f"{seed}:{label}").shuffle(ids)
+            ids = [image_id for _, image_id in sorted(by_label[label])]
             n_test, n_val = held_out_sizes(len(ids), test, validation)
             groups = {"train": ids[n_test + n_val :], "validation": ids[n_test : n_test + n_val], "test": ids[:n_test]}
             counts[label] = {split: len(groups[split]) for split in SPLITS}

@@ -193,3 +193,24 @@ def test_data_gallery_pages_through_a_label_and_split(tmp_path):
     md, gallery, _, _ = data.workspace_view(studio, "polyps", "validation", 1)
     assert gallery == [] and "**Gallery:** none of 0" in md
     assert data.label_choices(studio) == ["all", "polyps", data.NO_LABEL]
+
+
+def test_the_draw_follows_the_images_not_the_import_order(tmp_path):
+    from PIL import Image
+
+    from medart.workspace import NewImage
+
+    def held_out(name, order):
+        with Workspace(tmp_path / name) as w:
+            rows = []
+            for k in order:
+                sha, size, _ = w.store_image(Image.new("RGB", (16, 16), (k, 200, 99)))
+                rows.append(NewImage(sha, f"{k}.png", 16, 16, "RGB", size, "test", "A"))
+            w.add_images(rows)
+            hold_out(w, test=0.25, seed=3)
+            return {int(i.original_name[:-4]) for i in w.query(Filter(split="test"), limit=None)}
+
+    first = held_out("forward", range(12))
+    assert len(first) == 3 and held_out("reversed", reversed(range(12))) == first  # other ids, same draw
+    grown = held_out("grown", range(13))  # one more image: still 3 held out, mostly the same ones
+    assert len(grown) == 3 and len(grown & first) >= 2
