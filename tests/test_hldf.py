@@ -1,6 +1,7 @@
 """HLDF training on the tiny base: colour effect, exact resume after SIGKILL, adapter export, bad input."""
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -230,6 +231,28 @@ def test_stop_signal_late_in_a_step_still_ends_on_a_checkpoint(tmp_path):
     assert status["state"] == "stopped" and status["step"] == 4  # the step in flight when the flag was read
     assert [p.name for p in checkpoints.complete(run / "checkpoints")] == ["step-000004"]
     assert signal.getsignal(signal.SIGTERM) is before  # the trainer's handler is gone again
+
+
+def test_bf16_mixed_precision_trains_fp32_adapters_over_a_bf16_base(tmp_path):
+    """The CUDA default (bf16) exercised on the CPU: base weights in bf16, LoRA weights and
+    their optimiser in fp32, finite diffusion and colour losses, an fp32 adapter on disk."""
+    from safetensors.torch import load_file
+
+    from medart.hldf import Trainer
+
+    data = make_data(tmp_path / "data", n=2)
+    trainer = Trainer(tiny_config(data, tmp_path / "run", max_steps=2, mixed_precision="bf16", **{"hldf.steps": 3}))
+    assert trainer.weight_dtype == torch.bfloat16
+    assert trainer.base.vae.dtype == torch.bfloat16 and trainer.base.text_encoder.dtype == torch.bfloat16
+    assert {p.dtype for p in trainer.params} == {torch.float32} and len(trainer.params) > 0
+    before = [p.detach().clone() for p in trainer.params]
+    trainer.run_loop()
+    rows = trainer.run.metrics()
+    assert [r["step"] for r in rows] == [1, 2] and "color_loss" in rows[1]
+    assert all(math.isfinite(r[k]) for r in rows for k in ("loss", "grad_norm")) and math.isfinite(rows[1]["color_loss"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.params))
+    weights = load_file(tmp_path / "run" / "adapter" / "dit" / "adapter_model.safetensors")
+    assert weights and {w.dtype for w in weights.values()} == {torch.float32}
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
