@@ -46,38 +46,35 @@ def hold_out_images(studio, test_pct, validation_pct, seed) -> tuple[str, dict]:
             f"{len(counts)} class(es), seed {int(seed or 0)}; {held['train']} stay in train.", split_view(studio))
 
 
-def relabel(studio, ids_text: str, label: str) -> tuple[str, dict]:
+def _apply(studio, ids_text: str, change) -> int:
+    """`change(ws, ids)` on the typed ids, in the studio's workspace; returns its count."""
     ids = _chosen(ids_text)
-    label = (label or "").strip()
-    if not label:
-        raise ValueError("type the new class label first")
     ws = studio.workspace()
     try:
-        n = ws.set_labels(ids, label)
+        return change(ws, ids)
     finally:
         ws.close()
+
+
+def relabel(studio, ids_text: str, label: str) -> tuple[str, dict]:
+    label = (label or "").strip()
+    if not label:
+        _chosen(ids_text)  # the ids are asked for first
+        raise ValueError("type the new class label first")
+    n = _apply(studio, ids_text, lambda ws, ids: ws.set_labels(ids, label))
     return f"**Labelled** {n} image(s) “{label}”.", split_view(studio)
 
 
 def move(studio, ids_text: str, split: str) -> tuple[str, dict]:
-    ids = _chosen(ids_text)
-    ws = studio.workspace()
-    try:
-        n = ws.set_split(ids, split)
-    finally:
-        ws.close()
+    n = _apply(studio, ids_text, lambda ws, ids: ws.set_split(ids, split))
     return f"**Moved** {n} image(s) to {split}.", split_view(studio)
 
 
 def remove_images(studio, ids_text: str, confirmed: bool) -> tuple[str, dict]:
-    ids = _chosen(ids_text)
     if not confirmed:
-        raise ValueError(f"tick “Yes, remove them” to remove {len(ids)} image(s); removing cannot be undone")
-    ws = studio.workspace()
-    try:
-        n = ws.remove(ids)
-    finally:
-        ws.close()
+        n = len(_chosen(ids_text))
+        raise ValueError(f"tick “Yes, remove them” to remove {n} image(s); removing cannot be undone")
+    n = _apply(studio, ids_text, lambda ws, ids: ws.remove(ids))
     return f"**Removed** {n} image(s) with their captions and history.", split_view(studio)
 
 
