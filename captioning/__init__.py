@@ -8,10 +8,8 @@ This package never imports gradio or the UI.
 """
 
 from captioning.base import Caption, Captioner, CaptionerError, SamplingConfig
-from captioning.templates import BUILTIN_TEMPLATES, ModalityTemplate, get_builtin, simple_caption
+from captioning.templates import BACKENDS, BUILTIN_TEMPLATES, ModalityTemplate, get_builtin, simple_caption
 from captioning.vsg import VSGConfig, describe, trim_to_tokens
-
-BACKENDS = ("offline", "transformers", "openai")
 
 
 def make_captioner(backend: str = "offline", model: str | None = None, **kwargs) -> Captioner:

@@ -1,9 +1,14 @@
-"""Modality templates: the simple caption's wording, the visual features to ask for, the prompt.
+"""Modality templates: the simple caption's wording, the visual features to ask for, the prompt,
+and optionally the describer (backend, model, server URL) that captions the modality.
 
 The endoscopy template carries the paper's feature list (specific color, shape, surrounding
 mucosa, surface texture, bleeding condition). The others follow the same pattern for their
 modality; the paper did not publish a dermoscopy list, so ours is our own. Templates are
 plain data: the workspace stores edited copies and custom ones as JSON.
+
+A template's describer is optional: `backend=None` leaves the choice to the captioning job
+(or the workspace default), so a workspace can caption endoscopy with one VLM and
+dermoscopy with another while templates without a describer follow the job.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ DEFAULT_PROMPT = (
     "description does not exceed {max_words} words."
 )
 PLACEHOLDERS = {"simple_caption", "features", "max_words", "label"}
+BACKENDS = ("offline", "transformers", "openai")
+FIELDS = ("name", "image_phrase", "features", "prompt", "max_words", "description", "backend", "model", "url")
 
 
 @dataclass
@@ -29,6 +36,15 @@ class ModalityTemplate:
     prompt: str = DEFAULT_PROMPT
     max_words: int = 100
     description: str = ""
+    backend: str | None = None  # None: the job's or the workspace's describer
+    model: str | None = None  # transformers: hub id or folder; openai: the served model name
+    url: str | None = None  # openai: the server's URL
+
+    def __post_init__(self):
+        # an empty form field means "not set"
+        self.backend, self.model, self.url = (
+            (v.strip() or None) if isinstance(v, str) else v for v in (self.backend, self.model, self.url)
+        )
 
     def simple_caption(self, label: str | None) -> str:
         label = (label or "").strip()
@@ -60,15 +76,40 @@ class ModalityTemplate:
             )
         if self.max_words < 5:
             raise ValueError("max_words must be at least 5")
+        self._validate_describer()
         return self
+
+    def _validate_describer(self) -> None:
+        """The describer fields must name a backend that can be loaded with them."""
+        who = f"template {self.name!r}"
+        if self.backend is None:
+            if self.model or self.url:
+                raise ValueError(
+                    f"{who} names a model or URL but no describer backend; choose the backend they belong to "
+                    f"({', '.join(BACKENDS)})"
+                )
+            return
+        if self.backend not in BACKENDS:
+            raise ValueError(
+                f"{who}: unknown describer backend {self.backend!r}; choose one of {', '.join(BACKENDS)} "
+                "(or none, to use the job's choice)"
+            )
+        if self.backend == "offline" and (self.model or self.url):
+            raise ValueError(f"{who}: the offline describer takes no model or URL")
+        if self.backend == "transformers" and self.url:
+            raise ValueError(f"{who}: a server URL is for the openai backend; transformers loads a hub id or folder")
+        if self.backend == "openai" and not self.model:
+            raise ValueError(f"{who}: the openai backend needs the model name the server serves")
+        if self.url and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"{who}: the URL must start with http:// or https:// (got {self.url!r})")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModalityTemplate":
-        known = {k: d[k] for k in ("name", "image_phrase", "features", "prompt", "max_words", "description") if k in d}
-        return cls(**known).validate()
+        """A template from its JSON; fields it predates (the describer) keep their defaults."""
+        return cls(**{k: d[k] for k in FIELDS if k in d}).validate()
 
 
 BUILTIN_TEMPLATES: dict[str, ModalityTemplate] = {

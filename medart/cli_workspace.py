@@ -118,11 +118,15 @@ def cmd_import(args) -> int:
 def cmd_caption(args) -> int:
     from tqdm import tqdm
 
-    from captioning import make_captioner
     from captioning.base import CaptionerError, SamplingConfig
     from captioning.vsg import VSGConfig
-    from medart.describe import caption_workspace, targets
+    from medart.describe import Describer, caption_by_describer, group_by_describer, open_captioner, targets
 
+    if args.backend is None and (args.model or args.url):
+        raise ValueError(
+            "--model and --url go with --backend; without --backend each image's template chooses its describer "
+            "(python -m medart template NAME shows it)"
+        )
     ws = _open(args, tokens="required")
     try:
         if args.template:
@@ -133,19 +137,24 @@ def cmd_caption(args) -> int:
         if not ids:
             print("nothing to caption (every selected image already has a caption; see --include-edited, --ids)")
             return 0
+        explicit = Describer(args.backend, args.model, args.url) if args.backend else None
+        groups = group_by_describer(ws, ids, template=args.template, explicit=explicit)
+        not_openai = [str(g.describer) for g in groups if g.describer.backend != "openai"]
+        if args.simplify and not_openai:
+            raise ValueError(
+                f"--simplify uses the caption server (--backend openai), not {', '.join(not_openai)}; "
+                "for a local text model pass --simplify-model ID_OR_DIR"
+            )
         sampling = SamplingConfig(
             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
             max_new_tokens=args.max_new_tokens, seed=args.seed,
         )  # fmt: skip
-        kwargs = dict(sampling=sampling, batch_size=args.batch_size)
-        if args.backend == "transformers":
-            kwargs.update(device=args.device)
-        if args.backend == "openai":
-            kwargs.update(base_url=args.url, api_key=os.environ.get(args.api_key_env) if args.api_key_env else None)
-        if args.simplify and args.backend != "openai":
-            raise ValueError(
-                "--simplify uses the caption server (--backend openai); for a local text model pass --simplify-model ID_OR_DIR"
-            )
+        api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
+
+        def load(describer):
+            return open_captioner(describer, sampling=sampling, batch_size=args.batch_size, device=args.device,
+                                  api_key=api_key)
+
         config = VSGConfig(max_tokens=args.max_caption_tokens, max_attempts=args.max_attempts)
         simplifier = None
         try:
@@ -153,13 +162,16 @@ def cmd_caption(args) -> int:
                 from captioning.simplify import TransformersSimplifier
 
                 simplifier = config.simplifier = TransformersSimplifier(args.simplify_model, device=args.device)
-            captioner = make_captioner(args.backend, args.model, **kwargs)
-            if args.simplify:
-                config.simplifier = captioner.simplify
-            with captioner, tqdm(total=len(ids), unit="img", desc=f"captioning ({args.backend})") as bar:
-                report = caption_workspace(
-                    ws, captioner, ids, template=args.template, tokenizer=ws.tokenizer, config=config,
+            with tqdm(total=sum(len(g.ids) for g in groups), unit="img", desc="captioning") as bar:
+
+                def on_group(group):
+                    bar.set_description(f"captioning ({group.describer.backend})")
+                    tqdm.write(f"{len(group.ids)} image(s) with {group.describer} ({', '.join(group.sources)})")
+
+                report = caption_by_describer(
+                    ws, groups, load, template=args.template, tokenizer=ws.tokenizer, config=config,
                     progress=bar.update, overwrite=("draft", "edited") if args.include_edited else ("draft",),
+                    simplify_with_captioner=args.simplify, on_group=on_group,
                 )  # fmt: skip
         except CaptionerError as e:
             raise ValueError(str(e)) from None
@@ -387,7 +399,8 @@ def cmd_template(args) -> int:
             return 0
         if args.reset:
             ws.reset_template(args.name)
-        elif any(v is not None for v in (args.image_phrase, args.features, args.prompt, args.max_words)):
+        elif any(v is not None for v in (args.image_phrase, args.features, args.prompt, args.max_words,
+                                         args.backend, args.model, args.url)):
             try:
                 t = ws.get_template(args.name)
             except ValueError:
@@ -402,6 +415,9 @@ def cmd_template(args) -> int:
                 t.prompt = args.prompt
             if args.max_words:
                 t.max_words = args.max_words
+            for field in ("backend", "model", "url"):  # "" clears: the job's choice / workspace default
+                if getattr(args, field) is not None:
+                    setattr(t, field, getattr(args, field).strip() or None)
             ws.save_template(t)
         if args.default:
             ws.get_template(args.name)
@@ -437,9 +453,13 @@ def add_parsers(sub) -> None:
     p.add_argument("--base-model", help="whose T5 tokenizer counts caption tokens (default: the active base model)")
 
     p = parser("caption", "describe images with the Visual Symptom Generator (resumable)", cmd_caption)
-    p.add_argument("--backend", choices=("offline", "transformers", "openai"), default="offline")
-    p.add_argument("--model", help="transformers: hub id or folder (default: LLaVA-NeXT 8B on GPU, SmolVLM-256M on CPU); openai: the served model name")
-    p.add_argument("--url", help="openai backend: server URL, e.g. http://gpu-box:8000/v1")
+    p.add_argument(
+        "--backend", choices=("offline", "transformers", "openai"), default=None,
+        help="one describer for every image; default: per template (each image's template's describer, "
+             "else the workspace default, else offline)",
+    )  # fmt: skip
+    p.add_argument("--model", help="with --backend: transformers: hub id or folder (default: LLaVA-NeXT 8B on GPU, SmolVLM-256M on CPU); openai: the served model name")
+    p.add_argument("--url", help="with --backend openai: server URL, e.g. http://gpu-box:8000/v1")
     p.add_argument("--api-key-env", help="openai backend: environment variable holding the API key")
     p.add_argument("--only-missing", action="store_true", help="only images without caption text (resume a job)")
     p.add_argument("--include-edited", action="store_true", help="also redo captions a reviewer edited")
@@ -534,5 +554,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--features", help="comma-separated visual features to ask for")
     p.add_argument("--prompt", help="prompt with {simple_caption} {features} {max_words} {label}")
     p.add_argument("--max-words", type=int)
+    p.add_argument("--backend", help="describer for this modality: offline, transformers, openai ('' clears it)")
+    p.add_argument("--model", help="its model: transformers hub id or folder; openai served name ('' clears)")
+    p.add_argument("--url", help="openai: the server URL, e.g. http://gpu-box:8000/v1 ('' clears)")
     p.add_argument("--reset", action="store_true", help="back to the built-in version")
     p.add_argument("--default", action="store_true", help="use it for images without a modality")

@@ -1,20 +1,33 @@
 """Captions tab: review every caption before training (gallery, editor, batch job, find/replace, templates).
 
+The batch job and Regenerate use one describer for every image when a backend is chosen,
+or, with "per template" (the default), each image's template's describer, else the
+workspace default (the last explicit choice, saved as settings), else offline.
+
 Keyboard shortcuts (see layout.SHORTCUTS): Alt+A approve and next, Alt+N next, Alt+P previous,
 Alt+U next unreviewed, Alt+S save.
 """
 
 from __future__ import annotations
 
+import html
+
 import gradio as gr
 
 from captioning import BACKENDS
 from captioning.templates import ModalityTemplate
+from medart.describe import Describer, group_by_describer, workspace_describer
 from medart.ui.widgets import progress_bar, state_badge, user_errors
-from medart.workspace import Filter
+from medart.workspace import Filter, Workspace
 
 STATUS_CHOICES = ["all", "unreviewed", "draft", "edited", "approved", "rejected"]
 MAX_TOKENS = 120
+PER_TEMPLATE = "per template"
+JOB_BACKENDS = [PER_TEMPLATE, *BACKENDS]
+# a template's own describer; "" leaves it to the job's choice or the workspace default
+TEMPLATE_BACKENDS = [("job's choice / workspace default", ""), *[(b, b) for b in BACKENDS]]
+MODEL_HINT = "hub id, folder or served name"
+URL_HINT = "http://gpu-box:8000/v1"
 
 
 def make_filter(status, label, text, max_tokens) -> Filter:
@@ -29,6 +42,42 @@ def token_md(n) -> str:
     colour = "#dc2626" if over else "#16a34a"
     note = " — too long: PixArt-α reads at most 120 tokens" if over else ""
     return f'<span id="token-count-value" data-tokens="{n}" style="color:{colour};font-weight:600">{n} / {MAX_TOKENS} T5 tokens</span>{note}'
+
+
+def load_template(ws: Workspace, name: str | None = None) -> tuple:
+    """The editor's fields for template `name` (default: the workspace's default modality):
+    (template names, name, image phrase, features, prompt, max words, backend, model, URL)."""
+    names = [t.name for t in ws.list_templates()]
+    name = name or ws.get_setting("modality") or names[0]
+    t = ws.get_template(name)
+    return (names, name, t.image_phrase, ", ".join(t.features), t.prompt, t.max_words,
+            t.backend or "", t.model or "", t.url or "")
+
+
+def save_template(ws: Workspace, name, phrase, feats, prompt, words, backend, model, url) -> ModalityTemplate:
+    """Store the editor's fields as template `name` (validated; empty describer fields: not set)."""
+    existing = {t.name: t for t in ws.list_templates()}.get((name or "").strip())
+    t = ModalityTemplate((name or "").strip(), (phrase or "").strip(),
+                         [x.strip() for x in (feats or "").split(",") if x.strip()], prompt or "", int(words or 100),
+                         description=existing.description if existing else "",
+                         backend=backend or None, model=model or None, url=url or None)
+    ws.save_template(t)
+    return t
+
+
+def job_describer(backend, model, url) -> Describer | None:
+    """The tab's explicit describer, or None for "per template"."""
+    if backend in (None, "", PER_TEMPLATE):
+        return None
+    return Describer(backend, model or None, url or None)
+
+
+def default_describer_md(ws: Workspace) -> str:
+    """What "per template" falls back to, for templates that name no describer."""
+    d = workspace_describer(ws)
+    fallback = (f"the workspace default, <b>{html.escape(str(d))}</b> (the last explicit choice here)" if d else
+                "<b>offline</b> (no workspace default yet: an explicit choice here becomes it)")
+    return f"<small>Per template: each image's template's describer; templates without one use {fallback}.</small>"
 
 
 def build(studio):
@@ -65,10 +114,12 @@ def build(studio):
                     undo = gr.Button("Undo", elem_id="undo-caption")
         with gr.Accordion("Batch captioning (background job)", open=True):
             with gr.Row():
-                backend = gr.Dropdown(list(BACKENDS), value="offline", label="Describer backend")
-                model = gr.Textbox(label="Model (transformers: hub id or folder; openai: served name)")
-                url = gr.Textbox(label="Server URL (openai backend)")
+                backend = gr.Dropdown(JOB_BACKENDS, value=PER_TEMPLATE, label="Describer backend",
+                                      elem_id="batch-backend")
+                model = gr.Textbox(label="Model", placeholder=MODEL_HINT, max_lines=1)
+                url = gr.Textbox(label="Server URL (openai backend)", placeholder=URL_HINT, max_lines=1)
                 include_edited = gr.Checkbox(label="Also redo edited captions", value=True)
+            default_md = gr.HTML(elem_id="describer-default")
             batch = gr.Button("Caption all drafts", variant="primary", elem_id="batch-caption")
             batch_status = gr.HTML(elem_id="batch-status")
         with gr.Accordion("Find / replace", open=False):
@@ -84,11 +135,17 @@ def build(studio):
             replace_md = gr.Markdown(elem_id="replace-result")
         with gr.Accordion("Modality templates", open=False):
             with gr.Row():
-                tmpl = gr.Dropdown(label="Template", choices=[], allow_custom_value=True)
-                phrase = gr.Textbox(label="Image phrase (simple caption: '<phrase> of <label>')")
+                tmpl = gr.Dropdown(label="Template", choices=[], allow_custom_value=True, elem_id="template-name")
+                phrase = gr.Textbox(label="Image phrase (simple caption: '<phrase> of <label>')", scale=2)
                 max_words = gr.Number(label="Max words", precision=0)
             features = gr.Textbox(label="Visual features (comma-separated)")
             prompt = gr.Textbox(label="Prompt ({simple_caption} {features} {max_words} {label})", lines=3)
+            with gr.Row():
+                t_backend = gr.Dropdown(TEMPLATE_BACKENDS, value="", label="Describer backend for this modality",
+                                        elem_id="template-backend")
+                t_model = gr.Textbox(label="Model", placeholder=MODEL_HINT, max_lines=1, elem_id="template-model")
+                t_url = gr.Textbox(label="Server URL (openai backend)", placeholder=URL_HINT, max_lines=1,
+                                    elem_id="template-url")
             with gr.Row():
                 t_save = gr.Button("Save template")
                 t_reset = gr.Button("Reset to built-in")
@@ -212,17 +269,15 @@ def build(studio):
 
         @user_errors
         def do_regen(cur, backend_, model_, url_, *f):
-            from captioning import make_captioner
-            from medart.describe import caption_workspace
+            from medart.describe import caption_by_describer
 
             if not cur:
                 raise ValueError("select an image first")
-            kwargs = {"base_url": url_} if backend_ == "openai" and url_ else {}
             ws = studio.workspace()
             try:
-                with make_captioner(backend_, model_ or None, **kwargs) as captioner:
-                    caption_workspace(ws, captioner, [int(cur)], tokenizer=ws.tokenizer,
-                                      overwrite=("draft", "edited", "approved", "rejected"))
+                groups = group_by_describer(ws, [int(cur)], explicit=job_describer(backend_, model_, url_))
+                caption_by_describer(ws, groups, tokenizer=ws.tokenizer,
+                                     overwrite=("draft", "edited", "approved", "rejected"))
             finally:
                 ws.close()
             return (*listing(*f), *show(cur))
@@ -246,23 +301,26 @@ def build(studio):
         # batch captioning
         @user_errors
         def do_batch(backend_, model_, url_, redo):
-            argv = ["caption", "--workspace", str(studio.workspace_dir), "--backend", backend_,
-                    "--base-model", studio.base_model]
-            if model_:
-                argv += ["--model", model_]
-            if url_:
-                argv += ["--url", url_]
+            explicit = job_describer(backend_, model_, url_)
+            argv = ["caption", "--workspace", str(studio.workspace_dir), "--base-model", studio.base_model]
+            if explicit is not None:  # without --backend the job takes each template's describer
+                argv += ["--backend", explicit.backend]
+                argv += ["--model", explicit.model] if explicit.model else []
+                argv += ["--url", explicit.url] if explicit.url else []
             if redo:
                 argv.append("--include-edited")
             ws = studio.workspace()
-            try:  # remembered for the next session and for Regenerate
-                for key, value in (("caption_backend", backend_), ("caption_model", model_ or ""),
-                                   ("caption_url", url_ or "")):
-                    ws.set_setting(key, value)
+            try:  # an explicit choice becomes the workspace default for templates without a describer
+                if explicit is not None:
+                    for key, value in (("caption_backend", explicit.backend), ("caption_model", explicit.model or ""),
+                                       ("caption_url", explicit.url or "")):
+                        ws.set_setting(key, value)
+                note = default_describer_md(ws)
             finally:
                 ws.close()
-            job = studio.jobs.submit("caption", argv, title=f"captions-{backend_}")
-            return batch_html(job)
+            name = explicit.backend if explicit else "per-template"
+            job = studio.jobs.submit("caption", argv, title=f"captions-{name}")
+            return batch_html(job), note
 
         def batch_html(job=None):
             job = job or studio.jobs.latest("caption")
@@ -270,10 +328,14 @@ def build(studio):
                 return "<small>No captioning job yet.</small>"
             prog = studio.jobs.progress(job)
             bar = progress_bar(*prog, label="captioned") if prog else ""
-            err = f"<pre>{job.error}\n{job.log_tail or ''}</pre>" if job.state == "failed" else ""
+            # the log holds progress bars ("<?, ?img/s]") that a browser would read as markup
+            err = ""
+            if job.state == "failed":
+                err = f"<pre>{html.escape(job.error or '')}\n{html.escape(job.log_tail or '')}</pre>"
             return f'<div id="batch-job" data-state="{job.state}">{state_badge(job.state)} {job.id} {bar}{err}</div>'
 
-        batch.click(do_batch, [backend, model, url, include_edited], [batch_status], api_name="caption_batch")
+        batch.click(do_batch, [backend, model, url, include_edited], [batch_status, default_md],
+                    api_name="caption_batch")
         timer = gr.Timer(1.5)
         last_state = gr.State("")
 
@@ -320,23 +382,20 @@ def build(studio):
         def t_load(name=None):
             ws = studio.workspace()
             try:
-                names = [t.name for t in ws.list_templates()]
-                name = name or ws.get_setting("modality") or names[0]
-                t = ws.get_template(name)
+                names, name, *fields = load_template(ws, name)
             finally:
                 ws.close()
-            return gr.update(choices=names, value=name), t.image_phrase, ", ".join(t.features), t.prompt, t.max_words
+            return (gr.update(choices=names, value=name), *fields)
 
         @user_errors
-        def t_store(name, phrase_, feats, prompt_, words):
+        def t_store(*fields):
             ws = studio.workspace()
             try:
-                t = ModalityTemplate(name.strip(), phrase_.strip(), [x.strip() for x in feats.split(",") if x.strip()],
-                                     prompt_, int(words or 100))
-                ws.save_template(t)
+                t = save_template(ws, *fields)
             finally:
                 ws.close()
-            return f"Saved template **{t.name}**."
+            who = f" Its images are described with **{t.backend}**." if t.backend else ""
+            return f"Saved template **{t.name}**.{who}"
 
         @user_errors
         def t_reset_fn(name):
@@ -357,20 +416,21 @@ def build(studio):
                 ws.close()
             return f"New images without a modality use **{name}**."
 
-        t_fields = [tmpl, phrase, features, prompt, max_words]
+        t_fields = [tmpl, phrase, features, prompt, max_words, t_backend, t_model, t_url]
         tab.select(t_load, outputs=t_fields)
 
         def backend_load():
+            """The workspace default's model and URL prefill the boxes; the choice starts per template."""
             ws = studio.workspace()
             try:
-                return (ws.get_setting("caption_backend", "offline"), ws.get_setting("caption_model", ""),
-                        ws.get_setting("caption_url", ""))
+                return (PER_TEMPLATE, ws.get_setting("caption_model", ""), ws.get_setting("caption_url", ""),
+                        default_describer_md(ws))
             finally:
                 ws.close()
 
-        tab.select(backend_load, outputs=[backend, model, url])
+        tab.select(backend_load, outputs=[backend, model, url, default_md])
         tmpl.input(t_load, [tmpl], t_fields)
-        t_save.click(t_store, [tmpl, phrase, features, prompt, max_words], [t_md])
+        t_save.click(t_store, t_fields, [t_md])
         t_reset.click(t_reset_fn, [tmpl], [*t_fields, t_md])
         t_default.click(t_default_fn, [tmpl], [t_md])
     return tab
