@@ -149,7 +149,7 @@ def build(studio):
             with gr.Row():
                 t_save = gr.Button("Save template")
                 t_reset = gr.Button("Reset to built-in")
-                t_default = gr.Button("Use as the workspace default")
+                t_default = gr.Button("Use for images without a modality")
             t_md = gr.Markdown()
 
         # ---------------------------------------------------------------- helpers
