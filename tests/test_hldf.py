@@ -233,7 +233,19 @@ def test_stop_signal_late_in_a_step_still_ends_on_a_checkpoint(tmp_path):
     assert signal.getsignal(signal.SIGTERM) is before  # the trainer's handler is gone again
 
 
-def test_bf16_mixed_precision_trains_fp32_adapters_over_a_bf16_base(tmp_path):
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one state per process (a training job is a process of its own); tests
+    that change the precision in this shared process start and end with a fresh one, as
+    accelerate's own tests do."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)
+    yield
+    AcceleratorState._reset_state(True)
+
+
+def test_bf16_mixed_precision_trains_fp32_adapters_over_a_bf16_base(tmp_path, fresh_accelerate_state):
     """The CUDA default (bf16) exercised on the CPU: base weights in bf16, LoRA weights and
     their optimiser in fp32, finite diffusion and colour losses, an fp32 adapter on disk."""
     from safetensors.torch import load_file
