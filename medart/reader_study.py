@@ -12,7 +12,8 @@ Owner code. The answers with the truth (results, CSV) are for the study owner: a
 them mid-study would learn from them. A study therefore has an owner code, of which only a
 salted scrypt hash is stored (`owner_code_hash`, "scrypt$n$r$p$salt$hash"); the app shows
 results and exports answers only to someone who types it (`check_owner`, constant-time
-compare). A study made without one (`reader-study create` without `--owner-code`, or any
+compare). Each wrong code costs a second, and five in a row lock the study's results for five
+minutes (kept in the database, so a restart does not lift it). A study made without one (`reader-study create` without `--owner-code`, or any
 study of a workspace from before owner codes) shows nothing in the app until a code is set,
 which the app allows once, only while the study has none (`set_owner_code`). Until then the
 owner reads results with `python -m medart reader-study results`. The code guards the shared
@@ -23,7 +24,8 @@ forgotten (or set by someone else first).
 Tables (created here, in the workspace's `workspace.db`):
 
     reader_studies         name, run, base model, split, seed, display size, settings,
-                           the owner code's hash (NULL: none set yet)
+                           the owner code's hash (NULL: none set yet), wrong codes in a
+                           row and the end of a lock
     reader_study_items     token, truth, class, caption, source, the encoded PNG
     reader_study_readers   name, order seed, the order (item ids) this reader sees
     reader_study_answers   one row per (reader, item): answer, realism, note, time
@@ -38,6 +40,7 @@ import hashlib
 import hmac
 import io
 import json
+import math
 import os
 import random
 import time
@@ -56,6 +59,8 @@ MAX_NAME = 80
 OWNER_CODE_MIN = 4
 OWNER_CODE_MAX = 200
 WRONG_CODE_DELAY_S = 1.0  # each wrong guess costs a second: guessing through the app stays slow
+WRONG_CODES_BEFORE_LOCK = 5  # then the study's results are locked for LOCK_S (in the database: restarts keep it)
+LOCK_S = 300.0
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1  # ~16 MB and a few tens of ms per hash
 
 SCHEMA = """
@@ -69,7 +74,9 @@ CREATE TABLE IF NOT EXISTS reader_studies (
     display_size INTEGER NOT NULL,
     settings TEXT NOT NULL DEFAULT '{}',
     created_at REAL NOT NULL,
-    owner_code_hash TEXT
+    owner_code_hash TEXT,
+    owner_failures INTEGER NOT NULL DEFAULT 0,
+    owner_locked_until REAL NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS reader_study_items (
     id INTEGER PRIMARY KEY,
@@ -104,7 +111,9 @@ CREATE TABLE IF NOT EXISTS reader_study_answers (
 """
 
 # Columns added after the first release: (table, column, declaration). Older workspaces gain them on open.
-ADDED_COLUMNS = (("reader_studies", "owner_code_hash", "TEXT"),)
+ADDED_COLUMNS = (("reader_studies", "owner_code_hash", "TEXT"),
+                 ("reader_studies", "owner_failures", "INTEGER NOT NULL DEFAULT 0"),
+                 ("reader_studies", "owner_locked_until", "REAL NOT NULL DEFAULT 0"))
 
 CSV_COLUMNS = ("study", "reader", "position", "image", "truth", "class", "caption", "answer", "correct",
                "realism", "note", "answered_at", "source")
@@ -347,7 +356,11 @@ class ReaderStudies:
         """The study when `code` is its owner code; else a ValueError (no code set, none typed, wrong)."""
         study = self.study(study)
         with self._read() as c:
-            (stored,) = c.execute("SELECT owner_code_hash FROM reader_studies WHERE id = ?", (study.id,)).fetchone()
+            stored, locked_until = c.execute(
+                "SELECT owner_code_hash, owner_locked_until FROM reader_studies WHERE id = ?", (study.id,)).fetchone()
+        if locked_until > time.time():
+            raise ValueError(f"too many wrong owner codes for study {study.name!r}; try again in "
+                             f"{math.ceil(locked_until - time.time())} s")
         if stored is None:
             raise ValueError(
                 f"study {study.name!r} has no owner code yet, so the app shows none of its answers. Its owner "
@@ -356,9 +369,21 @@ class ReaderStudies:
         if not str(code or "").strip():
             raise ValueError(f"type the owner code of study {study.name!r}: results are for the study owner")
         if not owner_code_matches(code, stored):
+            self._owner_failed(study)
             time.sleep(WRONG_CODE_DELAY_S)
             raise ValueError(f"wrong owner code for study {study.name!r}; nothing is shown")
+        with self._tx() as c:
+            c.execute("UPDATE reader_studies SET owner_failures = 0 WHERE id = ?", (study.id,))
         return study
+
+    def _owner_failed(self, study: Study) -> None:
+        """Count a wrong code; the WRONG_CODES_BEFORE_LOCK-th in a row locks the results for LOCK_S."""
+        with self._tx() as c:
+            (failures,) = c.execute("SELECT owner_failures + 1 FROM reader_studies WHERE id = ?",
+                                    (study.id,)).fetchone()
+            lock = failures >= WRONG_CODES_BEFORE_LOCK
+            c.execute("UPDATE reader_studies SET owner_failures = ?, owner_locked_until = ? WHERE id = ?",
+                      (0 if lock else failures, time.time() + LOCK_S if lock else 0, study.id))
 
     # ---- readers ------------------------------------------------------------------------------
     def reader(self, study: str | Study, name: str, create: bool = True) -> Reader:

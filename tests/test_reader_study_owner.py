@@ -115,6 +115,32 @@ def test_results_and_export_need_the_right_code(studio, tmp_path, monkeypatch):
     assert owner_code_matches(CODE, stored_hash(studio, "pilot"))
 
 
+def test_repeated_wrong_codes_lock_the_results_even_across_restarts(studio, monkeypatch):
+    from medart import reader_study
+
+    monkeypatch.setattr(reader_study, "WRONG_CODE_DELAY_S", 0.0)
+    add(studio, "pilot", CODE)
+    for _ in range(reader_study.WRONG_CODES_BEFORE_LOCK - 1):
+        with pytest.raises(ValueError, match="wrong owner code"):
+            tab.results_view(studio, "pilot", "guess")
+    tab.results_view(studio, "pilot", CODE)  # the right code resets the count
+    for _ in range(reader_study.WRONG_CODES_BEFORE_LOCK):
+        with pytest.raises(ValueError, match="wrong owner code"):
+            tab.results_view(studio, "pilot", "guess")
+    for typed in ("guess", CODE):  # locked: not even the right code opens it now
+        with pytest.raises(ValueError, match=r"too many wrong owner codes for study 'pilot'; try again in 30\d s"):
+            tab.results_view(studio, "pilot", typed)
+    ws = studio.workspace()  # a new connection (as after a restart) sees the lock
+    try:
+        with pytest.raises(ValueError, match="too many wrong owner codes"):
+            ReaderStudies(ws).check_owner("pilot", CODE)
+        with ws.transaction() as c:  # five minutes later
+            c.execute("UPDATE reader_studies SET owner_locked_until = owner_locked_until - ?", (reader_study.LOCK_S,))
+        assert ReaderStudies(ws).check_owner("pilot", CODE).name == "pilot"
+    finally:
+        ws.close()
+
+
 def test_a_study_without_a_code_shows_nothing_until_one_is_set_once(studio):
     add(studio, "legacy")
     answer_all(studio, "legacy")
@@ -180,7 +206,7 @@ def test_a_workspace_from_before_owner_codes_gains_the_column(tmp_path):
 
     with Workspace(root) as ws:
         store = ReaderStudies(ws)
-        assert "owner_code_hash" in columns(db)
+        assert {"owner_code_hash", "owner_failures", "owner_locked_until"} <= columns(db)
         old = store.study("old")
         assert not old.has_owner_code and old.size == 2
         assert [(a.reader, a.answer) for a in store.answers(old)] == [("Ana", "real")]
