@@ -6,7 +6,7 @@ Builds (or reuses) a workspace of N distinct 320x320 images with captions and th
 then measures, each many times on random pages/ids:
 - a gallery page of 48 thumbnails (the query plus reading the 48 thumbnail files)   < 150 ms
 - saving an edit (one transaction with its history row and token count)             <  20 ms
-and, for information, approve, find/replace preview over everything and next-unreviewed.
+and, for information, the Data tab's gallery page (stats, split filter, 60 thumbnails), approve, find/replace preview over everything and next-unreviewed.
 Then the offline describer's throughput on 512x512 images (the demo fundus and histology
 crops upscaled, a noise image, a flat image)                                       >= 20 images/s
 """
@@ -94,6 +94,14 @@ def main() -> int:
             items = ws.page(flt, offset=rnd.randrange(0, max(1, n_flt - 48)), limit=48)
             return [it.thumb_path.read_bytes() for it in items]
 
+        n_train = ws.count(Filter(split="train"))
+
+        def data_tab_page():  # the Data tab's gallery: counts, the filtered total, 60 thumbnails
+            ws.stats()
+            ws.count(Filter(split="train"))
+            items = ws.query(Filter(split="train"), offset=rnd.randrange(0, max(1, n_train - 60)), limit=60)
+            return [it.thumb_path.read_bytes() for it in items]
+
         def edit():
             i = rnd.randrange(1, n + 1)
             ws.set_text(i, f"An endoscopic image of polyps, edited {rnd.random():.6f}. The mucosa is pink.")
@@ -101,6 +109,7 @@ def main() -> int:
         assert len(page()) == 48 and len(page_filtered()) == 48
         results.append(("page of 48 thumbnails", *timings(page, args.repeat), "< 150 ms", 150))
         results.append(("page of 48, filtered (status+label)", *timings(page_filtered, args.repeat), "< 150 ms", 150))
+        results.append(("Data tab page (stats, split filter, 60)", *timings(data_tab_page, args.repeat), "-", None))
         results.append(("save an edit", *timings(edit, args.repeat), "< 20 ms", 20))
         results.append(("approve one", *timings(lambda: ws.approve([rnd.randrange(1, n + 1)]), 50), "-", None))
         results.append(("next unreviewed", *timings(lambda: ws.next_unreviewed(rnd.randrange(1, n)), 50), "-", None))
