@@ -174,27 +174,6 @@ def test_data_tab_organise_actions(tmp_path):
         data.build(studio)
 
 
-def test_data_gallery_pages_through_a_label_and_split(tmp_path):
-    from medart.studio import Studio
-    from medart.ui import data
-
-    studio = Studio(home=tmp_path / "home", base_model="tiny")
-    ws = studio.workspace()
-    a = add_images(ws, ["polyps"] * (data.PAGE + 5))
-    b = add_images(ws, [None] * 3, split="test")
-    ws.close()
-    md, gallery, page, pages = data.workspace_view(studio, "polyps", "all", 2)
-    assert (page, pages) == (2, 2) and [c for _, c in gallery] == [f"#{i} train" for i in a[data.PAGE:]]
-    assert f"**Gallery:** {data.PAGE + 1}–{data.PAGE + 5} of {data.PAGE + 5} (page 2 of 2)" in md
-    _, gallery, page, _ = data.workspace_view(studio, "polyps", "all", 99)  # past the end: the last page
-    assert page == 2 and len(gallery) == 5
-    _, gallery, page, pages = data.workspace_view(studio, data.NO_LABEL, "test", 1)
-    assert (page, pages) == (1, 1) and [c for _, c in gallery] == [f"#{i} test" for i in b]
-    md, gallery, _, _ = data.workspace_view(studio, "polyps", "validation", 1)
-    assert gallery == [] and "**Gallery:** none of 0" in md
-    assert data.label_choices(studio) == ["all", "polyps", data.NO_LABEL]
-
-
 def test_the_draw_follows_the_images_not_the_import_order(tmp_path):
     from PIL import Image
 

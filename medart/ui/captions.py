@@ -11,6 +11,7 @@ Alt+U next unreviewed, Alt+S save.
 from __future__ import annotations
 
 import html
+import math
 
 import gradio as gr
 
@@ -27,6 +28,7 @@ JOB_BACKENDS = [PER_TEMPLATE, *BACKENDS]
 # a template's own describer; "" leaves it to the job's choice or the workspace default
 TEMPLATE_BACKENDS = [("job's choice / workspace default", ""), *[(b, b) for b in BACKENDS]]
 MODEL_HINT = "hub id, folder or served name"
+PAGE = 48  # thumbnails per gallery page
 URL_HINT = "http://gpu-box:8000/v1"
 
 
@@ -80,9 +82,20 @@ def default_describer_md(ws: Workspace) -> str:
     return f"<small>Per template: each image's template's describer; templates without one use {fallback}.</small>"
 
 
+def listing_page(ws: Workspace, flt: Filter, page=1) -> tuple[list[int], list, int, int]:
+    """(every id the filter selects, the items of gallery page `page`, the page shown, pages).
+    Next/previous walk all ids; the gallery holds one page, so a workspace of thousands of
+    images sends the browser PAGE thumbnails, not all of them."""
+    ids = ws.ids(flt)
+    pages = max(1, math.ceil(len(ids) / PAGE))
+    page = min(max(1, int(page or 1)), pages)
+    return ids, ws.query(flt, offset=(page - 1) * PAGE, limit=PAGE), page, pages
+
+
 def build(studio):
     with gr.Tab("Captions", id="captions") as tab:
-        ids_state = gr.State([])
+        ids_state = gr.State([])  # every id the filters select, in order (next / previous)
+        page_ids = gr.State([])  # the ids of the gallery page on screen (gallery index -> id)
         with gr.Row():
             status_f = gr.Dropdown(STATUS_CHOICES, value="all", label="Status", scale=1)
             label_f = gr.Dropdown(["all"], value="all", label="Label", scale=1, allow_custom_value=True)
@@ -94,6 +107,11 @@ def build(studio):
                 counts = gr.Markdown(elem_id="caption-counts")
                 gallery = gr.Gallery(label="Images (select one to edit)", columns=5, height=420,
                                      allow_preview=False, elem_id="caption-gallery")
+                with gr.Row(equal_height=True):
+                    page_prev = gr.Button("◀ Page", elem_id="caption-page-prev", scale=1, min_width=80)
+                    page_n = gr.Number(1, precision=0, minimum=1, label="Page", elem_id="caption-page", scale=1,
+                                       min_width=80)
+                    page_next = gr.Button("Page ▶", elem_id="caption-page-next", scale=1, min_width=80)
             with gr.Column(scale=2):
                 image = gr.Image(label="Image", height=240, interactive=False, type="filepath")
                 with gr.Row():
@@ -153,19 +171,19 @@ def build(studio):
             t_md = gr.Markdown()
 
         # ---------------------------------------------------------------- helpers
-        def listing(status, label, contains, max_tok):
+        def listing(status, label, contains, max_tok, page=1):
             ws = studio.workspace()
             try:
-                flt = make_filter(status, label, contains, max_tok)
-                items = ws.query(flt, limit=None)
+                ids, items, page, pages = listing_page(ws, make_filter(status, label, contains, max_tok), page)
                 s = ws.stats()
                 labels = ["all"] + sorted(k for k in s["labels"] if k)
             finally:
                 ws.close()
             gal = [(str(i.thumb_path), f"#{i.id} {i.status} {i.token_count or 0}t") for i in items]
-            md = (f"{len(items)} shown · draft {s['draft']} · edited {s['edited']} · approved {s['approved']} · "
+            where = f" · page {page} of {pages}" if pages > 1 else ""
+            md = (f"{len(ids)} shown{where} · draft {s['draft']} · edited {s['edited']} · approved {s['approved']} · "
                   f"rejected {s['rejected']} · without caption {s['missing']}")
-            return gal, [i.id for i in items], md, gr.update(choices=labels)
+            return gal, ids, md, gr.update(choices=labels), page, [i.id for i in items]
 
         def show(image_id):
             if not image_id:
@@ -180,8 +198,8 @@ def build(studio):
                     token_md(item.token_count))
 
         editor = [image, current, status_md, text, tokens]
-        filters = [status_f, label_f, text_f, tokens_f]
-        listing_out = [gallery, ids_state, counts, label_f]
+        filters = [status_f, label_f, text_f, tokens_f, page_n]  # the page too: an edit keeps it
+        listing_out = [gallery, ids_state, counts, label_f, page_n, page_ids]
 
         def neighbour(ids, cur, step):
             if not ids:
@@ -201,13 +219,17 @@ def build(studio):
         # ---------------------------------------------------------------- events
         for trigger in (refresh.click, tab.select):
             trigger(refresh_all, [current, *filters], listing_out + editor)
-        for f in filters:
-            f.change(refresh_all, [current, *filters], listing_out + editor)
+        for f in filters[:-1]:  # a new filter starts at its first page
+            f.change(lambda cur, *f: refresh_all(cur, *f[:-1], 1), [current, *filters], listing_out + editor)
+        quiet = {"show_progress": "hidden"}
+        page_n.submit(lambda *f: listing(*f), filters, listing_out, **quiet)
+        page_prev.click(lambda *f: listing(*f[:-1], (f[-1] or 1) - 1), filters, listing_out, **quiet)
+        page_next.click(lambda *f: listing(*f[:-1], (f[-1] or 1) + 1), filters, listing_out, **quiet)
 
-        def on_select(ids, evt: gr.SelectData):
-            return show(ids[evt.index] if evt.index is not None and evt.index < len(ids) else None)
+        def on_select(shown, evt: gr.SelectData):
+            return show(shown[evt.index] if evt.index is not None and evt.index < len(shown) else None)
 
-        gallery.select(on_select, [ids_state], editor)
+        gallery.select(on_select, [page_ids], editor)
 
         def count(t):
             ws = studio.workspace()
@@ -355,7 +377,8 @@ def build(studio):
         def do_replace(apply_, pattern, replacement, is_regex, ignore_case, *f):
             ws = studio.workspace()
             try:
-                p = ws.find_replace(pattern, replacement, flt=make_filter(*f), regex=is_regex,
+                # every caption the filters select, on all pages (f ends with the page number)
+                p = ws.find_replace(pattern, replacement, flt=make_filter(*f[:-1]), regex=is_regex,
                                     ignore_case=ignore_case, apply=apply_)
             finally:
                 ws.close()
