@@ -37,3 +37,18 @@ def test_captions_gallery_holds_one_page_and_next_walks_them_all(tmp_path):
         ws.set_split(ids[:5], "test")
         every, items, page, pages = listing_page(ws, Filter(label="polyps", split="test"), 1)
         assert every == ids[:5] and (page, pages) == (1, 1) and len(items) == 5
+
+
+def test_compare_reference_choices_put_held_out_images_first_and_stay_short(tmp_path, monkeypatch):
+    from medart.studio import Studio
+    from medart.ui import compare
+
+    monkeypatch.setattr(compare, "MAX_REFERENCES", 5)
+    studio = Studio(home=tmp_path / "home", base_model="tiny")
+    ws = studio.workspace()
+    train = add_images(ws, ["polyps"] * 6)
+    test = add_images(ws, ["polyps"] * 2, split="test")
+    ws.close()
+    choices = compare.reference_choices(studio)
+    assert choices[0] == ("none", 0) and [v for _, v in choices[1:]] == test + train[:3]
+    assert choices[1][0].endswith("(test)") and choices[-1][0].endswith("(train)")

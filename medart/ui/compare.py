@@ -15,6 +15,7 @@ from PIL import Image
 
 from medart import color_stats
 from medart.ui.widgets import user_errors
+from medart.workspace import Filter
 
 STAT_COLUMNS = ["image", "mean R", "mean G", "mean B", "std R", "std G", "std B", "saturation", "colourfulness",
                 "distance to reference"]
@@ -67,13 +68,17 @@ def histogram_frame(images: dict[str, Image.Image], bins: int = 32) -> pd.DataFr
     return frame.astype({"intensity": "float64", "fraction": "float64", "series": "str"})
 
 
+MAX_REFERENCES = 300  # a dropdown, not a gallery: held-out images first, then training images
+
+
 def reference_choices(studio) -> list[tuple[str, int]]:
     ws = studio.workspace()
     try:
-        items = ws.query(limit=None)
+        items = ws.query(Filter(split="test"), limit=MAX_REFERENCES)
+        items += [i for i in ws.query(limit=MAX_REFERENCES) if i.split != "test"][:MAX_REFERENCES - len(items)]
     finally:
         ws.close()
-    return [("none", 0)] + [(f"#{i.id} {i.label or ''} {i.original_name}", i.id) for i in items]
+    return [("none", 0)] + [(f"#{i.id} {i.label or ''} {i.original_name} ({i.split})", i.id) for i in items]
 
 
 def build(studio):
