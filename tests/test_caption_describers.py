@@ -4,9 +4,7 @@ editor's save/load functions."""
 
 import json
 import os
-import threading
 from dataclasses import replace
-from http.server import ThreadingHTTPServer
 
 import pytest
 from PIL import Image
@@ -18,7 +16,7 @@ from captioning.offline import OfflineDescriber  # noqa: E402
 from captioning.templates import ModalityTemplate, get_builtin  # noqa: E402
 from medart.describe import Describer, caption_by_describer, group_by_describer, targets  # noqa: E402
 from medart.workspace import Filter, NewImage, Workspace  # noqa: E402
-from test_captioning_backends import ChatHandler, build_tiny_blip  # noqa: E402
+from test_captioning_backends import ChatHandler, build_tiny_blip, chat_server  # noqa: E402
 
 MODALITIES = ["endoscopy", "dermoscopy", "histology", "fundus", "endoscopy", "dermoscopy"]
 COLOURS = [(220, 0, 0), (0, 0, 220), (0, 160, 0), (255, 192, 203), (128, 128, 128), (139, 69, 19)]
@@ -45,13 +43,8 @@ def blip_dir(tmp_path_factory):
 
 @pytest.fixture
 def server():
-    ChatHandler.requests = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), ChatHandler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    httpd.shutdown()
-    httpd.server_close()
+    with chat_server() as url:
+        yield url
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 path) and the OpenAI-compatible backend (against a real local HTTP server)."""
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -138,15 +139,24 @@ class ChatHandler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-@pytest.fixture
-def server():
+@contextlib.contextmanager
+def chat_server():
+    """A local OpenAI-compatible server (ChatHandler) on a free port; yields its /v1 URL."""
     ChatHandler.requests = []
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), ChatHandler)
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    httpd.shutdown()
-    httpd.server_close()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    with chat_server() as url:
+        yield url
 
 
 def test_openai_backend_captions_through_a_local_server(server):
