@@ -107,11 +107,11 @@ def build(studio):
                 counts = gr.Markdown(elem_id="caption-counts")
                 gallery = gr.Gallery(label="Images (select one to edit)", columns=5, height=420,
                                      allow_preview=False, elem_id="caption-gallery")
-                with gr.Row(equal_height=True):
-                    page_prev = gr.Button("◀ Page", elem_id="caption-page-prev", scale=1, min_width=80)
-                    page_n = gr.Number(1, precision=0, minimum=1, label="Page", elem_id="caption-page", scale=1,
-                                       min_width=80)
-                    page_next = gr.Button("Page ▶", elem_id="caption-page-next", scale=1, min_width=80)
+                with gr.Row(elem_classes="pager"):
+                    page_prev = gr.Button("◀ Page", elem_id="caption-page-prev", size="sm", scale=1, min_width=80)
+                    page_n = gr.Number(1, precision=0, minimum=1, show_label=False, container=False,
+                                       elem_id="caption-page", scale=1, min_width=60)
+                    page_next = gr.Button("Page ▶", elem_id="caption-page-next", size="sm", scale=1, min_width=80)
             with gr.Column(scale=2):
                 image = gr.Image(label="Image", height=240, interactive=False, type="filepath")
                 with gr.Row():

@@ -108,15 +108,16 @@ def build(studio):
                 stats = gr.Markdown(elem_id="workspace-stats")
                 gallery = gr.Gallery(label="Workspace", columns=5, height=260, allow_preview=False,
                                      elem_id="data-gallery")
-                with gr.Row(equal_height=True):
+                with gr.Row():
                     label_f = gr.Dropdown([ALL], value=ALL, label="Label", elem_id="data-label-filter", scale=3,
                                           min_width=100)
                     split_f = gr.Dropdown([ALL, *SPLITS], value=ALL, label="Split", elem_id="data-split-filter",
                                           scale=3, min_width=100)
-                    prev_b = gr.Button("◀", elem_id="data-prev", scale=1, min_width=44)
-                    page = gr.Number(1, precision=0, minimum=1, label="Page", elem_id="data-page", scale=2,
-                                     min_width=70)
-                    next_b = gr.Button("▶", elem_id="data-next", scale=1, min_width=44)
+                with gr.Row(elem_classes="pager"):
+                    prev_b = gr.Button("◀ Page", elem_id="data-prev", size="sm", scale=1, min_width=80)
+                    page = gr.Number(1, precision=0, minimum=1, show_label=False, container=False,
+                                     elem_id="data-page", scale=1, min_width=60)
+                    next_b = gr.Button("Page ▶", elem_id="data-next", size="sm", scale=1, min_width=80)
 
         def view(label_, split_, page_):
             """(stats, gallery, page, label choices) for the browsing controls."""
