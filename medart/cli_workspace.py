@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from medart.splits import format_table, hold_out, parse_ids, split_counts
+from medart.splits import format_table, hold_out, parse_ids, split_counts, totals
 from medart.workspace import SPLITS, STATUSES, Filter, Workspace, check_split, default_workspace
 
 
@@ -52,12 +52,8 @@ def _open(args, tokens: str | None = None, create: bool = False) -> Workspace:
     return ws
 
 
-def _ids(values) -> list[int]:
-    return parse_ids(values)
-
-
 def _filter(args) -> Filter:
-    ids = _ids(getattr(args, "ids", None))
+    ids = parse_ids(getattr(args, "ids", None))
     return Filter(
         status=getattr(args, "status", None),
         label=getattr(args, "label", None),
@@ -356,7 +352,7 @@ def cmd_split(args) -> int:
             if flt.ids:
                 ws.check_ids(flt.ids)
             counts = hold_out(ws, test=args.test or 0.0, validation=args.validation or 0.0, seed=args.seed, flt=flt)
-            held = {s: sum(c[s] for c in counts.values()) for s in SPLITS}
+            held = totals(counts)
             print(f"per class, seed {args.seed}: {held['test']} test, {held['validation']} validation, "
                   f"{held['train']} train image(s)")
         else:

@@ -53,6 +53,11 @@ def split_counts(ws: Workspace, flt: Filter | None = None) -> dict[str, dict[str
     return counts
 
 
+def totals(counts: dict[str, dict[str, int]]) -> dict[str, int]:
+    """{split: images} summed over the labels of a {label: {split: count}} table."""
+    return {s: sum(c.get(s, 0) for c in counts.values()) for s in SPLITS}
+
+
 def table(counts: dict[str, dict[str, int]]) -> tuple[list[str], list[list]]:
     """(headers, rows) of label x split counts with a total column and a total row."""
     splits = list(SPLITS) + sorted({s for c in counts.values() for s in c} - set(SPLITS))

@@ -87,13 +87,13 @@ def safe_name(name: str) -> str:
 
 def training_ids(ws: Workspace) -> list[int]:
     """Approved captions of the training split (held-out splits stay out of training)."""
-    return [i.id for i in ws.query(Filter(status="approved"), limit=None) if i.split == "train" and i.text.strip()]
+    return [i.id for i in ws.query(Filter(status="approved", split="train"), limit=None) if i.text.strip()]
 
 
 def preflight(ws: Workspace, s: TrainSettings, runs_dir: Path, device: str = "cpu",
               max_tokens: int = 120) -> Preflight:
     p = Preflight()
-    items = [i for i in ws.query(Filter(), limit=None) if i.split == "train"]
+    items = ws.query(Filter(split="train"), limit=None)
     if not items:
         p.errors.append("The workspace has no training images: import images in the Data tab.")
         return p

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from medart.splits import hold_out, parse_ids, split_counts, table
+from medart.splits import hold_out, parse_ids, split_counts, table, totals
 from medart.ui.widgets import user_errors
 from medart.workspace import SPLITS
 
@@ -41,7 +41,7 @@ def hold_out_images(studio, test_pct, validation_pct, seed) -> tuple[str, dict]:
         counts = hold_out(ws, test=(test_pct or 0) / 100, validation=(validation_pct or 0) / 100, seed=int(seed or 0))
     finally:
         ws.close()
-    held = {s: sum(c[s] for c in counts.values()) for s in SPLITS}
+    held = totals(counts)
     return (f"**Held out** {held['test']} test and {held['validation']} validation image(s) across "
             f"{len(counts)} class(es), seed {int(seed or 0)}; {held['train']} stay in train.", split_view(studio))
 
