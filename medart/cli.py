@@ -19,9 +19,9 @@ def _threads() -> None:
         torch.set_num_threads(1)
 
 
-def cmd_train(args) -> int:
+def train_config(args):
+    """The TrainConfig of a parsed `train` command line: the config file, then the flags."""
     from medart.config import load_config
-    from medart.hldf import train
 
     overrides = {
         "base_model": args.base_model,
@@ -33,6 +33,7 @@ def cmd_train(args) -> int:
         "learning_rate": args.lr,
         "seed": args.seed,
         "resume": args.resume,
+        "hldf.mode": args.hldf_mode,
         "hldf.every": args.hldf_every,
         "hldf.steps": args.hldf_steps,
         "hldf.cfg": args.cfg,
@@ -47,9 +48,29 @@ def cmd_train(args) -> int:
         "checkpoint_every": args.checkpoint_every,
         "validation_prompts": args.validation_prompt,
     }
-    config = load_config(args.config, **overrides)
+    return load_config(args.config, **overrides)
+
+
+def cmd_train(args) -> int:
+    from medart.hldf import train
+
+    config = train_config(args)
     if not config.data:
         raise SystemExit("error: no training data; pass --data DIR_OR_DATASET_ID or set `data:` in the config")
+    if args.preflight:
+        from medart import hldf_plan
+        from medart.data import count_examples
+
+        images, groups = count_examples(config)
+        steps_per_epoch = max(1, images // config.batch_size)
+        total = config.max_steps or config.epochs * steps_per_epoch
+        plan = hldf_plan.plan(config, total, len(groups))
+        print(f"{images} training image(s) in {len(groups)} class(es) ({', '.join(groups)}): "
+              f"{total} steps of batch {config.batch_size}.")
+        print(plan.summary())
+        if plan.enabled and plan.colour_steps == 0:
+            print("warning: this run makes no colour step; HLDF would train LoRA only.", file=sys.stderr)
+        return 0
     train(config, command=" ".join(sys.argv))
     return 0
 
@@ -87,7 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--resume", help="'latest' or a checkpoint folder")
-    p.add_argument("--hldf-every", type=int, help="N: colour loss every N steps (paper: 500)")
+    p.add_argument("--preflight", action="store_true",
+                   help="check the data and print the plan (N, colour steps, their cost), then exit")
+    p.add_argument("--hldf-mode", choices=["balanced", "paper"],
+                   help="balanced (default: class targets, every class per colour step, colour gradient "
+                        "clipped on its own) or paper (the paper's exact formulation)")
+    p.add_argument("--hldf-every", type=int,
+                   help="N: colour loss every N steps (default: the schedule rule, about 20 colour steps, "
+                        "at most the paper's 500)")
     p.add_argument("--hldf-steps", type=int, help="M: solver steps of the in-graph image (paper: 20)")
     p.add_argument("--hldf-grad-steps", type=int, help="backpropagate through the last K steps only")
     p.add_argument("--cfg", type=float, help="guidance of the in-graph image (paper: 4.5)")

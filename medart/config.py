@@ -34,19 +34,95 @@ class LoraConfig:
     t5_targets: tuple[str, ...] = T5_TARGETS
 
 
+HLDF_MODES = ("balanced", "paper")
+
+
 @dataclass
 class HLDFConfig:
-    every: int = 500  # N: add the colour loss every N optimiser steps
+    """How the colour loss enters training.
+
+    `mode: paper` is the paper's exact formulation: every N steps the batch's own images are
+    generated from their captions (gradients through all M solver steps) and compared with
+    those images (a random crop each), the loss weighted 1/M, its gradient added to the
+    diffusion gradient and the sum clipped. `mode: balanced`, the default, was chosen by the
+    per-class ablation in benchmarks/hldf_ablation.py (table in benchmarks/RESULTS.md); it
+    changes five things, each of which can also be set on its own:
+
+    - `target: group`: an image generated from a class's caption is compared with the average
+      statistics of that class's training images (the class is the `label` column when the
+      data has one, else the caption), not with one random crop;
+    - `coverage: rotate`: colour steps take the classes in turn, one class each, so every
+      class gets the same number of colour steps whatever the batch order (`groups`: every
+      class in each colour step, up to `max_groups`);
+    - `balance: separate`: the colour gradient is clipped on its own to `max_grad_norm` before
+      it is added, so neither gradient is scaled away by the other's size;
+    - `grad_steps: 2`: gradients flow through the last 2 of the M solver steps (the first
+      M - 2 run without autograd, as in DRaFT-K), which makes a colour step several times
+      cheaper, so colour steps can come often;
+    - `weight: 1.0` instead of 1/M (the clipping above bounds each colour step).
+
+    `every` = None lets the schedule rule choose N (`medart.hldf_plan`); a number always wins.
+    """
+
+    mode: str = "balanced"  # "balanced" or "paper"; see the docstring
+    every: int | None = None  # N: a colour step every N optimiser steps; None: the schedule rule
     steps: int = 20  # M: DPM-Solver++ steps of the in-graph generation
     cfg: float = 4.5  # classifier-free guidance of the in-graph generation
-    weight: float | None = None  # None: 1/M, as the paper
-    grad_steps: int | None = None  # backpropagate through the last K solver steps; None: all M
+    weight: float | None = None  # None: the mode's (paper: 1/M; balanced: 1.0)
+    grad_steps: int | None = None  # K: backpropagate through the last K solver steps; None: the mode's (paper: M)
     reduction: str = "sum"  # "sum" over channels (paper) or "mean" (authors' code)
     enabled: bool = True
+    target: str | None = None  # "image" (paper) or "group"; None: the mode's
+    coverage: str | None = None  # "batch" (paper), "rotate" or "groups"; None: the mode's
+    balance: str | None = None  # "joint" (paper), "separate" or "ratio"; None: the mode's
+    balance_ratio: float = 1.0  # with balance "ratio": colour gradient norm <= this x the diffusion gradient's
+    max_groups: int = 8  # classes generated per colour step with coverage "groups"
+
+    def __post_init__(self):
+        if self.mode not in HLDF_MODES:
+            raise ValueError(f"hldf.mode must be one of {', '.join(HLDF_MODES)}, not {self.mode!r}")
+        for name, allowed in (("target", ("image", "group")), ("coverage", ("batch", "rotate", "groups")),
+                              ("balance", ("joint", "separate", "ratio"))):
+            value = getattr(self, name)
+            if value is not None and value not in allowed:
+                raise ValueError(f"hldf.{name} must be one of {', '.join(allowed)}, not {value!r}")
+        if self.every is not None and self.every < 1:
+            raise ValueError(f"hldf.every must be at least 1 (or empty for the schedule rule), not {self.every}")
+        if self.grad_steps is not None and self.grad_steps < 1:
+            raise ValueError(f"hldf.grad_steps must be at least 1 (or empty for the mode's), not {self.grad_steps}")
+
+    def _mode_default(self, name: str):
+        value = getattr(self, name)
+        return MODE_SETTINGS[self.mode][name] if value is None else value
 
     @property
     def color_weight(self) -> float:
-        return 1.0 / self.steps if self.weight is None else self.weight
+        weight = self._mode_default("weight")
+        return 1.0 / self.steps if weight is None else weight
+
+    @property
+    def color_grad_steps(self) -> int:
+        k = self._mode_default("grad_steps")
+        return self.steps if k is None else min(k, self.steps)
+
+    @property
+    def color_target(self) -> str:
+        return self._mode_default("target")
+
+    @property
+    def color_coverage(self) -> str:
+        return self._mode_default("coverage")
+
+    @property
+    def color_balance(self) -> str:
+        return self._mode_default("balance")
+
+
+# What each mode means for the settings left empty (None) in HLDFConfig (None here: 1/M, all M).
+MODE_SETTINGS = {
+    "paper": {"target": "image", "coverage": "batch", "balance": "joint", "weight": None, "grad_steps": None},
+    "balanced": {"target": "group", "coverage": "rotate", "balance": "separate", "weight": 1.0, "grad_steps": 2},
+}
 
 
 @dataclass
@@ -54,6 +130,7 @@ class TrainConfig:
     base_model: str = "pixart-alpha-512"
     data: str = ""  # imagefolder (metadata.jsonl/csv with file_name, text) or load_dataset id
     caption_column: str = "text"
+    label_column: str = "label"  # optional: the class of each image (HLDF's colour groups, per-class curves)
     image_column: str = "image"
     output: str = "runs/medart"
     resolution: int | None = None  # None: the base model's own (512 px for PixArt-α 512, as the paper)
@@ -74,7 +151,7 @@ class TrainConfig:
     gradient_checkpointing: bool = True
     lora: LoraConfig = field(default_factory=LoraConfig)
     hldf: HLDFConfig = field(default_factory=HLDFConfig)
-    validation_prompts: list[str] = field(default_factory=list)  # empty: the first 4 captions
+    validation_prompts: list[str] = field(default_factory=list)  # empty: one caption per class, up to 4
     validation_every: int = 500  # S: fixed-seed samples at step 0 and every S steps
     validation_steps: int = 20  # solver steps of the validation samples
     checkpoint_every: int = 500
@@ -121,7 +198,9 @@ def to_dict(config) -> dict:
     return dataclasses.asdict(config)
 
 
-def save_config(config, path: Path) -> None:
+def save_config(config, path: Path, comment: str = "") -> None:
+    """Write the resolved config as YAML; `comment` (e.g. the HLDF plan) goes on top as # lines."""
     from medart.fileio import atomic_write_text
 
-    atomic_write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))
+    head = "".join(f"# {line}\n" for line in comment.splitlines())
+    atomic_write_text(path, head + yaml.safe_dump(to_dict(config), sort_keys=False))

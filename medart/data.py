@@ -35,6 +35,12 @@ class Example:
     caption: str
     key: str  # content hash of the image bytes
     size: tuple[int, int]  # (width, height) in pixels
+    label: str = ""  # the image's class, when the data has a label column
+
+    @property
+    def group(self) -> str:
+        """The colour group: the class label, or the caption where there is none."""
+        return self.label or self.caption
 
 
 def _load_dataset(source: str):
@@ -59,6 +65,16 @@ def _load_dataset(source: str):
         ) from e
 
 
+def count_examples(config: TrainConfig) -> tuple[int, list[str]]:
+    """How many training rows the data has, and its classes (labels; captions where there is
+    no label column), without decoding any image: the numbers preflight plans with."""
+    ds = _load_dataset(config.data)
+    captions = ds[config.caption_column] if config.caption_column in ds.column_names else [""] * len(ds)
+    labels = ds[config.label_column] if config.label_column in ds.column_names else [""] * len(ds)
+    groups = sorted({str(label or "").strip() or str(caption or "").strip() for label, caption in zip(labels, captions)})
+    return len(ds), groups
+
+
 def load_examples(config: TrainConfig, tokenizer) -> list[Example]:
     """Read and check every example; raises DataError listing all problems."""
     import datasets
@@ -74,6 +90,7 @@ def load_examples(config: TrainConfig, tokenizer) -> list[Example]:
     if config.image_column not in ds.column_names:
         raise DataError(f"No image column {config.image_column!r} in {config.data!r} (columns: {ds.column_names}).")
     ds = ds.cast_column(config.image_column, datasets.Image(decode=False))
+    has_label = config.label_column in ds.column_names
     examples, problems = [], []
     folder = Path(config.data).expanduser()
     if folder.is_dir():  # imagefolder silently skips images that have no metadata row
@@ -107,7 +124,8 @@ def load_examples(config: TrainConfig, tokenizer) -> list[Example]:
                 f"{name}: caption has {n_tokens} tokens, over the limit of {config.max_caption_tokens}; shorten it"
             )
             continue
-        examples.append(Example(name, data, str(caption).strip(), hashlib.sha256(data).hexdigest()[:20], size))
+        label = str(row[config.label_column] or "").strip() if has_label else ""
+        examples.append(Example(name, data, str(caption).strip(), hashlib.sha256(data).hexdigest()[:20], size, label))
     examples.sort(key=lambda ex: (ex.name, ex.key))  # a stable order, whatever the loader's
     if problems:
         shown = "\n  ".join(problems[:30])
@@ -131,6 +149,21 @@ class TrainData:
         self.resolution = resolution
         self.rank, self.world = rank, world
         self.steps_per_epoch = max(1, len(examples) // (config.batch_size * world))
+
+    def groups(self) -> dict[str, list[int]]:
+        """Indices of the examples of each colour group (class), groups in sorted order."""
+        found: dict[str, list[int]] = {}
+        for i, ex in enumerate(self.examples):
+            found.setdefault(ex.group, []).append(i)
+        return dict(sorted(found.items()))
+
+    def full_view(self, ex: Example) -> torch.Tensor:
+        """The whole image resized to the training resolution (no crop): what a class's colour
+        statistics are measured on. (3, R, R) in [-1, 1]."""
+        r = self.resolution
+        with Image.open(io.BytesIO(ex.data)) as im:
+            im = im.convert("RGB").resize((r, r), Image.BICUBIC)
+        return torch.from_numpy(np.asarray(im, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)
 
     def deterministic(self, ex: Example) -> bool:
         """Whether the example always gives the same pixels (so its VAE latents may be cached)."""

@@ -84,6 +84,24 @@ class EvalConfig:
             raise EvaluationError("per_caption must be at least 1")
 
 
+def per_class_color(real_items, real_images, plan, sets: dict) -> dict:
+    """{label: {set name: moment distance, "real images": n}}: each class's generated images
+    (from its own captions) against its own held-out real images, in the units of HLDF's
+    per-class curves (`color_stats.moment_distance`)."""
+    out = {}
+    labels = sorted({r.label for r in real_items if r.label})
+    for label in labels:
+        reals = [im for r, im in zip(real_items, real_images) if r.label == label]
+        reference = color_stats.set_stats(reals)
+        row = {"real images": len(reals)}
+        for name, images in sets.items():
+            mine = [im for (_, _, lab), im in zip(plan, images) if lab == label]
+            if mine:
+                row[name] = color_stats.moment_distance(color_stats.set_stats(mine), reference)
+        out[label] = row
+    return out
+
+
 @contextlib.contextmanager
 def _record_warnings(notes: list[str]):
     """Collect the UserWarnings raised inside the block into `notes` (shown in the report)."""
@@ -166,6 +184,7 @@ def evaluate(
                 dist[name]["color_distance"] = color_stats.color_distance(real_images, ims)
             if has_floor:
                 dist["real vs real (floor)"]["color_distance"] = color_stats.color_distance(floor_a, floor_b)
+            results["color_per_class"] = per_class_color(real_items, real_images, plan, sets)
 
         if wanted & {"fid", "kid"}:
             extractor = feature if feature is not None else metrics.default_extractor()

@@ -31,11 +31,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from medart import checkpoints, dpm_solver, lora
+from medart import checkpoints, color_stats, dpm_solver, hldf_plan, lora
 from medart.config import TrainConfig
 from medart.data import TrainData, load_examples
 from medart.fileio import atomic_write_bytes, atomic_write_text, publish_dir
-from medart.losses import color_loss, diffusion_loss
+from medart.losses import channel_moments, color_loss, color_loss_to_moments, diffusion_loss
 from medart.profiles import load_base
 from medart.run_folder import RunFolder, model_card
 
@@ -62,6 +62,9 @@ class Trainer:
         self.weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
         self.main = self.accelerator.is_main_process
         self.run = RunFolder(config.output)
+        if not config.resume and self.run.metrics():
+            raise ValueError(f"{self.run.path} already holds a training run; continue it with --resume latest "
+                             "or give another --output")
 
         self.base = base or load_base(config.base_model, device=self.device, dtype=self.weight_dtype)
         config.resolution = config.resolution or self.base.resolution
@@ -69,6 +72,10 @@ class Trainer:
         self.data = TrainData(examples, config, config.resolution,
                               self.accelerator.process_index, self.accelerator.num_processes)
         self.total_steps = config.max_steps or config.epochs * self.data.steps_per_epoch
+        self.groups = self.data.groups()
+        self.plan = hldf_plan.plan(config, self.total_steps, len(self.groups))
+        config.hldf.every = self.plan.every  # the resolved N goes into config.yaml
+        self.group_moments = self._group_moments()
         self.models = {"dit": self.base.transformer}
         torch.manual_seed(config.seed)  # LoRA initialisation: the same on every process and run
         params = lora.attach_base(self.base, config.lora)
@@ -91,9 +98,11 @@ class Trainer:
         self.step = 0
         self.data_info = {"source": config.data, "images": len(examples),
                           "processes": self.accelerator.num_processes,
+                          "classes": {g: len(idx) for g, idx in self.groups.items()},
+                          "hldf_plan": self.plan.as_dict(),
                           "keys": sorted(ex.key for ex in examples)}
         if self.main:
-            self.run.start(config, command, self.data_info)
+            self.run.start(config, command, self.data_info, self.plan)
         if config.resume:
             self._resume(config.resume)
 
@@ -118,6 +127,16 @@ class Trainer:
         if self.main:
             self.run.truncate_metrics(self.step)
         log.info("resumed from %s at step %d", path, self.step)
+
+    def _group_moments(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per class: the average per-channel mean and std of its training images (whole image
+        at the training resolution, [-1, 1]), the colour target of `target: group`."""
+        found = {}
+        for group, idx in self.groups.items():
+            views = torch.stack([self.data.full_view(self.data.examples[i]) for i in idx])
+            mean, std = channel_moments(views)
+            found[group] = (mean.mean(0), std.mean(0))
+        return found
 
     # -- pieces of a step --------------------------------------------------------------
     def _autocast(self):
@@ -191,7 +210,7 @@ class Trainer:
 
     def train_step(self) -> dict:
         """One optimiser step (0-based `self.step` before, +1 after); returns its metrics row."""
-        c, hl = self.config, self.config.hldf
+        c = self.config
         t0 = time.perf_counter()
         # Noise and timesteps come from a seed per (run seed, step, process): a resumed run
         # draws exactly what an uninterrupted one would, on any number of processes.
@@ -199,7 +218,7 @@ class Trainer:
         examples, pixels, epoch = self.data.batch(self.step)
         pixels = pixels.to(self.device)
         captions = [ex.caption for ex in examples]
-        colour_step = hl.enabled and (self.step + 1) % hl.every == 0
+        colour_step = self.plan.is_colour_step(self.step)
         row = {"step": self.step + 1, "epoch": epoch}
 
         latents = self._latents(examples, pixels, epoch)
@@ -212,32 +231,15 @@ class Trainer:
                                         added_cond_kwargs={"resolution": None, "aspect_ratio": None},
                                         return_dict=False)[0]
             loss = diffusion_loss(out, noise)
-        loss.backward(retain_graph=colour_step)
+        # the paper's colour step reuses these embeddings, so their graph must outlive backward
+        loss.backward(retain_graph=colour_step and c.hldf.color_coverage == "batch")
         row["loss"] = self._mean(loss)
 
         if colour_step:
-            diff_grad = self._grad_vector()
-            row["grad_norm_diffusion"] = diff_grad.norm().item()
-            generator_ctx = (dpm_solver.block_checkpointing_off(self.base.transformer)
-                             if c.gradient_checkpointing else contextlib.nullcontext())
-            with self._autocast(), generator_ctx:
-                neg, neg_mask = self._text([""] * len(captions))
-                start = torch.randn(latents.shape, device=self.device, dtype=latents.dtype)
-                generated = dpm_solver.sample(
-                    self.base.transformer, self.base.scheduler, start, embeds, mask, neg, neg_mask,
-                    steps=hl.steps, cfg=hl.cfg, grad=True, checkpoint=c.gradient_checkpointing,
-                    grad_steps=hl.grad_steps,
-                )
-                image = dpm_solver.decode(self.base.vae, generated.to(self.base.vae.dtype))
-                lc = color_loss(image, pixels, reduction=hl.reduction)
-                # backward inside the context: recomputation must see the same model settings
-                (hl.color_weight * lc).backward()
-            row["color_loss"] = self._mean(lc)
-            row["color_weight"] = hl.color_weight
-            row["grad_norm_color"] = (self._grad_vector() - diff_grad).norm().item()
-
-        self._average_gradients()
-        row["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm).item()
+            row.update(self._colour_step(examples, pixels, embeds, mask, epoch, tuple(latents.shape[1:])))
+        else:
+            self._average_gradients()
+            row["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm).item()
         self.optimizer.step()
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -247,21 +249,121 @@ class Trainer:
         row["peak_mem_mb"] = peak_memory_mb(self.device)
         return row
 
+    def _colour_batch(self, examples, pixels, embeds, mask, epoch: int):
+        """What one colour step generates and compares: (captions' embeds, mask, target mean,
+        target std, group names). `coverage: batch` takes the batch's own captions (the
+        paper); `rotate` one caption of the next class in turn; `groups` one caption of every
+        class (this process's share of them)."""
+        hl = self.config.hldf
+        if hl.color_coverage == "batch":
+            chosen = [(ex, px) for ex, px in zip(examples, pixels)]
+            text = (embeds, mask)  # the diffusion step's embeddings: one T5 forward serves both
+        else:
+            names = list(self.groups)
+            k = self.plan.colour_steps_before(self.step)
+            world, rank = self.accelerator.num_processes, self.accelerator.process_index
+            if hl.color_coverage == "rotate":  # one class per process, the classes in turn
+                names = [names[(k * world + rank) % len(names)]]
+            else:
+                if len(names) > hl.max_groups:  # take the classes in turns, max_groups at a time
+                    start = (k * hl.max_groups) % len(names)
+                    names = [names[(start + j) % len(names)] for j in range(hl.max_groups)]
+                names = [names[(j * world + rank) % len(names)] for j in range(math.ceil(len(names) / world))]
+            gen = torch.Generator().manual_seed(_step_seed(self.config.seed, self.step, rank) + 1)
+            chosen = []
+            for name in names:
+                idx = self.groups[name]
+                i = idx[int(torch.randint(len(idx), (1,), generator=gen))]
+                ex = self.data.examples[i]
+                chosen.append((ex, self.data.pixels(ex, epoch, i).to(self.device)))
+            text = None
+        if text is None:
+            with self._autocast():
+                text = self._text([ex.caption for ex, _ in chosen])
+        if hl.color_target == "group":
+            mean = torch.stack([self.group_moments[ex.group][0] for ex, _ in chosen])
+            std = torch.stack([self.group_moments[ex.group][1] for ex, _ in chosen])
+        else:
+            mean, std = channel_moments(torch.stack([px for _, px in chosen]))
+        return text[0], text[1], mean.to(self.device), std.to(self.device), [ex.group for ex, _ in chosen]
+
+    def _colour_step(self, examples, pixels, embeds, mask, epoch: int, latent_shape: tuple) -> dict:
+        """Generate in the training graph, backpropagate the colour loss, combine the two
+        gradients as `hldf.balance` says. The diffusion gradient is already in `.grad`."""
+        c, hl = self.config, self.config.hldf
+        t0 = time.perf_counter()
+        self._average_gradients()
+        diff_grads = [None if p.grad is None else p.grad.clone() for p in self.params]
+        diff_norm = _norm(diff_grads)
+        self.optimizer.zero_grad(set_to_none=True)
+        generator_ctx = (dpm_solver.block_checkpointing_off(self.base.transformer)
+                         if c.gradient_checkpointing else contextlib.nullcontext())
+        with self._autocast(), generator_ctx:
+            embeds_c, mask_c, mean, std, groups = self._colour_batch(examples, pixels, embeds, mask, epoch)
+            neg, neg_mask = self._text([""] * embeds_c.shape[0])
+            shape = (embeds_c.shape[0], *latent_shape)
+            start = torch.randn(shape, device=self.device, dtype=self.weight_dtype)
+            generated = dpm_solver.sample(
+                self.base.transformer, self.base.scheduler, start, embeds_c, mask_c, neg, neg_mask,
+                steps=hl.steps, cfg=hl.cfg, grad=True, checkpoint=c.gradient_checkpointing,
+                grad_steps=hl.color_grad_steps,
+            )
+            image = dpm_solver.decode(self.base.vae, generated.to(self.base.vae.dtype))
+            lc = color_loss_to_moments(image, mean, std, reduction=hl.reduction)
+            # backward inside the context: recomputation must see the same model settings
+            (hl.color_weight * lc).backward()
+        self._average_gradients()
+        colour_grads = [p.grad for p in self.params]
+        colour_norm = _norm(colour_grads)
+        balance = hl.color_balance
+        if balance == "joint":  # the paper: add, then clip the sum
+            scale_c = scale_d = 1.0
+        elif balance == "separate":  # each part clipped on its own, then added
+            scale_c = min(1.0, c.max_grad_norm / (colour_norm + 1e-6))
+            scale_d = min(1.0, c.max_grad_norm / (diff_norm + 1e-6))
+        else:  # "ratio": the colour part at most balance_ratio x the diffusion part
+            scale_d = min(1.0, c.max_grad_norm / (diff_norm + 1e-6))
+            scale_c = min(1.0, hl.balance_ratio * diff_norm * scale_d / (colour_norm + 1e-6))
+        for p, d in zip(self.params, diff_grads):
+            g = p.grad * scale_c if p.grad is not None else None
+            if d is not None:
+                g = d * scale_d if g is None else g + d * scale_d
+            p.grad = g
+        if balance == "joint":
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm).item()
+        else:
+            grad_norm = _norm([p.grad for p in self.params])
+        return {"color_loss": self._mean(lc), "color_weight": hl.color_weight, "color_groups": groups,
+                "grad_norm_diffusion": diff_norm, "grad_norm_color": colour_norm, "color_scale": scale_c,
+                "grad_norm": grad_norm, "color_seconds": time.perf_counter() - t0}
+
+
     # -- validation, checkpoints, export ----------------------------------------------
-    def validation_prompts(self) -> list[str]:
+    def validation_prompts(self) -> list[tuple[str, str | None]]:
+        """(prompt, class) pairs: the configured prompts (class known when a prompt is some
+        training caption), else the first caption of each class, up to eight classes."""
+        by_caption = {ex.caption: ex.group for ex in self.data.examples}
         if self.config.validation_prompts:
-            return list(self.config.validation_prompts)
-        seen = []
-        for ex in self.data.examples:
-            if ex.caption not in seen:
-                seen.append(ex.caption)
-            if len(seen) == 4:
-                break
-        return seen
+            return [(p, by_caption.get(p)) for p in self.config.validation_prompts]
+        return [(self.data.examples[idx[0]].caption, g) for g, idx in list(self.groups.items())[:8]]
+
+    def reference_stats(self) -> dict[str, dict]:
+        """Per class, the colour statistics of its training images (whole, at the training
+        resolution): what each class's validation samples are measured against."""
+        if not hasattr(self, "_reference_stats"):
+            self._reference_stats = {
+                g: color_stats.set_stats([(self.data.full_view(self.data.examples[i]).permute(1, 2, 0).numpy() + 1) / 2
+                                          for i in idx])
+                for g, idx in self.groups.items()
+            }
+        return self._reference_stats
 
     @torch.no_grad()
-    def samples(self) -> Path:
-        prompts = self.validation_prompts()
+    def samples(self) -> dict[str, float]:
+        """Fixed-seed validation images of this step (samples/step-N/); returns each class's
+        colour distance (`color_stats.moment_distance`) to its training images."""
+        pairs = self.validation_prompts()
+        prompts = [p for p, _ in pairs]
         seeds = list(range(len(prompts)))
         images = []
         for prompt, seed in zip(prompts, seeds):
@@ -271,7 +373,13 @@ class Trainer:
                 latents = dpm_solver.sample(self.base.transformer, self.base.scheduler, start, *cond,
                                             steps=self.config.validation_steps, cfg=self.config.hldf.cfg)
                 images += dpm_solver.to_pil(dpm_solver.decode(self.base.vae, latents.to(self.base.vae.dtype)))
-        return self.run.save_samples(self.step, images, prompts, seeds)
+        self.run.save_samples(self.step, images, prompts, seeds)
+        per_class: dict[str, list] = {}
+        for (_, group), image in zip(pairs, images):
+            if group is not None:
+                per_class.setdefault(group, []).append(image)
+        reference = self.reference_stats()
+        return {g: color_stats.moment_distance(color_stats.set_stats(ims), reference[g]) for g, ims in per_class.items()}
 
     def check_in_sync(self) -> None:
         """Every process must hold the same LoRA weights (they apply the same averaged gradients)."""
@@ -300,7 +408,10 @@ class Trainer:
         try:
             for name, model in self.models.items():
                 lora.save(model, tmp / name)
-            atomic_write_text(tmp / "README.md", model_card(self.config, self.data_info, self.step, last))
+            start = next((r["color_distance"] for r in self.run.metrics()
+                          if r.get("step") == 0 and "color_distance" in r), None)
+            atomic_write_text(tmp / "README.md", model_card(self.config, self.data_info, self.step, last,
+                                                            self.plan, start))
             publish_dir(tmp, self.run.adapter)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -328,8 +439,9 @@ class Trainer:
         c = self.config
         if self.main:
             self.run.status("running", step=self.step, total=self.total_steps)
+            log.info("%s", self.plan.summary())
             if self.step == 0:
-                self.samples()
+                self.run.log_metrics({"step": 0, "color_distance": self.samples()})
         bar = tqdm(total=self.total_steps, initial=self.step, desc="HLDF", unit="step",
                    disable=not self.main, dynamic_ncols=True)
         start_time, start_step, last = time.perf_counter(), self.step, {}
@@ -345,9 +457,9 @@ class Trainer:
                 done = self.step - start_step
                 eta = (time.perf_counter() - start_time) / done * (self.total_steps - self.step)
                 if self.main:
-                    self.run.log_metrics(last)
                     if self.step % c.validation_every == 0 or self.step == self.total_steps:
-                        self.samples()
+                        last["color_distance"] = self.samples()
+                    self.run.log_metrics(last)
                     self.run.status("running", step=self.step, total=self.total_steps, eta_seconds=eta,
                                     loss=last["loss"])
                 if self.step % c.checkpoint_every == 0 or self.step == self.total_steps or stop:
@@ -367,13 +479,26 @@ class Trainer:
                 self.run.status("stopped", step=self.step, total=self.total_steps)
             else:
                 self.export(last)
-                self.run.status("done", step=self.step, total=self.total_steps)
+                final = last.get("color_distance") or {}
+                for group, value in final.items():
+                    log.info("colour distance of %s's samples to its training images: %.4f", group, value)
+                colour_rows = [r for r in self.run.metrics() if "color_seconds" in r]
+                self.run.status("done", step=self.step, total=self.total_steps, color_distance=final,
+                                colour_steps=len(colour_rows),
+                                colour_seconds=round(sum(r["color_seconds"] for r in colour_rows), 3),
+                                seconds=round(sum(r.get("seconds", 0) for r in self.run.metrics()), 3))
         return self.run.path
 
 
 def _step_seed(seed: int, step: int, rank: int) -> int:
     digest = hashlib.sha256(f"{seed}/{step}/{rank}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
+
+
+def _norm(grads) -> float:
+    """The L2 norm of a list of gradients (None counts as zero)."""
+    total = sum(float(g.detach().float().pow(2).sum()) for g in grads if g is not None)
+    return math.sqrt(total)
 
 
 def _save_tensors(path: Path, obj) -> None:

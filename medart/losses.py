@@ -27,9 +27,17 @@ def color_loss(generated: torch.Tensor, real: torch.Tensor, reduction: str = "su
     """
     if generated.shape[:2] != real.shape[:2]:
         raise ValueError(f"batch/channels differ: {tuple(generated.shape)} vs {tuple(real.shape)}")
+    return color_loss_to_moments(generated, *channel_moments(real), reduction=reduction)
+
+
+def color_loss_to_moments(generated: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                          reduction: str = "sum") -> torch.Tensor:
+    """The colour loss against target moments given directly, each (B, C): a training image's
+    own (`color_loss`), or the average over a class's training images (HLDF's group target)."""
+    if mean.shape != generated.shape[:2] or std.shape != generated.shape[:2]:
+        raise ValueError(f"target moments {tuple(mean.shape)} do not match the images {tuple(generated.shape)}")
     mu_g, sd_g = channel_moments(generated)
-    mu_r, sd_r = channel_moments(real)
-    per_channel = (mu_g - mu_r) ** 2 + (sd_g - sd_r) ** 2
+    per_channel = (mu_g - mean.to(mu_g)) ** 2 + (sd_g - std.to(sd_g)) ** 2
     if reduction == "sum":
         return per_channel.sum(dim=1).mean()
     if reduction == "mean":

@@ -192,6 +192,24 @@ def render_markdown(results: Mapping, plots: Mapping[str, str] | None = None) ->
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
 
+    per_class = results.get("color_per_class")
+    if per_class:
+        names = [n for n in ("base", "tuned") if any(n in row for row in per_class.values())]
+        lines += [
+            "## Colour distance per class",
+            "",
+            "Each class's generated images (from its own captions) against its own held-out real images: "
+            "the colour loss on the two sets' average per-channel mean and std, images in [-1, 1]; "
+            "lower is closer. HLDF's per-class curves in training use the same measure.",
+            "",
+            "| class | real images | " + " | ".join(names) + " |",
+            "|---|---:|" + "---:|" * len(names),
+        ]
+        for label, row in per_class.items():
+            lines.append(f"| {label} | {row.get('real images', '')} | "
+                         + " | ".join(_fmt(row.get(n), "{:.4f}") for n in names) + " |")
+        lines.append("")
+
     cls = results.get("classification")
     if cls:
         classes: list[str] = []

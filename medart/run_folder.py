@@ -38,9 +38,9 @@ class RunFolder:
         self.metrics_path = self.path / "metrics.jsonl"
         self.status_path = self.path / "status.json"
 
-    def start(self, config, command: str, data_info: dict) -> None:
+    def start(self, config, command: str, data_info: dict, plan=None) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        save_config(config, self.path / "config.yaml")
+        save_config(config, self.path / "config.yaml", comment=plan.summary() if plan is not None else "")
         atomic_write_text(self.path / "command.txt", command + "\n")
         atomic_write_text(self.path / "env.txt", environment())
         atomic_write_json(self.path / "data.json", data_info)
@@ -112,8 +112,28 @@ def environment() -> str:
     return "\n".join(lines) + "\n"
 
 
-def model_card(config, data_info: dict, steps: int, final_metrics: dict) -> str:
+def model_card(config, data_info: dict, steps: int, final_metrics: dict, plan=None,
+               start_distances: dict | None = None) -> str:
     hl = config.hldf
+    if hl.enabled:
+        method = (f"diffusion loss plus a colour loss (weight {hl.color_weight:g}, mode `{hl.mode}`) every N = {hl.every} "
+                  f"steps on images generated in-graph with {hl.steps} DPM-Solver++ steps at CFG {hl.cfg}"
+                  + (f", gradients through the last {hl.color_grad_steps} of them" if hl.color_grad_steps < hl.steps else ""))
+    else:
+        method = "diffusion loss only (no colour loss)"
+    final = final_metrics.get("color_distance") or {}
+    rows = "\n".join(f"| {g} | {start_distances.get(g, float('nan')) if start_distances else float('nan'):.4f} | {d:.4f} |"
+                     for g, d in final.items())
+    distances = (f"""
+## Colour distance per class
+
+Set-level colour distance (per-channel mean and std, images in [-1, 1]) between the fixed-seed
+validation samples of each class's caption and that class's training images; lower is closer.
+
+| class | step 0 | step {steps} |
+|---|---:|---:|
+{rows}
+""" if rows else "")
     return f"""---
 library_name: peft
 base_model: {config.base_model}
@@ -127,10 +147,11 @@ decision.** Generated images are synthetic and may look plausible while being wr
 - Base model: `{config.base_model}`
 - Training data: {data_info.get('images', '?')} captioned images from `{data_info.get('source', '?')}`
 - Method: HLDF (Med-Art, arXiv 2506.20449): LoRA rank {config.lora.rank} on the DiT{' and the T5 text encoder' if config.lora.t5 else ''},
-  diffusion loss{f' plus (weight {hl.color_weight:g}) a colour loss every {hl.every} steps on images generated in-graph with {hl.steps} DPM-Solver++ steps at CFG {hl.cfg}' if hl.enabled else ''}
+  {method}
+- Colour steps: {plan.summary() if plan is not None else '-'}
 - Steps: {steps}, batch {config.batch_size}, lr {config.learning_rate:g}, resolution {config.resolution}, seed {config.seed}
 - Last diffusion loss: {final_metrics.get('loss', float('nan')):.4f}
-
+{distances}
 ## Use without Med-Art Studio
 
 ```python

@@ -24,11 +24,13 @@ VRAM_512_GB = 1.4 + 9.5 + 2.5  # activations + T5-XXL + DiT, VAE, optimiser stat
 
 @dataclass
 class TrainSettings:
-    """What the Train form asks for; defaults are the paper's (TrainConfig, HLDFConfig, LoraConfig)."""
+    """What the Train form asks for; defaults are TrainConfig's (the paper's, HLDF's mode and N
+    chosen by evidence: see HLDFConfig and medart.hldf_plan)."""
 
     name: str = "medart-run"
     base_model: str = "tiny"
-    hldf_every: int = 500  # N
+    hldf_mode: str = "balanced"
+    hldf_every: int = 0  # N; 0: the schedule rule
     hldf_steps: int = 20  # M
     cfg: float = 4.5
     rank: int = 8
@@ -47,7 +49,8 @@ class TrainSettings:
     @classmethod
     def paper(cls, base_model: str) -> "TrainSettings":
         c = TrainConfig()
-        return cls(base_model=base_model, hldf_every=c.hldf.every, hldf_steps=c.hldf.steps, cfg=c.hldf.cfg,
+        return cls(base_model=base_model, hldf_mode=c.hldf.mode, hldf_every=c.hldf.every or 0,
+                   hldf_steps=c.hldf.steps, cfg=c.hldf.cfg,
                    rank=c.lora.rank, t5_lora=c.lora.t5, hldf=c.hldf.enabled, learning_rate=c.learning_rate,
                    epochs=c.epochs, checkpoint_every=c.checkpoint_every, validation_every=c.validation_every,
                    adam_8bit=c.adam_8bit, seed=c.seed)
@@ -130,6 +133,15 @@ def preflight(ws: Workspace, s: TrainSettings, runs_dir: Path, device: str = "cp
     if approved:
         labels = sorted({i.label or "(no label)" for i in approved})
         p.info.append(f"{len(approved)} approved caption(s) will be trained on ({', '.join(labels)}).")
+        try:
+            plan = hldf_plan_of(s, approved)
+        except ValueError as e:
+            p.errors.append(f"Settings rejected: {e}")
+        else:
+            p.info.append(plan.summary())
+            if plan.enabled and plan.colour_steps == 0:
+                p.warnings.append(f"This run makes no colour step (N = {plan.every}, {plan.total_steps} steps): "
+                                  "HLDF would train LoRA only. Set N to 0 for the schedule rule, or lower it.")
     # resources
     res = s.resolution or (64 if s.base_model == "tiny" else 512)
     if s.base_model != "tiny":
@@ -153,11 +165,26 @@ def preflight(ws: Workspace, s: TrainSettings, runs_dir: Path, device: str = "cp
     return p
 
 
+def hldf_plan_of(s: TrainSettings, approved: list):
+    """The colour-step plan of these settings on the approved images."""
+    from medart import hldf_plan
+    from medart.config import load_config
+
+    config = load_config(None, **{"hldf.mode": s.hldf_mode, "hldf.every": s.hldf_every or None,
+                                  "hldf.steps": s.hldf_steps, "hldf.cfg": s.cfg, "hldf.enabled": s.hldf,
+                                  "max_steps": s.max_steps or None, "epochs": s.epochs})
+    groups = {(i.label or "").strip() or i.text.strip() for i in approved}
+    total = config.max_steps or config.epochs * max(1, len(approved) // config.batch_size)
+    return hldf_plan.plan(config, total, len(groups))
+
+
 def train_argv(s: TrainSettings, run: Path) -> list[str]:
     argv = ["train", "--base-model", s.base_model, "--data", str(run / "data"), "--output", str(run),
-            "--hldf-every", str(int(s.hldf_every)), "--hldf-steps", str(int(s.hldf_steps)), "--cfg", str(s.cfg),
+            "--hldf-mode", s.hldf_mode, "--hldf-steps", str(int(s.hldf_steps)), "--cfg", str(s.cfg),
             "--rank", str(int(s.rank)), "--lr", str(s.learning_rate), "--seed", str(int(s.seed)),
             "--checkpoint-every", str(int(s.checkpoint_every)), "--validation-every", str(int(s.validation_every))]
+    if s.hldf_every > 0:
+        argv += ["--hldf-every", str(int(s.hldf_every))]
     if s.max_steps > 0:
         argv += ["--max-steps", str(int(s.max_steps))]
     else:

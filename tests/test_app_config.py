@@ -71,8 +71,21 @@ def test_preflight_blocks_then_launch_snapshots_approved_training_split(tmp_path
     job, check = launch(ws, s, runs, jobs)
     assert check.ok and job == "job"
     kind, argv, title, output = jobs.args
-    assert kind == "train" and argv == train_argv(s, runs / "r1") and "--hldf-every" in argv
-    assert argv[argv.index("--hldf-every") + 1] == "500" and argv[argv.index("--hldf-steps") + 1] == "20"
+    assert kind == "train" and argv == train_argv(s, runs / "r1") and "--hldf-every" not in argv  # the rule
+    assert argv[argv.index("--hldf-mode") + 1] == "balanced" and argv[argv.index("--hldf-steps") + 1] == "20"
+    # 2 approved images x 15 epochs = 30 steps: the rule's floor N = 4 gives 7 colour steps of 1 class each
+    assert any(i.startswith("HLDF: a colour step every N = 4 steps") and "7 colour step(s) in 30" in i
+               for i in check.info), check.info
+    # the job's own command line, read by the CLI's parser, makes the same plan
+    from medart import hldf_plan
+    from medart.cli import build_parser, train_config
+
+    config = train_config(build_parser().parse_args(argv))
+    assert hldf_plan.plan(config, 30, 1).every == 4 and config.hldf.mode == "balanced"
+    s.hldf_every = 500  # the paper's N on 30 steps: no colour step, and preflight says so
+    silent = preflight(ws, s, runs)
+    assert silent.ok and any("makes no colour step" in w for w in silent.warnings)
+    s.hldf_every = 0
     manifest = json.loads((runs / "r1" / "data" / "manifest.json").read_text())
     assert manifest["count"] == 2  # the held-out image stays out of training
     texts = [json.loads(line)["text"] for line in (runs / "r1" / "data" / "train" / "metadata.jsonl").open()]

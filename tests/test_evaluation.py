@@ -118,6 +118,12 @@ def test_evaluate_writes_report_json_and_plots(tiny_run):
     assert f"{data['classification']['tuned']['accuracy']:.3f}" in md
     assert "KID subset size reduced" in md  # 6 real images: the subset adapts with a note
     assert data["color"]["real"]["mean_r"] > data["color"]["real"]["mean_b"]
+    # per class: each class's generated images (from its own captions) against its own real images
+    per_class = data["color_per_class"]
+    assert set(per_class) == {"polyp", "ulcer"} and per_class["polyp"]["real images"] == 3
+    assert per_class["ulcer"]["tuned"] > 0 and per_class["ulcer"]["base"] != per_class["ulcer"]["tuned"]
+    assert "## Colour distance per class" in md
+    assert f"| ulcer | 3 | {per_class['ulcer']['base']:.4f} | {per_class['ulcer']['tuned']:.4f} |" in md
 
 
 def test_rerun_uses_the_cache_and_gives_the_same_numbers(tiny_run):

@@ -44,6 +44,16 @@ def loss_frame(rows: list[dict], smoothing: float) -> pd.DataFrame | None:
     return frame.astype({"step": "int64", "loss": "float64", "series": "str"})
 
 
+def distance_frame(rows: list[dict]) -> pd.DataFrame | None:
+    """Per-class colour distance of the validation samples to that class's training images,
+    one series per class, from step 0 (the rows that carry `color_distance`)."""
+    out = [(r["step"], value, group) for r in rows for group, value in (r.get("color_distance") or {}).items()]
+    if not out:
+        return None
+    frame = pd.DataFrame(out, columns=["step", "distance", "class"])
+    return frame.astype({"step": "int64", "distance": "float64", "class": "str"})
+
+
 def sample_items(run: Path, per_step: int = 2, max_steps: int = 12) -> list[tuple[str, str]]:
     folder = RunFolder(run)
     steps = folder.sample_steps()
@@ -57,11 +67,12 @@ def sample_items(run: Path, per_step: int = 2, max_steps: int = 12) -> list[tupl
 
 
 def monitor(studio, run_name: str | None, smoothing: float):
-    """Everything the monitor shows for one run: (status html, plot, samples, log, message, jobs)."""
+    """Everything the monitor shows for one run: (status html, loss plot, colour plot, samples, log,
+    message, jobs)."""
     jobs = studio.jobs.tick()
     table = job_rows(jobs)
     if not run_name:
-        return "<small>No run selected.</small>", loss_frame([], 0), [], "", "", table
+        return "<small>No run selected.</small>", loss_frame([], 0), None, [], "", "", table
     run = studio.runs_dir / run_name
     folder = RunFolder(run)
     status = folder.read_status()
@@ -92,7 +103,8 @@ def monitor(studio, run_name: str | None, smoothing: float):
             message = "Done: the adapter is in the run folder. Try it in the **Compare** tab."
         elif job.state == "queued":
             message = "Queued: it starts when the job before it ends."
-    return info, loss_frame(folder.metrics(), smoothing), sample_items(run), log, message, table
+    rows = folder.metrics()
+    return info, loss_frame(rows, smoothing), distance_frame(rows), sample_items(run), log, message, table
 
 
 def build(studio):
@@ -104,12 +116,16 @@ def build(studio):
                         "GPU, then train there. Captioning, Compare and Evaluate work here.", elem_id="train-disabled")
         with gr.Row():
             with gr.Column(scale=2):
-                gr.Markdown("Defaults are the paper's settings (Med-Art §3-4).")
+                gr.Markdown("Defaults are the paper's settings (Med-Art §3-4), with HLDF's colour steps "
+                            "balanced across classes and scheduled so that every run makes about twenty "
+                            "(mode `paper` and a fixed N reproduce the paper exactly).")
                 name = gr.Textbox(value="medart-run", label="Run name", elem_id="run-name")
                 base = gr.Textbox(value=d.base_model, label="Base model (profile, folder or hub id)")
                 with gr.Row():
-                    every = gr.Number(value=d.hldf_every, label="N: colour loss every N steps", precision=0,
-                                      elem_id="hldf-every")
+                    mode = gr.Dropdown(["balanced", "paper"], value=d.hldf_mode, label="HLDF mode",
+                                       elem_id="hldf-mode")
+                    every = gr.Number(value=d.hldf_every, label="N: colour loss every N steps (0: automatic)",
+                                      precision=0, elem_id="hldf-every")
                     msteps = gr.Number(value=d.hldf_steps, label="M: solver steps", precision=0, elem_id="hldf-steps")
                     cfg = gr.Number(value=d.cfg, label="CFG")
                 with gr.Row():
@@ -126,7 +142,7 @@ def build(studio):
                                      elem_id="checkpoint-every")
                     val = gr.Number(value=d.validation_every, label="Samples every", precision=0,
                                     elem_id="validation-every")
-                prompts = gr.Textbox(label="Validation prompts (one per line; empty: the first 4 captions)", lines=2)
+                prompts = gr.Textbox(label="Validation prompts (one per line; empty: one caption per class)", lines=2)
                 adam8 = gr.Checkbox(value=d.adam_8bit, label="8-bit Adam (CUDA)")
                 with gr.Row():
                     pre_b = gr.Button("Preflight", elem_id="preflight")
@@ -144,8 +160,12 @@ def build(studio):
                     resume_b = gr.Button("Resume from latest checkpoint", elem_id="resume-train",
                                          interactive=studio.training_allowed)
                 message = gr.Markdown(elem_id="train-message")
-                plot = gr.LinePlot(None, x="step", y="loss", color="series", title="Loss",
-                                   color_map=SERIES, height=260, elem_id="loss-plot")
+                with gr.Row():
+                    plot = gr.LinePlot(None, x="step", y="loss", color="series", title="Loss",
+                                       color_map=SERIES, height=260, elem_id="loss-plot")
+                    colour_plot = gr.LinePlot(None, x="step", y="distance", color="class",
+                                              title="Colour distance to each class's training images (lower is closer)",
+                                              height=260, elem_id="colour-plot")
                 samples = gr.Gallery(label="Samples (fixed seeds, from step 0)", columns=6, height=220, object_fit="contain",
                                      allow_preview=True, elem_id="sample-timeline")
                 log = gr.Textbox(label="Log (last lines)", lines=8, max_lines=8, elem_id="train-log",
@@ -153,12 +173,13 @@ def build(studio):
         jobs_table = gr.Dataframe(headers=JOB_HEADERS, value=job_rows(studio.jobs.list()), label="Jobs",
                                   interactive=False, elem_id="jobs-table")
 
-        form = [name, base, every, msteps, cfg, rank, t5, hldf_on, lr, steps, epochs, res, ckpt, val, prompts, adam8]
+        form = [name, base, mode, every, msteps, cfg, rank, t5, hldf_on, lr, steps, epochs, res, ckpt, val, prompts,
+                adam8]
 
         def settings(*v) -> TrainSettings:
-            (name_, base_, every_, m_, cfg_, rank_, t5_, hl_, lr_, steps_, ep_, res_, ck_, val_, pr_, a8_) = v
-            return TrainSettings(name=name_, base_model=(base_ or studio.base_model).strip(),
-                                 hldf_every=int(every_ or 1), hldf_steps=int(m_ or 0), cfg=float(cfg_),
+            (name_, base_, mode_, every_, m_, cfg_, rank_, t5_, hl_, lr_, steps_, ep_, res_, ck_, val_, pr_, a8_) = v
+            return TrainSettings(name=name_, base_model=(base_ or studio.base_model).strip(), hldf_mode=mode_,
+                                 hldf_every=max(0, int(every_ or 0)), hldf_steps=int(m_ or 0), cfg=float(cfg_),
                                  rank=int(rank_), t5_lora=bool(t5_), hldf=bool(hl_), learning_rate=float(lr_),
                                  max_steps=int(steps_ or 0), epochs=int(ep_ or 0), resolution=int(res_ or 0),
                                  checkpoint_every=int(ck_ or 1), validation_every=int(val_ or 1),
@@ -191,7 +212,7 @@ def build(studio):
         pre_b.click(do_preflight, form, [pre_md], api_name="preflight")
         go_b.click(do_launch, form, [pre_md, runs], api_name="launch_training")
 
-        outs = [status, plot, samples, log, message, jobs_table]
+        outs = [status, plot, colour_plot, samples, log, message, jobs_table]
 
         def refresh(run_name, smoothing):
             return monitor(studio, run_name, smoothing)

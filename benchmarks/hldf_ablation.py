@@ -1,0 +1,163 @@
+"""HLDF per-class ablation: which colour-step design helps every class, at what cost.
+
+    python benchmarks/hldf_ablation.py                      # the table in RESULTS.md
+    python benchmarks/hldf_ablation.py --arms lora default paper --seeds 42 7 --steps 400
+
+Three classes of real images (`medart.colour_classes`: fundus and histology in colour, an MR
+slice in grayscale), 12 training images each at 64 px with one caption per class, 32 unseen
+reference tiles per class. Every arm trains the `tiny` base through the product's own
+trainer (`medart.hldf.train`, nothing but the arm's settings changed from the defaults) for
+the same number of steps and seeds; 16 images per class caption are generated with fixed
+seeds; each class's set-level colour distance to its reference tiles is compared with the
+LoRA-only arm's (same seeds, paired). Printed per arm and class: the change against
+LoRA-only, mean over the training seeds, with a 95 % bootstrap interval (generation seeds
+and reference tiles resampled), and the training wall time against LoRA-only.
+
+Results are cached per (arm, seed) in --out, so arms can be added to a finished table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+
+import common  # noqa: F401  (threads, offline)
+import numpy as np
+
+from medart import colour_classes
+from medart.config import load_config
+from medart.generate import Generator
+from medart.hldf import train
+
+# Each arm: settings on top of the product's defaults (the "default" arm changes nothing).
+ARMS = {
+    "lora": {"hldf.enabled": False},
+    "default": {},
+    "paper": {"hldf.mode": "paper"},
+    "paper-N16": {"hldf.mode": "paper", "hldf.every": 16},
+    "default, image target": {"hldf.target": "image"},
+    "default, batch's caption": {"hldf.coverage": "batch"},
+    "default, all classes, N=12": {"hldf.coverage": "groups", "hldf.every": 12},
+    "default, joint clip": {"hldf.balance": "joint"},
+    "default, weight 1/M": {"hldf.weight": 0.05},
+    "default, K=1": {"hldf.grad_steps": 1},
+    "default, K=20 (all), N=16": {"hldf.grad_steps": 20, "hldf.every": 16},
+}
+
+
+def run_arm(name: str, seed: int, data: colour_classes.ClassSet, args) -> dict:
+    slug = re.sub(r"[^\w.=-]+", "_", name)
+    cache = args.out / f"{slug}-s{seed}-T{args.steps}.json"
+    if cache.exists() and not args.rerun:
+        return json.loads(cache.read_text())
+    output = args.out / "runs" / f"{slug}-s{seed}-T{args.steps}"
+    shutil.rmtree(output, ignore_errors=True)  # a fresh run, not the remains of an earlier one
+    settings = {"base_model": "tiny", "data": str(data.train), "output": str(output), "max_steps": args.steps,
+                "seed": seed, **ARMS[name]}
+    config = load_config(None, **settings)
+    t0, c0 = time.perf_counter(), time.process_time()
+    train(config)
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+    gen = Generator("tiny", output / "adapter")
+    stats = {}
+    for label, caption in data.captions.items():
+        images = gen.generate([caption] * args.n_gen, [1000 + i for i in range(args.n_gen)])
+        stats[label] = colour_classes._stat_matrix(images).tolist()
+    rows = [json.loads(x) for x in (output / "metrics.jsonl").read_text().splitlines()]
+    colour = [r for r in rows if "color_loss" in r]
+    result = {"arm": name, "seed": seed, "seconds": seconds, "cpu_seconds": cpu_seconds, "stats": stats,
+              "settings": ARMS[name],
+              "colour_steps": len(colour), "every": config.hldf.every,
+              "colour_seconds": sum(r["color_seconds"] for r in colour),
+              "grad_ratio": float(np.median([r["grad_norm_color"] / max(r["grad_norm_diffusion"], 1e-12)
+                                             for r in colour])) if colour else None}
+    cache.write_text(json.dumps(result))
+    return result
+
+
+def table(results: dict, data: colour_classes.ClassSet, arms: list[str], seeds: list[int]) -> str:
+    ref = {c: colour_classes._stat_matrix(ims) for c, ims in data.reference.items()}
+    classes = list(data.captions)
+    lines = ["| arm | N | colour steps | " + " | ".join(f"{c}: change vs LoRA-only [95 % CI]" for c in classes)
+             + " | worst class | time vs LoRA-only |",
+             "|---|---:|---:|" + "---|" * len(classes) + "---:|---:|"]
+    rng = np.random.default_rng(0)
+    for arm in arms:
+        if arm == "lora":
+            base = [results[("lora", s)] for s in seeds]
+            dist = {c: np.mean([colour_classes._dist_rows(np.array(r["stats"][c]), ref[c]) for r in base])
+                    for c in classes}
+            lines.append("| lora (distance) | – | 0 | " + " | ".join(f"{dist[c]:.4f}" for c in classes)
+                         + " | – | 1.00 |")
+            continue
+        cells, worst = [], -np.inf
+        for c in classes:
+            changes, boots = [], []
+            for s in seeds:
+                a = np.array(results[(arm, s)]["stats"][c])
+                b = np.array(results[("lora", s)]["stats"][c])
+                d_a, d_b = colour_classes._dist_rows(a, ref[c]), colour_classes._dist_rows(b, ref[c])
+                changes.append(d_a / d_b - 1)
+                boot = []
+                for _ in range(2000):
+                    gi = rng.integers(0, len(a), len(a))
+                    ri = rng.integers(0, len(ref[c]), len(ref[c]))
+                    boot.append(colour_classes._dist_rows(a[gi], ref[c][ri])
+                                / colour_classes._dist_rows(b[gi], ref[c][ri]) - 1)
+                boots.append(np.array(boot))
+            mean = float(np.mean(changes))
+            pooled = np.mean(boots, axis=0)
+            lo, hi = np.percentile(pooled, [2.5, 97.5])
+            worst = max(worst, mean)
+            per_seed = " / ".join(f"{100 * x:+.0f}" for x in changes)
+            cells.append(f"{100 * mean:+.0f} % [{100 * lo:+.0f}, {100 * hi:+.0f}] ({per_seed})")
+        key = "cpu_seconds" if all("cpu_seconds" in results[(a, s)] for a in (arm, "lora") for s in seeds) else "seconds"
+        t = np.mean([results[(arm, s)][key] / results[("lora", s)][key] for s in seeds])
+        r0 = results[(arm, seeds[0])]
+        lines.append(f"| {arm} | {r0['every']} | {r0['colour_steps']} | " + " | ".join(cells)
+                     + f" | {100 * worst:+.0f} % | {t:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arms", nargs="+", default=["lora", "default", "paper", "paper-N10"])
+    p.add_argument("--define", nargs=2, action="append", default=[], metavar=("NAME", "SETTINGS"),
+                   help="an extra arm: NAME 'hldf.grad_steps=1,hldf.every=5' (values parsed as YAML)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[42, 7])
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--n-train", type=int, default=12)
+    p.add_argument("--n-reference", type=int, default=32)
+    p.add_argument("--n-gen", type=int, default=16)
+    p.add_argument("--out", type=Path, default=Path("benchmarks/out/hldf_ablation"))
+    p.add_argument("--rerun", action="store_true", help="ignore cached results")
+    args = p.parse_args()
+    import yaml
+
+    for name, spec in args.define:
+        ARMS[name] = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in spec.split(",") if kv)}
+    unknown = [a for a in args.arms if a not in ARMS]
+    if unknown:
+        p.error(f"unknown arm(s) {unknown}; known: {', '.join(ARMS)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    arms = args.arms if "lora" in args.arms else ["lora", *args.arms]
+    data = colour_classes.build(args.out / "data", args.n_train, args.n_reference)
+    results = {}
+    for seed in args.seeds:
+        for arm in arms:
+            results[(arm, seed)] = run_arm(arm, seed, data, args)
+            r = results[(arm, seed)]
+            print(f"{arm} seed {seed}: {r['seconds']:.1f} s, {r['colour_steps']} colour steps", flush=True)
+    text = table(results, data, arms, args.seeds)
+    print(f"\n{args.steps} steps, seeds {args.seeds}, {args.n_train} training / {args.n_reference} reference "
+          f"images per class, {args.n_gen} generated per class\n")
+    print(text)
+    (args.out / "table.md").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""When HLDF's colour steps come in a run, and what they cost: the schedule rule.
+
+The paper adds the colour loss every N = 500 steps. That suits Kvasir (8,000 images x 15
+epochs = 120,000 steps, 240 colour steps) but not a clinician's few dozen images: 20 images
+x 15 epochs = 300 steps would make none. The rule, used whenever `hldf.every` is left empty:
+
+    N = clamp(total_steps // COLOUR_STEPS, MIN_EVERY, PAPER_EVERY)
+
+"a hundred colour steps, never more often than every MIN_EVERY steps, never less often than
+the paper": a run long enough for the paper's schedule (50,000 steps or more) gets N = 500
+exactly; a shorter one about a hundred colour steps, down to one every MIN_EVERY steps,
+where a balanced colour step (one class, gradients through 2 solver steps) costs about as
+much as the MIN_EVERY plain steps around it on the tiny model. The numbers come from the
+ablation in benchmarks/hldf_ablation.py. An explicit `hldf.every` always wins.
+
+The cost estimate counts transformer calls, the unit both steps are made of: a plain step is
+one forward and one backward (about 3 forward-equivalents per image); a colour step adds 2M
+guided forwards per generated image, and with gradients through K of the M steps, their
+backward (2 each) and, under gradient checkpointing, their recomputation (1 each). It
+overestimates the colour step on a small model on a CPU, where fixed per-call overhead
+dominates; the trainer logs the measured `color_seconds`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+PAPER_EVERY = 500
+COLOUR_STEPS = 100
+MIN_EVERY = 4
+
+
+@dataclass
+class Plan:
+    enabled: bool
+    every: int  # N
+    rule: str  # how N was chosen
+    total_steps: int
+    colour_steps: int
+    images_per_colour_step: int
+    cost_ratio: float  # estimated cost of a colour step in plain steps
+    added_fraction: float  # estimated extra training time of all colour steps, as a fraction
+
+    def is_colour_step(self, step: int) -> bool:
+        """Whether 0-based optimiser step `step` adds the colour loss."""
+        return self.enabled and (step + 1) % self.every == 0
+
+    def colour_steps_before(self, step: int) -> int:
+        """How many colour steps came before 0-based step `step`."""
+        return (step + 1) // self.every - (1 if self.is_colour_step(step) else 0) if self.enabled else 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        """One line for preflight, the log and the model card."""
+        if not self.enabled:
+            return f"HLDF colour loss off: {self.total_steps} plain LoRA steps."
+        if self.colour_steps == 0:
+            return (f"No colour step: N = {self.every} ({self.rule}) is more than the run's {self.total_steps} "
+                    "steps, so this trains LoRA only. Leave N empty for the schedule rule or lower it.")
+        return (f"HLDF: a colour step every N = {self.every} steps ({self.rule}): {self.colour_steps} colour "
+                f"step(s) in {self.total_steps}, {self.images_per_colour_step} image(s) generated in each; "
+                f"they add about {100 * self.added_fraction:.0f} % to the training time "
+                f"(a colour step costs about {self.cost_ratio:.0f} plain steps).")
+
+
+def choose_every(total_steps: int) -> tuple[int, str]:
+    """N by the schedule rule, and the rule's description."""
+    every = min(PAPER_EVERY, max(MIN_EVERY, total_steps // COLOUR_STEPS))
+    if every == PAPER_EVERY:
+        return every, "the paper's N, the run is long enough"
+    return every, f"schedule rule: about {COLOUR_STEPS} colour steps, N = steps // {COLOUR_STEPS}, at least {MIN_EVERY}"
+
+
+def images_per_colour_step(config, groups: int) -> int:
+    hl = config.hldf
+    if hl.color_coverage == "groups":
+        return max(1, min(groups, hl.max_groups))
+    if hl.color_coverage == "rotate":
+        return 1
+    return config.batch_size
+
+
+def cost_ratio(config, images: int) -> float:
+    """Estimated cost of a colour step in plain steps (transformer calls; see the docstring)."""
+    hl = config.hldf
+    m, k = hl.steps, hl.color_grad_steps
+    per_call = 2 if hl.cfg > 1 else 1  # a guided call runs a batch of two
+    forward_units = per_call * (m + k * (2 + (1 if config.gradient_checkpointing else 0)))
+    plain = 3 * config.batch_size
+    return (plain + images * forward_units) / plain
+
+
+def plan(config, total_steps: int, groups: int = 1) -> Plan:
+    """The colour-step plan of a run of `total_steps` steps over `groups` classes."""
+    hl = config.hldf
+    if hl.every is not None:
+        every, rule = int(hl.every), "set explicitly"
+    else:
+        every, rule = choose_every(total_steps)
+    images = images_per_colour_step(config, groups)
+    count = total_steps // every if hl.enabled else 0
+    ratio = cost_ratio(config, images)
+    added = count * (ratio - 1) / max(1, total_steps)
+    return Plan(hl.enabled, every, rule, total_steps, count, images, ratio, added)
