@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import sqlite3
+import warnings
 
 import numpy as np
 import pydicom
@@ -32,8 +33,10 @@ def dicom(path, base="CT_small.dcm", shift=0, **tags):
     a = ds.pixel_array.copy()
     a[:shift] = a.min()  # a dark band of `shift` rows: other pixels, whatever the windowing
     ds.PixelData = a.tobytes()
-    for k, v in tags.items():
-        setattr(ds, k, v)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom's complaint about the invalid values written on purpose
+        for k, v in tags.items():
+            setattr(ds, k, v)
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path)
     return path
