@@ -3,6 +3,12 @@
 A checkpoint is written into a hidden temp folder, its files are hashed into a manifest
 (written last), and the folder is renamed to `checkpoints/step-NNNNNN` in one step. Only
 folders whose manifest matches their files count; the newest `keep` are kept.
+
+Nothing in a checkpoint is pickled, so loading one cannot run code: the trainable weights are
+in `trainable.safetensors`, the optimizer's and scheduler's tensors in
+`training_state.safetensors` and the rest of their state in `training_state.json`
+(`medart.state_files`), the step and run facts in `trainer_state.json`. Checkpoints of older
+versions kept that state in a pickle (`training_state.pt`); they are refused with what to do.
 """
 
 from __future__ import annotations
@@ -14,12 +20,20 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from medart import lora
 from medart.fileio import atomic_write_json, publish_dir
+from medart.state_files import StateFileError, load_state, save_state
 
 MANIFEST = "manifest.json"
+STATE_TENSORS, STATE_JSON = "training_state.safetensors", "training_state.json"
+LEGACY_STATE = "training_state.pt"  # a pickle, written by older versions; never loaded
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed from; the message says what to do."""
 
 
 def _sha256(path: Path) -> str:
@@ -48,8 +62,8 @@ def save(folder: Path, step: int, models: dict, optimizer, lr_scheduler, extra: 
         save_file(trainable_state(models), tmp / "trainable.safetensors")
         for name, model in models.items():  # usable adapters: `generate --lora` takes a checkpoint too
             lora.save(model, tmp / name)
-        torch.save({"optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict()},
-                   tmp / "training_state.pt")
+        save_state({"optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict()},
+                   tmp / STATE_TENSORS, tmp / STATE_JSON)
         (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **extra}, indent=2))
         files = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         atomic_write_json(tmp / MANIFEST, {"step": step, "files": files})
@@ -99,13 +113,29 @@ def find(resume: str, folder: Path) -> Path:
 
 def load(path: Path, models: dict, optimizer, lr_scheduler) -> dict:
     """Restore weights, optimizer and scheduler; returns trainer_state.json. (No RNG state is
-    needed: the trainer seeds each step from the run seed and the step number.)"""
-    state = load_file(path / "trainable.safetensors")
-    for prefix, model in models.items():
-        for name, p in model.named_parameters():
-            if p.requires_grad:
-                p.data.copy_(state[f"{prefix}.{name}"].to(p.device, p.dtype))
-    training = torch.load(path / "training_state.pt", weights_only=False)
-    optimizer.load_state_dict(training["optimizer"])
-    lr_scheduler.load_state_dict(training["lr_scheduler"])
-    return json.loads((path / "trainer_state.json").read_text())
+    needed: the trainer seeds each step from the run seed and the step number.)
+    CheckpointError (with what to do) for a checkpoint of an older version or a broken one."""
+    path = Path(path)
+    if not (path / STATE_JSON).exists() and (path / LEGACY_STATE).exists():
+        raise CheckpointError(
+            f"{path} was written by an older version of Med-Art Studio, which kept the optimizer state in a "
+            f"pickle ({LEGACY_STATE}); pickles can run code when loaded, so it is not read. Its adapter still "
+            f"works (`python -m medart generate --lora {path} ...`). To continue training, start a new run "
+            "(another --output, without --resume); checkpoints written from now on resume exactly."
+        )
+    try:
+        weights = load_file(path / "trainable.safetensors")
+        training = load_state(path / STATE_TENSORS, path / STATE_JSON)
+        step = json.loads((path / "trainer_state.json").read_text())
+        for prefix, model in models.items():
+            for name, p in model.named_parameters():
+                if p.requires_grad:
+                    p.data.copy_(weights[f"{prefix}.{name}"].to(p.device, p.dtype))
+        optimizer.load_state_dict(training["optimizer"])
+        lr_scheduler.load_state_dict(training["lr_scheduler"])
+    except (StateFileError, SafetensorError, OSError, KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"cannot resume from {path}: {e}. The checkpoint does not fit this run (another base model, LoRA "
+            "rank or optimizer) or is damaged; resume from another checkpoint or start the run again."
+        ) from None
+    return step

@@ -84,6 +84,8 @@ def cmd_import(args) -> int:
     if not args.paths and not args.hf_dataset:
         raise ValueError("nothing to import: give files, folders or zip archives, or --hf-dataset ID_OR_DIR")
     check_split(args.split)  # an unknown name would make a split nothing trains or evaluates on
+    if args.max_pixels < 1:
+        raise ValueError(f"--max-pixels must be a positive number of pixels (got {args.max_pixels})")
     limits = ImportLimits(max_pixels=args.max_pixels)
     ws = _open(args, tokens="optional", create=True)
     try:
@@ -93,7 +95,8 @@ def cmd_import(args) -> int:
                 ws.set_setting("modality", args.modality)
         reports = []
         if args.paths:
-            reports.append(import_paths(ws, args.paths, label=args.label, modality=args.modality, split=args.split, limits=limits))
+            reports.append(import_paths(ws, args.paths, label=args.label, modality=args.modality, split=args.split,
+                                        limits=limits, allow_burned_in=args.allow_burned_in))
         if args.hf_dataset:
             reports.append(
                 import_dataset(
@@ -437,10 +440,14 @@ def add_parsers(sub) -> None:
 
     p = parser("import", "import images (files, folders, zip, DICOM, HF dataset) into the workspace", cmd_import)
     p.add_argument("paths", nargs="*", help="image files, folders (with .txt/metadata.jsonl/metadata.csv) or zip archives")
-    p.add_argument("--label", help="class label for images that bring none")
+    p.add_argument("--label", help="class label for images that bring none (DICOM: the only source of a label)")
     p.add_argument("--modality", help="template for these images: endoscopy, dermoscopy, histology, radiology, fundus, custom")
     p.add_argument("--split", default="train", help=f"{', '.join(SPLITS)} (default train)")
-    p.add_argument("--max-pixels", type=int, default=100_000_000, help="larger images are rejected as decompression bombs")
+    p.add_argument("--max-pixels", type=int, default=100_000_000,
+                   help="larger images are rejected as decompression bombs (the only pixel limit; raise it for huge scans)")
+    p.add_argument("--allow-burned-in", action="store_true",
+                   help="import DICOM whose pixels may show patient data (Burned In Annotation YES, or secondary "
+                        "captures and ultrasound that do not say NO); the summary lists them to check")
     p.add_argument("--hf-dataset", help="a Hugging Face dataset id or a local imagefolder")
     p.add_argument("--hf-split", default="train")
     p.add_argument("--image-column")

@@ -18,8 +18,7 @@ import torch
 from PIL import Image
 
 from medart.config import TrainConfig
-
-Image.MAX_IMAGE_PIXELS = 100_000_000  # refuse decompression bombs
+from medart.pixel_limit import pixel_limit
 OTHER_SPLITS = {"test", "testing", "eval", "validation", "valid", "val", "dev"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 
@@ -112,7 +111,7 @@ def load_examples(config: TrainConfig, tokenizer) -> list[Example]:
             problems.append(f"{name}: missing caption")
             continue
         try:
-            with Image.open(io.BytesIO(data)) as im:
+            with pixel_limit(), Image.open(io.BytesIO(data)) as im:  # decompression bombs are refused
                 im.load()
                 size = im.size
         except Exception as e:
@@ -175,7 +174,7 @@ class TrainData:
         """Resize the short side to the resolution, crop (random unless center_crop), maybe flip;
         (3, R, R) in [-1, 1]."""
         r = self.resolution
-        with Image.open(io.BytesIO(ex.data)) as im:
+        with pixel_limit(), Image.open(io.BytesIO(ex.data)) as im:
             im = im.convert("RGB")
             scale = r / min(im.size)
             size = (max(r, round(im.width * scale)), max(r, round(im.height * scale)))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import logging
 import math
 import resource
@@ -29,13 +28,15 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
 from tqdm.auto import tqdm
 
 from medart import checkpoints, color_stats, dpm_solver, hldf_plan, lora
 from medart.config import TrainConfig
 from medart.data import TrainData, load_examples
 from medart.fileio import atomic_write_bytes, atomic_write_text, publish_dir
-from medart.losses import channel_moments, color_loss, color_loss_to_moments, diffusion_loss
+from medart.losses import channel_moments, color_loss_to_moments, diffusion_loss
 from medart.profiles import load_base
 from medart.run_folder import RunFolder, model_card
 
@@ -149,10 +150,10 @@ class Trainer:
         vae = self.base.vae
         means, stds = [], []
         for ex, px in zip(examples, pixels):
-            cached = self.cache_dir / "latents" / f"{ex.key}-{self.config.resolution}.pt"
+            cached = self.cache_dir / "latents" / f"{ex.key}-{self.config.resolution}.safetensors"
             use_cache = self.config.cache_latents and self.data.deterministic(ex)
             if use_cache and cached.exists():
-                mean, std = torch.load(cached, weights_only=True)
+                mean, std = _load_tensors(cached)
             else:
                 with torch.no_grad():
                     dist = vae.encode(px[None].to(self.device, vae.dtype)).latent_dist
@@ -175,9 +176,9 @@ class Trainer:
         embeds, masks = [], []
         for caption in captions:
             key = hashlib.sha256(caption.encode()).hexdigest()[:20]
-            cached = self.cache_dir / "text" / f"{key}.pt"
+            cached = self.cache_dir / "text" / f"{key}.safetensors"
             if cached.exists():
-                e, m = torch.load(cached, weights_only=True)
+                e, m = _load_tensors(cached)
             else:
                 with torch.no_grad():
                     e, m = dpm_solver.encode_prompts(tok, enc, [caption], self.device)
@@ -501,10 +502,14 @@ def _norm(grads) -> float:
     return math.sqrt(total)
 
 
-def _save_tensors(path: Path, obj) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+def _save_tensors(path: Path, tensors) -> None:
+    """A cache entry (a few tensors) as safetensors, written atomically; nothing is pickled."""
+    atomic_write_bytes(path, save_tensors({str(k): t.contiguous() for k, t in enumerate(tensors)}))
+
+
+def _load_tensors(path: Path) -> tuple[torch.Tensor, ...]:
+    state = load_tensors(path.read_bytes())
+    return tuple(state[str(k)] for k in range(len(state)))
 
 
 def peak_memory_mb(device: torch.device) -> float:

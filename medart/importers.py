@@ -9,11 +9,10 @@ What happens to every image (documented conversions):
   grayscale (and float) images are rescaled linearly from their own minimum..maximum to
   0..255 (a constant image becomes black). Alpha (RGBA, LA, transparent palettes) is
   composited onto black. CMYK is converted with Pillow's CMYK->RGB conversion.
-- DICOM is read with pydicom: the modality LUT (rescale slope/intercept) is applied, then
-  the file's VOI window (WindowCenter/WindowWidth) when it has one, else its min..max range,
-  to 8 bits; MONOCHROME1 is inverted; of a multi-frame file the middle frame is taken.
-  Nothing from the DICOM header is stored except its Modality code; the original file and
-  folder names (which often carry a patient's name) are replaced by `dicom-<hash>` / `dicom`.
+- DICOM is read by `medart.dicom_import` (windowing, validated header values, and files whose
+  pixels may show patient data refused unless `allow_burned_in`).
+- An image with more pixels than `ImportLimits.max_pixels` (`--max-pixels`) is refused as a
+  decompression bomb; that limit is the only one (Pillow's own guard is set to it).
 - Every image is stored once under the hash of its pixels; a second copy is reported as a
   duplicate.
 
@@ -21,11 +20,19 @@ Folders and zip archives bring their captions along: a `.txt` sidecar with the i
 stem, or `metadata.jsonl` / `metadata.csv` (columns `file_name`, `text` or `caption`,
 optional `label`) in the image's folder or an ancestor. The label is, in order: the
 metadata's `label`, the `label` argument, the name of the image's parent folder (when it
-is not the imported folder itself or a split name like `train`).
+is not the imported folder itself or a split name like `train`). Labels taken from folder
+names are listed in the import summary, so a person sees them before training.
+
+Paths of DICOM exports carry patients (`Hospital/Doe^Jane_MRN-123/IM0001.dcm`). A folder or
+zip archive that holds any DICOM file, and a DICOM file imported on its own, is treated as
+such an export: no part of its paths is stored, used as a label or shown. Its images are
+stored as `dicom-<hash>` (or `image-<hash>`) with the label given to the import (or none),
+and messages name its files by number in the order they were read ("DICOM file 3").
 
 Every file that is not imported is reported with its reason (empty, corrupt, unsupported,
 decompression bomb, unsafe name, duplicate, ...). An import writes its rows in one
-transaction: it either completes or leaves the workspace as it was.
+transaction: it either completes or leaves the workspace as it was; a killed import's files
+are removed the next time the workspace is opened (`Workspace.importing`).
 """
 
 from __future__ import annotations
@@ -35,8 +42,8 @@ import io
 import json
 import os
 import stat
-import warnings
 import zipfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Iterator
@@ -44,6 +51,8 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from medart.dicom_import import DicomRejected, decode_dicom, rescale_8bit
+from medart.pixel_limit import BOMB_ERRORS, DEFAULT_MAX_PIXELS, pixel_limit
 from medart.workspace import NewImage, Workspace
 
 IMAGE_FORMATS = {"PNG", "JPEG", "MPO", "TIFF", "BMP", "WEBP"}
@@ -51,6 +60,7 @@ IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff", ".bmp",
 DICOM_EXTS = {".dcm", ".dicom", ".dic"}
 METADATA_NAMES = {"metadata.jsonl", "metadata.csv"}
 SPLIT_NAMES = {"train", "training", "test", "testing", "val", "valid", "validation", "dev", "images", "imgs"}
+DICOM_NAME = "DICOM file"  # files of a DICOM export are named "DICOM file <n>" in messages
 # DICOM Modality code -> caption template (the rest: CT, MR, CR, DX, MG, US, XA, NM, PT -> radiology)
 DICOM_TEMPLATES = {"ES": "endoscopy", "SM": "histology", "OP": "fundus", "XC": "custom", "GM": "custom"}
 SYSTEM_NAMES = {"thumbs.db", "desktop.ini", "__macosx", ".ds_store"}
@@ -58,7 +68,7 @@ SYSTEM_NAMES = {"thumbs.db", "desktop.ini", "__macosx", ".ds_store"}
 
 @dataclass
 class ImportLimits:
-    max_pixels: int = 100_000_000  # larger images are treated as decompression bombs
+    max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are refused as decompression bombs
     max_file_bytes: int = 1 << 30  # 1 GiB per file (zip members included)
     min_side: int = 8  # smaller images are rejected as too small
 
@@ -76,12 +86,34 @@ class ImportReport:
     rejected: list[Rejection] = field(default_factory=list)
     skipped: list[Rejection] = field(default_factory=list)  # hidden/system files, not images
     captions: int = 0  # imported images that brought a caption
+    folder_labels: Counter = field(default_factory=Counter)  # label -> images that took it from a folder name
+    burned_in: list[int] = field(default_factory=list)  # ids imported although they may show patient data
+    numbered: int = 0  # files of DICOM exports (numbered in the order they were read)
+    named_by_number: bool = False  # whether a message names one by its number
+
+    def notices(self, allow: str = "--allow-burned-in") -> list[str]:
+        """What a person should look at before training (shown by the CLI and the Data tab);
+        `allow` names the switch that let burned-in images in."""
+        out = []
+        if self.folder_labels:
+            labels = ", ".join(f"{k} ({n})" for k, n in sorted(self.folder_labels.items()))
+            out.append(f"labels taken from folder names: {labels}; check that none names a patient or a "
+                       "hospital (change them with `python -m medart label` or the Organise panel)")
+        if self.burned_in:
+            ids = " ".join(f"#{i}" for i in self.burned_in)
+            out.append(f"imported with {allow} although their pixels may show patient data: {ids}; look at each "
+                       "and remove any that shows a name, date or number (`python -m medart remove --ids ...`)")
+        if self.named_by_number:
+            out.append(f"{DICOM_NAME}s are named by number in the order they were read: paths of DICOM exports "
+                       "carry patient names, so they are neither stored nor shown")
+        return out
 
     def summary(self) -> str:
         lines = [
             f"imported {len(self.added)} image(s) ({self.captions} with captions), "
             f"{len(self.duplicates)} duplicate(s), {len(self.rejected)} rejected"
         ]
+        lines += self.notices()
         lines += [f"  duplicate: {n} (same pixels as {o})" for n, o in self.duplicates]
         lines += [f"  rejected: {r.name}: {r.reason}" for r in self.rejected]
         lines += [f"  skipped: {r.name}: {r.reason}" for r in self.skipped]
@@ -93,22 +125,13 @@ class Rejected(Exception):
 
 
 # ---- decoding ---------------------------------------------------------------------------------
-def _rescale(a: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
-    a = a.astype(np.float64)
-    lo = float(np.nanmin(a)) if lo is None else lo
-    hi = float(np.nanmax(a)) if hi is None else hi
-    if not np.isfinite(lo) or not np.isfinite(hi) or hi <= lo:
-        return np.zeros(a.shape, np.uint8)
-    return (np.clip((np.nan_to_num(a, nan=lo) - lo) / (hi - lo), 0, 1) * 255 + 0.5).astype(np.uint8)
-
-
 def to_rgb(image: Image.Image) -> Image.Image:
     """8-bit RGB by the rules in the module docstring."""
     mode = image.mode
     if mode == "RGB":
         return image
     if mode in ("I", "F") or mode.startswith("I;16"):
-        gray = _rescale(np.asarray(image))
+        gray = rescale_8bit(np.asarray(image))
         return Image.fromarray(np.repeat(gray[..., None], 3, -1), "RGB")
     if mode == "P" and "transparency" in image.info or mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = image.convert("RGBA")
@@ -121,12 +144,13 @@ def decode_image(data: bytes, limits: ImportLimits) -> tuple[Image.Image, str]:
     """(RGB image without metadata, original mode) or Rejected."""
     if not data:
         raise Rejected("empty file (0 bytes)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+    bomb = (f"decompression bomb: the image is over the limit of {limits.max_pixels:,} pixels "
+            "(raise --max-pixels if it is genuine)")
+    with pixel_limit(limits.max_pixels):  # --max-pixels, not Pillow's default, decides
         try:
             image = Image.open(io.BytesIO(data))
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise Rejected(f"decompression bomb: {e}") from None
+        except BOMB_ERRORS:
+            raise Rejected(bomb) from None
         except UnidentifiedImageError:
             raise Rejected("not a readable image (corrupt, or a format other than PNG/JPEG/TIFF/BMP/WebP)") from None
         except (OSError, SyntaxError, ValueError) as e:
@@ -134,11 +158,6 @@ def decode_image(data: bytes, limits: ImportLimits) -> tuple[Image.Image, str]:
         if image.format not in IMAGE_FORMATS:
             raise Rejected(f"unsupported image format {image.format}; convert it to PNG or TIFF")
         w, h = image.size
-        if w * h > limits.max_pixels:
-            raise Rejected(
-                f"decompression bomb: {w}x{h} = {w * h:,} pixels is over the limit of {limits.max_pixels:,} "
-                "(raise --max-pixels if the image is genuine)"
-            )
         if min(w, h) < limits.min_side:
             raise Rejected(f"too small: {w}x{h} pixels (at least {limits.min_side} on each side)")
         mode = image.mode
@@ -147,8 +166,8 @@ def decode_image(data: bytes, limits: ImportLimits) -> tuple[Image.Image, str]:
             image.load()
             image = ImageOps.exif_transpose(image)
             rgb = to_rgb(image)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise Rejected(f"decompression bomb: {e}") from None
+        except BOMB_ERRORS:
+            raise Rejected(bomb) from None
         except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as e:
             raise Rejected(f"corrupt or truncated image: {e}") from None
     return Image.frombytes("RGB", rgb.size, rgb.tobytes()), mode
@@ -158,81 +177,16 @@ def is_dicom(data: bytes) -> bool:
     return len(data) >= 132 and data[128:132] == b"DICM"
 
 
-def _first(value) -> float | None:
-    """The first of a DICOM multi-value (or the value itself) as a float."""
-    if value is None or value == "":
-        return None
-    try:
-        if not isinstance(value, (str, bytes)) and hasattr(value, "__getitem__"):
-            value = value[0]
-        return float(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-
-
-def decode_dicom(data: bytes, limits: ImportLimits) -> tuple[Image.Image, str, str]:
-    """(RGB image, original description, modality code) or Rejected. Reads pixels and the
-    display tags only; the dataset (with any patient tags) is dropped right here."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut
-
-    if not data:
-        raise Rejected("empty file (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pydicom warns about every oddity of a broken file
-            ds = pydicom.dcmread(io.BytesIO(data))
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as e:
-        raise Rejected(f"corrupt DICOM file: {e}") from None
-    if "PixelData" not in ds:
-        raise Rejected("DICOM file without an image (no PixelData); it may be a report or a plan")
-    rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
-    if rows * cols > limits.max_pixels:
-        raise Rejected(f"decompression bomb: {cols}x{rows} pixels is over the limit of {limits.max_pixels:,}")
-    try:
-        pixels = ds.pixel_array
-    except Exception as e:  # pydicom raises many types for missing decoders or broken data
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        name = getattr(syntax, "name", syntax)
-        raise Rejected(
-            f"cannot decode the DICOM pixels (transfer syntax {name}): {e}. Compressed DICOM needs "
-            "`pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg`, or export uncompressed"
-        ) from None
-    modality = str(ds.get("Modality", "") or "")
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    if frames > 1:
-        pixels = pixels[frames // 2]
-    if samples == 3:
-        rgb = pixels if pixels.dtype == np.uint8 else _rescale(pixels)
-        image = Image.fromarray(np.ascontiguousarray(rgb[..., :3]).astype(np.uint8), "RGB")
-        desc = f"DICOM {modality} {photometric}".strip()
-    else:
-        values = apply_modality_lut(pixels, ds)
-        center, width = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
-        if center is not None and width is not None and width > 0:
-            gray = _rescale(values, center - width / 2, center + width / 2)
-        else:
-            gray = _rescale(values)
-        if photometric == "MONOCHROME1":
-            gray = 255 - gray
-        image = Image.fromarray(np.repeat(gray[..., None], 3, -1), "RGB")
-        desc = f"DICOM {modality} {photometric} {pixels.dtype}".strip()
-    del ds
-    if min(image.size) < limits.min_side:
-        raise Rejected(f"too small: {image.width}x{image.height} pixels")
-    return image, desc, modality
-
-
 # ---- sources: one list of entries for folders, zips and single files ----------------------------
 @dataclass
 class Entry:
     rel: PurePosixPath  # path inside the imported folder or archive
     read: Callable[[], bytes]
     size: int
-    display: str  # what the report calls it
+    display: str  # what the report calls it (unless it belongs to a DICOM export)
+    head: Callable[[], bytes] | None = None  # its first bytes, to recognise DICOM without an extension
+    problem: str | None = None  # found while listing: why it is rejected
+    skip: str | None = None  # found while listing: why it is skipped (not an image)
 
 
 def _unsafe(name: str) -> bool:
@@ -244,29 +198,41 @@ def _hidden(rel: PurePosixPath) -> bool:
     return any(part.startswith(".") or part.lower() in SYSTEM_NAMES for part in rel.parts)
 
 
-def _folder_entries(root: Path, report: ImportReport) -> Iterator[Entry]:
+def _file_head(path: Path) -> Callable[[], bytes]:
+    def head() -> bytes:
+        with open(path, "rb") as f:
+            return f.read(132)
+
+    return head
+
+
+def _folder_entries(root: Path) -> Iterator[Entry]:
     root_resolved = root.resolve()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames.sort()
         for name in sorted(filenames):
             path = Path(dirpath) / name
             rel = PurePosixPath(path.relative_to(root).as_posix())
-            display = f"{root.name}/{rel}"
+            entry = Entry(rel, path.read_bytes, 0, f"{root.name}/{rel}", _file_head(path))
             try:
                 st = path.lstat()
                 if stat.S_ISLNK(st.st_mode):
                     target = path.resolve()
                     if not target.is_relative_to(root_resolved):
-                        report.rejected.append(Rejection(display, "unsafe name: a link that leads outside the folder"))
+                        entry.problem = "unsafe name: a link that leads outside the folder"
+                        yield entry
                         continue
                     st = target.stat()
                 if not stat.S_ISREG(st.st_mode):
-                    report.skipped.append(Rejection(display, "not a regular file"))
+                    entry.skip = "not a regular file"
+                    yield entry
                     continue
             except OSError as e:
-                report.rejected.append(Rejection(display, f"cannot read: {e.strerror}"))
+                entry.problem = f"cannot read: {e.strerror}"
+                yield entry
                 continue
-            yield Entry(rel, path.read_bytes, st.st_size, display)
+            entry.size = st.st_size
+            yield entry
 
 
 def _zip_entries(path: Path, report: ImportReport, limits: ImportLimits) -> Iterator[Entry]:
@@ -280,35 +246,49 @@ def _zip_entries(path: Path, report: ImportReport, limits: ImportLimits) -> Iter
         if info.is_dir():
             continue
         display = f"{path.name}:{info.filename}"
-        if _unsafe(info.filename):
-            report.rejected.append(Rejection(display, "unsafe name (absolute path or '..'); not extracted"))
-            continue
-        if info.flag_bits & 0x1:
-            report.rejected.append(Rejection(display, "encrypted zip member; unzip it with its password first"))
-            continue
+        rel = PurePosixPath(info.filename.replace("\\", "/"))
 
-        def read(info=info) -> bytes:
+        def read(info=info, n: int | None = None) -> bytes:
             try:
                 with zipfile.ZipFile(path) as z, z.open(info) as f:
-                    data = f.read(limits.max_file_bytes + 1)
+                    data = f.read(limits.max_file_bytes + 1 if n is None else n)
             except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
                 raise Rejected(f"corrupt zip member: {e}") from None
             if len(data) > limits.max_file_bytes:
                 raise Rejected(f"larger than {limits.max_file_bytes:,} bytes once decompressed (zip bomb?)")
             return data
 
-        yield Entry(PurePosixPath(info.filename.replace("\\", "/")), read, info.file_size, display)
+        entry = Entry(rel, read, info.file_size, display, lambda read=read: read(n=132))
+        if _unsafe(info.filename):
+            entry.problem = "unsafe name (absolute path or '..'); not extracted"
+        elif info.flag_bits & 0x1:
+            entry.problem = "encrypted zip member; unzip it with its password first"
+        yield entry
+
+
+def _looks_dicom(entry: Entry) -> bool:
+    """A DICOM file by its extension, or by the DICM marker when it has none (as on PACS CDs)."""
+    ext = entry.rel.suffix.lower()
+    if ext in DICOM_EXTS:
+        return True
+    if ext or entry.head is None or entry.problem or entry.skip or _hidden(entry.rel):
+        return False
+    try:
+        return is_dicom(entry.head())
+    except (OSError, Rejected):
+        return False
 
 
 # ---- captions that come with the files ----------------------------------------------------------
-def _parse_metadata(entry: Entry, report: ImportReport) -> dict[PurePosixPath, dict]:
-    """file path (relative to the source root) -> {"text", "label"} from metadata.jsonl/csv."""
+def _parse_metadata(entry: Entry, shown: str, report: ImportReport, names: bool) -> dict[PurePosixPath, dict]:
+    """file path (relative to the source root) -> {"text", "label"} from metadata.jsonl/csv.
+    `shown` is what messages call the file; `names`: whether they may quote the file names in it."""
     base = entry.rel.parent
     out: dict[PurePosixPath, dict] = {}
     try:
         raw = entry.read().decode("utf-8-sig")
     except (UnicodeDecodeError, Rejected, OSError) as e:
-        report.rejected.append(Rejection(entry.display, f"unreadable metadata file: {e}"))
+        report.rejected.append(Rejection(shown, f"unreadable metadata file: {e}"))
         return out
     if entry.rel.name == "metadata.jsonl":
         rows = []
@@ -321,16 +301,18 @@ def _parse_metadata(entry: Entry, report: ImportReport) -> dict[PurePosixPath, d
                     raise ValueError("not an object")
                 rows.append(row)
             except ValueError as e:
-                report.rejected.append(Rejection(f"{entry.display} line {n}", f"invalid JSON line: {e}"))
+                report.rejected.append(Rejection(f"{shown} line {n}", f"invalid JSON line: {e}" if names else
+                                                 "invalid JSON line"))
     else:
         rows = list(csv.DictReader(io.StringIO(raw)))
     for row in rows:
         name = str(row.get("file_name") or "").strip()
         if not name:
-            report.rejected.append(Rejection(entry.display, "a row without file_name"))
+            report.rejected.append(Rejection(shown, "a row without file_name"))
             continue
         if _unsafe(name):
-            report.rejected.append(Rejection(f"{entry.display}: {name}", "unsafe name (absolute path or '..')"))
+            report.rejected.append(Rejection(f"{shown}: {name}" if names else shown,
+                                             "unsafe name (absolute path or '..')"))
             continue
         text = row.get("text", row.get("caption"))
         label = row.get("label")
@@ -342,21 +324,29 @@ def _parse_metadata(entry: Entry, report: ImportReport) -> dict[PurePosixPath, d
 
 
 # ---- the import itself ----------------------------------------------------------------------------
+@dataclass
+class _Row:
+    new: NewImage
+    folder_label: bool  # its label is a folder's name
+    burned_in: bool  # imported only because burned-in annotations were allowed
+
+
 class _Batch:
     """Collects new rows; writes them in one transaction; on failure removes the files it wrote."""
 
     def __init__(self, ws: Workspace, report: ImportReport):
         self.ws, self.report = ws, report
-        self.rows: list[NewImage] = []
+        self.rows: list[_Row] = []
         self.names: dict[str, str] = {}  # sha -> name, for duplicates inside this import
         self.written: list[str] = []
 
-    def add(self, image: Image.Image, name: str, mode: str, source: str, label, modality, split, text, prov) -> None:
+    def add(self, image: Image.Image, name: str, mode: str, source: str, label, modality, split, text, prov,
+            folder_label: bool = False, burned_in: bool = False) -> None:
         sha, size, new = self.ws.store_image(image)
         if new:
             self.written.append(sha)
-        if name == "dicom-":
-            name = f"dicom-{sha[:12]}"
+        if name in ("dicom-", "image-"):  # a DICOM export's: named by the pixel hash
+            name = f"{name}{sha[:12]}"
         existing = self.ws.find_sha(sha)
         if existing is not None:
             self.report.duplicates.append((name, f"image {existing} ({self.ws.get(existing).original_name})"))
@@ -365,13 +355,17 @@ class _Batch:
             self.report.duplicates.append((name, self.names[sha]))
             return
         self.names[sha] = name
-        self.rows.append(
-            NewImage(sha, name, image.width, image.height, mode, size, source, label, split, modality, text, prov)
-        )
+        row = NewImage(sha, name, image.width, image.height, mode, size, source, label, split, modality, text, prov)
+        self.rows.append(_Row(row, folder_label, burned_in))
 
     def commit(self) -> None:
-        self.report.added = self.ws.add_images(self.rows)
-        self.report.captions = sum(1 for r in self.rows if r.text)
+        self.report.added = self.ws.add_images([r.new for r in self.rows])
+        self.report.captions = sum(1 for r in self.rows if r.new.text)
+        for image_id, r in zip(self.report.added, self.rows):
+            if r.folder_label:
+                self.report.folder_labels[r.new.label] += 1
+            if r.burned_in:
+                self.report.burned_in.append(image_id)
 
     def abort(self) -> None:
         for sha in self.written:
@@ -389,17 +383,33 @@ def _import_entries(
     split: str,
     limits: ImportLimits,
     single: bool = False,
+    allow_burned_in: bool = False,
 ) -> None:
     report = batch.report
     entries = list(entries)
+    # a source holding DICOM is a DICOM export: none of its paths is stored or shown
+    export = any(_looks_dicom(e) for e in entries)
+    numbers = {id(e): report.numbered + k for k, e in enumerate(entries, start=1)} if export else {}
+    report.numbered += len(numbers)
+
+    def shown(e: Entry) -> str:
+        if not export:
+            return e.display
+        report.named_by_number = True
+        return f"{DICOM_NAME} {numbers[id(e)]}"
+
     metadata: dict[PurePosixPath, dict] = {}
     sidecars: dict[PurePosixPath, Entry] = {}
     candidates: list[Entry] = []
     for e in entries:
-        if _hidden(e.rel):
-            report.skipped.append(Rejection(e.display, "hidden or system file"))
+        if e.skip:
+            report.skipped.append(Rejection(shown(e), e.skip))
+        elif e.problem:
+            report.rejected.append(Rejection(shown(e), e.problem))
+        elif _hidden(e.rel):
+            report.skipped.append(Rejection(shown(e), "hidden or system file"))
         elif e.rel.name.lower() in METADATA_NAMES:
-            metadata.update(_parse_metadata(e, report))
+            metadata.update(_parse_metadata(e, shown(e), report, names=not export))
         elif e.rel.suffix.lower() == ".txt":
             sidecars[e.rel.with_suffix("")] = e
         else:
@@ -407,13 +417,16 @@ def _import_entries(
     seen = {e.rel for e in candidates}
     for rel in metadata:
         if rel not in seen:
-            report.rejected.append(Rejection(f"{source}/{rel}", "listed in metadata but not found"))
+            report.rejected.append(Rejection("a metadata file" if export else f"{source}/{rel}",
+                                             "lists a file that was not found" if export else
+                                             "listed in metadata but not found"))
     stems = {e.rel.with_suffix("") for e in candidates}
     for stem, e in sidecars.items():
         if stem not in stems:
-            report.skipped.append(Rejection(e.display, "text file without an image of the same name"))
+            report.skipped.append(Rejection(shown(e), "text file without an image of the same name"))
     for e in candidates:
         ext = e.rel.suffix.lower()
+        burned_in = False
         try:
             if e.size > limits.max_file_bytes:
                 raise Rejected(f"file of {e.size:,} bytes is over the limit of {limits.max_file_bytes:,}")
@@ -424,33 +437,37 @@ def _import_entries(
             data = e.read()
             dicom = ext in DICOM_EXTS or (ext == "" and is_dicom(data))
             if dicom:
-                image, mode, dicom_modality = decode_dicom(data, limits)
-                name = "dicom-"  # the real name may carry the patient's; replaced by the hash in _Batch
+                d = decode_dicom(data, limits.max_pixels, limits.min_side, allow_burned_in)
+                image, mode, dicom_modality, burned_in = d.image, d.mode, d.modality, d.burned_in
+                name = "dicom-"  # named by its hash in _Batch
             else:
                 image, mode = decode_image(data, limits)
-                name, dicom_modality = e.rel.name, ""
+                name, dicom_modality = ("image-" if export else e.rel.name), ""
             del data
-        except Rejected as r:
-            report.rejected.append(Rejection(e.display, str(r)))
+        except (Rejected, DicomRejected) as r:
+            report.rejected.append(Rejection(shown(e), str(r)))
             continue
         meta = metadata.get(e.rel, {})
         text = meta.get("text") or ""
         prov = {"backend": "import", "source": "metadata"} if text else {}
         if not text and e.rel.with_suffix("") in sidecars:
+            sidecar = sidecars[e.rel.with_suffix("")]
             try:
-                text = sidecars[e.rel.with_suffix("")].read().decode("utf-8-sig").strip()
+                text = sidecar.read().decode("utf-8-sig").strip()
                 prov = {"backend": "import", "source": "sidecar .txt"} if text else {}
             except (UnicodeDecodeError, Rejected, OSError) as err:
-                report.rejected.append(Rejection(sidecars[e.rel.with_suffix("")].display, f"unreadable caption: {err}"))
+                report.rejected.append(Rejection(shown(sidecar), f"unreadable caption: {err}"))
         parent = e.rel.parent.name
-        folder_label = parent if parent and parent.lower() not in SPLIT_NAMES and not single else None
+        folder_label = None
+        if parent and parent.lower() not in SPLIT_NAMES and not single and not export:
+            folder_label = parent
         item_label = meta.get("label") or label or folder_label
         item_split = split
         if e.rel.parts and e.rel.parts[0].lower() in ("test", "testing", "val", "valid", "validation"):
             item_split = "test" if e.rel.parts[0].lower().startswith("test") else "validation"
         item_modality = modality or (DICOM_TEMPLATES.get(dicom_modality, "radiology") if dicom else None)
-        # DICOM file and folder names often carry the patient's name: neither is stored
-        batch.add(image, name, mode, "dicom" if dicom else source, item_label, item_modality, item_split, text, prov)
+        batch.add(image, name, mode, "dicom" if export else source, item_label, item_modality, item_split, text,
+                  prov, folder_label=item_label is not None and item_label == folder_label, burned_in=burned_in)
 
 
 def import_paths(
@@ -461,30 +478,38 @@ def import_paths(
     split: str = "train",
     limits: ImportLimits | None = None,
     progress: Callable[[str], None] | None = None,
+    allow_burned_in: bool = False,
 ) -> ImportReport:
-    """Import files, folders and zip archives into `ws` in one transaction; see the module doc."""
+    """Import files, folders and zip archives into `ws` in one transaction; see the module doc.
+    `allow_burned_in`: import DICOM whose pixels may show patient data (listed in the report)."""
     limits = limits or ImportLimits()
     report = ImportReport()
     batch = _Batch(ws, report)
-    ws.collect_garbage(min_age_s=3600)  # files left by an import killed long ago
-    try:
-        for p in paths:
-            path = Path(p).expanduser()
-            if progress:
-                progress(str(path))
-            if not path.exists():
-                raise FileNotFoundError(f"{path} does not exist; check the path")
-            if path.is_dir():
-                _import_entries(batch, _folder_entries(path, report), path.name, label, modality, split, limits)
-            elif path.suffix.lower() == ".zip":
-                _import_entries(batch, _zip_entries(path, report, limits), path.name, label, modality, split, limits)
-            else:
-                entry = Entry(PurePosixPath(path.name), path.read_bytes, path.stat().st_size, path.name)
-                _import_entries(batch, [entry], path.name, label, modality, split, limits, single=True)
-        batch.commit()
-    except BaseException:
-        batch.abort()
-        raise
+    with ws.importing():
+        try:
+            for p in paths:
+                path = Path(p).expanduser()
+                if progress:
+                    progress(str(path))
+                if not path.exists():
+                    raise FileNotFoundError(f"{path} does not exist; check the path")
+                if path.is_dir():
+                    entries = _folder_entries(path)
+                    _import_entries(batch, entries, path.name, label, modality, split, limits,
+                                    allow_burned_in=allow_burned_in)
+                elif path.suffix.lower() == ".zip":
+                    entries = _zip_entries(path, report, limits)
+                    _import_entries(batch, entries, path.name, label, modality, split, limits,
+                                    allow_burned_in=allow_burned_in)
+                else:
+                    entry = Entry(PurePosixPath(path.name), path.read_bytes, path.stat().st_size, path.name,
+                                  _file_head(path))
+                    _import_entries(batch, [entry], path.name, label, modality, split, limits, single=True,
+                                    allow_burned_in=allow_burned_in)
+            batch.commit()
+        except BaseException:
+            batch.abort()
+            raise
     return report
 
 
@@ -530,29 +555,30 @@ def import_dataset(
     report = ImportReport()
     batch = _Batch(ws, report)
     source = f"dataset {local.name if local.is_dir() else name_or_dir}:{split}"
-    try:
-        for n, row in enumerate(ds):
-            if max_rows is not None and n >= max_rows:
-                break
-            cell = row[image_column] or {}
-            display = f"{source} row {n}" + (f" ({Path(cell['path']).name})" if cell.get("path") else "")
-            try:
-                data = cell.get("bytes")
-                if data is None and cell.get("path"):
-                    data = Path(cell["path"]).read_bytes()
-                image, mode = decode_image(data or b"", limits)
-            except Rejected as r:
-                report.rejected.append(Rejection(display, str(r)))
-                continue
-            text = str(row.get(text_column) or "").strip() if text_column else ""
-            value = row.get(label_column) if label_column else None
-            item_label = (names[value] if names and isinstance(value, int) else value) if value is not None else None
-            name = Path(cell["path"]).name if cell.get("path") else f"row-{n:06d}.png"
-            prov = {"backend": "import", "source": source} if text else {}
-            batch.add(image, name, mode, source, str(item_label) if item_label is not None else label, modality,
-                      "train", text, prov)  # fmt: skip
-        batch.commit()
-    except BaseException:
-        batch.abort()
-        raise
+    with ws.importing():
+        try:
+            for n, row in enumerate(ds):
+                if max_rows is not None and n >= max_rows:
+                    break
+                cell = row[image_column] or {}
+                display = f"{source} row {n}" + (f" ({Path(cell['path']).name})" if cell.get("path") else "")
+                try:
+                    data = cell.get("bytes")
+                    if data is None and cell.get("path"):
+                        data = Path(cell["path"]).read_bytes()
+                    image, mode = decode_image(data or b"", limits)
+                except Rejected as r:
+                    report.rejected.append(Rejection(display, str(r)))
+                    continue
+                text = str(row.get(text_column) or "").strip() if text_column else ""
+                value = row.get(label_column) if label_column else None
+                item_label = (names[value] if names and isinstance(value, int) else value) if value is not None else None
+                name = Path(cell["path"]).name if cell.get("path") else f"row-{n:06d}.png"
+                prov = {"backend": "import", "source": source} if text else {}
+                batch.add(image, name, mode, source, str(item_label) if item_label is not None else label, modality,
+                          "train", text, prov)  # fmt: skip
+            batch.commit()
+        except BaseException:
+            batch.abort()
+            raise
     return report

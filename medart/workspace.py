@@ -5,17 +5,22 @@ A workspace is a folder (default `./workspace`, or `MEDART_WORKSPACE`, or `--wor
     workspace.db            SQLite in WAL mode; every change is one transaction
     images/ab/<sha256>.png  each image once, under the hash of its decoded RGB pixels
     thumbs/ab/<sha256>.jpg  256-pixel thumbnails for the gallery
+    import.lock             held (shared) by every running import
+    imports/<id>            one marker per import that has not finished
 
 Captions move `draft` -> `edited` -> `approved` (or `rejected`). Every text or status change
 is written together with a history row in one transaction, so a killed process loses no
 committed edit and `undo()` can restore the previous state. Find/replace applies to many
 captions as one change, undone in one step. Each image also has a class label and a split
-(train, validation, test); `medart.splits` reassigns splits per class. No gradio here: the
-app and the CLI both use this module.
+(train, validation, test); `medart.splits` reassigns splits per class. An import writes
+image files before the rows that refer to them (`importing()`); a killed one leaves its
+marker, and the next opening of the workspace while no import runs removes the files no row
+refers to. No gradio here: the app and the CLI both use this module.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -24,6 +29,7 @@ import re
 import sqlite3
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +44,8 @@ STATUSES = ("draft", "edited", "approved", "rejected")
 SPLITS = ("train", "validation", "test")
 THUMB_SIZE = 256
 DB_NAME = "workspace.db"
+IMPORT_LOCK = "import.lock"  # shared by running imports; taken exclusively to collect orphans
+IMPORT_MARKERS = "imports"  # one file per import that has not finished
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -239,6 +247,7 @@ class Workspace:
         self.conn.execute("PRAGMA busy_timeout=30000")
         with self._lock:
             self.conn.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
+        self.collect_orphans()
 
     # ---- plumbing -------------------------------------------------------------------------
     def _use_wal(self, timeout: float) -> None:
@@ -399,6 +408,41 @@ class Workspace:
             self.image_path(sha).unlink(missing_ok=True)
             self.thumb_path(sha).unlink(missing_ok=True)
         return len(shas)
+
+    @contextmanager
+    def importing(self):
+        """Held while an import writes image files before their rows: a shared lock on
+        `import.lock` (so no one collects those files meanwhile) and a marker in `imports/`
+        that stays behind if the import is killed."""
+        with open(self.root / IMPORT_LOCK, "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_SH)  # waits while someone collects orphans
+            marker = self.root / IMPORT_MARKERS / f"{os.getpid()}-{uuid.uuid4().hex}"
+            marker.parent.mkdir(exist_ok=True)
+            marker.touch()
+            try:
+                yield
+            finally:
+                marker.unlink(missing_ok=True)
+
+    def collect_orphans(self) -> int:
+        """When an import was killed (its marker is left) and none is running now, remove the
+        image files no row refers to; returns how many. Cheap when there is nothing to do."""
+        markers = self.root / IMPORT_MARKERS
+        try:
+            if not any(markers.iterdir()):
+                return 0
+        except FileNotFoundError:
+            return 0
+        with open(self.root / IMPORT_LOCK, "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return 0  # an import is running; a later opening collects
+            left = list(markers.iterdir())
+            removed = self.collect_garbage()
+            for m in left:
+                m.unlink(missing_ok=True)
+        return removed
 
     def collect_garbage(self, min_age_s: float = 0) -> int:
         """Remove image/thumbnail files no row refers to (left by an import that was killed),

@@ -128,7 +128,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     for name in ("config.yaml", "command.txt", "env.txt"):
         assert (run / name).stat().st_size > 0
     # the latent cache was used (square images, no random augmentation): one file per image
-    assert len(list((run / "cache" / "latents").glob("*.pt"))) == 4
+    assert len(list((run / "cache" / "latents").glob("*.safetensors"))) == 4
 
 
 STOCK_SCRIPT = textwrap.dedent("""
@@ -330,7 +330,7 @@ def test_text_cache_without_t5_lora_changes_nothing(tmp_path):
         cfg = tiny_config(data, tmp_path / f"run-{cache}", max_steps=4, cache_text=cache, **{"lora.t5": False})
         train(cfg)
         losses[cache] = _losses(Path(cfg.output))
-        texts = list((Path(cfg.output) / "cache" / "text").glob("*.pt"))
+        texts = list((Path(cfg.output) / "cache" / "text").glob("*.safetensors"))
         assert len(texts) == (2 if cache else 0)  # one caption for both images, plus "" for CFG
         assert not (Path(cfg.output) / "adapter" / "t5").exists() and (Path(cfg.output) / "adapter" / "dit").exists()
     assert losses[True] == losses[False]

@@ -181,7 +181,8 @@ def test_dicom_patient_data_is_never_stored(tmp_path, ws):
     report = import_paths(ws, [src], label="brain")
     assert len(single.added) == 1 and len(report.added) == 1
     assert len(report.duplicates) == 1 and report.duplicates[0][0].startswith("dicom-")
-    assert [r.name for r in report.rejected] == ["dicom/broken.dcm"]
+    # the third file read (after the two Zyxwvut_* ones); no path of a DICOM folder is shown
+    assert [r.name for r in report.rejected] == ["DICOM file 3"]
     report.added += single.added
     for i in report.added:
         item = ws.get(i)
@@ -275,3 +276,114 @@ def test_cli_import_reports_rejections(tmp_path, capsys):
     assert main(["caption", "--workspace", str(tmp_path / "ws"), "--base-model", "no-such-model"]) == 2
     assert "Unknown base model 'no-such-model'" in capsys.readouterr().err
     shutil.rmtree(tmp_path / "ws")
+
+
+def test_labels_taken_from_folder_names_are_shown(tmp_path, capsys):
+    from medart.cli import main
+
+    src = tmp_path / "cases"
+    for k, folder in enumerate(("ulcer", "polyp", "polyp", "train")):
+        (src / folder).mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (20, 20), (k * 50, 9, 9)).save(src / folder / f"{k}.png")
+    assert main(["import", str(src), "--workspace", str(tmp_path / "ws"), "--base-model", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "imported 4 image(s)" in out and "labels taken from folder names: polyp (2), ulcer (1);" in out
+    with Workspace(tmp_path / "ws") as w:
+        assert w.stats()["labels"] == {"": 1, "polyp": 2, "ulcer": 1}  # 'train' is a split, not a label
+    Image.new("RGB", (20, 20), "white").save(src / "ulcer" / "9.png")
+    assert main(["import", str(src), "--label", "lesion", "--workspace", str(tmp_path / "ws2")]) == 0
+    assert "labels taken from folder names" not in capsys.readouterr().out  # the given label wins
+
+    from medart.ui.data import summarise
+
+    report = import_paths(Workspace(tmp_path / "ws3"), [src])
+    text, _ = summarise([report])
+    assert "labels taken from folder names: polyp (2), ulcer (2)" in text
+
+
+def test_max_pixels_is_the_only_limit_both_ways(tmp_path, ws, monkeypatch):
+    """Pillow's own guard (89.5 M pixels; an error above twice that) neither fires before
+    --max-pixels nor survives raising it."""
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "huge.png").write_bytes(bomb_png(15000, 15000))  # claims 225 M pixels, over twice Pillow's default
+    default = import_paths(ws, [src / "huge.png"])
+    assert "decompression bomb: the image is over the limit of 100,000,000 pixels" in default.rejected[0].reason
+    raised = import_paths(ws, [src / "huge.png"], limits=ImportLimits(max_pixels=300_000_000))
+    assert "decompression bomb" not in raised.rejected[0].reason  # past the size check: its data is missing
+    assert "truncated" in raised.rejected[0].reason
+    # a Pillow guard far below the flag (as if 2,500 pixels were a bomb) does not apply either
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    Image.fromarray(gradient(50, 50)).save(src / "small.png")
+    assert len(import_paths(ws, [src / "small.png"]).added) == 1
+    assert Image.MAX_IMAGE_PIXELS == 1000  # restored after the import
+    Image.fromarray(gradient(60, 50)).save(src / "other.png")
+    low = import_paths(ws, [src / "other.png"], limits=ImportLimits(max_pixels=2999))
+    assert "over the limit of 2,999 pixels" in low.rejected[0].reason and not low.added
+
+
+KILLED_IMPORT = """
+import os, signal, sys
+from medart.importers import import_paths
+from medart.workspace import Workspace
+
+ws, src, how = sys.argv[1:4]
+add = Workspace.add_images
+
+def stop(self, rows):  # every image file is written; the rows are not
+    if how == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    print("written", flush=True)
+    sys.stdin.readline()  # a slow import, still running
+    return add(self, rows)
+
+Workspace.add_images = stop
+print(len(import_paths(Workspace(ws), [src]).added), flush=True)
+"""
+
+
+def test_killed_import_files_are_removed_when_no_import_runs(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    ws_dir = tmp_path / "ws"
+    killed, live = tmp_path / "killed", tmp_path / "live"
+    for folder, colour in ((killed, 10), (live, 200)):
+        folder.mkdir()
+        for k in range(3):
+            Image.new("RGB", (20, 20), (colour, k * 60, 0)).save(folder / f"{k}.png")
+
+    def files():
+        return sorted(p.name for p in ws_dir.rglob("*") if p.suffix in (".png", ".jpg"))
+
+    # a slow import is running (its files written, its rows not yet) when another is killed
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_IMPORT, str(ws_dir), str(live), "wait"], env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "written"
+        running = files()
+        assert len(running) == 6  # 3 images + 3 thumbnails
+        run = subprocess.run([sys.executable, "-c", KILLED_IMPORT, str(ws_dir), str(killed), "kill"], env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == -9, run.stderr
+        orphans = sorted(set(files()) - set(running))
+        assert len(orphans) == 6 and len(list((ws_dir / "imports").iterdir())) == 2
+        with Workspace(ws_dir) as w:  # while an import runs, opening collects nothing
+            assert w.count() == 0 and len(files()) == 12
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "3"
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=120)
+    assert len(files()) == 12 and len(list((ws_dir / "imports").iterdir())) == 1
+    # no import runs: the next opening removes the killed import's files, and only those
+    with Workspace(ws_dir) as w:
+        assert w.count() == 3
+        kept = {i.sha256 for i in w.query(limit=None)}
+        assert files() == sorted(f"{sha}.{ext}" for sha in kept for ext in ("png", "jpg"))
+        assert set(orphans).isdisjoint(files())
+    assert not list((ws_dir / "imports").iterdir())

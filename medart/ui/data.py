@@ -41,6 +41,8 @@ def summarise(reports) -> tuple[str, list[list]]:
     rejected = [[x.name, x.reason] for r in reports for x in r.rejected]
     rejected += [[n, f"duplicate of {o}"] for r in reports for n, o in r.duplicates]
     text = f"**Imported {added} image(s)**, {dup} duplicate(s), {len([x for r in reports for x in r.rejected])} rejected."
+    notices = [n for r in reports for n in r.notices(allow="'Allow images that may show burned-in patient data'")]
+    text += "".join(f"\n\n⚠ {n}" for n in notices)  # seen before training: folder labels, burned-in images
     return text, rejected
 
 
@@ -91,9 +93,13 @@ def build(studio):
                 demo_btn = gr.Button("Load demo images", variant="primary", elem_id="load-demo")
                 files = gr.File(label="Images, zip archives or DICOM files", file_count="multiple", type="filepath")
                 with gr.Row():
-                    label = gr.Textbox(label="Class label (when the files bring none)", elem_id="import-label")
+                    label = gr.Textbox(label="Class label (when the files bring none; DICOM takes only this)",
+                                       elem_id="import-label")
                     modality = gr.Dropdown(modalities, value="", label="Modality (caption template)")
                     split = gr.Dropdown(["train", "validation", "test"], value="train", label="Split")
+                burned = gr.Checkbox(False, label="Allow images that may show burned-in patient data (DICOM "
+                                     "secondary captures, ultrasound, Burned In Annotation YES); check them after",
+                                     elem_id="import-burned-in")
                 upload_btn = gr.Button("Import uploaded files", elem_id="import-files")
                 with gr.Accordion("From a folder or a Hugging Face dataset", open=False):
                     folder = gr.Textbox(label="Folder on this machine (with .txt sidecars or metadata.jsonl)")
@@ -142,7 +148,7 @@ def build(studio):
                 ws.close()
 
         @user_errors
-        def on_paths(paths, label, modality, split, *browse):
+        def on_paths(paths, label, modality, split, allow_burned_in, *browse):
             from medart.importers import import_paths
 
             if not paths:
@@ -153,7 +159,7 @@ def build(studio):
                 if modality and ws.get_setting("modality") is None:
                     ws.set_setting("modality", modality)
                 return finish([import_paths(ws, paths, label=label or None, modality=modality or None,
-                                            split=split or "train")], *browse)
+                                            split=split or "train", allow_burned_in=bool(allow_burned_in))], *browse)
             finally:
                 ws.close()
 
@@ -171,8 +177,8 @@ def build(studio):
                 ws.close()
 
         demo_btn.click(on_demo, browse_in, outputs, api_name="load_demo")
-        upload_btn.click(on_paths, [files, label, modality, split, *browse_in], outputs)
-        folder_btn.click(on_paths, [folder, label, modality, split, *browse_in], outputs)
+        upload_btn.click(on_paths, [files, label, modality, split, burned, *browse_in], outputs)
+        folder_btn.click(on_paths, [folder, label, modality, split, burned, *browse_in], outputs)
         dataset_btn.click(on_dataset, [dataset, ds_split, label, modality, *browse_in], outputs)
         quiet = {"show_progress": "hidden"}
         for control in (label_f, split_f):  # a new filter starts at its first page
