@@ -13,7 +13,8 @@ LoRA-only arm's (same seeds, paired). Printed per arm and class: the change agai
 LoRA-only, mean over the training seeds, with a 95 % bootstrap interval (generation seeds
 and reference tiles resampled), and the training wall time against LoRA-only.
 
-Results are cached per (arm, seed) in --out, so arms can be added to a finished table.
+Results are cached per (arm, seed) in --out (by default one folder per data set and step count),
+so arms can be added to a finished table.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ ARMS = {
     "default, image target": {"hldf.target": "image"},
     "default, batch's caption": {"hldf.coverage": "batch"},
     "default, all classes, N=12": {"hldf.coverage": "groups", "hldf.every": 12},
-    "default, joint clip": {"hldf.balance": "joint"},
+    "default, separate clip": {"hldf.balance": "separate"},
     "default, weight 1/M": {"hldf.weight": 0.05},
     "default, K=1": {"hldf.grad_steps": 1},
     "default, K=20 (all), N=16": {"hldf.grad_steps": 20, "hldf.every": 16},
@@ -51,12 +52,12 @@ ARMS = {
 
 def run_arm(name: str, seed: int, data: colour_classes.ClassSet, args) -> dict:
     slug = re.sub(r"[^\w.=-]+", "_", name)
-    cache = args.out / f"{slug}-s{seed}-T{args.steps}.json"
+    cache = args.out / f"{slug}-s{seed}.json"
     if cache.exists() and not args.rerun:
         return json.loads(cache.read_text())
-    output = args.out / "runs" / f"{slug}-s{seed}-T{args.steps}"
+    output = args.out / "runs" / f"{slug}-s{seed}"
     shutil.rmtree(output, ignore_errors=True)  # a fresh run, not the remains of an earlier one
-    settings = {"base_model": "tiny", "data": str(data.train), "output": str(output), "max_steps": args.steps,
+    settings = {"base_model": "tiny", "data": str(data.train), "output": str(output), "max_steps": args.steps or None,
                 "seed": seed, **ARMS[name]}
     config = load_config(None, **settings)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -72,6 +73,8 @@ def run_arm(name: str, seed: int, data: colour_classes.ClassSet, args) -> dict:
     result = {"arm": name, "seed": seed, "seconds": seconds, "cpu_seconds": cpu_seconds, "stats": stats,
               "settings": ARMS[name],
               "colour_steps": len(colour), "every": config.hldf.every,
+              "step_seconds": sum(r.get("seconds", 0) for r in rows),
+              "total_steps": max(r["step"] for r in rows),
               "colour_seconds": sum(r["color_seconds"] for r in colour),
               "grad_ratio": float(np.median([r["grad_norm_color"] / max(r["grad_norm_diffusion"], 1e-12)
                                              for r in colour])) if colour else None}
@@ -83,16 +86,16 @@ def table(results: dict, data: colour_classes.ClassSet, arms: list[str], seeds: 
     ref = {c: colour_classes._stat_matrix(ims) for c, ims in data.reference.items()}
     classes = list(data.captions)
     lines = ["| arm | N | colour steps | " + " | ".join(f"{c}: change vs LoRA-only [95 % CI]" for c in classes)
-             + " | worst class | time vs LoRA-only |",
-             "|---|---:|---:|" + "---|" * len(classes) + "---:|---:|"]
+             + " | worst class | run time vs LoRA-only (CPU) | step time vs LoRA-only |",
+             "|---|---:|---:|" + "---|" * len(classes) + "---:|---:|---:|"]
     rng = np.random.default_rng(0)
     for arm in arms:
         if arm == "lora":
             base = [results[("lora", s)] for s in seeds]
             dist = {c: np.mean([colour_classes._dist_rows(np.array(r["stats"][c]), ref[c]) for r in base])
                     for c in classes}
-            lines.append("| lora (distance) | – | 0 | " + " | ".join(f"{dist[c]:.4f}" for c in classes)
-                         + " | – | 1.00 |")
+            lines.append("| LoRA only (distance) | – | 0 | " + " | ".join(f"{dist[c]:.4f}" for c in classes)
+                         + " | – | 1.00 | 1.00 |")
             continue
         cells, worst = [], -np.inf
         for c in classes:
@@ -117,9 +120,11 @@ def table(results: dict, data: colour_classes.ClassSet, arms: list[str], seeds: 
             cells.append(f"{100 * mean:+.0f} % [{100 * lo:+.0f}, {100 * hi:+.0f}] ({per_seed})")
         key = "cpu_seconds" if all("cpu_seconds" in results[(a, s)] for a in (arm, "lora") for s in seeds) else "seconds"
         t = np.mean([results[(arm, s)][key] / results[("lora", s)][key] for s in seeds])
+        st = np.mean([results[(arm, s)].get("step_seconds", np.nan) / results[("lora", s)].get("step_seconds", np.nan)
+                      for s in seeds])
         r0 = results[(arm, seeds[0])]
         lines.append(f"| {arm} | {r0['every']} | {r0['colour_steps']} | " + " | ".join(cells)
-                     + f" | {100 * worst:+.0f} % | {t:.2f} |")
+                     + f" | {100 * worst:+.0f} % | {t:.2f} | {st:.2f} |")
     return "\n".join(lines)
 
 
@@ -129,11 +134,12 @@ def main() -> None:
     p.add_argument("--define", nargs=2, action="append", default=[], metavar=("NAME", "SETTINGS"),
                    help="an extra arm: NAME 'hldf.grad_steps=1,hldf.every=5' (values parsed as YAML)")
     p.add_argument("--seeds", nargs="+", type=int, default=[42, 7])
-    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--steps", type=int, default=400, help="0: the product's default (15 epochs)")
+    p.add_argument("--classes", nargs="+", default=list(colour_classes.CAPTIONS), choices=list(colour_classes.CAPTIONS))
     p.add_argument("--n-train", type=int, default=12)
     p.add_argument("--n-reference", type=int, default=32)
     p.add_argument("--n-gen", type=int, default=16)
-    p.add_argument("--out", type=Path, default=Path("benchmarks/out/hldf_ablation"))
+    p.add_argument("--out", type=Path, help="results folder (default: benchmarks/out/hldf_ablation/<set>)")
     p.add_argument("--rerun", action="store_true", help="ignore cached results")
     args = p.parse_args()
     import yaml
@@ -143,9 +149,12 @@ def main() -> None:
     unknown = [a for a in args.arms if a not in ARMS]
     if unknown:
         p.error(f"unknown arm(s) {unknown}; known: {', '.join(ARMS)}")
+    if args.out is None:
+        name = f"{'-'.join(args.classes)}-n{args.n_train}-T{args.steps or 'epochs'}"
+        args.out = Path("benchmarks/out/hldf_ablation") / name
     args.out.mkdir(parents=True, exist_ok=True)
     arms = args.arms if "lora" in args.arms else ["lora", *args.arms]
-    data = colour_classes.build(args.out / "data", args.n_train, args.n_reference)
+    data = colour_classes.build(args.out / "data", args.n_train, args.n_reference, classes=tuple(args.classes))
     results = {}
     for seed in args.seeds:
         for arm in arms:
@@ -153,8 +162,9 @@ def main() -> None:
             r = results[(arm, seed)]
             print(f"{arm} seed {seed}: {r['seconds']:.1f} s, {r['colour_steps']} colour steps", flush=True)
     text = table(results, data, arms, args.seeds)
-    print(f"\n{args.steps} steps, seeds {args.seeds}, {args.n_train} training / {args.n_reference} reference "
-          f"images per class, {args.n_gen} generated per class\n")
+    steps = args.steps or f"{results[('lora', args.seeds[0])]['total_steps']} (15 epochs)"
+    print(f"\n{', '.join(args.classes)}: {steps} steps, seeds {args.seeds}, {args.n_train} training / "
+          f"{args.n_reference} reference images per class, {args.n_gen} generated per class\n")
     print(text)
     (args.out / "table.md").write_text(text + "\n")
 

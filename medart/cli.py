@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 
 def _threads() -> None:
@@ -64,7 +65,9 @@ def cmd_train(args) -> int:
         images, groups = count_examples(config)
         steps_per_epoch = max(1, images // config.batch_size)
         total = config.max_steps or config.epochs * steps_per_epoch
-        plan = hldf_plan.plan(config, total, len(groups))
+        parent = Path(config.output).parent
+        runs = [d for d in parent.iterdir() if d.is_dir()] if parent.is_dir() else []
+        plan = hldf_plan.plan(config, total, len(groups), runs)
         print(f"{images} training image(s) in {len(groups)} class(es) ({', '.join(groups)}): "
               f"{total} steps of batch {config.batch_size}.")
         print(plan.summary())
@@ -111,8 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preflight", action="store_true",
                    help="check the data and print the plan (N, colour steps, their cost), then exit")
     p.add_argument("--hldf-mode", choices=["balanced", "paper"],
-                   help="balanced (default: class targets, every class per colour step, colour gradient "
-                        "clipped on its own) or paper (the paper's exact formulation)")
+                   help="balanced (default: each class's own colour target, classes in turn, gradients "
+                        "through the last 2 solver steps, weight 1) or paper (the paper's exact formulation)")
     p.add_argument("--hldf-every", type=int,
                    help="N: colour loss every N steps (default: the schedule rule, about 20 colour steps, "
                         "at most the paper's 500)")

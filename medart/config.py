@@ -46,7 +46,7 @@ class HLDFConfig:
     those images (a random crop each), the loss weighted 1/M, its gradient added to the
     diffusion gradient and the sum clipped. `mode: balanced`, the default, was chosen by the
     per-class ablation in benchmarks/hldf_ablation.py (table in benchmarks/RESULTS.md); it
-    changes five things, each of which can also be set on its own:
+    changes four things, each of which can also be set on its own:
 
     - `target: group`: an image generated from a class's caption is compared with the average
       statistics of that class's training images (the class is the `label` column when the
@@ -54,12 +54,14 @@ class HLDFConfig:
     - `coverage: rotate`: colour steps take the classes in turn, one class each, so every
       class gets the same number of colour steps whatever the batch order (`groups`: every
       class in each colour step, up to `max_groups`);
-    - `balance: separate`: the colour gradient is clipped on its own to `max_grad_norm` before
-      it is added, so neither gradient is scaled away by the other's size;
     - `grad_steps: 2`: gradients flow through the last 2 of the M solver steps (the first
       M - 2 run without autograd, as in DRaFT-K), which makes a colour step several times
       cheaper, so colour steps can come often;
-    - `weight: 1.0` instead of 1/M (the clipping above bounds each colour step).
+    - `weight: 1.0` instead of 1/M (gradient clipping bounds each colour step).
+
+    `balance: separate` clips the colour and the diffusion gradients each on its own before
+    adding them (and clipping the sum, as always); the paper clips only the sum (`joint`). The
+    ablation found no difference.
 
     `every` = None lets the schedule rule choose N (`medart.hldf_plan`); a number always wins.
     """
@@ -74,15 +76,14 @@ class HLDFConfig:
     enabled: bool = True
     target: str | None = None  # "image" (paper) or "group"; None: the mode's
     coverage: str | None = None  # "batch" (paper), "rotate" or "groups"; None: the mode's
-    balance: str | None = None  # "joint" (paper), "separate" or "ratio"; None: the mode's
-    balance_ratio: float = 1.0  # with balance "ratio": colour gradient norm <= this x the diffusion gradient's
+    balance: str | None = None  # "joint" (clip the sum, the paper) or "separate"; None: the mode's
     max_groups: int = 8  # classes generated per colour step with coverage "groups"
 
     def __post_init__(self):
         if self.mode not in HLDF_MODES:
             raise ValueError(f"hldf.mode must be one of {', '.join(HLDF_MODES)}, not {self.mode!r}")
         for name, allowed in (("target", ("image", "group")), ("coverage", ("batch", "rotate", "groups")),
-                              ("balance", ("joint", "separate", "ratio"))):
+                              ("balance", ("joint", "separate"))):
             value = getattr(self, name)
             if value is not None and value not in allowed:
                 raise ValueError(f"hldf.{name} must be one of {', '.join(allowed)}, not {value!r}")
@@ -121,7 +122,7 @@ class HLDFConfig:
 # What each mode means for the settings left empty (None) in HLDFConfig (None here: 1/M, all M).
 MODE_SETTINGS = {
     "paper": {"target": "image", "coverage": "batch", "balance": "joint", "weight": None, "grad_steps": None},
-    "balanced": {"target": "group", "coverage": "rotate", "balance": "separate", "weight": 1.0, "grad_steps": 2},
+    "balanced": {"target": "group", "coverage": "rotate", "balance": "joint", "weight": 1.0, "grad_steps": 2},
 }
 
 
@@ -152,7 +153,7 @@ class TrainConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     hldf: HLDFConfig = field(default_factory=HLDFConfig)
     validation_prompts: list[str] = field(default_factory=list)  # empty: one caption per class, up to 4
-    validation_every: int = 500  # S: fixed-seed samples at step 0 and every S steps
+    validation_every: int | None = None  # S: samples at step 0 and every S steps; None: ~10 per run, S <= 500
     validation_steps: int = 20  # solver steps of the validation samples
     checkpoint_every: int = 500
     checkpoints_keep: int = 3

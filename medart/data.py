@@ -160,7 +160,7 @@ class TrainData:
         """The whole image resized to the training resolution (no crop): what a class's colour
         statistics are measured on. (3, R, R) in [-1, 1]."""
         r = self.resolution
-        with Image.open(io.BytesIO(ex.data)) as im:
+        with pixel_limit(), Image.open(io.BytesIO(ex.data)) as im:
             im = im.convert("RGB").resize((r, r), Image.BICUBIC)
         return torch.from_numpy(np.asarray(im, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)
 

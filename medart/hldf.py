@@ -76,6 +76,8 @@ class Trainer:
         self.groups = self.data.groups()
         self.plan = hldf_plan.plan(config, self.total_steps, len(self.groups))
         config.hldf.every = self.plan.every  # the resolved N goes into config.yaml
+        if config.validation_every is None:  # about ten points on the curves, at most 500 steps apart
+            config.validation_every = min(500, max(1, self.total_steps // 10))
         self.group_moments = self._group_moments()
         self.models = {"dit": self.base.transformer}
         torch.manual_seed(config.seed)  # LoRA initialisation: the same on every process and run
@@ -316,28 +318,20 @@ class Trainer:
         self._average_gradients()
         colour_grads = [p.grad for p in self.params]
         colour_norm = _norm(colour_grads)
-        balance = hl.color_balance
-        if balance == "joint":  # the paper: add, then clip the sum
-            scale_c = scale_d = 1.0
-        elif balance == "separate":  # each part clipped on its own, then added
+        if hl.color_balance == "separate":  # each part clipped on its own, then added
             scale_c = min(1.0, c.max_grad_norm / (colour_norm + 1e-6))
             scale_d = min(1.0, c.max_grad_norm / (diff_norm + 1e-6))
-        else:  # "ratio": the colour part at most balance_ratio x the diffusion part
-            scale_d = min(1.0, c.max_grad_norm / (diff_norm + 1e-6))
-            scale_c = min(1.0, hl.balance_ratio * diff_norm * scale_d / (colour_norm + 1e-6))
+        else:  # "joint", the paper: add, then clip the sum
+            scale_c = scale_d = 1.0
         for p, d in zip(self.params, diff_grads):
             g = p.grad * scale_c if p.grad is not None else None
             if d is not None:
                 g = d * scale_d if g is None else g + d * scale_d
             p.grad = g
-        if balance == "joint":
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm).item()
-        else:
-            grad_norm = _norm([p.grad for p in self.params])
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm).item()
         return {"color_loss": self._mean(lc), "color_weight": hl.color_weight, "color_groups": groups,
                 "grad_norm_diffusion": diff_norm, "grad_norm_color": colour_norm, "color_scale": scale_c,
                 "grad_norm": grad_norm, "color_seconds": time.perf_counter() - t0}
-
 
     # -- validation, checkpoints, export ----------------------------------------------
     def validation_prompts(self) -> list[tuple[str, str | None]]:
@@ -409,10 +403,10 @@ class Trainer:
         try:
             for name, model in self.models.items():
                 lora.save(model, tmp / name)
-            start = next((r["color_distance"] for r in self.run.metrics()
-                          if r.get("step") == 0 and "color_distance" in r), None)
+            rows = self.run.metrics()
+            start = next((r["color_distance"] for r in rows if r.get("step") == 0 and "color_distance" in r), None)
             atomic_write_text(tmp / "README.md", model_card(self.config, self.data_info, self.step, last,
-                                                            self.plan, start))
+                                                            self.plan, start, step_times(rows)))
             publish_dir(tmp, self.run.adapter)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -483,17 +477,23 @@ class Trainer:
                 final = last.get("color_distance") or {}
                 for group, value in final.items():
                     log.info("colour distance of %s's samples to its training images: %.4f", group, value)
-                colour_rows = [r for r in self.run.metrics() if "color_seconds" in r]
-                self.run.status("done", step=self.step, total=self.total_steps, color_distance=final,
-                                colour_steps=len(colour_rows),
-                                colour_seconds=round(sum(r["color_seconds"] for r in colour_rows), 3),
-                                seconds=round(sum(r.get("seconds", 0) for r in self.run.metrics()), 3))
+                times = step_times(self.run.metrics())
+                log.info("%d colour steps took %.1f s of %.1f s of training steps", times["colour_steps"],
+                         times["colour_seconds"], times["seconds"])
+                self.run.status("done", step=self.step, total=self.total_steps, color_distance=final, **times)
         return self.run.path
 
 
 def _step_seed(seed: int, step: int, rank: int) -> int:
     digest = hashlib.sha256(f"{seed}/{step}/{rank}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
+
+
+def step_times(rows: list[dict]) -> dict:
+    """Measured time of a run's steps: all of them, and the colour part of its colour steps."""
+    colour = [r for r in rows if "color_seconds" in r]
+    return {"colour_steps": len(colour), "colour_seconds": round(sum(r["color_seconds"] for r in colour), 3),
+            "seconds": round(sum(r.get("seconds", 0) for r in rows), 3)}
 
 
 def _norm(grads) -> float:

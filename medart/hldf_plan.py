@@ -13,17 +13,23 @@ where a balanced colour step (one class, gradients through 2 solver steps) costs
 much as the MIN_EVERY plain steps around it on the tiny model. The numbers come from the
 ablation in benchmarks/hldf_ablation.py. An explicit `hldf.every` always wins.
 
-The cost estimate counts transformer calls, the unit both steps are made of: a plain step is
-one forward and one backward (about 3 forward-equivalents per image); a colour step adds 2M
-guided forwards per generated image, and with gradients through K of the M steps, their
-backward (2 each) and, under gradient checkpointing, their recomputation (1 each). It
-overestimates the colour step on a small model on a CPU, where fixed per-call overhead
-dominates; the trainer logs the measured `color_seconds`.
+What a colour step costs is measured where it can be: the newest earlier run with the same
+base model, resolution and colour-step settings gives the ratio of its colour steps' time to
+its plain steps' (`seconds` in metrics.jsonl). Without one, it is estimated by counting
+transformer calls, the unit both steps are made of: a plain step is one forward and one
+backward (about 3 forward-equivalents per image); a colour step adds M guided forwards per
+generated image and, through the K solver steps with gradients, their backward (2 each) and
+under gradient checkpointing their recomputation (1 each). That count is right for large
+models on a GPU and too high for the tiny model on a CPU, where per-call overhead dominates.
 """
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from medart.fileio import read_jsonl
 
 PAPER_EVERY = 500
 COLOUR_STEPS = 100
@@ -38,8 +44,9 @@ class Plan:
     total_steps: int
     colour_steps: int
     images_per_colour_step: int
-    cost_ratio: float  # estimated cost of a colour step in plain steps
-    added_fraction: float  # estimated extra training time of all colour steps, as a fraction
+    cost_ratio: float  # cost of a colour step in plain steps
+    added_fraction: float  # extra training time of all colour steps, as a fraction
+    cost_source: str = "estimated from transformer calls"
 
     def is_colour_step(self, step: int) -> bool:
         """Whether 0-based optimiser step `step` adds the colour loss."""
@@ -62,7 +69,7 @@ class Plan:
         return (f"HLDF: a colour step every N = {self.every} steps ({self.rule}): {self.colour_steps} colour "
                 f"step(s) in {self.total_steps}, {self.images_per_colour_step} image(s) generated in each; "
                 f"they add about {100 * self.added_fraction:.0f} % to the training time "
-                f"(a colour step costs about {self.cost_ratio:.0f} plain steps).")
+                f"(a colour step costs about {self.cost_ratio:.1f} plain steps, {self.cost_source}).")
 
 
 def choose_every(total_steps: int) -> tuple[int, str]:
@@ -92,8 +99,42 @@ def cost_ratio(config, images: int) -> float:
     return (plain + images * forward_units) / plain
 
 
-def plan(config, total_steps: int, groups: int = 1) -> Plan:
-    """The colour-step plan of a run of `total_steps` steps over `groups` classes."""
+def _cost_key(config, images: int) -> tuple:
+    hl = config.hldf
+    return (config.base_model, config.resolution, config.batch_size, config.gradient_checkpointing, hl.steps,
+            hl.cfg > 1, hl.color_grad_steps, images)
+
+
+def measured_cost(config, images: int, runs: list[Path]) -> tuple[float, str] | None:
+    """(colour step in plain steps, run name) from the newest of `runs` trained with the same
+    cost-relevant settings that has timed at least 5 plain and 2 colour steps."""
+    from medart.config import load_config
+
+    want = _cost_key(config, images)
+    for run in sorted((r for r in runs if (r / "metrics.jsonl").is_file()), key=lambda r: r.stat().st_mtime,
+                      reverse=True):
+        try:
+            other = load_config(run / "config.yaml")
+            rows = read_jsonl(run / "metrics.jsonl")
+        except (OSError, ValueError, TypeError):
+            continue
+        colour = [r for r in rows if "color_seconds" in r and "seconds" in r]
+        if not colour:
+            continue
+        have = _cost_key(other, len(colour[-1].get("color_groups") or [1]))
+        if config.resolution is None:  # not resolved yet (the base model's own): any
+            have = (have[0], None, *have[2:])
+        if have != want:
+            continue
+        plain = [r["seconds"] for r in rows if "loss" in r and "color_seconds" not in r and "seconds" in r]
+        if len(plain) >= 5 and len(colour) >= 2:
+            return statistics.median(r["seconds"] for r in colour) / statistics.median(plain), run.name
+    return None
+
+
+def plan(config, total_steps: int, groups: int = 1, runs: list[Path] = ()) -> Plan:
+    """The colour-step plan of a run of `total_steps` steps over `groups` classes; `runs`: earlier
+    run folders whose measured step times price the colour steps."""
     hl = config.hldf
     if hl.every is not None:
         every, rule = int(hl.every), "set explicitly"
@@ -101,6 +142,10 @@ def plan(config, total_steps: int, groups: int = 1) -> Plan:
         every, rule = choose_every(total_steps)
     images = images_per_colour_step(config, groups)
     count = total_steps // every if hl.enabled else 0
-    ratio = cost_ratio(config, images)
+    measured = measured_cost(config, images, list(runs)) if hl.enabled and runs else None
+    if measured:
+        ratio, source = measured[0], f"as measured in run {measured[1]}"
+    else:
+        ratio, source = cost_ratio(config, images), "estimated from transformer calls"
     added = count * (ratio - 1) / max(1, total_steps)
-    return Plan(hl.enabled, every, rule, total_steps, count, images, ratio, added)
+    return Plan(hl.enabled, every, rule, total_steps, count, images, ratio, added, source)

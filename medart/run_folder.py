@@ -113,7 +113,7 @@ def environment() -> str:
 
 
 def model_card(config, data_info: dict, steps: int, final_metrics: dict, plan=None,
-               start_distances: dict | None = None) -> str:
+               start_distances: dict | None = None, times: dict | None = None) -> str:
     hl = config.hldf
     if hl.enabled:
         method = (f"diffusion loss plus a colour loss (weight {hl.color_weight:g}, mode `{hl.mode}`) every N = {hl.every} "
@@ -121,6 +121,10 @@ def model_card(config, data_info: dict, steps: int, final_metrics: dict, plan=No
                   + (f", gradients through the last {hl.color_grad_steps} of them" if hl.color_grad_steps < hl.steps else ""))
     else:
         method = "diffusion loss only (no colour loss)"
+    measured = ""
+    if times and times.get("colour_steps"):
+        measured = (f" Measured: the colour part of the {times['colour_steps']} colour steps took "
+                    f"{times['colour_seconds']:.1f} s of the {times['seconds']:.1f} s the training steps took.")
     final = final_metrics.get("color_distance") or {}
     rows = "\n".join(f"| {g} | {start_distances.get(g, float('nan')) if start_distances else float('nan'):.4f} | {d:.4f} |"
                      for g, d in final.items())
@@ -148,7 +152,7 @@ decision.** Generated images are synthetic and may look plausible while being wr
 - Training data: {data_info.get('images', '?')} captioned images from `{data_info.get('source', '?')}`
 - Method: HLDF (Med-Art, arXiv 2506.20449): LoRA rank {config.lora.rank} on the DiT{' and the T5 text encoder' if config.lora.t5 else ''},
   {method}
-- Colour steps: {plan.summary() if plan is not None else '-'}
+- Colour steps: {plan.summary() if plan is not None else '-'}{measured}
 - Steps: {steps}, batch {config.batch_size}, lr {config.learning_rate:g}, resolution {config.resolution}, seed {config.seed}
 - Last diffusion loss: {final_metrics.get('loss', float('nan')):.4f}
 {distances}

@@ -41,7 +41,7 @@ class TrainSettings:
     max_steps: int = 0  # 0: epochs decide
     resolution: int = 0  # 0: the base model's own
     checkpoint_every: int = 500
-    validation_every: int = 500
+    validation_every: int = 0  # 0: about ten times per run
     validation_prompts: list[str] = field(default_factory=list)
     adam_8bit: bool = False
     seed: int = 42
@@ -52,7 +52,7 @@ class TrainSettings:
         return cls(base_model=base_model, hldf_mode=c.hldf.mode, hldf_every=c.hldf.every or 0,
                    hldf_steps=c.hldf.steps, cfg=c.hldf.cfg,
                    rank=c.lora.rank, t5_lora=c.lora.t5, hldf=c.hldf.enabled, learning_rate=c.learning_rate,
-                   epochs=c.epochs, checkpoint_every=c.checkpoint_every, validation_every=c.validation_every,
+                   epochs=c.epochs, checkpoint_every=c.checkpoint_every, validation_every=c.validation_every or 0,
                    adam_8bit=c.adam_8bit, seed=c.seed)
 
 
@@ -134,7 +134,7 @@ def preflight(ws: Workspace, s: TrainSettings, runs_dir: Path, device: str = "cp
         labels = sorted({i.label or "(no label)" for i in approved})
         p.info.append(f"{len(approved)} approved caption(s) will be trained on ({', '.join(labels)}).")
         try:
-            plan = hldf_plan_of(s, approved)
+            plan = hldf_plan_of(s, approved, runs_dir)
         except ValueError as e:
             p.errors.append(f"Settings rejected: {e}")
         else:
@@ -165,24 +165,29 @@ def preflight(ws: Workspace, s: TrainSettings, runs_dir: Path, device: str = "cp
     return p
 
 
-def hldf_plan_of(s: TrainSettings, approved: list):
-    """The colour-step plan of these settings on the approved images."""
+def hldf_plan_of(s: TrainSettings, approved: list, runs_dir: Path | None = None):
+    """The colour-step plan of these settings on the approved images, priced by the step times
+    of earlier runs in `runs_dir` where one matches."""
     from medart import hldf_plan
     from medart.config import load_config
 
     config = load_config(None, **{"hldf.mode": s.hldf_mode, "hldf.every": s.hldf_every or None,
                                   "hldf.steps": s.hldf_steps, "hldf.cfg": s.cfg, "hldf.enabled": s.hldf,
-                                  "max_steps": s.max_steps or None, "epochs": s.epochs})
+                                  "max_steps": s.max_steps or None, "epochs": s.epochs,
+                                  "base_model": s.base_model, "resolution": s.resolution or None})
     groups = {(i.label or "").strip() or i.text.strip() for i in approved}
     total = config.max_steps or config.epochs * max(1, len(approved) // config.batch_size)
-    return hldf_plan.plan(config, total, len(groups))
+    runs = [d for d in runs_dir.iterdir() if d.is_dir()] if runs_dir and runs_dir.is_dir() else []
+    return hldf_plan.plan(config, total, len(groups), runs)
 
 
 def train_argv(s: TrainSettings, run: Path) -> list[str]:
     argv = ["train", "--base-model", s.base_model, "--data", str(run / "data"), "--output", str(run),
             "--hldf-mode", s.hldf_mode, "--hldf-steps", str(int(s.hldf_steps)), "--cfg", str(s.cfg),
             "--rank", str(int(s.rank)), "--lr", str(s.learning_rate), "--seed", str(int(s.seed)),
-            "--checkpoint-every", str(int(s.checkpoint_every)), "--validation-every", str(int(s.validation_every))]
+            "--checkpoint-every", str(int(s.checkpoint_every))]
+    if s.validation_every > 0:
+        argv += ["--validation-every", str(int(s.validation_every))]
     if s.hldf_every > 0:
         argv += ["--hldf-every", str(int(s.hldf_every))]
     if s.max_steps > 0:

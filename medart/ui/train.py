@@ -140,7 +140,7 @@ def build(studio):
                     res = gr.Number(value=0, label="Resolution (0: the base model's)", precision=0)
                     ckpt = gr.Number(value=d.checkpoint_every, label="Checkpoint every", precision=0,
                                      elem_id="checkpoint-every")
-                    val = gr.Number(value=d.validation_every, label="Samples every", precision=0,
+                    val = gr.Number(value=d.validation_every, label="Samples every (0: ~10 per run)", precision=0,
                                     elem_id="validation-every")
                 prompts = gr.Textbox(label="Validation prompts (one per line; empty: one caption per class)", lines=2)
                 adam8 = gr.Checkbox(value=d.adam_8bit, label="8-bit Adam (CUDA)")
@@ -182,7 +182,7 @@ def build(studio):
                                  hldf_every=max(0, int(every_ or 0)), hldf_steps=int(m_ or 0), cfg=float(cfg_),
                                  rank=int(rank_), t5_lora=bool(t5_), hldf=bool(hl_), learning_rate=float(lr_),
                                  max_steps=int(steps_ or 0), epochs=int(ep_ or 0), resolution=int(res_ or 0),
-                                 checkpoint_every=int(ck_ or 1), validation_every=int(val_ or 1),
+                                 checkpoint_every=int(ck_ or 1), validation_every=max(0, int(val_ or 0)),
                                  validation_prompts=[p for p in (pr_ or "").splitlines() if p.strip()],
                                  adam_8bit=bool(a8_))
 

@@ -106,6 +106,8 @@ def test_demo_story_in_chromium(app_server, browser, shots):
     page.locator("#preflight").click()
     page.wait_for_selector("#preflight-result:has-text('Preflight passed')")
     assert "12 approved caption(s) will be trained on" in page.locator("#preflight-result").inner_text()
+    assert "a colour step every N = 20 steps (set explicitly): 7 colour step(s) in 150" in \
+        page.locator("#preflight-result").inner_text()
     page.locator("#launch").click()
     page.wait_for_selector("#preflight-result:has-text('Queued')")
     page.wait_for_function("(() => { const s = document.querySelector('#train-status');"
@@ -113,6 +115,7 @@ def test_demo_story_in_chromium(app_server, browser, shots):
     page.wait_for_function("(() => { const i = document.querySelector('#sample-timeline img');"
                            " return i && i.complete && i.naturalWidth > 0; })()")
     page.wait_for_selector("#loss-plot canvas, #loss-plot svg")
+    page.wait_for_selector("#colour-plot canvas, #colour-plot svg")
     run = server.home / "runs" / "demo-run"
     assert json.loads((run / "data" / "manifest.json").read_text())["count"] == 12  # the snapshot it trains on
     assert any("color_loss" in r for r in RunFolder(run).metrics())
@@ -129,8 +132,9 @@ def test_demo_story_in_chromium(app_server, browser, shots):
     # Resume: continues from that checkpoint to the end
     page.locator("#resume-train").click()
     wait_state(page, "#train-status", "done")
-    steps = [r["step"] for r in RunFolder(run).metrics()]
-    assert steps == list(range(1, 151))
+    rows = RunFolder(run).metrics()
+    assert [r["step"] for r in rows if "loss" in r] == list(range(1, 151))
+    assert [r["step"] for r in rows if "color_distance" in r] == [0, 40, 80, 120, 150]  # the per-class curve
     assert (run / "adapter" / "dit").is_dir()
     shots(page, "04-train-done", full_page=True)
 
