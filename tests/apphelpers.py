@@ -23,8 +23,9 @@ def free_port() -> int:
 class AppServer:
     """`python app.py` on a free port; start() waits until it serves, kill() is a hard stop."""
 
-    def __init__(self, home: Path, cache: str, extra_env: dict | None = None):
+    def __init__(self, home: Path, cache: str, extra_env: dict | None = None, args: tuple = ()):
         self.home = home
+        self.args = list(args)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.env = dict(os.environ, MEDART_CACHE=cache, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
@@ -39,7 +40,7 @@ class AppServer:
         cwd = self.home.parent / f"cwd-{self.port}"  # not the home: files must be served from it anyway
         cwd.mkdir(exist_ok=True)
         self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "app.py"), "--port", str(self.port), "--home", str(self.home)],
+            [sys.executable, str(ROOT / "app.py"), "--port", str(self.port), "--home", str(self.home), *self.args],
             stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=self.env, cwd=str(cwd),
         )
         deadline = time.time() + timeout

@@ -44,9 +44,10 @@ READER_PORT = 7861
 
 def reader_command(studio, name: str, host: str = "0.0.0.0", port: int = READER_PORT) -> str:
     """The exact command that serves study `name`'s reader page (and nothing else) to readers."""
-    argv = [sys.executable, str(REPO_ROOT / "app.py"), "--reader-study", name, "--home", str(studio.home),
-            "--host", host, "--port", str(port)]
-    return "MEDART_AUTH=reader:CHOOSE-A-PASSWORD " + shlex.join(argv)
+    lines = ["MEDART_AUTH=reader:CHOOSE-A-PASSWORD", shlex.join([sys.executable, str(REPO_ROOT / "app.py")]),
+             shlex.join(["--reader-study", name, "--home", str(studio.home)]),
+             shlex.join(["--host", host, "--port", str(port)])]
+    return " \\\n  ".join(lines)
 
 
 def readers_md(studio, name: str) -> str:
