@@ -54,6 +54,9 @@ def readers_md(studio, name: str) -> str:
     """How to start the reader server for `name`, and each reader's progress (no answers)."""
     if not name:
         return ""
+    if studio.per_session:  # a study made here lives in this browser session only
+        return ("Studies made on this shared Space stay in your browser session. To run one with readers, "
+                "duplicate the Space or run the app on your own machine, then start its reader server.")
     ws = studio.workspace()
     try:
         store = ReaderStudies(ws)
