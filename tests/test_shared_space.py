@@ -13,7 +13,6 @@ from helpers import wait_for
 
 @pytest.fixture
 def space(tmp_path, monkeypatch, medart_cache):
-    import gradio as gr  # noqa: F401
 
     from apphelpers import free_port
     from medart.studio import Studio

@@ -30,6 +30,7 @@ JOB_BACKENDS = [PER_TEMPLATE, *BACKENDS]
 TEMPLATE_BACKENDS = [("job's choice / workspace default", ""), *[(b, b) for b in BACKENDS]]
 MODEL_HINT = "hub id, folder or served name"
 PAGE = 48  # thumbnails per gallery page
+EDITOR_PX = 1024  # the editor's image: at most this many pixels a side, losslessly encoded
 URL_HINT = "http://gpu-box:8000/v1"
 
 
@@ -202,7 +203,7 @@ def build(studio):
                 item = ws.get(int(image_id))
             finally:
                 ws.close()
-            return (pictures.load(item.image_path), item.id, state_badge(item.status)
+            return (pictures.load(item.image_path, max_side=EDITOR_PX), item.id, state_badge(item.status)
                     + f" &nbsp;{item.label or ''} · {item.original_name} · {item.split}", item.text,
                     token_md(item.token_count))
 

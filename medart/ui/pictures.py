@@ -13,14 +13,18 @@ from pathlib import Path
 from PIL import Image
 
 
-def load(path: str | Path) -> Image.Image | None:
-    """The image at `path`, fully read and detached from the file; None when it is missing or unreadable."""
+def load(path: str | Path, max_side: int | None = None) -> Image.Image | None:
+    """The image at `path`, fully read and detached from the file (at most `max_side` pixels a
+    side); None when it is missing or unreadable."""
     try:
         with Image.open(path) as im:
             im.load()
-            return im.convert("RGB") if im.mode not in ("RGB", "RGBA", "L") else im.copy()
+            out = im.convert("RGB") if im.mode not in ("RGB", "RGBA", "L") else im.copy()
     except (OSError, ValueError):
         return None
+    if max_side and max(out.size) > max_side:
+        out.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return out
 
 
 def gallery(items) -> list[tuple[Image.Image, str]]:
