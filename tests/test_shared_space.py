@@ -13,7 +13,6 @@ from helpers import wait_for
 
 @pytest.fixture
 def space(tmp_path, monkeypatch, medart_cache):
-
     from apphelpers import free_port
     from medart.studio import Studio
     from medart.ui import build_app, launch_kwargs
