@@ -83,8 +83,8 @@ def serve_reader_study(args, auth) -> int:
         raise SystemExit(f"error: {e}") from e
     print(f"Med-Art Studio reader server: study {args.reader_study!r} only", flush=True)
     demo.queue(default_concurrency_limit=4)
-    demo.launch(server_name=args.host, server_port=args.port, show_error=True, css=CSS, footer_links=[], run_history=False,
-                **launch_options(auth))
+    demo.launch(server_name=args.host, server_port=args.port, show_error=True, css=CSS, footer_links=[],
+                run_history=False, **launch_options(auth))
     return 0
 
 

@@ -14,6 +14,7 @@ session a call belongs to is told by `session_key`, a callable the UI sets. No g
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 import shutil
@@ -60,11 +61,14 @@ def shared_public_space() -> bool:
 
 class SessionWorkspaces:
     """One temporary workspace per browser session, in a private folder of the system's temp
-    directory: created on first use, removed when the session ends (`remove`) or, for clients
-    that never say goodbye, after `idle_s` without use (`sweep`)."""
+    directory: created on first use, removed when the session ends (`remove`), for clients
+    that never say goodbye after `idle_s` without use (`sweep`), and all when the process exits."""
 
     def __init__(self, root: str | Path | None = None, idle_s: float = 6 * 3600):
-        self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="medart-sessions-"))
+        if root is None:
+            root = tempfile.mkdtemp(prefix="medart-sessions-")
+            atexit.register(shutil.rmtree, root, True)
+        self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.idle_s = idle_s
         self._last_sweep = 0.0

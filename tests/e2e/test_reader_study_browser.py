@@ -189,7 +189,8 @@ def test_keyboard_study_with_resume_and_results(app, browser, shots):
     page.add_init_script(CAPTURE_JS)
     page.goto(url)
     # the reader's page: no study list, no results, no owner code, nothing of the workspace
-    assert page.locator("#rs-study, #rs-owner-code, #rs-results, #rs-create, .gallery, [data-testid=image]").count() == 0
+    absent = "#rs-study, #rs-owner-code, #rs-results, #rs-create, .gallery, [data-testid=image]"
+    assert page.locator(absent).count() == 0
 
     start(page, "Dr Test")
     pressed = {}  # token -> (answer, realism)
