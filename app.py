@@ -2,16 +2,27 @@
 
 Options: --host, --port, --base-model (else MEDART_BASE_MODEL, else PixArt-α on a GPU and the
 tiny demo model on a CPU), --home (workspace, runs and jobs; else MEDART_HOME, else /data/medart
-on a Space with persistent storage, else the current folder). MEDART_AUTH=user:password turns
-on a login; it is required when binding to anything but localhost. Jobs started from the app
-keep running when it stops; on start it re-attaches to them.
+on a Space with persistent storage, else the current folder), --import-root FOLDER (repeatable:
+the server folders the app's users may import from or name; default: the home folder and the
+working directory on loopback, none otherwise). MEDART_AUTH=user:password turns on a login;
+it is required when binding to anything but localhost. Jobs started from the app keep running
+when it stops; on start it re-attaches to them.
+
+`python app.py --reader-study NAME` serves one reader study's reader page and nothing else,
+for readers on other machines (same --host, --port, --home and MEDART_AUTH).
+
+Gradio serves no folder of this machine: pages get pixels and values, whose copies Gradio keeps
+in a private cache folder of this process (removed at exit).
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -22,6 +33,11 @@ def parse_args(argv=None):
     p.add_argument("--port", type=int, default=int(os.environ.get("MEDART_PORT", os.environ.get("GRADIO_SERVER_PORT", 7860))))
     p.add_argument("--base-model", help="profile (pixart-alpha-512, tiny), local folder or hub id")
     p.add_argument("--home", help="folder for the workspace, runs and jobs")
+    p.add_argument("--import-root", action="append", default=[], metavar="FOLDER",
+                   help="a server folder the app's users may import from or name (repeatable; default: the home "
+                        "folder and the working directory when bound to loopback, none otherwise)")
+    p.add_argument("--reader-study", metavar="NAME",
+                   help="serve only this reader study's reader page (for readers), nothing else")
     return p.parse_args(argv)
 
 
@@ -39,12 +55,48 @@ def auth_from_env(host: str):
     return None
 
 
+def private_page_cache() -> str:
+    """Gradio's upload and cache folder, private to this process and removed at exit: it holds
+    only what pages were given (and uploads), never a file of the home folder."""
+    if os.environ.get("GRADIO_TEMP_DIR"):
+        return os.environ["GRADIO_TEMP_DIR"]
+    folder = tempfile.mkdtemp(prefix="medart-pages-")
+    os.environ["GRADIO_TEMP_DIR"] = folder
+    os.environ["GRADIO_EXAMPLES_CACHE"] = os.path.join(folder, "examples")
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
+def serve_reader_study(args, auth) -> int:
+    """The reader server: one study's reader page, no model, no other tab, no file by path."""
+    from pathlib import Path
+
+    from medart.studio import default_home
+    from medart.ui.login import launch_options
+    from medart.ui.reader_page import CSS, StudyWorkspace, build_reader_app
+
+    home = Path(args.home) if args.home else default_home()
+    site = StudyWorkspace(home.resolve() / "workspace")
+    try:
+        demo = build_reader_app(site, args.reader_study)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from e
+    print(f"Med-Art Studio reader server: study {args.reader_study!r} only", flush=True)
+    demo.queue(default_concurrency_limit=4)
+    demo.launch(server_name=args.host, server_port=args.port, show_error=True, css=CSS, footer_links=[],
+                run_history=False, **launch_options(auth))
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # images and usage stay on this machine
     if os.environ.get("SPACE_ID") and args.host in LOCAL_HOSTS:
         args.host = "0.0.0.0"  # a Space serves from its container; its own login protects it
     auth = auth_from_env(args.host)
+    private_page_cache()
+    if args.reader_study:
+        return serve_reader_study(args, auth)
     if os.path.isdir("/data") and os.access("/data", os.W_OK) and "HF_HOME" not in os.environ:
         os.environ["HF_HOME"] = "/data/.huggingface"  # Spaces' persistent storage keeps downloaded weights
     import torch
@@ -53,16 +105,18 @@ def main(argv=None) -> int:
         torch.set_num_threads(1)  # steadier on small CPUs (OpenMP spin-waiting)
     from medart.studio import Studio
     from medart.ui import build_app, launch_kwargs
+    from medart.ui.login import launch_options
 
-    studio = Studio.create(home=args.home, base_model=args.base_model)
+    studio = Studio.create(home=args.home, base_model=args.base_model, host=args.host,
+                           import_roots=args.import_root)
     jobs = studio.jobs.tick()  # reconcile jobs whose process died; re-attach to the running ones
     running = [j.id for j in jobs if j.state in ("running", "stopping")]
     print(f"Med-Art Studio: {studio.status_line()}" + (f"; running jobs: {', '.join(running)}" if running else ""),
           flush=True)
     demo = build_app(studio)
     demo.queue(default_concurrency_limit=1)
-    demo.launch(server_name=args.host, server_port=args.port, auth=auth, show_error=True,
-                **launch_kwargs(studio))
+    demo.launch(server_name=args.host, server_port=args.port, show_error=True,
+                **launch_kwargs(studio), **launch_options(auth))
     return 0
 
 

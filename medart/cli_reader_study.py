@@ -9,11 +9,12 @@
     export      every answer as CSV
     owner-code  set a study's owner code (`--replace`: replace one that was forgotten)
 
-Readers answer in the app's Reader study tab. The owner code is read from $MEDART_OWNER_CODE
+Readers answer on the reader server, `python app.py --reader-study NAME`, which serves that
+study's reader page and nothing else (`medart.ui.reader_page`). The owner code is read from $MEDART_OWNER_CODE
 when set (for scripts), else asked for twice without echo; it never goes on the command line,
 where shell histories and process lists would keep it. `results`, `export` and `owner-code
 --replace` need no code: whoever runs them has the workspace database, which the code does
-not protect (it keeps readers in the shared app from seeing answers, see
+not protect (it keeps whoever uses the owner's app from seeing answers, see
 `medart.reader_study`). Registered by `medart.cli` through `add_parsers(sub)`; errors are
 ValueError/FileNotFoundError with what to do.
 """
@@ -24,6 +25,7 @@ import getpass
 import json
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -67,7 +69,8 @@ def cmd_create(args) -> int:
         bars.close()
         ws.close()
     print(f"study {study.name!r}: {study.n_real} real + {study.n_generated} generated images, "
-          f"{study.display_size} px, seed {study.seed}; readers answer in the app's Reader study tab")
+          f"{study.display_size} px, seed {study.seed}; readers answer on "
+          f"`python app.py --reader-study {shlex.quote(study.name)}`")
     if not study.has_owner_code:
         print("no owner code: the app shows no results of this study until its owner sets one "
               "(`reader-study owner-code`, or Set owner code in the app)")

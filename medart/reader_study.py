@@ -9,17 +9,18 @@ realism score 1-5 and a note) is one transaction, so a study interrupted at any 
 at the reader's next unanswered image.
 
 Owner code. The answers with the truth (results, CSV) are for the study owner: a reader who saw
-them mid-study would learn from them. A study therefore has an owner code, of which only a
-salted scrypt hash is stored (`owner_code_hash`, "scrypt$n$r$p$salt$hash"); the app shows
-results and exports answers only to someone who types it (`check_owner`, constant-time
-compare). Each wrong code costs a second, and five in a row lock the study's results for five
-minutes (kept in the database, so a restart does not lift it). A study made without one (`reader-study create` without `--owner-code`, or any
-study of a workspace from before owner codes) shows nothing in the app until a code is set,
-which the app allows once, only while the study has none (`set_owner_code`). Until then the
-owner reads results with `python -m medart reader-study results`. The code guards the shared
-app against readers peeking; it is no protection against anyone who has the workspace files:
-the CLI reads results and exports answers without it, and can replace a code that was
-forgotten (or set by someone else first).
+them mid-study would learn from them. Readers answer on a reader server that has no results at
+all (`python app.py --reader-study NAME`); in the owner's app a study has an owner code, of
+which only a salted scrypt hash is stored (`owner_code_hash`, "scrypt$n$r$p$salt$hash"); the
+app shows results and exports answers only to someone who types it (`check_owner`,
+constant-time compare). Each wrong code costs a second, and five in a row lock the study's
+results for five minutes (kept in the database, so a restart does not lift it). A study made
+without one (`reader-study create` without `--owner-code`, or any study of a workspace from
+before owner codes) shows nothing in the app until a code is set, which the app allows once,
+only while the study has none (`set_owner_code`). Until then the owner reads results with
+`python -m medart reader-study results`. The code guards the owner's app against anyone else
+who uses it; it is no protection against anyone who has the workspace files: the CLI reads
+results and exports answers without it, and can replace a code that was forgotten (or set by someone else first).
 
 Tables (created here, in the workspace's `workspace.db`):
 

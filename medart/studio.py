@@ -1,20 +1,32 @@
 """The app's shared state without the UI: where things live, which base model, which device.
 
 `Studio` holds the folders (workspace, runs, jobs), the active base model and device, the
-deployment facts (offline demo, Hugging Face Space, shared Space with training off) and
-the few expensive objects the tabs share: the T5 tokenizer that counts caption tokens and
-one loaded generation pipeline (its adapter is swapped and its strength toggled, never a
-second copy). No gradio here; `medart.ui` renders what this module knows.
+deployment facts (offline demo, Hugging Face Space, shared Space with training off), the
+server folders its users may name (`medart.server_paths`) and the few expensive objects the
+tabs share: the T5 tokenizer that counts caption tokens and one loaded generation pipeline
+(its adapter is swapped and its strength toggled, never a second copy).
+
+On the original public Space strangers share one app, so there each browser session works in
+its own temporary workspace (`SessionWorkspaces`), removed when the session ends; which
+session a call belongs to is told by `session_key`, a callable the UI sets. No gradio here;
+`medart.ui` renders what this module knows.
 """
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import os
+import shutil
+import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Sequence
 
 from medart.jobs import JobManager
+from medart.server_paths import ServerPaths, default_roots, run_folder
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_DIR = REPO_ROOT / "assets" / "demo"
@@ -47,36 +59,129 @@ def shared_public_space() -> bool:
     return space == original
 
 
+class SessionWorkspaces:
+    """One temporary workspace per browser session, in a private folder of the system's temp
+    directory: created on first use, removed when the session ends (`remove`), for clients
+    that never say goodbye after `idle_s` without use (`sweep`), and all when the process exits."""
+
+    def __init__(self, root: str | Path | None = None, idle_s: float = 6 * 3600):
+        if root is None:
+            root = tempfile.mkdtemp(prefix="medart-sessions-")
+            atexit.register(shutil.rmtree, root, True)
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.idle_s = idle_s
+        self._last_sweep = 0.0
+
+    @staticmethod
+    def folder_name(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()[:32]  # the client's session id never becomes a path
+
+    def path(self, key: str) -> Path:
+        folder = self.root / self.folder_name(key)
+        folder.mkdir(exist_ok=True)
+        os.utime(folder)  # last use, for sweep()
+        if time.time() - self._last_sweep > 600:
+            self.sweep()
+        return folder / "workspace"
+
+    def remove(self, key: str) -> bool:
+        folder = self.root / self.folder_name(key)
+        existed = folder.exists()
+        shutil.rmtree(folder, ignore_errors=True)
+        return existed
+
+    def sweep(self) -> int:
+        self._last_sweep = time.time()
+        gone = 0
+        for folder in self.root.iterdir():
+            try:
+                idle = time.time() - folder.stat().st_mtime
+            except OSError:
+                continue
+            if idle > self.idle_s:
+                shutil.rmtree(folder, ignore_errors=True)
+                gone += 1
+        return gone
+
+    def keys(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir())
+
+
 @dataclass
 class Studio:
     home: Path
     base_model: str
     device: str = "cpu"
     gpu_name: str = ""
-    workspace_dir: Path = field(init=False)
+    # server folders the app's users may name; None: the home folder and the working directory
+    import_roots: Sequence[str | Path] | None = None
+    # a workspace per browser session (None: on the original public Space only)
+    per_session: bool | None = None
     runs_dir: Path = field(init=False)
     jobs: JobManager = field(init=False)
+    session_key: Callable[[], str | None] | None = field(default=None, init=False)
 
     def __post_init__(self):
         self.home = Path(self.home).resolve()
-        self.workspace_dir = self.home / "workspace"
         self.runs_dir = self.home / "runs"
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.jobs = JobManager(self.home / "jobs")
+        roots = self.import_roots if self.import_roots is not None else [self.home, Path.cwd()]
+        self.paths = ServerPaths(roots)
+        if self.per_session is None:
+            self.per_session = shared_public_space()
+        self.sessions = SessionWorkspaces() if self.per_session else None
         self._tokenizer = None
         self._generator = None
         self._generator_key = None
         self._lock = threading.RLock()
 
     @classmethod
-    def create(cls, home: str | Path | None = None, base_model: str | None = None) -> "Studio":
+    def create(cls, home: str | Path | None = None, base_model: str | None = None, host: str = "127.0.0.1",
+               import_roots: Sequence[str | Path] = ()) -> "Studio":
         import torch
 
         from medart.profiles import default_base_model
 
         cuda = torch.cuda.is_available()
-        return cls(home=Path(home) if home else default_home(), base_model=base_model or default_base_model(),
-                   device="cuda" if cuda else "cpu", gpu_name=torch.cuda.get_device_name(0) if cuda else "")
+        home = Path(home) if home else default_home()
+        return cls(home=home, base_model=base_model or default_base_model(),
+                   device="cuda" if cuda else "cpu", gpu_name=torch.cuda.get_device_name(0) if cuda else "",
+                   import_roots=default_roots(host, home, import_roots))
+
+    # ---- where the workspace is ----
+    @property
+    def workspace_dir(self) -> Path:
+        """The workspace: `<home>/workspace`, or this browser session's own one (per_session)."""
+        if not self.per_session:
+            return self.home / "workspace"
+        key = self.session_key() if self.session_key else None
+        if not key:
+            raise RuntimeError("this shared app keeps one workspace per browser session; open the page to get one")
+        return self.sessions.path(key)
+
+    def end_session(self, key: str | None) -> bool:
+        """Stop the jobs of a session's workspace and remove it (per_session only)."""
+        if not self.per_session or not key:
+            return False
+        folder = self.sessions.path(key)
+        for job in self.jobs.list():
+            if job.output and Path(job.output) == folder and job.state in ("queued", "running"):
+                self.jobs.stop(job.id)
+        return self.sessions.remove(key)
+
+    def visible_jobs(self, jobs=None) -> list:
+        """The jobs this user may see: all of them, or only their session's (per_session)."""
+        jobs = self.jobs.list() if jobs is None else jobs
+        if not self.per_session:
+            return jobs
+        mine = str(self.workspace_dir)
+        return [j for j in jobs if j.output == mine]
+
+    def run_dir(self, name: str | None) -> Path:
+        """The run called `name`, a folder directly inside runs/ (a path or `..` is refused)."""
+        return run_folder(self.runs_dir, name)
 
     # ---- facts for the status line ----
     @property
@@ -89,7 +194,9 @@ class Studio:
 
     def status_line(self) -> str:
         device = f"GPU ({self.gpu_name})" if self.device == "cuda" else "CPU"
-        return f"Base model: {self.base_model} · Device: {device} · Data: {self.home}"
+        data = ("a temporary workspace for this browser session (removed when it ends)" if self.per_session
+                else str(self.home))
+        return f"Base model: {self.base_model} · Device: {device} · Data: {data}"
 
     # ---- shared objects ----
     def tokenizer(self):

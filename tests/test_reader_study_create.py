@@ -111,6 +111,7 @@ def test_tab_actions_without_a_browser(tmp_path, tiny_run):
 
     from medart.importers import import_paths
     from medart.studio import Studio
+    from medart.ui import reader_page
     from medart.ui import reader_study as tab
 
     studio = Studio(home=tmp_path / "home", base_model="tiny")
@@ -124,12 +125,12 @@ def test_tab_actions_without_a_browser(tmp_path, tiny_run):
     assert studio._generator is not None  # the studio's one pipeline made the images
     assert tab.study_choices(studio) == ["ui study"]
 
-    state, page, progress = tab.start_session(studio, "ui study", "Ana")
+    state, page, progress = reader_page.start_session(studio, "ui study", "Ana")
     assert state["token"] and f'data-token="{state["token"]}"' in page and "image 1 of 4" in progress
     with pytest.raises(ValueError, match="answer first"):
-        tab.answer_and_next(studio, state, None, None, "")
+        reader_page.answer_and_next(studio, state, None, None, "")
     for i in range(4):
-        state, page, progress = tab.answer_and_next(studio, state, "real", str(i + 1), f"note {i}")
+        state, page, progress = reader_page.answer_and_next(studio, state, "real", str(i + 1), f"note {i}")
     assert state["token"] is None and 'data-done="4"' in page and "4 / 4 answered" in progress
     with pytest.raises(ValueError, match="wrong owner code"):
         tab.results_view(studio, "ui study", "owner-2")
@@ -138,9 +139,9 @@ def test_tab_actions_without_a_browser(tmp_path, tiny_run):
     csv_path = tab.export_answers(studio, "ui study", "owner-1")
     assert csv_path.endswith("ui-study.csv") and len(open(csv_path).read().splitlines()) == 5
     # a repeated Enter carrying the image already answered changes nothing
-    first = tab.start_session(studio, "ui study", "Ben")[0]
-    after = tab.answer_and_next(studio, first, "generated", None, "")[0]
-    again = tab.answer_and_next(studio, after, "real", None, "", token=first["token"])[0]
+    first = reader_page.start_session(studio, "ui study", "Ben")[0]
+    after = reader_page.answer_and_next(studio, first, "generated", None, "")[0]
+    again = reader_page.answer_and_next(studio, after, "real", None, "", token=first["token"])[0]
     assert again["token"] == after["token"]
     ws = studio.workspace()
     assert [(a.reader, a.answer) for a in ReaderStudies(ws).answers("ui study") if a.reader == "Ben"] == [

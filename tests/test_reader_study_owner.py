@@ -12,6 +12,7 @@ import pytest
 from medart import cli_reader_study, reader_images
 from medart.reader_study import SCHEMA, ReaderStudies, owner_code_matches
 from medart.studio import Studio
+from medart.ui import reader_page
 from medart.ui import reader_study as tab
 from medart.workspace import Workspace
 from test_reader_study import planted_images
@@ -48,9 +49,9 @@ def add(studio, name, code=None):
 
 
 def answer_all(studio, name, reader="Ana"):
-    state = tab.start_session(studio, name, reader)[0]
+    state = reader_page.start_session(studio, name, reader)[0]
     while state["token"]:
-        state = tab.answer_and_next(studio, state, "real", "3", "")[0]
+        state = reader_page.answer_and_next(studio, state, "real", "3", "")[0]
 
 
 def stored_hash(studio, name):

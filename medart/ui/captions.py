@@ -18,6 +18,7 @@ import gradio as gr
 from captioning import BACKENDS
 from captioning.templates import ModalityTemplate
 from medart.describe import Describer, group_by_describer, workspace_describer
+from medart.ui import pictures
 from medart.ui.widgets import progress_bar, state_badge, user_errors
 from medart.workspace import Filter, Workspace
 
@@ -29,6 +30,7 @@ JOB_BACKENDS = [PER_TEMPLATE, *BACKENDS]
 TEMPLATE_BACKENDS = [("job's choice / workspace default", ""), *[(b, b) for b in BACKENDS]]
 MODEL_HINT = "hub id, folder or served name"
 PAGE = 48  # thumbnails per gallery page
+EDITOR_PX = 1024  # the editor's image: at most this many pixels a side, losslessly encoded
 URL_HINT = "http://gpu-box:8000/v1"
 
 
@@ -74,6 +76,13 @@ def job_describer(backend, model, url) -> Describer | None:
     return Describer(backend, model or None, url or None)
 
 
+def checked_model(studio, backend, model):
+    """A transformers model typed into the app is a hub id or a folder inside the allowed roots."""
+    if backend == "transformers" and (model or "").strip():
+        return studio.paths.folder_or_id(model, "model")
+    return model
+
+
 def default_describer_md(ws: Workspace) -> str:
     """What "per template" falls back to, for templates that name no describer."""
     d = workspace_describer(ws)
@@ -113,7 +122,8 @@ def build(studio):
                                        elem_id="caption-page", scale=1, min_width=60)
                     page_next = gr.Button("Page ▶", elem_id="caption-page-next", size="sm", scale=1, min_width=80)
             with gr.Column(scale=2):
-                image = gr.Image(label="Image", height=240, interactive=False, type="filepath")
+                image = gr.Image(label="Image", height=240, interactive=False, type="pil", format="png",
+                                 elem_id="caption-image")
                 with gr.Row():
                     current = gr.Number(label="Image #", precision=0, interactive=False, elem_id="caption-id")
                     status_md = gr.HTML(elem_id="caption-status")
@@ -179,7 +189,7 @@ def build(studio):
                 labels = ["all"] + sorted(k for k in s["labels"] if k)
             finally:
                 ws.close()
-            gal = [(str(i.thumb_path), f"#{i.id} {i.status} {i.token_count or 0}t") for i in items]
+            gal = pictures.gallery((i.thumb_path, f"#{i.id} {i.status} {i.token_count or 0}t") for i in items)
             where = f" · page {page} of {pages}" if pages > 1 else ""
             md = (f"{len(ids)} shown{where} · draft {s['draft']} · edited {s['edited']} · approved {s['approved']} · "
                   f"rejected {s['rejected']} · without caption {s['missing']}")
@@ -193,7 +203,7 @@ def build(studio):
                 item = ws.get(int(image_id))
             finally:
                 ws.close()
-            return (str(item.image_path), item.id, state_badge(item.status)
+            return (pictures.load(item.image_path, max_side=EDITOR_PX), item.id, state_badge(item.status)
                     + f" &nbsp;{item.label or ''} · {item.original_name} · {item.split}", item.text,
                     token_md(item.token_count))
 
@@ -297,7 +307,8 @@ def build(studio):
                 raise ValueError("select an image first")
             ws = studio.workspace()
             try:
-                groups = group_by_describer(ws, [int(cur)], explicit=job_describer(backend_, model_, url_))
+                groups = group_by_describer(ws, [int(cur)], explicit=job_describer(
+                    backend_, checked_model(studio, backend_, model_), url_))
                 caption_by_describer(ws, groups, tokenizer=ws.tokenizer,
                                      overwrite=("draft", "edited", "approved", "rejected"))
             finally:
@@ -323,7 +334,7 @@ def build(studio):
         # batch captioning
         @user_errors
         def do_batch(backend_, model_, url_, redo):
-            explicit = job_describer(backend_, model_, url_)
+            explicit = job_describer(backend_, checked_model(studio, backend_, model_), url_)
             argv = ["caption", "--workspace", str(studio.workspace_dir), "--base-model", studio.base_model]
             if explicit is not None:  # without --backend the job takes each template's describer
                 argv += ["--backend", explicit.backend]
@@ -341,11 +352,16 @@ def build(studio):
             finally:
                 ws.close()
             name = explicit.backend if explicit else "per-template"
-            job = studio.jobs.submit("caption", argv, title=f"captions-{name}")
+            job = studio.jobs.submit("caption", argv, title=f"captions-{name}", output=str(studio.workspace_dir))
             return batch_html(job), note
 
+        def latest_caption_job():
+            if studio.per_session:  # another session's job is not this one's business
+                return studio.jobs.latest("caption", output=str(studio.workspace_dir))
+            return studio.jobs.latest("caption")
+
         def batch_html(job=None):
-            job = job or studio.jobs.latest("caption")
+            job = job or latest_caption_job()
             if job is None:
                 return "<small>No captioning job yet.</small>"
             prog = studio.jobs.progress(job)
@@ -363,7 +379,7 @@ def build(studio):
 
         def poll(prev, cur, *f):
             studio.jobs.tick()
-            job = studio.jobs.latest("caption")
+            job = latest_caption_job()
             state = f"{job.id}:{job.state}" if job else ""
             html_ = batch_html(job)
             if state != prev and job is not None and job.state in ("done", "failed", "cancelled"):
@@ -412,6 +428,7 @@ def build(studio):
 
         @user_errors
         def t_store(*fields):
+            checked_model(studio, fields[5], fields[6])
             ws = studio.workspace()
             try:
                 t = save_template(ws, *fields)

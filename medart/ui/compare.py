@@ -14,7 +14,7 @@ import pandas as pd
 from PIL import Image
 
 from medart import color_stats
-from medart.ui.widgets import user_errors
+from medart.ui.widgets import on_page_load, user_errors
 from medart.workspace import Filter
 
 STAT_COLUMNS = ["image", "mean R", "mean G", "mean B", "std R", "std G", "std B", "saturation", "colourfulness",
@@ -87,7 +87,7 @@ def build(studio):
                     "the chosen strength is the tuned one.")
         with gr.Row():
             with gr.Column(scale=2):
-                run = gr.Dropdown(choices=[r.name for r in studio.tuned_runs()], label="Tuned run",
+                run = gr.Dropdown(choices=[], label="Tuned run",
                                   elem_id="compare-run", allow_custom_value=True)
                 prompt = gr.Textbox(label="Prompt", lines=3, elem_id="compare-prompt",
                                     value="A fundus image of fundus, predominantly orange with dark red vessels.")
@@ -118,7 +118,7 @@ def build(studio):
                 raise ValueError("choose a tuned run (train one in the Train tab first)")
             if not (prompt_ or "").strip():
                 raise ValueError("write a prompt")
-            base, tuned = generate_pair(studio, studio.runs_dir / run_name, prompt_.strip(), seed_, steps_, cfg_,
+            base, tuned = generate_pair(studio, studio.run_dir(run_name), prompt_.strip(), seed_, steps_, cfg_,
                                         strength_)
             reference = None
             if ref_id:
@@ -141,4 +141,5 @@ def build(studio):
                     gr.update(choices=reference_choices(studio)))
 
         tab.select(on_tab, outputs=[run, ref])
+        on_page_load(lambda: gr.update(choices=[r.name for r in studio.tuned_runs()]), [run])
     return tab

@@ -10,8 +10,8 @@ import gradio as gr
 
 from captioning.templates import BUILTIN_TEMPLATES
 from medart.studio import DEMO_DIR
-from medart.ui import organise
-from medart.ui.widgets import user_errors
+from medart.ui import organise, pictures
+from medart.ui.widgets import on_page_load, user_errors
 from medart.workspace import SPLITS, Filter
 
 REJECT_HEADERS = ["file", "reason"]
@@ -63,7 +63,7 @@ def workspace_view(studio, label: str | None = ALL, split: str | None = ALL, pag
         page = min(max(1, int(page or 1)), pages)
         items = ws.query(flt, offset=(page - 1) * PAGE, limit=PAGE)
         # "validation" would not fit under a thumbnail
-        gallery = [(str(i.thumb_path), f"#{i.id} {i.split.replace('validation', 'val')}") for i in items]
+        gallery = pictures.gallery((i.thumb_path, f"#{i.id} {i.split.replace('validation', 'val')}") for i in items)
     finally:
         ws.close()
     labels = ", ".join(f"{k or '(none)'}: {v}" for k, v in s["labels"].items()) or "–"
@@ -102,9 +102,11 @@ def build(studio):
                                      elem_id="import-burned-in")
                 upload_btn = gr.Button("Import uploaded files", elem_id="import-files")
                 with gr.Accordion("From a folder or a Hugging Face dataset", open=False):
-                    folder = gr.Textbox(label="Folder on this machine (with .txt sidecars or metadata.jsonl)")
+                    folder = gr.Textbox(label="Folder on the server (inside the folders the app's owner allows; "
+                                        "with .txt sidecars or metadata.jsonl)", elem_id="import-folder")
                     folder_btn = gr.Button("Import folder")
-                    dataset = gr.Textbox(label="Hugging Face dataset id or local imagefolder")
+                    dataset = gr.Textbox(label="Hugging Face dataset id or imagefolder on the server",
+                                         elem_id="import-dataset")
                     ds_split = gr.Textbox(value="train", label="Dataset split")
                     dataset_btn = gr.Button("Import dataset")
             with gr.Column(scale=1):
@@ -147,13 +149,9 @@ def build(studio):
             finally:
                 ws.close()
 
-        @user_errors
-        def on_paths(paths, label, modality, split, allow_burned_in, *browse):
+        def import_files(paths, label, modality, split, allow_burned_in, browse):
             from medart.importers import import_paths
 
-            if not paths:
-                raise ValueError("choose files or a folder to import first")
-            paths = [paths] if isinstance(paths, str) else paths
             ws = studio.workspace()
             try:
                 if modality and ws.get_setting("modality") is None:
@@ -164,21 +162,38 @@ def build(studio):
                 ws.close()
 
         @user_errors
+        def on_upload(paths, label, modality, split, allow_burned_in, *browse):
+            """Uploaded files (Gradio accepts only files uploaded by this client here)."""
+            if not paths:
+                raise ValueError("choose files to import first")
+            return import_files([paths] if isinstance(paths, str) else paths, label, modality, split,
+                                allow_burned_in, browse)
+
+        @user_errors
+        def on_folder(folder_, label, modality, split, allow_burned_in, *browse):
+            """A folder on the server, inside the roots the owner allows (else one line, no listing)."""
+            return import_files([studio.paths.folder(folder_, "folder")], label, modality, split, allow_burned_in,
+                                browse)
+
+        @user_errors
         def on_dataset(name, ds_split, label, modality, *browse):
             from medart.importers import import_dataset
 
-            if not name:
+            if not (name or "").strip():
                 raise ValueError("give a dataset id (owner/name) or a local imagefolder path")
+            source = studio.paths.folder_or_id(name, "dataset")
             ws = studio.workspace()
             try:
-                return finish([import_dataset(ws, name.strip(), split=ds_split or "train", label=label or None,
+                return finish([import_dataset(ws, source, split=ds_split or "train", label=label or None,
                                               modality=modality or None)], *browse)
             finally:
                 ws.close()
 
         demo_btn.click(on_demo, browse_in, outputs, api_name="load_demo")
-        upload_btn.click(on_paths, [files, label, modality, split, burned, *browse_in], outputs)
-        folder_btn.click(on_paths, [folder, label, modality, split, burned, *browse_in], outputs)
+        upload_btn.click(on_upload, [files, label, modality, split, burned, *browse_in], outputs,
+                         api_name="import_files")
+        folder_btn.click(on_folder, [folder, label, modality, split, burned, *browse_in], outputs,
+                         api_name="import_folder")
         dataset_btn.click(on_dataset, [dataset, ds_split, label, modality, *browse_in], outputs)
         quiet = {"show_progress": "hidden"}
         for control in (label_f, split_f):  # a new filter starts at its first page
@@ -187,4 +202,5 @@ def build(studio):
         prev_b.click(lambda lab, spl, p: view(lab, spl, (p or 1) - 1), browse_in, browse_out, **quiet)
         next_b.click(lambda lab, spl, p: view(lab, spl, (p or 1) + 1), browse_in, browse_out, **quiet)
         tab.select(lambda *b: (*view(*b), organise.split_view(studio)), browse_in, [*browse_out, split_table])
+        on_page_load(lambda *b: view(*b), browse_out, browse_in)
     return tab, [stats, gallery]

@@ -1,12 +1,15 @@
 """Evaluate tab: run `python -m medart evaluate` on a run as a background job and show its report.
 
 The table puts base, tuned and the real-vs-real floor side by side (FID, KID, domain FD,
-colour distance), read from `<run>/eval/metrics.json`; the plots are the report's PNGs.
+colour distance), read from `<run>/eval/metrics.json`; the plots are the report's PNGs, handed
+to image components as pixels (never by path), and the report's text points to them.
 """
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from pathlib import Path
 
 import gradio as gr
@@ -14,7 +17,8 @@ import pandas as pd
 
 from medart.evaluation import ALL_METRICS
 from medart.studio import finished_runs
-from medart.ui.widgets import progress_bar, state_badge, user_errors
+from medart.ui import pictures
+from medart.ui.widgets import on_page_load, progress_bar, state_badge, user_errors
 
 METRIC_NAMES = {"fid": "FID", "kid_mean": "KID", "kid_std": "KID std", "dfd": "domain FD",
                 "color_distance": "colour distance"}
@@ -34,10 +38,36 @@ def results_table(results: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model"] + [METRIC_NAMES.get(k, k) for k in keys])
 
 
+SPLITS = ("test", "validation", "train")
+FIGURE = re.compile(r"^!\[([^\]]*)\]\(([^)\s]+)\)\s*$", re.MULTILINE)
+
+
+def report_text(report: str) -> tuple[str, dict[str, str]]:
+    """The report's Markdown with each `![caption](file.png)` turned into a pointer to the plot
+    shown above it, and {file name: caption} for those plots' labels."""
+    captions = {Path(f).name: c for c, f in FIGURE.findall(report)}
+    return FIGURE.sub(lambda m: f"*Figure: {m.group(1)} (shown above).*", report), captions
+
+
+def real_argument(studio, real: str | None) -> str:
+    """`--real` for the evaluation job: a split of this app's workspace (test, validation,
+    train), a folder or WORKSPACE:SPLIT inside the roots the owner allows."""
+    text = (real or "").strip() or "test"
+    if text in SPLITS:
+        return f"{studio.workspace_dir}:{text}"
+    root, sep, split = text.rpartition(":")
+    if sep and split in SPLITS:
+        return f"{studio.paths.folder(root, 'workspace')}:{split}"
+    return str(studio.paths.folder(text, "folder of held-out images"))
+
+
 def eval_view(studio, run_name: str | None):
     if not run_name:
         return "<small>No run selected.</small>", pd.DataFrame(), [], ""
-    run = studio.runs_dir / run_name
+    try:
+        run = studio.run_dir(run_name)
+    except ValueError as e:
+        return f"<small>{html.escape(str(e))}</small>", pd.DataFrame(), [], ""
     job = next((j for j in reversed(studio.jobs.list()) if j.kind == "evaluate" and j.output == str(run)), None)
     status = "<small>Not evaluated yet.</small>"
     if job:
@@ -45,13 +75,14 @@ def eval_view(studio, run_name: str | None):
         status = (f'<div id="eval-status" data-state="{job.state}">{state_badge(job.state)} {job.id} '
                   + (progress_bar(*prog) if prog and job.state == "running" else "") + "</div>")
         if job.state == "failed":
-            status += f"<pre>{job.error or ''}\n{job.log_tail or ''}</pre>"
+            status += f"<pre>{html.escape(job.error or '')}\n{html.escape(job.log_tail or '')}</pre>"
     metrics = run / "eval" / "metrics.json"
     if not metrics.exists():
         return status, pd.DataFrame(), [], ""
     results = json.loads(metrics.read_text())
-    plots = [str(p) for p in sorted((run / "eval").glob("*.png"))]
     report = (run / "eval" / "report.md").read_text() if (run / "eval" / "report.md").exists() else ""
+    report, captions = report_text(report)
+    plots = [(p, captions.get(p.name) or p.stem.replace("_", " ")) for p in sorted((run / "eval").glob("*.png"))]
     return status, results_table(results), plots, report
 
 
@@ -59,9 +90,10 @@ PLOT_SLOTS = 4
 
 
 def spread(view) -> tuple:
-    """(status, table, plot paths, report) -> one value per output, plots into the image slots."""
+    """(status, table, plot files, report) -> one value per output, plots (as pixels) into the image slots."""
     status, table, plots, report = view
-    images = [gr.update(value=p, visible=True, label=Path(p).stem.replace("_", " ")) for p in plots[:PLOT_SLOTS]]
+    images = [gr.update(value=im, visible=True, label=caption)
+              for im, caption in pictures.gallery(plots[:PLOT_SLOTS])]
     images += [gr.update(value=None, visible=False)] * (PLOT_SLOTS - len(images))
     return (status, table, *images, report)
 
@@ -71,13 +103,16 @@ def build(studio):
         gr.Markdown("FID, KID, the domain-classifier Fréchet distance (the paper's KFD/HFD), colour fidelity and "
                     "downstream classification, for the base and the tuned model against held-out real images.")
         with gr.Row():
-            run = gr.Dropdown(choices=[r.name for r in finished_runs(studio)], label="Run", elem_id="eval-run",
-                              allow_custom_value=True)
-            real = gr.Textbox(value=f"{studio.workspace_dir}:test", label="Held-out real images "
-                              "(imagefolder, or WORKSPACE:SPLIT)")
+            run = gr.Dropdown(choices=[], label="Run", elem_id="eval-run", allow_custom_value=True)
+            real = gr.Textbox(value="test", label="Held-out real images (a split of this workspace: test, "
+                              "validation; or an imagefolder or WORKSPACE:SPLIT on the server)", elem_id="eval-real")
             per_caption = gr.Number(value=4, precision=0, label="Images per caption (k)", elem_id="eval-k")
         metrics = gr.CheckboxGroup(list(ALL_METRICS), value=list(ALL_METRICS), label="Metrics", elem_id="eval-metrics")
-        go = gr.Button("Start evaluation (background job)", variant="primary", elem_id="eval-go")
+        if not studio.training_allowed:
+            gr.Markdown("Evaluation is turned off on this shared Space: its results would land in run folders "
+                        "every visitor sees. **Duplicate the Space** to evaluate.", elem_id="eval-disabled")
+        go = gr.Button("Start evaluation (background job)", variant="primary", elem_id="eval-go",
+                       interactive=studio.training_allowed)
         status = gr.HTML(elem_id="eval-status-box")
         table = gr.Dataframe(label="Base vs tuned vs real-vs-real floor", interactive=False, elem_id="eval-table")
         with gr.Column(elem_id="eval-plots"):
@@ -87,15 +122,15 @@ def build(studio):
 
         @user_errors
         def start(run_name, real_, k, chosen):
+            if not studio.training_allowed:
+                raise ValueError("evaluation is turned off on this shared Space: duplicate it to evaluate")
             if not run_name:
                 raise ValueError("choose a run")
             if not chosen:
                 raise ValueError("choose at least one metric")
-            run_dir = studio.runs_dir / run_name
+            run_dir = studio.run_dir(run_name)
             argv = ["evaluate", "--run", str(run_dir), "--per-caption", str(int(k or 1)),
-                    "--metrics", ",".join(chosen)]
-            if real_:
-                argv += ["--real", real_]
+                    "--metrics", ",".join(chosen), "--real", real_argument(studio, real_)]
             studio.jobs.submit("evaluate", argv, title=f"eval-{run_name}", output=str(run_dir))
             return eval_view(studio, run_name)
 
@@ -114,11 +149,13 @@ def build(studio):
 
         gr.Timer(3.0).tick(poll, [run, seen], [status, seen, table, *slots, report])
         tab.select(lambda: gr.update(choices=[r.name for r in finished_runs(studio)]), outputs=[run])
+        on_page_load(lambda: gr.update(choices=[r.name for r in finished_runs(studio)]), [run])
     return tab
 
 
 def _latest(studio, run_name):
-    if not run_name:
+    try:
+        out = str(studio.run_dir(run_name))
+    except ValueError:
         return None
-    out = str(studio.runs_dir / run_name)
     return next((j for j in reversed(studio.jobs.list()) if j.kind == "evaluate" and j.output == out), None)

@@ -1,4 +1,9 @@
-"""The page: status line and banners, the five tabs, theme, CSS and keyboard shortcuts."""
+"""The page: status line and banners, the tabs, theme, CSS and keyboard shortcuts.
+
+What the browser gets: components' values (images as pixels Gradio encodes into its cache
+folder, never a workspace or run file by path: `launch_kwargs` allows no folder), filled on
+page load when they name runs, studies, labels or paths (`widgets.on_page_load`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,8 @@ import html
 
 import gradio as gr
 
-from medart.ui import captions, compare, data, evaluate, reader_study, train
+from medart.ui import captions, compare, data, evaluate, reader_study, sessions, train
+from medart.ui.widgets import on_page_load
 
 CSS = """
 #status-line {font-size: 0.9em; color: #374151; padding: 4px 8px; background: #f3f4f6; border-radius: 6px}
@@ -40,16 +46,23 @@ def banners(studio) -> str:
                      "toys. Start with a GPU and <code>--base-model pixart-alpha-512</code> for real results. "
                      "Research use only; not for diagnosis.</div>")
     if not studio.training_allowed:
+        own = (" Your images and captions live in a temporary workspace of this browser session, which no other "
+               "visitor sees and which is removed when you close the page." if studio.per_session else "")
         parts.append('<div id="space-banner"><b>Shared Space:</b> training is off here. Duplicate the Space to '
-                     "train on your own hardware.</div>")
+                     f"train on your own hardware.{own}</div>")
     return "".join(parts)
 
 
+# Gradio's cached copies of what pages showed: checked hourly, removed after a day (and at exit)
+DELETE_CACHE = (3600, 86400)
+
+
 def build_app(studio) -> gr.Blocks:
-    with gr.Blocks(title="Med-Art Studio") as demo:
+    with gr.Blocks(title="Med-Art Studio", delete_cache=DELETE_CACHE) as demo:
         with gr.Row():
             gr.Markdown("## Med-Art Studio\nFine-tune PixArt-α on a few medical images so that the colours are right.")
-        gr.HTML(status_html(studio))
+        status = gr.HTML(elem_id="status-box")
+        on_page_load(lambda: status_html(studio), [status])
         if banners(studio):
             gr.HTML(banners(studio))
         with gr.Tabs():
@@ -62,7 +75,7 @@ def build_app(studio) -> gr.Blocks:
 
         def api_status():
             """Base model, device, demo mode and the job list, for scripts (gradio_client)."""
-            jobs = studio.jobs.tick()
+            jobs = studio.visible_jobs(studio.jobs.tick())
             return {
                 "base_model": studio.base_model,
                 "device": studio.device,
@@ -74,9 +87,13 @@ def build_app(studio) -> gr.Blocks:
 
         hidden = gr.JSON(visible=False)
         gr.Button(visible=False).click(api_status, outputs=[hidden], api_name="status")
+        sessions.attach(studio, demo)
     return demo
 
 
 def launch_kwargs(studio) -> dict:
-    # the workspace's images, run samples and evaluation plots live under the home folder
-    return {"css": CSS, "head": SHORTCUTS, "theme": gr.themes.Soft(), "allowed_paths": [str(studio.home)]}
+    """Theme, CSS and shortcuts. No `allowed_paths`: Gradio serves no folder of this machine, only
+    the copies in its cache folder of what pages were given. No run history: Gradio would keep
+    every call's inputs and outputs (images, captions) in the browser, or in a Hugging Face
+    bucket the user connects."""
+    return {"css": CSS, "head": SHORTCUTS, "theme": gr.themes.Soft(), "run_history": False}

@@ -1,22 +1,20 @@
-"""Reader study tab: a blinded "real or generated?" test, answered with the keyboard.
+"""Reader study tab (the study owner's): create blinded "real or generated?" studies, start the
+reader server, see the results.
 
 The study owner creates a study (k held-out real images and k generated from a run with the
-same captions, `medart.reader_study.create_study`). A reader types their name and answers one
-image at a time: R = real, G = generated, 1-5 = realism (optional), N = write a note,
-Enter = next. Every answer is saved at once; the same name later resumes at the next
-unanswered image. What the browser receives for an image is only an inline PNG under a
-random token, encoded identically for both kinds (`medart.reader_images`); the truth never
-leaves the server until the study owner types the study's owner code under Results.
+same captions, `medart.reader_sets.create_study`). Readers do not use this app: it shows the
+workspace's images, captions and runs, which would break the blinding. They answer on a
+separate reader server that serves one study's reader page and nothing else
+(`python app.py --reader-study NAME`, `medart.ui.reader_page`); this tab shows the exact
+command for the chosen study and how far each reader has got.
 
 Owner code: creating a study here requires one (stored hashed, `medart.reader_study`); Show
 results and Export answers show nothing without the right code. A study without a code (made
 by the CLI without `--owner-code`, or before owner codes existed) shows nothing until someone
-sets one with Set owner code, which works once per study; whoever sets it first owns the
-results in the app, so the owner should do it before readers start (the CLI can replace it).
-Choosing another study or starting a reader session clears the results and the code field,
-so a page the owner leaves behind shows a reader nothing. The code travels only from the page
-to the server (Create, Show results, Export, Set owner code); nothing the page receives, and
-nothing sent while a reader answers, holds it or its hash.
+sets one with Set owner code, which works once per study (the CLI can replace it). Choosing
+another study clears the results and the code field. The code travels only from the page to
+the server (Create, Show results, Export, Set owner code); nothing the page receives holds it
+or its hash.
 """
 
 from __future__ import annotations
@@ -24,77 +22,57 @@ from __future__ import annotations
 import html
 import io
 import re
+import shlex
+import sys
 import tempfile
 from pathlib import Path
 
 import gradio as gr
 from PIL import Image
 
-from medart import reader_images, reader_report
+from medart import reader_report
 from medart.reader_stats import summarise
 from medart.reader_sets import create_study
-from medart.reader_study import OWNER_CODE_MIN, ReaderStudies, Shown, check_owner_code
-from medart.studio import adapter_path
-from medart.ui.widgets import user_errors
+from medart.reader_study import OWNER_CODE_MIN, ReaderStudies, check_owner_code
+from medart.studio import REPO_ROOT, adapter_path
+from medart.ui.widgets import on_page_load, user_errors
 
-VIEW_PX = 448  # every study image is shown at this size on the page, whatever its pixels
-
-# Keys: only while the study image is on screen and the focus is not in a text field.
-KEYS_JS = """
-if (!window.__medartReaderKeys) {
-  window.__medartReaderKeys = true;
-  document.addEventListener('keydown', function (e) {
-    var viewer = document.getElementById('rs-viewer');
-    if (!viewer || viewer.offsetParent === null || !viewer.querySelector('[data-token]')) return;
-    if (e.ctrlKey || e.metaKey || e.altKey) return;
-    var t = e.target;
-    var typing = t && (t.tagName === 'TEXTAREA' || t.isContentEditable ||
-                       (t.tagName === 'INPUT' && t.type !== 'radio' && t.type !== 'checkbox'));
-    if (typing) { if (e.key === 'Escape') t.blur(); return; }
-    var pick = function (id, value) {
-      var input = document.querySelector('#' + id + ' input[value="' + value + '"]');
-      if (input) input.click();
-    };
-    var k = (e.key || '').toLowerCase();
-    if (k === 'r') pick('rs-answer', 'real');
-    else if (k === 'g') pick('rs-answer', 'generated');
-    else if (k.length === 1 && '12345'.indexOf(k) >= 0) pick('rs-realism', k);
-    else if (k === 'n') {
-      var note = document.querySelector('#rs-note textarea, #rs-note input');
-      if (note) note.focus();
-    }
-    else if (e.key === 'Enter') { var next = document.getElementById('rs-next'); if (next) next.click(); }
-    else return;
-    e.preventDefault();
-  });
-}
-"""
-
-EMPTY = '<div class="rs-empty"><p>Choose a study, type your name and press <b>Start / resume</b>.</p></div>'
 NO_CODE_NOTE = ("**This study has no owner code yet**, so its results stay hidden here. Study owner: type a "
                 f"code (at least {OWNER_CODE_MIN} characters) and press **Set owner code**; it can be set once.")
-HELP = ("**Keys:** `R` real · `G` generated · `1`–`5` realism (optional) · `N` note (`Esc` leaves it) · "
-        "`Enter` next. Answers are saved at once; come back later with the same name to resume.")
+READER_PORT = 7861
 
 
-def viewer_html(shown: Shown | None, done: int | None = None) -> str:
-    """The page's only view of a study image: an inline PNG under its random token."""
-    if shown is None:
-        if done is None:
-            return EMPTY
-        return (f'<div class="rs-done" data-done="{done}"><h3>All {done} images answered. Thank you!</h3>'
-                "<p>The study owner sees the results below.</p></div>")
-    return (f'<div class="rs-frame" data-token="{shown.token}" data-position="{shown.position}" '
-            f'data-total="{shown.total}">'
-            f'<img src="{reader_images.data_uri(shown.png)}" alt="study image" width="{VIEW_PX}" height="{VIEW_PX}" '
-            f'style="width:{VIEW_PX}px;height:{VIEW_PX}px;image-rendering:auto;display:block;margin:auto"/>'
-            "</div>")
+def reader_command(studio, name: str, host: str = "0.0.0.0", port: int = READER_PORT) -> str:
+    """The exact command that serves study `name`'s reader page (and nothing else) to readers."""
+    lines = ["MEDART_AUTH=reader:CHOOSE-A-PASSWORD", shlex.join([sys.executable, str(REPO_ROOT / "app.py")]),
+             shlex.join(["--reader-study", name, "--home", str(studio.home)]),
+             shlex.join(["--host", host, "--port", str(port)])]
+    return " \\\n  ".join(lines)
 
 
-def progress_text(shown: Shown | None, reader: str, total: int) -> str:
-    if shown is None:
-        return f"**{html.escape(reader)}**: {total} / {total} answered."
-    return f"**{html.escape(reader)}**: image {shown.position} of {shown.total} · {shown.answered} answered"
+def readers_md(studio, name: str) -> str:
+    """How to start the reader server for `name`, and each reader's progress (no answers)."""
+    if not name:
+        return ""
+    if studio.per_session:  # a study made here lives in this browser session only
+        return ("Studies made on this shared Space stay in your browser session. To run one with readers, "
+                "duplicate the Space or run the app on your own machine, then start its reader server.")
+    ws = studio.workspace()
+    try:
+        store = ReaderStudies(ws)
+        study = store.find(name)
+        readers = store.readers(study) if study else []
+    finally:
+        ws.close()
+    if study is None:
+        return f"No study called {html.escape(name)!r}."
+    progress = ", ".join(f"{html.escape(r.name)} {r.answered}/{len(r.order)}" for r in readers) or "none yet"
+    return (f"**Readers answer on their own server**, which serves this study's reader page and nothing else "
+            "(no workspace images, captions, runs or results). Start it on this machine with:\n\n"
+            f"```\n{reader_command(studio, study.name)}\n```\n\n"
+            f"and give readers `http://THIS-MACHINE:{READER_PORT}/` with the user and password you chose "
+            "(on one machine only: `--host 127.0.0.1` and no password). "
+            f"Stop it (Ctrl-C) when the study is over.\n\n**Readers so far:** {progress}")
 
 
 def study_choices(studio) -> list[str]:
@@ -106,46 +84,6 @@ def study_choices(studio) -> list[str]:
 
 
 # ---- what the buttons do (no gradio objects in or out: testable without a browser) ----------------
-def _next_view(store, name: str, reader_name: str) -> tuple[dict, str, str]:
-    shown = store.next_image(name, reader_name)
-    r = store.reader(name, reader_name)
-    state = {"study": name, "reader": r.name, "token": shown.token if shown else None}
-    return state, viewer_html(shown, None if shown else len(r.order)), progress_text(shown, r.name, len(r.order))
-
-
-def start_session(studio, name: str, reader_name: str) -> tuple[dict, str, str]:
-    """(session state, viewer HTML, progress text) at the reader's next unanswered image."""
-    if not name:
-        raise ValueError("choose a study first (or create one)")
-    ws = studio.workspace()
-    try:
-        return _next_view(ReaderStudies(ws), name, reader_name)
-    finally:
-        ws.close()
-
-
-def answer_and_next(studio, state: dict, answer: str | None, realism: str | None, note: str | None,
-                    token: str | None = None) -> tuple[dict, str, str]:
-    """Save the answer to the image on screen (one transaction), then show the next one.
-    `token` is the image the page showed when the reader pressed Enter (default: the session's):
-    a second Enter that arrives before the page has changed repeats that token and is ignored,
-    instead of answering an image the reader has not seen."""
-    if not state or not state.get("study"):
-        raise ValueError("choose a study, type your name and press Start / resume first")
-    token = token or state.get("token")
-    if not token:
-        raise ValueError("this reader has answered every image of the study")
-    if not answer:
-        raise ValueError("answer first: R (real) or G (generated)")
-    ws = studio.workspace()
-    try:
-        store = ReaderStudies(ws)
-        store.answer(state["study"], state["reader"], token, answer, realism or None, note or "")
-        return _next_view(store, state["study"], state["reader"])
-    finally:
-        ws.close()
-
-
 def create_from_run(studio, run_name: str, split: str, k, seed, name: str, owner_code: str,
                     progress=None) -> tuple[str, str]:
     """Create a study from a run of the studio (its loaded pipeline when the base matches),
@@ -155,9 +93,7 @@ def create_from_run(studio, run_name: str, split: str, k, seed, name: str, owner
     check_owner_code(owner_code)  # before any image is generated
     if not run_name:
         raise ValueError("choose a run with an adapter (train one first)")
-    run_dir = Path(run_name) if Path(run_name).is_absolute() else studio.runs_dir / run_name
-    if not run_dir.is_dir():
-        raise ValueError(f"no run {run_name!r} in {studio.runs_dir}")
+    run_dir = studio.run_dir(run_name)
     same_base = run_base_model(run_dir) in (None, studio.base_model)
     generator = studio.generator(run_dir) if same_base and adapter_path(run_dir) else None
     ws = studio.workspace()
@@ -169,7 +105,7 @@ def create_from_run(studio, run_name: str, split: str, k, seed, name: str, owner
         ws.close()
     return (f"Created **{html.escape(made.name)}**: {made.n_real} real + {made.n_generated} generated images "
             f"({made.display_size} px). Keep the owner code: Results ask for it. "
-            "Readers: choose the study above and type your name."), made.name
+            "Start the reader server below for readers."), made.name
 
 
 def needs_owner_code(studio, name: str) -> bool:
@@ -228,11 +164,11 @@ def export_answers(studio, name: str, owner_code: str) -> str:
 def build(studio):
     with gr.Tab("Reader study", id="reader-study") as tab:
         gr.Markdown("Can a clinician tell our generated images from real ones? A blinded test: each reader sees "
-                    "held-out real and generated images in their own random order, identically encoded.")
+                    "held-out real and generated images in their own random order, identically encoded, on a "
+                    "reader server that shows nothing else.")
         with gr.Accordion("Create a study", open=False):
             with gr.Row():
-                run = gr.Dropdown(choices=[r.name for r in studio.tuned_runs()], label="Run",
-                                  elem_id="rs-run", allow_custom_value=True)
+                run = gr.Dropdown(choices=[], label="Run", elem_id="rs-run", allow_custom_value=True)
                 split = gr.Dropdown(["test", "validation", "train"], value="test", label="Real images: split")
                 k = gr.Number(value=10, precision=0, minimum=1, label="k (images of each kind)", elem_id="rs-k")
                 seed = gr.Number(value=0, precision=0, label="Seed", elem_id="rs-seed")
@@ -242,22 +178,8 @@ def build(studio):
                                       type="password", elem_id="rs-new-code")
             create_btn = gr.Button("Create study (generates k images)", elem_id="rs-create")
             created = gr.Markdown(elem_id="rs-created")
-        with gr.Row():
-            study = gr.Dropdown(choices=study_choices(studio), label="Study", elem_id="rs-study",
-                                allow_custom_value=True)
-            reader = gr.Textbox(label="Your name (reader)", elem_id="rs-reader")
-            start_btn = gr.Button("Start / resume", variant="primary", elem_id="rs-start")
-        gr.Markdown(HELP)
-        progress = gr.Markdown(elem_id="rs-progress")
-        viewer = gr.HTML(EMPTY, elem_id="rs-viewer", js_on_load=KEYS_JS)
-        with gr.Row():
-            answer = gr.Radio(["real", "generated"], label="Real (R) or generated (G)?", elem_id="rs-answer")
-            realism = gr.Radio(["1", "2", "3", "4", "5"], label="Realism 1 (artificial) – 5 (real), optional",
-                               elem_id="rs-realism")
-        note = gr.Textbox(label="Note (optional; N to write, Enter to go on)", elem_id="rs-note", max_lines=1)
-        next_btn = gr.Button("Next (Enter)", variant="primary", elem_id="rs-next")
-        session = gr.State({})
-        shown_token = gr.Textbox(visible=False, elem_id="rs-token")  # the image on screen when Enter was pressed
+        study = gr.Dropdown(choices=[], label="Study", elem_id="rs-study", allow_custom_value=True)
+        readers = gr.Markdown(elem_id="rs-readers")
 
         with gr.Accordion("Results (study owner only: needs the study's owner code)", open=False):
             with gr.Row(equal_height=True):
@@ -274,16 +196,6 @@ def build(studio):
 
         def no_results():  # results table, plot and CSV: empty, and no empty frames either
             return "", gr.update(value=None, visible=False), gr.update(value=None, visible=False)
-
-        @user_errors
-        def on_start(name, reader_name):  # a reader sits down: the owner's results and code leave the page
-            state, page, text = start_session(studio, name, reader_name)
-            return (state, state["token"] or "", page, text, None, None, "") + no_results() + ("",)
-
-        @user_errors
-        def on_next(state, token_, answer_, realism_, note_):
-            state, page, text = answer_and_next(studio, state, answer_, realism_, note_, token=token_ or None)
-            return state, state["token"] or "", page, text, None, None, ""
 
         @user_errors
         def on_create(run_name, split_, k_, seed_, name, code, progress_=gr.Progress()):
@@ -317,21 +229,21 @@ def build(studio):
 
         def on_study(name):  # another study: nothing of the last one stays on the page
             missing = needs_owner_code(studio, name)
-            return no_results() + ("", NO_CODE_NOTE if missing else "", gr.update(visible=missing))
+            return no_results() + ("", NO_CODE_NOTE if missing else "", gr.update(visible=missing),
+                                   readers_md(studio, name))
 
-        flow = [session, shown_token, viewer, progress, answer, realism, note]
+        def choices(name=None):
+            return (gr.update(choices=study_choices(studio)), gr.update(choices=[r.name for r in studio.tuned_runs()]),
+                    readers_md(studio, name))
+
         shown_results = [results_md, plot, csv_file]
-        start_btn.click(on_start, [study, reader], flow + shown_results + [owner_code])
-        reader.submit(on_start, [study, reader], flow + shown_results + [owner_code])
-        next_btn.click(on_next, [session, shown_token, answer, realism, note], flow)
-        note.submit(on_next, [session, shown_token, answer, realism, note], flow)
         created_ok = create_btn.click(on_create, [run, split, k, seed, new_name, new_code], [created, study])
         created_ok.success(lambda: "", None, new_code)  # the code leaves the page once the study has it
-        study.change(on_study, [study], shown_results + [owner_code, owner_msg, set_code_btn])
+        study.change(on_study, [study], shown_results + [owner_code, owner_msg, set_code_btn, readers])
         results_btn.click(on_results, [study, owner_code], shown_results + [owner_msg])
         owner_code.submit(on_results, [study, owner_code], shown_results + [owner_msg])
         export_btn.click(on_export, [study, owner_code], shown_results + [owner_msg])
         set_code_btn.click(on_set_code, [study, owner_code], [owner_msg, set_code_btn])
-        tab.select(lambda: (gr.update(choices=study_choices(studio)),
-                            gr.update(choices=[r.name for r in studio.tuned_runs()])), outputs=[study, run])
+        tab.select(choices, [study], [study, run, readers])
+        on_page_load(choices, [study, run, readers])
     return tab

@@ -14,9 +14,12 @@ import gradio as gr
 import pandas as pd
 
 from medart.jobs import hint
+from medart.profiles import PROFILES
 from medart.run_folder import RunFolder
 from medart.train_launch import TrainSettings, launch, preflight
-from medart.ui.widgets import JOB_HEADERS, fmt_seconds, job_rows, progress_bar, state_badge, user_errors
+from medart.ui import pictures
+from medart.ui.widgets import (JOB_HEADERS, fmt_seconds, job_rows, on_page_load, progress_bar, state_badge,
+                               user_errors)
 
 SERIES = {"diffusion loss": "#2563eb", "diffusion (smoothed)": "#1e3a8a", "colour loss": "#dc2626"}
 
@@ -54,7 +57,8 @@ def distance_frame(rows: list[dict]) -> pd.DataFrame | None:
     return frame.astype({"step": "int64", "distance": "float64", "class": "str"})
 
 
-def sample_items(run: Path, per_step: int = 2, max_steps: int = 12) -> list[tuple[str, str]]:
+def sample_items(run: Path, per_step: int = 2, max_steps: int = 12) -> list[tuple[Path, str]]:
+    """(file, caption) of the sample timeline: two images per step, step 0 and the latest steps."""
     folder = RunFolder(run)
     steps = folder.sample_steps()
     if len(steps) > max_steps:  # keep step 0 and the latest ones
@@ -62,18 +66,21 @@ def sample_items(run: Path, per_step: int = 2, max_steps: int = 12) -> list[tupl
     items = []
     for step in steps:
         for k, png in enumerate(sorted((folder.samples / f"step-{step:06d}").glob("*.png"))[:per_step]):
-            items.append((str(png), f"step {step} · #{k}"))
+            items.append((png, f"step {step} · #{k}"))
     return items
 
 
 def monitor(studio, run_name: str | None, smoothing: float):
-    """Everything the monitor shows for one run: (status html, loss plot, colour plot, samples, log,
-    message, jobs)."""
-    jobs = studio.jobs.tick()
+    """Everything the monitor shows for one run: (status html, loss plot, colour plot, sample files,
+    log, message, jobs)."""
+    jobs = studio.visible_jobs(studio.jobs.tick())
     table = job_rows(jobs)
     if not run_name:
         return "<small>No run selected.</small>", loss_frame([], 0), None, [], "", "", table
-    run = studio.runs_dir / run_name
+    try:
+        run = studio.run_dir(run_name)
+    except ValueError as e:
+        return f"<small>{html.escape(str(e))}</small>", loss_frame([], 0), None, [], "", "", table
     folder = RunFolder(run)
     status = folder.read_status()
     job = studio.jobs.latest("train", output=str(run))
@@ -117,10 +124,11 @@ def build(studio):
         with gr.Row():
             with gr.Column(scale=2):
                 gr.Markdown("Defaults are the paper's settings (Med-Art §3-4), with HLDF's colour steps "
-                            "balanced across classes and scheduled so that every run makes about twenty "
-                            "(mode `paper` and a fixed N reproduce the paper exactly).")
+                            "balanced across classes and scheduled so that every run makes enough of them "
+                            "(mode `paper` with a fixed N reproduces the paper exactly).")
                 name = gr.Textbox(value="medart-run", label="Run name", elem_id="run-name")
-                base = gr.Textbox(value=d.base_model, label="Base model (profile, folder or hub id)")
+                base = gr.Textbox(value="", label="Base model (profile, hub id or folder on the server)",
+                                  elem_id="train-base")
                 with gr.Row():
                     mode = gr.Dropdown(["balanced", "paper"], value=d.hldf_mode, label="HLDF mode",
                                        elem_id="hldf-mode")
@@ -151,7 +159,7 @@ def build(studio):
                 pre_md = gr.Markdown(elem_id="preflight-result")
             with gr.Column(scale=3):
                 with gr.Row():
-                    runs = gr.Dropdown(choices=[r.name for r in studio.runs()], label="Run", elem_id="run-select",
+                    runs = gr.Dropdown(choices=[], label="Run", elem_id="run-select",
                                        allow_custom_value=True, scale=3)
                     smooth = gr.Slider(0, 0.99, value=0.6, step=0.01, label="Smoothing", scale=2)
                 status = gr.HTML(elem_id="train-monitor")
@@ -170,7 +178,7 @@ def build(studio):
                                      allow_preview=True, elem_id="sample-timeline")
                 log = gr.Textbox(label="Log (last lines)", lines=8, max_lines=8, elem_id="train-log",
                                  autoscroll=True)
-        jobs_table = gr.Dataframe(headers=JOB_HEADERS, value=job_rows(studio.jobs.list()), label="Jobs",
+        jobs_table = gr.Dataframe(headers=JOB_HEADERS, value=[], label="Jobs",
                                   interactive=False, elem_id="jobs-table")
 
         form = [name, base, mode, every, msteps, cfg, rank, t5, hldf_on, lr, steps, epochs, res, ckpt, val, prompts,
@@ -178,7 +186,10 @@ def build(studio):
 
         def settings(*v) -> TrainSettings:
             (name_, base_, mode_, every_, m_, cfg_, rank_, t5_, hl_, lr_, steps_, ep_, res_, ck_, val_, pr_, a8_) = v
-            return TrainSettings(name=name_, base_model=(base_ or studio.base_model).strip(), hldf_mode=mode_,
+            base_model = studio.base_model
+            if (base_ or "").strip():  # a profile, a hub id or a folder inside the allowed roots
+                base_model = studio.paths.folder_or_id(base_, "base model", names=[*PROFILES, studio.base_model])
+            return TrainSettings(name=name_, base_model=base_model, hldf_mode=mode_,
                                  hldf_every=max(0, int(every_ or 0)), hldf_steps=int(m_ or 0), cfg=float(cfg_),
                                  rank=int(rank_), t5_lora=bool(t5_), hldf=bool(hl_), learning_rate=float(lr_),
                                  max_steps=int(steps_ or 0), epochs=int(ep_ or 0), resolution=int(res_ or 0),
@@ -212,17 +223,24 @@ def build(studio):
         pre_b.click(do_preflight, form, [pre_md], api_name="preflight")
         go_b.click(do_launch, form, [pre_md, runs], api_name="launch_training")
 
-        outs = [status, plot, colour_plot, samples, log, message, jobs_table]
+        shown = gr.State(None)  # the sample files on the page: unchanged ones are not sent again
+        outs = [status, plot, colour_plot, samples, log, message, jobs_table, shown]
 
-        def refresh(run_name, smoothing):
-            return monitor(studio, run_name, smoothing)
+        def view(result, before=None):
+            info, frame, colours, files, log_, msg, table = result
+            key = [(str(p), p.stat().st_mtime if p.exists() else 0) for p, _ in files]
+            gallery = pictures.gallery(files) if key != before else gr.skip()
+            return info, frame, colours, gallery, log_, msg, table, key
+
+        def refresh(run_name, smoothing, before=None):
+            return view(monitor(studio, run_name, smoothing), before)
 
         runs.change(refresh, [runs, smooth], outs)
-        smooth.release(refresh, [runs, smooth], outs)
-        gr.Timer(2.0).tick(refresh, [runs, smooth], outs)
+        smooth.release(refresh, [runs, smooth, shown], outs)
+        gr.Timer(2.0).tick(refresh, [runs, smooth, shown], outs)
 
         def run_job(run_name):
-            job = studio.jobs.latest("train", output=str(studio.runs_dir / (run_name or "")))
+            job = studio.jobs.latest("train", output=str(studio.run_dir(run_name)))
             if job is None:
                 raise ValueError("no training job for this run")
             return job
@@ -230,19 +248,20 @@ def build(studio):
         @user_errors
         def do_stop(run_name):
             studio.jobs.stop(run_job(run_name).id)
-            return monitor(studio, run_name, 0.6)
+            return view(monitor(studio, run_name, 0.6))
 
         @user_errors
         def do_resume(run_name):
             studio.jobs.resume(run_job(run_name).id)
-            return monitor(studio, run_name, 0.6)
+            return view(monitor(studio, run_name, 0.6))
 
         stop_b.click(do_stop, [runs], outs, api_name="stop_training")
         resume_b.click(do_resume, [runs], outs, api_name="resume_training")
 
         def on_tab():
             names = [r.name for r in studio.runs()]
-            return gr.update(choices=names)
+            return gr.update(choices=names), job_rows(studio.visible_jobs())
 
-        tab.select(on_tab, outputs=[runs])
+        tab.select(on_tab, outputs=[runs, jobs_table])
+        on_page_load(lambda: (*on_tab(), studio.base_model), [runs, jobs_table, base])
     return tab

@@ -1,4 +1,4 @@
-"""Small pieces the tabs share: error reporting, job rows and progress bars, dropdown choices."""
+"""Small pieces the tabs share: error reporting, page-load filling, job rows and progress bars."""
 
 from __future__ import annotations
 
@@ -9,6 +9,16 @@ import time
 import gradio as gr
 
 from medart.profiles import BaseModelError
+
+
+def on_page_load(fn, outputs, inputs=None):
+    """Fill `outputs` when a page opens. Values that name runs, studies, labels or paths are
+    never part of the page's initial config: with a login on, Gradio describes the app's
+    endpoints (their components' initial values and choices included) even to clients that
+    have not logged in, while a load event runs only for those who have."""
+    from gradio.context import Context
+
+    Context.root_block.load(fn, inputs=inputs, outputs=outputs, show_progress="hidden", api_visibility="private")
 
 
 def user_errors(fn):

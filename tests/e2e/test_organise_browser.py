@@ -33,8 +33,7 @@ def app(tmp_path, medart_cache):
             data.build(studio)
     port = free_port()
     demo.queue(default_concurrency_limit=1)
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                allowed_paths=[str(studio.home)])
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
         yield studio, f"http://127.0.0.1:{port}/"
     finally:

@@ -1,13 +1,15 @@
-"""The Reader study tab in Chromium: a reader answers a small study with the keyboard only,
-stops half-way, comes back, finishes, and the owner sees the results and exports the CSV
-with the study's owner code (a wrong code shows nothing). Along the way: every image the page
-received is an inline PNG of identical length under a random token, no URL or name the
-browser saw carries the answer, and nothing the page received holds the owner code or its
-hash. A second test creates a study in the tab (owner code required) and gives a study made
-without a code its code, once.
+"""Reader studies in Chromium. On the reader server's page (the study's reader page and
+nothing else), a reader answers a small study with the keyboard only, stops half-way, comes
+back and finishes; then the owner, in the owner's Reader study tab, sees the results and
+exports the CSV with the study's owner code (a wrong code shows nothing). Along the way: every
+image the reader's page received is an inline PNG of identical length under a random token, no
+URL or name the browser saw carries the answer, nothing the page received holds the owner code
+or its hash, and the reader's page has no results or owner-code controls at all. A second test
+creates a study in the owner's tab (owner code required), which then shows the command that
+starts the reader server, and gives a study made without a code its code, once.
 
-The tab runs in a minimal Blocks in this process (127.0.0.1, a free port). Screenshots go
-to tests/artifacts/reader-study-*.png.
+Both pages run in this process (127.0.0.1, free ports). Screenshots go to
+tests/artifacts/reader-study-*.png.
 """
 
 from __future__ import annotations
@@ -59,20 +61,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve(studio):
-    """The tab in a minimal app on a free port; yields its URL."""
-    from medart.ui import reader_study
-
-    with gr.Blocks(title="reader study") as demo:
-        with gr.Tabs():
-            reader_study.build(studio)
+def launched(demo):
     port = free_port()
     demo.queue(default_concurrency_limit=1)
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    return f"http://127.0.0.1:{port}/"
+
+
+def serve(studio, reader_study_name=None):
+    """The owner's tab in a minimal app (and the reader server's page of `reader_study_name`)
+    on free ports; yields their URLs."""
+    from medart.ui import reader_page, reader_study
+
+    with gr.Blocks(title="reader study") as owner:
+        with gr.Tabs():
+            reader_study.build(studio)
+    demos = [owner]
+    if reader_study_name:
+        demos.append(reader_page.build_reader_app(reader_page.StudyWorkspace(studio.workspace_dir),
+                                                  reader_study_name))
     try:
-        yield f"http://127.0.0.1:{port}/"
+        yield [launched(d) for d in demos]
     finally:
-        demo.close()
+        for d in demos:
+            d.close()
 
 
 @pytest.fixture
@@ -81,8 +93,8 @@ def app(tmp_path, medart_cache):
     ws = studio.workspace()
     study = ReaderStudies(ws).add_study("pilot", planted_images(), seed=4, display_size=64, owner_code=OWNER_CODE)
     ws.close()
-    for url in serve(studio):
-        yield studio, study, url
+    for owner_url, reader_url in serve(studio, "pilot"):
+        yield studio, study, owner_url, reader_url
 
 
 @pytest.fixture
@@ -96,7 +108,7 @@ def owner_app(tmp_path, medart_cache):
     import_paths(ws, [DEMO_DIR], split="test")
     ReaderStudies(ws).add_study("legacy", planted_images(1), display_size=32)
     ws.close()
-    for url in serve(studio):
+    for (url,) in serve(studio):
         yield studio, url
 
 
@@ -131,7 +143,7 @@ def truths(studio, study):
 
 
 def start(page, reader):
-    pick(page, "rs-study", "pilot")
+    page.wait_for_selector("#rs-title:has-text('pilot')")
     page.locator("#rs-reader input, #rs-reader textarea").first.fill(reader)
     page.locator("#rs-start").click()
     page.wait_for_selector("#rs-viewer [data-token]")
@@ -168,14 +180,17 @@ def answer(page, key, realism, position, note=None, double_enter=False):
 
 
 def test_keyboard_study_with_resume_and_results(app, browser, shots):
-    studio, study, url = app
+    studio, study, owner_url, url = app
     items = truths(studio, study)
-    page = browser.new_page(viewport={"width": 1300, "height": 1300})
+    page = browser.new_page(viewport={"width": 1300, "height": 1000})
     page.set_default_timeout(TIMEOUT)
     urls = []
     page.on("request", lambda r: urls.append(r.url))
     page.add_init_script(CAPTURE_JS)
     page.goto(url)
+    # the reader's page: no study list, no results, no owner code, nothing of the workspace
+    absent = "#rs-study, #rs-owner-code, #rs-results, #rs-create, .gallery, [data-testid=image]"
+    assert page.locator(absent).count() == 0
 
     start(page, "Dr Test")
     pressed = {}  # token -> (answer, realism)
@@ -217,7 +232,22 @@ def test_keyboard_study_with_resume_and_results(app, browser, shots):
     for received in streams + [page.content()]:
         assert not any(secret in received for secret in secrets)
 
-    # results: a wrong or missing code shows nothing, the owner's code shows them
+    # blinding as the reader's browser saw it: identical lengths; no URL names a class, a source or the truth
+    lengths = {len(png) for _, png in items.values()}
+    assert len(lengths) == 1
+    for u in urls:
+        low = u.lower()
+        assert not any(word in low for word in FORBIDDEN), u
+    assert not any(t in u for t in items for u in urls)  # images never travel by URL at all
+    page.close()
+
+    # results, in the owner's app: a wrong or missing code shows nothing, the owner's code shows them
+    page = browser.new_page(viewport={"width": 1300, "height": 1300})
+    page.set_default_timeout(TIMEOUT)
+    page.goto(owner_url)
+    pick(page, "rs-study", "pilot")
+    page.wait_for_selector("#rs-readers:has-text('Dr Test 8/8')")
+    assert "--reader-study pilot" in page.locator("#rs-readers").inner_text()
     open_accordion(page, "Results (study owner only", "rs-export")
     page.locator("#rs-owner-code input").fill("wrong-code")
     page.locator("#rs-results-btn").click()
@@ -248,22 +278,7 @@ def test_keyboard_study_with_resume_and_results(app, browser, shots):
     assert page.locator("#rs-results table, #rs-plot img, #rs-csv a").count() == 0
     shots(page, "reader-study-05-wrong-code", full_page=True)
 
-    # a reader who starts at the owner's page sees neither the results nor the code
-    page.locator("#rs-owner-code input").fill(OWNER_CODE)
-    page.locator("#rs-results-btn").click()
-    page.wait_for_selector("#rs-results table")
-    start(page, "Dr Two")
-    page.wait_for_selector("#rs-results table", state="detached")
-    assert page.locator("#rs-plot img, #rs-csv a").count() == 0
-    assert page.locator("#rs-owner-code input").input_value() == ""
-
-    # blinding as the browser saw it: identical lengths; no URL names a class, a source or the truth
-    lengths = {len(png) for _, png in items.values()}
-    assert len(lengths) == 1
-    for u in urls:
-        low = u.lower()
-        assert not any(word in low for word in FORBIDDEN), u
-    assert not any(t in u for t in items for u in urls)  # images never travel by URL at all
+    page.close()
 
 
 def test_owner_code_at_creation_and_for_a_study_without_one(owner_app, browser, shots):
@@ -285,6 +300,8 @@ def test_owner_code_at_creation_and_for_a_study_without_one(owner_app, browser, 
     page.wait_for_function("() => document.querySelector('#rs-created').innerText.includes('Created')")
     page.wait_for_function("() => document.querySelector('#rs-new-code input').value === ''")  # the code goes
     assert page.locator("#rs-study input").input_value() == "made here"
+    page.wait_for_selector("#rs-readers:has-text('Readers so far: none yet')")
+    assert "--reader-study 'made here' --home" in page.locator("#rs-readers").inner_text()
     ws = studio.workspace()
     assert ReaderStudies(ws).check_owner("made here", "owner-5150").n_generated == 1
     ws.close()

@@ -1,0 +1,263 @@
+"""What the running app serves, tried as a curious user would (issue 12, points 1, 3 and 4).
+
+`python app.py` with a login runs on a populated home folder (workspace, a run with
+checkpoints, samples and an evaluation, a reader study). Logged in, every file in the home
+folder is requested through every route of Gradio 6.31 that reads files (`/gradio_api/file=`,
+the deprecated `/gradio_api/file/`, `/file=`, `/proxy=`, `/static/`, `/assets/`, `/svelte/`,
+custom components, run history), absolute and relative, with `..`, percent-encoded, from
+Gradio's own upload folder and through URL forms: none comes back. Images the pages show are
+served, from Gradio's cache folder. Before logging in, the page names no path, run, study or
+label. Importing from a server folder outside the allowed roots gets one line and no listing.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from PIL import Image
+
+from apphelpers import OWNER_CODE, SECRET_LABEL, SECRET_RUN, SECRET_STUDY, populate_home
+
+AUTH = ("owner", "pass-5521")
+
+
+def variants(path: Path, home: Path, cwd: Path, uploads: Path, port: int) -> list[str]:
+    """Every way we know to ask Gradio's routes for the file `path` (absolute)."""
+    p = str(path)
+    rel = os.path.relpath(p, cwd)  # from the server's working directory: starts with ../
+    in_home = path.relative_to(home)
+    up = "../" * 12 + p.lstrip("/")
+    up_enc = "..%2F" * 12 + quote(p.lstrip("/"), safe="")
+    enc = quote(p, safe="")
+    own = f"http://127.0.0.1:{port}/gradio_api/file={p}"
+    return [
+        f"/gradio_api/file={p}",
+        f"/gradio_api/file={enc}",
+        f"/gradio_api/file={quote(enc, safe='')}",
+        f"/gradio_api/file={rel}",
+        f"/gradio_api/file={quote(rel, safe='')}",
+        f"/gradio_api/file={home}/../{home.name}/{in_home}",
+        f"/gradio_api/file={home}/./{in_home}",
+        f"/gradio_api/file={uploads}/../../../../{p.lstrip('/')}",
+        f"/gradio_api/file={uploads}/%2e%2e/%2e%2e/%2e%2e/%2e%2e/{quote(p.lstrip('/'))}",
+        f"/gradio_api/file=file://{p}",
+        f"/gradio_api/file={p.replace('/', '%5C')}",
+        f"/gradio_api/file={own}",
+        f"/gradio_api/file/{p}",
+        f"/gradio_api/file/{rel}",
+        f"/gradio_api/file/{enc}",
+        f"/file={p}",
+        f"/file/{p}",
+        f"/gradio_api/proxy={p}",
+        f"/gradio_api/proxy={own}",
+        f"/static/{up}",
+        f"/static/{up_enc}",
+        f"/assets/{up_enc}",
+        f"/svelte/{up_enc}",
+        f"/gradio_api/custom_component/0/client/x/{up_enc}",
+        f"/gradio_api/run-history/records/x/1/assets/{enc}",
+        f"/{p.lstrip('/')}",
+    ]
+
+
+def get(conn_box: list, port: int, target: str, cookie: str | None) -> tuple[int, bytes]:
+    """GET `target` exactly as written (http.client does not normalise `..` or encodings)."""
+    for _ in range(2):
+        if not conn_box:
+            conn_box.append(http.client.HTTPConnection("127.0.0.1", port, timeout=30))
+        conn = conn_box[0]
+        try:
+            conn.request("GET", target, headers={"Cookie": cookie} if cookie else {})
+            response = conn.getresponse()
+            return response.status, response.read()
+        except (http.client.HTTPException, OSError):
+            conn.close()
+            conn_box.clear()
+    raise AssertionError(f"no answer for {target}")
+
+
+def login_cookie(port: int) -> str:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    body = f"username={AUTH[0]}&password={AUTH[1]}"
+    conn.request("POST", "/login", body=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
+    response = conn.getresponse()
+    response.read()
+    assert response.status == 200
+    cookies = [v.split(";")[0] for k, v in response.getheaders() if k.lower() == "set-cookie"]
+    return "; ".join(cookies)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, medart_cache):
+    from apphelpers import AppServer
+
+    root = tmp_path_factory.mktemp("serving")
+    home = root / "home"
+    names = populate_home(home)
+    uploads = root / "pages"
+    server = AppServer(home, medart_cache, extra_env={"MEDART_AUTH": ":".join(AUTH),
+                                                      "GRADIO_TEMP_DIR": str(uploads)})
+    server.start()
+    cwd = home.parent / f"cwd-{server.port}"
+    yield server, names, cwd, uploads
+    server.kill()
+
+
+def test_no_file_of_the_home_folder_is_served_by_any_route(served):
+    from gradio_client import Client
+
+    server, names, cwd, uploads = served
+    client = Client(server.url, auth=AUTH, verbose=False, download_files=False)
+    # the page's own images are served (from Gradio's cache folder): the harness can fetch files
+    stats, gallery, _, _ = client.predict("all", "all", 1, api_name="/view")
+    assert "16 image(s)" in stats and len(gallery) == 16
+    shown = Path(gallery[0]["image"]["path"])
+    assert shown.is_relative_to(uploads) and Image.open(shown).size[0] > 0
+    cookie = login_cookie(server.port)
+    box: list = []
+    url = gallery[0]["image"]["url"].split(str(server.port), 1)[1]
+    status, body = get(box, server.port, url, cookie)
+    assert status == 200 and body == shown.read_bytes()
+
+    from medart.workspace import Workspace
+
+    open_ws = Workspace(server.home / "workspace")  # as a running job holds it: its WAL and shm files exist
+    open_ws.set_setting("probe", "1")
+    files = sorted(p for p in server.home.rglob("*") if p.is_file())
+    kinds = {p.suffix for p in files}
+    assert {".db", ".png", ".jpg", ".safetensors", ".pt", ".yaml", ".json", ".md", ".jsonl"} <= kinds
+    assert any(p.name.endswith("-wal") for p in files)  # the live database's write-ahead log too
+    served_back = []
+    requests = 0
+    for path in files:
+        data = path.read_bytes()
+        for target in variants(path, server.home, cwd, uploads, server.port):
+            status, body = get(box, server.port, target, cookie)
+            requests += 1
+            leaked = len(data) >= 16 and data[:4096] in body
+            if status < 400 or leaked:
+                served_back.append((status, target))
+    open_ws.close()
+    assert served_back == []
+    assert requests == len(files) * len(variants(files[0], server.home, cwd, uploads, server.port))
+    print(f"{len(files)} files x {requests // len(files)} routes = {requests} requests, all refused")
+
+
+def test_nothing_is_named_before_login(served):
+    server, names, _, _ = served
+    box: list = []
+    status, page = get(box, server.port, "/", None)
+    assert status == 200 and b"auth_required" in page  # the login page, with Gradio's description of the API
+    secrets = [str(server.home), SECRET_LABEL, SECRET_RUN, SECRET_STUDY, "fundus_0"]
+    assert [s for s in secrets if s.encode() in page] == []
+    for target in ("/config", "/gradio_api/info", f"/gradio_api/file={server.home}/workspace/workspace.db"):
+        assert get(box, server.port, target, None)[0] == 401
+    # logged in, the page still carries none of them in its initial config: they come on load
+    status, page = get(box, server.port, "/", login_cookie(server.port))
+    assert status == 200 and b"auth_required" not in page
+    assert [s for s in secrets if s.encode() in page] == []
+
+
+def test_server_folders_outside_the_roots_get_one_line(served):
+    from gradio_client import Client
+
+    server, names, _, _ = served
+    client = Client(server.url, auth=AUTH, verbose=False)
+    browse = ["all", "all", 1]
+    for folder in ("/etc", "/etc/../etc", str(server.home / ".." / ".." / "etc"), "~/../../etc"):
+        with pytest.raises(Exception) as refused:
+            client.predict(folder, "", "", "train", False, *browse, api_name="/import_folder")
+        text = str(refused.value)
+        assert "is not inside a folder this app may read" in text and "\n" not in text.strip()
+        assert "passwd" not in text and "hosts" not in text
+    with pytest.raises(Exception, match="not inside a folder this app may read"):
+        client.predict("/etc", "train", "", "", *browse, api_name="/on_dataset")
+    # inside the home folder (a default root on loopback) a folder imports
+    incoming = server.home / "incoming"
+    incoming.mkdir()
+    Image.new("RGB", (40, 40), (10, 200, 30)).save(incoming / "green.png")
+    summary = client.predict(str(incoming), "", "", "train", False, *browse, api_name="/import_folder")[0]
+    assert "Imported 1 image(s)" in summary
+    # a run is chosen by name: a path to another folder is not a run
+    with pytest.raises(Exception, match="is not a run name"):
+        client.predict("../../etc", "a prompt", 0, 2, 4.5, 1.0, 0, api_name="/compare")
+
+
+def test_reader_results_in_the_owner_app_still_need_the_code(served):
+    from medart.reader_study import ReaderStudies
+    from medart.workspace import Workspace
+
+    server, *_ = served
+    with Workspace(server.home / "workspace") as ws:
+        assert ReaderStudies(ws).check_owner(SECRET_STUDY, OWNER_CODE).name == SECRET_STUDY
+
+
+def test_login_slows_down_per_client(tmp_path):
+    """Wrong logins from one address wait longer and longer; another address is not slowed;
+    a right login forgets. The waits are recorded, not slept."""
+    import asyncio
+    import threading
+
+    import gradio as gr
+    import httpx
+
+    from apphelpers import free_port
+    from medart.ui import login
+
+    waits = []
+
+    async def record(seconds):
+        waits.append(seconds)
+
+    guard = login.LoginGuard(*AUTH, sleep=record)
+    with gr.Blocks() as demo:
+        gr.Markdown("private")
+    port = free_port()
+    options = login.launch_options(AUTH, guard=guard)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **options)
+    url = f"http://127.0.0.1:{port}/login"
+    try:
+        def attempt(password, source="127.0.0.1"):
+            transport = httpx.HTTPTransport(local_address=source)
+            with httpx.Client(transport=transport) as c:
+                return c.post(url, data={"username": AUTH[0], "password": password}).status_code
+
+        assert [attempt(f"guess-{i}") for i in range(7)] == [400] * 7
+        assert waits == [1.0, 2.0, 4.0, 8.0]  # three at full speed, then doubling
+        assert guard.delay("127.0.0.1") == 16.0
+        assert attempt("guess", "127.0.0.2") == 400 and waits == [1.0, 2.0, 4.0, 8.0]  # another client
+        assert attempt(AUTH[1]) == 200 and waits[-1] == 16.0  # the right password still waits its turn
+        assert guard.delay("127.0.0.1") == 0.0  # then the failures are forgotten
+        assert attempt("guess") == 400 and waits[-1] == 16.0
+    finally:
+        demo.close()
+    # many wrong logins cap at MAX_DELAY_S
+    many = login.LoginGuard(*AUTH, sleep=record)
+
+    def guesses():  # in a thread of its own: the browser tests keep an event loop in this one
+        for _ in range(12):
+            asyncio.run(many.check("x", "y"))
+
+    worker = threading.Thread(target=guesses)
+    worker.start()
+    worker.join()
+    assert waits[-1] == login.MAX_DELAY_S and many.delay("unknown") == login.MAX_DELAY_S
+
+
+def test_page_evaluate_report_shows_its_plots_as_images(served):
+    """The Evaluate tab's report points to its plots, which come as served images (not broken links)."""
+    from medart.studio import Studio
+    from medart.ui import evaluate
+
+    server, *_ = served
+    studio = Studio(home=server.home, base_model="tiny")
+    status, table, plots, report = evaluate.eval_view(studio, SECRET_RUN)
+    assert "](" not in report and "*Figure: Colour histograms of real and generated images (shown above).*" in report
+    assert [(p.name, caption) for p, caption in plots] == [
+        ("color_histograms.png", "Colour histograms of real and generated images")]
+    out = evaluate.spread((status, table, plots, report))
+    assert out[2]["value"].size == Image.open(plots[0][0]).size and out[3]["visible"] is False

@@ -1,0 +1,68 @@
+"""The original public Space (issue 12, point 5): strangers share the app, so each browser
+session works in its own temporary workspace. Two sessions upload an image each: neither sees
+the other's; the shared home workspace is never created; closing a page (its heartbeat ends)
+removes that session's workspace and leaves the other's."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from helpers import wait_for
+
+
+@pytest.fixture
+def space(tmp_path, monkeypatch, medart_cache):
+    from apphelpers import free_port
+    from medart.studio import Studio
+    from medart.ui import build_app, launch_kwargs
+
+    monkeypatch.setenv("SPACE_ID", "medart/studio")
+    monkeypatch.setenv("MEDART_ORIGINAL_SPACE", "medart/studio")
+    monkeypatch.delenv("MEDART_TRAINING", raising=False)
+    studio = Studio(home=tmp_path / "home", base_model="tiny", import_roots=[])
+    assert studio.per_session and not studio.training_allowed
+    demo = build_app(studio)
+    demo.queue(default_concurrency_limit=1)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                **launch_kwargs(studio))
+    try:
+        yield studio, f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+def test_two_sessions_do_not_see_each_others_uploads(space, tmp_path):
+    import httpx
+    from gradio_client import Client, handle_file
+
+    studio, url = space
+    colours = {"a": (220, 30, 30), "b": (30, 30, 220)}
+    clients = {}
+    for who, colour in colours.items():
+        path = tmp_path / f"upload-{who}.png"
+        Image.new("RGB", (48, 48), colour).save(path)
+        clients[who] = Client(url, verbose=False, download_files=False)
+        summary = clients[who].predict([handle_file(str(path))], "", "", "train", False, "all", "all", 1,
+                                       api_name="/import_files")[0]
+        assert "Imported 1 image(s)" in summary
+    for who, colour in colours.items():
+        stats, gallery, _, _ = clients[who].predict("all", "all", 1, api_name="/view")
+        assert "**Workspace:** 1 image(s)" in stats and len(gallery) == 1
+        shown = Image.open(gallery[0]["image"]["path"]).convert("RGB")
+        assert shown.getpixel((shown.width // 2, shown.height // 2)) == pytest.approx(colour, abs=12)
+    assert len(studio.sessions.keys()) == 2
+    assert not (studio.home / "workspace").exists()  # nothing lands in a workspace shared by everyone
+    status = clients["a"].predict(api_name="/status")
+    assert status["training_allowed"] is False and status["jobs"] == []
+
+    # session a's page closes: its heartbeat ends, its workspace goes; b's stays
+    with httpx.Client(timeout=30) as http:
+        with http.stream("GET", f"{url}gradio_api/heartbeat/{clients['a'].session_hash}") as beat:
+            next(beat.iter_lines())
+    wait_for(lambda: len(studio.sessions.keys()) == 1, timeout=60)
+    assert "**Workspace:** 1 image(s)" in clients["b"].predict("all", "all", 1, api_name="/view")[0]
+    # folder imports are off here: the Space allows no server folders
+    with pytest.raises(Exception, match="reads no server folders"):
+        clients["b"].predict("/etc", "", "", "train", False, "all", "all", 1, api_name="/import_folder")
