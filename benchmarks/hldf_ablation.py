@@ -77,7 +77,13 @@ def run_arm(name: str, seed: int, data: colour_classes.ClassSet, args) -> dict:
               "total_steps": max(r["step"] for r in rows),
               "colour_seconds": sum(r["color_seconds"] for r in colour),
               "grad_ratio": float(np.median([r["grad_norm_color"] / max(r["grad_norm_diffusion"], 1e-12)
-                                             for r in colour])) if colour else None}
+                                             for r in colour])) if colour else None,
+              "grad_norm_color": float(np.median([r["grad_norm_color"] for r in colour])) if colour else None,
+              "grad_norm_diffusion": float(np.median([r["grad_norm_diffusion"] for r in colour])) if colour else None,
+              "clipped_colour_steps": float(np.mean([r["grad_norm"] > config.max_grad_norm for r in colour]))
+              if colour else None,
+              "clipped_plain_steps": float(np.mean([r["grad_norm"] > config.max_grad_norm
+                                                    for r in rows if "loss" in r and "color_loss" not in r]))}
     cache.write_text(json.dumps(result))
     return result
 
@@ -128,6 +134,21 @@ def table(results: dict, data: colour_classes.ClassSet, arms: list[str], seeds: 
     return "\n".join(lines)
 
 
+def gradient_table(results: dict, arms: list[str], seeds: list[int]) -> str:
+    """Median gradient norms on colour steps and how often clipping (at 1.0) acted."""
+    lines = ["| arm | colour gradient (median) | diffusion gradient (median) | ratio | colour steps clipped "
+             "| plain steps clipped |", "|---|---:|---:|---:|---:|---:|"]
+    for arm in arms:
+        rs = [results[(arm, s)] for s in seeds]
+        if arm == "lora" or not all(r.get("grad_norm_color") for r in rs):
+            continue
+        mean = lambda key: float(np.mean([r[key] for r in rs]))  # noqa: E731
+        lines.append(f"| {arm} | {mean('grad_norm_color'):.3f} | {mean('grad_norm_diffusion'):.3f} | "
+                     f"{mean('grad_ratio'):.1f} | {100 * mean('clipped_colour_steps'):.0f} % | "
+                     f"{100 * mean('clipped_plain_steps'):.0f} % |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arms", nargs="+", default=["lora", "default", "paper", "paper-N10"])
@@ -166,7 +187,10 @@ def main() -> None:
     print(f"\n{', '.join(args.classes)}: {steps} steps, seeds {args.seeds}, {args.n_train} training / "
           f"{args.n_reference} reference images per class, {args.n_gen} generated per class\n")
     print(text)
-    (args.out / "table.md").write_text(text + "\n")
+    grads = gradient_table(results, arms, args.seeds)
+    print("\nGradient norms on colour steps (seed mean of per-run medians):\n")
+    print(grads)
+    (args.out / "table.md").write_text(text + "\n\n" + grads + "\n")
 
 
 if __name__ == "__main__":

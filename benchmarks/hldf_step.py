@@ -1,4 +1,5 @@
-"""Cost of HLDF: a plain LoRA step against a colour step, gradient checkpointing on and off.
+"""Cost of HLDF: a plain LoRA step against a colour step (the paper's, and the default balanced
+one, which backpropagates through the last 2 solver steps only), gradient checkpointing on and off.
 
     python benchmarks/hldf_step.py                       # tiny base, CPU (64 px)
     python benchmarks/hldf_step.py --arch pixart-xl-2    # real-size PixArt-XL-2 + T5-XXL, random
@@ -29,13 +30,14 @@ def one(args) -> dict:
     from medart.hldf import Trainer, peak_memory_mb
     from medart.profiles import build_architecture, default_device_dtype, load_base
 
-    colour = args.mode == "colour"
+    colour = args.mode != "plain"
+    mode = {"hldf.mode": args.mode} if colour else {}
     with tempfile.TemporaryDirectory() as out:
         cfg = load_config(None, base_model=args.arch or args.base_model, data="synthetic", output=out,
                           max_steps=10_000, validation_every=10_000, checkpoint_every=10_000,
                           gradient_checkpointing=args.checkpointing, cache_latents=False,
                           **{"hldf.enabled": colour, "hldf.every": 1, "hldf.steps": args.steps,
-                             "lora.t5": True})
+                             "lora.t5": True, **mode})
         if args.arch:
             device, dtype = default_device_dtype()
             base = build_architecture(args.arch, device, dtype)
@@ -62,7 +64,7 @@ def main():
     p.add_argument("--arch", help="pixart-xl-2: real-size random-weight networks (CUDA)")
     p.add_argument("--steps", type=int, default=20, help="M, solver steps of the colour step")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--mode", choices=["plain", "colour"], help=argparse.SUPPRESS)
+    p.add_argument("--mode", choices=["plain", "paper", "balanced"], help=argparse.SUPPRESS)
     p.add_argument("--checkpointing", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.mode:  # child process: one configuration
@@ -74,7 +76,7 @@ def main():
         if not torch.cuda.is_available():
             raise SystemExit("--arch pixart-xl-2 needs a CUDA GPU (about 20 GB for weights alone in bf16)")
     rows = []
-    for mode, ckpt in (("plain", 1), ("plain", 0), ("colour", 1), ("colour", 0)):
+    for mode, ckpt in (("plain", 1), ("plain", 0), ("paper", 1), ("paper", 0), ("balanced", 1), ("balanced", 0)):
         cmd = [sys.executable, str(HERE / "hldf_step.py"), "--mode", mode, "--checkpointing", str(ckpt),
                "--steps", str(args.steps), "--repeats", str(args.repeats), "--base-model", args.base_model]
         if args.arch:
@@ -87,9 +89,9 @@ def main():
     plain = next(r for r in rows if r["mode"] == "plain" and r["checkpointing"])
     print(f"model: {args.arch or args.base_model} on {plain['device']}, LoRA on DiT and T5, M = {args.steps}, "
           f"batch 1, median of {args.repeats}")
-    print(f"{'step':<8}{'ckpt':<6}{'seconds':>10}{'x plain':>9}{'peak MB':>10}{'x plain':>9}{'GFLOP':>12}{'GFLOP/s':>10}")
+    print(f"{'step':<10}{'ckpt':<6}{'seconds':>10}{'x plain':>9}{'peak MB':>10}{'x plain':>9}{'GFLOP':>12}{'GFLOP/s':>10}")
     for r in rows:
-        print(f"{r['mode']:<8}{'on' if r['checkpointing'] else 'off':<6}{r['seconds']:>10.3f}"
+        print(f"{r['mode']:<10}{'on' if r['checkpointing'] else 'off':<6}{r['seconds']:>10.3f}"
               f"{r['seconds'] / plain['seconds']:>9.2f}{r['peak_mb']:>10.0f}{r['peak_mb'] / plain['peak_mb']:>9.2f}"
               f"{r['tflop'] * 1e3:>12.4g}{r['tflops_per_s'] * 1e3:>10.4g}")
 

@@ -282,7 +282,7 @@ def test_config_file_and_flags(tmp_path):
     cfg = load_config(path, **{"hldf.steps": 11, "lora.t5": False})
     assert (cfg.hldf.every, cfg.hldf.steps, cfg.lora.rank, cfg.lora.t5) == (7, 11, 4, False)
     assert cfg.hldf.color_weight == 1.0  # the balanced mode's
-    assert load_config(path, **{"hldf.mode": "paper"}).hldf.color_weight == pytest.approx(1 / 11)  # the paper's 1/M
+    assert load_config(path, **{"hldf.mode": "paper"}).hldf.color_weight == pytest.approx(1 / 9)  # the paper's 1/M
     defaults = load_config(None)
     assert (defaults.hldf.every, defaults.hldf.steps, defaults.hldf.cfg, defaults.lora.rank) == (None, 20, 4.5, 8)
     assert (defaults.hldf.mode, defaults.hldf.color_weight, defaults.hldf.color_grad_steps) == ("balanced", 1.0, 2)
