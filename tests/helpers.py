@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from pathlib import Path
 
 import torch
 import yaml
 from PIL import Image
+
+
+DEMO = Path(__file__).resolve().parent.parent / "assets" / "demo"
+
+
+def make_data(folder: Path, prefix: str = "fundus", n: int = 8) -> Path:
+    """An imagefolder of the first `n` demo images whose names start with `prefix`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [json.loads(line) for line in (DEMO / "metadata.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if r["file_name"].startswith(prefix)][:n]
+    for r in rows:
+        shutil.copy(DEMO / r["file_name"], folder / r["file_name"])
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
 
 
 def wait_for(predicate, timeout=300, poll=0.2):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_hldf import make_data
+from helpers import make_data
 
 from medart import checkpoints
 from medart.cli import main as cli_main

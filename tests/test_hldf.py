@@ -3,7 +3,6 @@
 import json
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,21 +21,11 @@ from medart.config import load_config
 from medart.data import DataError
 from medart.generate import Generator
 from medart.hldf import train
+from helpers import make_data
 from medart.profiles import BaseModelError
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO = ROOT / "assets" / "demo"
 CAPTION = "A fundus photograph of a retina, predominantly orange red with dark red vessels."
-
-
-def make_data(folder: Path, prefix: str = "fundus", n: int = 8) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = [json.loads(line) for line in (DEMO / "metadata.jsonl").read_text().splitlines()]
-    rows = [r for r in rows if r["file_name"].startswith(prefix)][:n]
-    for r in rows:
-        shutil.copy(DEMO / r["file_name"], folder / r["file_name"])
-    (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return folder
 
 
 def colour_distance(images, reals) -> float:

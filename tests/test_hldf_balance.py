@@ -12,7 +12,7 @@ from medart.config import load_config
 from medart.generate import Generator
 from medart.hldf import Trainer, train
 from medart.losses import channel_moments
-from test_hldf import make_data
+from helpers import make_data
 
 
 @pytest.mark.parametrize("total,every,count", [
