@@ -88,7 +88,8 @@ def run_arm(name: str, seed: int, data: colour_classes.ClassSet, args) -> dict:
     return result
 
 
-def table(results: dict, data: colour_classes.ClassSet, arms: list[str], seeds: list[int]) -> str:
+def table(results: dict, data: colour_classes.ClassSet, arms: list[str], seeds: list[int],
+          baseline: str = "lora") -> str:
     ref = {c: colour_classes._stat_matrix(ims) for c, ims in data.reference.items()}
     classes = list(data.captions)
     lines = ["| arm | N | colour steps | " + " | ".join(f"{c}: change vs LoRA-only [95 % CI]" for c in classes)
@@ -96,11 +97,11 @@ def table(results: dict, data: colour_classes.ClassSet, arms: list[str], seeds: 
              "|---|---:|---:|" + "---|" * len(classes) + "---:|---:|---:|"]
     rng = np.random.default_rng(0)
     for arm in arms:
-        if arm == "lora":
-            base = [results[("lora", s)] for s in seeds]
+        if arm == baseline:
+            base = [results[(baseline, s)] for s in seeds]
             dist = {c: np.mean([colour_classes._dist_rows(np.array(r["stats"][c]), ref[c]) for r in base])
                     for c in classes}
-            lines.append("| LoRA only (distance) | – | 0 | " + " | ".join(f"{dist[c]:.4f}" for c in classes)
+            lines.append(f"| {'LoRA only' if baseline == 'lora' else baseline} (distance) | – | 0 | " + " | ".join(f"{dist[c]:.4f}" for c in classes)
                          + " | – | 1.00 | 1.00 |")
             continue
         cells, worst = [], -np.inf
@@ -108,7 +109,7 @@ def table(results: dict, data: colour_classes.ClassSet, arms: list[str], seeds: 
             changes, boots = [], []
             for s in seeds:
                 a = np.array(results[(arm, s)]["stats"][c])
-                b = np.array(results[("lora", s)]["stats"][c])
+                b = np.array(results[(baseline, s)]["stats"][c])
                 d_a, d_b = colour_classes._dist_rows(a, ref[c]), colour_classes._dist_rows(b, ref[c])
                 changes.append(d_a / d_b - 1)
                 boot = []
@@ -124,9 +125,9 @@ def table(results: dict, data: colour_classes.ClassSet, arms: list[str], seeds: 
             worst = max(worst, mean)
             per_seed = " / ".join(f"{100 * x:+.0f}" for x in changes)
             cells.append(f"{100 * mean:+.0f} % [{100 * lo:+.0f}, {100 * hi:+.0f}] ({per_seed})")
-        key = "cpu_seconds" if all("cpu_seconds" in results[(a, s)] for a in (arm, "lora") for s in seeds) else "seconds"
-        t = np.mean([results[(arm, s)][key] / results[("lora", s)][key] for s in seeds])
-        st = np.mean([results[(arm, s)].get("step_seconds", np.nan) / results[("lora", s)].get("step_seconds", np.nan)
+        key = "cpu_seconds" if all("cpu_seconds" in results[(a, s)] for a in (arm, baseline) for s in seeds) else "seconds"
+        t = np.mean([results[(arm, s)][key] / results[(baseline, s)][key] for s in seeds])
+        st = np.mean([results[(arm, s)].get("step_seconds", np.nan) / results[(baseline, s)].get("step_seconds", np.nan)
                       for s in seeds])
         r0 = results[(arm, seeds[0])]
         lines.append(f"| {arm} | {r0['every']} | {r0['colour_steps']} | " + " | ".join(cells)
@@ -140,7 +141,7 @@ def gradient_table(results: dict, arms: list[str], seeds: list[int]) -> str:
              "| plain steps clipped |", "|---|---:|---:|---:|---:|---:|"]
     for arm in arms:
         rs = [results[(arm, s)] for s in seeds]
-        if arm == "lora" or not all(r.get("grad_norm_color") for r in rs):
+        if not all(r.get("grad_norm_color") for r in rs):
             continue
         mean = lambda key: float(np.mean([r[key] for r in rs]))  # noqa: E731
         lines.append(f"| {arm} | {mean('grad_norm_color'):.3f} | {mean('grad_norm_diffusion'):.3f} | "
@@ -155,6 +156,7 @@ def main() -> None:
     p.add_argument("--define", nargs=2, action="append", default=[], metavar=("NAME", "SETTINGS"),
                    help="an extra arm: NAME 'hldf.grad_steps=1,hldf.every=5' (values parsed as YAML)")
     p.add_argument("--seeds", nargs="+", type=int, default=[42, 7])
+    p.add_argument("--baseline", default="lora", help="the arm the others are compared with (LoRA only)")
     p.add_argument("--steps", type=int, default=400, help="0: the product's default (15 epochs)")
     p.add_argument("--classes", nargs="+", default=list(colour_classes.CAPTIONS), choices=list(colour_classes.CAPTIONS))
     p.add_argument("--n-train", type=int, default=12)
@@ -174,7 +176,7 @@ def main() -> None:
         name = f"{'-'.join(args.classes)}-n{args.n_train}-T{args.steps or 'epochs'}"
         args.out = Path("benchmarks/out/hldf_ablation") / name
     args.out.mkdir(parents=True, exist_ok=True)
-    arms = args.arms if "lora" in args.arms else ["lora", *args.arms]
+    arms = args.arms if args.baseline in args.arms else [args.baseline, *args.arms]
     data = colour_classes.build(args.out / "data", args.n_train, args.n_reference, classes=tuple(args.classes))
     results = {}
     for seed in args.seeds:
@@ -182,8 +184,8 @@ def main() -> None:
             results[(arm, seed)] = run_arm(arm, seed, data, args)
             r = results[(arm, seed)]
             print(f"{arm} seed {seed}: {r['seconds']:.1f} s, {r['colour_steps']} colour steps", flush=True)
-    text = table(results, data, arms, args.seeds)
-    steps = args.steps or f"{results[('lora', args.seeds[0])]['total_steps']} (15 epochs)"
+    text = table(results, data, arms, args.seeds, args.baseline)
+    steps = args.steps or f"{results[(args.baseline, args.seeds[0])]['total_steps']} (15 epochs)"
     print(f"\n{', '.join(args.classes)}: {steps} steps, seeds {args.seeds}, {args.n_train} training / "
           f"{args.n_reference} reference images per class, {args.n_gen} generated per class\n")
     print(text)

@@ -13,6 +13,7 @@ versions kept that state in a pickle (`training_state.pt`); they are refused wit
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -28,6 +29,7 @@ from medart.fileio import atomic_write_json, publish_dir
 from medart.state_files import StateFileError, load_state, save_state
 
 MANIFEST = "manifest.json"
+EMA = "ema.safetensors"
 STATE_TENSORS, STATE_JSON = "training_state.safetensors", "training_state.json"
 LEGACY_STATE = "training_state.pt"  # a pickle, written by older versions; never loaded
 
@@ -53,15 +55,22 @@ def trainable_state(models: dict[str, torch.nn.Module]) -> dict[str, torch.Tenso
     }
 
 
-def save(folder: Path, step: int, models: dict, optimizer, lr_scheduler, extra: dict, keep: int) -> Path:
-    """Write checkpoint `step` atomically under `folder` (the run's checkpoints/)."""
+def save(folder: Path, step: int, models: dict, optimizer, lr_scheduler, extra: dict, keep: int,
+         ema: dict[str, torch.Tensor] | None = None, adapters_from=None) -> Path:
+    """Write checkpoint `step` atomically under `folder` (the run's checkpoints/). `ema`: the
+    EMA of the trainable weights (keys as `trainable_state`), kept for exact resume;
+    `adapters_from`: a context manager under which the usable adapter folders are written
+    (the EMA weights, when there are some)."""
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step-{step:06d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-step-{step:06d}-", dir=folder))
     try:
         save_file(trainable_state(models), tmp / "trainable.safetensors")
-        for name, model in models.items():  # usable adapters: `generate --lora` takes a checkpoint too
-            lora.save(model, tmp / name)
+        if ema is not None:
+            save_file({k: v.detach().to("cpu").contiguous() for k, v in ema.items()}, tmp / EMA)
+        with adapters_from() if adapters_from else contextlib.nullcontext():
+            for name, model in models.items():  # usable adapters: `generate --lora` takes a checkpoint too
+                lora.save(model, tmp / name)
         save_state({"optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict()},
                    tmp / STATE_TENSORS, tmp / STATE_JSON)
         (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **extra}, indent=2))
@@ -111,9 +120,10 @@ def find(resume: str, folder: Path) -> Path:
     return path
 
 
-def load(path: Path, models: dict, optimizer, lr_scheduler) -> dict:
-    """Restore weights, optimizer and scheduler; returns trainer_state.json. (No RNG state is
-    needed: the trainer seeds each step from the run seed and the step number.)
+def load(path: Path, models: dict, optimizer, lr_scheduler, ema: dict[str, torch.Tensor] | None = None) -> dict:
+    """Restore weights, optimizer, scheduler and (into `ema`, in place) the EMA weights;
+    returns trainer_state.json. (No RNG state is needed: the trainer seeds each step from the
+    run seed and the step number.)
     CheckpointError (with what to do) for a checkpoint of an older version or a broken one."""
     path = Path(path)
     if not (path / STATE_JSON).exists() and (path / LEGACY_STATE).exists():
@@ -133,6 +143,10 @@ def load(path: Path, models: dict, optimizer, lr_scheduler) -> dict:
                     p.data.copy_(weights[f"{prefix}.{name}"].to(p.device, p.dtype))
         optimizer.load_state_dict(training["optimizer"])
         lr_scheduler.load_state_dict(training["lr_scheduler"])
+        if ema is not None:
+            stored = load_file(path / EMA) if (path / EMA).exists() else weights  # EMA turned on at resume
+            for key, value in ema.items():
+                value.copy_(stored[key].to(value.device, value.dtype))
     except (StateFileError, SafetensorError, OSError, KeyError, TypeError, ValueError) as e:
         raise CheckpointError(
             f"cannot resume from {path}: {e}. The checkpoint does not fit this run (another base model, LoRA "

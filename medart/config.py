@@ -78,6 +78,7 @@ class HLDFConfig:
     coverage: str | None = None  # "batch" (paper), "rotate" or "groups"; None: the mode's
     balance: str | None = None  # "joint" (clip the sum, the paper) or "separate"; None: the mode's
     max_groups: int = 8  # classes generated per colour step with coverage "groups"
+    per_class: int = 1  # images generated per class in a colour step (target "group"): a set, compared as a set
 
     def __post_init__(self):
         if self.mode not in HLDF_MODES:
@@ -89,6 +90,8 @@ class HLDFConfig:
                 raise ValueError(f"hldf.{name} must be one of {', '.join(allowed)}, not {value!r}")
         if self.every is not None and self.every < 1:
             raise ValueError(f"hldf.every must be at least 1 (or empty for the schedule rule), not {self.every}")
+        if self.per_class < 1:
+            raise ValueError(f"hldf.per_class must be at least 1, not {self.per_class}")
         if self.grad_steps is not None and self.grad_steps < 1:
             raise ValueError(f"hldf.grad_steps must be at least 1 (or empty for the mode's), not {self.grad_steps}")
 
@@ -147,6 +150,7 @@ class TrainConfig:
     weight_decay: float = 1e-2
     adam_8bit: bool = False  # bitsandbytes AdamW8bit on CUDA (the authors' choice) when asked
     max_grad_norm: float = 1.0
+    ema_decay: float = 0.0  # > 0: validation samples and the exported adapter use an EMA of the LoRA weights
     seed: int = 42
     mixed_precision: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     gradient_checkpointing: bool = True

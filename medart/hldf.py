@@ -79,6 +79,10 @@ class Trainer:
         if config.validation_every is None:  # about ten points on the curves, at most 500 steps apart
             config.validation_every = min(500, max(1, self.total_steps // 10))
         self.group_moments = self._group_moments()
+        # a class's colour step compares a set of images with the class (`batch` coverage: the batch's own)
+        self.per_class = config.hldf.per_class if config.hldf.color_coverage != "batch" else 1
+        if config.hldf.color_target != "group":
+            self.per_class = 1
         self.models = {"dit": self.base.transformer}
         torch.manual_seed(config.seed)  # LoRA initialisation: the same on every process and run
         params = lora.attach_base(self.base, config.lora)
@@ -89,6 +93,9 @@ class Trainer:
             self.base.transformer.enable_gradient_checkpointing()
             self.base.vae.enable_gradient_checkpointing()
         self.optimizer = self._optimizer()
+        # EMA of the LoRA weights (fp32), keyed like the checkpoint's trainable weights
+        self.ema = ({k: v.clone().float() for k, v in checkpoints.trainable_state(self.models).items()}
+                    if config.ema_decay > 0 else None)
         from diffusers import DDPMScheduler
         from diffusers.optimization import get_scheduler
 
@@ -125,7 +132,7 @@ class Trainer:
     def _resume(self, resume: str) -> None:
         checkpoints.clean_partial(self.run.checkpoints)
         path = checkpoints.find(resume, self.run.checkpoints)
-        state = checkpoints.load(path, self.models, self.optimizer, self.lr_scheduler)
+        state = checkpoints.load(path, self.models, self.optimizer, self.lr_scheduler, self.ema)
         self.step = state["step"]
         if self.main:
             self.run.truncate_metrics(self.step)
@@ -247,6 +254,7 @@ class Trainer:
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+        self._update_ema()
         row["lr"] = self.lr_scheduler.get_last_lr()[0]
         row["seconds"] = time.perf_counter() - t0
         row["peak_mem_mb"] = peak_memory_mb(self.device)
@@ -274,21 +282,23 @@ class Trainer:
                 names = [names[(j * world + rank) % len(names)] for j in range(math.ceil(len(names) / world))]
             gen = torch.Generator().manual_seed(_step_seed(self.config.seed, self.step, rank) + 1)
             chosen = []
-            for name in names:
+            for name in names:  # per class, `per_class` of its images (their captions), drawn anew each step
                 idx = self.groups[name]
-                i = idx[int(torch.randint(len(idx), (1,), generator=gen))]
-                ex = self.data.examples[i]
-                chosen.append((ex, self.data.pixels(ex, epoch, i).to(self.device)))
+                for _ in range(self.per_class):
+                    i = idx[int(torch.randint(len(idx), (1,), generator=gen))]
+                    ex = self.data.examples[i]
+                    chosen.append((ex, self.data.pixels(ex, epoch, i).to(self.device)))
             text = None
         if text is None:
             with self._autocast():
                 text = self._text([ex.caption for ex, _ in chosen])
-        if hl.color_target == "group":
-            mean = torch.stack([self.group_moments[ex.group][0] for ex, _ in chosen])
-            std = torch.stack([self.group_moments[ex.group][1] for ex, _ in chosen])
+        if hl.color_target == "group":  # one target per class, compared with its set of per_class images
+            targets = [ex.group for ex, _ in chosen][::self.per_class]
+            mean = torch.stack([self.group_moments[g][0] for g in targets])
+            std = torch.stack([self.group_moments[g][1] for g in targets])
         else:
             mean, std = channel_moments(torch.stack([px for _, px in chosen]))
-        return text[0], text[1], mean.to(self.device), std.to(self.device), [ex.group for ex, _ in chosen]
+        return text[0], text[1], mean.to(self.device), std.to(self.device), [ex.group for ex, _ in chosen][::self.per_class]
 
     def _colour_step(self, examples, pixels, embeds, mask, epoch: int, latent_shape: tuple) -> dict:
         """Generate in the training graph, backpropagate the colour loss, combine the two
@@ -312,7 +322,7 @@ class Trainer:
                 grad_steps=hl.color_grad_steps,
             )
             image = dpm_solver.decode(self.base.vae, generated.to(self.base.vae.dtype))
-            lc = color_loss_to_moments(image, mean, std, reduction=hl.reduction)
+            lc = color_loss_to_moments(image, mean, std, reduction=hl.reduction, per_target=self.per_class)
             # backward inside the context: recomputation must see the same model settings
             (hl.color_weight * lc).backward()
         self._average_gradients()
@@ -332,6 +342,40 @@ class Trainer:
         return {"color_loss": self._mean(lc), "color_weight": hl.color_weight, "color_groups": groups,
                 "grad_norm_diffusion": diff_norm, "grad_norm_color": colour_norm, "color_scale": scale_c,
                 "grad_norm": grad_norm, "color_seconds": time.perf_counter() - t0}
+
+    def _named_params(self):
+        for prefix, model in self.models.items():
+            for name, p in model.named_parameters():
+                if p.requires_grad:
+                    yield f"{prefix}.{name}", p
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """ema = d * ema + (1 - d) * weights, d = min(ema_decay, (1 + step) / (10 + step)): the
+        usual warm-up, so early weights do not linger in a short run."""
+        if self.ema is None:
+            return
+        d = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
+        for key, p in self._named_params():
+            self.ema[key].mul_(d).add_(p.detach().float().to(self.ema[key].device), alpha=1 - d)
+
+    @contextlib.contextmanager
+    def ema_weights(self):
+        """The EMA weights in the models for the block (validation, export), the trained ones after."""
+        if self.ema is None:
+            yield
+            return
+        saved = {}
+        with torch.no_grad():
+            for key, p in self._named_params():
+                saved[key] = p.detach().clone()
+                p.copy_(self.ema[key].to(p.device, p.dtype))
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for key, p in self._named_params():
+                    p.copy_(saved[key])
 
     # -- validation, checkpoints, export ----------------------------------------------
     def validation_prompts(self) -> list[tuple[str, str | None]]:
@@ -357,6 +401,10 @@ class Trainer:
     def samples(self) -> dict[str, float]:
         """Fixed-seed validation images of this step (samples/step-N/); returns each class's
         colour distance (`color_stats.moment_distance`) to its training images."""
+        with self.ema_weights():
+            return self._samples()
+
+    def _samples(self) -> dict[str, float]:
         pairs = self.validation_prompts()
         prompts = [p for p, _ in pairs]
         seeds = list(range(len(prompts)))
@@ -395,14 +443,15 @@ class Trainer:
         return checkpoints.save(
             self.run.checkpoints, self.step, self.models, self.optimizer, self.lr_scheduler,
             {"total_steps": self.total_steps, "epoch": self.step // self.data.steps_per_epoch},
-            self.config.checkpoints_keep,
+            self.config.checkpoints_keep, self.ema, self.ema_weights,
         )
 
     def export(self, last: dict) -> Path:
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-adapter-", dir=self.run.path))
         try:
-            for name, model in self.models.items():
-                lora.save(model, tmp / name)
+            with self.ema_weights():
+                for name, model in self.models.items():
+                    lora.save(model, tmp / name)
             rows = self.run.metrics()
             start = next((r["color_distance"] for r in rows if r.get("step") == 0 and "color_distance" in r), None)
             atomic_write_text(tmp / "README.md", model_card(self.config, self.data_info, self.step, last,

@@ -82,10 +82,11 @@ def choose_every(total_steps: int) -> tuple[int, str]:
 
 def images_per_colour_step(config, groups: int) -> int:
     hl = config.hldf
+    per_class = hl.per_class if hl.color_target == "group" else 1
     if hl.color_coverage == "groups":
-        return max(1, min(groups, hl.max_groups))
+        return max(1, min(groups, hl.max_groups)) * per_class
     if hl.color_coverage == "rotate":
-        return 1
+        return per_class
     return config.batch_size
 
 
@@ -121,7 +122,7 @@ def measured_cost(config, images: int, runs: list[Path]) -> tuple[float, str] | 
         colour = [r for r in rows if "color_seconds" in r and "seconds" in r]
         if not colour:
             continue
-        have = _cost_key(other, len(colour[-1].get("color_groups") or [1]))
+        have = _cost_key(other, images_per_colour_step(other, len(colour[-1].get("color_groups") or [1])))
         if config.resolution is None:  # not resolved yet (the base model's own): any
             have = (have[0], None, *have[2:])
         if have != want:

@@ -31,12 +31,20 @@ def color_loss(generated: torch.Tensor, real: torch.Tensor, reduction: str = "su
 
 
 def color_loss_to_moments(generated: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-                          reduction: str = "sum") -> torch.Tensor:
-    """The colour loss against target moments given directly, each (B, C): a training image's
-    own (`color_loss`), or the average over a class's training images (HLDF's group target)."""
-    if mean.shape != generated.shape[:2] or std.shape != generated.shape[:2]:
-        raise ValueError(f"target moments {tuple(mean.shape)} do not match the images {tuple(generated.shape)}")
+                          reduction: str = "sum", per_target: int = 1) -> torch.Tensor:
+    """The colour loss against target moments given directly, each (T, C): a training image's
+    own (`color_loss`), or the average over a class's training images (HLDF's class target).
+
+    With `per_target` = k > 1 the generated batch holds k images per target (T * k, in order)
+    and their moments are averaged before the comparison: the loss of a *set* of generated
+    images against a set's statistics, which does not push every single image to the average."""
     mu_g, sd_g = channel_moments(generated)
+    if per_target > 1:
+        mu_g = mu_g.view(-1, per_target, mu_g.shape[1]).mean(1)
+        sd_g = sd_g.view(-1, per_target, sd_g.shape[1]).mean(1)
+    if mean.shape != mu_g.shape or std.shape != mu_g.shape:
+        raise ValueError(f"target moments {tuple(mean.shape)} do not match the images {tuple(generated.shape)} "
+                         f"({per_target} per target)")
     per_channel = (mu_g - mean.to(mu_g)) ** 2 + (sd_g - std.to(sd_g)) ** 2
     if reduction == "sum":
         return per_channel.sum(dim=1).mean()

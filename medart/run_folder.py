@@ -154,6 +154,7 @@ decision.** Generated images are synthetic and may look plausible while being wr
   {method}
 - Colour steps: {plan.summary() if plan is not None else '-'}{measured}
 - Steps: {steps}, batch {config.batch_size}, lr {config.learning_rate:g}, resolution {config.resolution}, seed {config.seed}
+- Weights: {f"an EMA of the LoRA weights (decay {config.ema_decay:g}), as the validation samples used" if config.ema_decay > 0 else "the LoRA weights of the last step"}
 - Last diffusion loss: {final_metrics.get('loss', float('nan')):.4f}
 {distances}
 ## Use without Med-Art Studio

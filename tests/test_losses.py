@@ -36,3 +36,22 @@ def test_diffusion_loss_uses_the_noise_half_only():
     out = torch.cat([torch.full((2, 4, 8, 8), 3.0), torch.full((2, 4, 8, 8), 100.0)], dim=1)  # variance half ignored
     assert diffusion_loss(out, noise).item() == pytest.approx(4.0)
     assert diffusion_loss(noise, noise).item() == 0.0
+
+
+def test_set_colour_loss_compares_the_sets_average_moments():
+    """per_target=k: k generated images per target, their moments averaged, then compared: a set
+    whose average matches the target costs nothing although each of its images differs."""
+    from medart.losses import channel_moments, color_loss_to_moments
+
+    low, high = torch.full((1, 3, 4, 4), -0.5), torch.full((1, 3, 4, 4), 0.5)
+    target_mean, target_std = torch.zeros(1, 3), torch.zeros(1, 3)
+    pair = torch.cat([low, high])
+    assert color_loss_to_moments(pair, target_mean, target_std, per_target=2).item() == 0.0
+    assert color_loss_to_moments(low, target_mean, target_std).item() == pytest.approx(0.75)  # 3 x 0.5^2
+    g = torch.randn(6, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    mean, std = torch.randn(3, 3) * 0.1, torch.rand(3, 3)
+    mu, sd = channel_moments(g)
+    by_hand = ((mu.view(3, 2, 3).mean(1) - mean) ** 2 + (sd.view(3, 2, 3).mean(1) - std) ** 2).sum(1).mean()
+    assert color_loss_to_moments(g, mean, std, per_target=2).item() == pytest.approx(by_hand.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="do not match"):
+        color_loss_to_moments(g, mean, std, per_target=3)

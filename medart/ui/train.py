@@ -172,8 +172,11 @@ def build(studio):
                     plot = gr.LinePlot(None, x="step", y="loss", color="series", title="Loss",
                                        color_map=SERIES, height=260, elem_id="loss-plot")
                     colour_plot = gr.LinePlot(None, x="step", y="distance", color="class",
-                                              title="Colour distance to each class's training images (lower is closer)",
-                                              height=260, elem_id="colour-plot")
+                                              title="Colour distance per class", height=260,
+                                              elem_id="colour-plot")
+                gr.Markdown("Colour distance: per-channel mean and std of each class's fixed-seed samples "
+                            "against that class's training images (HLDF's colour loss on the two sets' "
+                            "averages); lower is closer, 0 is a match.", elem_id="colour-plot-help")
                 samples = gr.Gallery(label="Samples (fixed seeds, from step 0)", columns=6, height=220, object_fit="contain",
                                      allow_preview=True, elem_id="sample-timeline")
                 log = gr.Textbox(label="Log (last lines)", lines=8, max_lines=8, elem_id="train-log",
