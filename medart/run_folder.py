@@ -170,3 +170,13 @@ image = pipe("An endoscopic image of ...", guidance_scale=4.5, clean_caption=Fal
 
 Captions were used as written (no caption cleaning), so pass `clean_caption=False`.
 """
+
+
+def adapter_path(run: str | Path) -> Path | None:
+    """The run's exported adapter, else its latest checkpoint, else None."""
+    run = Path(run)
+    if (run / "adapter" / "dit").is_dir():
+        return run / "adapter"
+    steps = sorted((run / "checkpoints").glob("step-*")) if (run / "checkpoints").is_dir() else []
+    steps = [s for s in steps if (s / "manifest.json").exists() and (s / "dit").is_dir()]
+    return steps[-1] if steps else None

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+from medart.assets import ASSETS
+
 TOKENIZER_DIR = ASSETS / "tiny-tokenizer"
 PRETRAINED_DIR = ASSETS / "tiny-base"  # made by `python -m medart.tiny_pretrain --out assets/tiny-base`
 SEED = 0

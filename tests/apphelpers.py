@@ -85,9 +85,9 @@ def populate_home(home: Path) -> dict:
 
     from helpers import make_tuned_run
     from medart.evaluation import EvalConfig, evaluate
-    from medart.importers import import_paths
+    from medart.workspace.importers import import_paths
     from medart.reader_study import ReaderStudies
-    from medart.studio import DEMO_DIR
+    from medart.assets import DEMO_DIR
     from medart.workspace import Workspace
     from test_reader_study import planted_images
 

@@ -6,7 +6,7 @@ import pytest
 
 import app
 from medart import studio as studio_mod
-from medart.train_launch import TrainSettings, launch, preflight, train_argv
+from medart.jobs.training import TrainSettings, launch, preflight, train_argv
 
 
 def test_login_required_beyond_localhost(monkeypatch):

@@ -14,7 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import captioning  # noqa: E402
 from captioning.offline import OfflineDescriber  # noqa: E402
 from captioning.templates import ModalityTemplate, get_builtin  # noqa: E402
-from medart.describe import Describer, caption_by_describer, group_by_describer, targets  # noqa: E402
+from medart.workspace.describe import Describer, caption_by_describer, group_by_describer, targets  # noqa: E402
 from medart.workspace import Filter, NewImage, Workspace  # noqa: E402
 from test_captioning_backends import ChatHandler, build_tiny_blip, chat_server  # noqa: E402
 

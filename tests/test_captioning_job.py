@@ -6,7 +6,7 @@ from transformers import AutoTokenizer
 
 from captioning.base import CaptionerError
 from captioning.offline import OfflineDescriber
-from medart.describe import caption_workspace, targets
+from medart.workspace.describe import caption_workspace, targets
 from medart.workspace import Filter, NewImage, Workspace
 from medart.tiny_base import TOKENIZER_DIR as TINY_TOKENIZER
 

@@ -10,7 +10,7 @@ from PIL import Image
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from medart.exports import export, push_to_hub  # noqa: E402
+from medart.workspace.exports import export, push_to_hub  # noqa: E402
 from medart.workspace import Filter, NewImage, Workspace  # noqa: E402
 
 

@@ -16,7 +16,7 @@ from PIL import Image
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from medart.importers import ImportLimits, import_dataset, import_paths  # noqa: E402
+from medart.workspace.importers import ImportLimits, import_dataset, import_paths  # noqa: E402
 from medart.workspace import Filter, Workspace  # noqa: E402
 
 
@@ -193,7 +193,7 @@ def test_dicom_patient_data_is_never_stored(tmp_path, ws):
         assert a.shape[2] == 3 and a.max() > a.min()  # windowed to 8 bits, not flat
         ws.set_text(i, "A radiology image of brain, gray.")
     ws.approve(report.added)
-    from medart.exports import export
+    from medart.workspace.exports import export
 
     for fmt in ("imagefolder", "csv", "txt"):
         export(ws, tmp_path / f"out-{fmt}", fmt=fmt)
@@ -324,7 +324,7 @@ def test_max_pixels_is_the_only_limit_both_ways(tmp_path, ws, monkeypatch):
 
 KILLED_IMPORT = """
 import os, signal, sys
-from medart.importers import import_paths
+from medart.workspace.importers import import_paths
 from medart.workspace import Workspace
 
 ws, src, how = sys.argv[1:4]

@@ -121,7 +121,7 @@ def test_errors_come_with_a_hint():
 def test_jobs_command_lists_and_stops(tmp_path, capsys):
     import argparse
 
-    from medart import cli_jobs
+    from medart.cli import jobs as cli_jobs
 
     parser = argparse.ArgumentParser()
     cli_jobs.add_parsers(parser.add_subparsers(dest="command"))

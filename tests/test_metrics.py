@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from medart.metrics import (
+from medart.evaluation.metrics import (
     MetricsError,
     extract_features,
     fid,

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from medart.metrics import InceptionFeatures, default_weights_path, extract_features, fid_from_features
+from medart.evaluation.metrics import InceptionFeatures, default_weights_path, extract_features, fid_from_features
 
 torch.set_num_threads(1)
 
@@ -98,7 +98,7 @@ def test_weights_ship_in_the_wheel_and_load_offline(extractor):
 
 
 def test_features_equal_torchmetrics_reference_forward(extractor, batch, feats, monkeypatch):
-    from medart.metrics import images_to_uint8
+    from medart.evaluation.metrics import images_to_uint8
 
     x = images_to_uint8(batch)
     assert tuple(x.shape) == (2, 3, 64, 64)  # resized to 299 inside, as torchmetrics does

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medart import reader_images
+from medart.reader_study import images as reader_images
 from medart.reader_study import CSV_COLUMNS, ReaderStudies, StudyImage, order_seed
 from medart.workspace import Workspace
 

@@ -9,8 +9,10 @@ import tempfile
 
 import pytest
 
-from medart import cli_reader_study, reader_images
-from medart.reader_study import SCHEMA, ReaderStudies, owner_code_matches
+from medart.cli import reader_study as cli_reader_study
+from medart.reader_study import images as reader_images
+from medart.reader_study import ReaderStudies, owner_code_matches
+from medart.reader_study.store import SCHEMA
 from medart.studio import Studio
 from medart.ui import reader_page
 from medart.ui import reader_study as tab

@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 from scipy.stats import binomtest
 
-from medart import cli_reader_study, reader_report
-from medart.reader_stats import POOLED, binomial_p_value, cohen_kappa, summarise, wilson_interval
+from medart.cli import reader_study as cli_reader_study
+from medart.reader_study import report as reader_report
+from medart.reader_study.stats import POOLED, binomial_p_value, cohen_kappa, summarise, wilson_interval
 from medart.reader_study import ReaderStudies
 from medart.workspace import Workspace
 from test_reader_study import planted_images

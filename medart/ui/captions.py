@@ -17,7 +17,7 @@ import gradio as gr
 
 from captioning import BACKENDS
 from captioning.templates import ModalityTemplate
-from medart.describe import Describer, group_by_describer, workspace_describer
+from medart.workspace.describe import Describer, group_by_describer, workspace_describer
 from medart.ui import pictures
 from medart.ui.widgets import progress_bar, state_badge, user_errors
 from medart.workspace import Filter, Workspace
@@ -301,7 +301,7 @@ def build(studio):
 
         @user_errors
         def do_regen(cur, backend_, model_, url_, *f):
-            from medart.describe import caption_by_describer
+            from medart.workspace.describe import caption_by_describer
 
             if not cur:
                 raise ValueError("select an image first")

@@ -9,7 +9,7 @@ import math
 import gradio as gr
 
 from captioning.templates import BUILTIN_TEMPLATES
-from medart.studio import DEMO_DIR
+from medart.assets import DEMO_DIR
 from medart.ui import organise, pictures
 from medart.ui.widgets import on_page_load, user_errors
 from medart.workspace import SPLITS, Filter
@@ -22,7 +22,7 @@ ALL, NO_LABEL = "all", "(no label)"
 def import_demo(ws) -> tuple:
     """The shipped demo images, by class, as drafts (no captions: the Captions tab writes them);
     the last two images of each class go to the held-out `test` split for evaluation."""
-    from medart.importers import import_paths
+    from medart.workspace.importers import import_paths
 
     reports = []
     for label in ("fundus", "histology"):
@@ -150,7 +150,7 @@ def build(studio):
                 ws.close()
 
         def import_files(paths, label, modality, split, allow_burned_in, browse):
-            from medart.importers import import_paths
+            from medart.workspace.importers import import_paths
 
             ws = studio.workspace()
             try:
@@ -177,7 +177,7 @@ def build(studio):
 
         @user_errors
         def on_dataset(name, ds_split, label, modality, *browse):
-            from medart.importers import import_dataset
+            from medart.workspace.importers import import_dataset
 
             if not (name or "").strip():
                 raise ValueError("give a dataset id (owner/name) or a local imagefolder path")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from medart.splits import hold_out, parse_ids, split_counts, table, totals
+from medart.workspace.splits import hold_out, parse_ids, split_counts, table, totals
 from medart.ui.widgets import user_errors
 from medart.workspace import SPLITS
 

@@ -5,7 +5,7 @@ A reader types their name and answers one image at a time: R = real, G = generat
 realism (optional), N = write a note, Enter = next. Every answer is saved at once; the same
 name later resumes at the next unanswered image. What the browser receives for an image is
 only an inline PNG under a random token, encoded identically for both kinds
-(`medart.reader_images`).
+(`medart.reader_study.images`).
 
 The reader server holds this page and nothing else: its API is `/start` and `/answer` (and a
 page-load event that shows the study's name). It cannot list, import, caption, train,
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from medart import reader_images
+from medart.reader_study import images as reader_images
 from medart.reader_study import ReaderStudies, Shown
 from medart.ui.widgets import on_page_load, user_errors
 

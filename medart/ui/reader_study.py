@@ -2,7 +2,7 @@
 reader server, see the results.
 
 The study owner creates a study (k held-out real images and k generated from a run with the
-same captions, `medart.reader_sets.create_study`). Readers do not use this app: it shows the
+same captions, `medart.reader_study.sets.create_study`). Readers do not use this app: it shows the
 workspace's images, captions and runs, which would break the blinding. They answer on a
 separate reader server that serves one study's reader page and nothing else
 (`python app.py --reader-study NAME`, `medart.ui.reader_page`); this tab shows the exact
@@ -30,11 +30,12 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image
 
-from medart import reader_report
-from medart.reader_stats import summarise
-from medart.reader_sets import create_study
+from medart.reader_study import report as reader_report
+from medart.reader_study.stats import summarise
+from medart.reader_study.sets import create_study
 from medart.reader_study import OWNER_CODE_MIN, ReaderStudies, check_owner_code
-from medart.studio import REPO_ROOT, adapter_path
+from medart.assets import APP_SCRIPT
+from medart.run_folder import adapter_path
 from medart.ui.widgets import on_page_load, user_errors
 
 NO_CODE_NOTE = ("**This study has no owner code yet**, so its results stay hidden here. Study owner: type a "
@@ -44,7 +45,7 @@ READER_PORT = 7861
 
 def reader_command(studio, name: str, host: str = "0.0.0.0", port: int = READER_PORT) -> str:
     """The exact command that serves study `name`'s reader page (and nothing else) to readers."""
-    lines = ["MEDART_AUTH=reader:CHOOSE-A-PASSWORD", shlex.join([sys.executable, str(REPO_ROOT / "app.py")]),
+    lines = ["MEDART_AUTH=reader:CHOOSE-A-PASSWORD", shlex.join([sys.executable, str(APP_SCRIPT)]),
              shlex.join(["--reader-study", name, "--home", str(studio.home)]),
              shlex.join(["--host", host, "--port", str(port)])]
     return " \\\n  ".join(lines)

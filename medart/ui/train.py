@@ -16,7 +16,7 @@ import pandas as pd
 from medart.jobs import hint
 from medart.profiles import PROFILES
 from medart.run_folder import RunFolder
-from medart.train_launch import TrainSettings, launch, preflight
+from medart.jobs.training import TrainSettings, launch, preflight
 from medart.ui import pictures
 from medart.ui.widgets import (JOB_HEADERS, fmt_seconds, job_rows, on_page_load, progress_bar, state_badge,
                                user_errors)

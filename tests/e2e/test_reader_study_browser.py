@@ -22,7 +22,8 @@ import pytest
 
 from helpers import make_tuned_run
 from medart.reader_study import ReaderStudies
-from medart.studio import DEMO_DIR, Studio
+from medart.assets import DEMO_DIR
+from medart.studio import Studio
 from test_reader_study import planted_images
 from test_reader_study_owner import stored_hash
 
@@ -100,7 +101,7 @@ def app(tmp_path, medart_cache):
 @pytest.fixture
 def owner_app(tmp_path, medart_cache):
     """A studio with a tuned run, held-out demo images and a study made without an owner code."""
-    from medart.importers import import_paths
+    from medart.workspace.importers import import_paths
 
     studio = Studio(home=tmp_path / "home", base_model="tiny")
     make_tuned_run(studio.runs_dir / "tiny-run")

@@ -54,8 +54,8 @@ def read_owner_code() -> str:
 
 
 def cmd_create(args) -> int:
-    from medart.cli_evaluate import _Bars
-    from medart.reader_sets import create_study
+    from medart.cli.evaluate import _Bars
+    from medart.reader_study.sets import create_study
 
     code = read_owner_code() if args.owner_code else None
     ws = _open(args)
@@ -110,8 +110,8 @@ def cmd_list(args) -> int:
 
 
 def cmd_results(args) -> int:
-    from medart import reader_report
-    from medart.reader_stats import summarise
+    from medart.reader_study import report as reader_report
+    from medart.reader_study.stats import summarise
     from medart.reader_study import ReaderStudies
 
     ws = _open(args)

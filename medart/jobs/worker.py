@@ -1,4 +1,4 @@
-"""The process that runs one background job: `python -m medart.job_worker JOBDIR`.
+"""The process that runs one background job: `python -m medart.jobs.worker JOBDIR`.
 
 Started by `medart.jobs.JobManager` in a new session (its own process group). It runs the
 job's `python -m medart ...` command in this very process (so the recorded pid is the one
@@ -27,7 +27,7 @@ def _on_term(*_):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from medart import jobs
+    from medart.jobs import manager as jobs
 
     folder = Path((argv or sys.argv[1:])[0]).resolve()
     manager = jobs.JobManager(folder.parent)

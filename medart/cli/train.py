@@ -1,23 +1,13 @@
-"""The headless command line: `python -m medart <command> ...`, one function per command.
+"""The `train` and `generate` commands: HLDF fine-tuning of a base model, and one image from it.
 
-Every command prints a clear message and exits non-zero on bad input; long work shows a
-progress bar. Training runs unchanged under `accelerate launch` for several GPUs.
+Training runs unchanged under `accelerate launch` for several GPUs. Registered by
+`medart.cli` through `add_parsers(sub)`.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 from pathlib import Path
-
-
-def _threads() -> None:
-    # On small CPUs OpenMP's spin-waiting makes tiny ops erratic; one thread is steadier.
-    import torch
-
-    if not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(1)
 
 
 def train_config(args):
@@ -96,10 +86,7 @@ def cmd_generate(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m medart", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def add_parsers(sub) -> None:
     p = sub.add_parser("train", help="HLDF LoRA fine-tuning of a base model on captioned images")
     p.add_argument("config", nargs="?", help="YAML or JSON config; flags override it")
     p.add_argument("--base-model", help="profile (pixart-alpha-512, tiny), local folder or hub id")
@@ -144,24 +131,3 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, help="pixels (default: the base model's)")
     p.add_argument("--out", default="sample.png")
     p.set_defaults(func=cmd_generate)
-
-    # Commands of the caption workspace (import, caption, export, review), evaluation, reader studies, background jobs.
-    from medart import cli_evaluate, cli_jobs, cli_reader_study, cli_workspace
-
-    cli_workspace.add_parsers(sub)
-    cli_evaluate.add_parsers(sub)
-    cli_reader_study.add_parsers(sub)
-    cli_jobs.add_parsers(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    _threads()
-    from medart.profiles import BaseModelError
-
-    try:
-        return args.func(args)
-    except (BaseModelError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2

@@ -211,7 +211,7 @@ def train_argv(s: TrainSettings, run: Path) -> list[str]:
 def launch(ws: Workspace, s: TrainSettings, runs_dir: Path, jobs, device: str = "cpu"):
     """Preflight, snapshot the approved captions into the run folder, queue the training job.
     Returns (job, preflight); job is None when preflight blocks."""
-    from medart.exports import export
+    from medart.workspace.exports import export
 
     check = preflight(ws, s, runs_dir, device)
     if not check.ok:

@@ -44,7 +44,7 @@ class _Bars:
 
 
 def cmd_evaluate(args) -> int:
-    from medart.classifier import ClassifierConfig
+    from medart.evaluation.classifier import ClassifierConfig
     from medart.evaluation import EvalConfig, evaluate
 
     classifier = ClassifierConfig()

@@ -12,35 +12,21 @@ import json
 import os
 import sys
 
-from medart.splits import format_table, hold_out, parse_ids, split_counts, totals
+from medart.workspace.splits import format_table, hold_out, parse_ids, split_counts, totals
 from medart.workspace import SPLITS, STATUSES, Filter, Workspace, check_split, default_workspace
 
 
 # ---- shared helpers ---------------------------------------------------------------------------
-def _tokenizer(base_model: str | None):
-    """(name, tokenizer) of the base model whose T5 counts caption tokens."""
-    from medart import profiles
-
-    name = base_model or profiles.default_base_model()
-    if name == "tiny":
-        from transformers import AutoTokenizer
-
-        from medart.tiny_base import TOKENIZER_DIR
-
-        return name, AutoTokenizer.from_pretrained(TOKENIZER_DIR)
-    return name, profiles.load_tokenizer(name)
-
-
 def _open(args, tokens: str | None = None, create: bool = False) -> Workspace:
     """Open the workspace; with tokens="required" (captioning) or "optional" (import, edits),
     with the base model's T5 tokenizer to count caption tokens. An optional tokenizer that
     cannot be loaded leaves counts empty with a warning instead of failing the command."""
-    from medart.profiles import BaseModelError
+    from medart.profiles import BaseModelError, caption_tokenizer
 
     tokenizer = name = None
     if tokens:
         try:
-            name, tokenizer = _tokenizer(getattr(args, "base_model", None))
+            name, tokenizer = caption_tokenizer(getattr(args, "base_model", None))
         except (BaseModelError, OSError, ValueError) as e:
             if tokens == "required":
                 raise
@@ -79,7 +65,7 @@ def _add_filter_flags(p, status: bool = True) -> None:
 
 # ---- commands ---------------------------------------------------------------------------------
 def cmd_import(args) -> int:
-    from medart.importers import ImportLimits, import_dataset, import_paths
+    from medart.workspace.importers import ImportLimits, import_dataset, import_paths
 
     if not args.paths and not args.hf_dataset:
         raise ValueError("nothing to import: give files, folders or zip archives, or --hf-dataset ID_OR_DIR")
@@ -119,7 +105,7 @@ def cmd_caption(args) -> int:
 
     from captioning.base import CaptionerError, SamplingConfig
     from captioning.vsg import VSGConfig
-    from medart.describe import Describer, caption_by_describer, group_by_describer, open_captioner, targets
+    from medart.workspace.describe import Describer, caption_by_describer, group_by_describer, open_captioner, targets
 
     if args.backend is None and (args.model or args.url):
         raise ValueError(
@@ -188,7 +174,7 @@ def cmd_caption(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from medart.exports import describe_export, export, push_to_hub
+    from medart.workspace.exports import describe_export, export, push_to_hub
 
     ws = _open(args)
     try:

@@ -9,7 +9,7 @@ What happens to every image (documented conversions):
   grayscale (and float) images are rescaled linearly from their own minimum..maximum to
   0..255 (a constant image becomes black). Alpha (RGBA, LA, transparent palettes) is
   composited onto black. CMYK is converted with Pillow's CMYK->RGB conversion.
-- DICOM is read by `medart.dicom_import` (windowing, validated header values, and files whose
+- DICOM is read by `medart.workspace.dicom_import` (windowing, validated header values, and files whose
   pixels may show patient data refused unless `allow_burned_in`).
 - An image with more pixels than `ImportLimits.max_pixels` (`--max-pixels`) is refused as a
   decompression bomb; that limit is the only one (Pillow's own guard is set to it).
@@ -51,7 +51,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from medart.dicom_import import DicomRejected, decode_dicom, rescale_8bit
+from medart.workspace.dicom_import import DicomRejected, decode_dicom, rescale_8bit
 from medart.pixel_limit import BOMB_ERRORS, DEFAULT_MAX_PIXELS, pixel_limit
 from medart.workspace import NewImage, Workspace
 

@@ -3,9 +3,9 @@
 For the held-out real images (a folder or a workspace split) this generates k images per
 caption with fixed seeds from the base model and from the tuned run, through the one sampler
 (`medart.generate.Generator`, one loaded pipeline, LoRA strength 0 for base and 1 for tuned),
-cached on disk so a rerun only computes the metrics (`medart.eval_sets`). Then it computes:
+cached on disk so a rerun only computes the metrics (`medart.evaluation.sets`). Then it computes:
 
-- `fid`, `kid`: torchmetrics' FID and KID in Inception features (`medart.metrics`);
+- `fid`, `kid`: torchmetrics' FID and KID in Inception features (`medart.evaluation.metrics`);
 - `dfd`: the domain Fréchet distance in the penultimate features of a classifier trained on
   the run's real training images (or a user-given checkpoint): the paper's KFD / HFD;
 - `color`: per-channel statistics, colour distance and histograms (`medart.color_stats`);
@@ -15,7 +15,7 @@ cached on disk so a rerun only computes the metrics (`medart.eval_sets`). Then i
 
 Each distance is also computed between two halves of the real set, the floor a perfect
 generator could reach at this sample size. Results go to `<run>/eval/`: `report.md`,
-`metrics.json` and PNG plots (`medart.report`).
+`metrics.json` and PNG plots (`medart.evaluation.report`).
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medart import color_stats, metrics
-from medart.classifier import ClassifierConfig, DomainClassifier
-from medart.eval_sets import (
+from medart import color_stats
+from medart.evaluation import metrics
+from medart.evaluation.classifier import ClassifierConfig, DomainClassifier
+from medart.evaluation.sets import (
     EvaluationError,
     GeneratedImages,
     Progress,
@@ -131,7 +132,7 @@ def evaluate(
     N x 3 x H x W); it is meant for tests and experiments, the report names it.
     """
     from medart.generate import run_base_model
-    from medart.report import write_report
+    from medart.evaluation.report import write_report
 
     config = config or EvalConfig()
     run = Path(run)

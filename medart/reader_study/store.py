@@ -2,7 +2,7 @@
 
 A study holds k held-out real images of a workspace split and k images generated from a run
 with the same captions (hence classes), one per real image, with fixed seeds (chosen and made
-by `medart.reader_sets`). Every image is encoded once by `medart.reader_images` (identical resizing and encoding for both kinds) and
+by `medart.reader_study.sets`). Every image is encoded once by `medart.reader_study.images` (identical resizing and encoding for both kinds) and
 kept in the database under a random token. Each reader, by name, gets their own order of the
 study's images, shuffled with a recorded seed; each answer (real / generated, an optional
 realism score 1-5 and a note) is one transaction, so a study interrupted at any point resumes
@@ -51,7 +51,7 @@ from typing import Sequence
 
 from PIL import Image
 
-from medart import reader_images
+from medart.reader_study import images as reader_images
 from medart.fileio import atomic_write_text
 
 TRUTHS = ("real", "generated")

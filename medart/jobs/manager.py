@@ -17,7 +17,7 @@ queued -> cancelled when a queued job is removed. `job.json` is rewritten atomic
 an advisory file lock (`jobs/.lock`) shared by every process that changes it.
 
 How the queue keeps going without a daemon. There is no long-lived supervisor to die or to
-restart. Each job runs in a worker process (`python -m medart.job_worker JOBDIR`, started with
+restart. Each job runs in a worker process (`python -m medart.jobs.worker JOBDIR`, started with
 `start_new_session=True`, so it has its own process group and survives the app) that runs the
 command in-process, writes the final state itself, and then starts the next queued job before
 it exits. The app does the same whenever it submits a job and on every status poll
@@ -279,7 +279,7 @@ class JobManager:
             log.write(f"$ {job.command}\n".encode())
             log.flush()
             proc = subprocess.Popen(
-                [self.python, "-m", "medart.job_worker", str(job.path)],
+                [self.python, "-m", "medart.jobs.worker", str(job.path)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True, close_fds=True, env=env, cwd=os.getcwd(),
             )

@@ -1,7 +1,7 @@
 """The image sets of an evaluation: held-out real images and cached generated images.
 
 Real images come from an imagefolder (`metadata.jsonl`/`.csv` with `file_name`, `text`,
-`label`, as `medart.exports` writes it) or a workspace split. Generated images come from
+`label`, as `medart.workspace.exports` writes it) or a workspace split. Generated images come from
 `medart.generate.Generator` (the one sampler), k per caption with seeds fixed by position,
 and are cached as PNGs under a key of everything that determines their pixels (base model,
 adapter file hash, LoRA strength, caption, seed, steps, guidance, size), so a rerun

@@ -12,7 +12,7 @@ Captions move `draft` -> `edited` -> `approved` (or `rejected`). Every text or s
 is written together with a history row in one transaction, so a killed process loses no
 committed edit and `undo()` can restore the previous state. Find/replace applies to many
 captions as one change, undone in one step. Each image also has a class label and a split
-(train, validation, test); `medart.splits` reassigns splits per class. An import writes
+(train, validation, test); `medart.workspace.splits` reassigns splits per class. An import writes
 image files before the rows that refer to them (`importing()`); a killed one leaves its
 marker, and the next opening of the workspace while no import runs removes the files no row
 refers to. No gradio here: the app and the CLI both use this module.
