@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -24,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from medart import lora
-from medart.fileio import atomic_write_json, publish_dir
+from medart.fileio import atomic_dir, atomic_write_json
 from medart.state_files import StateFileError, load_state, save_state
 
 MANIFEST = "manifest.json"
@@ -55,10 +54,8 @@ def trainable_state(models: dict[str, torch.nn.Module]) -> dict[str, torch.Tenso
 
 def save(folder: Path, step: int, models: dict, optimizer, lr_scheduler, extra: dict, keep: int) -> Path:
     """Write checkpoint `step` atomically under `folder` (the run's checkpoints/)."""
-    folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step-{step:06d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-step-{step:06d}-", dir=folder))
-    try:
+    with atomic_dir(final, prefix=f".tmp-step-{step:06d}-") as tmp:
         save_file(trainable_state(models), tmp / "trainable.safetensors")
         for name, model in models.items():  # usable adapters: `generate --lora` takes a checkpoint too
             lora.save(model, tmp / name)
@@ -67,9 +64,6 @@ def save(folder: Path, step: int, models: dict, optimizer, lr_scheduler, extra: 
         (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **extra}, indent=2))
         files = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         atomic_write_json(tmp / MANIFEST, {"step": step, "files": files})
-        publish_dir(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     for old in complete(folder)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from medart.constants import MAX_CAPTION_TOKENS
+
 # LoRA targets in PixArt-α's DiT named by the paper (peft matches them as name suffixes).
 DIT_TARGETS = (
     "to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out",
@@ -137,7 +139,7 @@ class TrainConfig:
     resolution: int | None = None  # None: the base model's own (512 px for PixArt-α 512, as the paper)
     center_crop: bool = False  # paper: random crop
     random_flip: bool = False  # paper: no flip
-    max_caption_tokens: int = 120
+    max_caption_tokens: int = MAX_CAPTION_TOKENS
     epochs: int = 15
     max_steps: int | None = None  # overrides epochs when set
     batch_size: int = 1

@@ -24,11 +24,11 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import re
 import shlex
 import sys
 from pathlib import Path
 
+from medart.fileio import slugify
 from medart.workspace import Workspace, default_workspace
 
 
@@ -137,7 +137,7 @@ def cmd_export(args) -> int:
     ws = _open(args)
     try:
         store = ReaderStudies(ws)
-        slug = re.sub(r"[^\w.-]+", "-", store.study(args.name).name).strip("-") or "study"
+        slug = slugify(store.study(args.name).name) or "study"
         out = args.out or f"reader-study-{slug}.csv"
         path = store.export_csv(args.name, Path(out))
         n = len(store.answers(args.name))

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 
+from medart.constants import MAX_CAPTION_TOKENS
 from medart.workspace.splits import format_table, hold_out, parse_ids, split_counts, totals
 from medart.workspace import SPLITS, STATUSES, Filter, Workspace, check_split, default_workspace
 
@@ -457,7 +458,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--limit", type=int, help="at most this many images")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--max-attempts", type=int, default=3, help="generations per image before repairing the best")
-    p.add_argument("--max-caption-tokens", type=int, default=120)
+    p.add_argument("--max-caption-tokens", type=int, default=MAX_CAPTION_TOKENS)
     p.add_argument("--simplify", action="store_true", help="openai backend: shorten long captions with the served model")
     p.add_argument("--simplify-model", help="a local/hub text model (e.g. t5-large) that shortens long captions")
     p.add_argument("--temperature", type=float, default=0.8)

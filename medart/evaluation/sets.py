@@ -20,10 +20,10 @@ from typing import Callable, Sequence
 
 from PIL import Image
 
+from medart.constants import IMAGE_SUFFIXES, SPLITS
 from medart.fileio import atomic_write_bytes
 from medart.run_folder import run_config
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -113,7 +113,7 @@ def resolve_real(real: str | None, run: Path) -> tuple[list[RealImage], str]:
         if ":" in real:
             root, split = real.rsplit(":", 1)
             return load_workspace_split(root, split), f"workspace {root} split {split}"
-        if real in ("train", "validation", "test"):
+        if real in SPLITS:
             return load_workspace_split(None, real), f"workspace split {real}"
         raise EvaluationError(f"--real {real!r} is neither a folder nor a workspace split (test, WORKSPACE:test)")
     data = str(run_config(run).get("data") or "")

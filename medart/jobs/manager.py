@@ -54,7 +54,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from medart.fileio import atomic_write_json
+from medart.fileio import atomic_write_json, slugify
 
 STATES = ("queued", "running", "stopping", "done", "failed", "cancelled")
 ACTIVE = ("running", "stopping")
@@ -239,7 +239,7 @@ class JobManager:
         with self.lock():
             numbers = [int(p.name.split("-")[0]) for p in self.root.iterdir() if p.name[:4].isdigit()]
             seq = max(numbers, default=0) + 1
-            slug = re.sub(r"[^\w-]+", "-", title or kind).strip("-")[:40] or kind
+            slug = slugify(title or kind, keep="-", max_len=40) or kind
             folder = self.root / f"{seq:04d}-{kind}-{slug}"
             folder.mkdir(parents=True)
             job = Job(id=folder.name, kind=kind, argv=[str(a) for a in argv], title=title or kind,

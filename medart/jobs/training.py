@@ -9,12 +9,13 @@ queues `python -m medart train ...` as a background job.
 
 from __future__ import annotations
 
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from medart.config import TrainConfig
+from medart.constants import MAX_CAPTION_TOKENS
+from medart.fileio import slugify
 from medart.workspace import Filter, Workspace
 
 # Rough peak GPU memory of one HLDF colour step with checkpointing, bf16, batch 1 (GB), by
@@ -82,10 +83,10 @@ class Preflight:
 
 
 def safe_name(name: str) -> str:
-    name = re.sub(r"[^\w.-]+", "-", (name or "").strip()).strip("-.")
+    name = slugify(name)
     if not name:
         raise ValueError("give the run a name (letters, digits, - and _)")
-    return name[:60]
+    return name
 
 
 def training_ids(ws: Workspace) -> list[int]:
@@ -94,7 +95,7 @@ def training_ids(ws: Workspace) -> list[int]:
 
 
 def preflight(ws: Workspace, s: TrainSettings, runs_dir: Path, device: str = "cpu",
-              max_tokens: int = 120) -> Preflight:
+              max_tokens: int = MAX_CAPTION_TOKENS) -> Preflight:
     p = Preflight()
     items = ws.query(Filter(split="train"), limit=None)
     if not items:

@@ -17,13 +17,13 @@ import gradio as gr
 
 from captioning import BACKENDS
 from captioning.templates import ModalityTemplate
+from medart.constants import MAX_CAPTION_TOKENS
 from medart.workspace.describe import Describer, group_by_describer, workspace_describer
 from medart.ui import pictures
 from medart.ui.widgets import progress_bar, state_badge, user_errors
 from medart.workspace import Filter, Workspace
 
 STATUS_CHOICES = ["all", "unreviewed", "draft", "edited", "approved", "rejected"]
-MAX_TOKENS = 120
 PER_TEMPLATE = "per template"
 JOB_BACKENDS = [PER_TEMPLATE, *BACKENDS]
 # a template's own describer; "" leaves it to the job's choice or the workspace default
@@ -42,10 +42,10 @@ def make_filter(status, label, text, max_tokens) -> Filter:
 
 def token_md(n) -> str:
     n = n or 0
-    over = n > MAX_TOKENS
+    over = n > MAX_CAPTION_TOKENS
     colour = "#dc2626" if over else "#16a34a"
-    note = " — too long: PixArt-α reads at most 120 tokens" if over else ""
-    return f'<span id="token-count-value" data-tokens="{n}" style="color:{colour};font-weight:600">{n} / {MAX_TOKENS} T5 tokens</span>{note}'
+    note = f" — too long: PixArt-α reads at most {MAX_CAPTION_TOKENS} tokens" if over else ""
+    return f'<span id="token-count-value" data-tokens="{n}" style="color:{colour};font-weight:600">{n} / {MAX_CAPTION_TOKENS} T5 tokens</span>{note}'
 
 
 def load_template(ws: Workspace, name: str | None = None) -> tuple:

@@ -96,7 +96,7 @@ def build(studio):
                     label = gr.Textbox(label="Class label (when the files bring none; DICOM takes only this)",
                                        elem_id="import-label")
                     modality = gr.Dropdown(modalities, value="", label="Modality (caption template)")
-                    split = gr.Dropdown(["train", "validation", "test"], value="train", label="Split")
+                    split = gr.Dropdown(list(SPLITS), value="train", label="Split")
                 burned = gr.Checkbox(False, label="Allow images that may show burned-in patient data (DICOM "
                                      "secondary captures, ultrasound, Burned In Annotation YES); check them after",
                                      elem_id="import-burned-in")

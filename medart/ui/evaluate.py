@@ -15,6 +15,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from medart.constants import SPLITS
 from medart.evaluation import ALL_METRICS
 from medart.studio import finished_runs
 from medart.ui import pictures
@@ -38,7 +39,6 @@ def results_table(results: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model"] + [METRIC_NAMES.get(k, k) for k in keys])
 
 
-SPLITS = ("test", "validation", "train")
 FIGURE = re.compile(r"^!\[([^\]]*)\]\(([^)\s]+)\)\s*$", re.MULTILINE)
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import html
 import io
-import re
 import shlex
 import sys
 import tempfile
@@ -35,6 +34,8 @@ from medart.reader_study.stats import summarise
 from medart.reader_study.sets import create_study
 from medart.reader_study import OWNER_CODE_MIN, ReaderStudies, check_owner_code
 from medart.assets import APP_SCRIPT
+from medart.constants import SPLITS
+from medart.fileio import slugify
 from medart.run_folder import adapter_path
 from medart.ui.widgets import on_page_load, user_errors
 
@@ -156,7 +157,7 @@ def export_answers(studio, name: str, owner_code: str) -> str:
     try:
         store = ReaderStudies(ws)
         study = store.check_owner(name, owner_code)
-        slug = re.sub(r"[^\w.-]+", "-", study.name).strip("-") or "study"
+        slug = slugify(study.name) or "study"
         return str(store.export_csv(study, Path(tempfile.mkdtemp(prefix="reader-study-")) / f"{slug}.csv"))
     finally:
         ws.close()
@@ -170,7 +171,7 @@ def build(studio):
         with gr.Accordion("Create a study", open=False):
             with gr.Row():
                 run = gr.Dropdown(choices=[], label="Run", elem_id="rs-run", allow_custom_value=True)
-                split = gr.Dropdown(["test", "validation", "train"], value="test", label="Real images: split")
+                split = gr.Dropdown(list(reversed(SPLITS)), value="test", label="Real images: split")  # held-out first
                 k = gr.Number(value=10, precision=0, minimum=1, label="k (images of each kind)", elem_id="rs-k")
                 seed = gr.Number(value=0, precision=0, label="Seed", elem_id="rs-seed")
             with gr.Row():

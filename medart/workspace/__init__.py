@@ -7,8 +7,8 @@ into train, validation and test; `exports` writes the approved captions for trai
 No gradio here: the app and the CLI both use this package.
 """
 
+from medart.constants import SPLITS
 from medart.workspace.store import (
-    SPLITS,
     STATUSES,
     Filter,
     Item,

@@ -51,12 +51,12 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from medart.constants import IMAGE_SUFFIXES
 from medart.workspace.dicom_import import DicomRejected, decode_dicom, rescale_8bit
 from medart.pixel_limit import BOMB_ERRORS, DEFAULT_MAX_PIXELS, pixel_limit
 from medart.workspace import NewImage, Workspace
 
 IMAGE_FORMATS = {"PNG", "JPEG", "MPO", "TIFF", "BMP", "WEBP"}
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff", ".bmp", ".webp"}
 DICOM_EXTS = {".dcm", ".dicom", ".dic"}
 METADATA_NAMES = {"metadata.jsonl", "metadata.csv"}
 SPLIT_NAMES = {"train", "training", "test", "testing", "val", "valid", "validation", "dev", "images", "imgs"}
@@ -432,7 +432,7 @@ def _import_entries(
                 raise Rejected(f"file of {e.size:,} bytes is over the limit of {limits.max_file_bytes:,}")
             if ext == ".zip":
                 raise Rejected("a zip inside a folder or zip is not opened; import it on its own")
-            if ext not in IMAGE_EXTS | DICOM_EXTS and ext != "":
+            if ext not in IMAGE_SUFFIXES | DICOM_EXTS and ext != "":
                 raise Rejected(f"unsupported file type '{ext}' (PNG, JPEG, TIFF, BMP, WebP, DICOM, zip)")
             data = e.read()
             dicom = ext in DICOM_EXTS or (ext == "" and is_dicom(data))

@@ -38,10 +38,10 @@ from typing import Iterable
 from PIL import Image
 
 from captioning.templates import BUILTIN_TEMPLATES, ModalityTemplate, get_builtin
+from medart.constants import SPLITS
 from medart.fileio import atomic_write_bytes
 
 STATUSES = ("draft", "edited", "approved", "rejected")
-SPLITS = ("train", "validation", "test")
 THUMB_SIZE = 256
 DB_NAME = "workspace.db"
 IMPORT_LOCK = "import.lock"  # shared by running imports; taken exclusively to collect orphans
