@@ -89,7 +89,7 @@ def populate_home(home: Path) -> dict:
     from medart.reader_study import ReaderStudies
     from medart.assets import DEMO_DIR
     from medart.workspace import Workspace
-    from test_reader_study import planted_images
+    from helpers import planted_images
 
     ws_dir = home / "workspace"
     with Workspace(ws_dir) as ws:

@@ -14,7 +14,7 @@ from apphelpers import AppServer
 from medart.reader_study import ReaderStudies
 from medart.ui.reader_page import ENDPOINTS
 from medart.workspace import Workspace
-from test_reader_study import planted_images
+from helpers import planted_images
 
 AUTH = ("reader", "pw-9931")
 PAGE_COMPONENTS = {"markdown", "textbox", "button", "html", "radio", "state", "row", "column", "form"}

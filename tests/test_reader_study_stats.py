@@ -14,7 +14,7 @@ from medart.reader_study import report as reader_report
 from medart.reader_study.stats import POOLED, binomial_p_value, cohen_kappa, summarise, wilson_interval
 from medart.reader_study import ReaderStudies
 from medart.workspace import Workspace
-from test_reader_study import planted_images
+from helpers import planted_images
 
 
 @dataclass

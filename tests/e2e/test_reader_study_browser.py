@@ -24,8 +24,7 @@ from helpers import make_tuned_run
 from medart.reader_study import ReaderStudies
 from medart.assets import DEMO_DIR
 from medart.studio import Studio
-from test_reader_study import planted_images
-from test_reader_study_owner import stored_hash
+from helpers import owner_code_hash, planted_images
 
 TIMEOUT = 60_000  # ms; a guard against hangs, not a performance assertion
 FORBIDDEN = ("real-", "fundus", "histology", "seed", ".jpg", "truth", "generated/", "real/")
@@ -228,7 +227,7 @@ def test_keyboard_study_with_resume_and_results(app, browser, shots):
     # everything the page received while the reader answered: no owner code, no hash, no salt
     streams = [s for s in page.evaluate("() => window.__received.map(r => r.parts.join(''))") if s]
     assert any(f'data-token=\\"{t}\\"' in s for t in pressed for s in streams)  # the capture sees the images
-    hashed = stored_hash(studio, "pilot")
+    hashed = owner_code_hash(studio.workspace_dir, "pilot")
     secrets = [OWNER_CODE, hashed, *hashed.split("$")[4:]]  # the code, the stored hash, its salt and digest
     for received in streams + [page.content()]:
         assert not any(secret in received for secret in secrets)
@@ -324,4 +323,4 @@ def test_owner_code_at_creation_and_for_a_study_without_one(owner_app, browser, 
     page.wait_for_selector("#rs-set-code", state="hidden")
     page.locator("#rs-results-btn").click()
     page.wait_for_function("() => document.querySelector('#rs-results').innerText.includes('No answers yet')")
-    assert stored_hash(studio, "legacy").startswith("scrypt$")
+    assert owner_code_hash(studio.workspace_dir, "legacy").startswith("scrypt$")
