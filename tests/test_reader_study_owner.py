@@ -85,7 +85,7 @@ def test_results_and_export_need_the_right_code(studio, tmp_path, monkeypatch):
 
 
 def test_repeated_wrong_codes_lock_the_results_even_across_restarts(studio, monkeypatch):
-    from medart import reader_study
+    from medart.reader_study import store as reader_study
 
     monkeypatch.setattr(reader_study, "WRONG_CODE_DELAY_S", 0.0)
     add(studio, "pilot", CODE)

@@ -13,9 +13,10 @@ import argparse
 import os
 import sys
 
+from medart.cli.flags import expand_config_file
 from medart.cli.train import train_config
 
-__all__ = ["build_parser", "main", "train_config"]
+__all__ = ["build_parser", "main", "parse", "train_config"]
 
 
 def _threads() -> None:
@@ -33,15 +34,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for group in (train, workspace, evaluate, reader_study, jobs):
         group.add_parsers(sub)
+    parser.commands = sub.choices  # {command: its parser}, for config files (flags.expand_config_file)
     return parser
 
 
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The parsed command line, with the options of a `--config FILE` where the command takes one."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    return parser.parse_args(expand_config_file(parser, argv))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    _threads()
     from medart.profiles import BaseModelError
 
     try:
+        args = parse(argv)
+        _threads()
         return args.func(args)
     except (BaseModelError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

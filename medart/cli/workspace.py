@@ -12,6 +12,7 @@ import json
 import os
 import sys
 
+from medart.cli.flags import add_config_file
 from medart.constants import MAX_CAPTION_TOKENS
 from medart.workspace.splits import format_table, hold_out, parse_ids, split_counts, totals
 from medart.workspace import SPLITS, STATUSES, Filter, Workspace, check_split, default_workspace
@@ -74,8 +75,7 @@ def cmd_import(args) -> int:
     if args.max_pixels < 1:
         raise ValueError(f"--max-pixels must be a positive number of pixels (got {args.max_pixels})")
     limits = ImportLimits(max_pixels=args.max_pixels)
-    ws = _open(args, tokens="optional", create=True)
-    try:
+    with _open(args, tokens="optional", create=True) as ws:
         if args.modality:
             ws.get_template(args.modality)  # fail early on a template that does not exist
             if ws.get_setting("modality") is None:
@@ -96,8 +96,6 @@ def cmd_import(args) -> int:
             print(r.summary())
         stats = ws.stats()
         print(f"workspace {ws.root}: {stats['total']} image(s), {stats['missing']} without caption")
-    finally:
-        ws.close()
     return 0
 
 
@@ -113,8 +111,7 @@ def cmd_caption(args) -> int:
             "--model and --url go with --backend; without --backend each image's template chooses its describer "
             "(python -m medart template NAME shows it)"
         )
-    ws = _open(args, tokens="required")
-    try:
+    with _open(args, tokens="required") as ws:
         if args.template:
             ws.get_template(args.template)
         ids = targets(ws, only_missing=args.only_missing, include_edited=args.include_edited, flt=_filter(args))
@@ -169,16 +166,13 @@ def cmd_caption(args) -> int:
             print(f"left {len(report.reviewed_meanwhile)} caption(s) alone that were reviewed while the job ran")
         if report.removed_meanwhile:
             print(f"skipped {len(report.removed_meanwhile)} image(s) removed from the workspace while the job ran")
-    finally:
-        ws.close()
     return 0
 
 
 def cmd_export(args) -> int:
     from medart.workspace.exports import describe_export, export, push_to_hub
 
-    ws = _open(args)
-    try:
+    with _open(args) as ws:
         flt = Filter(label=args.label)
         splits = None if not args.split else SPLITS if args.split == "all" else args.split.replace(",", " ").split()
         report = export(
@@ -191,8 +185,6 @@ def cmd_export(args) -> int:
                 raise ValueError("--push-to-hub needs --format imagefolder")
             token = os.environ.get(args.hub_token_env) if args.hub_token_env else None
             print("pushed (private) to", push_to_hub(report.path, args.push_to_hub, token=token, private=True))
-    finally:
-        ws.close()
     return 0
 
 
@@ -208,8 +200,7 @@ def _status(args, status: str) -> int:
     flt = _filter(args)
     if flt == Filter() and not args.all:
         raise ValueError("say which captions: image ids (--ids 3 4 10-20), a filter (--status edited, --label L) or --all")
-    ws = _open(args)
-    try:
+    with _open(args) as ws:
         ids = ws.ids(flt)
         if status == "approved":
             empty = ws.ids(Filter(**{**flt.__dict__, "missing": True}))
@@ -217,34 +208,25 @@ def _status(args, status: str) -> int:
                 ids = [i for i in ids if i not in set(empty)]  # a filter skips empty captions
         n = ws.set_status(ids, status, action="approve" if status == "approved" else "reject")
         print(f"{status}: {n} caption(s) changed ({len(ids)} selected)")
-    finally:
-        ws.close()
     return 0
 
 
 def cmd_edit(args) -> int:
-    ws = _open(args, tokens="optional")
-    try:
+    with _open(args, tokens="optional") as ws:
         item = ws.set_text(args.id, args.text, approve=args.approve)
         print(f"image {item.id}: {item.status}, {item.token_count} tokens")
-    finally:
-        ws.close()
     return 0
 
 
 def cmd_undo(args) -> int:
-    ws = _open(args)
-    try:
+    with _open(args) as ws:
         ids = ws.undo(args.id)
         print(f"undone: {len(ids)} caption(s) restored" + (f" ({', '.join(map(str, ids[:20]))})" if ids else " (nothing to undo)"))
-    finally:
-        ws.close()
     return 0
 
 
 def cmd_replace(args) -> int:
-    ws = _open(args, tokens="optional")
-    try:
+    with _open(args, tokens="optional") as ws:
         preview = ws.find_replace(
             args.pattern, args.replacement, flt=_filter(args), regex=not args.literal,
             ignore_case=args.ignore_case, apply=args.yes,
@@ -256,14 +238,11 @@ def cmd_replace(args) -> int:
             print(f"replaced; undo with `python -m medart undo --workspace {ws.root}`")
         elif preview.captions:
             print("preview only; pass --yes to apply")
-    finally:
-        ws.close()
     return 0
 
 
 def cmd_list(args) -> int:
-    ws = _open(args)
-    try:
+    with _open(args) as ws:
         items = ws.query(_filter(args), offset=args.offset, limit=args.limit)
         for item in items:
             if args.json:
@@ -272,30 +251,22 @@ def cmd_list(args) -> int:
             else:
                 print(f"{item.id:>6} {item.status:<8} {str(item.token_count or '-'):>4} {item.label or '-':<16} {item.text[:80]}")
         print(f"{ws.count(_filter(args))} matching", file=sys.stderr)
-    finally:
-        ws.close()
     return 0
 
 
 def cmd_next(args) -> int:
-    ws = _open(args)
-    try:
+    with _open(args) as ws:
         item = ws.next_unreviewed(args.after, _filter(args))
         if item is None:
             print("every caption is reviewed")
         else:
             print(f"{item.id} {item.status} {item.label or '-'} {item.image_path}\n{item.text}")
-    finally:
-        ws.close()
     return 0
 
 
 def cmd_stats(args) -> int:
-    ws = _open(args)
-    try:
+    with _open(args) as ws:
         print(json.dumps(ws.stats(), indent=2))
-    finally:
-        ws.close()
     return 0
 
 
@@ -318,13 +289,10 @@ def cmd_label(args) -> int:
     label = args.new_label.strip()
     if not label:
         raise ValueError("give the new class label, e.g. `python -m medart label polyps --ids 3 5-9`")
-    ws = _open(args)
-    try:
+    with _open(args) as ws:
         n = ws.set_labels(_selection(ws, args, "label"), label)
         print(f"labelled {n} image(s) {label!r}")
         print(format_table(split_counts(ws)))
-    finally:
-        ws.close()
     return 0
 
 
@@ -332,8 +300,7 @@ def cmd_split(args) -> int:
     fractions = args.test is not None or args.validation is not None
     if args.to and fractions:
         raise ValueError("give either --to SPLIT (move chosen images) or --test/--validation (a stratified hold-out)")
-    ws = _open(args)
-    try:
+    with _open(args) as ws:
         if args.to:
             n = ws.set_split(_selection(ws, args, "move"), check_split(args.to))
             print(f"moved {n} image(s) to {args.to}")
@@ -349,14 +316,11 @@ def cmd_split(args) -> int:
             print("nothing changed: pass --test 0.2 [--validation 0.1] for a stratified hold-out, "
                   "or --to test --ids 3 5-9 to move chosen images")
         print(format_table(split_counts(ws)))
-    finally:
-        ws.close()
     return 0
 
 
 def cmd_remove(args) -> int:
-    ws = _open(args)
-    try:
+    with _open(args) as ws:
         ids = _selection(ws, args, "remove")
         if not args.yes:
             for item in ws.query(Filter(ids=ids), limit=50):
@@ -369,16 +333,13 @@ def cmd_remove(args) -> int:
         n = ws.remove(ids)
         print(f"removed {n} image(s) with their captions and history")
         print(format_table(split_counts(ws)))
-    finally:
-        ws.close()
     return 0
 
 
 def cmd_template(args) -> int:
     from captioning.templates import ModalityTemplate
 
-    ws = _open(args, create=True)
-    try:
+    with _open(args, create=True) as ws:
         if not args.name:
             for t in ws.list_templates():
                 print(f"{t.name:<12} {t.image_phrase!r}: {', '.join(t.features)}")
@@ -410,8 +371,6 @@ def cmd_template(args) -> int:
             ws.set_setting("modality", args.name)
         t = ws.get_template(args.name)
         print(json.dumps(t.to_dict(), indent=2))
-    finally:
-        ws.close()
     return 0
 
 
@@ -443,6 +402,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--base-model", help="whose T5 tokenizer counts caption tokens (default: the active base model)")
 
     p = parser("caption", "describe images with the Visual Symptom Generator (resumable)", cmd_caption)
+    add_config_file(p)
     p.add_argument(
         "--backend", choices=("offline", "transformers", "openai"), default=None,
         help="one describer for every image; default: per template (each image's template's describer, "
