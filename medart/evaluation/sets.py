@@ -93,11 +93,8 @@ def load_workspace_split(root: str | Path | None, split: str) -> list[RealImage]
     """Captioned images of one split (train, validation, test) of a workspace."""
     from medart.workspace import Filter, open_workspace
 
-    ws = open_workspace(root, create=False)
-    try:
+    with open_workspace(root, create=False) as ws:
         items = [i for i in ws.query(Filter(), limit=None) if i.split == split and i.status != "rejected"]
-    finally:
-        ws.close()
     if not items:
         raise EvaluationError(f"the workspace {ws.root} has no images in split {split!r}")
     return [RealImage(Path(i.image_path), i.text.strip(), i.label or "") for i in items]

@@ -111,11 +111,8 @@ def start_session(site, name: str, reader_name: str) -> tuple[dict, str, str]:
     `site` is anything with `workspace()` (a Studio, a StudyWorkspace)."""
     if not name:
         raise ValueError("choose a study first (or create one)")
-    ws = site.workspace()
-    try:
+    with site.workspace() as ws:
         return _next_view(ReaderStudies(ws), name, reader_name)
-    finally:
-        ws.close()
 
 
 def answer_and_next(site, state: dict, answer: str | None, realism: str | None, note: str | None,
@@ -131,19 +128,15 @@ def answer_and_next(site, state: dict, answer: str | None, realism: str | None, 
         raise ValueError("this reader has answered every image of the study")
     if not answer:
         raise ValueError("answer first: R (real) or G (generated)")
-    ws = site.workspace()
-    try:
+    with site.workspace() as ws:
         store = ReaderStudies(ws)
         store.answer(state["study"], state["reader"], token, answer, realism or None, note or "")
         return _next_view(store, state["study"], state["reader"])
-    finally:
-        ws.close()
 
 
 def check_study(site, name: str) -> str:
     """The study's stored name; a clear error when the workspace has no study called `name`."""
-    ws = site.workspace()
-    try:
+    with site.workspace() as ws:
         store = ReaderStudies(ws)
         study = store.find(name)
         if study is None:
@@ -151,8 +144,6 @@ def check_study(site, name: str) -> str:
             raise ValueError(f"no reader study called {name!r} in {site.workspace_dir} (studies: {known}); "
                              "create one in the app's Reader study tab or with `python -m medart reader-study create`")
         return study.name
-    finally:
-        ws.close()
 
 
 def build(site, study: str) -> None:

@@ -59,13 +59,10 @@ def readers_md(studio, name: str) -> str:
     if studio.per_session:  # a study made here lives in this browser session only
         return ("Studies made on this shared Space stay in your browser session. To run one with readers, "
                 "duplicate the Space or run the app on your own machine, then start its reader server.")
-    ws = studio.workspace()
-    try:
+    with studio.workspace() as ws:
         store = ReaderStudies(ws)
         study = store.find(name)
         readers = store.readers(study) if study else []
-    finally:
-        ws.close()
     if study is None:
         return f"No study called {html.escape(name)!r}."
     progress = ", ".join(f"{html.escape(r.name)} {r.answered}/{len(r.order)}" for r in readers) or "none yet"
@@ -78,11 +75,8 @@ def readers_md(studio, name: str) -> str:
 
 
 def study_choices(studio) -> list[str]:
-    ws = studio.workspace()
-    try:
+    with studio.workspace() as ws:
         return [s.name for s in ReaderStudies(ws).studies()]
-    finally:
-        ws.close()
 
 
 # ---- what the buttons do (no gradio objects in or out: testable without a browser) ----------------
@@ -98,13 +92,10 @@ def create_from_run(studio, run_name: str, split: str, k, seed, name: str, owner
     run_dir = studio.run_dir(run_name)
     same_base = run_base_model(run_dir) in (None, studio.base_model)
     generator = studio.generator(run_dir) if same_base and adapter_path(run_dir) else None
-    ws = studio.workspace()
-    try:
+    with studio.workspace() as ws:
         made = create_study(ws, name, run_dir, k=int(k) if k else None, split=split or "test", seed=int(seed or 0),
                             base_model=None if not same_base else studio.base_model, generator=generator,
                             progress=progress, owner_code=owner_code)
-    finally:
-        ws.close()
     return (f"Created **{html.escape(made.name)}**: {made.n_real} real + {made.n_generated} generated images "
             f"({made.display_size} px). Keep the owner code: Results ask for it. "
             "Start the reader server below for readers."), made.name
@@ -114,11 +105,8 @@ def needs_owner_code(studio, name: str) -> bool:
     """Whether `name` is a study that has no owner code yet (False for no or an unknown study)."""
     if not name:
         return False
-    ws = studio.workspace()
-    try:
+    with studio.workspace() as ws:
         study = ReaderStudies(ws).find(name)
-    finally:
-        ws.close()
     return study is not None and not study.has_owner_code
 
 
@@ -126,11 +114,8 @@ def set_owner_code(studio, name: str, code: str) -> str:
     """Give a study without an owner code its code (refused when it has one)."""
     if not name:
         raise ValueError("choose a study first")
-    ws = studio.workspace()
-    try:
+    with studio.workspace() as ws:
         study = ReaderStudies(ws).set_owner_code(name, code)
-    finally:
-        ws.close()
     return f"Owner code of **{html.escape(study.name)}** set. Keep it: results ask for it."
 
 
@@ -138,13 +123,10 @@ def results_view(studio, name: str, owner_code: str) -> tuple[str, Image.Image]:
     """The results table (Markdown) and plot of a study, for its owner code only."""
     if not name:
         raise ValueError("choose a study first")
-    ws = studio.workspace()
-    try:
+    with studio.workspace() as ws:
         store = ReaderStudies(ws)
         s = store.check_owner(name, owner_code)
         results = summarise(store.answers(s))
-    finally:
-        ws.close()
     title = f"{s.name}: {s.n_real} real + {s.n_generated} generated"
     return reader_report.markdown(results, title), Image.open(io.BytesIO(reader_report.plot_png(results, title)))
 
@@ -153,14 +135,11 @@ def export_answers(studio, name: str, owner_code: str) -> str:
     """Every answer as a CSV file in a fresh temporary folder, for the owner code only; its path."""
     if not name:
         raise ValueError("choose a study first")
-    ws = studio.workspace()
-    try:
+    with studio.workspace() as ws:
         store = ReaderStudies(ws)
         study = store.check_owner(name, owner_code)
         slug = slugify(study.name) or "study"
         return str(store.export_csv(study, Path(tempfile.mkdtemp(prefix="reader-study-")) / f"{slug}.csv"))
-    finally:
-        ws.close()
 
 
 def build(studio):

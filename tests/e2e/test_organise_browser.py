@@ -94,7 +94,7 @@ def test_organise_in_chromium(app, browser, shots):
     page.locator("#org-remove").click()
     page.wait_for_selector("#org-message:has-text('Removed 3 image(s)')")
     page.wait_for_selector("#workspace-stats:has-text('13 image(s)')")
-    assert not page.locator("#org-remove-confirm input").is_checked()  # the next removal asks again
+    page.wait_for_function("!document.querySelector('#org-remove-confirm input').checked")  # the next removal asks again
     assert ws.count() == 13 and ws.count(Filter(label="retina")) == 0
     ws.close()
     shots(page, "organise-removed", full_page=True)
