@@ -146,7 +146,11 @@ def build_tiny_blip(folder, chat_template: str | None = None):
 
 
 class ChatHandler(BaseHTTPRequestHandler):
+    """/v1/chat/completions as a VLM server answers it, describing the image it receives; the
+    first `failures` requests get a 503 (an overloaded server)."""
+
     requests: list = []
+    failures = 0
 
     def log_message(self, *args):
         pass
@@ -156,6 +160,9 @@ class ChatHandler(BaseHTTPRequestHandler):
 
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+        if type(self).failures > 0:
+            type(self).failures -= 1
+            return self._send(503, {"error": {"message": "overloaded, try again"}})
         if body.get("model") != "served-vlm":
             return self._send(404, {"error": {"message": f"model {body.get('model')} not found"}})
         content = body["messages"][0]["content"]
@@ -183,6 +190,7 @@ class ChatHandler(BaseHTTPRequestHandler):
 def chat_server():
     """A local OpenAI-compatible server (ChatHandler) on a free port; yields its /v1 URL."""
     ChatHandler.requests = []
+    ChatHandler.failures = 0
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), ChatHandler)
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()

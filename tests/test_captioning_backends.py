@@ -84,6 +84,19 @@ def test_openai_backend_captions_through_a_local_server(server):
     assert ChatHandler.requests[-1]["body"]["max_tokens"] == 120
 
 
+def test_openai_backend_retries_an_overloaded_server_with_backoff(server):
+    ChatHandler.failures = 2
+    cap = make_captioner("openai", "served-vlm", base_url=server, retries=2)
+    out = cap.describe(Image.new("RGB", (32, 32), (0, 0, 220)), "An endoscopic image of polyps", get_builtin("endoscopy"))
+    assert "An endoscopic image of polyps, predominantly blue" in out.text and len(ChatHandler.requests) == 3
+    ChatHandler.failures = 5
+    with pytest.raises(CaptionerError, match="answered 503"):
+        make_captioner("openai", "served-vlm", base_url=server, retries=1).describe(
+            Image.new("RGB", (16, 16)), "An image", get_builtin("endoscopy"))
+    assert len(ChatHandler.requests) == 5  # one try and one retry, no more
+    cap.close()
+
+
 def test_openai_backend_errors_say_what_to_do(server):
     t = get_builtin("endoscopy")
     with pytest.raises(CaptionerError, match="answered 404.*Check --model"):

@@ -201,7 +201,7 @@ def evaluate(
                 pairs["real vs real (floor)"] = (real_f[idx_a], real_f[idx_b])
             for name, (a, b) in pairs.items():
                 if "fid" in wanted:
-                    dist[name]["fid"] = metrics.fid_from_features(a, b)
+                    dist[name]["fid"] = metrics.frechet_distance(a, b)
                 if "kid" in wanted:
                     mean, std = metrics.kid_from_features(
                         a, b, subsets=config.kid_subsets, subset_size=config.kid_subset_size, seed=config.seed
