@@ -227,6 +227,23 @@ def test_hf_dataset_import(tmp_path, ws):
         import_dataset(ws, str(tmp_path / "missing-dir"))
 
 
+def test_hf_dataset_goes_into_the_split_asked_for(tmp_path, capsys):
+    """`import --hf-dataset X --split test` puts the images in the workspace's test split (earlier
+    they went to train, where held-out images would reach training)."""
+    from helpers import make_data
+    from medart.cli import main
+
+    make_data(tmp_path / "hfdata" / "train", n=3)
+    make_data(tmp_path / "other" / "train", prefix="histology", n=2)
+    w = ["--workspace", str(tmp_path / "ws")]
+    assert main(["import", "--hf-dataset", str(tmp_path / "hfdata"), "--split", "test", *w]) == 0
+    assert main(["import", "--hf-dataset", str(tmp_path / "other"), *w]) == 0  # default: train
+    with Workspace(tmp_path / "ws") as ws:
+        assert ws.split_counts() == [("fundus", "test", 3), ("histology", "train", 2)]
+    assert main(["import", "--hf-dataset", str(tmp_path / "hfdata"), "--split", "val", *w]) == 2
+    assert "unknown split 'val'" in capsys.readouterr().err
+
+
 def test_limits_and_failed_import_leaves_nothing(tmp_path, ws, monkeypatch):
     src = tmp_path / "in"
     src.mkdir()

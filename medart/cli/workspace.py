@@ -8,6 +8,7 @@ what to do; `medart.cli.main` prints them and exits with code 2.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -89,7 +90,7 @@ def cmd_import(args) -> int:
                 import_dataset(
                     ws, args.hf_dataset, split=args.hf_split, image_column=args.image_column,
                     text_column=args.text_column, label_column=args.label_column, label=args.label,
-                    modality=args.modality, limits=limits,
+                    modality=args.modality, limits=limits, into=args.split,
                 )  # fmt: skip
             )
         for r in reports:
@@ -176,7 +177,8 @@ def cmd_export(args) -> int:
         flt = Filter(label=args.label)
         splits = None if not args.split else SPLITS if args.split == "all" else args.split.replace(",", " ").split()
         report = export(
-            ws, args.out, fmt=args.format, approved_only=not args.all, flt=flt, overwrite=args.overwrite,
+            ws, args.out, fmt=args.format, approved_only=args.approved_only and not args.all, flt=flt,
+            overwrite=args.overwrite,
             keep_names=args.keep_names, splits=splits,
         )  # fmt: skip
         print(describe_export(report))
@@ -395,7 +397,8 @@ def add_parsers(sub) -> None:
                    help="import DICOM whose pixels may show patient data (Burned In Annotation YES, or secondary "
                         "captures and ultrasound that do not say NO); the summary lists them to check")
     p.add_argument("--hf-dataset", help="a Hugging Face dataset id or a local imagefolder")
-    p.add_argument("--hf-split", default="train")
+    p.add_argument("--hf-split", default="train", help="which split of the dataset to read (the workspace split "
+                   "its images go to is --split)")
     p.add_argument("--image-column")
     p.add_argument("--text-column")
     p.add_argument("--label-column")
@@ -432,8 +435,11 @@ def add_parsers(sub) -> None:
     p = parser("export", "export captions for training (imagefolder, csv, txt)", cmd_export)
     p.add_argument("--format", choices=("imagefolder", "csv", "txt"), default="imagefolder")
     p.add_argument("--out", required=True)
-    p.add_argument("--approved-only", action="store_true", default=True, help="only approved captions (the default)")
-    p.add_argument("--all", action="store_true", help="every caption with text that is not rejected")
+    p.add_argument("--approved-only", action=argparse.BooleanOptionalAction, default=True,
+                   help="only approved captions (the default); --no-approved-only: every caption with text that "
+                        "is not rejected")
+    p.add_argument("--all", action="store_true", help="every caption with text that is not rejected "
+                   "(= --no-approved-only)")
     p.add_argument("--label", help="only this label")
     p.add_argument("--split", help="train, validation, test (comma-separated) or all; default: imagefolder all, "
                    "each split in its own folder; csv and txt train only")

@@ -105,15 +105,17 @@ def import_folder(studio, folder, label, modality, split, allow_burned_in) -> li
     return _import(studio, [studio.paths.folder(folder, "folder")], label, modality, split, allow_burned_in)
 
 
-def import_hf_dataset(studio, name, ds_split, label, modality) -> list:
-    """A Hugging Face dataset id, or an imagefolder inside the allowed roots."""
+def import_hf_dataset(studio, name, ds_split, label, modality, split="train") -> list:
+    """Split `ds_split` of a Hugging Face dataset id, or of an imagefolder inside the allowed roots,
+    into the workspace split `split`."""
     from medart.workspace.importers import import_dataset
 
     if not (name or "").strip():
         raise ValueError("give a dataset id (owner/name) or a local imagefolder path")
     source = studio.paths.folder_or_id(name, "dataset")
     with studio.workspace() as ws:
-        return [import_dataset(ws, source, split=ds_split or "train", label=label or None, modality=modality or None)]
+        return [import_dataset(ws, source, split=ds_split or "train", label=label or None, modality=modality or None,
+                               into=split or "train")]
 
 
 def build(studio):
@@ -187,7 +189,7 @@ def build(studio):
                          api_name="import_files")
         folder_btn.click(finished(import_folder), [folder, label, modality, split, burned, *browse_in], outputs,
                          api_name="import_folder")
-        dataset_btn.click(finished(import_hf_dataset), [dataset, ds_split, label, modality, *browse_in], outputs,
+        dataset_btn.click(finished(import_hf_dataset), [dataset, ds_split, label, modality, split, *browse_in], outputs,
                           api_name="on_dataset")
         quiet = {"show_progress": "hidden"}
         gr.on([label_f.input, split_f.input], lambda lab, spl: view(lab, spl, 1), [label_f, split_f], browse_out,

@@ -54,7 +54,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from medart.constants import IMAGE_SUFFIXES
 from medart.workspace.dicom_import import DicomRejected, decode_dicom, rescale_8bit
 from medart.pixel_limit import BOMB_ERRORS, DEFAULT_MAX_PIXELS, pixel_limit
-from medart.workspace import NewImage, Workspace
+from medart.workspace import NewImage, Workspace, check_split
 
 IMAGE_FORMATS = {"PNG", "JPEG", "MPO", "TIFF", "BMP", "WEBP"}
 DICOM_EXTS = {".dcm", ".dicom", ".dic"}
@@ -524,12 +524,15 @@ def import_dataset(
     modality: str | None = None,
     limits: ImportLimits | None = None,
     max_rows: int | None = None,
+    into: str = "train",
 ) -> ImportReport:
-    """Import a Hugging Face dataset (a `load_dataset` id, or a local imagefolder) with its
-    image, text and label columns (found by type and name when not given)."""
+    """Import split `split` of a Hugging Face dataset (a `load_dataset` id, or a local imagefolder)
+    with its image, text and label columns (found by type and name when not given) into the
+    workspace split `into` (train, validation, test)."""
     import datasets
 
     limits = limits or ImportLimits()
+    check_split(into)
     local = Path(name_or_dir).expanduser()
     try:
         if local.is_dir():
@@ -576,7 +579,7 @@ def import_dataset(
                 name = Path(cell["path"]).name if cell.get("path") else f"row-{n:06d}.png"
                 prov = {"backend": "import", "source": source} if text else {}
                 batch.add(image, name, mode, source, str(item_label) if item_label is not None else label, modality,
-                          "train", text, prov)  # fmt: skip
+                          into, text, prov)  # fmt: skip
             batch.commit()
         except BaseException:
             batch.abort()
