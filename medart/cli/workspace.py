@@ -15,6 +15,7 @@ import sys
 
 from medart.cli.flags import add_config_file
 from medart.constants import MAX_CAPTION_TOKENS
+from medart.pixel_limit import DEFAULT_MAX_PIXELS
 from medart.workspace.splits import format_table, hold_out, parse_ids, split_counts, totals
 from medart.workspace import SPLITS, STATUSES, Filter, Workspace, check_split, default_workspace
 
@@ -386,12 +387,19 @@ def add_parsers(sub) -> None:
         p.set_defaults(func=func)
         return p
 
+    _bringing_in(parser)
+    _reviewing(parser)
+    _organising(parser)
+
+
+def _bringing_in(parser) -> None:
+    """import, caption, export."""
     p = parser("import", "import images (files, folders, zip, DICOM, HF dataset) into the workspace", cmd_import)
     p.add_argument("paths", nargs="*", help="image files, folders (with .txt/metadata.jsonl/metadata.csv) or zip archives")
     p.add_argument("--label", help="class label for images that bring none (DICOM: the only source of a label)")
     p.add_argument("--modality", help="template for these images: endoscopy, dermoscopy, histology, radiology, fundus, custom")
     p.add_argument("--split", default="train", help=f"{', '.join(SPLITS)} (default train)")
-    p.add_argument("--max-pixels", type=int, default=100_000_000,
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help="larger images are rejected as decompression bombs (the only pixel limit; raise it for huge scans)")
     p.add_argument("--allow-burned-in", action="store_true",
                    help="import DICOM whose pixels may show patient data (Burned In Annotation YES, or secondary "
@@ -448,6 +456,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload as a private HF dataset")
     p.add_argument("--hub-token-env", help="environment variable with the write token (default HF_TOKEN)")
 
+
+
+def _reviewing(parser) -> None:
+    """approve, reject, edit, undo, replace, list, next, stats."""
     for name, func, help in (
         ("approve", cmd_approve, "approve captions (by ids or filter)"),
         ("reject", cmd_reject, "reject captions (by ids or filter); rejected ones are never exported"),
@@ -487,6 +499,10 @@ def add_parsers(sub) -> None:
 
     parser("stats", "counts per status and label", cmd_stats)
 
+
+
+def _organising(parser) -> None:
+    """label, split, remove, template."""
     p = parser("label", "set the class label of chosen images (by ids or filter)", cmd_label)
     p.add_argument("new_label", metavar="LABEL", help="the class label to give them")
     _add_filter_flags(p)

@@ -169,50 +169,18 @@ def evaluate(
         "warnings": notes,
     }
     idx_a, idx_b = floor_split([r.label for r in real_items])
-    floor_a, floor_b = [real_images[i] for i in idx_a], [real_images[i] for i in idx_b]
-    has_floor = len(floor_a) >= 2 and len(floor_b) >= 2
+    has_floor = len(idx_a) >= 2 and len(idx_b) >= 2
     if not has_floor:
         notes.append("fewer than 4 real images: no real-vs-real floor")
     dist = results["distribution"]
 
+    floor = (idx_a, idx_b) if has_floor else None
     with _record_warnings(notes):
         if "color" in wanted:
-            results["color"] = {"real": color_stats.set_stats(real_images)}
-            results["color_histograms"] = {"real": color_stats.channel_histograms(real_images)}
-            for name, ims in sets.items():
-                results["color"][name] = color_stats.set_stats(ims)
-                results["color_histograms"][name] = color_stats.channel_histograms(ims)
-                dist[name]["color_distance"] = color_stats.color_distance(real_images, ims)
-            if has_floor:
-                dist["real vs real (floor)"]["color_distance"] = color_stats.color_distance(floor_a, floor_b)
-            results["color_per_class"] = per_class_color(real_items, real_images, plan, sets)
-
+            _colour(results, real_items, real_images, plan, sets, floor)
         if wanted & {"fid", "kid"}:
-            extractor = feature if feature is not None else metrics.default_extractor()
-
-            def feats(images, stage):
-                cb = (lambda d, t: progress(stage, d, t)) if progress else None
-                return metrics.extract_features(images, extractor, progress=cb)
-
-            real_f = feats(real_images, "features: real")
-            set_f = {name: feats(ims, f"features: {name}") for name, ims in sets.items()}
-            pairs = {name: (real_f, f) for name, f in set_f.items()}
-            if has_floor:
-                pairs["real vs real (floor)"] = (real_f[idx_a], real_f[idx_b])
-            for name, (a, b) in pairs.items():
-                if "fid" in wanted:
-                    dist[name]["fid"] = metrics.frechet_distance(a, b)
-                if "kid" in wanted:
-                    mean, std = metrics.kid_from_features(
-                        a, b, subsets=config.kid_subsets, subset_size=config.kid_subset_size, seed=config.seed
-                    )
-                    dist[name]["kid_mean"], dist[name]["kid_std"] = mean, std
-            results["settings"]["feature_extractor"] = (
-                "FID Inception (inception-2015-12-05, pool3 2048-d)" if feature is None else type(feature).__name__
-            )
-
+            _fid_kid(results, config, real_images, sets, floor, feature, progress)
         if wanted & {"dfd", "classify"}:
-            floor = (idx_a, idx_b) if has_floor else None
             _classifiers(run, config, real_items, real_images, sets, gen, wanted, results, notes, progress, floor)
 
     results["settings"].update(
@@ -238,6 +206,47 @@ def evaluate(
     if write:
         write_report(results, eval_dir)
     return results
+
+
+def _colour(results: dict, real_items, real_images, plan, sets: dict, floor) -> None:
+    """Colour statistics, histograms and distances of each set (and the real-vs-real floor), per class too."""
+    dist = results["distribution"]
+    results["color"] = {"real": color_stats.set_stats(real_images)}
+    results["color_histograms"] = {"real": color_stats.channel_histograms(real_images)}
+    for name, ims in sets.items():
+        results["color"][name] = color_stats.set_stats(ims)
+        results["color_histograms"][name] = color_stats.channel_histograms(ims)
+        dist[name]["color_distance"] = color_stats.color_distance(real_images, ims)
+    if floor:
+        halves = [[real_images[i] for i in idx] for idx in floor]
+        dist["real vs real (floor)"]["color_distance"] = color_stats.color_distance(*halves)
+    results["color_per_class"] = per_class_color(real_items, real_images, plan, sets)
+
+
+def _fid_kid(results: dict, config: EvalConfig, real_images, sets: dict, floor, feature, progress) -> None:
+    """FID and KID of each set (and the floor) in the features of `feature` (default: FID Inception)."""
+    dist, wanted = results["distribution"], set(config.metrics)
+    extractor = feature if feature is not None else metrics.default_extractor()
+
+    def feats(images, stage):
+        cb = (lambda d, t: progress(stage, d, t)) if progress else None
+        return metrics.extract_features(images, extractor, progress=cb)
+
+    real_f = feats(real_images, "features: real")
+    pairs = {name: (real_f, feats(ims, f"features: {name}")) for name, ims in sets.items()}
+    if floor:
+        pairs["real vs real (floor)"] = (real_f[floor[0]], real_f[floor[1]])
+    for name, (a, b) in pairs.items():
+        if "fid" in wanted:
+            dist[name]["fid"] = metrics.frechet_distance(a, b)
+        if "kid" in wanted:
+            mean, std = metrics.kid_from_features(
+                a, b, subsets=config.kid_subsets, subset_size=config.kid_subset_size, seed=config.seed
+            )
+            dist[name]["kid_mean"], dist[name]["kid_std"] = mean, std
+    results["settings"]["feature_extractor"] = (
+        "FID Inception (inception-2015-12-05, pool3 2048-d)" if feature is None else type(feature).__name__
+    )
 
 
 def _classifiers(run, config, real_items, real_images, sets, gen, wanted, results, notes, progress, floor):
