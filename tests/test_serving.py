@@ -22,6 +22,8 @@ from PIL import Image
 
 from apphelpers import OWNER_CODE, SECRET_LABEL, SECRET_RUN, SECRET_STUDY, populate_home
 
+pytestmark = pytest.mark.slow  # an app process with a populated home, asked through every route
+
 AUTH = ("owner", "pass-5521")
 
 

@@ -33,29 +33,11 @@ from medart.evaluation.sets import (
     EvaluationError,
     GeneratedImages,
     Progress,
-    RealImage,
     caption_plan,
     floor_split,
-    load_image_folder,
-    load_workspace_split,
     resolve_real,
     training_images,
 )
-
-__all__ = [
-    "ALL_METRICS",
-    "EvalConfig",
-    "EvaluationError",
-    "GeneratedImages",
-    "RealImage",
-    "caption_plan",
-    "evaluate",
-    "floor_split",
-    "load_image_folder",
-    "load_workspace_split",
-    "resolve_real",
-    "training_images",
-]
 
 ALL_METRICS = ("fid", "kid", "dfd", "color", "classify")
 

@@ -11,7 +11,11 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 from medart.run_folder import RunFolder
+
+pytestmark = pytest.mark.slow  # a real browser against a running app
 
 TIMEOUT = 240_000  # ms; a guard against hangs, not a performance assertion
 

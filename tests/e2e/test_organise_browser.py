@@ -14,6 +14,8 @@ import pytest
 from medart.studio import Studio
 from medart.workspace import Filter
 
+pytestmark = pytest.mark.slow  # a real browser against a running app
+
 TIMEOUT = 60_000  # ms; a guard against hangs, not a performance assertion
 
 

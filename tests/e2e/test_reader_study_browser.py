@@ -26,6 +26,8 @@ from medart.assets import DEMO_DIR
 from medart.studio import Studio
 from helpers import owner_code_hash, planted_images
 
+pytestmark = pytest.mark.slow  # a real browser against a running app
+
 TIMEOUT = 60_000  # ms; a guard against hangs, not a performance assertion
 FORBIDDEN = ("real-", "fundus", "histology", "seed", ".jpg", "truth", "generated/", "real/")
 OWNER_CODE = "lantern-2931"
