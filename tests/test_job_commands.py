@@ -102,3 +102,17 @@ def test_the_evaluation_job_is_read_by_the_evaluate_command(studio):
     assert (job.kind, args.command, args.func.__name__) == ("evaluate", "evaluate", "cmd_evaluate")
     assert (args.run, args.per_caption, args.metrics) == (str(run), 3, ("fid", "color"))
     assert args.real == f"{studio.workspace_dir}:test"
+
+
+def test_the_reader_server_command_the_owner_is_shown_is_read_by_app_py(studio):
+    import shlex
+
+    import app
+    from medart.assets import APP_SCRIPT
+    from medart.ui import reader_study
+
+    text = reader_study.reader_command(studio, "pilot study", port=7999)
+    words = shlex.split(text.replace("\\\n", " "))
+    assert words[0] == "MEDART_AUTH=reader:CHOOSE-A-PASSWORD" and words[2] == str(APP_SCRIPT) and APP_SCRIPT.is_file()
+    args = app.parse_args(words[3:])
+    assert (args.reader_study, args.home, args.host, args.port) == ("pilot study", str(studio.home), "0.0.0.0", 7999)
