@@ -1,16 +1,15 @@
-"""Shared setup of the benchmarks: threads, devices, synthetic data, timing."""
+"""Shared setup of the benchmarks: threads, devices, synthetic data, timing.
+
+The benchmarks use the installed package (`pip install -e .`, README).
+"""
 
 from __future__ import annotations
 
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import torch  # noqa: E402
+import torch
 
 if not torch.cuda.is_available():
     torch.set_num_threads(1)  # OpenMP spin-waiting makes small CPU ops erratic with 2+ threads

@@ -18,7 +18,6 @@ import os
 import random
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,12 +25,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from captioning.offline import describe_pixels  # noqa: E402
-from medart.workspace import Filter, NewImage, Workspace  # noqa: E402
-
-TOKENIZER = Path(__file__).resolve().parent.parent / "assets" / "tiny-tokenizer"
+from captioning.offline import describe_pixels
+from medart.assets import DEMO_DIR
+from medart.tiny_base import TOKENIZER_DIR as TOKENIZER
+from medart.workspace import Filter, NewImage, Workspace
 
 
 def timings(fn, n: int) -> tuple[float, float]:
@@ -122,7 +119,7 @@ def main() -> int:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    demo = sorted((Path(__file__).resolve().parent.parent / "assets" / "demo").glob("*.jpg"))
+    demo = sorted(DEMO_DIR.glob("*.jpg"))
     sources = [Image.open(p).convert("RGB").resize((512, 512), Image.Resampling.BICUBIC) for p in demo]
     rng = np.random.default_rng(1)
     sources.append(Image.fromarray((rng.random((512, 512, 3)) * 255).astype(np.uint8)))

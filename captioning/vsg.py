@@ -20,6 +20,7 @@ from PIL import Image
 
 from captioning.base import Caption, Captioner
 from captioning.templates import ModalityTemplate
+from medart.constants import MAX_CAPTION_TOKENS
 
 REFUSALS = ("i'm sorry", "i am sorry", "i cannot", "i can't", "as an ai", "unable to", "i apologize")
 PROMPT_ECHOES = ("please describe", "does not exceed", "following visual features", "start with '")
@@ -39,7 +40,7 @@ _STOP = {"a", "an", "the", "and", "or", "of", "with", "in", "on", "is", "are", "
 class VSGConfig:
     """Rules of the Visual Symptom Generator; defaults are the paper's."""
 
-    max_tokens: int = 120  # PixArt-α's text length limit
+    max_tokens: int = MAX_CAPTION_TOKENS  # PixArt-α's text length limit
     max_attempts: int = 3  # generations per image before the best one is kept and repaired
     min_words: int = 6  # fewer words after the simple caption counts as drift
     echo_overlap: float = 0.6  # share of the remaining words that are feature-list words
@@ -96,7 +97,7 @@ def _sentences(text: str) -> list[str]:
     return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
 
 
-def trim_to_tokens(text: str, tokenizer, max_tokens: int = 120) -> str:
+def trim_to_tokens(text: str, tokenizer, max_tokens: int = MAX_CAPTION_TOKENS) -> str:
     """The longest run of whole leading sentences within `max_tokens`; if even the first
     sentence is too long, its longest word prefix that fits, closed with a full stop."""
     if count_tokens(tokenizer, text) <= max_tokens:

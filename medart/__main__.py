@@ -1,4 +1,4 @@
-"""`python -m medart <command>`: see medart/cli.py."""
+"""`python -m medart <command>`: see medart/cli/."""
 
 from medart.cli import main
 

@@ -17,7 +17,6 @@ import contextlib
 import hashlib
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -25,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from medart import lora
-from medart.fileio import atomic_write_json, publish_dir
+from medart.fileio import atomic_dir, atomic_write_json
 from medart.state_files import StateFileError, load_state, save_state
 
 MANIFEST = "manifest.json"
@@ -61,10 +60,8 @@ def save(folder: Path, step: int, models: dict, optimizer, lr_scheduler, extra: 
     EMA of the trainable weights (keys as `trainable_state`), kept for exact resume;
     `adapters_from`: a context manager under which the usable adapter folders are written
     (the EMA weights, when there are some)."""
-    folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step-{step:06d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-step-{step:06d}-", dir=folder))
-    try:
+    with atomic_dir(final, prefix=f".tmp-step-{step:06d}-") as tmp:
         save_file(trainable_state(models), tmp / "trainable.safetensors")
         if ema is not None:
             save_file({k: v.detach().to("cpu").contiguous() for k, v in ema.items()}, tmp / EMA)
@@ -76,9 +73,6 @@ def save(folder: Path, step: int, models: dict, optimizer, lr_scheduler, extra: 
         (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **extra}, indent=2))
         files = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         atomic_write_json(tmp / MANIFEST, {"step": step, "files": files})
-        publish_dir(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     for old in complete(folder)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final

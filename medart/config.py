@@ -1,17 +1,27 @@
-"""Settings as dataclasses whose defaults are the paper's (Med-Art, arXiv 2506.20449, §3-4).
+"""Every training setting, once: dataclasses whose defaults are the paper's (Med-Art, arXiv 2506.20449, §3-4).
 
-A config is read from YAML or JSON, then overridden by command-line flags; the run folder
-keeps the resolved config so a run can be repeated exactly.
+`TrainConfig` (with its `LoraConfig` and `HLDFConfig`) is the one definition of a training
+setting: its default, type and help text (each field's `metadata`). The `train` command's
+flags are generated from it (`medart.cli.flags`), the Train tab's form names its fields, and
+a training job is the run's `config.yaml`, this dataclass written out. A config is read from
+YAML or JSON, then overridden by flags; the run folder keeps the resolved config so a run can
+be repeated exactly. Adding a setting is adding a field here (with its help text and, where
+the CLI has a shorter name for it, its `flag`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import yaml
+
+from medart.constants import MAX_CAPTION_TOKENS
 
 # LoRA targets in PixArt-α's DiT named by the paper (peft matches them as name suffixes).
 DIT_TARGETS = (
@@ -23,18 +33,33 @@ DIT_TARGETS = (
 # listed; on a non-gated T5 "wi" applies.
 T5_TARGETS = ("q", "k", "v", "o", "wi", "wi_0", "wi_1", "wo")
 
+HLDF_MODES = ("balanced", "paper")
+
+
+def setting(default=dataclasses.MISSING, help: str = "", *, flag: str | None = None,
+            choices: tuple[str, ...] | None = None, factory=None):
+    """A dataclass field that is a training setting: its default, its help text, and where the
+    command line's name or choices differ from the generated ones, `flag` and `choices`."""
+    metadata = {"help": help}
+    if flag:
+        metadata["flag"] = flag
+    if choices:
+        metadata["choices"] = choices
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
 
 @dataclass
 class LoraConfig:
-    rank: int = 8
-    alpha: float | None = None  # None: alpha = rank (scaling 1), as the paper
-    dropout: float = 0.0
-    t5: bool = True  # LoRA on the T5 text encoder too (paper: FID 63.10 -> 51.99 on Kvasir)
-    dit_targets: tuple[str, ...] = DIT_TARGETS
-    t5_targets: tuple[str, ...] = T5_TARGETS
-
-
-HLDF_MODES = ("balanced", "paper")
+    rank: int = setting(8, "LoRA rank (paper: 8)", flag="--rank")
+    alpha: float | None = setting(None, "LoRA alpha; empty: alpha = rank (scaling 1), as the paper", flag="--lora-alpha")
+    dropout: float = setting(0.0, "LoRA dropout")
+    t5: bool = setting(True, "LoRA on the T5 text encoder too (paper: FID 63.10 -> 51.99 on Kvasir); "
+                             "--no-t5-lora: on the DiT only", flag="--t5-lora")
+    dit_targets: tuple[str, ...] = setting(DIT_TARGETS, "DiT modules that get LoRA (peft name suffixes; the paper's)")
+    t5_targets: tuple[str, ...] = setting(T5_TARGETS, "T5 modules that get LoRA (q, k, v, o, wi, wo; wi_0 and wi_1 "
+                                                      "of a gated T5)")
 
 
 @dataclass
@@ -66,28 +91,36 @@ class HLDFConfig:
     `every` = None lets the schedule rule choose N (`medart.hldf_plan`); a number always wins.
     """
 
-    mode: str = "balanced"  # "balanced" or "paper"; see the docstring
-    every: int | None = None  # N: a colour step every N optimiser steps; None: the schedule rule
-    steps: int = 20  # M: DPM-Solver++ steps of the in-graph generation
-    cfg: float = 4.5  # classifier-free guidance of the in-graph generation
-    weight: float | None = None  # None: the mode's (paper: 1/M; balanced: 1.0)
-    grad_steps: int | None = None  # K: backpropagate through the last K solver steps; None: the mode's (paper: M)
-    reduction: str = "sum"  # "sum" over channels (paper) or "mean" (authors' code)
-    enabled: bool = True
-    target: str | None = None  # "image" (paper) or "group"; None: the mode's
-    coverage: str | None = None  # "batch" (paper), "rotate" or "groups"; None: the mode's
-    balance: str | None = None  # "joint" (clip the sum, the paper) or "separate"; None: the mode's
-    max_groups: int = 8  # classes generated per colour step with coverage "groups"
-    per_class: int = 1  # images generated per class in a colour step (target "group"): a set, compared as a set
+    mode: str = setting("balanced", "balanced: each class's own colour target, classes in turn, gradients through "
+                                    "the last 2 solver steps, weight 1; paper: the paper's exact formulation",
+                        flag="--hldf-mode", choices=HLDF_MODES)
+    every: int | None = setting(None, "N: a colour step every N optimiser steps; empty: the schedule rule (about "
+                                      "20 colour steps, at most the paper's 500)", flag="--hldf-every")
+    steps: int = setting(20, "M: DPM-Solver++ steps of the in-graph image (paper: 20)", flag="--hldf-steps")
+    cfg: float = setting(4.5, "classifier-free guidance of the in-graph image (paper: 4.5)", flag="--cfg")
+    weight: float | None = setting(None, "weight of the colour loss; empty: the mode's (paper: 1/M; balanced: 1.0)",
+                                   flag="--color-weight")
+    grad_steps: int | None = setting(None, "K: backpropagate through the last K solver steps only; empty: the "
+                                           "mode's (paper: M; balanced: 2)", flag="--hldf-grad-steps")
+    reduction: str = setting("sum", "the colour loss over channels: sum (the paper's formula) or mean (the authors' "
+                                    "code)", choices=("sum", "mean"))
+    enabled: bool = setting(True, "the colour loss on; --no-hldf: plain LoRA fine-tuning", flag="--hldf")
+    target: str | None = setting(None, "what a generated image is compared with: image (the paper) or group (its "
+                                       "class's average); empty: the mode's", choices=("image", "group"))
+    coverage: str | None = setting(None, "which captions a colour step generates: batch (the paper), rotate (one "
+                                         "class in turn) or groups (every class); empty: the mode's",
+                                   choices=("batch", "rotate", "groups"))
+    balance: str | None = setting(None, "joint: clip the sum of both gradients (the paper); separate: clip each "
+                                        "first; empty: the mode's", choices=("joint", "separate"))
+    max_groups: int = setting(8, "classes generated per colour step with coverage groups")
+    per_class: int = setting(1, "images generated per class in a colour step (target group); compared as a set "
+                                "with the class's statistics")
 
     def __post_init__(self):
-        if self.mode not in HLDF_MODES:
-            raise ValueError(f"hldf.mode must be one of {', '.join(HLDF_MODES)}, not {self.mode!r}")
-        for name, allowed in (("target", ("image", "group")), ("coverage", ("batch", "rotate", "groups")),
-                              ("balance", ("joint", "separate"))):
-            value = getattr(self, name)
-            if value is not None and value not in allowed:
-                raise ValueError(f"hldf.{name} must be one of {', '.join(allowed)}, not {value!r}")
+        for f in dataclasses.fields(self):
+            value, allowed = getattr(self, f.name), f.metadata.get("choices")
+            if allowed and value is not None and value not in allowed:
+                raise ValueError(f"hldf.{f.name} must be one of {', '.join(allowed)}, not {value!r}")
         if self.every is not None and self.every < 1:
             raise ValueError(f"hldf.every must be at least 1 (or empty for the schedule rule), not {self.every}")
         if self.per_class < 1:
@@ -131,52 +164,111 @@ MODE_SETTINGS = {
 
 @dataclass
 class TrainConfig:
-    base_model: str = "pixart-alpha-512"
-    data: str = ""  # imagefolder (metadata.jsonl/csv with file_name, text) or load_dataset id
-    caption_column: str = "text"
-    label_column: str = "label"  # optional: the class of each image (HLDF's colour groups, per-class curves)
-    image_column: str = "image"
-    output: str = "runs/medart"
-    resolution: int | None = None  # None: the base model's own (512 px for PixArt-α 512, as the paper)
-    center_crop: bool = False  # paper: random crop
-    random_flip: bool = False  # paper: no flip
-    max_caption_tokens: int = 120
-    epochs: int = 15
-    max_steps: int | None = None  # overrides epochs when set
-    batch_size: int = 1
-    learning_rate: float = 1e-4
-    lr_scheduler: str = "constant"
-    lr_warmup_steps: int = 0
-    weight_decay: float = 1e-2
-    adam_8bit: bool = False  # bitsandbytes AdamW8bit on CUDA (the authors' choice) when asked
-    max_grad_norm: float = 1.0
-    ema_decay: float = 0.0  # > 0: validation samples and the exported adapter use an EMA of the LoRA weights
-    seed: int = 42
-    mixed_precision: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU
-    gradient_checkpointing: bool = True
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    hldf: HLDFConfig = field(default_factory=HLDFConfig)
-    validation_prompts: list[str] = field(default_factory=list)  # empty: one caption per class, up to 4
-    validation_every: int | None = None  # S: samples at step 0 and every S steps; None: ~10 per run, S <= 500
-    validation_steps: int = 20  # solver steps of the validation samples
-    checkpoint_every: int = 500
-    checkpoints_keep: int = 3
-    resume: str | None = None  # "latest" or a checkpoint folder
-    cache_latents: bool = True  # only used when no random augmentation applies
-    cache_text: bool = True  # only used when T5 LoRA is off
+    base_model: str = setting("pixart-alpha-512", "profile (pixart-alpha-512, tiny), local folder or hub id")
+    data: str = setting("", "imagefolder with metadata.jsonl/csv (file_name, text), or a load_dataset id")
+    caption_column: str = setting("text", "the data's caption column")
+    label_column: str = setting("label", "the data's class column, optional (HLDF's colour groups, per-class curves)")
+    image_column: str = setting("image", "the data's image column")
+    output: str = setting("runs/medart", "run folder")
+    resolution: int | None = setting(None, "pixels; empty: the base model's own (512 for PixArt-α 512, as the paper)")
+    center_crop: bool = setting(False, "crop the centre instead of a random crop (paper: random)")
+    random_flip: bool = setting(False, "flip images at random (paper: no)")
+    max_caption_tokens: int = setting(MAX_CAPTION_TOKENS, "captions longer than this many T5 tokens are refused")
+    epochs: int = setting(15, "passes over the data (paper: 15)")
+    max_steps: int | None = setting(None, "optimiser steps; set, it overrides epochs")
+    batch_size: int = setting(1, "images per step and process (paper: 1)")
+    learning_rate: float = setting(1e-4, "AdamW learning rate (paper: 1e-4)", flag="--lr")
+    lr_scheduler: str = setting("constant", "diffusers' learning-rate schedule (constant, linear, cosine, ...)")
+    lr_warmup_steps: int = setting(0, "warm-up steps of the schedule")
+    weight_decay: float = setting(1e-2, "AdamW weight decay (paper: 1e-2)")
+    adam_8bit: bool = setting(False, "bitsandbytes AdamW8bit on CUDA (the authors' choice)")
+    max_grad_norm: float = setting(1.0, "gradient clipping (paper: 1.0)")
+    ema_decay: float = setting(0.0, "> 0: the validation samples and the exported adapter use an EMA of the LoRA "
+                                    "weights with this decay (paper: none, 0)")
+    seed: int = setting(42, "seed of LoRA's initialisation, noise, timesteps and batches (paper: 42)")
+    mixed_precision: str = setting("auto", "auto: bf16 on CUDA, fp32 on CPU", choices=("auto", "no", "fp16", "bf16"))
+    gradient_checkpointing: bool = setting(True, "recompute activations in backward (needed for colour steps at "
+                                                 "512 px)")
+    lora: LoraConfig = setting(help="LoRA", factory=LoraConfig)
+    hldf: HLDFConfig = setting(help="HLDF's colour loss", factory=HLDFConfig)
+    validation_prompts: list[str] = setting(help="a validation prompt (repeatable); none: one caption per class, "
+                                                 "up to 8", flag="--validation-prompt", factory=list)
+    validation_every: int | None = setting(None, "S: samples at step 0 and every S steps; empty: about 10 per run, "
+                                                 "at most 500 apart")
+    validation_steps: int = setting(20, "solver steps of the validation samples")
+    checkpoint_every: int = setting(500, "a checkpoint every this many steps (and at the end)")
+    checkpoints_keep: int = setting(3, "how many of the newest checkpoints to keep")
+    resume: str | None = setting(None, "'latest' or a checkpoint folder")
+    cache_latents: bool = setting(True, "cache VAE latents (only where no random augmentation applies)")
+    cache_text: bool = setting(True, "cache T5 embeddings (only where T5 has no LoRA)")
+
+    def __post_init__(self):
+        for name in ("checkpoint_every", "validation_every", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, not {value}")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One training setting as the CLI and the Train tab see it: its dotted path in TrainConfig
+    (`hldf.every`), its type (Optional removed; `optional` says whether empty is allowed), its
+    default and metadata (help, flag, choices)."""
+
+    path: str
+    type: object
+    optional: bool
+    default: object
+    metadata: typing.Mapping
+
+    @property
+    def help(self) -> str:
+        return self.metadata.get("help", "")
+
+    @property
+    def choices(self) -> tuple[str, ...] | None:
+        return self.metadata.get("choices")
+
+    @property
+    def flag(self) -> str:
+        """The command-line flag: `metadata["flag"]`, else the path with - for _ and . (`--hldf-reduction`)."""
+        return self.metadata.get("flag") or "--" + self.path.replace(".", "-").replace("_", "-")
+
+
+def settings(cls=TrainConfig, prefix: str = "") -> Iterator[Setting]:
+    """Every setting of `cls`, nested dataclasses (lora, hldf) unfolded, in definition order."""
+    hints = typing.get_type_hints(cls)
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            yield from settings(kind, f"{prefix}{f.name}.")
+            continue
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        optional = typing.get_origin(kind) in (typing.Union, types.UnionType) and len(args) == 1
+        yield Setting(prefix + f.name, args[0] if optional else kind, optional, getattr(defaults, f.name), f.metadata)
+
+
+def setting_named(path: str) -> Setting:
+    """The Setting at dotted `path`; a ValueError naming the known ones otherwise."""
+    for s in settings():
+        if s.path == path:
+            return s
+    raise ValueError(f"unknown training setting {path!r}")
 
 
 def _build(cls, data: dict):
+    hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(data) - set(known)
     if unknown:
         raise ValueError(f"Unknown {cls.__name__} settings: {', '.join(sorted(unknown))}")
     kwargs = {}
     for name, value in data.items():
-        sub = {"lora": LoraConfig, "hldf": HLDFConfig}.get(name) if cls is TrainConfig else None
-        if sub and isinstance(value, dict):
-            value = _build(sub, value)
-        elif isinstance(value, list) and name.endswith("targets"):
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind) and isinstance(value, dict):
+            value = _build(kind, value)
+        elif isinstance(value, list) and typing.get_origin(kind) is tuple:
             value = tuple(value)
         kwargs[name] = value
     return cls(**kwargs)

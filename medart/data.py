@@ -18,9 +18,11 @@ import torch
 from PIL import Image
 
 from medart.config import TrainConfig
+from medart.constants import IMAGE_SUFFIXES
 from medart.pixel_limit import pixel_limit
+
+# folders of held-out images that an imagefolder may hold beside its images: not training data
 OTHER_SPLITS = {"test", "testing", "eval", "validation", "valid", "val", "dev"}
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 
 
 class DataError(ValueError):

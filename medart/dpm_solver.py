@@ -23,12 +23,13 @@ import torch
 import torch.utils.checkpoint
 from diffusers import DPMSolverMultistepScheduler
 
-MAX_TOKENS = 120  # PixArt-α's text length
+from medart.constants import MAX_CAPTION_TOKENS
 
 
-def encode_prompts(tokenizer, text_encoder, prompts: list[str], device=None, max_length: int = MAX_TOKENS):
+
+def encode_prompts(tokenizer, text_encoder, prompts: list[str], device=None, max_length: int = MAX_CAPTION_TOKENS):
     """T5 embeddings and attention mask, exactly as `PixArtAlphaPipeline.encode_prompt` makes them
-    (padding to 120 tokens, no caption cleaning). Differentiable when the encoder has LoRA."""
+    (padding to MAX_CAPTION_TOKENS, no caption cleaning). Differentiable when the encoder has LoRA."""
     device = device or text_encoder.device
     tokens = tokenizer(
         list(prompts), padding="max_length", max_length=max_length, truncation=True,

@@ -1,12 +1,15 @@
-"""Atomic writes: a file or folder is either complete or absent, never half-written."""
+"""Files and folders: atomic writes (complete or absent, never half-written) and safe names."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -64,3 +67,33 @@ def publish_dir(tmp: Path, final: Path) -> None:
     os.rename(tmp, final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def atomic_dir(final: str | Path, prefix: str | None = None, keep_existing: bool = False,
+               mode: int | None = None) -> Iterator[Path]:
+    """A temporary folder beside `final` to fill; when the block ends normally it becomes
+    `final` in one rename (`publish_dir`), when it raises it is removed. `prefix` names the
+    temporary folder (so that leftovers of a killed writer can be found); `keep_existing`:
+    if `final` exists by then (another process finished first), keep that one and drop this;
+    `mode`: the folder's permissions (a temporary folder is private, 0o700, otherwise)."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix or f".{final.name}.", dir=final.parent))
+    try:
+        if mode is not None:
+            tmp.chmod(mode)
+        yield tmp
+        if keep_existing and final.exists():
+            return
+        publish_dir(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def slugify(text: str, keep: str = ".-", sep: str = "-", max_len: int = 60) -> str:
+    """`text` as a safe file or folder name: every run of characters other than letters,
+    digits, `_` and those in `keep` becomes `sep`; `sep` and dots are trimmed from the ends;
+    at most `max_len` characters. May be empty: callers say what an empty name means."""
+    slug = re.sub(rf"[^\w{re.escape(keep)}]+", sep, (text or "").strip())
+    return slug.strip(sep + ".")[:max_len]

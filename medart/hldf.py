@@ -20,9 +20,7 @@ import hashlib
 import logging
 import math
 import resource
-import shutil
 import signal
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -35,7 +33,7 @@ from tqdm.auto import tqdm
 from medart import checkpoints, color_stats, dpm_solver, hldf_plan, lora
 from medart.config import TrainConfig
 from medart.data import TrainData, load_examples
-from medart.fileio import atomic_write_bytes, atomic_write_text, publish_dir
+from medart.fileio import atomic_dir, atomic_write_bytes, atomic_write_text
 from medart.losses import channel_moments, color_loss_to_moments, diffusion_loss
 from medart.profiles import load_base
 from medart.run_folder import RunFolder, model_card
@@ -447,8 +445,7 @@ class Trainer:
         )
 
     def export(self, last: dict) -> Path:
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-adapter-", dir=self.run.path))
-        try:
+        with atomic_dir(self.run.adapter, prefix=".tmp-adapter-") as tmp:
             with self.ema_weights():
                 for name, model in self.models.items():
                     lora.save(model, tmp / name)
@@ -456,9 +453,6 @@ class Trainer:
             start = next((r["color_distance"] for r in rows if r.get("step") == 0 and "color_distance" in r), None)
             atomic_write_text(tmp / "README.md", model_card(self.config, self.data_info, self.step, last,
                                                             self.plan, start, step_times(rows)))
-            publish_dir(tmp, self.run.adapter)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return self.run.adapter
 
     # -- the loop ----------------------------------------------------------------------

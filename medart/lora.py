@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from peft import LoraConfig as PeftLoraConfig
 from peft import get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
-from peft.tuners.tuners_utils import BaseTunerLayer
+from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file, save_file
 
 from medart.config import LoraConfig
@@ -106,15 +106,14 @@ def load_base_adapters(base, path: str | Path) -> dict[str, Path]:
     return dirs
 
 
-def lora_layers(model: torch.nn.Module):
-    return [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+def lora_layers(model: torch.nn.Module) -> list[LoraLayer]:
+    return [m for m in model.modules() if isinstance(m, LoraLayer)]
 
 
 def set_scale(model: torch.nn.Module, scale: float) -> None:
-    """LoRA strength: 0 gives the base model exactly, 1 the tuned one (one model, no copies)."""
+    """LoRA strength: 0 gives the base model exactly (adapters off), 1 the tuned one; peft's own
+    `LoraLayer.set_scale` sets each adapter's scaling to scale x alpha / r (one model, no copies)."""
     for layer in lora_layers(model):
         layer.enable_adapters(scale != 0.0)
         for name in layer.active_adapters:
-            if name in getattr(layer, "scaling", {}):
-                base = layer.lora_alpha[name] / layer.r[name]
-                layer.scaling[name] = base * scale
+            layer.set_scale(name, scale)

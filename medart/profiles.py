@@ -208,6 +208,16 @@ def load_tokenizer(base_model: str | None = None):
         return AutoTokenizer.from_pretrained(source, subfolder="tokenizer")
 
 
+def caption_tokenizer(base_model: str | None = None) -> tuple[str, object]:
+    """(name, tokenizer) of the base model whose T5 counts caption tokens (default: the active one)."""
+    name = base_model or default_base_model()
+    if name == "tiny":
+        from transformers import AutoTokenizer
+
+        return name, AutoTokenizer.from_pretrained(tiny_base.TOKENIZER_DIR)
+    return name, load_tokenizer(name)
+
+
 def build_architecture(arch: str, device, dtype: torch.dtype) -> Base:
     """Real-size networks with random weights (no download), to measure time and memory."""
     if arch != "pixart-xl-2":

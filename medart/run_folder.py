@@ -14,9 +14,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import sys
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -24,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from medart.config import save_config
-from medart.fileio import append_jsonl, atomic_write_json, atomic_write_text, publish_dir, read_jsonl
+from medart.fileio import append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, read_jsonl
 
 PACKAGES = ("torch", "diffusers", "transformers", "peft", "accelerate", "safetensors", "datasets", "numpy", "pillow")
 
@@ -68,16 +66,11 @@ class RunFolder:
         atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
 
     def save_samples(self, step: int, images, prompts: list[str], seeds: list[int]) -> Path:
-        self.samples.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-step-{step:06d}-", dir=self.samples))
-        try:
+        final = self.samples / f"step-{step:06d}"
+        with atomic_dir(final, prefix=f".tmp-step-{step:06d}-") as tmp:
             for i, image in enumerate(images):
                 image.save(tmp / f"{i:02d}.png")
             (tmp / "prompts.json").write_text(json.dumps({"step": step, "prompts": prompts, "seeds": seeds}, indent=2))
-            final = self.samples / f"step-{step:06d}"
-            publish_dir(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return final
 
     def sample_steps(self) -> list[int]:
@@ -171,3 +164,13 @@ image = pipe("An endoscopic image of ...", guidance_scale=4.5, clean_caption=Fal
 
 Captions were used as written (no caption cleaning), so pass `clean_caption=False`.
 """
+
+
+def adapter_path(run: str | Path) -> Path | None:
+    """The run's exported adapter, else its latest checkpoint, else None."""
+    run = Path(run)
+    if (run / "adapter" / "dit").is_dir():
+        return run / "adapter"
+    steps = sorted((run / "checkpoints").glob("step-*")) if (run / "checkpoints").is_dir() else []
+    steps = [s for s in steps if (s / "manifest.json").exists() and (s / "dit").is_dir()]
+    return steps[-1] if steps else None

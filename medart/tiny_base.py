@@ -16,14 +16,14 @@ Rebuild the tokenizer (needs `pip install wordfreq`):  python -m medart.tiny_bas
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+from medart.assets import ASSETS
+from medart.constants import MAX_CAPTION_TOKENS
+from medart.fileio import atomic_dir
+
 TOKENIZER_DIR = ASSETS / "tiny-tokenizer"
 PRETRAINED_DIR = ASSETS / "tiny-base"  # made by `python -m medart.tiny_pretrain --out assets/tiny-base`
 SEED = 0
@@ -85,7 +85,7 @@ def build_tokenizer(out_dir: Path = TOKENIZER_DIR) -> None:
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
     )
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="</s>", pad_token="<pad>", unk_token="<unk>", model_max_length=120
+        tokenizer_object=tok, eos_token="</s>", pad_token="<pad>", unk_token="<unk>", model_max_length=MAX_CAPTION_TOKENS
     )
     fast.save_pretrained(out_dir)
 
@@ -130,17 +130,8 @@ def ensure_tiny(folder: Path) -> Path:
         return folder
     from diffusers import PixArtAlphaPipeline
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_dir(folder, keep_existing=True) as tmp:  # another process may finish first
         PixArtAlphaPipeline(**build_components()).save_pretrained(tmp)
-        try:
-            os.rename(tmp, folder)
-        except OSError:  # another process finished first
-            if not (folder / "model_index.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 

@@ -32,9 +32,6 @@ import argparse
 import copy
 import json
 import math
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -43,6 +40,8 @@ import torch
 import torch.nn.functional as F
 
 from medart import tiny_base
+from medart.constants import MAX_CAPTION_TOKENS
+from medart.fileio import atomic_dir
 
 RES = tiny_base.RESOLUTION
 
@@ -260,7 +259,7 @@ def train_dit(parts, means, stds, caps, steps, batch, lr, drop, ema_decay, seed,
     noise_sched = DDPMScheduler.from_config(parts["scheduler"].config)  # PixArt's linear betas
     alphas = noise_sched.alphas_cumprod
     weights = ((1 - alphas) / alphas).clamp(1.0, max_weight)
-    tok = tokenizer(sorted(set(caps)) + [""], padding=False, truncation=True, max_length=120)
+    tok = tokenizer(sorted(set(caps)) + [""], padding=False, truncation=True, max_length=MAX_CAPTION_TOKENS)
     ids = dict(zip(sorted(set(caps)) + [""], tok.input_ids))
     cap_ids = [ids[c] for c in caps]
     empty = ids[""]
@@ -319,19 +318,8 @@ def save_pipeline(parts: dict, out: Path) -> None:
     """Save as a diffusers pipeline folder (safetensors), replacing `out` atomically."""
     from diffusers import PixArtAlphaPipeline
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(0o755)
-    try:
+    with atomic_dir(out, mode=0o755) as tmp:
         PixArtAlphaPipeline(**parts).save_pretrained(tmp, safe_serialization=True)
-        old = out.with_name(f".{out.name}.old")
-        if out.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.rename(out, old)
-        os.rename(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def sample_grid(folder: Path, prompts, png: Path, seeds=(0, 1, 2, 3), scale: int = 2) -> None:

@@ -85,11 +85,11 @@ def populate_home(home: Path) -> dict:
 
     from helpers import make_tuned_run
     from medart.evaluation import EvalConfig, evaluate
-    from medart.importers import import_paths
+    from medart.workspace.importers import import_paths
     from medart.reader_study import ReaderStudies
-    from medart.studio import DEMO_DIR
+    from medart.assets import DEMO_DIR
     from medart.workspace import Workspace
-    from test_reader_study import planted_images
+    from helpers import planted_images
 
     ws_dir = home / "workspace"
     with Workspace(ws_dir) as ws:

@@ -46,3 +46,20 @@ def app_server(tmp_path, medart_cache):
     for s in servers:
         s.kill()
         s.stop_jobs()
+
+
+@pytest.fixture(scope="session")
+def blip_dir(tmp_path_factory):
+    """A tiny random BLIP saved as a transformers model folder (the `transformers` caption backend)."""
+    from helpers import build_tiny_blip
+
+    return build_tiny_blip(tmp_path_factory.mktemp("blip"))
+
+
+@pytest.fixture
+def server():
+    """A local OpenAI-compatible caption server (helpers.ChatHandler); its /v1 URL."""
+    from helpers import chat_server
+
+    with chat_server() as url:
+        yield url

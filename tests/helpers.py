@@ -1,12 +1,20 @@
-"""Small helpers shared by several test files."""
+"""Builders shared by the test files (no test file imports another): data folders, tuned runs,
+workspace images, reader-study images, a tiny VLM and a local OpenAI-compatible caption server."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import io
 import json
 import shutil
+import sqlite3
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 from PIL import Image
@@ -67,3 +75,177 @@ def add_images(ws, labels, split: str = "train") -> list[int]:
         sha, size, _ = ws.store_image(Image.new("RGB", (16, 16), (k % 256, k // 256, 99)))
         rows.append(NewImage(sha, f"img{k}.png", 16, 16, "RGB", size, "test", label, split))
     return ws.add_images(rows)
+
+
+# ---- reader studies ----------------------------------------------------------------------------
+def noise(seed, size, smooth=False, mode="RGB"):
+    """A noise (or, smooth, a gradient) image of `size` (width, height) from `seed`."""
+    rng = np.random.default_rng(seed)
+    if smooth:
+        arr = np.tile(np.linspace(0, 255, size[0], dtype=np.uint8)[None, :, None], (size[1], 1, 3))
+    else:
+        arr = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    return Image.fromarray(arr).convert(mode)
+
+
+def planted_images(n_per_kind=4, labels=("fundus", "histology")):
+    """Real (EXIF-carrying JPEG) and generated (smooth, with PNG text) study images, n of each kind."""
+    from medart.reader_study import StudyImage
+
+    images = []
+    for i in range(n_per_kind):
+        label = labels[i % len(labels)]
+        # real: a photograph-like JPEG source with EXIF, larger than the display size
+        buf = io.BytesIO()
+        exif = Image.Exif()
+        exif[0x010F] = "CameraMaker"
+        noise(i, (96, 80)).save(buf, format="JPEG", quality=70, exif=exif)
+        real = Image.open(io.BytesIO(buf.getvalue()))
+        images.append(StudyImage(real, "real", label, f"a {label} image", f"real-{label}-{i}.jpg"))
+        gen = noise(100 + i, (64, 64), smooth=True)
+        gen.info["parameters"] = "generated, seed 7"  # what generate_to_file would attach
+        images.append(StudyImage(gen, "generated", label, f"a {label} image", f"seed {i}"))
+    return images
+
+
+def owner_code_hash(workspace_dir: Path, name: str) -> str | None:
+    """The stored owner-code hash of study `name` (None: no code set), read straight from the database."""
+    with sqlite3.connect(Path(workspace_dir) / "workspace.db") as c:
+        return c.execute("SELECT owner_code_hash FROM reader_studies WHERE name = ?", (name,)).fetchone()[0]
+
+
+# ---- captioning: a tiny VLM and a local OpenAI-compatible server -------------------------------
+WORDS = (
+    "an endoscopic image of polyps pink red white round smooth surface mucosa the with and is a glossy "
+    "surrounded by texture shape bleeding no color please describe this using following visual features"
+).split()
+
+
+def build_tiny_blip(folder, chat_template: str | None = None):
+    from transformers import BertTokenizerFast, BlipConfig, BlipForConditionalGeneration, BlipProcessor
+    from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "'", ":"] + sorted(set(WORDS))
+    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)})
+    processor = BlipProcessor(image_processor=BlipImageProcessorPil(size={"height": 32, "width": 32}), tokenizer=tokenizer)
+    if chat_template:
+        processor.chat_template = chat_template
+    config = BlipConfig(
+        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=32, patch_size=8),
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=128, bos_token_id=2, sep_token_id=3,
+                         pad_token_id=0, eos_token_id=3),
+        projection_dim=32,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = BlipForConditionalGeneration(config).eval()
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+class ChatHandler(BaseHTTPRequestHandler):
+    """/v1/chat/completions as a VLM server answers it, describing the image it receives; the
+    first `failures` requests get a 503 (an overloaded server)."""
+
+    requests: list = []
+    failures = 0
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        from captioning.offline import describe_pixels
+
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+        if type(self).failures > 0:
+            type(self).failures -= 1
+            return self._send(503, {"error": {"message": "overloaded, try again"}})
+        if body.get("model") != "served-vlm":
+            return self._send(404, {"error": {"message": f"model {body.get('model')} not found"}})
+        content = body["messages"][0]["content"]
+        if isinstance(content, str):  # text-only: the simplify pass
+            answer = "An endoscopic image of polyps, pink and round."
+        else:
+            prompt = next(c["text"] for c in content if c["type"] == "text")
+            url = next(c["image_url"]["url"] for c in content if c["type"] == "image_url")
+            image = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+            simple = prompt.split(". Please")[0]
+            # the server describes the image it received, like a VLM would
+            answer = "Description: " + describe_pixels(image, simple)
+        self._send(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": answer}}]})
+
+    def _send(self, code, payload):
+        data = json.dumps(payload).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@contextlib.contextmanager
+def chat_server():
+    """A local OpenAI-compatible server (ChatHandler) on a free port; yields its /v1 URL."""
+    ChatHandler.requests = []
+    ChatHandler.failures = 0
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), ChatHandler)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+# ---- processes that die at a chosen moment (deterministic, not a timer) ---------------------------
+KILLED_CLI = """
+import os, signal, sys
+from pathlib import Path
+
+from medart.cli import main
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)  # no clean-up, no last words: as a power cut or the OOM killer
+
+kind, at, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+if kind == "publish":  # while folder `at` is being published: written in full, not yet renamed into place
+    from medart import fileio
+
+    publish = fileio.publish_dir
+
+    def publishing(tmp, final):
+        if Path(final).name == at:
+            die()
+        publish(tmp, final)
+
+    fileio.publish_dir = publishing
+elif kind == "captions":  # right after the `at`-th caption is committed
+    from medart.workspace.store import Workspace
+
+    set_caption, done = Workspace.set_caption, []
+
+    def captioning(self, *args, **kwargs):
+        written = set_caption(self, *args, **kwargs)
+        done.append(written)
+        if sum(done) == int(at):
+            die()
+        return written
+
+    Workspace.set_caption = captioning
+sys.exit(main(argv))
+"""
+
+
+def run_cli_killed(kind: str, at, argv: list[str], env: dict, timeout: float = 300):
+    """`python -m medart ARGV` in a process that SIGKILLs itself at a moment named by `kind` and
+    `at`: "publish", FOLDER_NAME (inside the atomic publish of that folder, e.g. a checkpoint)
+    or "captions", N (after the N-th caption is committed). Returns the CompletedProcess."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", KILLED_CLI, kind, str(at), *argv], env=env,
+                          capture_output=True, text=True, timeout=timeout)

@@ -14,6 +14,8 @@ from medart.jobs import is_alive
 from helpers import wait_for
 from medart.run_folder import RunFolder
 
+pytestmark = pytest.mark.slow  # an app process and a training that outlives it
+
 
 def test_api_training_survives_an_app_restart(app_server, tmp_path):
     client_mod = pytest.importorskip("gradio_client")

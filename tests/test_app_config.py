@@ -6,7 +6,8 @@ import pytest
 
 import app
 from medart import studio as studio_mod
-from medart.train_launch import TrainSettings, launch, preflight, train_argv
+from medart.config import load_config
+from medart.jobs.training import launch, preflight
 
 
 def test_login_required_beyond_localhost(monkeypatch):
@@ -45,8 +46,8 @@ def test_preflight_blocks_then_launch_snapshots_approved_training_split(tmp_path
     from medart.workspace import NewImage, Workspace
 
     class Jobs:
-        def submit(self, kind, argv, title, output):
-            self.args = (kind, argv, title, output)
+        def submit(self, kind, config, title, output):
+            self.args = (kind, config, title, output)
             return "job"
 
     ws = Workspace(tmp_path / "ws", tokenizer=None)
@@ -55,43 +56,42 @@ def test_preflight_blocks_then_launch_snapshots_approved_training_split(tmp_path
         sha, size, _ = ws.store_image(Image.new("RGB", (32, 32), colour))
         rows.append(NewImage(sha, f"{k}.png", 32, 32, "RGB", size, label="a", split="test" if k == 2 else "train"))
     ws.add_images(rows)
-    s = TrainSettings.paper("tiny")
-    s.name = "r1"
+    config = load_config(None, base_model="tiny")  # the paper's settings, HLDF's N by the schedule rule
     runs = tmp_path / "runs"
     runs.mkdir()
-    first = preflight(ws, s, runs)
+    first = preflight(ws, "r1", config, runs)
     assert not first.ok and any("no caption" in e for e in first.errors)
     ws.set_text(1, "A red image.", approve=True)
     ws.set_text(2, "A green image.")
-    second = preflight(ws, s, runs)
+    second = preflight(ws, "r1", config, runs)
     assert [e for e in second.errors if "not approved" in e] and "#2" in second.markdown()
     ws.approve([2])
     ws.set_text(3, "A blue held-out image.", approve=True)
     jobs = Jobs()
-    job, check = launch(ws, s, runs, jobs)
+    job, check = launch(ws, "r1", config, runs, jobs)
     assert check.ok and job == "job"
-    kind, argv, title, output = jobs.args
-    assert kind == "train" and argv == train_argv(s, runs / "r1") and "--hldf-every" not in argv  # the rule
-    assert argv[argv.index("--hldf-mode") + 1] == "balanced" and argv[argv.index("--hldf-steps") + 1] == "20"
+    kind, config_file, title, output = jobs.args
+    assert (kind, config_file, title, output) == ("train", runs / "r1" / "config.yaml", "r1", str(runs / "r1"))
     # 2 approved images x 15 epochs = 30 steps: the rule's floor N = 4 gives 7 colour steps of 1 class each
     assert any(i.startswith("HLDF: a colour step every N = 4 steps") and "7 colour step(s) in 30" in i
                for i in check.info), check.info
-    # the job's own command line, read by the CLI's parser, makes the same plan
+    # the job's own command line, read by the CLI's parser, is this config on the snapshot, same plan
     from medart import hldf_plan
-    from medart.cli import build_parser, train_config
+    from medart.cli import parse, train_config
+    from medart.jobs.kinds import command
 
-    config = train_config(build_parser().parse_args(argv))
-    assert hldf_plan.plan(config, 30, 1).every == 4 and config.hldf.mode == "balanced"
-    s.hldf_every = 500  # the paper's N on 30 steps: no colour step, and preflight says so
-    silent = preflight(ws, s, runs)
+    queued = train_config(parse(command(kind, config_file)))
+    assert queued == load_config(None, base_model="tiny", data=str(runs / "r1" / "data"), output=str(runs / "r1"))
+    assert hldf_plan.plan(queued, 30, 1).every == 4 and queued.hldf.every is None and queued.hldf.mode == "balanced"
+    paper_n = load_config(None, base_model="tiny", **{"hldf.every": 500})  # the paper's N on 30 steps:
+    silent = preflight(ws, "r1", paper_n, runs)  # no colour step, and preflight says so
     assert silent.ok and any("makes no colour step" in w for w in silent.warnings)
-    s.hldf_every = 0
     manifest = json.loads((runs / "r1" / "data" / "manifest.json").read_text())
     assert manifest["count"] == 2  # the held-out image stays out of training
     texts = [json.loads(line)["text"] for line in (runs / "r1" / "data" / "train" / "metadata.jsonl").open()]
     assert texts == ["A red image.", "A green image."]
     assert not [w for w in check.warnings if "held-out" in w]
     ws.set_split([3], "train")  # nothing held out any more: a warning, not a block
-    third = preflight(ws, s, tmp_path / "runs")
+    third = preflight(ws, "r1", config, tmp_path / "runs")
     assert third.ok and [w for w in third.warnings if "No held-out images" in w]
     ws.close()

@@ -14,9 +14,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import captioning  # noqa: E402
 from captioning.offline import OfflineDescriber  # noqa: E402
 from captioning.templates import ModalityTemplate, get_builtin  # noqa: E402
-from medart.describe import Describer, caption_by_describer, group_by_describer, targets  # noqa: E402
+from medart.workspace.describe import Describer, caption_by_describer, group_by_describer, targets  # noqa: E402
 from medart.workspace import Filter, NewImage, Workspace  # noqa: E402
-from test_captioning_backends import ChatHandler, build_tiny_blip, chat_server  # noqa: E402
+from helpers import ChatHandler  # noqa: E402
 
 MODALITIES = ["endoscopy", "dermoscopy", "histology", "fundus", "endoscopy", "dermoscopy"]
 COLOURS = [(220, 0, 0), (0, 0, 220), (0, 160, 0), (255, 192, 203), (128, 128, 128), (139, 69, 19)]
@@ -34,17 +34,6 @@ def fill(root, modalities=MODALITIES) -> Workspace:
 
 def with_describer(ws, name, backend, model=None, url=None):
     ws.save_template(replace(get_builtin(name), backend=backend, model=model, url=url))
-
-
-@pytest.fixture(scope="module")
-def blip_dir(tmp_path_factory):
-    return build_tiny_blip(tmp_path_factory.mktemp("blip"))
-
-
-@pytest.fixture
-def server():
-    with chat_server() as url:
-        yield url
 
 
 @pytest.fixture

@@ -1,14 +1,9 @@
 """The transformers VLM backend (a tiny random BLIP saved and reloaded through the production
 path) and the OpenAI-compatible backend (against a real local HTTP server)."""
 
-import base64
-import contextlib
-import io
 import json
 import os
 import subprocess
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from PIL import Image
@@ -20,46 +15,11 @@ import torch  # noqa: E402
 
 from captioning import make_captioner  # noqa: E402
 from captioning.base import CaptionerError, SamplingConfig  # noqa: E402
-from captioning.offline import describe_pixels  # noqa: E402
 from captioning.templates import get_builtin  # noqa: E402
 from captioning.vsg import describe  # noqa: E402
+from helpers import WORDS, ChatHandler, build_tiny_blip  # noqa: E402
 
 torch.set_num_threads(1)
-WORDS = (
-    "an endoscopic image of polyps pink red white round smooth surface mucosa the with and is a glossy "
-    "surrounded by texture shape bleeding no color please describe this using following visual features"
-).split()
-
-
-def build_tiny_blip(folder, chat_template: str | None = None):
-    from transformers import BertTokenizerFast, BlipConfig, BlipForConditionalGeneration, BlipProcessor
-    from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
-
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "'", ":"] + sorted(set(WORDS))
-    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)})
-    processor = BlipProcessor(image_processor=BlipImageProcessorPil(size={"height": 32, "width": 32}), tokenizer=tokenizer)
-    if chat_template:
-        processor.chat_template = chat_template
-    config = BlipConfig(
-        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                           image_size=32, patch_size=8),
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                         num_attention_heads=4, max_position_embeddings=128, bos_token_id=2, sep_token_id=3,
-                         pad_token_id=0, eos_token_id=3),
-        projection_dim=32,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = BlipForConditionalGeneration(config).eval()
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def blip_dir(tmp_path_factory):
-    return build_tiny_blip(tmp_path_factory.mktemp("blip"))
-
-
 CHAT = "{% for m in messages %}{% for c in m['content'] %}{% if c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endfor %}"
 
 
@@ -106,59 +66,6 @@ def test_missing_model_gives_a_clear_error(tmp_path):
         make_captioner("transformers", None)
 
 
-# ---- a real HTTP server speaking /v1/chat/completions -------------------------------------------
-class ChatHandler(BaseHTTPRequestHandler):
-    requests: list = []
-
-    def log_message(self, *args):
-        pass
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-        if body.get("model") != "served-vlm":
-            return self._send(404, {"error": {"message": f"model {body.get('model')} not found"}})
-        content = body["messages"][0]["content"]
-        if isinstance(content, str):  # text-only: the simplify pass
-            answer = "An endoscopic image of polyps, pink and round."
-        else:
-            prompt = next(c["text"] for c in content if c["type"] == "text")
-            url = next(c["image_url"]["url"] for c in content if c["type"] == "image_url")
-            image = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
-            simple = prompt.split(". Please")[0]
-            # the server describes the image it received, like a VLM would
-            answer = "Description: " + describe_pixels(image, simple)
-        self._send(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": answer}}]})
-
-    def _send(self, code, payload):
-        data = json.dumps(payload).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-
-@contextlib.contextmanager
-def chat_server():
-    """A local OpenAI-compatible server (ChatHandler) on a free port; yields its /v1 URL."""
-    ChatHandler.requests = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), ChatHandler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-
-
-@pytest.fixture
-def server():
-    with chat_server() as url:
-        yield url
-
-
 def test_openai_backend_captions_through_a_local_server(server):
     cap = make_captioner("openai", "served-vlm", base_url=server, api_key="k123", batch_size=2)
     t = get_builtin("endoscopy")
@@ -175,6 +82,19 @@ def test_openai_backend_captions_through_a_local_server(server):
     assert body["messages"][0]["content"][0]["text"] == t.render_prompt("An endoscopic image of polyps")
     assert cap.simplify("long text", 120) == "An endoscopic image of polyps, pink and round."
     assert ChatHandler.requests[-1]["body"]["max_tokens"] == 120
+
+
+def test_openai_backend_retries_an_overloaded_server_with_backoff(server):
+    ChatHandler.failures = 2
+    cap = make_captioner("openai", "served-vlm", base_url=server, retries=2)
+    out = cap.describe(Image.new("RGB", (32, 32), (0, 0, 220)), "An endoscopic image of polyps", get_builtin("endoscopy"))
+    assert "An endoscopic image of polyps, predominantly blue" in out.text and len(ChatHandler.requests) == 3
+    ChatHandler.failures = 5
+    with pytest.raises(CaptionerError, match="answered 503"):
+        make_captioner("openai", "served-vlm", base_url=server, retries=1).describe(
+            Image.new("RGB", (16, 16)), "An image", get_builtin("endoscopy"))
+    assert len(ChatHandler.requests) == 5  # one try and one retry, no more
+    cap.close()
 
 
 def test_openai_backend_errors_say_what_to_do(server):

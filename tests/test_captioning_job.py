@@ -1,12 +1,17 @@
 """Batch captioning of a workspace: drafts only, provenance stored, resumable after a failure."""
 
+import signal
+import subprocess
+import sys
+
 import pytest
 from PIL import Image
 from transformers import AutoTokenizer
 
 from captioning.base import CaptionerError
 from captioning.offline import OfflineDescriber
-from medart.describe import caption_workspace, targets
+from helpers import run_cli_killed
+from medart.workspace.describe import caption_workspace, targets
 from medart.workspace import Filter, NewImage, Workspace
 from medart.tiny_base import TOKENIZER_DIR as TINY_TOKENIZER
 
@@ -91,12 +96,9 @@ def test_images_removed_while_the_job_runs_are_skipped(ws):
     assert [i.id for i in ws.query(Filter(missing=False), limit=None)] == [1, 3, 4, 6]
 
 
+@pytest.mark.slow  # two CLI processes over 120 images
 def test_cli_caption_job_killed_then_resumed(tmp_path):
     import os
-    import signal
-    import subprocess
-    import sys
-    import time
 
     root = tmp_path / "ws2"
     with Workspace(root) as w:
@@ -105,20 +107,16 @@ def test_cli_caption_job_killed_then_resumed(tmp_path):
             sha, size, _ = w.store_image(Image.new("RGB", (64, 64), (k * 2, 255 - k * 2, 90)))
             rows.append(NewImage(sha, f"{k}.png", 64, 64, "RGB", size, "t", "polyps", modality="endoscopy"))
         w.add_images(rows)
-    cmd = [sys.executable, "-m", "medart", "caption", "--workspace", str(root), "--base-model", "tiny", "--batch-size", "1"]
+    argv = ["caption", "--workspace", str(root), "--base-model", "tiny", "--batch-size", "1"]
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
+    killed = run_cli_killed("captions", 10, argv, env)  # dies right after the 10th caption is committed
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     with Workspace(root) as w:
-        while w.count(Filter(missing=False)) < 10 and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        done = w.count(Filter(missing=False))
-    assert 10 <= done < 120  # killed part-way
-    resumed = subprocess.run(cmd + ["--only-missing"], env=env, capture_output=True, text=True, timeout=120)
+        assert w.count(Filter(missing=False)) == 10
+    resumed = subprocess.run([sys.executable, "-m", "medart", *argv, "--only-missing"], env=env, capture_output=True,
+                             text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"captioned {120 - done} image(s)" in resumed.stdout
+    assert "captioned 110 image(s)" in resumed.stdout
     with Workspace(root) as w:
         assert w.count(Filter(missing=True)) == 0
         assert w.count(Filter(text="An endoscopic image of polyps, predominantly")) == 120

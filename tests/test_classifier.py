@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from medart.classifier import (
+from medart.evaluation.classifier import (
     ClassifierConfig,
     DomainClassifier,
     classification_metrics,
     train_and_evaluate,
 )
-from medart.metrics import frechet_distance
+from medart.evaluation.metrics import frechet_distance
 
 torch.set_num_threads(1)
 

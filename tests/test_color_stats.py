@@ -149,3 +149,22 @@ def test_channel_histograms_pool_images_and_normalise():
     assert len(h["r"]) == 32
     assert h["r"].sum() == pytest.approx(1.0)
     assert h["r"][0] == pytest.approx(0.25) and h["r"][-1] == pytest.approx(0.75)
+
+
+def test_std_is_the_population_std_while_the_colour_loss_uses_bessels_as_documented():
+    """color_stats says: population std (ddof=0); the colour loss's torch std is Bessel-corrected,
+    less than 1e-4 apart at 64 px. Both halves of that sentence, measured."""
+    import torch
+
+    from medart.losses import channel_moments
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
+    ours = np.array([image_stats(pixels)[f"std_{c}"] for c in "rgb"])
+    assert ours == pytest.approx(pixels.reshape(-1, 3).std(axis=0, ddof=0) / 255)
+    as_loss = torch.from_numpy(pixels.astype(np.float64) / 127.5 - 1).permute(2, 0, 1)[None]  # [-1, 1], as the VAE
+    _, loss_std = channel_moments(as_loss)
+    loss_std = loss_std[0].numpy() / 2  # back to [0, 1]
+    n = 64 * 64
+    assert loss_std == pytest.approx(ours * math.sqrt(n / (n - 1)), rel=1e-9)  # Bessel's correction
+    assert 0 < np.abs(loss_std - ours).max() < 1e-4

@@ -10,8 +10,8 @@ from PIL import Image
 from torch import nn
 
 from helpers import make_tuned_run
-from medart import cli_evaluate
-from medart.classifier import ClassifierConfig
+from medart.cli import evaluate as cli_evaluate
+from medart.evaluation.classifier import ClassifierConfig
 from medart.evaluation import (
     EvalConfig,
     EvaluationError,

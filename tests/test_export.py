@@ -10,7 +10,7 @@ from PIL import Image
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from medart.exports import export, push_to_hub  # noqa: E402
+from medart.workspace.exports import export, push_to_hub  # noqa: E402
 from medart.workspace import Filter, NewImage, Workspace  # noqa: E402
 
 
@@ -151,3 +151,21 @@ def test_cli_review_and_export(tmp_path, ws, capsys):
     assert json.loads(capsys.readouterr().out)["approved"] == 3
     assert main(["list", "--workspace", str(tmp_path / "missing")]) == 2
     assert "import images first" in capsys.readouterr().err
+
+
+def test_approved_only_is_a_real_switch(tmp_path, ws, capsys):
+    """--approved-only is the default and --no-approved-only turns it off (earlier it was a
+    store_true flag defaulting to True: a switch that could not be switched)."""
+    from medart.cli import main
+
+    w = ["--workspace", str(ws.root)]
+    ws.set_text(4, "A green one.")  # an edited caption, not approved
+    texts = {}
+    for name, flags in (("default", []), ("on", ["--approved-only"]), ("off", ["--no-approved-only"]),
+                        ("all", ["--all"])):
+        assert main(["export", "--format", "csv", "--out", str(tmp_path / name), *flags, *w]) == 0
+        with open(tmp_path / name / "metadata.csv", encoding="utf-8") as f:
+            texts[name] = sorted(r["text"] for r in csv.DictReader(f))
+    approved = ["An endoscopic image of normal, pink.", "An endoscopic image of polyps, red."]
+    assert texts["default"] == texts["on"] == approved
+    assert texts["off"] == texts["all"] == sorted(approved + ["A green one."])  # rejected stays out either way

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +20,9 @@ from medart.config import load_config
 from medart.data import DataError
 from medart.generate import Generator
 from medart.hldf import train
-from helpers import make_data
+from helpers import make_data, run_cli_killed
 from medart.profiles import BaseModelError
+from medart.run_folder import RunFolder
 
 ROOT = Path(__file__).resolve().parent.parent
 CAPTION = "A fundus photograph of a retina, predominantly orange red with dark red vessels."
@@ -45,6 +45,7 @@ def tiny_config(data, output, **kw):
     return load_config(None, **settings)
 
 
+@pytest.mark.slow  # trains in subprocesses or for 60+ steps
 def test_hldf_shrinks_colour_distance_more_than_plain_lora(tmp_path):
     """Same run with and without the colour loss, the paper's formulation at weight 1.0 (20x its
     1/M), on `tiny-random`, whose samples start far from the data's colours, so that the colour
@@ -85,6 +86,7 @@ def _losses(run: Path) -> dict:
     return {r["step"]: (r["loss"], r.get("color_loss")) for r in rows if "loss" in r}
 
 
+@pytest.mark.slow  # trains in subprocesses or for 60+ steps
 def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     data = make_data(tmp_path / "data", n=4)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -92,18 +94,16 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     subprocess.run(_train_cmd(data, reference), env=env, check=True, capture_output=True, timeout=300)
 
     run = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(data, run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while not (run / "checkpoints" / "step-000004").exists() and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.15)  # land somewhere in the next steps, maybe inside a checkpoint write
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    # killed in the middle of writing the step-6 checkpoint: its files are written, the folder
+    # not yet renamed into place (the worst moment for a checkpoint)
+    killed = run_cli_killed("publish", "step-000006", _train_cmd(data, run)[3:], env)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert json.loads((run / "status.json").read_text())["state"] == "running"  # died without a word
+    assert list((run / "checkpoints").glob(".tmp-step-000006-*"))  # the half-published one is left behind
     for ckpt in (run / "checkpoints").glob("step-*"):
         assert checkpoints.is_complete(ckpt), f"{ckpt.name} is half-written"
-    killed_at = checkpoints.complete(run / "checkpoints")[-1]
-    assert 4 <= int(killed_at.name.split("-")[1]) < 10
+    assert [p.name for p in checkpoints.complete(run / "checkpoints")] == ["step-000002", "step-000004"]
+    assert max(r["step"] for r in RunFolder(run).metrics()) == 6  # step 6 was trained, its checkpoint lost
 
     subprocess.run(_train_cmd(data, run, "--resume", "latest"), env=env, check=True, capture_output=True, timeout=300)
     expected, resumed = _losses(reference), _losses(run)
@@ -142,6 +142,7 @@ STOCK_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # trains in subprocesses or for 60+ steps
 def test_exported_adapter_reproduces_the_image_in_a_stock_pipeline(tmp_path, tiny_dir):
     data = make_data(tmp_path / "data", n=2)
     cfg = tiny_config(data, tmp_path / "run", max_steps=4, learning_rate=1e-2)
@@ -287,6 +288,7 @@ def test_config_file_and_flags(tmp_path):
     assert torch.get_num_threads() == 1
 
 
+@pytest.mark.slow  # trains in subprocesses or for 60+ steps
 def test_accelerate_launch_two_processes(tmp_path):
     """`accelerate launch` runs the same command on several processes (gloo on CPU here); the
     trainer averages LoRA gradients and checks at every checkpoint that the processes agree."""

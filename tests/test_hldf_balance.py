@@ -89,6 +89,7 @@ def test_paper_mode_is_the_papers_formula(tmp_path, monkeypatch):
     assert grads["plain"].norm().item() == pytest.approx(colour_row["grad_norm_diffusion"], rel=1e-5)
 
 
+@pytest.mark.slow  # three training runs
 def test_default_hldf_lowers_every_class_colour_distance(tmp_path):
     """The product's defaults (no HLDF flag) against LoRA-only at equal steps, one seed, on three
     classes of real images (fundus, histology, a grayscale MR slice; 8 each): every class's

@@ -16,7 +16,7 @@ from PIL import Image
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from medart.importers import ImportLimits, import_dataset, import_paths  # noqa: E402
+from medart.workspace.importers import ImportLimits, import_dataset, import_paths  # noqa: E402
 from medart.workspace import Filter, Workspace  # noqa: E402
 
 
@@ -193,7 +193,7 @@ def test_dicom_patient_data_is_never_stored(tmp_path, ws):
         assert a.shape[2] == 3 and a.max() > a.min()  # windowed to 8 bits, not flat
         ws.set_text(i, "A radiology image of brain, gray.")
     ws.approve(report.added)
-    from medart.exports import export
+    from medart.workspace.exports import export
 
     for fmt in ("imagefolder", "csv", "txt"):
         export(ws, tmp_path / f"out-{fmt}", fmt=fmt)
@@ -225,6 +225,23 @@ def test_hf_dataset_import(tmp_path, ws):
     assert len(again.duplicates) == 3 and not again.added
     with pytest.raises(ValueError, match="could not load the dataset"):
         import_dataset(ws, str(tmp_path / "missing-dir"))
+
+
+def test_hf_dataset_goes_into_the_split_asked_for(tmp_path, capsys):
+    """`import --hf-dataset X --split test` puts the images in the workspace's test split (earlier
+    they went to train, where held-out images would reach training)."""
+    from helpers import make_data
+    from medart.cli import main
+
+    make_data(tmp_path / "hfdata" / "train", n=3)
+    make_data(tmp_path / "other" / "train", prefix="histology", n=2)
+    w = ["--workspace", str(tmp_path / "ws")]
+    assert main(["import", "--hf-dataset", str(tmp_path / "hfdata"), "--split", "test", *w]) == 0
+    assert main(["import", "--hf-dataset", str(tmp_path / "other"), *w]) == 0  # default: train
+    with Workspace(tmp_path / "ws") as ws:
+        assert ws.split_counts() == [("fundus", "test", 3), ("histology", "train", 2)]
+    assert main(["import", "--hf-dataset", str(tmp_path / "hfdata"), "--split", "val", *w]) == 2
+    assert "unknown split 'val'" in capsys.readouterr().err
 
 
 def test_limits_and_failed_import_leaves_nothing(tmp_path, ws, monkeypatch):
@@ -324,7 +341,7 @@ def test_max_pixels_is_the_only_limit_both_ways(tmp_path, ws, monkeypatch):
 
 KILLED_IMPORT = """
 import os, signal, sys
-from medart.importers import import_paths
+from medart.workspace.importers import import_paths
 from medart.workspace import Workspace
 
 ws, src, how = sys.argv[1:4]

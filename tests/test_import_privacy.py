@@ -14,7 +14,7 @@ import pydicom
 from pydicom.data import get_testdata_file
 
 from medart.cli import main
-from medart.dicom_import import DicomRejected, decode_dicom
+from medart.workspace.dicom_import import DicomRejected, decode_dicom
 from medart.workspace import Workspace
 
 SECRETS = ("Doe^Jane", "Doe_Jane", "Jane", "MRN-99123", "99123", "Elsewhere", "Roe^Richard", "Richard", "55555",

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from medart.config import load_config, save_config
 from medart.jobs import JobManager, hint, is_alive, log_tail
 from helpers import wait_for
 from medart.run_folder import RunFolder
+from medart.workspace import Workspace
 
 DEMO = Path(__file__).resolve().parent.parent / "assets" / "demo"
 
@@ -24,28 +26,38 @@ def manager(tmp_path, medart_cache):
             os.killpg(job.pid, signal.SIGKILL)
 
 
-def train_argv(run, steps):
-    return ["train", "--base-model", "tiny", "--data", str(DEMO), "--output", str(run), "--max-steps", str(steps),
-            "--checkpoint-every", "100000", "--validation-every", "100000", "--hldf-every", "100000"]
+def train_config(run, steps) -> Path:
+    """A training's config file, as launching writes one: the run's config.yaml."""
+    config = load_config(None, base_model="tiny", data=str(DEMO), output=str(run), max_steps=steps,
+                         checkpoint_every=100000, validation_every=100000, **{"hldf.every": 100000})
+    save_config(config, run / "config.yaml")
+    return run / "config.yaml"
 
 
+def caption_config(tmp_path, **options) -> dict:
+    """A captioning job's options: an empty workspace, so it has nothing to caption and ends at once."""
+    Workspace(tmp_path / "ws").close()
+    return {"workspace": str(tmp_path / "ws"), "base_model": "tiny", **options}
+
+
+@pytest.mark.slow  # job processes, a training
 def test_queue_runs_jobs_one_at_a_time_in_order(manager, tmp_path):
-    ws = str(tmp_path / "ws")
-    first = manager.submit("caption", ["template", "--workspace", ws], title="first")
-    second = manager.submit("caption", ["template", "--workspace", ws], title="second")
+    first = manager.submit("caption", caption_config(tmp_path), title="first")
+    second = manager.submit("caption", caption_config(tmp_path), title="second")
     assert first.state == "running" and second.state == "queued"  # one slot: the second waits
     done_first = manager.wait(first.id)
     done_second = manager.wait(second.id)
     assert done_first.state == "done" and done_second.state == "done"
     assert done_second.started >= done_first.ended  # FIFO: it started after the first ended
-    assert 'endoscopy' in done_first.log_path.read_text()  # the command's own output is in the log
-    bad = manager.wait(manager.submit("caption", ["stats", "--no-such-flag"]).id)
-    assert bad.state == "failed" and bad.exit_code == 2 and "--no-such-flag" in bad.log_tail
+    assert "nothing to caption" in done_first.log_path.read_text()  # the command's own output is in the log
+    assert done_first.argv == ["caption", "--config", str(done_first.path / "config.yaml")]
+    bad = manager.wait(manager.submit("caption", caption_config(tmp_path, no_such_option=1)).id)
+    assert bad.state == "failed" and bad.exit_code == 2 and "unknown option(s) no_such_option" in bad.log_tail
 
 
 def test_killed_job_process_shows_as_failed_with_log_tail(manager, tmp_path):
     run = tmp_path / "run"
-    job = manager.submit("train", train_argv(run, 100000), title="doomed", output=str(run))
+    job = manager.submit("train", train_config(run, 100000), title="doomed", output=str(run))
     wait_for(lambda: "started" in job.log_path.read_text())
     assert is_alive(job.pid, job.proc_start)
     os.kill(job.pid, signal.SIGKILL)
@@ -57,9 +69,10 @@ def test_killed_job_process_shows_as_failed_with_log_tail(manager, tmp_path):
     assert manager.tick()[0].state == "failed"  # stays failed, never running again
 
 
+@pytest.mark.slow  # job processes, a training
 def test_stop_writes_checkpoint_and_resume_continues_from_it(manager, tmp_path):
     run = tmp_path / "run"
-    job = manager.submit("train", train_argv(run, 80), title="stoppable", output=str(run))
+    job = manager.submit("train", train_config(run, 80), title="stoppable", output=str(run))
     folder = RunFolder(run)
     wait_for(lambda: len(folder.metrics()) >= 5)
     manager.stop(job.id)
@@ -74,7 +87,7 @@ def test_stop_writes_checkpoint_and_resume_continues_from_it(manager, tmp_path):
     assert not (run / "adapter").exists()
 
     resumed = manager.resume(job.id)
-    assert resumed.resumes == job.id and resumed.argv[-2:] == ["--resume", "latest"]
+    assert resumed.resumes == job.id and resumed.argv == ["train", str(run / "config.yaml"), "--resume", "latest"]
     finished = manager.wait(resumed.id)
     assert finished.state == "done", finished.log_tail
     rows = [r for r in folder.metrics() if "loss" in r]  # step rows (the validation at step 0 has none)
@@ -85,7 +98,7 @@ def test_stop_writes_checkpoint_and_resume_continues_from_it(manager, tmp_path):
 
 def test_reconcile_kills_a_job_that_ignores_stop(tmp_path):
     manager = JobManager(tmp_path / "jobs", slots_=1, stop_timeout=0.5, env={"MEDART_JOB_SLOTS": "1"})
-    job = manager.submit("caption", ["stats", "--workspace", str(tmp_path / "ws")])
+    job = manager.submit("caption", caption_config(tmp_path))
     # pretend it is stuck in 'stopping' with a live process of its own group
     import subprocess
     import sys
@@ -121,12 +134,12 @@ def test_errors_come_with_a_hint():
 def test_jobs_command_lists_and_stops(tmp_path, capsys):
     import argparse
 
-    from medart import cli_jobs
+    from medart.cli import jobs as cli_jobs
 
     parser = argparse.ArgumentParser()
     cli_jobs.add_parsers(parser.add_subparsers(dest="command"))
     manager = JobManager(tmp_path / "jobs", slots_=1)
-    queued = manager.submit("caption", ["template", "--workspace", str(tmp_path / "ws")], start=False)
+    queued = manager.submit("caption", caption_config(tmp_path), start=False)
     args = parser.parse_args(["jobs", "--home", str(tmp_path)])
     # listing starts nothing it should not: the queued job starts (one free slot) and is listed
     assert cli_jobs.cmd_jobs(args) == 0

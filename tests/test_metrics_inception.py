@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from medart.metrics import InceptionFeatures, default_weights_path, extract_features, fid_from_features
+from medart.evaluation.metrics import InceptionFeatures, default_weights_path, extract_features, frechet_distance
+
+pytestmark = pytest.mark.slow  # loads and runs the real FID Inception network
 
 torch.set_num_threads(1)
 
@@ -98,7 +100,7 @@ def test_weights_ship_in_the_wheel_and_load_offline(extractor):
 
 
 def test_features_equal_torchmetrics_reference_forward(extractor, batch, feats, monkeypatch):
-    from medart.metrics import images_to_uint8
+    from medart.evaluation.metrics import images_to_uint8
 
     x = images_to_uint8(batch)
     assert tuple(x.shape) == (2, 3, 64, 64)  # resized to 299 inside, as torchmetrics does
@@ -126,8 +128,8 @@ def test_features_are_deterministic_and_fid_of_a_set_with_itself_is_zero(extract
     f2 = f1.clone()
     shifted = [np.clip(im.astype(np.int16) + np.array([60, -30, -30]), 0, 255).astype(np.uint8) for im in batch]
     fs = extract_features(shifted, extractor)
-    same = fid_from_features(f1, f2)
-    diff = fid_from_features(f1, fs)
+    same = frechet_distance(f1, f2)
+    diff = frechet_distance(f1, fs)
     assert abs(same) < 1e-4 * diff  # eigen-solver noise of a rank-1 covariance
     assert diff > 1.0
 

@@ -14,7 +14,7 @@ from apphelpers import AppServer
 from medart.reader_study import ReaderStudies
 from medart.ui.reader_page import ENDPOINTS
 from medart.workspace import Workspace
-from test_reader_study import planted_images
+from helpers import planted_images
 
 AUTH = ("reader", "pw-9931")
 PAGE_COMPONENTS = {"markdown", "textbox", "button", "html", "radio", "state", "row", "column", "form"}
@@ -37,6 +37,7 @@ def reader_server(tmp_path, medart_cache):
     server.kill()
 
 
+@pytest.mark.slow  # starts the reader server
 def test_reader_server_has_only_the_reader_page(reader_server):
     import base64
 

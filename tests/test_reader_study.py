@@ -10,13 +10,13 @@ import sys
 import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
-from medart import reader_images
-from medart.reader_study import CSV_COLUMNS, ReaderStudies, StudyImage, order_seed
+from medart.reader_study import images as reader_images
+from medart.reader_study import CSV_COLUMNS, ReaderStudies, order_seed
 from medart.workspace import Workspace
+from helpers import noise, planted_images
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,32 +35,6 @@ def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
 
 def zlib_header(chunks) -> bytes:
     return b"".join(body for kind, body in chunks if kind == b"IDAT")[:2]
-
-
-def noise(seed, size, smooth=False, mode="RGB"):
-    rng = np.random.default_rng(seed)
-    if smooth:
-        arr = np.tile(np.linspace(0, 255, size[0], dtype=np.uint8)[None, :, None], (size[1], 1, 3))
-    else:
-        arr = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
-    return Image.fromarray(arr).convert(mode)
-
-
-def planted_images(n_per_kind=4, labels=("fundus", "histology")):
-    images = []
-    for i in range(n_per_kind):
-        label = labels[i % len(labels)]
-        # real: a photograph-like JPEG source with EXIF, larger than the display size
-        buf = io.BytesIO()
-        exif = Image.Exif()
-        exif[0x010F] = "CameraMaker"
-        noise(i, (96, 80)).save(buf, format="JPEG", quality=70, exif=exif)
-        real = Image.open(io.BytesIO(buf.getvalue()))
-        images.append(StudyImage(real, "real", label, f"a {label} image", f"real-{label}-{i}.jpg"))
-        gen = noise(100 + i, (64, 64), smooth=True)
-        gen.info["parameters"] = "generated, seed 7"  # what generate_to_file would attach
-        images.append(StudyImage(gen, "generated", label, f"a {label} image", f"seed {i}"))
-    return images
 
 
 @pytest.fixture

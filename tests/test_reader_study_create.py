@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from helpers import make_tuned_run
-from medart.reader_sets import create_study, select_real
+from medart.reader_study.sets import create_study, select_real
 from medart.reader_study import ReaderStudies
-from medart.studio import DEMO_DIR
+from medart.assets import DEMO_DIR
 from medart.workspace import Workspace
 
 torch.set_num_threads(1)
@@ -21,7 +21,7 @@ def tiny_run(tmp_path_factory, medart_cache):
 
 @pytest.fixture
 def ws(tmp_path):
-    from medart.importers import import_paths
+    from medart.workspace.importers import import_paths
 
     w = Workspace(tmp_path / "ws")
     import_paths(w, [DEMO_DIR], split="test")  # 16 demo images with captions and classes
@@ -84,7 +84,7 @@ def test_create_study_errors_say_what_to_do(ws, tiny_run, tmp_path):
 def test_cli_create(ws, tiny_run, capsys, monkeypatch):
     import argparse
 
-    from medart import cli_reader_study
+    from medart.cli import reader_study as cli_reader_study
 
     p = argparse.ArgumentParser()
     cli_reader_study.add_parsers(p.add_subparsers(dest="command", required=True))
@@ -109,7 +109,7 @@ def test_cli_create(ws, tiny_run, capsys, monkeypatch):
 def test_tab_actions_without_a_browser(tmp_path, tiny_run):
     import shutil
 
-    from medart.importers import import_paths
+    from medart.workspace.importers import import_paths
     from medart.studio import Studio
     from medart.ui import reader_page
     from medart.ui import reader_study as tab

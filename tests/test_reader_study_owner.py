@@ -1,39 +1,21 @@
 """The owner code of a reader study: stored only as a salted hash, asked before the app shows
-results or exports answers, settable once on a study that has none, and added to the study
-table of workspaces made before it existed."""
+results or exports answers, settable once on a study that has none (workspaces made before
+owner codes existed: test_workspace_migrations.py)."""
 
 import argparse
 import json
-import sqlite3
 import tempfile
 
 import pytest
 
-from medart import cli_reader_study, reader_images
-from medart.reader_study import SCHEMA, ReaderStudies, owner_code_matches
+from medart.cli import reader_study as cli_reader_study
+from medart.reader_study import ReaderStudies, owner_code_matches
 from medart.studio import Studio
 from medart.ui import reader_page
 from medart.ui import reader_study as tab
-from medart.workspace import Workspace
-from test_reader_study import planted_images
+from helpers import owner_code_hash, planted_images
 
 CODE = "tulip-4711"
-
-# The study table as workspaces made before owner codes have it (the other tables are unchanged).
-OLD_STUDIES_TABLE = """
-CREATE TABLE reader_studies (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    run TEXT NOT NULL DEFAULT '',
-    base_model TEXT NOT NULL DEFAULT '',
-    split TEXT NOT NULL DEFAULT '',
-    seed INTEGER NOT NULL,
-    display_size INTEGER NOT NULL,
-    settings TEXT NOT NULL DEFAULT '{}',
-    created_at REAL NOT NULL
-);
-"""
-
 
 @pytest.fixture
 def studio(tmp_path, medart_cache):
@@ -54,20 +36,6 @@ def answer_all(studio, name, reader="Ana"):
         state = reader_page.answer_and_next(studio, state, "real", "3", "")[0]
 
 
-def stored_hash(studio, name):
-    ws = studio.workspace()
-    try:
-        with ws.read() as c:
-            return c.execute("SELECT owner_code_hash FROM reader_studies WHERE name = ?", (name,)).fetchone()[0]
-    finally:
-        ws.close()
-
-
-def columns(db):
-    with sqlite3.connect(db) as c:
-        return {row[1] for row in c.execute("PRAGMA table_info(reader_studies)")}
-
-
 def cli(argv):
     p = argparse.ArgumentParser()
     cli_reader_study.add_parsers(p.add_subparsers(dest="command", required=True))
@@ -79,7 +47,7 @@ def test_only_a_salted_hash_of_the_code_is_stored(studio):
     study = add(studio, "pilot", CODE)
     twin = add(studio, "twin", CODE)
     assert study.has_owner_code and twin.has_owner_code
-    first, second = stored_hash(studio, "pilot"), stored_hash(studio, "twin")
+    first, second = owner_code_hash(studio.workspace_dir, "pilot"), owner_code_hash(studio.workspace_dir, "twin")
     kind, n, r, p, salt, digest = first.split("$")
     assert (kind, len(bytes.fromhex(salt)), len(bytes.fromhex(digest))) == ("scrypt", 16, 32)
     assert first != second and salt != second.split("$")[4]  # a random salt per study
@@ -113,11 +81,11 @@ def test_results_and_export_need_the_right_code(studio, tmp_path, monkeypatch):
     assert path.startswith(str(tmp_path / "exports")) and len(open(path).read().splitlines()) == 5
     with pytest.raises(ValueError, match="has an owner code already"):
         tab.set_owner_code(studio, "pilot", "another-code")
-    assert owner_code_matches(CODE, stored_hash(studio, "pilot"))
+    assert owner_code_matches(CODE, owner_code_hash(studio.workspace_dir, "pilot"))
 
 
 def test_repeated_wrong_codes_lock_the_results_even_across_restarts(studio, monkeypatch):
-    from medart import reader_study
+    from medart.reader_study import store as reader_study
 
     monkeypatch.setattr(reader_study, "WRONG_CODE_DELAY_S", 0.0)
     add(studio, "pilot", CODE)
@@ -153,7 +121,7 @@ def test_a_study_without_a_code_shows_nothing_until_one_is_set_once(studio):
             tab.export_answers(studio, "legacy", typed)
     with pytest.raises(ValueError, match="at least 4 characters"):
         tab.set_owner_code(studio, "legacy", " ab ")
-    assert stored_hash(studio, "legacy") is None
+    assert owner_code_hash(studio.workspace_dir, "legacy") is None
     assert "set" in tab.set_owner_code(studio, "legacy", "first-code")
     assert not tab.needs_owner_code(studio, "legacy")
     with pytest.raises(ValueError, match="has an owner code already"):
@@ -177,49 +145,14 @@ def test_cli_sets_and_replaces_codes_and_keeps_results_open(studio, monkeypatch,
     monkeypatch.setenv(cli_reader_study.OWNER_CODE_ENV, "forgot-it")
     with pytest.raises(ValueError, match="has an owner code already"):
         cli(["owner-code", "--workspace", root, "--name", "legacy"])
-    assert owner_code_matches("first-code", stored_hash(studio, "legacy"))
+    assert owner_code_matches("first-code", owner_code_hash(studio.workspace_dir, "legacy"))
     assert cli(["owner-code", "--workspace", root, "--name", "legacy", "--replace"]) == 0
-    assert owner_code_matches("forgot-it", stored_hash(studio, "legacy"))
+    assert owner_code_matches("forgot-it", owner_code_hash(studio.workspace_dir, "legacy"))
     capsys.readouterr()
     # results and export from the CLI need no code: it has the database anyway
     monkeypatch.delenv(cli_reader_study.OWNER_CODE_ENV)
     assert cli(["results", "--workspace", root, "--name", "legacy", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["readers"] == []
-
-
-def test_a_workspace_from_before_owner_codes_gains_the_column(tmp_path):
-    root = tmp_path / "ws"
-    with Workspace(root) as ws:  # the old schema, with one study, a reader and an answer
-        ws.ensure_schema(OLD_STUDIES_TABLE)
-        ws.ensure_schema(SCHEMA)  # the other tables; CREATE IF NOT EXISTS leaves the old study table as it is
-        with ws.transaction() as c:
-            sid = c.execute("INSERT INTO reader_studies (name, seed, display_size, created_at)"
-                            " VALUES ('old', 0, 32, 1.0)").lastrowid
-            ids = [c.execute("INSERT INTO reader_study_items (study_id, token, truth, png) VALUES (?,?,?,?)",
-                             (sid, reader_images.new_token(), im.truth, reader_images.encode(im.image, 32))).lastrowid
-                   for im in planted_images(1)]
-            rid = c.execute("INSERT INTO reader_study_readers (study_id, name, order_seed, item_order, created_at)"
-                            " VALUES (?, 'Ana', 1, ?, 1.0)", (sid, json.dumps(ids))).lastrowid
-            c.execute("INSERT INTO reader_study_answers (reader_id, item_id, position, answer, answered_at)"
-                      " VALUES (?, ?, 1, 'real', 1.0)", (rid, ids[0]))
-    db = root / "workspace.db"
-    assert "owner_code_hash" not in columns(db)
-
-    with Workspace(root) as ws:
-        store = ReaderStudies(ws)
-        assert {"owner_code_hash", "owner_failures", "owner_locked_until"} <= columns(db)
-        old = store.study("old")
-        assert not old.has_owner_code and old.size == 2
-        assert [(a.reader, a.answer) for a in store.answers(old)] == [("Ana", "real")]
-        with pytest.raises(ValueError, match="has no owner code yet"):
-            store.check_owner(old, "new-code")
-        store.set_owner_code(old, "new-code")
-        assert store.check_owner("old", "new-code").has_owner_code
-        store.add_study("new", planted_images(1), display_size=32, owner_code=CODE)
-    with Workspace(root) as ws:  # opening again: nothing left to add, everything kept
-        store = ReaderStudies(ws)
-        assert [s.has_owner_code for s in store.studies()] == [True, True]
-        assert store.check_owner("new", CODE).name == "new"
 
 
 def test_the_tab_asks_for_a_code_before_generating_anything(studio):

@@ -9,11 +9,12 @@ import pytest
 from PIL import Image
 from scipy.stats import binomtest
 
-from medart import cli_reader_study, reader_report
-from medart.reader_stats import POOLED, binomial_p_value, cohen_kappa, summarise, wilson_interval
+from medart.cli import reader_study as cli_reader_study
+from medart.reader_study import report as reader_report
+from medart.reader_study.stats import POOLED, binomial_test, cohen_kappa, summarise
 from medart.reader_study import ReaderStudies
 from medart.workspace import Workspace
-from test_reader_study import planted_images
+from helpers import planted_images
 
 
 @dataclass
@@ -84,12 +85,29 @@ def test_kappa_and_pooled_results():
 
 
 def test_interval_and_p_value_helpers():
-    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == pytest.approx(1.0)
-    assert all(math.isnan(v) for v in wilson_interval(0, 0))
+    assert binomial_test(0, 10)[1] == 0.0 and binomial_test(10, 10)[2] == pytest.approx(1.0)
+    assert all(math.isnan(v) for v in binomial_test(0, 0))
     for k, n in ((0, 5), (3, 7), (12, 20), (20, 20)):
-        assert binomial_p_value(k, n) == pytest.approx(binomtest(k, n).pvalue)
+        p, low, high = binomial_test(k, n)
         ci = binomtest(k, n).proportion_ci(method="wilson")
-        assert wilson_interval(k, n) == (pytest.approx(ci.low), pytest.approx(ci.high))
+        assert (p, low, high) == (pytest.approx(binomtest(k, n).pvalue), pytest.approx(ci.low), pytest.approx(ci.high))
+
+
+def test_eleven_readers_of_a_hundred_images_pooled():
+    """1,100 pooled answers (11 readers x 100 images): the exact test stays exact, no OverflowError."""
+    given = []
+    for r in range(11):
+        for i in range(100):
+            truth = "real" if i % 2 else "generated"
+            right = (i + r) % 20 < 11  # 55 % right: close to chance
+            given.append(A(f"reader {r}", i, truth, "fundus", truth if right else ("generated" if truth == "real" else "real")))
+    pooled = summarise(given).pooled
+    assert (pooled.n, pooled.correct) == (1100, 605)
+    expected = binomtest(605, 1100)
+    assert pooled.p_value == pytest.approx(expected.pvalue) and 0.0008 < pooled.p_value < 0.002
+    ci = expected.proportion_ci(method="wilson")
+    assert (pooled.ci_low, pooled.ci_high) == (pytest.approx(ci.low), pytest.approx(ci.high))
+    assert pooled.ci_low > 0.5  # with this many answers 55 % is told apart from chance
 
 
 def test_report_markdown_and_plot(tmp_path):

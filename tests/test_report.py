@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from medart.color_stats import channel_histograms, set_stats
-from medart.report import plot_color_histograms, plot_per_class, render_markdown, write_report
+from medart.evaluation.report import plot_color_histograms, plot_per_class, render_markdown, write_report
 
 
 def make_results(seed):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from medart.server_paths import PathRefused, ServerPaths, default_roots, run_folder
+from medart.studio.paths import PathRefused, ServerPaths, default_roots, run_folder
 
 
 def test_folders_inside_the_roots_only(tmp_path):

@@ -22,6 +22,8 @@ from PIL import Image
 
 from apphelpers import OWNER_CODE, SECRET_LABEL, SECRET_RUN, SECRET_STUDY, populate_home
 
+pytestmark = pytest.mark.slow  # an app process with a populated home, asked through every route
+
 AUTH = ("owner", "pass-5521")
 
 
@@ -175,7 +177,7 @@ def test_server_folders_outside_the_roots_get_one_line(served):
         assert "is not inside a folder this app may read" in text and "\n" not in text.strip()
         assert "passwd" not in text and "hosts" not in text
     with pytest.raises(Exception, match="not inside a folder this app may read"):
-        client.predict("/etc", "train", "", "", *browse, api_name="/on_dataset")
+        client.predict("/etc", "train", "", "", "train", *browse, api_name="/on_dataset")
     # inside the home folder (a default root on loopback) a folder imports
     incoming = server.home / "incoming"
     incoming.mkdir()

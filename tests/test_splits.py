@@ -4,8 +4,8 @@ CLI and the Data tab's Organise actions)."""
 import pytest
 
 from helpers import add_images
-from medart.splits import format_table, held_out_sizes, hold_out, parse_ids, split_counts
-from medart.studio import DEMO_DIR
+from medart.workspace.splits import format_table, held_out_sizes, hold_out, parse_ids, split_counts
+from medart.assets import DEMO_DIR
 from medart.workspace import Filter, Workspace
 
 

@@ -72,12 +72,9 @@ MAX_REFERENCES = 300  # a dropdown, not a gallery: held-out images first, then t
 
 
 def reference_choices(studio) -> list[tuple[str, int]]:
-    ws = studio.workspace()
-    try:
+    with studio.workspace() as ws:
         items = ws.query(Filter(split="test"), limit=MAX_REFERENCES)
         items += [i for i in ws.query(limit=MAX_REFERENCES) if i.split != "test"][:MAX_REFERENCES - len(items)]
-    finally:
-        ws.close()
     return [("none", 0)] + [(f"#{i.id} {i.label or ''} {i.original_name} ({i.split})", i.id) for i in items]
 
 
@@ -122,12 +119,9 @@ def build(studio):
                                         strength_)
             reference = None
             if ref_id:
-                ws = studio.workspace()
-                try:
+                with studio.workspace() as ws:
                     with Image.open(ws.get(int(ref_id)).image_path) as im:
                         reference = im.convert("RGB").resize(base.size, Image.Resampling.LANCZOS)
-                finally:
-                    ws.close()
             images = {"base": base, "tuned": tuned}
             if reference is not None:
                 images["reference"] = reference

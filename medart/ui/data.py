@@ -9,7 +9,7 @@ import math
 import gradio as gr
 
 from captioning.templates import BUILTIN_TEMPLATES
-from medart.studio import DEMO_DIR
+from medart.assets import DEMO_DIR
 from medart.ui import organise, pictures
 from medart.ui.widgets import on_page_load, user_errors
 from medart.workspace import SPLITS, Filter
@@ -22,7 +22,7 @@ ALL, NO_LABEL = "all", "(no label)"
 def import_demo(ws) -> tuple:
     """The shipped demo images, by class, as drafts (no captions: the Captions tab writes them);
     the last two images of each class go to the held-out `test` split for evaluation."""
-    from medart.importers import import_paths
+    from medart.workspace.importers import import_paths
 
     reports = []
     for label in ("fundus", "histology"):
@@ -55,8 +55,7 @@ def browse_filter(label: str | None = ALL, split: str | None = ALL) -> Filter:
 def workspace_view(studio, label: str | None = ALL, split: str | None = ALL, page=1) -> tuple[str, list, int, int]:
     """(summary Markdown, gallery page, page shown, number of pages) for the chosen label and split."""
     flt = browse_filter(label, split)
-    ws = studio.workspace()
-    try:
+    with studio.workspace() as ws:
         s = ws.stats()
         n = ws.count(flt)
         pages = max(1, math.ceil(n / PAGE))
@@ -64,8 +63,6 @@ def workspace_view(studio, label: str | None = ALL, split: str | None = ALL, pag
         items = ws.query(flt, offset=(page - 1) * PAGE, limit=PAGE)
         # "validation" would not fit under a thumbnail
         gallery = pictures.gallery((i.thumb_path, f"#{i.id} {i.split.replace('validation', 'val')}") for i in items)
-    finally:
-        ws.close()
     labels = ", ".join(f"{k or '(none)'}: {v}" for k, v in s["labels"].items()) or "–"
     shown = f"{(page - 1) * PAGE + 1}–{(page - 1) * PAGE + len(items)} of {n}" if items else f"none of {n}"
     md = (f"**Workspace:** {s['total']} image(s) · draft {s['draft']} · edited {s['edited']} · "
@@ -75,12 +72,50 @@ def workspace_view(studio, label: str | None = ALL, split: str | None = ALL, pag
 
 
 def label_choices(studio) -> list[str]:
-    ws = studio.workspace()
-    try:
+    with studio.workspace() as ws:
         labels = ws.stats()["labels"]
-    finally:
-        ws.close()
     return [ALL] + sorted(k for k in labels if k) + ([NO_LABEL] if "" in labels else [])
+
+
+# ---- the import buttons: (studio, inputs) -> import reports ------------------------------------------
+def load_demo(studio) -> list:
+    with studio.workspace() as ws:
+        return import_demo(ws)
+
+
+def _import(studio, paths, label, modality, split, allow_burned_in) -> list:
+    from medart.workspace.importers import import_paths
+
+    with studio.workspace() as ws:
+        if modality and ws.get_setting("modality") is None:
+            ws.set_setting("modality", modality)
+        return [import_paths(ws, paths, label=label or None, modality=modality or None, split=split or "train",
+                             allow_burned_in=bool(allow_burned_in))]
+
+
+def import_uploads(studio, paths, label, modality, split, allow_burned_in) -> list:
+    """Uploaded files (Gradio accepts only files uploaded by this client here)."""
+    if not paths:
+        raise ValueError("choose files to import first")
+    return _import(studio, [paths] if isinstance(paths, str) else paths, label, modality, split, allow_burned_in)
+
+
+def import_folder(studio, folder, label, modality, split, allow_burned_in) -> list:
+    """A folder on the server, inside the roots the owner allows (else one line, no listing)."""
+    return _import(studio, [studio.paths.folder(folder, "folder")], label, modality, split, allow_burned_in)
+
+
+def import_hf_dataset(studio, name, ds_split, label, modality, split="train") -> list:
+    """Split `ds_split` of a Hugging Face dataset id, or of an imagefolder inside the allowed roots,
+    into the workspace split `split`."""
+    from medart.workspace.importers import import_dataset
+
+    if not (name or "").strip():
+        raise ValueError("give a dataset id (owner/name) or a local imagefolder path")
+    source = studio.paths.folder_or_id(name, "dataset")
+    with studio.workspace() as ws:
+        return [import_dataset(ws, source, split=ds_split or "train", label=label or None, modality=modality or None,
+                               into=split or "train")]
 
 
 def build(studio):
@@ -96,7 +131,7 @@ def build(studio):
                     label = gr.Textbox(label="Class label (when the files bring none; DICOM takes only this)",
                                        elem_id="import-label")
                     modality = gr.Dropdown(modalities, value="", label="Modality (caption template)")
-                    split = gr.Dropdown(["train", "validation", "test"], value="train", label="Split")
+                    split = gr.Dropdown(list(SPLITS), value="train", label="Split")
                 burned = gr.Checkbox(False, label="Allow images that may show burned-in patient data (DICOM "
                                      "secondary captures, ultrasound, Burned In Annotation YES); check them after",
                                      elem_id="import-burned-in")
@@ -141,63 +176,24 @@ def build(studio):
 
         outputs = [summary, rejected, *browse_out, split_table]
 
-        @user_errors
-        def on_demo(*browse):
-            ws = studio.workspace()
-            try:
-                return finish(import_demo(ws), *browse)
-            finally:
-                ws.close()
+        def finished(action):
+            @user_errors
+            def handler(*args):
+                *inputs, label_, split_, page_ = args
+                return finish(action(studio, *inputs), label_, split_, page_)
 
-        def import_files(paths, label, modality, split, allow_burned_in, browse):
-            from medart.importers import import_paths
+            return handler
 
-            ws = studio.workspace()
-            try:
-                if modality and ws.get_setting("modality") is None:
-                    ws.set_setting("modality", modality)
-                return finish([import_paths(ws, paths, label=label or None, modality=modality or None,
-                                            split=split or "train", allow_burned_in=bool(allow_burned_in))], *browse)
-            finally:
-                ws.close()
-
-        @user_errors
-        def on_upload(paths, label, modality, split, allow_burned_in, *browse):
-            """Uploaded files (Gradio accepts only files uploaded by this client here)."""
-            if not paths:
-                raise ValueError("choose files to import first")
-            return import_files([paths] if isinstance(paths, str) else paths, label, modality, split,
-                                allow_burned_in, browse)
-
-        @user_errors
-        def on_folder(folder_, label, modality, split, allow_burned_in, *browse):
-            """A folder on the server, inside the roots the owner allows (else one line, no listing)."""
-            return import_files([studio.paths.folder(folder_, "folder")], label, modality, split, allow_burned_in,
-                                browse)
-
-        @user_errors
-        def on_dataset(name, ds_split, label, modality, *browse):
-            from medart.importers import import_dataset
-
-            if not (name or "").strip():
-                raise ValueError("give a dataset id (owner/name) or a local imagefolder path")
-            source = studio.paths.folder_or_id(name, "dataset")
-            ws = studio.workspace()
-            try:
-                return finish([import_dataset(ws, source, split=ds_split or "train", label=label or None,
-                                              modality=modality or None)], *browse)
-            finally:
-                ws.close()
-
-        demo_btn.click(on_demo, browse_in, outputs, api_name="load_demo")
-        upload_btn.click(on_upload, [files, label, modality, split, burned, *browse_in], outputs,
+        demo_btn.click(finished(load_demo), browse_in, outputs, api_name="load_demo")
+        upload_btn.click(finished(import_uploads), [files, label, modality, split, burned, *browse_in], outputs,
                          api_name="import_files")
-        folder_btn.click(on_folder, [folder, label, modality, split, burned, *browse_in], outputs,
+        folder_btn.click(finished(import_folder), [folder, label, modality, split, burned, *browse_in], outputs,
                          api_name="import_folder")
-        dataset_btn.click(on_dataset, [dataset, ds_split, label, modality, *browse_in], outputs)
+        dataset_btn.click(finished(import_hf_dataset), [dataset, ds_split, label, modality, split, *browse_in], outputs,
+                          api_name="on_dataset")
         quiet = {"show_progress": "hidden"}
-        for control in (label_f, split_f):  # a new filter starts at its first page
-            control.input(lambda lab, spl: view(lab, spl, 1), [label_f, split_f], browse_out, **quiet)
+        gr.on([label_f.input, split_f.input], lambda lab, spl: view(lab, spl, 1), [label_f, split_f], browse_out,
+              **quiet)  # a new filter starts at its first page
         page.submit(view, browse_in, browse_out, **quiet)
         prev_b.click(lambda lab, spl, p: view(lab, spl, (p or 1) - 1), browse_in, browse_out, **quiet)
         next_b.click(lambda lab, spl, p: view(lab, spl, (p or 1) + 1), browse_in, browse_out, **quiet)

@@ -1,4 +1,4 @@
-"""Evaluate tab: run `python -m medart evaluate` on a run as a background job and show its report.
+"""Evaluate tab: evaluate a run as a background job (`python -m medart evaluate`) and show its report.
 
 The table puts base, tuned and the real-vs-real floor side by side (FID, KID, domain FD,
 colour distance), read from `<run>/eval/metrics.json`; the plots are the report's PNGs, handed
@@ -15,7 +15,9 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from medart.constants import SPLITS
 from medart.evaluation import ALL_METRICS
+from medart.jobs.kinds import evaluation_settings
 from medart.studio import finished_runs
 from medart.ui import pictures
 from medart.ui.widgets import on_page_load, progress_bar, state_badge, user_errors
@@ -38,7 +40,6 @@ def results_table(results: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model"] + [METRIC_NAMES.get(k, k) for k in keys])
 
 
-SPLITS = ("test", "validation", "train")
 FIGURE = re.compile(r"^!\[([^\]]*)\]\(([^)\s]+)\)\s*$", re.MULTILINE)
 
 
@@ -68,7 +69,7 @@ def eval_view(studio, run_name: str | None):
         run = studio.run_dir(run_name)
     except ValueError as e:
         return f"<small>{html.escape(str(e))}</small>", pd.DataFrame(), [], ""
-    job = next((j for j in reversed(studio.jobs.list()) if j.kind == "evaluate" and j.output == str(run)), None)
+    job = studio.jobs.latest("evaluate", output=str(run))
     status = "<small>Not evaluated yet.</small>"
     if job:
         prog = studio.jobs.progress(job)
@@ -84,6 +85,20 @@ def eval_view(studio, run_name: str | None):
     report, captions = report_text(report)
     plots = [(p, captions.get(p.name) or p.stem.replace("_", " ")) for p in sorted((run / "eval").glob("*.png"))]
     return status, results_table(results), plots, report
+
+
+def start(studio, run_name: str | None, real: str | None, k, chosen) -> tuple:
+    """Start evaluation: queue an evaluation job of the run (its config file: `kinds.evaluation_settings`)."""
+    if not studio.training_allowed:
+        raise ValueError("evaluation is turned off on this shared Space: duplicate it to evaluate")
+    if not run_name:
+        raise ValueError("choose a run")
+    if not chosen:
+        raise ValueError("choose at least one metric")
+    run_dir = studio.run_dir(run_name)
+    settings = evaluation_settings(run_dir, real_argument(studio, real), int(k or 1), chosen)
+    studio.jobs.submit("evaluate", settings, title=f"eval-{run_name}", output=str(run_dir))
+    return eval_view(studio, run_name)
 
 
 PLOT_SLOTS = 4
@@ -120,22 +135,9 @@ def build(studio):
         with gr.Accordion("Report", open=False):
             report = gr.Markdown()
 
-        @user_errors
-        def start(run_name, real_, k, chosen):
-            if not studio.training_allowed:
-                raise ValueError("evaluation is turned off on this shared Space: duplicate it to evaluate")
-            if not run_name:
-                raise ValueError("choose a run")
-            if not chosen:
-                raise ValueError("choose at least one metric")
-            run_dir = studio.run_dir(run_name)
-            argv = ["evaluate", "--run", str(run_dir), "--per-caption", str(int(k or 1)),
-                    "--metrics", ",".join(chosen), "--real", real_argument(studio, real_)]
-            studio.jobs.submit("evaluate", argv, title=f"eval-{run_name}", output=str(run_dir))
-            return eval_view(studio, run_name)
-
         outs = [status, table, *slots, report]
-        go.click(lambda *a: spread(start(*a)), [run, real, per_caption, metrics], outs, api_name="evaluate")
+        go.click(user_errors(lambda *a: spread(start(studio, *a))), [run, real, per_caption, metrics], outs,
+                 api_name="evaluate")
         run.change(lambda r: spread(eval_view(studio, r)), [run], outs)
         seen = gr.State("")
 
@@ -158,4 +160,4 @@ def _latest(studio, run_name):
         out = str(studio.run_dir(run_name))
     except ValueError:
         return None
-    return next((j for j in reversed(studio.jobs.list()) if j.kind == "evaluate" and j.output == out), None)
+    return studio.jobs.latest("evaluate", output=out)

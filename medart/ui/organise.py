@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from medart.splits import hold_out, parse_ids, split_counts, table, totals
+from medart.workspace.splits import hold_out, parse_ids, split_counts, table, totals
 from medart.ui.widgets import user_errors
 from medart.workspace import SPLITS
 
@@ -19,11 +19,8 @@ HEADERS = ["label", *SPLITS, "total"]
 def split_view(studio) -> dict:
     """The label x split table of the studio's workspace, as the Dataframe takes it: a total row
     last, and a column for any split outside SPLITS that an old import left."""
-    ws = studio.workspace()
-    try:
+    with studio.workspace() as ws:
         headers, rows = table(split_counts(ws))
-    finally:
-        ws.close()
     return {"headers": headers, "data": rows}
 
 
@@ -36,11 +33,8 @@ def _chosen(ids_text: str) -> list[int]:
 
 def hold_out_images(studio, test_pct, validation_pct, seed) -> tuple[str, dict]:
     """Per class, test_pct % of the images to test and validation_pct % to validation, the rest to train."""
-    ws = studio.workspace()
-    try:
+    with studio.workspace() as ws:
         counts = hold_out(ws, test=(test_pct or 0) / 100, validation=(validation_pct or 0) / 100, seed=int(seed or 0))
-    finally:
-        ws.close()
     held = totals(counts)
     return (f"**Held out** {held['test']} test and {held['validation']} validation image(s) across "
             f"{len(counts)} class(es), seed {int(seed or 0)}; {held['train']} stay in train.", split_view(studio))
@@ -49,11 +43,8 @@ def hold_out_images(studio, test_pct, validation_pct, seed) -> tuple[str, dict]:
 def _apply(studio, ids_text: str, change) -> int:
     """`change(ws, ids)` on the typed ids, in the studio's workspace; returns its count."""
     ids = _chosen(ids_text)
-    ws = studio.workspace()
-    try:
+    with studio.workspace() as ws:
         return change(ws, ids)
-    finally:
-        ws.close()
 
 
 def relabel(studio, ids_text: str, label: str) -> tuple[str, dict]:

@@ -3,7 +3,7 @@
 Gradio serves a file handed to a component by path from `/gradio_api/file=<path>` (and, with
 `allowed_paths`, every file beside it). The tabs therefore read thumbnails, samples and plots
 here and give the components pixels: Gradio encodes its own copy into the app's private
-cache folder (`medart.ui.layout.page_cache`), which holds only what pages have shown.
+cache folder (`app.private_page_cache`), which holds only what pages have shown.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ A reader types their name and answers one image at a time: R = real, G = generat
 realism (optional), N = write a note, Enter = next. Every answer is saved at once; the same
 name later resumes at the next unanswered image. What the browser receives for an image is
 only an inline PNG under a random token, encoded identically for both kinds
-(`medart.reader_images`).
+(`medart.reader_study.images`).
 
 The reader server holds this page and nothing else: its API is `/start` and `/answer` (and a
 page-load event that shows the study's name). It cannot list, import, caption, train,
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from medart import reader_images
+from medart.reader_study import images as reader_images
 from medart.reader_study import ReaderStudies, Shown
 from medart.ui.widgets import on_page_load, user_errors
 
@@ -111,11 +111,8 @@ def start_session(site, name: str, reader_name: str) -> tuple[dict, str, str]:
     `site` is anything with `workspace()` (a Studio, a StudyWorkspace)."""
     if not name:
         raise ValueError("choose a study first (or create one)")
-    ws = site.workspace()
-    try:
+    with site.workspace() as ws:
         return _next_view(ReaderStudies(ws), name, reader_name)
-    finally:
-        ws.close()
 
 
 def answer_and_next(site, state: dict, answer: str | None, realism: str | None, note: str | None,
@@ -131,19 +128,15 @@ def answer_and_next(site, state: dict, answer: str | None, realism: str | None, 
         raise ValueError("this reader has answered every image of the study")
     if not answer:
         raise ValueError("answer first: R (real) or G (generated)")
-    ws = site.workspace()
-    try:
+    with site.workspace() as ws:
         store = ReaderStudies(ws)
         store.answer(state["study"], state["reader"], token, answer, realism or None, note or "")
         return _next_view(store, state["study"], state["reader"])
-    finally:
-        ws.close()
 
 
 def check_study(site, name: str) -> str:
     """The study's stored name; a clear error when the workspace has no study called `name`."""
-    ws = site.workspace()
-    try:
+    with site.workspace() as ws:
         store = ReaderStudies(ws)
         study = store.find(name)
         if study is None:
@@ -151,8 +144,6 @@ def check_study(site, name: str) -> str:
             raise ValueError(f"no reader study called {name!r} in {site.workspace_dir} (studies: {known}); "
                              "create one in the app's Reader study tab or with `python -m medart reader-study create`")
         return study.name
-    finally:
-        ws.close()
 
 
 def build(site, study: str) -> None:

@@ -2,7 +2,7 @@
 reader server, see the results.
 
 The study owner creates a study (k held-out real images and k generated from a run with the
-same captions, `medart.reader_sets.create_study`). Readers do not use this app: it shows the
+same captions, `medart.reader_study.sets.create_study`). Readers do not use this app: it shows the
 workspace's images, captions and runs, which would break the blinding. They answer on a
 separate reader server that serves one study's reader page and nothing else
 (`python app.py --reader-study NAME`, `medart.ui.reader_page`); this tab shows the exact
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import html
 import io
-import re
 import shlex
 import sys
 import tempfile
@@ -30,11 +29,14 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image
 
-from medart import reader_report
-from medart.reader_stats import summarise
-from medart.reader_sets import create_study
+from medart.reader_study import report as reader_report
+from medart.reader_study.stats import summarise
+from medart.reader_study.sets import create_study
 from medart.reader_study import OWNER_CODE_MIN, ReaderStudies, check_owner_code
-from medart.studio import REPO_ROOT, adapter_path
+from medart.assets import APP_SCRIPT
+from medart.constants import SPLITS
+from medart.fileio import slugify
+from medart.run_folder import adapter_path
 from medart.ui.widgets import on_page_load, user_errors
 
 NO_CODE_NOTE = ("**This study has no owner code yet**, so its results stay hidden here. Study owner: type a "
@@ -44,7 +46,7 @@ READER_PORT = 7861
 
 def reader_command(studio, name: str, host: str = "0.0.0.0", port: int = READER_PORT) -> str:
     """The exact command that serves study `name`'s reader page (and nothing else) to readers."""
-    lines = ["MEDART_AUTH=reader:CHOOSE-A-PASSWORD", shlex.join([sys.executable, str(REPO_ROOT / "app.py")]),
+    lines = ["MEDART_AUTH=reader:CHOOSE-A-PASSWORD", shlex.join([sys.executable, str(APP_SCRIPT)]),
              shlex.join(["--reader-study", name, "--home", str(studio.home)]),
              shlex.join(["--host", host, "--port", str(port)])]
     return " \\\n  ".join(lines)
@@ -57,13 +59,10 @@ def readers_md(studio, name: str) -> str:
     if studio.per_session:  # a study made here lives in this browser session only
         return ("Studies made on this shared Space stay in your browser session. To run one with readers, "
                 "duplicate the Space or run the app on your own machine, then start its reader server.")
-    ws = studio.workspace()
-    try:
+    with studio.workspace() as ws:
         store = ReaderStudies(ws)
         study = store.find(name)
         readers = store.readers(study) if study else []
-    finally:
-        ws.close()
     if study is None:
         return f"No study called {html.escape(name)!r}."
     progress = ", ".join(f"{html.escape(r.name)} {r.answered}/{len(r.order)}" for r in readers) or "none yet"
@@ -76,11 +75,8 @@ def readers_md(studio, name: str) -> str:
 
 
 def study_choices(studio) -> list[str]:
-    ws = studio.workspace()
-    try:
+    with studio.workspace() as ws:
         return [s.name for s in ReaderStudies(ws).studies()]
-    finally:
-        ws.close()
 
 
 # ---- what the buttons do (no gradio objects in or out: testable without a browser) ----------------
@@ -96,13 +92,10 @@ def create_from_run(studio, run_name: str, split: str, k, seed, name: str, owner
     run_dir = studio.run_dir(run_name)
     same_base = run_base_model(run_dir) in (None, studio.base_model)
     generator = studio.generator(run_dir) if same_base and adapter_path(run_dir) else None
-    ws = studio.workspace()
-    try:
+    with studio.workspace() as ws:
         made = create_study(ws, name, run_dir, k=int(k) if k else None, split=split or "test", seed=int(seed or 0),
                             base_model=None if not same_base else studio.base_model, generator=generator,
                             progress=progress, owner_code=owner_code)
-    finally:
-        ws.close()
     return (f"Created **{html.escape(made.name)}**: {made.n_real} real + {made.n_generated} generated images "
             f"({made.display_size} px). Keep the owner code: Results ask for it. "
             "Start the reader server below for readers."), made.name
@@ -112,11 +105,8 @@ def needs_owner_code(studio, name: str) -> bool:
     """Whether `name` is a study that has no owner code yet (False for no or an unknown study)."""
     if not name:
         return False
-    ws = studio.workspace()
-    try:
+    with studio.workspace() as ws:
         study = ReaderStudies(ws).find(name)
-    finally:
-        ws.close()
     return study is not None and not study.has_owner_code
 
 
@@ -124,11 +114,8 @@ def set_owner_code(studio, name: str, code: str) -> str:
     """Give a study without an owner code its code (refused when it has one)."""
     if not name:
         raise ValueError("choose a study first")
-    ws = studio.workspace()
-    try:
+    with studio.workspace() as ws:
         study = ReaderStudies(ws).set_owner_code(name, code)
-    finally:
-        ws.close()
     return f"Owner code of **{html.escape(study.name)}** set. Keep it: results ask for it."
 
 
@@ -136,13 +123,10 @@ def results_view(studio, name: str, owner_code: str) -> tuple[str, Image.Image]:
     """The results table (Markdown) and plot of a study, for its owner code only."""
     if not name:
         raise ValueError("choose a study first")
-    ws = studio.workspace()
-    try:
+    with studio.workspace() as ws:
         store = ReaderStudies(ws)
         s = store.check_owner(name, owner_code)
         results = summarise(store.answers(s))
-    finally:
-        ws.close()
     title = f"{s.name}: {s.n_real} real + {s.n_generated} generated"
     return reader_report.markdown(results, title), Image.open(io.BytesIO(reader_report.plot_png(results, title)))
 
@@ -151,14 +135,11 @@ def export_answers(studio, name: str, owner_code: str) -> str:
     """Every answer as a CSV file in a fresh temporary folder, for the owner code only; its path."""
     if not name:
         raise ValueError("choose a study first")
-    ws = studio.workspace()
-    try:
+    with studio.workspace() as ws:
         store = ReaderStudies(ws)
         study = store.check_owner(name, owner_code)
-        slug = re.sub(r"[^\w.-]+", "-", study.name).strip("-") or "study"
+        slug = slugify(study.name) or "study"
         return str(store.export_csv(study, Path(tempfile.mkdtemp(prefix="reader-study-")) / f"{slug}.csv"))
-    finally:
-        ws.close()
 
 
 def build(studio):
@@ -169,7 +150,7 @@ def build(studio):
         with gr.Accordion("Create a study", open=False):
             with gr.Row():
                 run = gr.Dropdown(choices=[], label="Run", elem_id="rs-run", allow_custom_value=True)
-                split = gr.Dropdown(["test", "validation", "train"], value="test", label="Real images: split")
+                split = gr.Dropdown(list(reversed(SPLITS)), value="test", label="Real images: split")  # held-out first
                 k = gr.Number(value=10, precision=0, minimum=1, label="k (images of each kind)", elem_id="rs-k")
                 seed = gr.Number(value=0, precision=0, label="Seed", elem_id="rs-seed")
             with gr.Row():

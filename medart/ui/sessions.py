@@ -1,7 +1,7 @@
 """Which browser session a call belongs to, for the shared public Space's per-session workspaces.
 
 `attach(studio, demo)` makes `studio.workspace_dir` the calling session's own temporary
-workspace (`medart.studio.SessionWorkspaces`) and removes it when the page closes
+workspace (`medart.studio.sessions.SessionWorkspaces`) and removes it when the page closes
 (`demo.unload`); clients without a page (scripts) are swept after hours without use.
 """
 

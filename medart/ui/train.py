@@ -1,8 +1,12 @@
 """Train tab: the paper's settings, preflight, launch into the job queue, live monitoring.
 
-The training itself is a background job (`medart.jobs`); this tab only reads the run folder
-(status.json, metrics.jsonl, samples/, the job's log) on a `gr.Timer`, so closing the page
-or restarting the app never touches a running training.
+The form's inputs are settings of `medart.config.TrainConfig`, named by their paths (`FORM`);
+`form_config` turns what the form holds into the run name and a TrainConfig, which
+`medart.jobs.training` checks and queues as the run's config.yaml. The training itself is a
+background job (`medart.jobs`); this tab only reads the run folder (status.json,
+metrics.jsonl, samples/, the job's log) on a `gr.Timer`, so closing the page or restarting the
+app never touches a running training. The handlers are module-level functions of the studio
+and the inputs' values, testable without a browser.
 """
 
 from __future__ import annotations
@@ -13,14 +17,21 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from medart.jobs import hint
+from medart.config import TrainConfig, load_config, setting_named
+from medart.jobs import hint, log_tail
+from medart.jobs.training import launch, preflight
 from medart.profiles import PROFILES
 from medart.run_folder import RunFolder
-from medart.train_launch import TrainSettings, launch, preflight
 from medart.ui import pictures
 from medart.ui.widgets import (JOB_HEADERS, fmt_seconds, job_rows, on_page_load, progress_bar, state_badge,
                                user_errors)
 
+# The form's TrainConfig settings, in the order of its inputs after the run name and the base
+# model (and of the `preflight` / `launch_training` API's arguments). 0 in a number that may be
+# empty (N, steps, resolution, samples every) means empty: the automatic choice.
+FORM = ("hldf.mode", "hldf.every", "hldf.steps", "hldf.cfg", "lora.rank", "lora.t5", "hldf.enabled",
+        "learning_rate", "max_steps", "epochs", "resolution", "checkpoint_every", "validation_every",
+        "validation_prompts", "adam_8bit")
 SERIES = {"diffusion loss": "#2563eb", "diffusion (smoothed)": "#1e3a8a", "colour loss": "#dc2626"}
 
 
@@ -70,6 +81,66 @@ def sample_items(run: Path, per_step: int = 2, max_steps: int = 12) -> list[tupl
     return items
 
 
+def form_default(path: str):
+    """What the form shows for a setting before anyone types: TrainConfig's default (empty as 0 or "")."""
+    default = setting_named(path).default
+    if isinstance(default, list):
+        return "\n".join(default)
+    return 0 if default is None else default
+
+
+def form_value(path: str, value):
+    """A form input's value as the setting at `path` takes it."""
+    s = setting_named(path)
+    if s.type == list[str]:
+        return [line.strip() for line in str(value or "").splitlines() if line.strip()]
+    if s.type is bool:
+        return bool(value)
+    if value in (None, ""):
+        return None if s.optional else s.default
+    value = int(value) if s.type is int else s.type(value)
+    return None if s.optional and value == 0 else value
+
+
+def form_config(studio, name: str, base: str, *values) -> tuple[str, TrainConfig]:
+    """(run name, TrainConfig) of the form: the base model (a profile, a hub id or a folder inside
+    the allowed roots; empty: the app's), then the FORM settings."""
+    if len(values) != len(FORM):
+        raise ValueError(f"the Train form has {len(FORM)} settings, {len(values)} were given")
+    base_model = studio.base_model
+    if (base or "").strip():
+        base_model = studio.paths.folder_or_id(base, "base model", names=[*PROFILES, studio.base_model])
+    overrides = {path: form_value(path, value) for path, value in zip(FORM, values)}
+    return name, load_config(None, base_model=base_model, **overrides)
+
+
+def preflight_md(studio, name: str, base: str, *values) -> str:
+    """The Preflight button: what blocks the run and what to watch, as Markdown."""
+    name, config = form_config(studio, name, base, *values)
+    with studio.workspace() as ws:
+        return preflight(ws, name, config, studio.runs_dir, studio.device).markdown()
+
+
+def launch_run(studio, name: str, base: str, *values) -> tuple[str, str | None]:
+    """The Launch button: (Markdown, the queued run's name or None when preflight blocks)."""
+    if not studio.training_allowed:
+        raise ValueError("training is turned off on this shared Space: duplicate it to train")
+    name, config = form_config(studio, name, base, *values)
+    with studio.workspace() as ws:
+        job, check = launch(ws, name, config, studio.runs_dir, studio.jobs, studio.device)
+    if job is None:
+        return check.markdown(), None
+    return check.markdown() + f"\n\n**Queued** as job `{job.id}` ({job.state}).", Path(job.output).name
+
+
+def run_job(studio, run_name: str | None):
+    """The latest training job of a run (ValueError when it has none)."""
+    job = studio.jobs.latest("train", output=str(studio.run_dir(run_name)))
+    if job is None:
+        raise ValueError("no training job for this run")
+    return job
+
+
 def monitor(studio, run_name: str | None, smoothing: float):
     """Everything the monitor shows for one run: (status html, loss plot, colour plot, sample files,
     log, message, jobs)."""
@@ -95,8 +166,6 @@ def monitor(studio, run_name: str | None, smoothing: float):
     log = ""
     message = ""
     if job:
-        from medart.jobs import log_tail
-
         log = log_tail(job.log_path, lines=25)
         if job.state == "failed":
             text = f"{job.error or ''}\n{job.log_tail or log}"
@@ -114,8 +183,88 @@ def monitor(studio, run_name: str | None, smoothing: float):
     return info, loss_frame(rows, smoothing), distance_frame(rows), sample_items(run), log, message, table
 
 
+def _form(studio):
+    """The settings column: (run name, base model, {setting path: input}, preflight and launch
+    buttons, the preflight result)."""
+    fields = {}
+
+    def ask(path, label, **kw):
+        s, value = setting_named(path), form_default(path)
+        if s.type is bool:
+            fields[path] = gr.Checkbox(value=value, label=label, **kw)
+        elif s.choices:
+            fields[path] = gr.Dropdown(list(s.choices), value=value, label=label, **kw)
+        elif s.type == list[str]:
+            fields[path] = gr.Textbox(value=value, label=label, lines=2, **kw)
+        else:
+            fields[path] = gr.Number(value=value, label=label, precision=0 if s.type is int else None, **kw)
+
+    gr.Markdown("Defaults are the paper's settings (Med-Art §3-4), with HLDF's colour steps "
+                "balanced across classes and scheduled so that every run makes enough of them "
+                "(mode `paper` with a fixed N reproduces the paper exactly).")
+    name = gr.Textbox(value="medart-run", label="Run name", elem_id="run-name")
+    base = gr.Textbox(value="", label="Base model (profile, hub id or folder on the server)", elem_id="train-base")
+    with gr.Row():
+        ask("hldf.mode", "HLDF mode", elem_id="hldf-mode")
+        ask("hldf.every", "N: colour loss every N steps (0: automatic)", elem_id="hldf-every")
+        ask("hldf.steps", "M: solver steps", elem_id="hldf-steps")
+        ask("hldf.cfg", "CFG")
+    with gr.Row():
+        ask("lora.rank", "LoRA rank")
+        ask("lora.t5", "LoRA on T5 too")
+        ask("hldf.enabled", "HLDF colour loss")
+    with gr.Row():
+        ask("learning_rate", "Learning rate")
+        ask("max_steps", "Steps (0: use epochs)", elem_id="max-steps")
+        ask("epochs", "Epochs")
+    with gr.Row():
+        ask("resolution", "Resolution (0: the base model's)")
+        ask("checkpoint_every", "Checkpoint every", elem_id="checkpoint-every")
+        ask("validation_every", "Samples every (0: ~10 per run)", elem_id="validation-every")
+    ask("validation_prompts", "Validation prompts (one per line; empty: one caption per class)")
+    ask("adam_8bit", "8-bit Adam (CUDA)")
+    with gr.Row():
+        pre_b = gr.Button("Preflight", elem_id="preflight")
+        go_b = gr.Button("Launch training", variant="primary", elem_id="launch", interactive=studio.training_allowed)
+    pre_md = gr.Markdown(elem_id="preflight-result")
+    assert set(fields) == set(FORM), "every FORM setting has an input, and only those"
+    return name, base, [fields[path] for path in FORM], pre_b, go_b, pre_md
+
+
+def _monitor_panel(studio):
+    """The monitor column: run choice, smoothing, status, stop/resume, message, plots, samples, log."""
+    with gr.Row():
+        runs = gr.Dropdown(choices=[], label="Run", elem_id="run-select", allow_custom_value=True, scale=3)
+        smooth = gr.Slider(0, 0.99, value=0.6, step=0.01, label="Smoothing", scale=2)
+    status = gr.HTML(elem_id="train-monitor")
+    with gr.Row():
+        stop_b = gr.Button("Stop (checkpoint and exit)", variant="stop", elem_id="stop-train")
+        resume_b = gr.Button("Resume from latest checkpoint", elem_id="resume-train",
+                             interactive=studio.training_allowed)
+    message = gr.Markdown(elem_id="train-message")
+    with gr.Row():
+        plot = gr.LinePlot(None, x="step", y="loss", color="series", title="Loss", color_map=SERIES, height=260,
+                           elem_id="loss-plot")
+        colour_plot = gr.LinePlot(None, x="step", y="distance", color="class", title="Colour distance per class",
+                                  height=260, elem_id="colour-plot")
+    gr.Markdown("Colour distance: per-channel mean and std of each class's fixed-seed samples against that "
+                "class's training images (HLDF's colour loss on the two sets' averages); lower is closer, 0 is "
+                "a match.", elem_id="colour-plot-help")
+    samples = gr.Gallery(label="Samples (fixed seeds, from step 0)", columns=6, height=220, object_fit="contain",
+                         allow_preview=True, elem_id="sample-timeline")
+    log = gr.Textbox(label="Log (last lines)", lines=8, max_lines=8, elem_id="train-log", autoscroll=True)
+    return runs, smooth, stop_b, resume_b, [status, plot, colour_plot, samples, log, message]
+
+
+def view(result, before=None) -> tuple:
+    """`monitor`'s result as the page's values; sample files unchanged since `before` are not sent again."""
+    info, frame, colours, files, log_, msg, table = result
+    key = [(str(p), p.stat().st_mtime if p.exists() else 0) for p, _ in files]
+    gallery = pictures.gallery(files) if key != before else gr.skip()
+    return info, frame, colours, gallery, log_, msg, table, key
+
+
 def build(studio):
-    d = TrainSettings.paper(studio.base_model)
     with gr.Tab("Train", id="train") as tab:
         if not studio.training_allowed:
             gr.Markdown("### Training is turned off on this shared Space\nTraining would block the Space for "
@@ -123,117 +272,25 @@ def build(studio):
                         "GPU, then train there. Captioning, Compare and Evaluate work here.", elem_id="train-disabled")
         with gr.Row():
             with gr.Column(scale=2):
-                gr.Markdown("Defaults are the paper's settings (Med-Art §3-4), with HLDF's colour steps "
-                            "balanced across classes and scheduled so that every run makes enough of them "
-                            "(mode `paper` with a fixed N reproduces the paper exactly).")
-                name = gr.Textbox(value="medart-run", label="Run name", elem_id="run-name")
-                base = gr.Textbox(value="", label="Base model (profile, hub id or folder on the server)",
-                                  elem_id="train-base")
-                with gr.Row():
-                    mode = gr.Dropdown(["balanced", "paper"], value=d.hldf_mode, label="HLDF mode",
-                                       elem_id="hldf-mode")
-                    every = gr.Number(value=d.hldf_every, label="N: colour loss every N steps (0: automatic)",
-                                      precision=0, elem_id="hldf-every")
-                    msteps = gr.Number(value=d.hldf_steps, label="M: solver steps", precision=0, elem_id="hldf-steps")
-                    cfg = gr.Number(value=d.cfg, label="CFG")
-                with gr.Row():
-                    rank = gr.Number(value=d.rank, label="LoRA rank", precision=0)
-                    t5 = gr.Checkbox(value=d.t5_lora, label="LoRA on T5 too")
-                    hldf_on = gr.Checkbox(value=d.hldf, label="HLDF colour loss")
-                with gr.Row():
-                    lr = gr.Number(value=d.learning_rate, label="Learning rate")
-                    steps = gr.Number(value=0, label="Steps (0: use epochs)", precision=0, elem_id="max-steps")
-                    epochs = gr.Number(value=d.epochs, label="Epochs", precision=0)
-                with gr.Row():
-                    res = gr.Number(value=0, label="Resolution (0: the base model's)", precision=0)
-                    ckpt = gr.Number(value=d.checkpoint_every, label="Checkpoint every", precision=0,
-                                     elem_id="checkpoint-every")
-                    val = gr.Number(value=d.validation_every, label="Samples every (0: ~10 per run)", precision=0,
-                                    elem_id="validation-every")
-                prompts = gr.Textbox(label="Validation prompts (one per line; empty: one caption per class)", lines=2)
-                adam8 = gr.Checkbox(value=d.adam_8bit, label="8-bit Adam (CUDA)")
-                with gr.Row():
-                    pre_b = gr.Button("Preflight", elem_id="preflight")
-                    go_b = gr.Button("Launch training", variant="primary", elem_id="launch",
-                                     interactive=studio.training_allowed)
-                pre_md = gr.Markdown(elem_id="preflight-result")
+                name, base, settings, pre_b, go_b, pre_md = _form(studio)
             with gr.Column(scale=3):
-                with gr.Row():
-                    runs = gr.Dropdown(choices=[], label="Run", elem_id="run-select",
-                                       allow_custom_value=True, scale=3)
-                    smooth = gr.Slider(0, 0.99, value=0.6, step=0.01, label="Smoothing", scale=2)
-                status = gr.HTML(elem_id="train-monitor")
-                with gr.Row():
-                    stop_b = gr.Button("Stop (checkpoint and exit)", variant="stop", elem_id="stop-train")
-                    resume_b = gr.Button("Resume from latest checkpoint", elem_id="resume-train",
-                                         interactive=studio.training_allowed)
-                message = gr.Markdown(elem_id="train-message")
-                with gr.Row():
-                    plot = gr.LinePlot(None, x="step", y="loss", color="series", title="Loss",
-                                       color_map=SERIES, height=260, elem_id="loss-plot")
-                    colour_plot = gr.LinePlot(None, x="step", y="distance", color="class",
-                                              title="Colour distance per class", height=260,
-                                              elem_id="colour-plot")
-                gr.Markdown("Colour distance: per-channel mean and std of each class's fixed-seed samples "
-                            "against that class's training images (HLDF's colour loss on the two sets' "
-                            "averages); lower is closer, 0 is a match.", elem_id="colour-plot-help")
-                samples = gr.Gallery(label="Samples (fixed seeds, from step 0)", columns=6, height=220, object_fit="contain",
-                                     allow_preview=True, elem_id="sample-timeline")
-                log = gr.Textbox(label="Log (last lines)", lines=8, max_lines=8, elem_id="train-log",
-                                 autoscroll=True)
-        jobs_table = gr.Dataframe(headers=JOB_HEADERS, value=[], label="Jobs",
-                                  interactive=False, elem_id="jobs-table")
+                runs, smooth, stop_b, resume_b, shown_parts = _monitor_panel(studio)
+        jobs_table = gr.Dataframe(headers=JOB_HEADERS, value=[], label="Jobs", interactive=False, elem_id="jobs-table")
 
-        form = [name, base, mode, every, msteps, cfg, rank, t5, hldf_on, lr, steps, epochs, res, ckpt, val, prompts,
-                adam8]
-
-        def settings(*v) -> TrainSettings:
-            (name_, base_, mode_, every_, m_, cfg_, rank_, t5_, hl_, lr_, steps_, ep_, res_, ck_, val_, pr_, a8_) = v
-            base_model = studio.base_model
-            if (base_ or "").strip():  # a profile, a hub id or a folder inside the allowed roots
-                base_model = studio.paths.folder_or_id(base_, "base model", names=[*PROFILES, studio.base_model])
-            return TrainSettings(name=name_, base_model=base_model, hldf_mode=mode_,
-                                 hldf_every=max(0, int(every_ or 0)), hldf_steps=int(m_ or 0), cfg=float(cfg_),
-                                 rank=int(rank_), t5_lora=bool(t5_), hldf=bool(hl_), learning_rate=float(lr_),
-                                 max_steps=int(steps_ or 0), epochs=int(ep_ or 0), resolution=int(res_ or 0),
-                                 checkpoint_every=int(ck_ or 1), validation_every=max(0, int(val_ or 0)),
-                                 validation_prompts=[p for p in (pr_ or "").splitlines() if p.strip()],
-                                 adam_8bit=bool(a8_))
+        def run_choices(selected=None):
+            return gr.update(choices=[r.name for r in studio.runs()], **({"value": selected} if selected else {}))
 
         @user_errors
-        def do_preflight(*v):
-            ws = studio.workspace()
-            try:
-                return preflight(ws, settings(*v), studio.runs_dir, studio.device).markdown()
-            finally:
-                ws.close()
+        def on_launch(*form):
+            md, run_name = launch_run(studio, *form)
+            return md, run_choices(run_name) if run_name else gr.update()
 
-        @user_errors
-        def do_launch(*v):
-            if not studio.training_allowed:
-                raise ValueError("training is turned off on this shared Space: duplicate it to train")
-            ws = studio.workspace()
-            try:
-                job, check = launch(ws, settings(*v), studio.runs_dir, studio.jobs, studio.device)
-            finally:
-                ws.close()
-            if job is None:
-                return check.markdown(), gr.update()
-            names = [r.name for r in studio.runs()]
-            md = check.markdown() + f"\n\n**Queued** as job `{job.id}` ({job.state})."
-            return md, gr.update(choices=names, value=Path(job.output).name)
-
-        pre_b.click(do_preflight, form, [pre_md], api_name="preflight")
-        go_b.click(do_launch, form, [pre_md, runs], api_name="launch_training")
+        form = [name, base, *settings]
+        pre_b.click(user_errors(lambda *v: preflight_md(studio, *v)), form, [pre_md], api_name="preflight")
+        go_b.click(on_launch, form, [pre_md, runs], api_name="launch_training")
 
         shown = gr.State(None)  # the sample files on the page: unchanged ones are not sent again
-        outs = [status, plot, colour_plot, samples, log, message, jobs_table, shown]
-
-        def view(result, before=None):
-            info, frame, colours, files, log_, msg, table = result
-            key = [(str(p), p.stat().st_mtime if p.exists() else 0) for p, _ in files]
-            gallery = pictures.gallery(files) if key != before else gr.skip()
-            return info, frame, colours, gallery, log_, msg, table, key
+        outs = [*shown_parts, jobs_table, shown]
 
         def refresh(run_name, smoothing, before=None):
             return view(monitor(studio, run_name, smoothing), before)
@@ -242,28 +299,21 @@ def build(studio):
         smooth.release(refresh, [runs, smooth, shown], outs)
         gr.Timer(2.0).tick(refresh, [runs, smooth, shown], outs)
 
-        def run_job(run_name):
-            job = studio.jobs.latest("train", output=str(studio.run_dir(run_name)))
-            if job is None:
-                raise ValueError("no training job for this run")
-            return job
-
         @user_errors
-        def do_stop(run_name):
-            studio.jobs.stop(run_job(run_name).id)
+        def on_stop(run_name):
+            studio.jobs.stop(run_job(studio, run_name).id)
             return view(monitor(studio, run_name, 0.6))
 
         @user_errors
-        def do_resume(run_name):
-            studio.jobs.resume(run_job(run_name).id)
+        def on_resume(run_name):
+            studio.jobs.resume(run_job(studio, run_name).id)
             return view(monitor(studio, run_name, 0.6))
 
-        stop_b.click(do_stop, [runs], outs, api_name="stop_training")
-        resume_b.click(do_resume, [runs], outs, api_name="resume_training")
+        stop_b.click(on_stop, [runs], outs, api_name="stop_training")
+        resume_b.click(on_resume, [runs], outs, api_name="resume_training")
 
         def on_tab():
-            names = [r.name for r in studio.runs()]
-            return gr.update(choices=names), job_rows(studio.visible_jobs())
+            return run_choices(), job_rows(studio.visible_jobs())
 
         tab.select(on_tab, outputs=[runs, jobs_table])
         on_page_load(lambda: (*on_tab(), studio.base_model), [runs, jobs_table, base])

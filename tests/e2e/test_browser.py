@@ -11,7 +11,11 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 from medart.run_folder import RunFolder
+
+pytestmark = pytest.mark.slow  # a real browser against a running app
 
 TIMEOUT = 240_000  # ms; a guard against hangs, not a performance assertion
 
@@ -39,7 +43,14 @@ def test_demo_story_in_chromium(app_server, browser, shots):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(TIMEOUT)
     page.goto(server.url)
+    load_and_caption(page, server, shots)
+    run = train_stop_and_resume(page, server, shots)
+    compare_and_evaluate(page, run, shots)
+    page.close()
 
+
+def load_and_caption(page, server, shots):
+    """Data and Captions: the demo images in, a batch job, one caption edited, all approved."""
     # status line and the offline banner on every tab
     assert "Base model: tiny" in page.locator("#status-line").inner_text()
     assert "Offline demo mode" in page.locator("#demo-banner").inner_text()
@@ -95,7 +106,10 @@ def test_demo_story_in_chromium(app_server, browser, shots):
         edited = db.execute("SELECT text, status FROM captions WHERE image_id = ?", (int(first_id),)).fetchone()
     assert edited == (caption + " Reviewed by a person.", "approved")
 
-    # Train: preflight, then a short training with colour steps
+
+
+def train_stop_and_resume(page, server, shots):
+    """Train: preflight, a short run with colour steps, Stop (a checkpoint), Resume to the end."""
     tab(page, "Train")
     page.locator("#run-name input, #run-name textarea").first.fill("demo-run")
     set_number(page, "max-steps", 150)
@@ -138,7 +152,11 @@ def test_demo_story_in_chromium(app_server, browser, shots):
     assert (run / "adapter" / "dit").is_dir()
     shots(page, "04-train-done", full_page=True)
 
-    # Compare: base and tuned from one pipeline, with a real reference image
+    return run
+
+
+def compare_and_evaluate(page, run, shots):
+    """Compare: base and tuned from one pipeline with a reference; Evaluate as a background job."""
     tab(page, "Compare")
     page.locator("#compare-run input").click()
     page.get_by_role("option", name="demo-run").click()
@@ -171,4 +189,3 @@ def test_demo_story_in_chromium(app_server, browser, shots):
     page.wait_for_function("(() => { const i = document.querySelector('#eval-plots img');"
                            " return i && i.complete && i.naturalWidth > 0; })()")
     shots(page, "06-evaluate", full_page=True)
-    page.close()

@@ -14,6 +14,8 @@ import pytest
 from medart.studio import Studio
 from medart.workspace import Filter
 
+pytestmark = pytest.mark.slow  # a real browser against a running app
+
 TIMEOUT = 60_000  # ms; a guard against hangs, not a performance assertion
 
 
@@ -94,7 +96,7 @@ def test_organise_in_chromium(app, browser, shots):
     page.locator("#org-remove").click()
     page.wait_for_selector("#org-message:has-text('Removed 3 image(s)')")
     page.wait_for_selector("#workspace-stats:has-text('13 image(s)')")
-    assert not page.locator("#org-remove-confirm input").is_checked()  # the next removal asks again
+    page.wait_for_function("!document.querySelector('#org-remove-confirm input').checked")  # the next removal asks again
     assert ws.count() == 13 and ws.count(Filter(label="retina")) == 0
     ws.close()
     shots(page, "organise-removed", full_page=True)

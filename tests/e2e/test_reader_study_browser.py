@@ -22,9 +22,11 @@ import pytest
 
 from helpers import make_tuned_run
 from medart.reader_study import ReaderStudies
-from medart.studio import DEMO_DIR, Studio
-from test_reader_study import planted_images
-from test_reader_study_owner import stored_hash
+from medart.assets import DEMO_DIR
+from medart.studio import Studio
+from helpers import owner_code_hash, planted_images
+
+pytestmark = pytest.mark.slow  # a real browser against a running app
 
 TIMEOUT = 60_000  # ms; a guard against hangs, not a performance assertion
 FORBIDDEN = ("real-", "fundus", "histology", "seed", ".jpg", "truth", "generated/", "real/")
@@ -100,7 +102,7 @@ def app(tmp_path, medart_cache):
 @pytest.fixture
 def owner_app(tmp_path, medart_cache):
     """A studio with a tuned run, held-out demo images and a study made without an owner code."""
-    from medart.importers import import_paths
+    from medart.workspace.importers import import_paths
 
     studio = Studio(home=tmp_path / "home", base_model="tiny")
     make_tuned_run(studio.runs_dir / "tiny-run")
@@ -227,7 +229,7 @@ def test_keyboard_study_with_resume_and_results(app, browser, shots):
     # everything the page received while the reader answered: no owner code, no hash, no salt
     streams = [s for s in page.evaluate("() => window.__received.map(r => r.parts.join(''))") if s]
     assert any(f'data-token=\\"{t}\\"' in s for t in pressed for s in streams)  # the capture sees the images
-    hashed = stored_hash(studio, "pilot")
+    hashed = owner_code_hash(studio.workspace_dir, "pilot")
     secrets = [OWNER_CODE, hashed, *hashed.split("$")[4:]]  # the code, the stored hash, its salt and digest
     for received in streams + [page.content()]:
         assert not any(secret in received for secret in secrets)
@@ -323,4 +325,4 @@ def test_owner_code_at_creation_and_for_a_study_without_one(owner_app, browser, 
     page.wait_for_selector("#rs-set-code", state="hidden")
     page.locator("#rs-results-btn").click()
     page.wait_for_function("() => document.querySelector('#rs-results').innerText.includes('No answers yet')")
-    assert stored_hash(studio, "legacy").startswith("scrypt$")
+    assert owner_code_hash(studio.workspace_dir, "legacy").startswith("scrypt$")

@@ -1,7 +1,7 @@
 """The image sets of an evaluation: held-out real images and cached generated images.
 
 Real images come from an imagefolder (`metadata.jsonl`/`.csv` with `file_name`, `text`,
-`label`, as `medart.exports` writes it) or a workspace split. Generated images come from
+`label`, as `medart.workspace.exports` writes it) or a workspace split. Generated images come from
 `medart.generate.Generator` (the one sampler), k per caption with seeds fixed by position,
 and are cached as PNGs under a key of everything that determines their pixels (base model,
 adapter file hash, LoRA strength, caption, seed, steps, guidance, size), so a rerun
@@ -20,10 +20,10 @@ from typing import Callable, Sequence
 
 from PIL import Image
 
+from medart.constants import IMAGE_SUFFIXES, SPLITS
 from medart.fileio import atomic_write_bytes
 from medart.run_folder import run_config
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -93,11 +93,8 @@ def load_workspace_split(root: str | Path | None, split: str) -> list[RealImage]
     """Captioned images of one split (train, validation, test) of a workspace."""
     from medart.workspace import Filter, open_workspace
 
-    ws = open_workspace(root, create=False)
-    try:
+    with open_workspace(root, create=False) as ws:
         items = [i for i in ws.query(Filter(), limit=None) if i.split == split and i.status != "rejected"]
-    finally:
-        ws.close()
     if not items:
         raise EvaluationError(f"the workspace {ws.root} has no images in split {split!r}")
     return [RealImage(Path(i.image_path), i.text.strip(), i.label or "") for i in items]
@@ -113,7 +110,7 @@ def resolve_real(real: str | None, run: Path) -> tuple[list[RealImage], str]:
         if ":" in real:
             root, split = real.rsplit(":", 1)
             return load_workspace_split(root, split), f"workspace {root} split {split}"
-        if real in ("train", "validation", "test"):
+        if real in SPLITS:
             return load_workspace_split(None, real), f"workspace split {real}"
         raise EvaluationError(f"--real {real!r} is neither a folder nor a workspace split (test, WORKSPACE:test)")
     data = str(run_config(run).get("data") or "")

@@ -9,7 +9,7 @@ What happens to every image (documented conversions):
   grayscale (and float) images are rescaled linearly from their own minimum..maximum to
   0..255 (a constant image becomes black). Alpha (RGBA, LA, transparent palettes) is
   composited onto black. CMYK is converted with Pillow's CMYK->RGB conversion.
-- DICOM is read by `medart.dicom_import` (windowing, validated header values, and files whose
+- DICOM is read by `medart.workspace.dicom_import` (windowing, validated header values, and files whose
   pixels may show patient data refused unless `allow_burned_in`).
 - An image with more pixels than `ImportLimits.max_pixels` (`--max-pixels`) is refused as a
   decompression bomb; that limit is the only one (Pillow's own guard is set to it).
@@ -51,12 +51,12 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from medart.dicom_import import DicomRejected, decode_dicom, rescale_8bit
+from medart.constants import IMAGE_SUFFIXES
+from medart.workspace.dicom_import import DicomRejected, decode_dicom, rescale_8bit
 from medart.pixel_limit import BOMB_ERRORS, DEFAULT_MAX_PIXELS, pixel_limit
-from medart.workspace import NewImage, Workspace
+from medart.workspace import NewImage, Workspace, check_split
 
 IMAGE_FORMATS = {"PNG", "JPEG", "MPO", "TIFF", "BMP", "WEBP"}
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff", ".bmp", ".webp"}
 DICOM_EXTS = {".dcm", ".dicom", ".dic"}
 METADATA_NAMES = {"metadata.jsonl", "metadata.csv"}
 SPLIT_NAMES = {"train", "training", "test", "testing", "val", "valid", "validation", "dev", "images", "imgs"}
@@ -432,7 +432,7 @@ def _import_entries(
                 raise Rejected(f"file of {e.size:,} bytes is over the limit of {limits.max_file_bytes:,}")
             if ext == ".zip":
                 raise Rejected("a zip inside a folder or zip is not opened; import it on its own")
-            if ext not in IMAGE_EXTS | DICOM_EXTS and ext != "":
+            if ext not in IMAGE_SUFFIXES | DICOM_EXTS and ext != "":
                 raise Rejected(f"unsupported file type '{ext}' (PNG, JPEG, TIFF, BMP, WebP, DICOM, zip)")
             data = e.read()
             dicom = ext in DICOM_EXTS or (ext == "" and is_dicom(data))
@@ -524,12 +524,15 @@ def import_dataset(
     modality: str | None = None,
     limits: ImportLimits | None = None,
     max_rows: int | None = None,
+    into: str = "train",
 ) -> ImportReport:
-    """Import a Hugging Face dataset (a `load_dataset` id, or a local imagefolder) with its
-    image, text and label columns (found by type and name when not given)."""
+    """Import split `split` of a Hugging Face dataset (a `load_dataset` id, or a local imagefolder)
+    with its image, text and label columns (found by type and name when not given) into the
+    workspace split `into` (train, validation, test)."""
     import datasets
 
     limits = limits or ImportLimits()
+    check_split(into)
     local = Path(name_or_dir).expanduser()
     try:
         if local.is_dir():
@@ -576,7 +579,7 @@ def import_dataset(
                 name = Path(cell["path"]).name if cell.get("path") else f"row-{n:06d}.png"
                 prov = {"backend": "import", "source": source} if text else {}
                 batch.add(image, name, mode, source, str(item_label) if item_label is not None else label, modality,
-                          "train", text, prov)  # fmt: skip
+                          into, text, prov)  # fmt: skip
             batch.commit()
         except BaseException:
             batch.abort()

@@ -10,9 +10,9 @@ resize to 299x299 (antialiased, torchmetrics' default), then (x - 128) / 128.
 
 Features are extracted once per image set (`extract_features`) and the metrics are
 computed from them, so a real set's features can be reused for base, tuned and the
-real-vs-real floor. `frechet_distance` is the same Fréchet distance on any features; with
-the penultimate features of a classifier trained on the real images it is the paper's
-domain distance (KFD for Kvasir, HFD for skin lesions).
+real-vs-real floor. `frechet_distance` (torchmetrics' FID computation) serves any features:
+on Inception features it is FID; with the penultimate features of a classifier trained on
+the real images it is the paper's domain distance (KFD for Kvasir, HFD for skin lesions).
 """
 
 from __future__ import annotations
@@ -214,19 +214,21 @@ def _as_features(x) -> torch.Tensor:
     return t
 
 
-def fid_from_features(real_feats, fake_feats) -> float:
-    """FID from features, with torchmetrics' `FrechetInceptionDistance` (float64)."""
+def frechet_distance(feats_a, feats_b) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (N x d each), by torchmetrics'
+    `FrechetInceptionDistance` on features computed once (float64): FID on Inception features, the
+    paper's domain distance (KFD / HFD) on a domain classifier's penultimate features."""
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    real, fake = _as_features(real_feats), _as_features(fake_feats)
-    if real.shape[1] != fake.shape[1]:
-        raise ValueError(f"feature sizes differ: {real.shape[1]} vs {fake.shape[1]}")
-    if len(real) < 2 or len(fake) < 2:
-        raise MetricsError("FID needs at least 2 images on each side")
-    metric = FrechetInceptionDistance(feature=_Precomputed(real.shape[1]), reset_real_features=False)
+    a, b = _as_features(feats_a), _as_features(feats_b)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"feature sizes differ: {a.shape[1]} vs {b.shape[1]}")
+    if len(a) < 2 or len(b) < 2:
+        raise MetricsError("the Fréchet distance needs at least 2 samples on each side")
+    metric = FrechetInceptionDistance(feature=_Precomputed(a.shape[1]), reset_real_features=False)
     metric.set_dtype(torch.float64)
-    metric.update(real, real=True)
-    metric.update(fake, real=False)
+    metric.update(a, real=True)
+    metric.update(b, real=False)
     return float(metric.compute())
 
 
@@ -275,7 +277,7 @@ def kid_from_features(
 
 def fid(real_images, fake_images, feature: nn.Module | None = None, batch_size: int = 16, size: int | None = None) -> float:
     """FID between two image sets (default extractor: the FID Inception network)."""
-    return fid_from_features(
+    return frechet_distance(
         extract_features(real_images, feature, batch_size, size),
         extract_features(fake_images, feature, batch_size, size),
     )
@@ -299,24 +301,3 @@ def kid(
         subset_size=subset_size,
         seed=seed,
     )
-
-
-def frechet_distance(feats_a, feats_b) -> float:
-    """Fréchet distance between Gaussians fitted to two feature sets (N x d each).
-
-    ||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)), covariances with N - 1, in
-    float64; the trace of the matrix square root is the sum of the square roots of the
-    eigenvalues of S_a S_b, as in torchmetrics. On a domain classifier's penultimate
-    features this is the paper's KFD / HFD.
-    """
-    a, b = _as_features(feats_a), _as_features(feats_b)
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(f"feature sizes differ: {a.shape[1]} vs {b.shape[1]}")
-    if len(a) < 2 or len(b) < 2:
-        raise MetricsError("the Fréchet distance needs at least 2 samples on each side")
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a = torch.cov(a.T, correction=1).reshape(a.shape[1], a.shape[1])
-    cov_b = torch.cov(b.T, correction=1).reshape(b.shape[1], b.shape[1])
-    mean_term = (mu_a - mu_b).square().sum()
-    trace_sqrt = torch.linalg.eigvals(cov_a @ cov_b).sqrt().real.sum()
-    return float(mean_term + cov_a.trace() + cov_b.trace() - 2 * trace_sqrt)

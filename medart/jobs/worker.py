@@ -1,10 +1,11 @@
-"""The process that runs one background job: `python -m medart.job_worker JOBDIR`.
+"""What runs inside one background job's process (`python -m medart.cli.worker JOBDIR`).
 
-Started by `medart.jobs.JobManager` in a new session (its own process group). It runs the
-job's `python -m medart ...` command in this very process (so the recorded pid is the one
-doing the work), writes the final state to `job.json`, then starts the next queued job
-before exiting, so the queue keeps going with the app closed. SIGTERM means Stop: the
-trainer installs its own handler (finish the step, checkpoint, exit); any other command is
+Started by `medart.jobs.JobManager` in a new session (its own process group). `run_job` runs
+the job's `python -m medart ...` command in this very process (so the recorded pid is the one
+doing the work) through the `execute` it is given (the CLI's `main`: the CLI hands it in, so
+nothing here imports the CLI), writes the final state to `job.json`, then starts the next
+queued job before exiting, so the queue keeps going with the app closed. SIGTERM means Stop:
+the trainer installs its own handler (finish the step, checkpoint, exit); any other command is
 interrupted at once.
 """
 
@@ -16,6 +17,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Callable
 
 
 class JobStopped(BaseException):
@@ -26,10 +28,11 @@ def _on_term(*_):
     raise JobStopped()
 
 
-def main(argv: list[str] | None = None) -> int:
-    from medart import jobs
+def run_job(folder: str | Path, execute: Callable[[list[str]], int]) -> int:
+    """Run the job in `folder` with `execute(argv)`, record how it ended, start the next one."""
+    from medart.jobs import manager as jobs
 
-    folder = Path((argv or sys.argv[1:])[0]).resolve()
+    folder = Path(folder).resolve()
     manager = jobs.JobManager(folder.parent)
     job = manager.get(folder.name)
     manager._update(job.id, state="stopping" if job.state == "stopping" else "running", pid=os.getpid(),
@@ -38,9 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[job {job.id}] started at {time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
     exit_code, stopped = 0, False
     try:
-        from medart.cli import main as cli_main
-
-        exit_code = cli_main(job.argv) or 0
+        exit_code = execute(job.argv) or 0
     except JobStopped:
         stopped = True
     except SystemExit as e:
@@ -66,7 +67,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[job {job.id}] {state}", flush=True)
     manager.tick()  # hand over to the next queued job
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

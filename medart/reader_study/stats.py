@@ -2,7 +2,8 @@
 
 For each reader, and for all answers pooled:
 - accuracy (answer equals truth) against the 50 % chance line, with the Wilson score
-  interval (95 % by default) and the exact two-sided binomial p-value against 0.5;
+  interval (95 % by default) and the exact two-sided binomial p-value against 0.5, both from
+  scipy.stats.binomtest (exact for any number of answers);
 - sensitivity and specificity with "generated" as the positive class: sensitivity is the
   share of generated images called generated, specificity the share of real images called real;
 - accuracy per class (the images' class labels);
@@ -22,28 +23,20 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Iterable, Sequence
 
-Z95 = 1.959963984540054
+from scipy.stats import binomtest
+
+CONFIDENCE = 0.95
 POOLED = "all readers"
 
 
-def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (95 % with the default z)."""
+def binomial_test(successes: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """(exact two-sided binomial p-value against 0.5, Wilson interval low, high) of `successes`
+    in `n`, by scipy.stats.binomtest; NaNs when there is nothing to test."""
     if n <= 0:
-        return (math.nan, math.nan)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def binomial_p_value(successes: int, n: int, p: float = 0.5) -> float:
-    """Exact two-sided binomial test: the probability of an outcome at most as likely as this one."""
-    if n <= 0:
-        return math.nan
-    pmf = [math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(n + 1)]
-    observed = pmf[successes]
-    return min(1.0, sum(q for q in pmf if q <= observed * (1 + 1e-7)))
+        return (math.nan, math.nan, math.nan)
+    result = binomtest(successes, n, 0.5)
+    interval = result.proportion_ci(confidence_level=confidence, method="wilson")
+    return float(result.pvalue), float(interval.low), float(interval.high)
 
 
 def _ratio(num: int, den: int) -> float | None:
@@ -108,7 +101,7 @@ class StudyResults:
                 "agreements": [a.__dict__ for a in self.agreements], "mean_kappa": self.mean_kappa}
 
 
-def reader_result(name: str, answers: Iterable, z: float = Z95) -> ReaderResult:
+def reader_result(name: str, answers: Iterable, confidence: float = CONFIDENCE) -> ReaderResult:
     answers = list(answers)
     n = len(answers)
     correct = sum(a.answer == a.truth for a in answers)
@@ -118,12 +111,12 @@ def reader_result(name: str, answers: Iterable, z: float = Z95) -> ReaderResult:
     for a in answers:
         c, m = per_class.get(a.label or "", (0, 0))
         per_class[a.label or ""] = (c + (a.answer == a.truth), m + 1)
-    low, high = wilson_interval(correct, n, z) if n else (None, None)
+    p_value, low, high = binomial_test(correct, n, confidence) if n else (None, None, None)
     realism_real = [a.realism for a in real if a.realism is not None]
     realism_gen = [a.realism for a in gen if a.realism is not None]
     return ReaderResult(
         reader=name, n=n, correct=correct, accuracy=_ratio(correct, n), ci_low=low, ci_high=high,
-        p_value=binomial_p_value(correct, n) if n else None,
+        p_value=p_value,
         sensitivity=_ratio(sum(a.answer == "generated" for a in gen), len(gen)),
         specificity=_ratio(sum(a.answer == "real" for a in real), len(real)),
         per_class=dict(sorted(per_class.items())),
@@ -156,12 +149,12 @@ def agreement(name_a: str, answers_a: Iterable, name_b: str, answers_b: Iterable
     return Agreement(name_a, name_b, len(common), observed, cohen_kappa(first, second))
 
 
-def summarise(answers: Iterable, z: float = Z95) -> StudyResults:
+def summarise(answers: Iterable, confidence: float = CONFIDENCE) -> StudyResults:
     """Per-reader and pooled results, and pairwise Cohen's kappa when there are 2+ readers."""
     answers = list(answers)
     by_reader: dict[str, list] = {}
     for a in answers:
         by_reader.setdefault(a.reader, []).append(a)
-    readers = [reader_result(name, rows, z) for name, rows in by_reader.items()]
+    readers = [reader_result(name, rows, confidence) for name, rows in by_reader.items()]
     agreements = [agreement(x, by_reader[x], y, by_reader[y]) for x, y in combinations(by_reader, 2)]
-    return StudyResults(readers, reader_result(POOLED, answers, z), agreements)
+    return StudyResults(readers, reader_result(POOLED, answers, confidence), agreements)

@@ -12,10 +12,12 @@ Captions move `draft` -> `edited` -> `approved` (or `rejected`). Every text or s
 is written together with a history row in one transaction, so a killed process loses no
 committed edit and `undo()` can restore the previous state. Find/replace applies to many
 captions as one change, undone in one step. Each image also has a class label and a split
-(train, validation, test); `medart.splits` reassigns splits per class. An import writes
+(train, validation, test); `medart.workspace.splits` reassigns splits per class. An import writes
 image files before the rows that refer to them (`importing()`); a killed one leaves its
 marker, and the next opening of the workspace while no import runs removes the files no row
-refers to. No gradio here: the app and the CLI both use this module.
+refers to. The schema and its versions are `medart.workspace.migrations`; this module and
+`medart.reader_study.store` are the only ones that speak SQL. No gradio here: the app and the
+CLI both use this module.
 """
 
 from __future__ import annotations
@@ -33,76 +35,20 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from PIL import Image
 
 from captioning.templates import BUILTIN_TEMPLATES, ModalityTemplate, get_builtin
+from medart.constants import SPLITS
 from medart.fileio import atomic_write_bytes
+from medart.workspace.migrations import migrate
 
 STATUSES = ("draft", "edited", "approved", "rejected")
-SPLITS = ("train", "validation", "test")
 THUMB_SIZE = 256
 DB_NAME = "workspace.db"
 IMPORT_LOCK = "import.lock"  # shared by running imports; taken exclusively to collect orphans
 IMPORT_MARKERS = "imports"  # one file per import that has not finished
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS images (
-    id INTEGER PRIMARY KEY,
-    sha256 TEXT NOT NULL UNIQUE,
-    original_name TEXT NOT NULL,
-    width INTEGER NOT NULL,
-    height INTEGER NOT NULL,
-    mode TEXT NOT NULL,            -- the mode of the file as imported (stored images are RGB)
-    bytes INTEGER NOT NULL,        -- size of the stored PNG
-    source TEXT NOT NULL DEFAULT '',
-    label TEXT,
-    split TEXT NOT NULL DEFAULT 'train',
-    modality TEXT,
-    added_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS images_label ON images(label);
-CREATE TABLE IF NOT EXISTS captions (
-    image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
-    text TEXT NOT NULL DEFAULT '',
-    status TEXT NOT NULL DEFAULT 'draft' CHECK (status IN ('draft', 'edited', 'approved', 'rejected')),
-    provenance TEXT NOT NULL DEFAULT '{}',
-    token_count INTEGER,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS captions_status ON captions(status);
-CREATE TABLE IF NOT EXISTS changes (
-    id INTEGER PRIMARY KEY,
-    action TEXT NOT NULL,
-    detail TEXT NOT NULL DEFAULT '',
-    at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS history (
-    id INTEGER PRIMARY KEY,
-    change_id INTEGER NOT NULL REFERENCES changes(id),
-    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
-    old_text TEXT NOT NULL,
-    old_status TEXT NOT NULL,
-    old_provenance TEXT NOT NULL,
-    old_token_count INTEGER,
-    new_text TEXT NOT NULL,
-    new_status TEXT NOT NULL,
-    undone INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS history_image ON history(image_id, id);
-CREATE INDEX IF NOT EXISTS history_change ON history(change_id);
-CREATE TABLE IF NOT EXISTS templates (
-    name TEXT PRIMARY KEY,
-    data TEXT NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS settings (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-"""
-
 
 def default_workspace() -> Path:
     return Path(os.environ.get("MEDART_WORKSPACE", "workspace"))
@@ -245,8 +191,12 @@ class Workspace:
         self.conn.execute("PRAGMA synchronous=FULL")  # a commit is on disk before it returns
         self.conn.execute("PRAGMA foreign_keys=ON")
         self.conn.execute("PRAGMA busy_timeout=30000")
-        with self._lock:
-            self.conn.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
+        try:
+            with self._lock:
+                migrate(self.conn, str(self.root))
+        except BaseException:
+            self.conn.close()
+            raise
         self.collect_orphans()
 
     # ---- plumbing -------------------------------------------------------------------------
@@ -280,11 +230,6 @@ class Workspace:
         """The connection, for reads, under the workspace's lock."""
         with self._lock:
             yield self.conn
-
-    def ensure_schema(self, sql: str) -> None:
-        """Create the tables of a feature stored in this workspace (`CREATE TABLE IF NOT EXISTS ...`)."""
-        with self._lock:
-            self.conn.executescript("BEGIN IMMEDIATE;" + sql + "COMMIT;")
 
     def close(self) -> None:
         with self._lock:
@@ -396,6 +341,32 @@ class Workspace:
             ids = self._known(c, ids)
             c.executemany("UPDATE images SET split = ? WHERE id = ?", [(split, i) for i in ids])
         return len(ids)
+
+    def split_counts(self, flt: Filter | None = None) -> list[tuple[str, str, int]]:
+        """(label, split, images) over the filtered images, by label then split; "" is the
+        label of unlabelled images."""
+        where, params = (flt or Filter()).sql()
+        with self.read() as c:
+            return c.execute(
+                "SELECT coalesce(i.label, ''), i.split, count(*) FROM images i JOIN captions c ON c.image_id = i.id"
+                + where + " GROUP BY 1, 2 ORDER BY 1, 2", params,
+            ).fetchall()  # fmt: skip
+
+    def reassign_splits(self, flt: Filter | None, assign: Callable[[list[tuple[int, str, str]]], list[tuple[str, int]]]) -> None:
+        """In one transaction: the filtered images as (id, label or "", sha256), by id, go to
+        `assign`, whose (split, id) pairs are written back (ValueError when none match)."""
+        where, params = (flt or Filter()).sql()
+        with self.transaction() as c:
+            rows = c.execute(
+                "SELECT i.id, coalesce(i.label, ''), i.sha256 FROM images i JOIN captions c ON c.image_id = i.id"
+                + where + " ORDER BY i.id", params,
+            ).fetchall()  # fmt: skip
+            if not rows:
+                raise ValueError(f"no images in {self.root} match; import images first or widen the filter")
+            updates = assign(rows)
+            for split, _ in updates:
+                check_split(split)
+            c.executemany("UPDATE images SET split = ? WHERE id = ?", updates)
 
     def remove(self, ids: Iterable[int]) -> int:
         """Delete images with their captions and history (not undoable); unreferenced files go too."""

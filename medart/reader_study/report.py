@@ -11,7 +11,7 @@ import io
 from pathlib import Path
 
 from medart.fileio import atomic_write_bytes
-from medart.reader_stats import StudyResults
+from medart.reader_study.stats import StudyResults
 
 
 def _pct(value) -> str:

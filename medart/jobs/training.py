@@ -1,59 +1,29 @@
-"""From reviewed captions to a queued training job: preflight, data snapshot, command line.
+"""From reviewed captions to a queued training job: preflight, data snapshot, the run's config.
 
-`preflight` says whether a run can start (blocking problems: no approved captions, drafts
-not yet reviewed, captions over the token limit, no base model) and what to watch (VRAM,
+A training is asked for as a run name and a `TrainConfig` (the Train tab fills one from its
+form). `preflight` says whether the run can start (blocking problems: no approved captions,
+drafts not yet reviewed, captions over the token limit, bad settings) and what to watch (VRAM,
 disk). `launch` exports the approved captions of the training split into the run folder
-(`runs/<name>/data`, with its manifest: the run knows exactly what it trained on), then
-queues `python -m medart train ...` as a background job.
+(`runs/<name>/data`, with its manifest: the run knows exactly what it trained on), writes the
+run's `config.yaml` and queues a training job that runs it (`python -m medart train
+runs/<name>/config.yaml`).
 """
 
 from __future__ import annotations
 
-import re
+import dataclasses
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medart.config import TrainConfig
+from medart.config import TrainConfig, save_config
+from medart.constants import MAX_CAPTION_TOKENS
+from medart.fileio import slugify
 from medart.workspace import Filter, Workspace
 
 # Rough peak GPU memory of one HLDF colour step with checkpointing, bf16, batch 1 (GB), by
 # resolution for PixArt-α XL-2 (field measurements at 512 px; scaled by pixel count).
 VRAM_512_GB = 1.4 + 9.5 + 2.5  # activations + T5-XXL + DiT, VAE, optimiser state
-
-
-@dataclass
-class TrainSettings:
-    """What the Train form asks for; defaults are TrainConfig's (the paper's, HLDF's mode and N
-    chosen by evidence: see HLDFConfig and medart.hldf_plan)."""
-
-    name: str = "medart-run"
-    base_model: str = "tiny"
-    hldf_mode: str = "balanced"
-    hldf_every: int = 0  # N; 0: the schedule rule
-    hldf_steps: int = 20  # M
-    cfg: float = 4.5
-    rank: int = 8
-    t5_lora: bool = True
-    hldf: bool = True
-    learning_rate: float = 1e-4
-    epochs: int = 15
-    max_steps: int = 0  # 0: epochs decide
-    resolution: int = 0  # 0: the base model's own
-    checkpoint_every: int = 500
-    validation_every: int = 0  # 0: about ten times per run
-    validation_prompts: list[str] = field(default_factory=list)
-    adam_8bit: bool = False
-    seed: int = 42
-
-    @classmethod
-    def paper(cls, base_model: str) -> "TrainSettings":
-        c = TrainConfig()
-        return cls(base_model=base_model, hldf_mode=c.hldf.mode, hldf_every=c.hldf.every or 0,
-                   hldf_steps=c.hldf.steps, cfg=c.hldf.cfg,
-                   rank=c.lora.rank, t5_lora=c.lora.t5, hldf=c.hldf.enabled, learning_rate=c.learning_rate,
-                   epochs=c.epochs, checkpoint_every=c.checkpoint_every, validation_every=c.validation_every or 0,
-                   adam_8bit=c.adam_8bit, seed=c.seed)
 
 
 @dataclass
@@ -82,10 +52,10 @@ class Preflight:
 
 
 def safe_name(name: str) -> str:
-    name = re.sub(r"[^\w.-]+", "-", (name or "").strip()).strip("-.")
+    name = slugify(name)
     if not name:
         raise ValueError("give the run a name (letters, digits, - and _)")
-    return name[:60]
+    return name
 
 
 def training_ids(ws: Workspace) -> list[int]:
@@ -93,8 +63,9 @@ def training_ids(ws: Workspace) -> list[int]:
     return [i.id for i in ws.query(Filter(status="approved", split="train"), limit=None) if i.text.strip()]
 
 
-def preflight(ws: Workspace, s: TrainSettings, runs_dir: Path, device: str = "cpu",
-              max_tokens: int = 120) -> Preflight:
+def preflight(ws: Workspace, name: str, config: TrainConfig, runs_dir: Path, device: str = "cpu",
+              max_tokens: int = MAX_CAPTION_TOKENS) -> Preflight:
+    """Whether run `name` with `config` can start on the workspace's approved training captions."""
     p = Preflight()
     items = ws.query(Filter(split="train"), limit=None)
     if not items:
@@ -115,17 +86,17 @@ def preflight(ws: Workspace, s: TrainSettings, runs_dir: Path, device: str = "cp
     if not approved:
         p.errors.append("No approved captions: approve captions in the Captions tab.")
     try:
-        name = safe_name(s.name)
+        name = safe_name(name)
         run = runs_dir / name
         if (run / "checkpoints").is_dir() and any((run / "checkpoints").iterdir()):
             p.errors.append(f"A run named {name!r} already exists with checkpoints: choose another name or resume it.")
     except ValueError as e:
         p.errors.append(str(e))
-    if s.max_steps <= 0 and s.epochs <= 0:
+    if not config.max_steps and config.epochs <= 0:
         p.errors.append("Set the number of steps or epochs.")
-    if s.adam_8bit and device != "cuda":
+    if config.adam_8bit and device != "cuda":
         p.errors.append("8-bit Adam needs a CUDA GPU: turn it off on this machine.")
-    if s.hldf and s.hldf_steps < 1:
+    if config.hldf.enabled and config.hldf.steps < 1:
         p.errors.append("M (solver steps of the colour loss) must be at least 1.")
     if not ws.count(Filter(split="test")):
         p.warnings.append("No held-out images (split test): Evaluate and the reader study compare against them. "
@@ -134,7 +105,7 @@ def preflight(ws: Workspace, s: TrainSettings, runs_dir: Path, device: str = "cp
         labels = sorted({i.label or "(no label)" for i in approved})
         p.info.append(f"{len(approved)} approved caption(s) will be trained on ({', '.join(labels)}).")
         try:
-            plan = hldf_plan_of(s, approved, runs_dir)
+            plan = hldf_plan_of(config, approved, runs_dir)
         except ValueError as e:
             p.errors.append(f"Settings rejected: {e}")
         else:
@@ -143,11 +114,11 @@ def preflight(ws: Workspace, s: TrainSettings, runs_dir: Path, device: str = "cp
                 p.warnings.append(f"This run makes no colour step (N = {plan.every}, {plan.total_steps} steps): "
                                   "HLDF would train LoRA only. Set N to 0 for the schedule rule, or lower it.")
     # resources
-    res = s.resolution or (64 if s.base_model == "tiny" else 512)
-    if s.base_model != "tiny":
+    res = config.resolution or (64 if config.base_model == "tiny" else 512)
+    if config.base_model != "tiny":
         need = VRAM_512_GB * max(1.0, (res / 512) ** 2 * 0.5 + 0.5)
         if device != "cuda":
-            p.warnings.append(f"{s.base_model} on a CPU is impractically slow; use a GPU or the tiny base model.")
+            p.warnings.append(f"{config.base_model} on a CPU is impractically slow; use a GPU or the tiny base model.")
         else:
             try:
                 import torch
@@ -159,65 +130,36 @@ def preflight(ws: Workspace, s: TrainSettings, runs_dir: Path, device: str = "cp
             except Exception:
                 pass
     free = shutil.disk_usage(runs_dir if runs_dir.exists() else runs_dir.parent).free / 2**30
-    ckpt_gb = 0.02 if s.base_model == "tiny" else 0.25
+    ckpt_gb = 0.02 if config.base_model == "tiny" else 0.25
     if free < 3 * ckpt_gb + 1:
         p.warnings.append(f"Only {free:.1f} GB free on disk for checkpoints and samples.")
     return p
 
 
-def hldf_plan_of(s: TrainSettings, approved: list, runs_dir: Path | None = None):
-    """The colour-step plan of these settings on the approved images, priced by the step times
-    of earlier runs in `runs_dir` where one matches."""
+def hldf_plan_of(config: TrainConfig, approved: list, runs_dir: Path | None = None):
+    """The colour-step plan of `config` on the approved images, priced by the step times of
+    earlier runs in `runs_dir` where one matches."""
     from medart import hldf_plan
-    from medart.config import load_config
 
-    config = load_config(None, **{"hldf.mode": s.hldf_mode, "hldf.every": s.hldf_every or None,
-                                  "hldf.steps": s.hldf_steps, "hldf.cfg": s.cfg, "hldf.enabled": s.hldf,
-                                  "max_steps": s.max_steps or None, "epochs": s.epochs,
-                                  "base_model": s.base_model, "resolution": s.resolution or None})
     groups = {(i.label or "").strip() or i.text.strip() for i in approved}
     total = config.max_steps or config.epochs * max(1, len(approved) // config.batch_size)
     runs = [d for d in runs_dir.iterdir() if d.is_dir()] if runs_dir and runs_dir.is_dir() else []
     return hldf_plan.plan(config, total, len(groups), runs)
 
 
-def train_argv(s: TrainSettings, run: Path) -> list[str]:
-    argv = ["train", "--base-model", s.base_model, "--data", str(run / "data"), "--output", str(run),
-            "--hldf-mode", s.hldf_mode, "--hldf-steps", str(int(s.hldf_steps)), "--cfg", str(s.cfg),
-            "--rank", str(int(s.rank)), "--lr", str(s.learning_rate), "--seed", str(int(s.seed)),
-            "--checkpoint-every", str(int(s.checkpoint_every))]
-    if s.validation_every > 0:
-        argv += ["--validation-every", str(int(s.validation_every))]
-    if s.hldf_every > 0:
-        argv += ["--hldf-every", str(int(s.hldf_every))]
-    if s.max_steps > 0:
-        argv += ["--max-steps", str(int(s.max_steps))]
-    else:
-        argv += ["--epochs", str(int(s.epochs))]
-    if s.resolution > 0:
-        argv += ["--resolution", str(int(s.resolution))]
-    if not s.t5_lora:
-        argv.append("--no-t5-lora")
-    if not s.hldf:
-        argv.append("--no-hldf")
-    if s.adam_8bit:
-        argv.append("--adam-8bit")
-    for prompt in s.validation_prompts:
-        if prompt.strip():
-            argv += ["--validation-prompt", prompt.strip()]
-    return argv
-
-
-def launch(ws: Workspace, s: TrainSettings, runs_dir: Path, jobs, device: str = "cpu"):
-    """Preflight, snapshot the approved captions into the run folder, queue the training job.
+def launch(ws: Workspace, name: str, config: TrainConfig, runs_dir: Path, jobs, device: str = "cpu"):
+    """Preflight, snapshot the approved captions into the run folder, write the run's config.yaml
+    (the data snapshot and the run folder filled in) and queue it as a training job.
     Returns (job, preflight); job is None when preflight blocks."""
-    from medart.exports import export
+    from medart.workspace.exports import export
 
-    check = preflight(ws, s, runs_dir, device)
+    check = preflight(ws, name, config, runs_dir, device)
     if not check.ok:
         return None, check
-    run = runs_dir / safe_name(s.name)
+    run = runs_dir / safe_name(name)
     run.mkdir(parents=True, exist_ok=True)
     export(ws, run / "data", fmt="imagefolder", approved_only=True, flt=Filter(ids=training_ids(ws)), overwrite=True)
-    job = jobs.submit("train", train_argv(s, run), title=run.name, output=str(run))
+    config = dataclasses.replace(config, data=str(run / "data"), output=str(run))
+    save_config(config, run / "config.yaml")
+    job = jobs.submit("train", run / "config.yaml", title=run.name, output=str(run))
     return job, check

@@ -3,7 +3,7 @@
 `select_real` picks k images of a workspace split (not rejected), balanced over classes with
 a seed. `create_study` generates one image per real image from a run's adapter with the same
 caption (the class label when there is no caption) and seed `seed + i`, through the one
-sampler and the evaluation's generation cache (`medart.eval_sets.GeneratedImages`), then
+sampler and the evaluation's generation cache (`medart.evaluation.sets.GeneratedImages`), then
 stores both kinds, identically encoded, as one study (`medart.reader_study`).
 """
 
@@ -64,9 +64,9 @@ def create_study(ws, name: str, run: str | Path, k: int | None = None, split: st
     enlarged while the other is not. `generator`: an already loaded `medart.generate.Generator`
     for this run (else one is loaded). `owner_code`: what the app asks before it shows results
     (stored hashed; checked here, before any image is generated)."""
-    from medart.eval_sets import GeneratedImages
+    from medart.evaluation.sets import GeneratedImages
     from medart.generate import run_base_model
-    from medart.studio import adapter_path
+    from medart.run_folder import adapter_path
 
     store = ReaderStudies(ws)
     name = clean_name(name, "study")

@@ -2,7 +2,7 @@
 
 `Studio` holds the folders (workspace, runs, jobs), the active base model and device, the
 deployment facts (offline demo, Hugging Face Space, shared Space with training off), the
-server folders its users may name (`medart.server_paths`) and the few expensive objects the
+server folders its users may name (`medart.studio.paths`) and the few expensive objects the
 tabs share: the T5 tokenizer that counts caption tokens and one loaded generation pipeline
 (its adapter is swapped and its strength toggled, never a second copy).
 
@@ -14,22 +14,17 @@ session a call belongs to is told by `session_key`, a callable the UI sets. No g
 
 from __future__ import annotations
 
-import atexit
-import hashlib
 import os
-import shutil
-import tempfile
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 from medart.jobs import JobManager
-from medart.server_paths import ServerPaths, default_roots, run_folder
+from medart.run_folder import adapter_path
+from medart.studio.paths import ServerPaths, default_roots, run_folder
+from medart.studio.sessions import SessionWorkspaces
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEMO_DIR = REPO_ROOT / "assets" / "demo"
 
 
 def default_home() -> Path:
@@ -57,55 +52,6 @@ def shared_public_space() -> bool:
         return False
     original = os.environ.get("MEDART_ORIGINAL_SPACE", space)
     return space == original
-
-
-class SessionWorkspaces:
-    """One temporary workspace per browser session, in a private folder of the system's temp
-    directory: created on first use, removed when the session ends (`remove`), for clients
-    that never say goodbye after `idle_s` without use (`sweep`), and all when the process exits."""
-
-    def __init__(self, root: str | Path | None = None, idle_s: float = 6 * 3600):
-        if root is None:
-            root = tempfile.mkdtemp(prefix="medart-sessions-")
-            atexit.register(shutil.rmtree, root, True)
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.idle_s = idle_s
-        self._last_sweep = 0.0
-
-    @staticmethod
-    def folder_name(key: str) -> str:
-        return hashlib.sha256(key.encode()).hexdigest()[:32]  # the client's session id never becomes a path
-
-    def path(self, key: str) -> Path:
-        folder = self.root / self.folder_name(key)
-        folder.mkdir(exist_ok=True)
-        os.utime(folder)  # last use, for sweep()
-        if time.time() - self._last_sweep > 600:
-            self.sweep()
-        return folder / "workspace"
-
-    def remove(self, key: str) -> bool:
-        folder = self.root / self.folder_name(key)
-        existed = folder.exists()
-        shutil.rmtree(folder, ignore_errors=True)
-        return existed
-
-    def sweep(self) -> int:
-        self._last_sweep = time.time()
-        gone = 0
-        for folder in self.root.iterdir():
-            try:
-                idle = time.time() - folder.stat().st_mtime
-            except OSError:
-                continue
-            if idle > self.idle_s:
-                shutil.rmtree(folder, ignore_errors=True)
-                gone += 1
-        return gone
-
-    def keys(self) -> list[str]:
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir())
 
 
 @dataclass
@@ -202,9 +148,9 @@ class Studio:
     def tokenizer(self):
         with self._lock:
             if self._tokenizer is None:
-                from medart.cli_workspace import _tokenizer
+                from medart.profiles import caption_tokenizer
 
-                self._tokenizer = _tokenizer(self.base_model)[1]
+                self._tokenizer = caption_tokenizer(self.base_model)[1]
             return self._tokenizer
 
     def workspace(self):
@@ -247,16 +193,6 @@ class Studio:
 def finished_runs(studio: "Studio") -> list[Path]:
     """Runs that exported an adapter (training finished): what evaluation needs."""
     return [r for r in studio.runs() if (r / "adapter" / "dit").is_dir()]
-
-
-def adapter_path(run: str | Path) -> Path | None:
-    """The run's exported adapter, else its latest checkpoint, else None."""
-    run = Path(run)
-    if (run / "adapter" / "dit").is_dir():
-        return run / "adapter"
-    steps = sorted((run / "checkpoints").glob("step-*")) if (run / "checkpoints").is_dir() else []
-    steps = [s for s in steps if (s / "manifest.json").exists() and (s / "dit").is_dir()]
-    return steps[-1] if steps else None
 
 
 def _mtime(path: Path) -> float:

@@ -8,39 +8,29 @@ what to do; `medart.cli.main` prints them and exits with code 2.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
 
-from medart.splits import format_table, hold_out, parse_ids, split_counts, totals
+from medart.cli.flags import add_config_file
+from medart.constants import MAX_CAPTION_TOKENS
+from medart.pixel_limit import DEFAULT_MAX_PIXELS
+from medart.workspace.splits import format_table, hold_out, parse_ids, split_counts, totals
 from medart.workspace import SPLITS, STATUSES, Filter, Workspace, check_split, default_workspace
 
 
 # ---- shared helpers ---------------------------------------------------------------------------
-def _tokenizer(base_model: str | None):
-    """(name, tokenizer) of the base model whose T5 counts caption tokens."""
-    from medart import profiles
-
-    name = base_model or profiles.default_base_model()
-    if name == "tiny":
-        from transformers import AutoTokenizer
-
-        from medart.tiny_base import TOKENIZER_DIR
-
-        return name, AutoTokenizer.from_pretrained(TOKENIZER_DIR)
-    return name, profiles.load_tokenizer(name)
-
-
 def _open(args, tokens: str | None = None, create: bool = False) -> Workspace:
     """Open the workspace; with tokens="required" (captioning) or "optional" (import, edits),
     with the base model's T5 tokenizer to count caption tokens. An optional tokenizer that
     cannot be loaded leaves counts empty with a warning instead of failing the command."""
-    from medart.profiles import BaseModelError
+    from medart.profiles import BaseModelError, caption_tokenizer
 
     tokenizer = name = None
     if tokens:
         try:
-            name, tokenizer = _tokenizer(getattr(args, "base_model", None))
+            name, tokenizer = caption_tokenizer(getattr(args, "base_model", None))
         except (BaseModelError, OSError, ValueError) as e:
             if tokens == "required":
                 raise
@@ -79,7 +69,7 @@ def _add_filter_flags(p, status: bool = True) -> None:
 
 # ---- commands ---------------------------------------------------------------------------------
 def cmd_import(args) -> int:
-    from medart.importers import ImportLimits, import_dataset, import_paths
+    from medart.workspace.importers import ImportLimits, import_dataset, import_paths
 
     if not args.paths and not args.hf_dataset:
         raise ValueError("nothing to import: give files, folders or zip archives, or --hf-dataset ID_OR_DIR")
@@ -87,8 +77,7 @@ def cmd_import(args) -> int:
     if args.max_pixels < 1:
         raise ValueError(f"--max-pixels must be a positive number of pixels (got {args.max_pixels})")
     limits = ImportLimits(max_pixels=args.max_pixels)
-    ws = _open(args, tokens="optional", create=True)
-    try:
+    with _open(args, tokens="optional", create=True) as ws:
         if args.modality:
             ws.get_template(args.modality)  # fail early on a template that does not exist
             if ws.get_setting("modality") is None:
@@ -102,15 +91,13 @@ def cmd_import(args) -> int:
                 import_dataset(
                     ws, args.hf_dataset, split=args.hf_split, image_column=args.image_column,
                     text_column=args.text_column, label_column=args.label_column, label=args.label,
-                    modality=args.modality, limits=limits,
+                    modality=args.modality, limits=limits, into=args.split,
                 )  # fmt: skip
             )
         for r in reports:
             print(r.summary())
         stats = ws.stats()
         print(f"workspace {ws.root}: {stats['total']} image(s), {stats['missing']} without caption")
-    finally:
-        ws.close()
     return 0
 
 
@@ -119,15 +106,14 @@ def cmd_caption(args) -> int:
 
     from captioning.base import CaptionerError, SamplingConfig
     from captioning.vsg import VSGConfig
-    from medart.describe import Describer, caption_by_describer, group_by_describer, open_captioner, targets
+    from medart.workspace.describe import Describer, caption_by_describer, group_by_describer, open_captioner, targets
 
     if args.backend is None and (args.model or args.url):
         raise ValueError(
             "--model and --url go with --backend; without --backend each image's template chooses its describer "
             "(python -m medart template NAME shows it)"
         )
-    ws = _open(args, tokens="required")
-    try:
+    with _open(args, tokens="required") as ws:
         if args.template:
             ws.get_template(args.template)
         ids = targets(ws, only_missing=args.only_missing, include_edited=args.include_edited, flt=_filter(args))
@@ -182,20 +168,18 @@ def cmd_caption(args) -> int:
             print(f"left {len(report.reviewed_meanwhile)} caption(s) alone that were reviewed while the job ran")
         if report.removed_meanwhile:
             print(f"skipped {len(report.removed_meanwhile)} image(s) removed from the workspace while the job ran")
-    finally:
-        ws.close()
     return 0
 
 
 def cmd_export(args) -> int:
-    from medart.exports import describe_export, export, push_to_hub
+    from medart.workspace.exports import describe_export, export, push_to_hub
 
-    ws = _open(args)
-    try:
+    with _open(args) as ws:
         flt = Filter(label=args.label)
         splits = None if not args.split else SPLITS if args.split == "all" else args.split.replace(",", " ").split()
         report = export(
-            ws, args.out, fmt=args.format, approved_only=not args.all, flt=flt, overwrite=args.overwrite,
+            ws, args.out, fmt=args.format, approved_only=args.approved_only and not args.all, flt=flt,
+            overwrite=args.overwrite,
             keep_names=args.keep_names, splits=splits,
         )  # fmt: skip
         print(describe_export(report))
@@ -204,8 +188,6 @@ def cmd_export(args) -> int:
                 raise ValueError("--push-to-hub needs --format imagefolder")
             token = os.environ.get(args.hub_token_env) if args.hub_token_env else None
             print("pushed (private) to", push_to_hub(report.path, args.push_to_hub, token=token, private=True))
-    finally:
-        ws.close()
     return 0
 
 
@@ -221,8 +203,7 @@ def _status(args, status: str) -> int:
     flt = _filter(args)
     if flt == Filter() and not args.all:
         raise ValueError("say which captions: image ids (--ids 3 4 10-20), a filter (--status edited, --label L) or --all")
-    ws = _open(args)
-    try:
+    with _open(args) as ws:
         ids = ws.ids(flt)
         if status == "approved":
             empty = ws.ids(Filter(**{**flt.__dict__, "missing": True}))
@@ -230,34 +211,25 @@ def _status(args, status: str) -> int:
                 ids = [i for i in ids if i not in set(empty)]  # a filter skips empty captions
         n = ws.set_status(ids, status, action="approve" if status == "approved" else "reject")
         print(f"{status}: {n} caption(s) changed ({len(ids)} selected)")
-    finally:
-        ws.close()
     return 0
 
 
 def cmd_edit(args) -> int:
-    ws = _open(args, tokens="optional")
-    try:
+    with _open(args, tokens="optional") as ws:
         item = ws.set_text(args.id, args.text, approve=args.approve)
         print(f"image {item.id}: {item.status}, {item.token_count} tokens")
-    finally:
-        ws.close()
     return 0
 
 
 def cmd_undo(args) -> int:
-    ws = _open(args)
-    try:
+    with _open(args) as ws:
         ids = ws.undo(args.id)
         print(f"undone: {len(ids)} caption(s) restored" + (f" ({', '.join(map(str, ids[:20]))})" if ids else " (nothing to undo)"))
-    finally:
-        ws.close()
     return 0
 
 
 def cmd_replace(args) -> int:
-    ws = _open(args, tokens="optional")
-    try:
+    with _open(args, tokens="optional") as ws:
         preview = ws.find_replace(
             args.pattern, args.replacement, flt=_filter(args), regex=not args.literal,
             ignore_case=args.ignore_case, apply=args.yes,
@@ -269,14 +241,11 @@ def cmd_replace(args) -> int:
             print(f"replaced; undo with `python -m medart undo --workspace {ws.root}`")
         elif preview.captions:
             print("preview only; pass --yes to apply")
-    finally:
-        ws.close()
     return 0
 
 
 def cmd_list(args) -> int:
-    ws = _open(args)
-    try:
+    with _open(args) as ws:
         items = ws.query(_filter(args), offset=args.offset, limit=args.limit)
         for item in items:
             if args.json:
@@ -285,30 +254,22 @@ def cmd_list(args) -> int:
             else:
                 print(f"{item.id:>6} {item.status:<8} {str(item.token_count or '-'):>4} {item.label or '-':<16} {item.text[:80]}")
         print(f"{ws.count(_filter(args))} matching", file=sys.stderr)
-    finally:
-        ws.close()
     return 0
 
 
 def cmd_next(args) -> int:
-    ws = _open(args)
-    try:
+    with _open(args) as ws:
         item = ws.next_unreviewed(args.after, _filter(args))
         if item is None:
             print("every caption is reviewed")
         else:
             print(f"{item.id} {item.status} {item.label or '-'} {item.image_path}\n{item.text}")
-    finally:
-        ws.close()
     return 0
 
 
 def cmd_stats(args) -> int:
-    ws = _open(args)
-    try:
+    with _open(args) as ws:
         print(json.dumps(ws.stats(), indent=2))
-    finally:
-        ws.close()
     return 0
 
 
@@ -331,13 +292,10 @@ def cmd_label(args) -> int:
     label = args.new_label.strip()
     if not label:
         raise ValueError("give the new class label, e.g. `python -m medart label polyps --ids 3 5-9`")
-    ws = _open(args)
-    try:
+    with _open(args) as ws:
         n = ws.set_labels(_selection(ws, args, "label"), label)
         print(f"labelled {n} image(s) {label!r}")
         print(format_table(split_counts(ws)))
-    finally:
-        ws.close()
     return 0
 
 
@@ -345,8 +303,7 @@ def cmd_split(args) -> int:
     fractions = args.test is not None or args.validation is not None
     if args.to and fractions:
         raise ValueError("give either --to SPLIT (move chosen images) or --test/--validation (a stratified hold-out)")
-    ws = _open(args)
-    try:
+    with _open(args) as ws:
         if args.to:
             n = ws.set_split(_selection(ws, args, "move"), check_split(args.to))
             print(f"moved {n} image(s) to {args.to}")
@@ -362,14 +319,11 @@ def cmd_split(args) -> int:
             print("nothing changed: pass --test 0.2 [--validation 0.1] for a stratified hold-out, "
                   "or --to test --ids 3 5-9 to move chosen images")
         print(format_table(split_counts(ws)))
-    finally:
-        ws.close()
     return 0
 
 
 def cmd_remove(args) -> int:
-    ws = _open(args)
-    try:
+    with _open(args) as ws:
         ids = _selection(ws, args, "remove")
         if not args.yes:
             for item in ws.query(Filter(ids=ids), limit=50):
@@ -382,16 +336,13 @@ def cmd_remove(args) -> int:
         n = ws.remove(ids)
         print(f"removed {n} image(s) with their captions and history")
         print(format_table(split_counts(ws)))
-    finally:
-        ws.close()
     return 0
 
 
 def cmd_template(args) -> int:
     from captioning.templates import ModalityTemplate
 
-    ws = _open(args, create=True)
-    try:
+    with _open(args, create=True) as ws:
         if not args.name:
             for t in ws.list_templates():
                 print(f"{t.name:<12} {t.image_phrase!r}: {', '.join(t.features)}")
@@ -423,8 +374,6 @@ def cmd_template(args) -> int:
             ws.set_setting("modality", args.name)
         t = ws.get_template(args.name)
         print(json.dumps(t.to_dict(), indent=2))
-    finally:
-        ws.close()
     return 0
 
 
@@ -438,24 +387,33 @@ def add_parsers(sub) -> None:
         p.set_defaults(func=func)
         return p
 
+    _bringing_in(parser)
+    _reviewing(parser)
+    _organising(parser)
+
+
+def _bringing_in(parser) -> None:
+    """import, caption, export."""
     p = parser("import", "import images (files, folders, zip, DICOM, HF dataset) into the workspace", cmd_import)
     p.add_argument("paths", nargs="*", help="image files, folders (with .txt/metadata.jsonl/metadata.csv) or zip archives")
     p.add_argument("--label", help="class label for images that bring none (DICOM: the only source of a label)")
     p.add_argument("--modality", help="template for these images: endoscopy, dermoscopy, histology, radiology, fundus, custom")
     p.add_argument("--split", default="train", help=f"{', '.join(SPLITS)} (default train)")
-    p.add_argument("--max-pixels", type=int, default=100_000_000,
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help="larger images are rejected as decompression bombs (the only pixel limit; raise it for huge scans)")
     p.add_argument("--allow-burned-in", action="store_true",
                    help="import DICOM whose pixels may show patient data (Burned In Annotation YES, or secondary "
                         "captures and ultrasound that do not say NO); the summary lists them to check")
     p.add_argument("--hf-dataset", help="a Hugging Face dataset id or a local imagefolder")
-    p.add_argument("--hf-split", default="train")
+    p.add_argument("--hf-split", default="train", help="which split of the dataset to read (the workspace split "
+                   "its images go to is --split)")
     p.add_argument("--image-column")
     p.add_argument("--text-column")
     p.add_argument("--label-column")
     p.add_argument("--base-model", help="whose T5 tokenizer counts caption tokens (default: the active base model)")
 
     p = parser("caption", "describe images with the Visual Symptom Generator (resumable)", cmd_caption)
+    add_config_file(p)
     p.add_argument(
         "--backend", choices=("offline", "transformers", "openai"), default=None,
         help="one describer for every image; default: per template (each image's template's describer, "
@@ -471,7 +429,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--limit", type=int, help="at most this many images")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--max-attempts", type=int, default=3, help="generations per image before repairing the best")
-    p.add_argument("--max-caption-tokens", type=int, default=120)
+    p.add_argument("--max-caption-tokens", type=int, default=MAX_CAPTION_TOKENS)
     p.add_argument("--simplify", action="store_true", help="openai backend: shorten long captions with the served model")
     p.add_argument("--simplify-model", help="a local/hub text model (e.g. t5-large) that shortens long captions")
     p.add_argument("--temperature", type=float, default=0.8)
@@ -485,8 +443,11 @@ def add_parsers(sub) -> None:
     p = parser("export", "export captions for training (imagefolder, csv, txt)", cmd_export)
     p.add_argument("--format", choices=("imagefolder", "csv", "txt"), default="imagefolder")
     p.add_argument("--out", required=True)
-    p.add_argument("--approved-only", action="store_true", default=True, help="only approved captions (the default)")
-    p.add_argument("--all", action="store_true", help="every caption with text that is not rejected")
+    p.add_argument("--approved-only", action=argparse.BooleanOptionalAction, default=True,
+                   help="only approved captions (the default); --no-approved-only: every caption with text that "
+                        "is not rejected")
+    p.add_argument("--all", action="store_true", help="every caption with text that is not rejected "
+                   "(= --no-approved-only)")
     p.add_argument("--label", help="only this label")
     p.add_argument("--split", help="train, validation, test (comma-separated) or all; default: imagefolder all, "
                    "each split in its own folder; csv and txt train only")
@@ -495,6 +456,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload as a private HF dataset")
     p.add_argument("--hub-token-env", help="environment variable with the write token (default HF_TOKEN)")
 
+
+
+def _reviewing(parser) -> None:
+    """approve, reject, edit, undo, replace, list, next, stats."""
     for name, func, help in (
         ("approve", cmd_approve, "approve captions (by ids or filter)"),
         ("reject", cmd_reject, "reject captions (by ids or filter); rejected ones are never exported"),
@@ -534,6 +499,10 @@ def add_parsers(sub) -> None:
 
     parser("stats", "counts per status and label", cmd_stats)
 
+
+
+def _organising(parser) -> None:
+    """label, split, remove, template."""
     p = parser("label", "set the class label of chosen images (by ids or filter)", cmd_label)
     p.add_argument("new_label", metavar="LABEL", help="the class label to give them")
     _add_filter_flags(p)

@@ -142,107 +142,121 @@ def render_markdown(results: Mapping, plots: Mapping[str, str] | None = None) ->
             lines.append(f"- **{key.replace('_', ' ')}**: {value}")
     if any(v for _, v in header):
         lines.append("")
-
-    settings = results.get("settings")
-    if settings:
-        lines += ["## Settings", "", "| setting | value |", "|---|---|"]
-        for key, value in settings.items():
-            shown = f"{value:g}" if isinstance(value, float) else str(value)
-            lines.append(f"| {key} | {shown} |")
-        lines.append("")
-
-    dist = results.get("distribution")
-    if dist:
-        lines += [
-            "## Distance to the real images",
-            "",
-            "Lower is better. FID and KID use Inception features; the domain Fréchet distance "
-            "uses the penultimate features of a classifier trained on the real images (the "
-            "paper's KFD / HFD); the colour distance compares per-channel mean and std. The "
-            "real-vs-real row is the floor: two halves of the real set compared with each other.",
-            "",
-            "| images | " + " | ".join(title for _, title, _ in DISTRIBUTION_COLUMNS) + " |",
-            "|---|" + "---:|" * len(DISTRIBUTION_COLUMNS),
-        ]
-        for name, row in dist.items():
-            cells = []
-            for key, _, pattern in DISTRIBUTION_COLUMNS:
-                cell = _fmt(row.get(key), pattern)
-                if key == "kid_mean" and row.get("kid_std") is not None and cell != "—":
-                    cell += " ± " + _fmt(row["kid_std"], pattern)
-                cells.append(cell)
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines.append("")
-
-    color = results.get("color")
-    if color:
-        lines += [
-            "## Colour statistics",
-            "",
-            "Means over images of each image's statistic; channels on a [0, 1] scale, "
-            "colourfulness after Hasler and Süsstrunk (2003).",
-            "",
-            "| images | " + " | ".join(title for _, title in COLOR_COLUMNS) + " |",
-            "|---|" + "---:|" * len(COLOR_COLUMNS),
-        ]
-        for name, stats in color.items():
-            cells = [
-                _fmt(stats.get(k), "{:.2f}" if k == "colourfulness" else "{:.4f}") for k, _ in COLOR_COLUMNS
-            ]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines.append("")
-
-    per_class = results.get("color_per_class")
-    if per_class:
-        names = [n for n in ("base", "tuned") if any(n in row for row in per_class.values())]
-        lines += [
-            "## Colour distance per class",
-            "",
-            "Each class's generated images (from its own captions) against its own held-out real images: "
-            "the colour loss on the two sets' average per-channel mean and std, images in [-1, 1]; "
-            "lower is closer. HLDF's per-class curves in training use the same measure.",
-            "",
-            "| class | real images | " + " | ".join(names) + " |",
-            "|---|---:|" + "---:|" * len(names),
-        ]
-        for label, row in per_class.items():
-            lines.append(f"| {label} | {row.get('real images', '')} | "
-                         + " | ".join(_fmt(row.get(n), "{:.4f}") for n in names) + " |")
-        lines.append("")
-
-    cls = results.get("classification")
-    if cls:
-        classes: list[str] = []
-        for res in cls.values():
-            for c in res.get("per_class_recall", {}):
-                if c not in classes:
-                    classes.append(c)
-        lines += [
-            "## Downstream classification",
-            "",
-            "The same classifier trained on each image source, tested on held-out real images.",
-            "",
-            "| trained on | accuracy | macro-F1 | " + " | ".join(f"recall: {c}" for c in classes) + " |",
-            "|---|---:|---:|" + "---:|" * len(classes),
-        ]
-        for src, res in cls.items():
-            recalls = [_fmt(res.get("per_class_recall", {}).get(c), "{:.3f}") for c in classes]
-            lines.append(
-                f"| {src} | {_fmt(res.get('accuracy'), '{:.3f}')} | {_fmt(res.get('macro_f1'), '{:.3f}')} | "
-                + " | ".join(recalls)
-                + " |"
-            )
-        lines.append("")
-
+    for section in (_settings_section, _distribution_section, _colour_section, _per_class_section,
+                    _classification_section):
+        lines += section(results)
     if plots:
         lines += ["## Plots", ""]
         for caption, file_name in plots.items():
             lines += [f"![{caption}]({file_name})", ""]
-
     warnings = results.get("warnings")
     if warnings:
         lines += ["## Notes", ""] + [f"- {w}" for w in warnings] + [""]
     return "\n".join(lines)
+
+
+def _settings_section(results: Mapping) -> list[str]:
+    settings = results.get("settings")
+    if not settings:
+        return []
+    lines = ["## Settings", "", "| setting | value |", "|---|---|"]
+    for key, value in settings.items():
+        shown = f"{value:g}" if isinstance(value, float) else str(value)
+        lines.append(f"| {key} | {shown} |")
+    return lines + [""]
+
+
+def _distribution_section(results: Mapping) -> list[str]:
+    dist = results.get("distribution")
+    if not dist:
+        return []
+    lines = [
+        "## Distance to the real images",
+        "",
+        "Lower is better. FID and KID use Inception features; the domain Fréchet distance "
+        "uses the penultimate features of a classifier trained on the real images (the "
+        "paper's KFD / HFD); the colour distance compares per-channel mean and std. The "
+        "real-vs-real row is the floor: two halves of the real set compared with each other.",
+        "",
+        "| images | " + " | ".join(title for _, title, _ in DISTRIBUTION_COLUMNS) + " |",
+        "|---|" + "---:|" * len(DISTRIBUTION_COLUMNS),
+    ]
+    for name, row in dist.items():
+        cells = []
+        for key, _, pattern in DISTRIBUTION_COLUMNS:
+            cell = _fmt(row.get(key), pattern)
+            if key == "kid_mean" and row.get("kid_std") is not None and cell != "—":
+                cell += " ± " + _fmt(row["kid_std"], pattern)
+            cells.append(cell)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _colour_section(results: Mapping) -> list[str]:
+    color = results.get("color")
+    if not color:
+        return []
+    lines = [
+        "## Colour statistics",
+        "",
+        "Means over images of each image's statistic; channels on a [0, 1] scale, "
+        "colourfulness after Hasler and Süsstrunk (2003).",
+        "",
+        "| images | " + " | ".join(title for _, title in COLOR_COLUMNS) + " |",
+        "|---|" + "---:|" * len(COLOR_COLUMNS),
+    ]
+    for name, stats in color.items():
+        cells = [_fmt(stats.get(k), "{:.2f}" if k == "colourfulness" else "{:.4f}") for k, _ in COLOR_COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _per_class_section(results: Mapping) -> list[str]:
+    per_class = results.get("color_per_class")
+    if not per_class:
+        return []
+    names = [n for n in ("base", "tuned") if any(n in row for row in per_class.values())]
+    lines = [
+        "## Colour distance per class",
+        "",
+        "Each class's generated images (from its own captions) against its own held-out real images: "
+        "the colour loss on the two sets' average per-channel mean and std, images in [-1, 1]; "
+        "lower is closer. HLDF's per-class curves in training use the same measure.",
+        "",
+        "| class | real images | " + " | ".join(names) + " |",
+        "|---|---:|" + "---:|" * len(names),
+    ]
+    for label, row in per_class.items():
+        lines.append(f"| {label} | {row.get('real images', '')} | "
+                     + " | ".join(_fmt(row.get(n), "{:.4f}") for n in names) + " |")
+    return lines + [""]
+
+
+def _classification_section(results: Mapping) -> list[str]:
+    cls = results.get("classification")
+    if not cls:
+        return []
+    classes: list[str] = []
+    for res in cls.values():
+        for c in res.get("per_class_recall", {}):
+            if c not in classes:
+                classes.append(c)
+    lines = [
+        "## Downstream classification",
+        "",
+        "The same classifier trained on each image source, tested on held-out real images.",
+        "",
+        "| trained on | accuracy | macro-F1 | " + " | ".join(f"recall: {c}" for c in classes) + " |",
+        "|---|---:|---:|" + "---:|" * len(classes),
+    ]
+    for src, res in cls.items():
+        recalls = [_fmt(res.get("per_class_recall", {}).get(c), "{:.3f}") for c in classes]
+        lines.append(
+            f"| {src} | {_fmt(res.get('accuracy'), '{:.3f}')} | {_fmt(res.get('macro_f1'), '{:.3f}')} | "
+            + " | ".join(recalls)
+            + " |"
+        )
+    return lines + [""]
 
 
 def _jsonable(obj):

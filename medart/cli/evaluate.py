@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 
+from medart.cli.flags import add_config_file
 from medart.evaluation import ALL_METRICS
 
 
@@ -42,9 +43,15 @@ class _Bars:
         for bar in self.bars.values():
             bar.close()
 
+    def __enter__(self) -> "_Bars":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 def cmd_evaluate(args) -> int:
-    from medart.classifier import ClassifierConfig
+    from medart.evaluation.classifier import ClassifierConfig
     from medart.evaluation import EvalConfig, evaluate
 
     classifier = ClassifierConfig()
@@ -64,11 +71,8 @@ def cmd_evaluate(args) -> int:
         classifier=classifier,
         classifier_checkpoint=args.classifier,
     )
-    bars = _Bars()
-    try:
+    with _Bars() as bars:
         results = evaluate(args.run, base_model=args.base_model, real=args.real, config=config, progress=bars)
-    finally:
-        bars.close()
     print(f"{args.run}/eval/report.md")
     for name, row in results.get("distribution", {}).items():
         shown = ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float))
@@ -82,6 +86,7 @@ def cmd_evaluate(args) -> int:
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("evaluate", help="FID, KID, domain FD, colour and classification of a run vs real images")
+    add_config_file(p)
     p.add_argument("--run", required=True, help="run folder (its adapter is the tuned model)")
     p.add_argument("--base-model", help="profile, local folder or hub id (default: the run's base)")
     p.add_argument(

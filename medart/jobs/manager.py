@@ -1,11 +1,13 @@
 """Background jobs: training, batch captioning and evaluation in their own detached processes.
 
-A job is one `python -m medart <command> ...` that must outlive the browser tab and the app
-that started it. Nothing here imports gradio; the app and tests use the same functions.
+A job is a kind (train, caption, evaluate) and a config file, run as one `python -m medart
+<command>` (`medart.jobs.kinds.command`) that must outlive the browser tab and the app that
+started it. Nothing here imports gradio; the app and tests use the same functions.
 
 Layout (under a jobs folder, e.g. `./jobs`):
 
-    jobs/0007-train-fundus/job.json    the record: kind, argv, state, pid, times, error, ...
+    jobs/0007-train-fundus/job.json    the record: kind, config, argv, state, pid, times, error, ...
+    jobs/0007-train-fundus/config.yaml the options of a caption or evaluation job
     jobs/0007-train-fundus/log.txt     the process's stdout and stderr
 
 A training job also names its run folder (`output`), which holds what the trainer writes:
@@ -14,10 +16,10 @@ config, status.json, metrics.jsonl, samples, checkpoints, adapter, its own log.t
 States: queued -> running -> done | failed | cancelled, with running -> stopping -> cancelled
 when a person presses Stop (a stopped training keeps its checkpoint and can be resumed), and
 queued -> cancelled when a queued job is removed. `job.json` is rewritten atomically, under
-an advisory file lock (`jobs/.lock`) shared by every process that changes it.
+a file lock (`jobs/.lock`, filelock) shared by every process that changes it.
 
 How the queue keeps going without a daemon. There is no long-lived supervisor to die or to
-restart. Each job runs in a worker process (`python -m medart.job_worker JOBDIR`, started with
+restart. Each job runs in a worker process (`python -m medart.cli.worker JOBDIR`, started with
 `start_new_session=True`, so it has its own process group and survives the app) that runs the
 command in-process, writes the final state itself, and then starts the next queued job before
 it exits. The app does the same whenever it submits a job and on every status poll
@@ -26,14 +28,14 @@ next job; the lock makes it happen once. So the queue advances with the app clos
 app's poll recovers the queue if a worker was killed before it could hand over.
 
 Reconcile (on app start and every poll): a job recorded as running or stopping whose process
-is gone (checked by pid and process start time, so a reused pid is not mistaken for it)
+is gone (checked with psutil by pid and process start time, so a reused pid is not mistaken for it)
 becomes failed with the last lines of its log, or cancelled if a stop had been asked for.
 A stopping job still alive after its deadline has its whole process group killed. Nothing
 stays running or stopping forever.
 
 Stop sends SIGTERM to the job's process group: the trainer finishes its step, writes a
 checkpoint and exits (state cancelled, resumable); other commands stop at once. Resume
-queues a new training job with the same arguments plus `--resume latest` in the same run
+queues a new training job with the same config plus `--resume latest` in the same run
 folder, so it continues from the latest complete checkpoint.
 
 Slots: one job at a time on a CPU machine, one per GPU on a CUDA machine (each job sees its
@@ -42,8 +44,6 @@ own GPU through CUDA_VISIBLE_DEVICES); `MEDART_JOB_SLOTS` overrides.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import re
@@ -54,14 +54,18 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from medart.fileio import atomic_write_json
+import psutil
+import yaml
+from filelock import FileLock
+
+from medart.fileio import atomic_write_json, atomic_write_text, slugify
+from medart.jobs.kinds import KINDS, command
 
 STATES = ("queued", "running", "stopping", "done", "failed", "cancelled")
 ACTIVE = ("running", "stopping")
 FINAL = ("done", "failed", "cancelled")
-KINDS = ("train", "caption", "evaluate")
 STOP_TIMEOUT_S = 120.0  # after Stop, the process group is killed if still alive this much later
-REPO_ROOT = Path(__file__).resolve().parent.parent
+WORKER = "medart.cli.worker"  # the module a job's process runs (`python -m medart.cli.worker JOBDIR`)
 
 _children: dict[int, subprocess.Popen] = {}  # processes this process started (reaped on poll)
 
@@ -70,7 +74,8 @@ _children: dict[int, subprocess.Popen] = {}  # processes this process started (r
 class Job:
     id: str
     kind: str
-    argv: list[str]  # arguments of `python -m medart`
+    argv: list[str]  # arguments of `python -m medart`: command(kind, config), + `--resume latest` for a resume
+    config: str | None = None  # the job's config file (a training's is its run's config.yaml)
     title: str = ""
     state: str = "queued"
     output: str | None = None  # run folder of a training or evaluation job
@@ -78,7 +83,7 @@ class Job:
     started: float | None = None
     ended: float | None = None
     pid: int | None = None
-    proc_start: str | None = None  # /proc start time of pid: tells a reused pid apart
+    proc_start: float | None = None  # start time of pid (psutil): tells a reused pid apart
     stop_requested: float | None = None
     stop_deadline: float | None = None
     gpu: int | None = None
@@ -112,16 +117,15 @@ def _quote(arg: str) -> str:
 
 
 # ---- process helpers -----------------------------------------------------------------------
-def process_start_time(pid: int) -> str | None:
-    """The kernel's start time of `pid` (Linux /proc), or None where unavailable."""
+def process_start_time(pid: int) -> float | None:
+    """When process `pid` started (seconds since the epoch), or None when there is no such process."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
 
 
-def is_alive(pid: int | None, proc_start: str | None = None) -> bool:
+def is_alive(pid: int | None, proc_start: float | str | None = None) -> bool:
     """Whether process `pid` (started at `proc_start`, when known) still runs (zombies do not)."""
     if not pid:
         return False
@@ -130,21 +134,20 @@ def is_alive(pid: int | None, proc_start: str | None = None) -> bool:
         _children.pop(pid, None)
         return False
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    except OSError:
-        try:
-            os.kill(pid, 0)
-            return True
-        except ProcessLookupError:
+        process = psutil.Process(pid)
+        if process.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
             return False
-        except PermissionError:
-            return True
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] in ("Z", "X"):
+        started = process.create_time()
+    except psutil.NoSuchProcess:
         return False
-    return proc_start is None or fields[19] == proc_start
+    except psutil.AccessDenied:
+        return True
+    if proc_start is None:
+        return True
+    recorded = float(proc_start)
+    if recorded < 1e8:  # clock ticks since boot, as older versions recorded it: trust the pid
+        return True
+    return abs(recorded - started) < 0.05
 
 
 def log_tail(path: Path, lines: int = 20, max_bytes: int = 64_000) -> str:
@@ -189,16 +192,12 @@ class JobManager:
         self.stop_timeout = stop_timeout
         self.python = python or sys.executable
         self.env = env or {}
+        self._lock = FileLock(self.root / ".lock", preserve_lock_file=True)
 
     # -- storage --
-    @contextlib.contextmanager
-    def lock(self):
-        with open(self.root / ".lock", "a+") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+    def lock(self) -> FileLock:
+        """The queue's lock, shared by every process that changes a job (`with manager.lock(): ...`)."""
+        return self._lock
 
     def _load(self, folder: Path) -> Job | None:
         try:
@@ -231,24 +230,40 @@ class JobManager:
             return job
 
     # -- submitting --
-    def submit(self, kind: str, argv: list[str], title: str = "", output: str | None = None,
-               resumes: str | None = None, start: bool = True) -> Job:
-        """Queue `python -m medart ARGV`; starts it at once when a slot is free."""
+    def submit(self, kind: str, config: str | Path | dict, title: str = "", output: str | None = None,
+               resumes: str | None = None, start: bool = True, resume: bool = False) -> Job:
+        """Queue a `kind` job with its config: a file, or options (a dict) written to the job's
+        own config.yaml. `resume`: continue a training from its latest checkpoint. Starts it at
+        once when a slot is free."""
         if kind not in KINDS:
             raise ValueError(f"unknown job kind {kind!r}; choose from {', '.join(KINDS)}")
         with self.lock():
-            numbers = [int(p.name.split("-")[0]) for p in self.root.iterdir() if p.name[:4].isdigit()]
-            seq = max(numbers, default=0) + 1
-            slug = re.sub(r"[^\w-]+", "-", title or kind).strip("-")[:40] or kind
-            folder = self.root / f"{seq:04d}-{kind}-{slug}"
-            folder.mkdir(parents=True)
-            job = Job(id=folder.name, kind=kind, argv=[str(a) for a in argv], title=title or kind,
-                      output=str(output) if output else None, created=time.time(), resumes=resumes,
-                      folder=str(folder))
-            self._save(job)
+            folder = self._new_folder(kind, title)
+            path = folder / "config.yaml"
+            if isinstance(config, dict):
+                atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))
+            else:
+                path = Path(config).resolve()
+            argv = command(kind, path) + (["--resume", "latest"] if resume else [])
+            job = self._queue(folder, kind, argv, str(path), title, output, resumes)
         if start:
             self.tick()
         return self.get(job.id)
+
+    def _new_folder(self, kind: str, title: str) -> Path:
+        numbers = [int(p.name.split("-")[0]) for p in self.root.iterdir() if p.name[:4].isdigit()]
+        seq = max(numbers, default=0) + 1
+        slug = slugify(title or kind, keep="-", max_len=40) or kind
+        folder = self.root / f"{seq:04d}-{kind}-{slug}"
+        folder.mkdir(parents=True)
+        return folder
+
+    def _queue(self, folder: Path, kind: str, argv: list[str], config: str | None, title: str,
+               output: str | None, resumes: str | None) -> Job:
+        job = Job(id=folder.name, kind=kind, argv=[str(a) for a in argv], config=config, title=title or kind,
+                  output=str(output) if output else None, created=time.time(), resumes=resumes, folder=str(folder))
+        self._save(job)
+        return job
 
     # -- the queue --
     def tick(self) -> list[Job]:
@@ -270,7 +285,6 @@ class JobManager:
     def _spawn(self, job: Job) -> None:
         env = dict(os.environ)
         env.update(self.env)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         env["PYTHONUNBUFFERED"] = "1"
         if self.slots > 1:
@@ -279,7 +293,7 @@ class JobManager:
             log.write(f"$ {job.command}\n".encode())
             log.flush()
             proc = subprocess.Popen(
-                [self.python, "-m", "medart.job_worker", str(job.path)],
+                [self.python, "-m", WORKER, str(job.path)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True, close_fds=True, env=env, cwd=os.getcwd(),
             )
@@ -362,12 +376,17 @@ class JobManager:
             raise ValueError(f"job {job_id} is {job.state}; stop it first")
         if not job.output or not any((Path(job.output) / "checkpoints").glob("step-*")):
             raise ValueError(f"job {job_id} left no checkpoint to resume from; start it again instead")
-        argv = list(job.argv)
+        if job.config:
+            return self.submit("train", job.config, title=job.title, output=job.output, resumes=job.id, resume=True)
+        argv = list(job.argv)  # a job recorded by a version that queued argument lists
         if "--resume" in argv:
             i = argv.index("--resume")
             del argv[i:i + 2]
-        argv += ["--resume", "latest"]
-        return self.submit("train", argv, title=job.title, output=job.output, resumes=job.id)
+        with self.lock():
+            folder = self._new_folder("train", job.title)
+            new = self._queue(folder, "train", argv + ["--resume", "latest"], None, job.title, job.output, job.id)
+        self.tick()
+        return self.get(new.id)
 
     def active(self) -> list[Job]:
         return [j for j in self.list() if j.state in ACTIVE]

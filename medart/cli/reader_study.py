@@ -24,11 +24,11 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import re
 import shlex
 import sys
 from pathlib import Path
 
+from medart.fileio import slugify
 from medart.workspace import Workspace, default_workspace
 
 
@@ -54,20 +54,15 @@ def read_owner_code() -> str:
 
 
 def cmd_create(args) -> int:
-    from medart.cli_evaluate import _Bars
-    from medart.reader_sets import create_study
+    from medart.cli.evaluate import _Bars
+    from medart.reader_study.sets import create_study
 
     code = read_owner_code() if args.owner_code else None
-    ws = _open(args)
-    bars = _Bars()
-    try:
+    with _open(args) as ws, _Bars() as bars:
         study = create_study(ws, args.name, args.run, k=args.k, split=args.split, seed=args.seed,
                              base_model=args.base_model, steps=args.steps, cfg=args.cfg, size=args.size,
                              display_size=args.display_size, batch_size=args.batch_size, progress=bars,
                              owner_code=code)
-    finally:
-        bars.close()
-        ws.close()
     print(f"study {study.name!r}: {study.n_real} real + {study.n_generated} generated images, "
           f"{study.display_size} px, seed {study.seed}; readers answer on "
           f"`python app.py --reader-study {shlex.quote(study.name)}`")
@@ -80,13 +75,10 @@ def cmd_create(args) -> int:
 def cmd_owner_code(args) -> int:
     from medart.reader_study import ReaderStudies
 
-    ws = _open(args)
-    try:
+    with _open(args) as ws:
         store = ReaderStudies(ws)
         study = store.study(args.name)  # an unknown name fails before the code is asked for
         study = store.set_owner_code(study, read_owner_code(), replace=args.replace)
-    finally:
-        ws.close()
     print(f"owner code of study {study.name!r} set; the app shows its results to whoever types it")
     return 0
 
@@ -94,8 +86,7 @@ def cmd_owner_code(args) -> int:
 def cmd_list(args) -> int:
     from medart.reader_study import ReaderStudies
 
-    ws = _open(args)
-    try:
+    with _open(args) as ws:
         store = ReaderStudies(ws)
         studies = store.studies()
         if not studies:
@@ -104,23 +95,18 @@ def cmd_list(args) -> int:
             readers = ", ".join(f"{r.name} {r.answered}/{len(r.order)}" for r in store.readers(s)) or "no readers"
             code = "owner code set" if s.has_owner_code else "no owner code"
             print(f"{s.name}\t{s.n_real} real + {s.n_generated} generated\trun {s.run or '-'}\t{code}\t{readers}")
-    finally:
-        ws.close()
     return 0
 
 
 def cmd_results(args) -> int:
-    from medart import reader_report
-    from medart.reader_stats import summarise
+    from medart.reader_study import report as reader_report
+    from medart.reader_study.stats import summarise
     from medart.reader_study import ReaderStudies
 
-    ws = _open(args)
-    try:
+    with _open(args) as ws:
         store = ReaderStudies(ws)
         study = store.study(args.name)
         results = summarise(store.answers(study))
-    finally:
-        ws.close()
     title = f"Reader study {study.name}: {study.n_real} real + {study.n_generated} generated"
     if args.json:
         print(json.dumps(results.as_dict(), indent=2))
@@ -134,15 +120,12 @@ def cmd_results(args) -> int:
 def cmd_export(args) -> int:
     from medart.reader_study import ReaderStudies
 
-    ws = _open(args)
-    try:
+    with _open(args) as ws:
         store = ReaderStudies(ws)
-        slug = re.sub(r"[^\w.-]+", "-", store.study(args.name).name).strip("-") or "study"
+        slug = slugify(store.study(args.name).name) or "study"
         out = args.out or f"reader-study-{slug}.csv"
         path = store.export_csv(args.name, Path(out))
         n = len(store.answers(args.name))
-    finally:
-        ws.close()
     print(f"{path} ({n} answers)")
     return 0
 

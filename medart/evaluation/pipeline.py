@@ -3,9 +3,9 @@
 For the held-out real images (a folder or a workspace split) this generates k images per
 caption with fixed seeds from the base model and from the tuned run, through the one sampler
 (`medart.generate.Generator`, one loaded pipeline, LoRA strength 0 for base and 1 for tuned),
-cached on disk so a rerun only computes the metrics (`medart.eval_sets`). Then it computes:
+cached on disk so a rerun only computes the metrics (`medart.evaluation.sets`). Then it computes:
 
-- `fid`, `kid`: torchmetrics' FID and KID in Inception features (`medart.metrics`);
+- `fid`, `kid`: torchmetrics' FID and KID in Inception features (`medart.evaluation.metrics`);
 - `dfd`: the domain Fréchet distance in the penultimate features of a classifier trained on
   the run's real training images (or a user-given checkpoint): the paper's KFD / HFD;
 - `color`: per-channel statistics, colour distance and histograms (`medart.color_stats`);
@@ -15,7 +15,7 @@ cached on disk so a rerun only computes the metrics (`medart.eval_sets`). Then i
 
 Each distance is also computed between two halves of the real set, the floor a perfect
 generator could reach at this sample size. Results go to `<run>/eval/`: `report.md`,
-`metrics.json` and PNG plots (`medart.report`).
+`metrics.json` and PNG plots (`medart.evaluation.report`).
 """
 
 from __future__ import annotations
@@ -26,35 +26,18 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medart import color_stats, metrics
-from medart.classifier import ClassifierConfig, DomainClassifier
-from medart.eval_sets import (
+from medart import color_stats
+from medart.evaluation import metrics
+from medart.evaluation.classifier import ClassifierConfig, DomainClassifier
+from medart.evaluation.sets import (
     EvaluationError,
     GeneratedImages,
     Progress,
-    RealImage,
     caption_plan,
     floor_split,
-    load_image_folder,
-    load_workspace_split,
     resolve_real,
     training_images,
 )
-
-__all__ = [
-    "ALL_METRICS",
-    "EvalConfig",
-    "EvaluationError",
-    "GeneratedImages",
-    "RealImage",
-    "caption_plan",
-    "evaluate",
-    "floor_split",
-    "load_image_folder",
-    "load_workspace_split",
-    "resolve_real",
-    "training_images",
-]
 
 ALL_METRICS = ("fid", "kid", "dfd", "color", "classify")
 
@@ -131,7 +114,7 @@ def evaluate(
     N x 3 x H x W); it is meant for tests and experiments, the report names it.
     """
     from medart.generate import run_base_model
-    from medart.report import write_report
+    from medart.evaluation.report import write_report
 
     config = config or EvalConfig()
     run = Path(run)
@@ -168,50 +151,18 @@ def evaluate(
         "warnings": notes,
     }
     idx_a, idx_b = floor_split([r.label for r in real_items])
-    floor_a, floor_b = [real_images[i] for i in idx_a], [real_images[i] for i in idx_b]
-    has_floor = len(floor_a) >= 2 and len(floor_b) >= 2
+    has_floor = len(idx_a) >= 2 and len(idx_b) >= 2
     if not has_floor:
         notes.append("fewer than 4 real images: no real-vs-real floor")
     dist = results["distribution"]
 
+    floor = (idx_a, idx_b) if has_floor else None
     with _record_warnings(notes):
         if "color" in wanted:
-            results["color"] = {"real": color_stats.set_stats(real_images)}
-            results["color_histograms"] = {"real": color_stats.channel_histograms(real_images)}
-            for name, ims in sets.items():
-                results["color"][name] = color_stats.set_stats(ims)
-                results["color_histograms"][name] = color_stats.channel_histograms(ims)
-                dist[name]["color_distance"] = color_stats.color_distance(real_images, ims)
-            if has_floor:
-                dist["real vs real (floor)"]["color_distance"] = color_stats.color_distance(floor_a, floor_b)
-            results["color_per_class"] = per_class_color(real_items, real_images, plan, sets)
-
+            _colour(results, real_items, real_images, plan, sets, floor)
         if wanted & {"fid", "kid"}:
-            extractor = feature if feature is not None else metrics.default_extractor()
-
-            def feats(images, stage):
-                cb = (lambda d, t: progress(stage, d, t)) if progress else None
-                return metrics.extract_features(images, extractor, progress=cb)
-
-            real_f = feats(real_images, "features: real")
-            set_f = {name: feats(ims, f"features: {name}") for name, ims in sets.items()}
-            pairs = {name: (real_f, f) for name, f in set_f.items()}
-            if has_floor:
-                pairs["real vs real (floor)"] = (real_f[idx_a], real_f[idx_b])
-            for name, (a, b) in pairs.items():
-                if "fid" in wanted:
-                    dist[name]["fid"] = metrics.fid_from_features(a, b)
-                if "kid" in wanted:
-                    mean, std = metrics.kid_from_features(
-                        a, b, subsets=config.kid_subsets, subset_size=config.kid_subset_size, seed=config.seed
-                    )
-                    dist[name]["kid_mean"], dist[name]["kid_std"] = mean, std
-            results["settings"]["feature_extractor"] = (
-                "FID Inception (inception-2015-12-05, pool3 2048-d)" if feature is None else type(feature).__name__
-            )
-
+            _fid_kid(results, config, real_images, sets, floor, feature, progress)
         if wanted & {"dfd", "classify"}:
-            floor = (idx_a, idx_b) if has_floor else None
             _classifiers(run, config, real_items, real_images, sets, gen, wanted, results, notes, progress, floor)
 
     results["settings"].update(
@@ -237,6 +188,47 @@ def evaluate(
     if write:
         write_report(results, eval_dir)
     return results
+
+
+def _colour(results: dict, real_items, real_images, plan, sets: dict, floor) -> None:
+    """Colour statistics, histograms and distances of each set (and the real-vs-real floor), per class too."""
+    dist = results["distribution"]
+    results["color"] = {"real": color_stats.set_stats(real_images)}
+    results["color_histograms"] = {"real": color_stats.channel_histograms(real_images)}
+    for name, ims in sets.items():
+        results["color"][name] = color_stats.set_stats(ims)
+        results["color_histograms"][name] = color_stats.channel_histograms(ims)
+        dist[name]["color_distance"] = color_stats.color_distance(real_images, ims)
+    if floor:
+        halves = [[real_images[i] for i in idx] for idx in floor]
+        dist["real vs real (floor)"]["color_distance"] = color_stats.color_distance(*halves)
+    results["color_per_class"] = per_class_color(real_items, real_images, plan, sets)
+
+
+def _fid_kid(results: dict, config: EvalConfig, real_images, sets: dict, floor, feature, progress) -> None:
+    """FID and KID of each set (and the floor) in the features of `feature` (default: FID Inception)."""
+    dist, wanted = results["distribution"], set(config.metrics)
+    extractor = feature if feature is not None else metrics.default_extractor()
+
+    def feats(images, stage):
+        cb = (lambda d, t: progress(stage, d, t)) if progress else None
+        return metrics.extract_features(images, extractor, progress=cb)
+
+    real_f = feats(real_images, "features: real")
+    pairs = {name: (real_f, feats(ims, f"features: {name}")) for name, ims in sets.items()}
+    if floor:
+        pairs["real vs real (floor)"] = (real_f[floor[0]], real_f[floor[1]])
+    for name, (a, b) in pairs.items():
+        if "fid" in wanted:
+            dist[name]["fid"] = metrics.frechet_distance(a, b)
+        if "kid" in wanted:
+            mean, std = metrics.kid_from_features(
+                a, b, subsets=config.kid_subsets, subset_size=config.kid_subset_size, seed=config.seed
+            )
+            dist[name]["kid_mean"], dist[name]["kid_std"] = mean, std
+    results["settings"]["feature_extractor"] = (
+        "FID Inception (inception-2015-12-05, pool3 2048-d)" if feature is None else type(feature).__name__
+    )
 
 
 def _classifiers(run, config, real_items, real_images, sets, gen, wanted, results, notes, progress, floor):

@@ -28,12 +28,11 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from medart.fileio import publish_dir
+from medart.fileio import atomic_dir, slugify
 from medart.workspace import SPLITS, Filter, Workspace, check_split
 
 FORMATS = ("imagefolder", "csv", "txt")
@@ -54,7 +53,7 @@ def _file_name(item, keep_names: bool) -> str:
     patient names, so they stay out of exports unless asked for)."""
     if not keep_names:
         return f"{item.id:06d}.png"
-    stem = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in Path(item.original_name).stem)[:40]
+    stem = slugify(Path(item.original_name).stem, keep="-", sep="_", max_len=40)
     return f"{item.id:06d}-{stem or 'image'}.png"
 
 
@@ -100,34 +99,12 @@ def export(
         )
     by_split = {s: [i for i in items if i.split == s] for s in splits}
     by_split = {s: group for s, group in by_split.items() if group}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        rows = []
-        digest = hashlib.sha256()
+    rows = []
+    digest = hashlib.sha256()
+    with atomic_dir(out) as tmp:
         for split, group in by_split.items():
             nested = fmt == "imagefolder" or len(splits) > 1
-            folder = tmp / split if nested else tmp
-            folder.mkdir(parents=True, exist_ok=True)
-            written = []
-            for item in group:
-                name = _file_name(item, keep_names)
-                shutil.copyfile(item.image_path, folder / name)
-                row = {"file_name": name, "text": item.text.strip(), "label": item.label or ""}
-                written.append(row)
-                digest.update(json.dumps([split, name, item.sha256, row["text"], row["label"]]).encode())
-                if fmt == "txt":
-                    (folder / name).with_suffix(".txt").write_text(row["text"] + "\n", encoding="utf-8")
-            if fmt == "imagefolder":
-                with open(folder / "metadata.jsonl", "w", encoding="utf-8") as f:
-                    for row in written:
-                        f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            elif fmt == "csv":
-                with open(folder / "metadata.csv", "w", encoding="utf-8", newline="") as f:
-                    writer = csv.DictWriter(f, fieldnames=["file_name", "text", "label"])
-                    writer.writeheader()
-                    writer.writerows(written)
-            rows += written
+            rows += _write_split(tmp / split if nested else tmp, split, group, fmt, keep_names, digest)
         manifest = {
             "format": fmt,
             "count": len(rows),
@@ -145,12 +122,32 @@ def export(
                     os.fsync(f.fileno())
         if out.exists() and not any(out.iterdir()):
             out.rmdir()
-        publish_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return ExportReport(out, fmt, len(rows), skipped, digest.hexdigest(),
                         {split: len(group) for split, group in by_split.items()})
+
+
+def _write_split(folder: Path, split: str, group: list, fmt: str, keep_names: bool, digest) -> list[dict]:
+    """One split's images and captions in `folder` as `fmt` wants them; its metadata rows."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for item in group:
+        name = _file_name(item, keep_names)
+        shutil.copyfile(item.image_path, folder / name)
+        row = {"file_name": name, "text": item.text.strip(), "label": item.label or ""}
+        written.append(row)
+        digest.update(json.dumps([split, name, item.sha256, row["text"], row["label"]]).encode())
+        if fmt == "txt":
+            (folder / name).with_suffix(".txt").write_text(row["text"] + "\n", encoding="utf-8")
+    if fmt == "imagefolder":
+        with open(folder / "metadata.jsonl", "w", encoding="utf-8") as f:
+            for row in written:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    elif fmt == "csv":
+        with open(folder / "metadata.csv", "w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["file_name", "text", "label"])
+            writer.writeheader()
+            writer.writerows(written)
+    return written
 
 
 def push_to_hub(export_dir: str | Path, repo_id: str, token: str | None = None, private: bool = True) -> str:

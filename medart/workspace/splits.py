@@ -6,7 +6,8 @@ the rest go to `train`. The images are drawn in the order of a hash keyed by (se
 image content), so the same seed over the same images gives the same split (in any
 workspace, whatever the import order), a larger fraction with the same seed keeps the
 smaller one's test images, and a new class leaves the others' split as it was.
-Everything here works on a `Workspace`; the CLI and the Data tab both call it.
+Everything here works on a `Workspace` (which does the reading and writing); the CLI and the
+Data tab both call it.
 """
 
 from __future__ import annotations
@@ -41,12 +42,7 @@ def parse_ids(values) -> list[int]:
 def split_counts(ws: Workspace, flt: Filter | None = None) -> dict[str, dict[str, int]]:
     """{label: {split: count}} over the (filtered) images; "" is the label of unlabelled ones.
     Every label has all of SPLITS; a split outside SPLITS (an old import) is counted too."""
-    where, params = (flt or Filter()).sql()
-    with ws.read() as con:
-        rows = con.execute(
-            "SELECT coalesce(i.label, ''), i.split, count(*) FROM images i JOIN captions c ON c.image_id = i.id"
-            + where + " GROUP BY 1, 2 ORDER BY 1, 2", params,
-        ).fetchall()  # fmt: skip
+    rows = ws.split_counts(flt)
     counts: dict[str, dict[str, int]] = {}
     for label, split, n in rows:
         counts.setdefault(label, dict.fromkeys(SPLITS, 0))[split] = n
@@ -121,23 +117,20 @@ def hold_out(
     """Reassign the splits of the images matching `flt` (all when None), per class label, in
     one transaction (see the module docstring). Returns {label: {split: count}} of those images."""
     _check_fractions(test, validation)
-    where, params = (flt or Filter()).sql()
-    with ws.transaction() as con:
-        rows = con.execute(
-            "SELECT i.id, coalesce(i.label, ''), i.sha256 FROM images i JOIN captions c ON c.image_id = i.id"
-            + where + " ORDER BY i.id", params,
-        ).fetchall()  # fmt: skip
-        if not rows:
-            raise ValueError(f"no images in {ws.root} match; import images first or widen the filter")
+    counts: dict[str, dict[str, int]] = {}
+
+    def assign(rows: list[tuple[int, str, str]]) -> list[tuple[str, int]]:
         by_label: dict[str, list[tuple[str, int]]] = {}
         for image_id, label, sha in rows:
             by_label.setdefault(label, []).append((_rank(seed, label, sha), image_id))
-        counts, updates = {}, []
+        updates = []
         for label in sorted(by_label):
             ids = [image_id for _, image_id in sorted(by_label[label])]
             n_test, n_val = held_out_sizes(len(ids), test, validation)
             groups = {"train": ids[n_test + n_val :], "validation": ids[n_test : n_test + n_val], "test": ids[:n_test]}
             counts[label] = {split: len(groups[split]) for split in SPLITS}
             updates += [(split, i) for split, group in groups.items() for i in group]
-        con.executemany("UPDATE images SET split = ? WHERE id = ?", updates)
+        return updates
+
+    ws.reassign_splits(flt, assign)
     return counts

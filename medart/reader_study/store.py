@@ -2,7 +2,7 @@
 
 A study holds k held-out real images of a workspace split and k images generated from a run
 with the same captions (hence classes), one per real image, with fixed seeds (chosen and made
-by `medart.reader_sets`). Every image is encoded once by `medart.reader_images` (identical resizing and encoding for both kinds) and
+by `medart.reader_study.sets`). Every image is encoded once by `medart.reader_study.images` (identical resizing and encoding for both kinds) and
 kept in the database under a random token. Each reader, by name, gets their own order of the
 study's images, shuffled with a recorded seed; each answer (real / generated, an optional
 realism score 1-5 and a note) is one transaction, so a study interrupted at any point resumes
@@ -22,7 +22,7 @@ only while the study has none (`set_owner_code`). Until then the owner reads res
 who uses it; it is no protection against anyone who has the workspace files: the CLI reads
 results and exports answers without it, and can replace a code that was forgotten (or set by someone else first).
 
-Tables (created here, in the workspace's `workspace.db`):
+Tables (in the workspace's `workspace.db`; created by `medart.workspace.migrations`):
 
     reader_studies         name, run, base model, split, seed, display size, settings,
                            the owner code's hash (NULL: none set yet), wrong codes in a
@@ -51,7 +51,7 @@ from typing import Sequence
 
 from PIL import Image
 
-from medart import reader_images
+from medart.reader_study import images as reader_images
 from medart.fileio import atomic_write_text
 
 TRUTHS = ("real", "generated")
@@ -63,58 +63,6 @@ WRONG_CODE_DELAY_S = 1.0  # each wrong guess costs a second: guessing through th
 WRONG_CODES_BEFORE_LOCK = 5  # then the study's results are locked for LOCK_S (in the database: restarts keep it)
 LOCK_S = 300.0
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1  # ~16 MB and a few tens of ms per hash
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS reader_studies (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    run TEXT NOT NULL DEFAULT '',
-    base_model TEXT NOT NULL DEFAULT '',
-    split TEXT NOT NULL DEFAULT '',
-    seed INTEGER NOT NULL,
-    display_size INTEGER NOT NULL,
-    settings TEXT NOT NULL DEFAULT '{}',
-    created_at REAL NOT NULL,
-    owner_code_hash TEXT,
-    owner_failures INTEGER NOT NULL DEFAULT 0,
-    owner_locked_until REAL NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS reader_study_items (
-    id INTEGER PRIMARY KEY,
-    study_id INTEGER NOT NULL REFERENCES reader_studies(id) ON DELETE CASCADE,
-    token TEXT NOT NULL UNIQUE,
-    truth TEXT NOT NULL CHECK (truth IN ('real', 'generated')),
-    label TEXT NOT NULL DEFAULT '',
-    caption TEXT NOT NULL DEFAULT '',
-    source TEXT NOT NULL DEFAULT '',
-    png BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS reader_study_items_study ON reader_study_items(study_id);
-CREATE TABLE IF NOT EXISTS reader_study_readers (
-    id INTEGER PRIMARY KEY,
-    study_id INTEGER NOT NULL REFERENCES reader_studies(id) ON DELETE CASCADE,
-    name TEXT NOT NULL,
-    order_seed INTEGER NOT NULL,
-    item_order TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    UNIQUE (study_id, name)
-);
-CREATE TABLE IF NOT EXISTS reader_study_answers (
-    reader_id INTEGER NOT NULL REFERENCES reader_study_readers(id) ON DELETE CASCADE,
-    item_id INTEGER NOT NULL REFERENCES reader_study_items(id) ON DELETE CASCADE,
-    position INTEGER NOT NULL,
-    answer TEXT NOT NULL CHECK (answer IN ('real', 'generated')),
-    realism INTEGER CHECK (realism BETWEEN 1 AND 5),
-    note TEXT NOT NULL DEFAULT '',
-    answered_at REAL NOT NULL,
-    PRIMARY KEY (reader_id, item_id)
-);
-"""
-
-# Columns added after the first release: (table, column, declaration). Older workspaces gain them on open.
-ADDED_COLUMNS = (("reader_studies", "owner_code_hash", "TEXT"),
-                 ("reader_studies", "owner_failures", "INTEGER NOT NULL DEFAULT 0"),
-                 ("reader_studies", "owner_locked_until", "REAL NOT NULL DEFAULT 0"))
 
 CSV_COLUMNS = ("study", "reader", "position", "image", "truth", "class", "caption", "answer", "correct",
                "realism", "note", "answered_at", "source")
@@ -245,18 +193,6 @@ class ReaderStudies:
 
     def __init__(self, ws):
         self.ws = ws
-        ws.ensure_schema(SCHEMA)
-        self._add_columns()
-
-    def _add_columns(self) -> None:
-        """Give tables made before a column existed that column (one transaction; a no-op once done)."""
-        with self._read() as c:
-            if all(column in _columns(c, table) for table, column, _ in ADDED_COLUMNS):
-                return
-        with self._tx() as c:  # checked again under the write lock: another process may have done it
-            for table, column, declaration in ADDED_COLUMNS:
-                if column not in _columns(c, table):
-                    c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     def _tx(self):
         return self.ws.transaction()
@@ -505,6 +441,3 @@ class ReaderStudies:
         atomic_write_text(path, buf.getvalue())
         return path
 
-
-def _columns(c, table: str) -> set[str]:
-    return {row[1] for row in c.execute(f"PRAGMA table_info({table})")}

@@ -1,0 +1,57 @@
+"""The headless command line: `python -m medart <command> ...` (also the `medart` console script).
+
+One module per group of commands, each registering its parsers with `add_parsers(sub)`:
+`train` (train, generate), `workspace` (import, caption, export, review, organise),
+`evaluate`, `reader_study`, `jobs`. Every command prints a clear message and exits non-zero
+on bad input; long work shows a progress bar. The CLI calls the services (workspace,
+evaluation, reader study, jobs) and the core; nothing below it imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from medart.cli.flags import expand_config_file
+from medart.cli.train import train_config
+
+__all__ = ["build_parser", "main", "parse", "train_config"]
+
+
+def _threads() -> None:
+    # On small CPUs OpenMP's spin-waiting makes tiny ops erratic; one thread is steadier.
+    import torch
+
+    if not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(1)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from medart.cli import evaluate, jobs, reader_study, train, workspace
+
+    parser = argparse.ArgumentParser(prog="python -m medart", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for group in (train, workspace, evaluate, reader_study, jobs):
+        group.add_parsers(sub)
+    parser.commands = sub.choices  # {command: its parser}, for config files (flags.expand_config_file)
+    return parser
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The parsed command line, with the options of a `--config FILE` where the command takes one."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    return parser.parse_args(expand_config_file(parser, argv))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from medart.profiles import BaseModelError
+
+    try:
+        args = parse(argv)
+        _threads()
+        return args.func(args)
+    except (BaseModelError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,86 @@
+"""The `train` and `generate` commands: HLDF fine-tuning of a base model, and one image from it.
+
+Training runs unchanged under `accelerate launch` for several GPUs. Registered by
+`medart.cli` through `add_parsers(sub)`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from medart.cli.flags import add_setting_flags, setting_overrides
+
+
+def train_config(args):
+    """The TrainConfig of a parsed `train` command line: the config file, then the flags."""
+    from medart.config import load_config
+
+    return load_config(args.config, **setting_overrides(args))
+
+
+def cmd_train(args) -> int:
+    from medart.hldf import train
+
+    config = train_config(args)
+    if not config.data:
+        raise SystemExit("error: no training data; pass --data DIR_OR_DATASET_ID or set `data:` in the config")
+    if args.preflight:
+        from medart import hldf_plan
+        from medart.data import count_examples
+
+        images, groups = count_examples(config)
+        steps_per_epoch = max(1, images // config.batch_size)
+        total = config.max_steps or config.epochs * steps_per_epoch
+        parent = Path(config.output).parent
+        runs = [d for d in parent.iterdir() if d.is_dir()] if parent.is_dir() else []
+        plan = hldf_plan.plan(config, total, len(groups), runs)
+        print(f"{images} training image(s) in {len(groups)} class(es) ({', '.join(groups)}): "
+              f"{total} steps of batch {config.batch_size}.")
+        print(plan.summary())
+        if plan.enabled and plan.colour_steps == 0:
+            print("warning: this run makes no colour step; HLDF would train LoRA only.", file=sys.stderr)
+        return 0
+    train(config, command=" ".join(sys.argv))
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from medart.generate import generate_to_file
+
+    path = generate_to_file(
+        base_model=args.base_model,
+        lora=args.lora,
+        prompt=args.prompt,
+        seed=args.seed,
+        steps=args.steps,
+        cfg=args.cfg,
+        size=args.size,
+        out=args.out,
+        lora_scale=args.lora_scale,
+    )
+    print(path)
+    return 0
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("train", help="HLDF LoRA fine-tuning of a base model on captioned images",
+                       description="Every flag is a setting of medart.config.TrainConfig; a config file gives the "
+                                   "rest (YAML keys: the settings, nested under lora: and hldf:).")
+    p.add_argument("config", nargs="?", help="YAML or JSON config (a run's config.yaml); flags override it")
+    p.add_argument("--preflight", action="store_true",
+                   help="check the data and print the plan (N, colour steps, their cost), then exit")
+    add_setting_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("generate", help="one image from the base model or a tuned run")
+    p.add_argument("--base-model", help="profile, local folder or hub id (default: the run's base)")
+    p.add_argument("--lora", help="run folder or adapter folder")
+    p.add_argument("--lora-scale", type=float, default=1.0, help="LoRA strength (0 = base model)")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--cfg", type=float, default=4.5)
+    p.add_argument("--size", type=int, help="pixels (default: the base model's)")
+    p.add_argument("--out", default="sample.png")
+    p.set_defaults(func=cmd_generate)

@@ -1,0 +1,13 @@
+"""Facts the whole product shares, each stated once."""
+
+from __future__ import annotations
+
+# PixArt-α's T5 reads at most this many tokens of a caption: longer captions are cut off in
+# training and generation, so captions are checked and trimmed against it.
+MAX_CAPTION_TOKENS = 120
+
+# The splits of a workspace and of an export: training reads `train` only.
+SPLITS = ("train", "validation", "test")
+
+# The image files the product reads (imports, training folders, evaluation folders).
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff", ".bmp", ".webp"})

@@ -1,0 +1,84 @@
+"""The Captions tab's handlers, called as the page calls them (studio and input values in, the
+outputs' values out), without a browser: review, navigation, regenerate, undo, find/replace."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import add_images
+from medart.studio import Studio
+from medart.ui import captions
+
+ALL = ("all", "all", "", None)  # the filters: status, label, caption contains, at most N tokens
+
+
+@pytest.fixture
+def studio(tmp_path, medart_cache):
+    s = Studio(home=tmp_path / "home", base_model="tiny")
+    with s.workspace() as ws:
+        ids = add_images(ws, ["polyps", "polyps", "nevi", "nevi"])
+        for i in ids[:3]:
+            ws.set_caption(i, f"An endoscopic image of lesion {i}, reddish.", {"backend": "offline"})
+    return s
+
+
+def test_listing_and_editor(studio):
+    gallery, ids, md, labels, page, page_ids = captions.listing(studio, *ALL, 1)
+    assert ids == [1, 2, 3, 4] and page_ids == ids and page == 1 and len(gallery) == 4
+    assert labels == ["all", "nevi", "polyps"]
+    assert "4 shown" in md and "draft 4" in md and "without caption 1" in md
+    image, current, status, text, tokens = captions.show(studio, 2)
+    assert current == 2 and text == "An endoscopic image of lesion 2, reddish." and image.size == (16, 16)
+    assert 'data-state="draft"' in status and 'data-tokens="' in tokens
+    assert captions.show(studio, None) == (None, None, "", "", captions.token_md(0))
+    assert [captions.neighbour(ids, 4, +1), captions.neighbour(ids, 1, -1), captions.neighbour(ids, 9, 1)] == [1, 4, 1]
+    assert captions.listing(studio, "all", "nevi", "", None, 1)[1] == [3, 4]
+
+
+def test_approve_and_next_reject_and_the_review_order(studio):
+    out = captions.save_caption(studio, 1, "An endoscopic image of a polyp.", True, True, *ALL, 1)
+    assert out[6 + 1] == 2  # the editor moved on to the next unreviewed caption
+    assert "approved 1" in out[2]
+    with pytest.raises(ValueError, match="write or generate a caption before approving"):
+        captions.save_caption(studio, 4, "  ", True, True, *ALL, 1)
+    with pytest.raises(ValueError, match="select an image first"):
+        captions.reject_caption(studio, None, *ALL, 1)
+    out = captions.reject_caption(studio, 2, *ALL, 1)
+    assert "rejected 1" in out[2] and out[6 + 1] == 3
+    captions.save_caption(studio, 3, "Kept as written.", False, False, *ALL, 1)
+    with studio.workspace() as ws:
+        assert (ws.get(3).status, ws.get(3).text) == ("edited", "Kept as written.")
+    values, note = captions.next_unreviewed(studio, 3)
+    assert values[1] == 4 and note is None  # edited and draft are still to review
+    for i in (3, 4):
+        captions.save_caption(studio, i, "Reviewed.", True, False, *ALL, 1)
+    values, note = captions.next_unreviewed(studio, 1)
+    assert note == "Every caption is reviewed." and values[1] == 1
+
+
+def test_undo_regenerate_and_find_replace(studio):
+    captions.save_caption(studio, 1, "Changed by a reviewer.", False, False, *ALL, 1)
+    values, note = captions.undo_caption(studio, 1, *ALL, 1)
+    assert note is None and values[6 + 3] == "An endoscopic image of lesion 1, reddish."
+    values, note = captions.undo_caption(studio, 4, *ALL, 1)
+    assert note == "Nothing to undo for this image."
+    preview = captions.find_replace(studio, False, "reddish", "red", False, False, *ALL, 1)
+    assert preview.startswith("**Would replace 3 match(es) in 3 caption(s).**")
+    assert captions.find_replace(studio, True, "reddish", "red", False, False, "all", "nevi", "", None, 1) == (
+        "**Replaced 1 match(es) in 1 caption(s).**\n- #3: 'An endoscopic image of lesion 3, reddish.' → "
+        "'An endoscopic image of lesion 3, red.'")
+    md, *rest = captions.undo_last(studio, 3, *ALL, 1)
+    assert md == "Undone: 1 caption(s) restored." and rest[6 + 3].endswith("reddish.")
+    out = captions.regenerate(studio, 4, "offline", "", "", *ALL, 1)  # the image without a caption
+    assert out[6 + 3].startswith("A medical image of nevi") and "without caption 0" in out[2]
+
+
+def test_templates_and_the_describer_default(studio):
+    names, name, phrase, *_ = captions.template_fields(studio, "dermoscopy")
+    assert name == "dermoscopy" and "dermoscopy" in names and phrase
+    fields = captions.template_fields(studio, "dermoscopy")[1:]
+    assert "Saved template **dermoscopy**" in captions.store_template(studio, *fields)
+    assert captions.default_template(studio, "dermoscopy") == "New images without a modality use **dermoscopy**."
+    assert captions.reset_template(studio, "dermoscopy") == "Template **dermoscopy** reset."
+    backend, model, url, note = captions.describer_defaults(studio)
+    assert (backend, model, url) == (captions.PER_TEMPLATE, "", "") and "offline" in note
