@@ -71,7 +71,7 @@ class HLDFConfig:
     those images (a random crop each), the loss weighted 1/M, its gradient added to the
     diffusion gradient and the sum clipped. `mode: balanced`, the default, was chosen by the
     per-class ablation in benchmarks/hldf_ablation.py (table in benchmarks/RESULTS.md); it
-    changes four things, each of which can also be set on its own:
+    changes these, each of which can also be set on its own:
 
     - `target: group`: an image generated from a class's caption is compared with the average
       statistics of that class's training images (the class is the `label` column when the
@@ -79,10 +79,16 @@ class HLDFConfig:
     - `coverage: rotate`: colour steps take the classes in turn, one class each, so every
       class gets the same number of colour steps whatever the batch order (`groups`: every
       class in each colour step, up to `max_groups`);
-    - `grad_steps: 2`: gradients flow through the last 2 of the M solver steps (the first
-      M - 2 run without autograd, as in DRaFT-K), which makes a colour step several times
-      cheaper, so colour steps can come often;
+    - `per_class: 2`: a colour step generates two images of its class (from two of the class's
+      captions) and compares the pair's average statistics with the class's, so that a correct
+      set is not pushed for the spread of its single images;
+    - `steps: 10`, `grad_steps: 2`: the in-graph images take M = 10 solver steps and gradients
+      flow through the last 2 (the first M - 2 run without autograd, as in DRaFT-K), which makes
+      a colour step several times cheaper, so colour steps can come often;
     - `weight: 1.0` instead of 1/M (gradient clipping bounds each colour step).
+
+    Beside HLDF, the default run keeps an EMA of the LoRA weights (`TrainConfig.ema_decay`);
+    the paper's configs turn it off.
 
     `balance: separate` clips the colour and the diffusion gradients each on its own before
     adding them (and clipping the sum, as always); the paper clips only the sum (`joint`). The
@@ -91,12 +97,14 @@ class HLDFConfig:
     `every` = None lets the schedule rule choose N (`medart.hldf_plan`); a number always wins.
     """
 
-    mode: str = setting("balanced", "balanced: each class's own colour target, classes in turn, gradients through "
-                                    "the last 2 solver steps, weight 1; paper: the paper's exact formulation",
+    mode: str = setting("balanced", "balanced: classes in turn, two images of a class against the class's colour "
+                                    "statistics, M = 10 with gradients through the last 2, weight 1; paper: the "
+                                    "paper's exact formulation",
                         flag="--hldf-mode", choices=HLDF_MODES)
     every: int | None = setting(None, "N: a colour step every N optimiser steps; empty: the schedule rule (about "
-                                      "20 colour steps, at most the paper's 500)", flag="--hldf-every")
-    steps: int = setting(20, "M: DPM-Solver++ steps of the in-graph image (paper: 20)", flag="--hldf-steps")
+                                      "100 colour steps, N between 5 and the paper's 500)", flag="--hldf-every")
+    steps: int | None = setting(None, "M: DPM-Solver++ steps of the in-graph image; empty: the mode's (paper: 20; "
+                                      "balanced: 10)", flag="--hldf-steps")
     cfg: float = setting(4.5, "classifier-free guidance of the in-graph image (paper: 4.5)", flag="--cfg")
     weight: float | None = setting(None, "weight of the colour loss; empty: the mode's (paper: 1/M; balanced: 1.0)",
                                    flag="--color-weight")
@@ -113,8 +121,8 @@ class HLDFConfig:
     balance: str | None = setting(None, "joint: clip the sum of both gradients (the paper); separate: clip each "
                                         "first; empty: the mode's", choices=("joint", "separate"))
     max_groups: int = setting(8, "classes generated per colour step with coverage groups")
-    per_class: int = setting(1, "images generated per class in a colour step (target group); compared as a set "
-                                "with the class's statistics")
+    per_class: int | None = setting(None, "images generated per class in a colour step (target group), compared "
+                                          "as a set with the class's statistics; empty: the mode's (balanced: 2)")
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -123,24 +131,33 @@ class HLDFConfig:
                 raise ValueError(f"hldf.{f.name} must be one of {', '.join(allowed)}, not {value!r}")
         if self.every is not None and self.every < 1:
             raise ValueError(f"hldf.every must be at least 1 (or empty for the schedule rule), not {self.every}")
-        if self.per_class < 1:
-            raise ValueError(f"hldf.per_class must be at least 1, not {self.per_class}")
-        if self.grad_steps is not None and self.grad_steps < 1:
-            raise ValueError(f"hldf.grad_steps must be at least 1 (or empty for the mode's), not {self.grad_steps}")
+        for name in ("steps", "grad_steps", "per_class"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"hldf.{name} must be at least 1 (or empty for the mode's), not {value}")
 
     def _mode_default(self, name: str):
         value = getattr(self, name)
         return MODE_SETTINGS[self.mode][name] if value is None else value
 
     @property
+    def color_steps(self) -> int:
+        """M, the solver steps of the in-graph images."""
+        return self._mode_default("steps")
+
+    @property
+    def color_per_class(self) -> int:
+        return self._mode_default("per_class")
+
+    @property
     def color_weight(self) -> float:
         weight = self._mode_default("weight")
-        return 1.0 / self.steps if weight is None else weight
+        return 1.0 / self.color_steps if weight is None else weight
 
     @property
     def color_grad_steps(self) -> int:
         k = self._mode_default("grad_steps")
-        return self.steps if k is None else min(k, self.steps)
+        return self.color_steps if k is None else min(k, self.color_steps)
 
     @property
     def color_target(self) -> str:
@@ -157,8 +174,10 @@ class HLDFConfig:
 
 # What each mode means for the settings left empty (None) in HLDFConfig (None here: 1/M, all M).
 MODE_SETTINGS = {
-    "paper": {"target": "image", "coverage": "batch", "balance": "joint", "weight": None, "grad_steps": None},
-    "balanced": {"target": "group", "coverage": "rotate", "balance": "joint", "weight": 1.0, "grad_steps": 2},
+    "paper": {"target": "image", "coverage": "batch", "balance": "joint", "weight": None, "grad_steps": None,
+              "steps": 20, "per_class": 1},
+    "balanced": {"target": "group", "coverage": "rotate", "balance": "joint", "weight": 1.0, "grad_steps": 2,
+                 "steps": 10, "per_class": 2},
 }
 
 
@@ -183,8 +202,8 @@ class TrainConfig:
     weight_decay: float = setting(1e-2, "AdamW weight decay (paper: 1e-2)")
     adam_8bit: bool = setting(False, "bitsandbytes AdamW8bit on CUDA (the authors' choice)")
     max_grad_norm: float = setting(1.0, "gradient clipping (paper: 1.0)")
-    ema_decay: float = setting(0.0, "> 0: the validation samples and the exported adapter use an EMA of the LoRA "
-                                    "weights with this decay (paper: none, 0)")
+    ema_decay: float = setting(0.99, "> 0: the validation samples and the exported adapter use an EMA of the LoRA "
+                                     "weights with this decay; 0: the last step's weights (the paper)")
     seed: int = setting(42, "seed of LoRA's initialisation, noise, timesteps and batches (paper: 42)")
     mixed_precision: str = setting("auto", "auto: bf16 on CUDA, fp32 on CPU", choices=("auto", "no", "fp16", "bf16"))
     gradient_checkpointing: bool = setting(True, "recompute activations in backward (needed for colour steps at "

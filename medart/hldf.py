@@ -78,7 +78,7 @@ class Trainer:
             config.validation_every = min(500, max(1, self.total_steps // 10))
         self.group_moments = self._group_moments()
         # a class's colour step compares a set of images with the class (`batch` coverage: the batch's own)
-        self.per_class = config.hldf.per_class if config.hldf.color_coverage != "batch" else 1
+        self.per_class = config.hldf.color_per_class if config.hldf.color_coverage != "batch" else 1
         if config.hldf.color_target != "group":
             self.per_class = 1
         self.models = {"dit": self.base.transformer}
@@ -316,7 +316,7 @@ class Trainer:
             start = torch.randn(shape, device=self.device, dtype=self.weight_dtype)
             generated = dpm_solver.sample(
                 self.base.transformer, self.base.scheduler, start, embeds_c, mask_c, neg, neg_mask,
-                steps=hl.steps, cfg=hl.cfg, grad=True, checkpoint=c.gradient_checkpointing,
+                steps=hl.color_steps, cfg=hl.cfg, grad=True, checkpoint=c.gradient_checkpointing,
                 grad_steps=hl.color_grad_steps,
             )
             image = dpm_solver.decode(self.base.vae, generated.to(self.base.vae.dtype))

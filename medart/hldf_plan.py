@@ -8,10 +8,10 @@ x 15 epochs = 300 steps would make none. The rule, used whenever `hldf.every` is
 
 "a hundred colour steps, never more often than every MIN_EVERY steps, never less often than
 the paper": a run long enough for the paper's schedule (50,000 steps or more) gets N = 500
-exactly; a shorter one about a hundred colour steps, down to one every MIN_EVERY steps,
-where a balanced colour step (one class, gradients through 2 solver steps) costs about as
-much as the MIN_EVERY plain steps around it on the tiny model. The numbers come from the
-ablation in benchmarks/hldf_ablation.py. An explicit `hldf.every` always wins.
+exactly; a shorter one about a hundred colour steps, down to one every MIN_EVERY steps, the
+most often that keeps a whole run under twice a LoRA-only run on the tiny model (a balanced
+colour step costs about four plain steps there). The numbers come from the ablation in
+benchmarks/hldf_ablation.py. An explicit `hldf.every` always wins.
 
 What a colour step costs is measured where it can be: the newest earlier run with the same
 base model, resolution and colour-step settings gives the ratio of its colour steps' time to
@@ -33,7 +33,7 @@ from medart.fileio import read_jsonl
 
 PAPER_EVERY = 500
 COLOUR_STEPS = 100
-MIN_EVERY = 4
+MIN_EVERY = 5
 
 
 @dataclass
@@ -82,7 +82,7 @@ def choose_every(total_steps: int) -> tuple[int, str]:
 
 def images_per_colour_step(config, groups: int) -> int:
     hl = config.hldf
-    per_class = hl.per_class if hl.color_target == "group" else 1
+    per_class = hl.color_per_class if hl.color_target == "group" else 1
     if hl.color_coverage == "groups":
         return max(1, min(groups, hl.max_groups)) * per_class
     if hl.color_coverage == "rotate":
@@ -93,7 +93,7 @@ def images_per_colour_step(config, groups: int) -> int:
 def cost_ratio(config, images: int) -> float:
     """Estimated cost of a colour step in plain steps (transformer calls; see the docstring)."""
     hl = config.hldf
-    m, k = hl.steps, hl.color_grad_steps
+    m, k = hl.color_steps, hl.color_grad_steps
     per_call = 2 if hl.cfg > 1 else 1  # a guided call runs a batch of two
     forward_units = per_call * (m + k * (2 + (1 if config.gradient_checkpointing else 0)))
     plain = 3 * config.batch_size
@@ -102,7 +102,7 @@ def cost_ratio(config, images: int) -> float:
 
 def _cost_key(config, images: int) -> tuple:
     hl = config.hldf
-    return (config.base_model, config.resolution, config.batch_size, config.gradient_checkpointing, hl.steps,
+    return (config.base_model, config.resolution, config.batch_size, config.gradient_checkpointing, hl.color_steps,
             hl.cfg > 1, hl.color_grad_steps, images)
 
 

@@ -110,8 +110,8 @@ def model_card(config, data_info: dict, steps: int, final_metrics: dict, plan=No
     hl = config.hldf
     if hl.enabled:
         method = (f"diffusion loss plus a colour loss (weight {hl.color_weight:g}, mode `{hl.mode}`) every N = {hl.every} "
-                  f"steps on images generated in-graph with {hl.steps} DPM-Solver++ steps at CFG {hl.cfg}"
-                  + (f", gradients through the last {hl.color_grad_steps} of them" if hl.color_grad_steps < hl.steps else ""))
+                  f"steps on images generated in-graph with {hl.color_steps} DPM-Solver++ steps at CFG {hl.cfg}"
+                  + (f", gradients through the last {hl.color_grad_steps} of them" if hl.color_grad_steps < hl.color_steps else ""))
     else:
         method = "diffusion loss only (no colour loss)"
     measured = ""

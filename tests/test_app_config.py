@@ -72,8 +72,8 @@ def test_preflight_blocks_then_launch_snapshots_approved_training_split(tmp_path
     assert check.ok and job == "job"
     kind, config_file, title, output = jobs.args
     assert (kind, config_file, title, output) == ("train", runs / "r1" / "config.yaml", "r1", str(runs / "r1"))
-    # 2 approved images x 15 epochs = 30 steps: the rule's floor N = 4 gives 7 colour steps of 1 class each
-    assert any(i.startswith("HLDF: a colour step every N = 4 steps") and "7 colour step(s) in 30" in i
+    # 2 approved images x 15 epochs = 30 steps: the rule's floor N = 5 gives 6 colour steps of 2 images each
+    assert any(i.startswith("HLDF: a colour step every N = 5 steps") and "6 colour step(s) in 30, 2 image(s)" in i
                for i in check.info), check.info
     # the job's own command line, read by the CLI's parser, is this config on the snapshot, same plan
     from medart import hldf_plan
@@ -82,7 +82,7 @@ def test_preflight_blocks_then_launch_snapshots_approved_training_split(tmp_path
 
     queued = train_config(parse(command(kind, config_file)))
     assert queued == load_config(None, base_model="tiny", data=str(runs / "r1" / "data"), output=str(runs / "r1"))
-    assert hldf_plan.plan(queued, 30, 1).every == 4 and queued.hldf.every is None and queued.hldf.mode == "balanced"
+    assert hldf_plan.plan(queued, 30, 1).every == 5 and queued.hldf.every is None and queued.hldf.mode == "balanced"
     paper_n = load_config(None, base_model="tiny", **{"hldf.every": 500})  # the paper's N on 30 steps:
     silent = preflight(ws, "r1", paper_n, runs)  # no colour step, and preflight says so
     assert silent.ok and any("makes no colour step" in w for w in silent.warnings)

@@ -274,11 +274,12 @@ def test_config_file_and_flags(tmp_path):
     assert cfg.hldf.color_weight == 1.0  # the balanced mode's
     assert load_config(path, **{"hldf.mode": "paper"}).hldf.color_weight == pytest.approx(1 / 9)  # the paper's 1/M
     defaults = load_config(None)
-    assert (defaults.hldf.every, defaults.hldf.steps, defaults.hldf.cfg, defaults.lora.rank) == (None, 20, 4.5, 8)
+    assert (defaults.hldf.every, defaults.hldf.color_steps, defaults.hldf.cfg, defaults.lora.rank) == (None, 10, 4.5, 8)
     assert (defaults.hldf.mode, defaults.hldf.color_weight, defaults.hldf.color_grad_steps) == ("balanced", 1.0, 2)
+    assert (defaults.hldf.color_per_class, defaults.ema_decay) == (2, 0.99)
     paper = load_config(None, **{"hldf.mode": "paper"}).hldf
     assert (paper.color_weight, paper.color_grad_steps, paper.color_target, paper.color_coverage,
-            paper.color_balance) == (1 / 20, 20, "image", "batch", "joint")
+            paper.color_balance, paper.color_per_class) == (1 / 20, 20, "image", "batch", "joint", 1)
     with pytest.raises(ValueError, match="hldf.mode must be one of balanced, paper"):
         load_config(None, **{"hldf.mode": "fast"})
     assert (defaults.learning_rate, defaults.weight_decay, defaults.max_grad_norm, defaults.epochs) == (1e-4, 1e-2, 1.0, 15)

@@ -16,8 +16,8 @@ from helpers import make_data
 
 
 @pytest.mark.parametrize("total,every,count", [
-    (300, 4, 75),  # 20 images x 15 epochs: the paper's N = 500 would make none
-    (540, 5, 108),
+    (300, 5, 60),  # 20 images x 15 epochs: the paper's N = 500 would make none
+    (720, 7, 102),
     (1500, 15, 100),  # 100 images x 15 epochs
     (49_999, 499, 100),
     (120_000, 500, 240),  # Kvasir: the paper's schedule exactly
@@ -41,7 +41,7 @@ def test_explicit_n_wins_and_a_run_without_colour_steps_is_named(tmp_path, capsy
     assert "4 training image(s) in 1 class(es)" in out.out and "60 steps" in out.out
     assert "makes no colour step" in out.err
     assert cli_main(args) == 0
-    assert "a colour step every N = 4 steps" in capsys.readouterr().out and not (tmp_path / "run").exists()
+    assert "a colour step every N = 5 steps" in capsys.readouterr().out and not (tmp_path / "run").exists()
 
 
 def test_paper_mode_is_the_papers_formula(tmp_path, monkeypatch):
@@ -60,9 +60,9 @@ def test_paper_mode_is_the_papers_formula(tmp_path, monkeypatch):
             seen["sample"] = kw
         return real_sample(*args, **kw)
 
-    def loss(generated, mean, std, reduction):
-        seen["target"] = (mean.clone(), std.clone(), reduction)
-        return real_loss(generated, mean, std, reduction)
+    def loss(generated, mean, std, reduction, per_target):
+        seen["target"] = (mean.clone(), std.clone(), reduction, per_target)
+        return real_loss(generated, mean, std, reduction, per_target)
 
     monkeypatch.setattr(dpm_solver, "sample", sample)
     monkeypatch.setattr(hldf_mod, "color_loss_to_moments", loss)
@@ -79,9 +79,10 @@ def test_paper_mode_is_the_papers_formula(tmp_path, monkeypatch):
             examples, pixels, _ = trainer.data.batch(0)
             colour_row = row
     assert seen["sample"]["grad_steps"] == 3 and seen["sample"]["cfg"] == 4.5
-    mean, std, reduction = seen["target"]
+    mean, std, reduction, per_target = seen["target"]
     want_mean, want_std = channel_moments(pixels)
-    assert torch.equal(mean.cpu(), want_mean) and torch.equal(std.cpu(), want_std) and reduction == "sum"
+    assert torch.equal(mean.cpu(), want_mean) and torch.equal(std.cpu(), want_std)
+    assert (reduction, per_target) == ("sum", 1)  # the paper's sum over channels, image by image
     assert colour_row["color_weight"] == pytest.approx(1 / 3) and colour_row["color_scale"] == 1.0
     assert colour_row["color_groups"] == [examples[0].group]
     colour_grad = grads["hldf"] - grads["plain"]  # same seeds: the diffusion parts are identical
@@ -113,13 +114,13 @@ def test_default_hldf_lowers_every_class_colour_distance(tmp_path):
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["step"] == 0 and sorted(rows[0]["color_distance"]) == ["fundus", "histology", "mri"]
     plan = json.loads((run / "data.json").read_text())["hldf_plan"]
-    assert (plan["total_steps"], plan["every"], plan["colour_steps"]) == (360, 4, 90)
+    assert (plan["total_steps"], plan["every"], plan["colour_steps"]) == (360, 5, 72)
     colour = [r for r in rows if "color_loss" in r]
-    assert len(colour) == 90 and [r["color_groups"] for r in colour[:4]] == [["fundus"], ["histology"], ["mri"], ["fundus"]]
+    assert len(colour) == 72 and [r["color_groups"] for r in colour[:4]] == [["fundus"], ["histology"], ["mri"], ["fundus"]]
     status = json.loads((run / "status.json").read_text())
-    assert status["state"] == "done" and status["colour_steps"] == 90
+    assert status["state"] == "done" and status["colour_steps"] == 72
     assert status["color_distance"] == rows[-1]["color_distance"] and rows[-1]["step"] == 360
     card = (run / "adapter" / "README.md").read_text()
-    assert "## Colour distance per class" in card and "| mri |" in card and "N = 4" in card
-    assert (run / "config.yaml").read_text().startswith("# HLDF: a colour step every N = 4 steps")
+    assert "## Colour distance per class" in card and "| mri |" in card and "N = 5" in card
+    assert (run / "config.yaml").read_text().startswith("# HLDF: a colour step every N = 5 steps")
     assert np.isfinite(list(status["color_distance"].values())).all()

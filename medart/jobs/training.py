@@ -96,7 +96,7 @@ def preflight(ws: Workspace, name: str, config: TrainConfig, runs_dir: Path, dev
         p.errors.append("Set the number of steps or epochs.")
     if config.adam_8bit and device != "cuda":
         p.errors.append("8-bit Adam needs a CUDA GPU: turn it off on this machine.")
-    if config.hldf.enabled and config.hldf.steps < 1:
+    if config.hldf.enabled and config.hldf.color_steps < 1:
         p.errors.append("M (solver steps of the colour loss) must be at least 1.")
     if not ws.count(Filter(split="test")):
         p.warnings.append("No held-out images (split test): Evaluate and the reader study compare against them. "
