@@ -72,7 +72,7 @@ class Trainer:
                               self.accelerator.process_index, self.accelerator.num_processes)
         self.total_steps = config.max_steps or config.epochs * self.data.steps_per_epoch
         self.groups = self.data.groups()
-        self.plan = hldf_plan.plan(config, self.total_steps, len(self.groups))
+        self.plan = hldf_plan.plan(config, self.total_steps, len(self.groups), device=self.device.type)
         config.hldf.every = self.plan.every  # the resolved N goes into config.yaml
         if config.validation_every is None:  # about ten points on the curves, at most 500 steps apart
             config.validation_every = min(500, max(1, self.total_steps // 10))

@@ -16,11 +16,13 @@ benchmarks/hldf_ablation.py. An explicit `hldf.every` always wins.
 What a colour step costs is measured where it can be: the newest earlier run with the same
 base model, resolution and colour-step settings gives the ratio of its colour steps' time to
 its plain steps' (`seconds` in metrics.jsonl). Without one, it is estimated by counting
-transformer calls, the unit both steps are made of: a plain step is one forward and one
-backward (about 3 forward-equivalents per image); a colour step adds M guided forwards per
-generated image and, through the K solver steps with gradients, their backward (2 each) and
-under gradient checkpointing their recomputation (1 each). That count is right for large
-models on a GPU and too high for the tiny model on a CPU, where per-call overhead dominates.
+transformer calls, the unit both steps are made of: a colour step adds M guided forwards
+and, through the K solver steps with gradients, their backward (2 each) and under gradient
+checkpointing their recomputation (1 each), plus T5 and the VAE decode. On a GPU the calls
+are weighted by their batch (a large model is compute-bound; this gave about 12x a plain
+step for PixArt-XL-2 by FLOP counts); on a CPU with the tiny model each call costs about the
+same whatever its batch (per-call overhead dominates; measured: a default colour step took
+about 6-7 plain steps, the estimate gives 6.25).
 """
 
 from __future__ import annotations
@@ -90,14 +92,22 @@ def images_per_colour_step(config, groups: int) -> int:
     return config.batch_size
 
 
-def cost_ratio(config, images: int) -> float:
-    """Estimated cost of a colour step in plain steps (transformer calls; see the docstring)."""
+def cost_ratio(config, images: int, device: str = "cuda") -> float:
+    """Estimated cost of a colour step in plain steps, counted in transformer calls (see the
+    module docstring). On a GPU a call costs in proportion to its batch (compute-bound); on a
+    CPU with the tiny model, in proportion to the number of calls (overhead-bound)."""
     hl = config.hldf
-    m, k = hl.color_steps, hl.color_grad_steps
-    per_call = 2 if hl.cfg > 1 else 1  # a guided call runs a batch of two
-    forward_units = per_call * (m + k * (2 + (1 if config.gradient_checkpointing else 0)))
-    plain = 3 * config.batch_size
-    return (plain + images * forward_units) / plain
+    m, k, b = hl.color_steps, hl.color_grad_steps, config.batch_size
+    ckpt = 1 if config.gradient_checkpointing else 0
+    guided = 2 if hl.cfg > 1 else 1  # a guided call runs the prompt and the empty prompt together
+    if device == "cuda":
+        # plain: DiT forward + backward, and T5 (as large as the DiT in PixArt-α) with its LoRA
+        plain = 3 * b + 3 * b
+        colour = images * (guided * (m + k * (2 + ckpt)) + 3 + 3)  # + T5 and the VAE decode, both with backward
+    else:
+        plain = 4  # T5 forward, DiT forward, one backward through both
+        colour = m + k * (2 + ckpt) + 5  # + T5 for the prompts and the empty prompt, the VAE decode and its backward
+    return (plain + colour) / plain
 
 
 def _cost_key(config, images: int) -> tuple:
@@ -133,9 +143,10 @@ def measured_cost(config, images: int, runs: list[Path]) -> tuple[float, str] | 
     return None
 
 
-def plan(config, total_steps: int, groups: int = 1, runs: list[Path] = ()) -> Plan:
-    """The colour-step plan of a run of `total_steps` steps over `groups` classes; `runs`: earlier
-    run folders whose measured step times price the colour steps."""
+def plan(config, total_steps: int, groups: int = 1, runs: list[Path] = (), device: str = "cuda") -> Plan:
+    """The colour-step plan of a run of `total_steps` steps over `groups` classes on `device`
+    ("cuda" or "cpu"); `runs`: earlier run folders whose measured step times price the colour
+    steps."""
     hl = config.hldf
     if hl.every is not None:
         every, rule = int(hl.every), "set explicitly"
@@ -147,6 +158,6 @@ def plan(config, total_steps: int, groups: int = 1, runs: list[Path] = ()) -> Pl
     if measured:
         ratio, source = measured[0], f"as measured in run {measured[1]}"
     else:
-        ratio, source = cost_ratio(config, images), "estimated from transformer calls"
+        ratio, source = cost_ratio(config, images, device), "estimated from transformer calls"
     added = count * (ratio - 1) / max(1, total_steps)
     return Plan(hl.enabled, every, rule, total_steps, count, images, ratio, added, source)

@@ -33,6 +33,10 @@ def test_schedule_rule_makes_colour_steps_and_keeps_the_papers_n_on_long_runs(to
 def test_explicit_n_wins_and_a_run_without_colour_steps_is_named(tmp_path, capsys):
     plan = hldf_plan.plan(load_config(None, **{"hldf.every": 500}), 300)
     assert (plan.every, plan.colour_steps, plan.rule) == (500, 0, "set explicitly")
+    # priced by calls on a CPU (overhead-bound tiny model), by calls x batch on a GPU
+    cpu, gpu = (hldf_plan.plan(load_config(None), 300, 3, device=d) for d in ("cpu", "cuda"))
+    assert cpu.cost_ratio == pytest.approx(6.25) and gpu.cost_ratio > 2 * cpu.cost_ratio - 1
+    assert cpu.added_fraction == pytest.approx(60 * 5.25 / 300)
     assert plan.summary().startswith("No colour step: N = 500")
     data = make_data(tmp_path / "data", n=4)
     args = ["train", "--base-model", "tiny", "--data", str(data), "--output", str(tmp_path / "run"), "--preflight"]

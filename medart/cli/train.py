@@ -34,7 +34,9 @@ def cmd_train(args) -> int:
         total = config.max_steps or config.epochs * steps_per_epoch
         parent = Path(config.output).parent
         runs = [d for d in parent.iterdir() if d.is_dir()] if parent.is_dir() else []
-        plan = hldf_plan.plan(config, total, len(groups), runs)
+        import torch
+
+        plan = hldf_plan.plan(config, total, len(groups), runs, "cuda" if torch.cuda.is_available() else "cpu")
         print(f"{images} training image(s) in {len(groups)} class(es) ({', '.join(groups)}): "
               f"{total} steps of batch {config.batch_size}.")
         print(plan.summary())

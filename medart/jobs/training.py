@@ -105,7 +105,7 @@ def preflight(ws: Workspace, name: str, config: TrainConfig, runs_dir: Path, dev
         labels = sorted({i.label or "(no label)" for i in approved})
         p.info.append(f"{len(approved)} approved caption(s) will be trained on ({', '.join(labels)}).")
         try:
-            plan = hldf_plan_of(config, approved, runs_dir)
+            plan = hldf_plan_of(config, approved, runs_dir, device)
         except ValueError as e:
             p.errors.append(f"Settings rejected: {e}")
         else:
@@ -136,7 +136,7 @@ def preflight(ws: Workspace, name: str, config: TrainConfig, runs_dir: Path, dev
     return p
 
 
-def hldf_plan_of(config: TrainConfig, approved: list, runs_dir: Path | None = None):
+def hldf_plan_of(config: TrainConfig, approved: list, runs_dir: Path | None = None, device: str = "cpu"):
     """The colour-step plan of `config` on the approved images, priced by the step times of
     earlier runs in `runs_dir` where one matches."""
     from medart import hldf_plan
@@ -144,7 +144,7 @@ def hldf_plan_of(config: TrainConfig, approved: list, runs_dir: Path | None = No
     groups = {(i.label or "").strip() or i.text.strip() for i in approved}
     total = config.max_steps or config.epochs * max(1, len(approved) // config.batch_size)
     runs = [d for d in runs_dir.iterdir() if d.is_dir()] if runs_dir and runs_dir.is_dir() else []
-    return hldf_plan.plan(config, total, len(groups), runs)
+    return hldf_plan.plan(config, total, len(groups), runs, device)
 
 
 def launch(ws: Workspace, name: str, config: TrainConfig, runs_dir: Path, jobs, device: str = "cpu"):
