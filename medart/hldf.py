@@ -77,10 +77,9 @@ class Trainer:
         if config.validation_every is None:  # about ten points on the curves, at most 500 steps apart
             config.validation_every = min(500, max(1, self.total_steps // 10))
         self.group_moments = self._group_moments()
-        # a class's colour step compares a set of images with the class (`batch` coverage: the batch's own)
-        self.per_class = config.hldf.color_per_class if config.hldf.color_coverage != "batch" else 1
-        if config.hldf.color_target != "group":
-            self.per_class = 1
+        # a class's colour step compares a set of its images with the class's statistics
+        hl = config.hldf
+        self.per_class = hl.color_per_class if hl.color_coverage != "batch" and hl.color_target == "group" else 1
         self.models = {"dit": self.base.transformer}
         torch.manual_seed(config.seed)  # LoRA initialisation: the same on every process and run
         params = lora.attach_base(self.base, config.lora)
@@ -140,10 +139,9 @@ class Trainer:
         """Per class: the average per-channel mean and std of its training images (whole image
         at the training resolution, [-1, 1]), the colour target of `target: group`."""
         found = {}
-        for group, idx in self.groups.items():
-            views = torch.stack([self.data.full_view(self.data.examples[i]) for i in idx])
-            mean, std = channel_moments(views)
-            found[group] = (mean.mean(0), std.mean(0))
+        for group, idx in self.groups.items():  # one image at a time: a class may hold thousands
+            moments = [channel_moments(self.data.full_view(self.data.examples[i])[None]) for i in idx]
+            found[group] = (torch.cat([m for m, _ in moments]).mean(0), torch.cat([s for _, s in moments]).mean(0))
         return found
 
     # -- pieces of a step --------------------------------------------------------------
@@ -386,14 +384,16 @@ class Trainer:
 
     def reference_stats(self) -> dict[str, dict]:
         """Per class, the colour statistics of its training images (whole, at the training
-        resolution): what each class's validation samples are measured against."""
-        if not hasattr(self, "_reference_stats"):
-            self._reference_stats = {
-                g: color_stats.set_stats([(self.data.full_view(self.data.examples[i]).permute(1, 2, 0).numpy() + 1) / 2
-                                          for i in idx])
-                for g, idx in self.groups.items()
-            }
-        return self._reference_stats
+        resolution), in `color_stats`' terms ([0, 1]): what each class's validation samples are
+        measured against. The same numbers as the class targets (one pass over the images)."""
+        found = {}
+        for group, (mean, std) in self.group_moments.items():
+            stats = {}
+            for i, c in enumerate(color_stats.CHANNELS):
+                stats[f"mean_{c}"] = (float(mean[i]) + 1) / 2
+                stats[f"std_{c}"] = float(std[i]) / 2
+            found[group] = stats
+        return found
 
     @torch.no_grad()
     def samples(self) -> dict[str, float]:
