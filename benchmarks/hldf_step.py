@@ -62,7 +62,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base-model", default="tiny")
     p.add_argument("--arch", help="pixart-xl-2: real-size random-weight networks (CUDA)")
-    p.add_argument("--steps", type=int, default=20, help="M, solver steps of the colour step")
+    p.add_argument("--steps", type=int, help="M, solver steps of the colour step (default: each mode's: paper 20, "
+                                          "balanced 10)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--mode", choices=["plain", "paper", "balanced"], help=argparse.SUPPRESS)
     p.add_argument("--checkpointing", type=int, default=1, help=argparse.SUPPRESS)
@@ -78,7 +79,9 @@ def main():
     rows = []
     for mode, ckpt in (("plain", 1), ("plain", 0), ("paper", 1), ("paper", 0), ("balanced", 1), ("balanced", 0)):
         cmd = [sys.executable, str(HERE / "hldf_step.py"), "--mode", mode, "--checkpointing", str(ckpt),
-               "--steps", str(args.steps), "--repeats", str(args.repeats), "--base-model", args.base_model]
+               "--repeats", str(args.repeats), "--base-model", args.base_model]
+        if args.steps:
+            cmd += ["--steps", str(args.steps)]
         if args.arch:
             cmd += ["--arch", args.arch]
         done = subprocess.run(cmd, capture_output=True, text=True)
@@ -87,7 +90,8 @@ def main():
             continue
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     plain = next(r for r in rows if r["mode"] == "plain" and r["checkpointing"])
-    print(f"model: {args.arch or args.base_model} on {plain['device']}, LoRA on DiT and T5, M = {args.steps}, "
+    m = args.steps or "each mode's (paper 20, balanced 10)"
+    print(f"model: {args.arch or args.base_model} on {plain['device']}, LoRA on DiT and T5, M = {m}, "
           f"batch 1, median of {args.repeats}")
     print(f"{'step':<10}{'ckpt':<6}{'seconds':>10}{'x plain':>9}{'peak MB':>10}{'x plain':>9}{'GFLOP':>12}{'GFLOP/s':>10}")
     for r in rows:
