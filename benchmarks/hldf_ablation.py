@@ -72,7 +72,7 @@ def run_arm(name: str, seed: int, data: colour_classes.ClassSet, args) -> dict:
     stats = {}
     for label, caption in data.captions.items():
         images = gen.generate([caption] * args.n_gen, [1000 + i for i in range(args.n_gen)])
-        stats[label] = colour_classes._stat_matrix(images).tolist()
+        stats[label] = colour_classes.stat_matrix(images).tolist()
     rows = [json.loads(x) for x in (output / "metrics.jsonl").read_text().splitlines()]
     colour = [r for r in rows if "color_loss" in r]
     result = {"arm": name, "seed": seed, "seconds": seconds, "cpu_seconds": cpu_seconds, "stats": stats,
@@ -95,7 +95,7 @@ def run_arm(name: str, seed: int, data: colour_classes.ClassSet, args) -> dict:
 
 def table(results: dict, data: colour_classes.ClassSet, arms: list[str], seeds: list[int],
           baseline: str = "lora") -> str:
-    ref = {c: colour_classes._stat_matrix(ims) for c, ims in data.reference.items()}
+    ref = {c: colour_classes.stat_matrix(ims) for c, ims in data.reference.items()}
     classes = list(data.captions)
     lines = ["| arm | N | colour steps | " + " | ".join(f"{c}: change vs LoRA-only [95 % CI]" for c in classes)
              + " | worst class | run time vs LoRA-only (CPU) | step time vs LoRA-only |",
@@ -107,14 +107,14 @@ def table(results: dict, data: colour_classes.ClassSet, arms: list[str], seeds: 
         for _ in range(200):
             idx = rng.permutation(len(ref[c]))
             half = len(idx) // 2
-            halves.append(colour_classes._dist_rows(ref[c][idx[:half]], ref[c][idx[half:]]))
+            halves.append(colour_classes.set_distance(ref[c][idx[:half]], ref[c][idx[half:]]))
         floor[c] = float(np.median(halves))
     lines.append("| real vs real, half against half (floor) | – | – | " + " | ".join(f"{floor[c]:.4f}" for c in classes)
                  + " | – | – | – |")
     for arm in arms:
         if arm == baseline:
             base = [results[(baseline, s)] for s in seeds]
-            dist = {c: np.mean([colour_classes._dist_rows(np.array(r["stats"][c]), ref[c]) for r in base])
+            dist = {c: np.mean([colour_classes.set_distance(np.array(r["stats"][c]), ref[c]) for r in base])
                     for c in classes}
             lines.append(f"| {'LoRA only' if baseline == 'lora' else baseline} (distance) | – | 0 | " + " | ".join(f"{dist[c]:.4f}" for c in classes)
                          + " | – | 1.00 | 1.00 |")
@@ -125,14 +125,14 @@ def table(results: dict, data: colour_classes.ClassSet, arms: list[str], seeds: 
             for s in seeds:
                 a = np.array(results[(arm, s)]["stats"][c])
                 b = np.array(results[(baseline, s)]["stats"][c])
-                d_a, d_b = colour_classes._dist_rows(a, ref[c]), colour_classes._dist_rows(b, ref[c])
+                d_a, d_b = colour_classes.set_distance(a, ref[c]), colour_classes.set_distance(b, ref[c])
                 changes.append(d_a / d_b - 1)
                 boot = []
                 for _ in range(2000):
                     gi = rng.integers(0, len(a), len(a))
                     ri = rng.integers(0, len(ref[c]), len(ref[c]))
-                    boot.append(colour_classes._dist_rows(a[gi], ref[c][ri])
-                                / colour_classes._dist_rows(b[gi], ref[c][ri]) - 1)
+                    boot.append(colour_classes.set_distance(a[gi], ref[c][ri])
+                                / colour_classes.set_distance(b[gi], ref[c][ri]) - 1)
                 boots.append(np.array(boot))
             mean = float(np.mean(changes))
             pooled = np.mean(boots, axis=0)

@@ -12,8 +12,8 @@ of each class are the training images (an imagefolder with `text` and `label`), 
 `n_reference` are held out as that class's unseen reference set. Each class has its own
 caption. The measure is the set-level colour distance of `color_stats.moment_distance`
 (the colour loss applied to two sets' average statistics, images in [-1, 1]) between
-images generated from a class's caption and the class's reference set, with a bootstrap
-interval over generated and reference images.
+images generated from a class's caption and the class's reference set
+(benchmarks/hldf_ablation.py adds the bootstrap intervals).
 """
 
 from __future__ import annotations
@@ -106,33 +106,18 @@ def build(folder: str | Path, n_train: int = 12, n_reference: int = 24, size: in
     return ClassSet(train, reference, {c: CAPTIONS[c] for c in classes})
 
 
-def distance(generated: list, reference: list) -> float:
-    """Set-level colour distance (images in [-1, 1]) between generated and reference images."""
-    return color_stats.moment_distance(color_stats.set_stats(generated), color_stats.set_stats(reference))
-
-
-def _stat_matrix(images: list) -> np.ndarray:
+def stat_matrix(images: list) -> np.ndarray:
+    """(n, 6): each image's per-channel means and stds (`color_stats.image_stats`, [0, 1])."""
     keys = [f"mean_{c}" for c in color_stats.CHANNELS] + [f"std_{c}" for c in color_stats.CHANNELS]
     return np.array([[s[k] for k in keys] for s in map(color_stats.image_stats, images)])
 
 
-def _dist_rows(gen: np.ndarray, ref: np.ndarray) -> float:
-    return 4.0 * float(((gen.mean(0) - ref.mean(0)) ** 2).sum())
+def set_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """`color_stats.moment_distance` between two sets given as `stat_matrix` rows: Σ over RGB
+    of Δmean² + Δstd² of the sets' average statistics, on images in [-1, 1]."""
+    return 4.0 * float(((a.mean(0) - b.mean(0)) ** 2).sum())
 
 
-def change(arm: list, baseline: list, reference: list, n_boot: int = 2000, seed: int = 0) -> dict:
-    """Relative change of the distance to `reference` of `arm` against `baseline` (generated
-    from the same prompts and seeds, paired), with a 95 % bootstrap interval that resamples
-    the seeds (pairs kept) and the reference images."""
-    a, b, r = _stat_matrix(arm), _stat_matrix(baseline), _stat_matrix(reference)
-    rng = np.random.default_rng(seed)
-    samples = []
-    for _ in range(n_boot):
-        gi = rng.integers(0, len(a), len(a))
-        ri = rng.integers(0, len(r), len(r))
-        db = _dist_rows(b[gi], r[ri])
-        samples.append(_dist_rows(a[gi], r[ri]) / db - 1 if db > 0 else 0.0)
-    d_arm, d_base = _dist_rows(a, r), _dist_rows(b, r)
-    return {"arm": d_arm, "baseline": d_base, "change": d_arm / d_base - 1 if d_base > 0 else 0.0,
-            "low": float(np.percentile(samples, 2.5)), "high": float(np.percentile(samples, 97.5)),
-            "boot": np.asarray(samples)}
+def distance(generated: list, reference: list) -> float:
+    """Set-level colour distance (images in [-1, 1]) between generated and reference images."""
+    return set_distance(stat_matrix(generated), stat_matrix(reference))
