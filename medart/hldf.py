@@ -263,7 +263,7 @@ class Trainer:
         class (this process's share of them)."""
         hl = self.config.hldf
         if hl.color_coverage == "batch":
-            chosen = [(ex, px) for ex, px in zip(examples, pixels)]
+            chosen = list(zip(examples, pixels))
             text = (embeds, mask)  # the diffusion step's embeddings: one T5 forward serves both
         else:
             names = list(self.groups)
@@ -284,17 +284,15 @@ class Trainer:
                     i = idx[int(torch.randint(len(idx), (1,), generator=gen))]
                     ex = self.data.examples[i]
                     chosen.append((ex, self.data.pixels(ex, epoch, i).to(self.device)))
-            text = None
-        if text is None:
             with self._autocast():
                 text = self._text([ex.caption for ex, _ in chosen])
-        if hl.color_target == "group":  # one target per class, compared with its set of per_class images
-            targets = [ex.group for ex, _ in chosen][::self.per_class]
-            mean = torch.stack([self.group_moments[g][0] for g in targets])
-            std = torch.stack([self.group_moments[g][1] for g in targets])
+        groups = [ex.group for ex, _ in chosen][::self.per_class]  # one target per set of per_class images
+        if hl.color_target == "group":
+            mean = torch.stack([self.group_moments[g][0] for g in groups])
+            std = torch.stack([self.group_moments[g][1] for g in groups])
         else:
             mean, std = channel_moments(torch.stack([px for _, px in chosen]))
-        return text[0], text[1], mean.to(self.device), std.to(self.device), [ex.group for ex, _ in chosen][::self.per_class]
+        return text[0], text[1], mean.to(self.device), std.to(self.device), groups
 
     def _colour_step(self, examples, pixels, embeds, mask, epoch: int, latent_shape: tuple) -> dict:
         """Generate in the training graph, backpropagate the colour loss, combine the two
