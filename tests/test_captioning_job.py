@@ -66,7 +66,7 @@ def test_job_writes_drafts_with_provenance_and_resumes(ws):
     assert prov["simple_caption"] == "An endoscopic image of polyps" and "created_at" in prov
     assert 0 < one.token_count <= 120
     assert ws.get(5).text == "A reviewer's caption."
-    assert ws.undo(1) == [1] and ws.get(1).text == ""  # a describe step is undoable too
+    assert ws.undo(1).ids == [1] and ws.get(1).text == ""  # a describe step is undoable too
 
 
 def test_job_never_overwrites_a_caption_reviewed_while_it_runs(ws):

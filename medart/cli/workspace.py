@@ -106,7 +106,8 @@ def cmd_caption(args) -> int:
 
     from captioning.base import CaptionerError, SamplingConfig
     from captioning.vsg import VSGConfig
-    from medart.workspace.describe import Describer, caption_by_describer, group_by_describer, open_captioner, targets
+    from medart.workspace.describe import (Describer, caption_by_describer, group_by_describer, open_captioner,
+                                           overwrite_statuses, targets)
 
     if args.backend is None and (args.model or args.url):
         raise ValueError(
@@ -116,12 +117,17 @@ def cmd_caption(args) -> int:
     with _open(args, tokens="required") as ws:
         if args.template:
             ws.get_template(args.template)
-        ids = targets(ws, only_missing=args.only_missing, include_edited=args.include_edited, flt=_filter(args))
+        ids = targets(ws, only_missing=args.only_missing, include_edited=args.include_edited, flt=_filter(args),
+                      include_approved=args.include_approved)
         if args.limit is not None:
             ids = ids[: args.limit]
         if not ids:
             print("nothing to caption (every selected image already has a caption; see --include-edited, --ids)")
             return 0
+        reviewed = _reviewed_counts(ws, ids)
+        if reviewed and not args.yes:
+            raise ValueError(f"this would replace {reviewed} reviewed caption(s); add --yes to replace them "
+                             "(one `python -m medart undo` restores them all)")
         explicit = Describer(args.backend, args.model, args.url) if args.backend else None
         groups = group_by_describer(ws, ids, template=args.template, explicit=explicit)
         not_openai = [str(g.describer) for g in groups if g.describer.backend != "openai"]
@@ -155,7 +161,7 @@ def cmd_caption(args) -> int:
 
                 report = caption_by_describer(
                     ws, groups, load, template=args.template, tokenizer=ws.tokenizer, config=config,
-                    progress=bar.update, overwrite=("draft", "edited") if args.include_edited else ("draft",),
+                    progress=bar.update, overwrite=overwrite_statuses(args.include_edited, args.include_approved),
                     simplify_with_captioner=args.simplify, on_group=on_group,
                 )  # fmt: skip
         except CaptionerError as e:
@@ -163,12 +169,19 @@ def cmd_caption(args) -> int:
         finally:
             if simplifier is not None:
                 simplifier.close()
-        print(f"captioned {report.done} image(s); the rules repaired {report.repaired}. Review them, then approve.")
+        print(f"captioned {report.done} image(s); the rules repaired {report.repaired}. Review them, then approve "
+              "(one `python -m medart undo` reverts the whole batch).")
         if report.reviewed_meanwhile:
             print(f"left {len(report.reviewed_meanwhile)} caption(s) alone that were reviewed while the job ran")
         if report.removed_meanwhile:
             print(f"skipped {len(report.removed_meanwhile)} image(s) removed from the workspace while the job ran")
     return 0
+
+
+def _reviewed_counts(ws: Workspace, ids: list[int]) -> str:
+    """'3 edited and 1 approved' among `ids` (empty when none is reviewed)."""
+    counts = {s: ws.count(Filter(ids=ids, status=s)) for s in ("edited", "approved")}
+    return " and ".join(f"{n} {s}" for s, n in counts.items() if n)
 
 
 def cmd_export(args) -> int:
@@ -223,8 +236,8 @@ def cmd_edit(args) -> int:
 
 def cmd_undo(args) -> int:
     with _open(args) as ws:
-        ids = ws.undo(args.id)
-        print(f"undone: {len(ids)} caption(s) restored" + (f" ({', '.join(map(str, ids[:20]))})" if ids else " (nothing to undo)"))
+        undone = ws.undo(args.id)
+        print(undone.describe() if undone else "nothing to undo")
     return 0
 
 
@@ -423,7 +436,9 @@ def _bringing_in(parser) -> None:
     p.add_argument("--url", help="with --backend openai: server URL, e.g. http://gpu-box:8000/v1")
     p.add_argument("--api-key-env", help="openai backend: environment variable holding the API key")
     p.add_argument("--only-missing", action="store_true", help="only images without caption text (resume a job)")
-    p.add_argument("--include-edited", action="store_true", help="also redo captions a reviewer edited")
+    p.add_argument("--include-edited", action="store_true", help="also replace captions a reviewer edited (with --yes)")
+    p.add_argument("--include-approved", action="store_true", help="also replace approved captions (with --yes)")
+    p.add_argument("--yes", action="store_true", help="confirm replacing the edited or approved captions counted")
     p.add_argument("--template", help="modality template for all images (default: each image's modality)")
     _add_filter_flags(p, status=False)
     p.add_argument("--limit", type=int, help="at most this many images")
@@ -474,7 +489,8 @@ def _reviewing(parser) -> None:
     p.add_argument("--approve", action="store_true")
     p.add_argument("--base-model")
 
-    p = parser("undo", "undo the last change (or the last change of one image)", cmd_undo)
+    p = parser("undo", "undo the workspace's last change (captions, labels, splits; or with --id the last change of "
+                       "one image's caption) and say what it was", cmd_undo)
     p.add_argument("--id", type=int)
 
     p = parser("replace", "find/replace (regex) over captions: preview, then --yes to apply", cmd_replace)

@@ -62,7 +62,7 @@ def workspace_view(studio, label: str | None = ALL, split: str | None = ALL, pag
         page = min(max(1, int(page or 1)), pages)
         items = ws.query(flt, offset=(page - 1) * PAGE, limit=PAGE)
         # "validation" would not fit under a thumbnail
-        gallery = pictures.gallery((i.thumb_path, f"#{i.id} {i.split.replace('validation', 'val')}") for i in items)
+        gallery = pictures.thumbnails(items, lambda i: f"#{i.id} {i.split.replace('validation', 'val')}")
     labels = ", ".join(f"{k or '(none)'}: {v}" for k, v in s["labels"].items()) or "–"
     shown = f"{(page - 1) * PAGE + 1}–{(page - 1) * PAGE + len(items)} of {n}" if items else f"none of {n}"
     md = (f"**Workspace:** {s['total']} image(s) · draft {s['draft']} · edited {s['edited']} · "

@@ -21,11 +21,11 @@ CSS = """
 footer {display: none !important}
 """
 
-# Alt+A approve and next, Alt+N next, Alt+P previous, Alt+U next unreviewed, Alt+S save.
+# Alt+A approve and next, Alt+N next, Alt+P previous, Alt+U next unreviewed, Alt+S save, Alt+Z undo.
 SHORTCUTS = """<script>
 document.addEventListener('keydown', function (e) {
   if (!e.altKey || e.ctrlKey || e.metaKey) return;
-  var ids = {a: 'approve-next', n: 'next-caption', p: 'prev-caption', u: 'next-unreviewed', s: 'save-caption'};
+  var ids = {a: 'approve-next', n: 'next-caption', p: 'prev-caption', u: 'next-unreviewed', s: 'save-caption', z: 'undo-caption'};
   var id = ids[(e.key || '').toLowerCase()] || ids[(e.code || '').replace('Key', '').toLowerCase()];
   if (!id) return;
   var el = document.getElementById(id);

@@ -63,10 +63,16 @@ class CaptionJobReport:
     removed_meanwhile: list[int] = field(default_factory=list)  # skipped: removed during the job
 
 
-def targets(ws: Workspace, only_missing: bool = False, include_edited: bool = False, flt: Filter | None = None) -> list[int]:
-    """Ids the job would caption: drafts (and edited ones if asked), optionally only empty ones."""
+def overwrite_statuses(include_edited: bool = False, include_approved: bool = False) -> tuple[str, ...]:
+    """The statuses a job may replace: drafts, and reviewed ones only when asked (rejected never)."""
+    return ("draft",) + (("edited",) if include_edited else ()) + (("approved",) if include_approved else ())
+
+
+def targets(ws: Workspace, only_missing: bool = False, include_edited: bool = False, flt: Filter | None = None,
+            include_approved: bool = False) -> list[int]:
+    """Ids the job would caption: drafts (and edited or approved ones if asked), optionally only empty ones."""
     base = flt or Filter()
-    statuses = ["draft", "edited"] if include_edited else ["draft"]
+    statuses = list(overwrite_statuses(include_edited, include_approved))
     return ws.ids(Filter(**{**base.__dict__, "status": statuses, "missing": True if only_missing else base.missing}))
 
 
@@ -80,6 +86,7 @@ def caption_workspace(
     progress: Callable[[int], None] | None = None,
     overwrite: tuple[str, ...] = ("draft",),
     report: CaptionJobReport | None = None,
+    change_id: int | None = None,
 ) -> CaptionJobReport:
     """Caption `ids` in batches of `captioner.batch_size`, committing every caption. A caption
     whose status is no longer in `overwrite` when its text is ready (a reviewer got there
@@ -115,7 +122,8 @@ def caption_workspace(
             for item, cap in zip(kept, captions):
                 prov = cap.provenance() | {"template": tmpl.name, "simple_caption": tmpl.simple_caption(item.label)}
                 try:
-                    written = ws.set_caption(item.id, cap.text, prov, status="draft", only_if=overwrite)
+                    written = ws.set_caption(item.id, cap.text, prov, status="draft", only_if=overwrite,
+                                             change_id=change_id)
                 except ValueError:
                     if _still_there(ws, [item.id], report):
                         raise
@@ -218,13 +226,17 @@ def caption_by_describer(
     overwrite: tuple[str, ...] = ("draft",),
     simplify_with_captioner: bool = False,
     on_group: Callable[[DescriberGroup], None] | None = None,
+    action: str = "caption batch",
 ) -> CaptionJobReport:
     """Caption each group with its own captioner: load it, caption the group with
     `caption_workspace` (all its guarantees hold), close it, then the next group. With
     `simplify_with_captioner` each captioner also shortens long captions (`.simplify`).
+    Everything written is one change of the workspace (`action`), undone in one step.
     Errors name the describer and where it came from."""
     config = config or VSGConfig()
     report = CaptionJobReport(total=sum(len(g.ids) for g in groups))
+    who = ", ".join(dict.fromkeys(str(g.describer) for g in groups))
+    change_id = ws.begin_change(action, f"({report.total} image(s), {who})" if report.total != 1 else f"({who})")
     for group in groups:
         if on_group:
             on_group(group)
@@ -239,7 +251,7 @@ def caption_by_describer(
             cfg = replace(config, simplifier=captioner.simplify) if simplify_with_captioner else config
             try:
                 caption_workspace(ws, captioner, group.ids, template=template, tokenizer=tokenizer, config=cfg,
-                                  progress=progress, overwrite=overwrite, report=report)
+                                  progress=progress, overwrite=overwrite, report=report, change_id=change_id)
             except CaptionerError as e:
                 raise CaptionerError(f"{where}: {e}") from e
     return report
