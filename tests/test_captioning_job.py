@@ -40,7 +40,7 @@ def ws(tmp_path):
         modality = "dermoscopy" if k == 6 else None
         rows.append(NewImage(sha, f"{k}.png", 48, 48, "RGB", size, "t", "polyps", modality=modality))
     w.add_images(rows)
-    w.set_setting("modality", "endoscopy")
+    w.set_setting("no_modality_template", "endoscopy")  # a person's choice for images without a modality
     yield w
     w.close()
 

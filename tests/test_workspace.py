@@ -240,7 +240,7 @@ def test_cli_templates(tmp_path, capsys):
     listing = capsys.readouterr().out
     assert "vessels" in listing and listing.strip().splitlines()[-1].startswith("colposcopy")
     with Workspace(tmp_path / "ws") as ws:
-        assert ws.get_setting("modality") == "colposcopy"
+        assert ws.get_setting("no_modality_template") == "colposcopy"
         assert ws.get_template("colposcopy").simple_caption("CIN2") == "A colposcopic image of CIN2"
     assert main(["template", "endoscopy", "--reset", *w]) == 0
     assert "vessels" not in capsys.readouterr().out

@@ -80,8 +80,6 @@ def cmd_import(args) -> int:
     with _open(args, tokens="optional", create=True) as ws:
         if args.modality:
             ws.get_template(args.modality)  # fail early on a template that does not exist
-            if ws.get_setting("modality") is None:
-                ws.set_setting("modality", args.modality)
         reports = []
         if args.paths:
             reports.append(import_paths(ws, args.paths, label=args.label, modality=args.modality, split=args.split,
@@ -354,6 +352,7 @@ def cmd_remove(args) -> int:
 
 def cmd_template(args) -> int:
     from captioning.templates import ModalityTemplate
+    from medart.workspace.describe import NO_MODALITY
 
     with _open(args, create=True) as ws:
         if not args.name:
@@ -384,7 +383,7 @@ def cmd_template(args) -> int:
             ws.save_template(t)
         if args.default:
             ws.get_template(args.name)
-            ws.set_setting("modality", args.name)
+            ws.set_setting(NO_MODALITY, args.name)
         t = ws.get_template(args.name)
         print(json.dumps(t.to_dict(), indent=2))
     return 0

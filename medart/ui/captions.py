@@ -34,8 +34,8 @@ from captioning import BACKENDS
 from captioning.templates import ModalityTemplate
 from medart.constants import MAX_CAPTION_TOKENS
 from medart.jobs.kinds import caption_settings
-from medart.workspace.describe import (Describer, caption_by_describer, group_by_describer, overwrite_statuses,
-                                       workspace_describer)
+from medart.workspace.describe import (NO_MODALITY, Describer, caption_by_describer, group_by_describer,
+                                       overwrite_statuses, untyped_template, workspace_describer)
 from medart.ui import pictures
 from medart.jobs import ACTIVE, FINAL
 from medart.ui.widgets import progress_bar, state_badge, user_errors
@@ -70,10 +70,10 @@ def token_md(n) -> str:
 
 
 def load_template(ws: Workspace, name: str | None = None) -> tuple:
-    """The editor's fields for template `name` (default: the workspace's default modality):
+    """The editor's fields for template `name` (default: the one for images without a modality):
     (template names, name, image phrase, features, prompt, max words, backend, model, URL)."""
     names = [t.name for t in ws.list_templates()]
-    name = name or ws.get_setting("modality") or names[0]
+    name = name or untyped_template(ws)
     t = ws.get_template(name)
     return (names, name, t.image_phrase, ", ".join(t.features), t.prompt, t.max_words,
             t.backend or "", t.model or "", t.url or "")
@@ -328,7 +328,7 @@ def default_template(studio, name) -> str:
     """Make template `name` the one for images without a modality."""
     with studio.workspace() as ws:
         ws.get_template(name)
-        ws.set_setting("modality", name)
+        ws.set_setting(NO_MODALITY, name)
     return f"New images without a modality use **{name}**."
 
 

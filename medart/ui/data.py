@@ -30,8 +30,6 @@ def import_demo(ws) -> tuple:
         reports.append(import_paths(ws, files, label=label, modality=label))
         held_out = [i.id for i in ws.query(limit=None) if i.original_name in {f.name for f in files[-2:]}]
         ws.set_split(held_out, "test")
-    if ws.get_setting("modality") is None:
-        ws.set_setting("modality", "custom")
     return reports
 
 
@@ -87,8 +85,6 @@ def _import(studio, paths, label, modality, split, allow_burned_in) -> list:
     from medart.workspace.importers import import_paths
 
     with studio.workspace() as ws:
-        if modality and ws.get_setting("modality") is None:
-            ws.set_setting("modality", modality)
         return [import_paths(ws, paths, label=label or None, modality=modality or None, split=split or "train",
                              allow_burned_in=bool(allow_burned_in))]
 

@@ -4,8 +4,10 @@ Each caption is committed as soon as it is written, so an interrupted job loses 
 batch in flight; `only_missing=True` resumes it (images that already have text are left
 alone). Reviewed captions (edited, approved, rejected) are never overwritten by default,
 and images removed from the workspace while the job runs are skipped, not an error.
-The template of an image is the job's, else the image's modality, else the workspace's
-default (`modality` setting), else `custom`.
+The template of an image is the job's, else the image's modality, else the template a person
+chose for images without a modality (`NO_MODALITY` setting: the Captions tab's "Use for images
+without a modality", `template NAME --default`), else the neutral `custom` ("A medical
+image"): an image imported without a modality is never described as another modality's.
 
 The describer of an image (which backend, model and server write its caption) is the job's
 explicit choice, else its template's, else the workspace default (the `caption_backend`,
@@ -51,6 +53,13 @@ class DescriberGroup:
 
 
 OFFLINE = Describer("offline")
+NO_MODALITY = "no_modality_template"  # setting: the template a person chose for images without a modality
+NEUTRAL = "custom"
+
+
+def untyped_template(ws: Workspace) -> str:
+    """The template of images without a modality: the one a person chose, else the neutral one."""
+    return ws.get_setting(NO_MODALITY) or NEUTRAL
 
 
 @dataclass
@@ -94,7 +103,7 @@ def caption_workspace(
     its `total` being the whole job's."""
     config = config or VSGConfig()
     report = report if report is not None else CaptionJobReport(total=len(ids))
-    default = ws.get_setting("modality") or "custom"
+    default = untyped_template(ws)
     size = max(1, captioner.batch_size)
     for start in range(0, len(ids), size):
         groups: dict[str, list] = {}
@@ -167,7 +176,7 @@ def group_by_describer(
     the workspace are left out."""
     if explicit is not None:
         return [DescriberGroup(explicit, list(ids), ["the job's choice"])] if ids else []
-    default_name = ws.get_setting("modality") or "custom"
+    default_name = untyped_template(ws)
     fallback = workspace_describer(ws)
     groups: dict[Describer, DescriberGroup] = {}
     templates: dict[str, ModalityTemplate] = {}
