@@ -38,7 +38,9 @@ def summarise(reports) -> tuple[str, list[list]]:
     dup = sum(len(r.duplicates) for r in reports)
     rejected = [[x.name, x.reason] for r in reports for x in r.rejected]
     rejected += [[n, f"duplicate of {o}"] for r in reports for n, o in r.duplicates]
-    text = f"**Imported {added} image(s)**, {dup} duplicate(s), {len([x for r in reports for x in r.rejected])} rejected."
+    captions = sum(r.captions for r in reports)
+    text = (f"**Imported {added} image(s)**, {captions} with a caption from their metadata or .txt file, "
+            f"{dup} duplicate(s), {len([x for r in reports for x in r.rejected])} rejected.")
     notices = [n for r in reports for n in r.notices(allow="'Allow images that may show burned-in patient data'")]
     text += "".join(f"\n\n⚠ {n}" for n in notices)  # seen before training: folder labels, burned-in images
     return text, rejected
@@ -122,7 +124,9 @@ def build(studio):
         with gr.Row():
             with gr.Column(scale=1):
                 demo_btn = gr.Button("Load demo images", variant="primary", elem_id="load-demo")
-                files = gr.File(label="Images, zip archives or DICOM files", file_count="multiple", type="filepath")
+                files = gr.File(label="Images, zip archives or DICOM files, with their captions (metadata.jsonl, "
+                                "metadata.csv or one .txt per image)", file_count="multiple", type="filepath",
+                                elem_id="import-upload")
                 with gr.Row():
                     label = gr.Textbox(label="Class label (when the files bring none; DICOM takes only this)",
                                        elem_id="import-label")
