@@ -1,6 +1,7 @@
 """App settings without a server: login rules, Spaces behaviour, the Train tab's data snapshot."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -95,3 +96,28 @@ def test_preflight_blocks_then_launch_snapshots_approved_training_split(tmp_path
     third = preflight(ws, "r1", config, tmp_path / "runs")
     assert third.ok and [w for w in third.warnings if "No held-out images" in w]
     ws.close()
+
+
+def test_app_and_command_line_choose_the_same_workspace(monkeypatch, tmp_path):
+    """--workspace, else MEDART_WORKSPACE, else <home>/workspace: the app and the CLI agree, and
+    the app's status line says which one it uses and why."""
+    from medart.cli import parse
+    from medart.places import workspace_folder
+
+    monkeypatch.delenv("MEDART_WORKSPACE", raising=False)
+    monkeypatch.setenv("MEDART_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    both = lambda: (studio_mod.Studio.create(home=None, base_model="tiny").workspace_dir,  # noqa: E731
+                    Path(parse(["list"]).workspace).resolve())
+    assert both() == (tmp_path / "home" / "workspace",) * 2
+    monkeypatch.setenv("MEDART_WORKSPACE", str(tmp_path / "elsewhere"))
+    app_ws, cli_ws = both()
+    assert app_ws == cli_ws == tmp_path / "elsewhere"
+    s = studio_mod.Studio.create(home=tmp_path / "h2", base_model="tiny")
+    assert s.workspace_dir == tmp_path / "elsewhere"  # the variable wins over the home folder, as in the CLI
+    assert f"Workspace: {tmp_path / 'elsewhere'} (MEDART_WORKSPACE)" in s.status_line()
+    s = studio_mod.Studio.create(home=tmp_path / "h2", base_model="tiny", workspace=tmp_path / "flag")
+    assert s.workspace_dir == tmp_path / "flag" and "(--workspace)" in s.status_line()
+    assert app.parse_args(["--workspace", "w"]).workspace == "w"
+    monkeypatch.delenv("MEDART_WORKSPACE")
+    assert workspace_folder(None, tmp_path / "h3") == (tmp_path / "h3" / "workspace", "the home folder's")

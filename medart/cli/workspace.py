@@ -2,7 +2,7 @@
 organising ones (label, split, remove).
 
 Each command is one `cmd_<name>(args) -> int`; all take `--workspace` (default
-`./workspace` or `MEDART_WORKSPACE`). Errors are raised as ValueError/FileNotFoundError with
+`MEDART_WORKSPACE`, else `<home>/workspace`: the app's, `medart.places`). Errors are raised as ValueError/FileNotFoundError with
 what to do; `medart.cli.main` prints them and exits with code 2.
 """
 
@@ -394,7 +394,7 @@ def add_parsers(sub) -> None:
     def parser(name: str, help: str, func):
         p = sub.add_parser(name, help=help)
         p.add_argument(
-            "--workspace", default=str(default_workspace()), help="workspace folder (default ./workspace or $MEDART_WORKSPACE)"
+            "--workspace", default=str(default_workspace()), help="workspace folder (default: $MEDART_WORKSPACE, else <home>/workspace with <home> $MEDART_HOME or ., as the app)"
         )
         p.set_defaults(func=func)
         return p

@@ -46,8 +46,11 @@ READER_PORT = 7861
 
 def reader_command(studio, name: str, host: str = "0.0.0.0", port: int = READER_PORT) -> str:
     """The exact command that serves study `name`'s reader page (and nothing else) to readers."""
+    where = ["--home", str(studio.home)]
+    if studio.workspace_dir != studio.home / "workspace":
+        where += ["--workspace", str(studio.workspace_dir)]
     lines = ["MEDART_AUTH=reader:CHOOSE-A-PASSWORD", shlex.join([sys.executable, str(APP_SCRIPT)]),
-             shlex.join(["--reader-study", name, "--home", str(studio.home)]),
+             shlex.join(["--reader-study", name, *where]),
              shlex.join(["--host", host, "--port", str(port)])]
     return " \\\n  ".join(lines)
 

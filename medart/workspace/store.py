@@ -1,6 +1,7 @@
 """The caption workspace: an SQLite store of images, captions, their edit history and templates.
 
-A workspace is a folder (default `./workspace`, or `MEDART_WORKSPACE`, or `--workspace`):
+A workspace is a folder (`--workspace`, else `MEDART_WORKSPACE`, else `<home>/workspace`, the
+home being `MEDART_HOME` or the current folder: `medart.places`, the same for app and CLI):
 
     workspace.db            SQLite in WAL mode; every change is one transaction
     images/ab/<sha256>.png  each image once, under the hash of its decoded RGB pixels
@@ -54,7 +55,10 @@ IMPORT_LOCK = "import.lock"  # shared by running imports; taken exclusively to c
 IMPORT_MARKERS = "imports"  # one file per import that has not finished
 
 def default_workspace() -> Path:
-    return Path(os.environ.get("MEDART_WORKSPACE", "workspace"))
+    """`MEDART_WORKSPACE`, else `<home>/workspace` (`medart.places`, shared with the app)."""
+    from medart.places import default_workspace as where
+
+    return where()
 
 
 def pixel_hash(image: Image.Image) -> str:
