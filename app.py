@@ -93,8 +93,21 @@ def serve_reader_study(args, auth) -> int:
     return 0
 
 
+def log_to_console() -> None:
+    """One line per event of the app's own loggers (a refused action, a resumed run) on stderr."""
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+    medart = logging.getLogger("medart")
+    medart.addHandler(handler)
+    medart.setLevel(logging.INFO)
+    medart.propagate = False
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    log_to_console()
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # images and usage stay on this machine
     if os.environ.get("SPACE_ID") and args.host in LOCAL_HOSTS:
         args.host = "0.0.0.0"  # a Space serves from its container; its own login protects it

@@ -124,7 +124,7 @@ def cmd_caption(args) -> int:
             return 0
         reviewed = _reviewed_counts(ws, ids)
         if reviewed and not args.yes:
-            raise ValueError(f"this would replace {reviewed} reviewed caption(s); add --yes to replace them "
+            raise ValueError(f"this would replace {reviewed} caption(s), reviewed by a person; add --yes to replace them "
                              "(one `python -m medart undo` restores them all)")
         explicit = Describer(args.backend, args.model, args.url) if args.backend else None
         groups = group_by_describer(ws, ids, template=args.template, explicit=explicit)

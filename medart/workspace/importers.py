@@ -556,7 +556,9 @@ def import_dataset(
     local = Path(name_or_dir).expanduser()
     try:
         if local.is_dir():
-            ds = datasets.load_dataset("imagefolder", data_dir=str(local), split=split)
+            from medart.data import load_local_imagefolder
+
+            ds = load_local_imagefolder(local, split)
         else:
             ds = datasets.load_dataset(name_or_dir, split=split)
     except (FileNotFoundError, ValueError, ConnectionError, OSError) as e:
