@@ -216,8 +216,11 @@ def build(studio):
             return no_results() + ("", NO_CODE_NOTE if missing else "", gr.update(visible=missing),
                                    readers_md(studio, name))
 
-        def choices(name=None):
-            return (gr.update(choices=study_choices(studio)), gr.update(choices=[r.name for r in studio.tuned_runs()]),
+        def choices(name=None, current_run=None):
+            from medart.ui.compare import run_choice
+
+            names, chosen = run_choice(studio, current_run)  # the newest finished run unless one is chosen
+            return (gr.update(choices=study_choices(studio)), gr.update(choices=names, value=chosen),
                     readers_md(studio, name))
 
         shown_results = [results_md, plot, csv_file]
@@ -228,6 +231,6 @@ def build(studio):
         owner_code.submit(on_results, [study, owner_code], shown_results + [owner_msg])
         export_btn.click(on_export, [study, owner_code], shown_results + [owner_msg])
         set_code_btn.click(on_set_code, [study, owner_code], [owner_msg, set_code_btn])
-        tab.select(choices, [study], [study, run, readers])
-        on_page_load(choices, [study, run, readers])
+        tab.select(choices, [study, run], [study, run, readers])
+        on_page_load(choices, [study, run, readers], [study, run])
     return tab
