@@ -43,10 +43,11 @@ PAPER_EVERY = 500
 COLOUR_STEPS = 100
 MIN_EVERY = 5
 # seconds of one plain step where no earlier run measured one: (base model, device) ->
-# (seconds, where the number comes from). The tiny model's is hldf_step.py's plain step with
-# checkpointing (0.067 s) plus data loading and the optimiser as the trainer runs them.
-REFERENCE_STEP_SECONDS = {("tiny", "cpu"): (0.09, "the tiny model's reference step on a CPU")}
-STARTUP_SECONDS = {"tiny": 15}  # loading the model, data and caches, the validations of a run
+# (seconds, where the number comes from). The tiny model's: the median plain step of a
+# 150-step run of the browser test on the 2-core CPU machine (0.020 s; its colour steps with
+# M = 4 took 0.098 s, 4.9 plain steps, where the call count estimates 4.8).
+REFERENCE_STEP_SECONDS = {("tiny", "cpu"): (0.02, "the tiny model's reference step on a 2-core CPU")}
+STARTUP_SECONDS = {"tiny": 10}  # starting the job, loading the model, data and caches, validations
 
 
 @dataclass

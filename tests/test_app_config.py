@@ -78,8 +78,8 @@ def test_preflight_blocks_then_launch_snapshots_approved_training_split(tmp_path
                "image(s) with M = 10 solver steps (gradients through the last 2)" in i for i in check.info), check.info
     # the plan in one line: steps, N, M, colour steps, and the time: 24 plain + 6 colour steps at 6.2x
     line = check.info[1]
-    assert line.startswith("**30 steps**, N = 5, M = 10, 6 colour step(s); estimated time about 6 s + about 15 s")
-    assert "a plain step 0.09 s, the tiny model's reference step on a CPU; a colour step about 6.2 plain steps" in line
+    assert line.startswith("**30 steps**, N = 5, M = 10, 6 colour step(s); estimated time about 1 s + about 10 s")
+    assert "a plain step 0.02 s, the tiny model's reference step on a 2-core CPU; a colour step about 6.2 plain" in line
     # the job's own command line, read by the CLI's parser, is this config on the snapshot, same plan
     from medart import hldf_plan
     from medart.cli import parse, train_config

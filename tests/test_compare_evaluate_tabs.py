@@ -58,8 +58,9 @@ def test_slider_halves_are_labelled_and_histograms_have_a_panel_per_channel():
     right = compare.labelled(base, "tuned", right=True)
     assert left.size == right.size == (256, 256)
     a, b = np.asarray(left), np.asarray(right)
-    assert (a[4:14, 4:30] == (17, 24, 39)).all(axis=-1).any() and not (a[4:14, -30:-4] == (17, 24, 39)).all(-1).any()
-    assert (b[4:14, -30:-4] == (17, 24, 39)).all(axis=-1).any()  # the tuned label sits on the right
+    box = compare.LABEL_BOX
+    assert (a[-20:-8, 8:30] == box).all(axis=-1).any() and not (a[-20:-8, -30:-8] == box).all(-1).any()
+    assert (b[-20:-8, -30:-8] == box).all(axis=-1).any()  # the tuned label sits on the right
     hist = compare.histogram_image({"base": base, "tuned": Image.new("RGB", (64, 64), (40, 200, 40)),
                                     "reference": Image.new("RGB", (64, 64), (40, 40, 200))})
     assert hist.width > 2.5 * hist.height  # three panels side by side

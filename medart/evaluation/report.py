@@ -77,8 +77,9 @@ def _save_png(fig, path: Path) -> Path:
 
 
 # how each image set is drawn in every channel's panel: the real images black, the base model
-# gray and dashed, the tuned model in the channel's colour
-SET_LOOKS = {"real": ("-", "#111827", 2.0), "reference": ("-", "#111827", 2.0), "base": ("--", "#9ca3af", 1.8)}
+# gray and dashed, the tuned model solid in the channel's colour (None)
+SET_LOOKS = {"real": ("-", "#111827", 2.0), "reference": ("-", "#111827", 2.0), "base": ("--", "#9ca3af", 1.8),
+             "tuned": ("-", None, 2.2)}
 
 
 def histogram_figure(histograms: Mapping[str, Mapping[str, object]], width: float = 12, height: float = 3.4,
@@ -93,8 +94,8 @@ def histogram_figure(histograms: Mapping[str, Mapping[str, object]], width: floa
         for i, (name, hist) in enumerate(histograms.items()):
             values = np.asarray(hist[channel], dtype=float)
             centres = (np.arange(len(values)) + 0.5) / len(values)
-            style, colour, width_ = SET_LOOKS.get(name, (SET_STYLES[i % len(SET_STYLES)], CHANNEL_COLOURS[channel], 2.0))
-            ax.plot(centres, values, style, color=colour, linewidth=width_, label=name)
+            style, colour, width_ = SET_LOOKS.get(name, (SET_STYLES[i % len(SET_STYLES)], None, 2.0))
+            ax.plot(centres, values, style, color=colour or CHANNEL_COLOURS[channel], linewidth=width_, label=name)
         ax.set_title(f"{name_} channel", color=CHANNEL_COLOURS[channel])
         ax.set_xlabel("value (0 dark, 1 bright)")
         ax.set_xlim(0, 1)

@@ -148,7 +148,7 @@ def fmt_duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def plan_line(plan, config: TrainConfig) -> str:
+def plan_line(plan, config: TrainConfig, markdown: bool = True) -> str:
     """The run in one line: steps, N, M, colour steps and the estimated time."""
     from medart.hldf_plan import STARTUP_SECONDS
 
@@ -163,7 +163,8 @@ def plan_line(plan, config: TrainConfig) -> str:
         when = (f"estimated time about {fmt_duration(seconds)}{extra} (a plain step {plan.step_seconds:.2f} s, "
                 f"{plan.step_source}")
         when += f"; a colour step about {plan.cost_ratio:.1f} plain steps)" if plan.enabled else ")"
-    return f"**{plan.total_steps} steps**, {hldf}; {when}."
+    steps = f"**{plan.total_steps} steps**" if markdown else f"{plan.total_steps} steps"
+    return f"{steps}, {hldf}; {when}."
 
 
 def hldf_plan_of(config: TrainConfig, approved: list, runs_dir: Path | None = None, device: str = "cpu"):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import gradio as gr
 import pandas as pd
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from medart import color_stats
 from medart.evaluation.report import histogram_figure
@@ -76,18 +76,24 @@ def histogram_image(images: dict[str, Image.Image], bins: int = 32) -> Image.Ima
         return im.convert("RGB")
 
 
+LABEL_BOX = (17, 24, 39)  # the label's background
+
+
 def labelled(image: Image.Image, text: str, right: bool = False) -> Image.Image:
-    """A copy for the slider, scaled up to SLIDER_PX and labelled in its top corner."""
+    """A copy for the slider, scaled up to SLIDER_PX and labelled in its bottom corner (left for
+    base, right for tuned), so each half says what it is while the handle moves."""
     out = image.convert("RGB")
     if max(out.size) < SLIDER_PX:
         scale = SLIDER_PX / max(out.size)
         out = out.resize((round(out.width * scale), round(out.height * scale)), Image.Resampling.LANCZOS)
     draw = ImageDraw.Draw(out)
-    box = draw.textbbox((0, 0), text)
-    w, h = box[2] - box[0] + 8, box[3] - box[1] + 6
-    x = out.width - w - 4 if right else 4
-    draw.rectangle((x, 4, x + w, 4 + h), fill=(17, 24, 39))
-    draw.text((x + 4, 4 + 2 - box[1]), text, fill=(255, 255, 255))
+    font = ImageFont.load_default(size=max(12, out.height // 14))
+    box = draw.textbbox((0, 0), text, font=font)
+    w, h = box[2] - box[0] + 12, box[3] - box[1] + 10
+    x = out.width - w - 6 if right else 6
+    y = out.height - h - 6
+    draw.rectangle((x, y, x + w, y + h), fill=LABEL_BOX)
+    draw.text((x + 6 - box[0], y + 5 - box[1]), text, fill=(255, 255, 255), font=font)
     return out
 
 

@@ -124,8 +124,7 @@ def build(studio):
         with gr.Row():
             with gr.Column(scale=1):
                 demo_btn = gr.Button("Load demo images", variant="primary", elem_id="load-demo")
-                files = gr.File(label="Images, zip archives or DICOM files, with their captions (metadata.jsonl, "
-                                "metadata.csv or one .txt per image)", file_count="multiple", type="filepath",
+                files = gr.File(label="Images, zip or DICOM files (+ metadata.jsonl / .csv / .txt captions)", file_count="multiple", type="filepath",
                                 elem_id="import-upload")
                 with gr.Row():
                     label = gr.Textbox(label="Class label (when the files bring none; DICOM takes only this)",

@@ -19,6 +19,8 @@ CSS = """
 #demo-banner {background: #fef3c7; border: 1px solid #f59e0b; border-radius: 6px; padding: 6px 10px}
 #space-banner {background: #dbeafe; border: 1px solid #3b82f6; border-radius: 6px; padding: 6px 10px}
 footer {display: none !important}
+#batch-confirm {border: 1px solid #f59e0b; background: #fffbeb; border-radius: 6px; padding: 6px}
+#review-note {min-height: 1.5em}
 """
 
 # Alt+A approve and next, Alt+N next, Alt+P previous, Alt+U next unreviewed, Alt+S save, Alt+Z undo.

@@ -168,7 +168,7 @@ def train_stop_and_resume(page, server, shots):
 def compare_and_evaluate(page, run, shots):
     """Compare: base and tuned from one pipeline with a reference; Evaluate as a background job."""
     tab(page, "Compare")
-    assert page.locator("#compare-run input").input_value() == "demo-run"  # the newest finished run
+    page.wait_for_function("document.querySelector('#compare-run input').value === 'demo-run'")  # the newest finished
     page.locator("#compare-reference input").click()
     page.get_by_role("option", name=re.compile(r"fundus_6\.jpg")).click()
     page.wait_for_selector("#compare-ref-caption:has-text('Its caption')")
