@@ -79,8 +79,7 @@ def ensure_workspace(path: Path, images: int) -> None:
     from medart.tiny_base import TOKENIZER_DIR
     from medart.workspace import Workspace
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from workspace_bench import build
+    from workspace_bench import build  # beside this script (a script's folder is on the path)
 
     with Workspace(path, tokenizer=AutoTokenizer.from_pretrained(TOKENIZER_DIR)) as ws:
         if ws.count() < images:

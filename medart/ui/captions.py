@@ -516,9 +516,8 @@ def _wire_review(studio, tab, g, ids_state, page_ids):
     g["unrev"].click(lambda c: _noted(next_unreviewed(studio, c)), [current], editor, api_name="do_next_unreviewed",
                      **quiet)
 
-    def on_undo(cur, *f):
+    def on_undo(cur, *f):  # what was undone is said beside the buttons (and under find/replace)
         note, *rest = undo_change(studio, cur, *f)
-        gr.Info(note)
         return (note, *_page(tuple(rest)))
 
     g["undo"].click(user_errors(on_undo), [current, *filters], [g["note"], *listing_out, *editor], api_name="do_undo",

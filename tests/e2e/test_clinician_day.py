@@ -147,9 +147,16 @@ def test_a_clinicians_day(tmp_path, medart_cache, browser, shots, monkeypatch):
         for column in ("mean R / G / B", "std R / G / B", "saturation", "colourfulness", "distance to reference"):
             assert column in help_text
         shots(page, "day-compare", full_page=True)
+
+        # 10: a person's mistake is a message on the page and one line in the server's log
+        page.locator("#compare-prompt textarea").fill("")
+        page.locator("#compare-go").click()
+        page.wait_for_selector(":text('write a prompt')")
         page.close()
     finally:
         server.kill()
         server.stop_jobs()
     log = server.log.read_text()
     assert "Traceback" not in log
+    refused = [line for line in log.splitlines() if "refused" in line]
+    assert len(refused) == 1 and "write a prompt" in refused[0], refused
