@@ -41,8 +41,8 @@ def test_api_training_survives_an_app_restart(app_server, tmp_path):
             False]
     blocked = client.predict(*(["bad name/"] + form[1:10] + [0, 0] + form[12:]), api_name="/preflight")
     assert "Set the number of steps or epochs" in blocked
-    result, _ = client.predict(*form, api_name="/launch_training")
-    assert "Queued" in result
+    result, *_ = client.predict(*form, api_name="/launch_training")
+    assert "Launched" in result
 
     run = RunFolder(server.home / "runs" / "api-run")
     wait_for(lambda: len(run.metrics()) >= 3)

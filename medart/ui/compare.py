@@ -138,12 +138,18 @@ def run_choice(studio, current=None) -> tuple[list[str], str | None]:
     return names, (finished[0] if finished else names[0] if names else None)
 
 
-def compare(studio, run_name, prompt, seed, steps, cfg, strength, ref_id) -> tuple:
-    """(slider pair, base, tuned, reference, histogram image, statistics table)."""
+def check(studio, run_name, prompt) -> None:
+    """What must hold before generating (a ValueError that says what to do otherwise)."""
     if not run_name:
         raise ValueError("there is no tuned run yet: train one in the Train tab first")
+    studio.run_dir(run_name)
     if not (prompt or "").strip():
         raise ValueError("write a prompt (or put a reference image's caption in it)")
+
+
+def compare(studio, run_name, prompt, seed, steps, cfg, strength, ref_id) -> tuple:
+    """(slider pair, base, tuned, reference, histogram image, statistics table)."""
+    check(studio, run_name, prompt)
     base, tuned = generate_pair(studio, studio.run_dir(run_name), prompt.strip(), seed, steps, cfg, strength)
     reference = None
     if ref_id:
@@ -171,11 +177,15 @@ def build(studio):
                 use_caption = gr.Button("Use its caption as the prompt", size="sm", elem_id="compare-use-caption")
                 prompt = gr.Textbox(label="Prompt", lines=3, elem_id="compare-prompt", value=DEFAULT_PROMPT)
                 with gr.Row():
-                    seed = gr.Number(value=0, label="Seed", precision=0)
-                    steps = gr.Slider(1, 50, value=20, step=1, label="Steps")
+                    seed = gr.Number(value=0, label="Seed", precision=0, info="the starting noise: same seed, "
+                                     "same image")
+                    steps = gr.Slider(1, 50, value=20, step=1, label="Steps", info="DPM-Solver++ steps (the "
+                                      "paper: 20)")
                 with gr.Row():
-                    cfg = gr.Slider(1, 10, value=4.5, step=0.5, label="CFG")
-                    strength = gr.Slider(0, 2, value=1.0, step=0.05, label="LoRA strength")
+                    cfg = gr.Slider(1, 10, value=4.5, step=0.5, label="CFG", info="how strongly the prompt "
+                                    "steers (the paper: 4.5)")
+                    strength = gr.Slider(0, 2, value=1.0, step=0.05, label="LoRA strength", info="0: the base "
+                                         "model; 1: the adapter as trained")
                 go = gr.Button("Generate both", variant="primary", elem_id="compare-go")
             with gr.Column(scale=3):
                 slider = gr.ImageSlider(label="Base (left half) ⟷ tuned (right half): drag the handle", type="pil",
@@ -190,8 +200,11 @@ def build(studio):
                              elem_id="compare-stats")
         gr.Markdown(STAT_HELP, elem_id="compare-help")
 
-        go.click(user_errors(lambda *a: compare(studio, *a)), [run, prompt, seed, steps, cfg, strength, ref],
-                 [slider, base_img, tuned_img, ref_img, hist, table], api_name="compare")
+        # checked first by an event without outputs: a missing prompt is a message, not "Error" on every panel
+        go.click(user_errors(lambda r, p: check(studio, r, p)), [run, prompt], None, api_visibility="private",
+                 show_progress="hidden").success(
+            user_errors(lambda *a: compare(studio, *a)), [run, prompt, seed, steps, cfg, strength, ref],
+            [slider, base_img, tuned_img, ref_img, hist, table], api_name="compare")
         ref.change(user_errors(lambda r: reference_view(studio, r)), [ref], [ref_img, ref_caption],
                    show_progress="hidden")
         use_caption.click(user_errors(lambda r: reference_caption(studio, r)), [ref], [prompt], api_name="use_caption")

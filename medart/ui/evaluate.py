@@ -158,7 +158,8 @@ def build(studio):
             run = gr.Dropdown(choices=[], label="Run", elem_id="eval-run", allow_custom_value=True)
             real = gr.Textbox(value="test", label="Held-out real images (a split of this workspace: test, "
                               "validation; or an imagefolder or WORKSPACE:SPLIT on the server)", elem_id="eval-real")
-            per_caption = gr.Number(value=4, precision=0, label="Images per caption (k)", elem_id="eval-k")
+            per_caption = gr.Number(value=4, precision=0, label="Images per caption (k)", elem_id="eval-k",
+                                    info="generated per held-out caption, by each model")
         metrics = gr.CheckboxGroup(list(ALL_METRICS), value=list(ALL_METRICS), label="Metrics", elem_id="eval-metrics")
         if not studio.training_allowed:
             gr.Markdown("Evaluation is turned off on this shared Space: its results would land in run folders "

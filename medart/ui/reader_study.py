@@ -232,5 +232,5 @@ def build(studio):
         export_btn.click(on_export, [study, owner_code], shown_results + [owner_msg])
         set_code_btn.click(on_set_code, [study, owner_code], [owner_msg, set_code_btn])
         tab.select(choices, [study, run], [study, run, readers])
-        on_page_load(choices, [study, run, readers], [study, run])
+        on_page_load(lambda: choices()[:2], [study, run])  # nothing chosen yet: no readers to show
     return tab

@@ -160,6 +160,8 @@ def train_stop_and_resume(page, server, shots):
     assert [r["step"] for r in rows if "loss" in r] == list(range(1, 151))
     assert [r["step"] for r in rows if "color_distance" in r] == [0, 40, 80, 120, 150]  # the per-class curve
     assert (run / "adapter" / "dit").is_dir()
+    logs = [run / "log.txt", *(server.home / "jobs").glob("*/log.txt")]
+    assert not [p for p in logs if "Downloading" in p.read_text()]  # local data is read, not downloaded
     shots(page, "04-train-done", full_page=True)
 
     return run

@@ -152,6 +152,7 @@ def test_a_clinicians_day(tmp_path, medart_cache, browser, shots, monkeypatch):
         page.locator("#compare-prompt textarea").fill("")
         page.locator("#compare-go").click()
         page.wait_for_selector(":text('write a prompt')")
+        shots(page, "day-refused")
         page.close()
     finally:
         server.kill()
