@@ -38,7 +38,8 @@ TARGET_MS = 300
 
 # Click `selector` (or the n-th gallery thumbnail) and wait, frame by frame, until the editor
 # shows another image (number, caption and loaded pixels) and, when `counts` is given, the
-# counts line has changed; then one more frame so that it is painted. Returns milliseconds.
+# counts line has changed; then one more frame so that it is painted. With `counts`, it then
+# waits for the gallery's label of the approved image to say so. Returns [ms, ms or null].
 ACTION_JS = """
 async ({selector, thumb, counts}) => {
   const q = s => document.querySelector(s);
@@ -62,7 +63,18 @@ async ({selector, thumb, counts}) => {
     if (performance.now() - t0 > 30000) return -1;
   }
   await frame();
-  return performance.now() - t0;
+  const shown = performance.now() - t0;
+  if (!counts) return [shown, null];
+  // Approve & next: the gallery's label of the approved image follows in a second event
+  for (;;) {
+    const label = [...document.querySelectorAll('#caption-gallery .caption-label')]
+      .find(l => l.innerText.startsWith('#' + beforeId + ' '));
+    if (!label || label.innerText.startsWith('#' + beforeId + ' approved')) break;
+    await frame();
+    if (performance.now() - t0 > 30000) return [-1, -1];
+  }
+  await frame();
+  return [shown, performance.now() - t0];
 }
 """
 
@@ -135,26 +147,35 @@ def quiet(page, ms: int = 400) -> None:
     page.wait_for_timeout(ms)
 
 
-def measure(page, wire: Wire, name: str, repeat: int, **action) -> dict:
-    times, wire_bytes, wire_requests = [], [], []
+def summary(name: str, times: list[float], wire_bytes: list[int], wire_requests: list[int]) -> dict:
+    times = sorted(times)
+    return {"action": name, "n": len(times), "median": statistics.median(times),
+            "p95": times[int(round(0.95 * (len(times) - 1)))], "max": times[-1],
+            "kb": statistics.median(wire_bytes) / 1024, "requests": statistics.median(wire_requests)}
+
+
+def measure(page, wire: Wire, name: str, repeat: int, **action) -> list[dict]:
+    times, gallery, wire_bytes, wire_requests = [], [], [], []
     args = {"selector": None, "thumb": None, "counts": False} | action
     for k in range(repeat):
         if args["thumb"] is not None:
             args["thumb"] = (k * 7 + 3) % 40  # a different thumbnail of the page each time
         quiet(page)
         b0, r0 = wire.mark()
-        ms = page.evaluate(ACTION_JS, args)
+        ms, then = page.evaluate(ACTION_JS, args)
         if ms < 0:
             raise SystemExit(f"{name}: the page did not show the result within 30 s")
         quiet(page, 150)
         b1, r1 = wire.mark()
         times.append(ms)
+        if then is not None:
+            gallery.append(then)
         wire_bytes.append(b1 - b0)
         wire_requests.append(r1 - r0)
-    times.sort()
-    return {"action": name, "n": repeat, "median": statistics.median(times),
-            "p95": times[int(round(0.95 * (len(times) - 1)))], "max": times[-1],
-            "kb": statistics.median(wire_bytes) / 1024, "requests": statistics.median(wire_requests)}
+    out = [summary(name, times, wire_bytes, wire_requests)]
+    if gallery:
+        out.append(summary(f"  + gallery relabelled", gallery, wire_bytes, wire_requests))
+    return out
 
 
 def main() -> int:
@@ -184,12 +205,14 @@ def main() -> int:
             page.wait_for_function("document.querySelector('#caption-id input').value !== ''")
             wire = Wire(page)
             for _ in range(3):  # warm-up, untimed
-                page.evaluate(ACTION_JS, {"selector": "#next-caption", "thumb": None, "counts": False})
+                page.evaluate(ACTION_JS, {"selector": "#next-caption", "thumb": None, "counts": False})  # warm-up
                 quiet(page, 100)
-            results.append(measure(page, wire, "Next", args.repeat, selector="#next-caption"))
-            results.append(measure(page, wire, "Previous", args.repeat, selector="#prev-caption"))
-            results.append(measure(page, wire, "select a thumbnail", args.repeat, thumb=0))
-            results.append(measure(page, wire, "Approve & next", args.repeat, selector="#approve-next", counts=True))
+            results += measure(page, wire, "Next", args.repeat, selector="#next-caption")
+            results += measure(page, wire, "Previous", args.repeat, selector="#prev-caption")
+            results += measure(page, wire, "select a thumbnail", args.repeat, thumb=0)
+            page.locator("#next-unreviewed").click()  # approving moves on from an unreviewed caption
+            quiet(page)
+            results += measure(page, wire, "Approve & next", args.repeat, selector="#approve-next", counts=True)
             browser.close()
     finally:
         proc.terminate()
@@ -205,12 +228,12 @@ def main() -> int:
         n = ws.count()
     load = os.getloadavg()
     print(f"\nworkspace of {n} images; {os.cpu_count()} CPU cores; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
-    print(f"{'action':<20} {'n':>4} {'median':>9} {'p95':>9} {'max':>9} {'KB/click':>9} {'requests':>9}  target")
+    print(f"{'action':<24} {'n':>4} {'median':>9} {'p95':>9} {'max':>9} {'KB/click':>9} {'requests':>9}  target")
     ok = True
     for r in results:
         verdict = "PASS" if r["p95"] <= TARGET_MS else "FAIL"
         ok &= verdict == "PASS"
-        print(f"{r['action']:<20} {r['n']:>4} {r['median']:>7.0f}ms {r['p95']:>7.0f}ms {r['max']:>7.0f}ms "
+        print(f"{r['action']:<24} {r['n']:>4} {r['median']:>7.0f}ms {r['p95']:>7.0f}ms {r['max']:>7.0f}ms "
               f"{r['kb']:>9.1f} {r['requests']:>9.0f}  p95 <= {TARGET_MS} ms {verdict}")
     return 0 if ok else 1
 

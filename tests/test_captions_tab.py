@@ -119,3 +119,13 @@ def test_a_batch_replaces_reviewed_captions_only_when_asked_and_says_how_many(st
     settings = yaml.safe_load(Path(job.config).read_text())
     assert (settings["include_edited"], settings["include_approved"], settings["yes"]) == (False, False, False)
     studio.jobs.stop(job.id)
+
+
+def test_a_review_step_answers_with_counts_and_editor_and_the_listing_follows(studio):
+    md, image, current, status, text, tokens = captions.review_step(studio, 1, "A polyp.", "approve", *ALL, 1)
+    assert current == 2 and "approved 1" in md and "4 shown" in md and 'data-state="draft"' in status
+    md, *editor = captions.review_step(studio, 2, "", "reject", *ALL, 1)
+    assert editor[1] == 3 and "rejected 1" in md
+    md, *editor = captions.review_step(studio, 3, "Kept.", "save", *ALL, 1)
+    assert editor[1] == 3 and editor[3] == "Kept." and "edited 1" in md
+    assert captions.counts(studio, "approved", "all", "", None, 1).startswith("1 shown")

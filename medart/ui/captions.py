@@ -133,10 +133,22 @@ def listing(studio, status, label, contains, max_tok, page=1) -> tuple:
         s = ws.stats()
     labels = ["all"] + sorted(k for k in s["labels"] if k)
     gallery = pictures.thumbnails(items, lambda i: f"#{i.id} {i.status} {i.token_count or 0}t")
+    return gallery, ids, counts_md(len(ids), page, pages, s), labels, page, [i.id for i in items]
+
+
+def counts_md(shown: int, page: int, pages: int, s: dict) -> str:
     where = f" · page {page} of {pages}" if pages > 1 else ""
-    md = (f"{len(ids)} shown{where} · draft {s['draft']} · edited {s['edited']} · approved {s['approved']} · "
-          f"rejected {s['rejected']} · without caption {s['missing']}")
-    return gallery, ids, md, labels, page, [i.id for i in items]
+    return (f"{shown} shown{where} · draft {s['draft']} · edited {s['edited']} · approved {s['approved']} · "
+            f"rejected {s['rejected']} · without caption {s['missing']}")
+
+
+def counts(studio, status, label, contains, max_tok, page=1) -> str:
+    """The counts line alone (what a review step changes besides the editor)."""
+    with studio.workspace() as ws:
+        n = ws.count(make_filter(status, label, contains, max_tok))
+        s = ws.stats()
+    pages = max(1, math.ceil(n / PAGE))
+    return counts_md(n, min(max(1, int(page or 1)), pages), pages, s)
 
 
 def show(studio, image_id) -> tuple:
@@ -180,23 +192,40 @@ def _selected(cur) -> int:
     return int(cur)
 
 
-def save_caption(studio, cur, text, approve: bool, move: bool, *filters) -> tuple:
-    """Save (and approve) the editor's caption; with `move`, go on to the next unreviewed one."""
+def review(studio, cur, text, action: str) -> int:
+    """Approve (and move on), save or reject the editor's caption; returns the image to show next."""
     cur = _selected(cur)
-    if approve and not (text or "").strip():
+    if action == "approve" and not (text or "").strip():
         raise ValueError("write or generate a caption before approving")
     with studio.workspace() as ws:
-        ws.set_text(cur, text, approve=approve)
-        nxt = ws.next_unreviewed(cur) if move else None
-    return (*listing(studio, *filters), *show(studio, nxt.id if nxt is not None else cur))
+        if action == "reject":
+            ws.reject([cur])
+        else:
+            ws.set_text(cur, text, approve=action == "approve")
+        nxt = ws.next_unreviewed(cur) if action in ("approve", "reject") else None
+    return nxt.id if nxt is not None else cur
+
+
+def review_step(studio, cur, text, action: str, *filters) -> tuple:
+    """A review button's first answer: (counts line, the editor at the image to show next). The
+    gallery's labels follow in a second event (`listing`), so the editor moves on at once."""
+    shown_next = review(studio, cur, text, action)
+    return (counts(studio, *filters), *show(studio, shown_next))
+
+
+def save_caption(studio, cur, text, approve: bool, move: bool, *filters) -> tuple:
+    """Save (and approve) the editor's caption; with `move`, go on to the next unreviewed one:
+    (listing, editor)."""
+    shown_next = review(studio, cur, text, "approve" if approve and move else "save")
+    if approve and not move:
+        with studio.workspace() as ws:
+            ws.set_text(int(cur), text, approve=True)
+    return (*listing(studio, *filters), *show(studio, shown_next))
 
 
 def reject_caption(studio, cur, *filters) -> tuple:
-    cur = _selected(cur)
-    with studio.workspace() as ws:
-        ws.reject([cur])
-        nxt = ws.next_unreviewed(cur)
-    return (*listing(studio, *filters), *show(studio, nxt.id if nxt else cur))
+    shown_next = review(studio, cur, "", "reject")
+    return (*listing(studio, *filters), *show(studio, shown_next))
 
 
 def next_unreviewed(studio, cur) -> tuple[tuple, str | None]:
@@ -505,12 +534,13 @@ def _wire_review(studio, tab, g, ids_state, page_ids):
     # typing recounts the tokens; a caption the editor loads comes with its count
     g["text"].input(lambda text: count_tokens(studio, text), [g["text"]], [g["tokens"]], api_name="count",
                     trigger_mode="always_last", **quiet)
-    g["approve"].click(user_errors(lambda c, text, *f: _page(save_caption(studio, c, text, True, True, *f))),
-                       [current, g["text"], *filters], listing_out + editor, api_name="approve_next", **quiet)
-    g["save"].click(user_errors(lambda c, text, *f: _page(save_caption(studio, c, text, False, False, *f))),
-                    [current, g["text"], *filters], listing_out + editor, **quiet)
-    g["reject"].click(user_errors(lambda c, *f: _page(reject_caption(studio, c, *f))), [current, *filters],
-                      listing_out + editor, api_name="do_reject", **quiet)
+    # a review step answers with the counts and the editor; the gallery page (its status labels) follows
+    step_out = [g["counts"], *editor]
+    for button, action, name in ((g["approve"], "approve", "approve_next"), (g["save"], "save", "save_caption"),
+                                 (g["reject"], "reject", "do_reject")):
+        button.click(user_errors(lambda c, text, *f, a=action: review_step(studio, c, text, a, *f)),
+                     [current, g["text"], *filters], step_out, api_name=name, **quiet).success(
+            lambda *f: _listing_values(listing(studio, *f)), filters, listing_out, **quiet)
     g["prev_b"].click(lambda ids, c: show(studio, neighbour(ids, c, -1)), [ids_state, current], editor, **quiet)
     g["next_b"].click(lambda ids, c: show(studio, neighbour(ids, c, +1)), [ids_state, current], editor, **quiet)
     g["unrev"].click(lambda c: _noted(next_unreviewed(studio, c)), [current], editor, api_name="do_next_unreviewed",
