@@ -188,12 +188,14 @@ def build(studio):
                                          "model; 1: the adapter as trained")
                 go = gr.Button("Generate both", variant="primary", elem_id="compare-go")
             with gr.Column(scale=3):
-                slider = gr.ImageSlider(label="Base (left half) ⟷ tuned (right half): drag the handle", type="pil",
-                                        elem_id="compare-slider", height=300)
+                # square, so that the whole image (and the labels in its bottom corners) shows; PNG, so that
+                # the colours on the page are the generated ones (WebP would shift them)
+                slider = gr.ImageSlider(label="Base (left) ⟷ tuned (right)", type="pil",
+                                        elem_id="compare-slider", height=340, width=340, format="png")
                 with gr.Row():
-                    base_img = gr.Image(label="Base", type="pil", elem_id="compare-base", height=200)
-                    tuned_img = gr.Image(label="Tuned", type="pil", elem_id="compare-tuned", height=200)
-                    ref_img = gr.Image(label="Reference", type="pil", elem_id="compare-ref", height=200)
+                    base_img = gr.Image(label="Base", type="pil", elem_id="compare-base", height=200, format="png")
+                    tuned_img = gr.Image(label="Tuned", type="pil", elem_id="compare-tuned", height=200, format="png")
+                    ref_img = gr.Image(label="Reference", type="pil", elem_id="compare-ref", height=200, format="png")
         hist = gr.Image(label="Per-channel histograms", type="pil", interactive=False, elem_id="compare-hist",
                         show_label=True)
         table = gr.Dataframe(headers=STAT_COLUMNS, label="Colour statistics", interactive=False,

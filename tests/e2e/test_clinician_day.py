@@ -142,7 +142,7 @@ def test_a_clinicians_day(tmp_path, medart_cache, browser, shots, monkeypatch):
         page.wait_for_selector("#compare-slider img")
         page.wait_for_function("document.querySelector('#compare-stats').innerText.includes('reference')")
         page.wait_for_selector("#compare-hist img")
-        assert "Base (left half) ⟷ tuned (right half)" in page.locator("#compare-slider").inner_text()
+        assert "Base (left) ⟷ tuned (right)" in page.locator("#compare-slider").inner_text()
         help_text = page.locator("#compare-help").inner_text()
         for column in ("mean R / G / B", "std R / G / B", "saturation", "colourfulness", "distance to reference"):
             assert column in help_text
