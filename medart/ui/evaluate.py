@@ -39,6 +39,11 @@ METRIC_HELP = """**What the numbers are** (lower is closer to the real images in
   (0–1 scale), what HLDF's colour loss compares.
 - **classifier rows**: a small classifier trained on real, base or tuned images, tested on the held-out real images:
   accuracy (share right) and macro-F1 (per-class F1 averaged); higher is better there."""
+def empty_table() -> pd.DataFrame:  # noqa: N802 (a value, named like the table it stands for)
+    """The table before any result: its columns, no rows."""
+    return pd.DataFrame(columns=["model", *METRIC_NAMES.values()])
+
+
 STAGE_MARKS = {"done": "✓", "running": "▶", "waiting": "·", "stopped": "■"}
 
 
@@ -93,11 +98,11 @@ def stages_html(progress: dict | None, running: bool) -> str:
 def eval_view(studio, run_name: str | None):
     """(status html, results table, plot files, report Markdown, sample-size warning Markdown)."""
     if not run_name:
-        return "<small>No run selected.</small>", pd.DataFrame(), [], "", ""
+        return "<small>No run selected.</small>", empty_table(), [], "", ""
     try:
         run = studio.run_dir(run_name)
     except ValueError as e:
-        return f"<small>{html.escape(str(e))}</small>", pd.DataFrame(), [], "", ""
+        return f"<small>{html.escape(str(e))}</small>", empty_table(), [], "", ""
     job = studio.jobs.latest("evaluate", output=str(run))
     status = "<small>Not evaluated yet.</small>"
     if job:
@@ -109,7 +114,7 @@ def eval_view(studio, run_name: str | None):
             status += f"<pre>{html.escape(job.error or '')}\n{html.escape(job.log_tail or '')}</pre>"
     metrics = run / "eval" / "metrics.json"
     if not metrics.exists():
-        return status, pd.DataFrame(), [], "", ""
+        return status, empty_table(), [], "", ""
     results = json.loads(metrics.read_text())
     report = (run / "eval" / "report.md").read_text() if (run / "eval" / "report.md").exists() else ""
     report, captions = report_text(report)
