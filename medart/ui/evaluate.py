@@ -39,6 +39,8 @@ METRIC_HELP = """**What the numbers are** (lower is closer to the real images in
   (0–1 scale), what HLDF's colour loss compares.
 - **classifier rows**: a small classifier trained on real, base or tuned images, tested on the held-out real images:
   accuracy (share right) and macro-F1 (per-class F1 averaged); higher is better there."""
+
+
 def empty_table() -> pd.DataFrame:
     """The table before any result: its columns, no rows."""
     return pd.DataFrame(columns=["model", *METRIC_NAMES.values()])
