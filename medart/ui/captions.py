@@ -530,7 +530,7 @@ def _wire_review(studio, tab, g, ids_state, page_ids):
     def on_select(shown, evt: gr.SelectData):
         return show(studio, shown[evt.index] if evt.index is not None and evt.index < len(shown) else None)
 
-    g["gallery"].select(on_select, [page_ids], editor, **quiet)
+    g["gallery"].select(user_errors(on_select), [page_ids], editor, **quiet)
     # typing recounts the tokens; a caption the editor loads comes with its count
     g["text"].input(lambda text: count_tokens(studio, text), [g["text"]], [g["tokens"]], api_name="count",
                     trigger_mode="always_last", **quiet)
@@ -541,10 +541,12 @@ def _wire_review(studio, tab, g, ids_state, page_ids):
         button.click(user_errors(lambda c, text, *f, a=action: review_step(studio, c, text, a, *f)),
                      [current, g["text"], *filters], step_out, api_name=name, **quiet).success(
             lambda *f: _listing_values(listing(studio, *f)), filters, listing_out, **quiet)
-    g["prev_b"].click(lambda ids, c: show(studio, neighbour(ids, c, -1)), [ids_state, current], editor, **quiet)
-    g["next_b"].click(lambda ids, c: show(studio, neighbour(ids, c, +1)), [ids_state, current], editor, **quiet)
-    g["unrev"].click(lambda c: _noted(next_unreviewed(studio, c)), [current], editor, api_name="do_next_unreviewed",
-                     **quiet)
+    g["prev_b"].click(user_errors(lambda ids, c: show(studio, neighbour(ids, c, -1))), [ids_state, current], editor,
+                      **quiet)
+    g["next_b"].click(user_errors(lambda ids, c: show(studio, neighbour(ids, c, +1))), [ids_state, current], editor,
+                      **quiet)
+    g["unrev"].click(user_errors(lambda c: _noted(next_unreviewed(studio, c))), [current], editor,
+                     api_name="do_next_unreviewed", **quiet)
 
     def on_undo(cur, *f):  # what was undone is said beside the buttons (and under find/replace)
         note, *rest = undo_change(studio, cur, *f)

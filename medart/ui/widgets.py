@@ -27,14 +27,19 @@ log = logging.getLogger("medart.ui")
 
 def user_errors(fn):
     """Show what went wrong and what to do (ValueError & co. carry that text) in the page, and
-    write one line to the server's log: a person's mistake is not a crash, so no traceback."""
+    write one line to the server's log: a person's mistake is not a crash, so no traceback. A
+    RuntimeError (which may be a fault, not a mistake) is shown the same way but logged with
+    its traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ValueError, FileNotFoundError, BaseModelError, RuntimeError) as e:
-            log.warning("refused (%s): %s", getattr(fn, "__name__", "action"), str(e).splitlines()[0] if str(e) else e)
+        except (ValueError, FileNotFoundError, BaseModelError) as e:
+            log.warning("refused: %s", (str(e).splitlines() or [type(e).__name__])[0])
+            raise gr.Error(str(e), print_exception=False) from None
+        except RuntimeError as e:
+            log.exception("failed: %s", (str(e).splitlines() or [type(e).__name__])[0])
             raise gr.Error(str(e), print_exception=False) from None
 
     return wrapper
