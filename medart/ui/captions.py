@@ -192,8 +192,9 @@ def _selected(cur) -> int:
     return int(cur)
 
 
-def review(studio, cur, text, action: str) -> int:
-    """Approve (and move on), save or reject the editor's caption; returns the image to show next."""
+def review(studio, cur, text, action: str, move: bool | None = None) -> int:
+    """Approve, save or reject the editor's caption and (approve and reject, unless `move` says
+    otherwise) go on to the next unreviewed one; returns the image to show next."""
     cur = _selected(cur)
     if action == "approve" and not (text or "").strip():
         raise ValueError("write or generate a caption before approving")
@@ -202,7 +203,8 @@ def review(studio, cur, text, action: str) -> int:
             ws.reject([cur])
         else:
             ws.set_text(cur, text, approve=action == "approve")
-        nxt = ws.next_unreviewed(cur) if action in ("approve", "reject") else None
+        move = action in ("approve", "reject") if move is None else move
+        nxt = ws.next_unreviewed(cur) if move else None
     return nxt.id if nxt is not None else cur
 
 
@@ -216,10 +218,7 @@ def review_step(studio, cur, text, action: str, *filters) -> tuple:
 def save_caption(studio, cur, text, approve: bool, move: bool, *filters) -> tuple:
     """Save (and approve) the editor's caption; with `move`, go on to the next unreviewed one:
     (listing, editor)."""
-    shown_next = review(studio, cur, text, "approve" if approve and move else "save")
-    if approve and not move:
-        with studio.workspace() as ws:
-            ws.set_text(int(cur), text, approve=True)
+    shown_next = review(studio, cur, text, "approve" if approve else "save", move)
     return (*listing(studio, *filters), *show(studio, shown_next))
 
 
