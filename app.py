@@ -1,8 +1,10 @@
 """Med-Art Studio: `python app.py` serves the app on http://127.0.0.1:7860.
 
 Options: --host, --port, --base-model (else MEDART_BASE_MODEL, else PixArt-α on a GPU and the
-tiny demo model on a CPU), --home (workspace, runs and jobs; else MEDART_HOME, else /data/medart
-on a Space with persistent storage, else the current folder), --import-root FOLDER (repeatable:
+tiny demo model on a CPU), --home (runs and jobs; else MEDART_HOME, else /data/medart on a Space
+with persistent storage, else the current folder), --workspace (images and captions; else
+MEDART_WORKSPACE, else <home>/workspace: the same one `python -m medart` opens, and the status
+line says which and why), --import-root FOLDER (repeatable:
 the server folders the app's users may import from or name; default: the home folder and the
 working directory on loopback, none otherwise). MEDART_AUTH=user:password turns on a login;
 it is required when binding to anything but localhost. Jobs started from the app keep running
@@ -32,7 +34,10 @@ def parse_args(argv=None):
     p.add_argument("--host", default=os.environ.get("MEDART_HOST", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("MEDART_PORT", os.environ.get("GRADIO_SERVER_PORT", 7860))))
     p.add_argument("--base-model", help="profile (pixart-alpha-512, tiny), local folder or hub id")
-    p.add_argument("--home", help="folder for the workspace, runs and jobs")
+    p.add_argument("--home", help="folder for runs and jobs (and the workspace, unless --workspace or "
+                                  "MEDART_WORKSPACE names one)")
+    p.add_argument("--workspace", help="the workspace folder (default: $MEDART_WORKSPACE, else <home>/workspace), "
+                                       "as for `python -m medart`")
     p.add_argument("--import-root", action="append", default=[], metavar="FOLDER",
                    help="a server folder the app's users may import from or name (repeatable; default: the home "
                         "folder and the working directory when bound to loopback, none otherwise)")
@@ -71,12 +76,12 @@ def serve_reader_study(args, auth) -> int:
     """The reader server: one study's reader page, no model, no other tab, no file by path."""
     from pathlib import Path
 
-    from medart.studio import default_home
+    from medart.places import default_home, workspace_folder
     from medart.ui.login import launch_options
     from medart.ui.reader_page import CSS, StudyWorkspace, build_reader_app
 
     home = Path(args.home) if args.home else default_home()
-    site = StudyWorkspace(home.resolve() / "workspace")
+    site = StudyWorkspace(workspace_folder(args.workspace, home)[0].resolve())
     try:
         demo = build_reader_app(site, args.reader_study)
     except (ValueError, FileNotFoundError) as e:
@@ -88,8 +93,21 @@ def serve_reader_study(args, auth) -> int:
     return 0
 
 
+def log_to_console() -> None:
+    """One line per event of the app's own loggers (a refused action, a resumed run) on stderr."""
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+    medart = logging.getLogger("medart")
+    medart.addHandler(handler)
+    medart.setLevel(logging.INFO)
+    medart.propagate = False
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    log_to_console()
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # images and usage stay on this machine
     if os.environ.get("SPACE_ID") and args.host in LOCAL_HOSTS:
         args.host = "0.0.0.0"  # a Space serves from its container; its own login protects it
@@ -108,7 +126,7 @@ def main(argv=None) -> int:
     from medart.ui.login import launch_options
 
     studio = Studio.create(home=args.home, base_model=args.base_model, host=args.host,
-                           import_roots=args.import_root)
+                           import_roots=args.import_root, workspace=args.workspace)
     jobs = studio.jobs.tick()  # reconcile jobs whose process died; re-attach to the running ones
     running = [j.id for j in jobs if j.state in ("running", "stopping")]
     print(f"Med-Art Studio: {studio.status_line()}" + (f"; running jobs: {', '.join(running)}" if running else ""),

@@ -5,8 +5,11 @@ contrast and saturation, the texture, the main region's colour, shape, size and 
 against its surroundings, and specular highlights. Every word comes from a measurement on
 the image (at a 128-pixel working size), so two runs on the same image give the same text.
 
-Colour names come from HSV thresholds (documented in `color_name_map`); the main region is
-the largest connected area whose colour differs from the dominant background colour.
+Colour names come from HSV thresholds (documented in `color_name_map`); every colour that
+covers at least COLOUR_SHARE of the image is named (the pale blue of haematoxylin-stained
+nuclei included: cool hues count as colours from a lower saturation than warm ones, because
+stains are pale). The main region is the largest connected area whose colour differs from
+the dominant background colour.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from captioning.base import Caption, Captioner
 from captioning.templates import ModalityTemplate
 
 WORK_SIZE = 128
+COLOUR_SHARE = 0.03  # a colour covering at least this share of the image is named
+GRAY_SATURATION = 0.18  # below: gray or white ...
+COOL_GRAY_SATURATION = 0.07  # ... except blue to purple hues (pale stains), gray only below this
 NAMES = (
     "black", "gray", "white", "red", "dark red", "orange", "brown", "beige", "yellow",
     "green", "cyan", "blue", "purple", "magenta", "pink",
@@ -63,7 +69,8 @@ def hsv(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def color_name_map(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Index into NAMES per pixel.
 
-    black: value < 0.18; white / gray: saturation < 0.18 (white when value > 0.8);
+    black: value < 0.18; white / gray: saturation < 0.18 (white when value > 0.8), or below
+    0.07 for blue and purple hues (195-310°: pale stains such as haematoxylin are colours);
     hues: red < 15° or ≥ 345°, orange 15-40°, yellow 40-70°, green 70-160°, cyan 160-195°,
     blue 195-255°, purple 255-310°, magenta 310-345°; then dark red (red, value < 0.5),
     brown (15-50°, value < 0.6), beige (15-50°, saturation < 0.4, value > 0.65),
@@ -82,7 +89,8 @@ def color_name_map(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
     out[warm & (v < 0.6)] = idx["brown"]
     out[warm & (s < 0.4) & (v > 0.65)] = idx["beige"]
     out[(reddish | (h >= 310)) & (s < 0.55) & (v > 0.6)] = idx["pink"]
-    gray = s < 0.18
+    cool = (h >= 195) & (h < 310)
+    gray = np.where(cool, s < COOL_GRAY_SATURATION, s < GRAY_SATURATION)
     out[gray] = idx["gray"]
     out[gray & (v > 0.8)] = idx["white"]
     out[v < 0.18] = idx["black"]
@@ -100,9 +108,11 @@ def _article(word: str) -> str:
 
 
 def _colour_phrase(fractions: list[tuple[str, float]]) -> str:
+    """Every colour of `fractions` (name, share; each at least COLOUR_SHARE, largest first) in
+    one phrase: the dominant one, areas of those over 15 %, patches of the rest."""
     (c1, f1), rest = fractions[0], fractions[1:]
     major = [c for c, f in rest if f >= 0.15]
-    minor = [c for c, f in rest if 0.03 <= f < 0.15][:2]
+    minor = [c for c, f in rest if f < 0.15]
     if f1 >= 0.5:
         phrase = f"predominantly {c1}"
     elif major:
@@ -154,7 +164,7 @@ def describe_pixels(image: Image.Image, simple_caption: str, surroundings: str =
     n = names.size
     counts = np.bincount(names.ravel(), minlength=len(NAMES)) / n
     order = np.argsort(-counts, kind="stable")
-    fractions = [(NAMES[i], float(counts[i])) for i in order if counts[i] >= 0.03][:4]
+    fractions = [(NAMES[i], float(counts[i])) for i in order if counts[i] >= COLOUR_SHARE]
     luma = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     sentences = [f"{simple_caption}, {_colour_phrase(fractions)}."]
 

@@ -13,6 +13,7 @@ dermoscopy with another while templates without a describer follow the job.
 
 from __future__ import annotations
 
+import re
 import string
 from dataclasses import asdict, dataclass, field, replace
 
@@ -24,6 +25,27 @@ DEFAULT_PROMPT = (
 PLACEHOLDERS = {"simple_caption", "features", "max_words", "label"}
 BACKENDS = ("offline", "transformers", "openai")
 FIELDS = ("name", "image_phrase", "features", "prompt", "max_words", "description", "backend", "model", "url")
+# Labels that name the modality itself rather than what the image shows: "A fundus image of
+# fundus" says nothing twice, so such a label adds nothing to the simple caption.
+SAME_AS_MODALITY = {
+    "endoscopy": {"endoscopy", "endoscopic", "colonoscopy", "gastroscopy"},
+    "dermoscopy": {"dermoscopy", "dermoscopic", "dermatoscopy", "dermatoscopic"},
+    "histology": {"histology", "histological", "histopathology", "histopathological", "pathology"},
+    "radiology": {"radiology", "radiological", "radiograph"},
+    "fundus": {"fundus", "fundus photograph", "fundus image", "retina", "retinal"},
+    "custom": {"medical", "medical image"},
+}
+# Stains named as labels: "A histology image of ihc" reads as "A histology image with IHC staining".
+STAINS = {
+    "ihc": "IHC", "immunohistochemistry": "immunohistochemical", "dab": "DAB",
+    "he": "H&E", "h&e": "H&E", "h and e": "H&E", "hematoxylin and eosin": "H&E", "haematoxylin and eosin": "H&E",
+    "pas": "PAS", "masson": "Masson's trichrome", "trichrome": "trichrome", "giemsa": "Giemsa",
+}
+_PHRASE_FILLER = {"a", "an", "the", "image", "of", "photo", "photograph", "picture", "scan"}
+
+
+def _norm_label(label: str) -> str:
+    return re.sub(r"[\s_\-]+", " ", label.strip().lower())
 
 
 @dataclass
@@ -47,8 +69,20 @@ class ModalityTemplate:
         )
 
     def simple_caption(self, label: str | None) -> str:
+        """"<image phrase> of <label>", without tautologies: a label that only names the
+        modality (the template's name, a word of its image phrase, a synonym) is left out, and
+        a stain named as a histology label says so ("... with IHC staining")."""
         label = (label or "").strip()
-        return f"{self.image_phrase} of {label}" if label else self.image_phrase
+        if not label:
+            return self.image_phrase
+        norm = _norm_label(label)
+        phrase_words = {w for w in re.findall(r"[a-z]+", self.image_phrase.lower()) if w not in _PHRASE_FILLER}
+        same = SAME_AS_MODALITY.get(self.name, set()) | phrase_words | {_norm_label(self.name)}
+        if norm in same:
+            return self.image_phrase
+        if norm in STAINS and ("histolog" in self.image_phrase.lower() or self.name == "histology"):
+            return f"{self.image_phrase} with {STAINS[norm]} staining"
+        return f"{self.image_phrase} of {label}"
 
     def render_prompt(self, simple_caption: str, label: str | None = None) -> str:
         return self.prompt.format(

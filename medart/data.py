@@ -44,6 +44,20 @@ class Example:
         return self.label or self.caption
 
 
+def load_local_imagefolder(folder: str | Path, split: str = "train"):
+    """`datasets.load_dataset("imagefolder")` of a folder on this machine, without the progress
+    bars datasets labels "Downloading" and "Generating" for files that are only read here."""
+    import datasets
+
+    was = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        return datasets.load_dataset("imagefolder", data_dir=str(folder), split=split)
+    finally:
+        if was:
+            datasets.enable_progress_bars()
+
+
 def _load_dataset(source: str):
     import datasets
     from datasets.data_files import EmptyDatasetError
@@ -51,7 +65,7 @@ def _load_dataset(source: str):
     path = Path(source).expanduser()
     try:
         if path.is_dir():
-            return datasets.load_dataset("imagefolder", data_dir=str(path), split="train")
+            return load_local_imagefolder(path)
         if path.exists():
             raise DataError(f"{path} is a file; --data takes an imagefolder directory or a dataset id.")
         return datasets.load_dataset(source, split="train")

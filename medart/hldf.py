@@ -67,7 +67,11 @@ class Trainer:
 
         self.base = base or load_base(config.base_model, device=self.device, dtype=self.weight_dtype)
         config.resolution = config.resolution or self.base.resolution
-        examples = examples if examples is not None else load_examples(config, self.base.tokenizer)
+        if examples is None:
+            local = Path(config.data).expanduser().is_dir()
+            log.info("reading the training images and captions from %s%s", config.data,
+                     " (a folder on this machine)" if local else " (a Hugging Face dataset)")
+            examples = load_examples(config, self.base.tokenizer)
         self.data = TrainData(examples, config, config.resolution,
                               self.accelerator.process_index, self.accelerator.num_processes)
         self.total_steps = config.max_steps or config.epochs * self.data.steps_per_epoch

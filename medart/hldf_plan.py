@@ -13,6 +13,12 @@ most often that keeps a whole run under twice a LoRA-only run on the tiny model 
 colour step costs about four plain steps there). The numbers come from the ablation in
 benchmarks/hldf_ablation.py. An explicit `hldf.every` always wins.
 
+What a run takes is estimated the same way: the median plain step of the newest earlier run
+with the same base model, resolution, batch and checkpointing (`seconds` in metrics.jsonl),
+else a reference measurement (the tiny model on a CPU, `benchmarks/RESULTS.md`), times the
+plain steps plus the colour steps at their cost. Where neither exists (a large model on a
+device no run has used yet) preflight says so and the monitor's ETA follows the first steps.
+
 What a colour step costs is measured where it can be: the newest earlier run with the same
 base model, resolution and colour-step settings gives the ratio of its colour steps' time to
 its plain steps' (`seconds` in metrics.jsonl). Without one, it is estimated by counting
@@ -36,6 +42,12 @@ from medart.fileio import read_jsonl
 PAPER_EVERY = 500
 COLOUR_STEPS = 100
 MIN_EVERY = 5
+# seconds of one plain step where no earlier run measured one: (base model, device) ->
+# (seconds, where the number comes from). The tiny model's: the median plain step of a
+# 150-step run of the browser test on the 2-core CPU machine (0.020 s; its colour steps with
+# M = 4 took 0.098 s, 4.9 plain steps, where the call count estimates 4.8).
+REFERENCE_STEP_SECONDS = {("tiny", "cpu"): (0.02, "the tiny model's reference step on a 2-core CPU")}
+STARTUP_SECONDS = {"tiny": 10}  # starting the job, loading the model, data and caches, validations
 
 
 @dataclass
@@ -49,7 +61,10 @@ class Plan:
     cost_ratio: float  # cost of a colour step in plain steps
     added_fraction: float  # extra training time of all colour steps, as a fraction
     cost_source: str = "estimated from transformer calls"
-
+    colour_solver_steps: int = 0  # M
+    colour_grad_steps: int = 0  # K: the last K of the M solver steps carry gradients
+    step_seconds: float | None = None  # a plain step, measured or a reference
+    step_source: str = ""
     def is_colour_step(self, step: int) -> bool:
         """Whether 0-based optimiser step `step` adds the colour loss."""
         return self.enabled and (step + 1) % self.every == 0
@@ -69,9 +84,17 @@ class Plan:
             return (f"No colour step: N = {self.every} ({self.rule}) is more than the run's {self.total_steps} "
                     "steps, so this trains LoRA only. Leave N empty for the schedule rule or lower it.")
         return (f"HLDF: a colour step every N = {self.every} steps ({self.rule}): {self.colour_steps} colour "
-                f"step(s) in {self.total_steps}, {self.images_per_colour_step} image(s) generated in each; "
-                f"they add about {100 * self.added_fraction:.0f} % to the training time "
+                f"step(s) in {self.total_steps}, each generating {self.images_per_colour_step} image(s) with "
+                f"M = {self.colour_solver_steps} solver steps (gradients through the last "
+                f"{self.colour_grad_steps}); they add about {100 * self.added_fraction:.0f} % to the training time "
                 f"(a colour step costs about {self.cost_ratio:.1f} plain steps, {self.cost_source}).")
+
+    def estimated_seconds(self) -> float | None:
+        """The steps' wall time: plain steps plus colour steps at their cost (None: no step time known)."""
+        if self.step_seconds is None:
+            return None
+        plain = self.total_steps - self.colour_steps
+        return self.step_seconds * (plain + self.colour_steps * self.cost_ratio)
 
 
 def choose_every(total_steps: int) -> tuple[int, str]:
@@ -143,6 +166,41 @@ def measured_cost(config, images: int, runs: list[Path]) -> tuple[float, str] | 
     return None
 
 
+def _step_key(config) -> tuple:
+    return (config.base_model, config.resolution, config.batch_size, config.gradient_checkpointing, config.lora.t5)
+
+
+def measured_step(config, runs: list[Path]) -> tuple[float, str] | None:
+    """(median plain step in seconds, run name) of the newest of `runs` with the same base model,
+    resolution, batch, checkpointing and T5 LoRA that timed at least 5 plain steps."""
+    from medart.config import load_config
+
+    want = _step_key(config)
+    for run in sorted((r for r in runs if (r / "metrics.jsonl").is_file()), key=lambda r: r.stat().st_mtime,
+                      reverse=True):
+        try:
+            have = _step_key(load_config(run / "config.yaml"))
+            rows = read_jsonl(run / "metrics.jsonl")
+        except (OSError, ValueError, TypeError):
+            continue
+        if config.resolution is None:
+            have = (have[0], None, *have[2:])
+        plain = [r["seconds"] for r in rows if "loss" in r and "color_seconds" not in r and "seconds" in r]
+        if have == want and len(plain) >= 5:
+            return statistics.median(plain), run.name
+    return None
+
+
+def step_time(config, runs: list[Path], device: str) -> tuple[float | None, str]:
+    """(seconds of a plain step or None, where the number comes from)."""
+    measured = measured_step(config, list(runs))
+    if measured:
+        return measured[0], f"measured in run {measured[1]}"
+    if (config.base_model, device) in REFERENCE_STEP_SECONDS:
+        return REFERENCE_STEP_SECONDS[(config.base_model, device)]
+    return None, f"no run of {config.base_model} on this machine's {device.upper()} has been timed yet"
+
+
 def plan(config, total_steps: int, groups: int = 1, runs: list[Path] = (), device: str = "cuda") -> Plan:
     """The colour-step plan of a run of `total_steps` steps over `groups` classes on `device`
     ("cuda" or "cpu"); `runs`: earlier run folders whose measured step times price the colour
@@ -160,4 +218,6 @@ def plan(config, total_steps: int, groups: int = 1, runs: list[Path] = (), devic
     else:
         ratio, source = cost_ratio(config, images, device), "estimated from transformer calls"
     added = count * (ratio - 1) / max(1, total_steps)
-    return Plan(hl.enabled, every, rule, total_steps, count, images, ratio, added, source)
+    seconds, step_source = step_time(config, list(runs), device)
+    return Plan(hl.enabled, every, rule, total_steps, count, images, ratio, added, source,
+                hl.color_steps, hl.color_grad_steps, seconds, step_source)

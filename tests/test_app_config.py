@@ -1,6 +1,7 @@
 """App settings without a server: login rules, Spaces behaviour, the Train tab's data snapshot."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -73,8 +74,12 @@ def test_preflight_blocks_then_launch_snapshots_approved_training_split(tmp_path
     kind, config_file, title, output = jobs.args
     assert (kind, config_file, title, output) == ("train", runs / "r1" / "config.yaml", "r1", str(runs / "r1"))
     # 2 approved images x 15 epochs = 30 steps: the rule's floor N = 5 gives 6 colour steps of 2 images each
-    assert any(i.startswith("HLDF: a colour step every N = 5 steps") and "6 colour step(s) in 30, 2 image(s)" in i
-               for i in check.info), check.info
+    assert any(i.startswith("HLDF: a colour step every N = 5 steps") and "6 colour step(s) in 30, each generating 2 "
+               "image(s) with M = 10 solver steps (gradients through the last 2)" in i for i in check.info), check.info
+    # the plan in one line: steps, N, M, colour steps, and the time: 24 plain + 6 colour steps at 6.2x
+    line = check.info[1]
+    assert line.startswith("**30 steps**, N = 5, M = 10, 6 colour step(s); estimated time about 1 s + about 10 s")
+    assert "a plain step 0.02 s, the tiny model's reference step on a 2-core CPU; a colour step about 6.2 plain" in line
     # the job's own command line, read by the CLI's parser, is this config on the snapshot, same plan
     from medart import hldf_plan
     from medart.cli import parse, train_config
@@ -84,8 +89,10 @@ def test_preflight_blocks_then_launch_snapshots_approved_training_split(tmp_path
     assert queued == load_config(None, base_model="tiny", data=str(runs / "r1" / "data"), output=str(runs / "r1"))
     assert hldf_plan.plan(queued, 30, 1).every == 5 and queued.hldf.every is None and queued.hldf.mode == "balanced"
     paper_n = load_config(None, base_model="tiny", **{"hldf.every": 500})  # the paper's N on 30 steps:
-    silent = preflight(ws, "r1", paper_n, runs)  # no colour step, and preflight says so
-    assert silent.ok and any("makes no colour step" in w for w in silent.warnings)
+    silent = preflight(ws, "r1", paper_n, runs)  # no colour step: HLDF would not happen, so it blocks
+    assert not silent.ok and any("makes no colour step" in e for e in silent.errors)
+    lora_only = preflight(ws, "r1", load_config(None, base_model="tiny", **{"hldf.enabled": False}), runs)
+    assert lora_only.ok and any("HLDF off (no colour step)" in i for i in lora_only.info)
     manifest = json.loads((runs / "r1" / "data" / "manifest.json").read_text())
     assert manifest["count"] == 2  # the held-out image stays out of training
     texts = [json.loads(line)["text"] for line in (runs / "r1" / "data" / "train" / "metadata.jsonl").open()]
@@ -95,3 +102,28 @@ def test_preflight_blocks_then_launch_snapshots_approved_training_split(tmp_path
     third = preflight(ws, "r1", config, tmp_path / "runs")
     assert third.ok and [w for w in third.warnings if "No held-out images" in w]
     ws.close()
+
+
+def test_app_and_command_line_choose_the_same_workspace(monkeypatch, tmp_path):
+    """--workspace, else MEDART_WORKSPACE, else <home>/workspace: the app and the CLI agree, and
+    the app's status line says which one it uses and why."""
+    from medart.cli import parse
+    from medart.places import workspace_folder
+
+    monkeypatch.delenv("MEDART_WORKSPACE", raising=False)
+    monkeypatch.setenv("MEDART_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    both = lambda: (studio_mod.Studio.create(home=None, base_model="tiny").workspace_dir,  # noqa: E731
+                    Path(parse(["list"]).workspace).resolve())
+    assert both() == (tmp_path / "home" / "workspace",) * 2
+    monkeypatch.setenv("MEDART_WORKSPACE", str(tmp_path / "elsewhere"))
+    app_ws, cli_ws = both()
+    assert app_ws == cli_ws == tmp_path / "elsewhere"
+    s = studio_mod.Studio.create(home=tmp_path / "h2", base_model="tiny")
+    assert s.workspace_dir == tmp_path / "elsewhere"  # the variable wins over the home folder, as in the CLI
+    assert f"Workspace: {tmp_path / 'elsewhere'} (MEDART_WORKSPACE)" in s.status_line()
+    s = studio_mod.Studio.create(home=tmp_path / "h2", base_model="tiny", workspace=tmp_path / "flag")
+    assert s.workspace_dir == tmp_path / "flag" and "(--workspace)" in s.status_line()
+    assert app.parse_args(["--workspace", "w"]).workspace == "w"
+    monkeypatch.delenv("MEDART_WORKSPACE")
+    assert workspace_folder(None, tmp_path / "h3") == (tmp_path / "h3" / "workspace", "the home folder's")

@@ -40,7 +40,7 @@ def ws(tmp_path):
         modality = "dermoscopy" if k == 6 else None
         rows.append(NewImage(sha, f"{k}.png", 48, 48, "RGB", size, "t", "polyps", modality=modality))
     w.add_images(rows)
-    w.set_setting("modality", "endoscopy")
+    w.set_setting("no_modality_template", "endoscopy")  # a person's choice for images without a modality
     yield w
     w.close()
 
@@ -66,7 +66,7 @@ def test_job_writes_drafts_with_provenance_and_resumes(ws):
     assert prov["simple_caption"] == "An endoscopic image of polyps" and "created_at" in prov
     assert 0 < one.token_count <= 120
     assert ws.get(5).text == "A reviewer's caption."
-    assert ws.undo(1) == [1] and ws.get(1).text == ""  # a describe step is undoable too
+    assert ws.undo(1).ids == [1] and ws.get(1).text == ""  # a describe step is undoable too
 
 
 def test_job_never_overwrites_a_caption_reviewed_while_it_runs(ws):
@@ -121,3 +121,20 @@ def test_cli_caption_job_killed_then_resumed(tmp_path):
         assert w.count(Filter(missing=True)) == 0
         assert w.count(Filter(text="An endoscopic image of polyps, predominantly")) == 120
         assert w.conn.execute("SELECT count(*) FROM history").fetchone()[0] == 120  # each image described once
+
+
+def test_the_command_replaces_reviewed_captions_only_with_yes_and_one_undo_restores_them(ws, capsys):
+    from medart.cli import main
+
+    ws.set_text(1, "A reviewer's caption.")
+    ws.set_text(2, "An approved caption.", approve=True)
+    w = ["--workspace", str(ws.root), "--base-model", "tiny", "--backend", "offline"]
+    assert main(["caption", *w]) == 0  # drafts only, by default
+    assert (ws.get(1).text, ws.get(2).text) == ("A reviewer's caption.", "An approved caption.")
+    assert main(["caption", "--include-edited", "--include-approved", *w]) == 2
+    assert "would replace 1 edited and 1 approved caption(s), reviewed by a person; add --yes" in capsys.readouterr().err
+    assert main(["caption", "--include-edited", "--include-approved", "--yes", *w]) == 0
+    assert ws.get(1).status == ws.get(2).status == "draft"
+    assert main(["undo", "--workspace", str(ws.root)]) == 0  # the whole batch in one step
+    assert "Undid the batch captioning (7 image(s), offline): " in capsys.readouterr().out
+    assert (ws.get(1).text, ws.get(2).status) == ("A reviewer's caption.", "approved")

@@ -104,3 +104,65 @@ def test_grayscale_and_tiny_images():
     gray = Image.new("L", (30, 20), 128)
     text = describe_pixels(gray, "A radiology image")
     assert text.startswith("A radiology image, predominantly gray.")
+
+
+def _colour_words(text: str) -> set[str]:
+    first = text.split(".")[0]  # the colour sentence
+    return {n for n in NAMES if f" {n}" in first.replace(",", " ")}
+
+
+def test_real_images_get_the_colours_they_show():
+    """Real images whose colours are known: immunohistochemistry (brown DAB, blue haematoxylin
+    nuclei on a white background) and a fundus photograph (a red-orange retina in a black frame)."""
+    from skimage import data
+
+    ihc = Image.fromarray(data.immunohistochemistry())
+    words = _colour_words(describe_pixels(ihc, "A histology image with IHC staining", "tissue"))
+    assert {"white", "brown", "blue"} <= words and not words & {"green", "red", "yellow", "purple"}
+    rgb = np.asarray(ihc, dtype=np.float32) / 255
+    bluish = (rgb[..., 2] - np.maximum(rgb[..., 0], rgb[..., 1]) > 0.05).mean()
+    assert bluish > 0.03  # the nuclei the caption names are there (about 6 % of the pixels)
+
+    retina = Image.fromarray(data.retina())
+    words = _colour_words(describe_pixels(retina, "A fundus image", "retina"))
+    assert {"red", "black"} <= words and not words & {"blue", "green", "purple", "white"}
+
+
+def test_every_colour_over_the_share_is_named():
+    """Five colours of 30, 25, 20, 15 and 10 %: all named, none left out for want of room."""
+    bands = [((255, 255, 255), 30), ((139, 69, 19), 25), ((255, 140, 0), 20), ((0, 0, 255), 15), ((0, 160, 0), 10)]
+    im = Image.new("RGB", (100, 100))
+    d, x = ImageDraw.Draw(im), 0
+    for rgb, width in bands:
+        d.rectangle((x, 0, x + width - 1, 99), fill=rgb)
+        x += width
+    words = _colour_words(describe_pixels(im, SIMPLE))
+    assert {"white", "brown", "orange", "blue", "green"} <= words
+
+
+def test_simple_captions_say_nothing_twice():
+    assert get_builtin("fundus").simple_caption("fundus") == "A fundus image"
+    assert get_builtin("fundus").simple_caption("Retina") == "A fundus image"
+    assert get_builtin("endoscopy").simple_caption("endoscopic") == "An endoscopic image"
+    assert get_builtin("histology").simple_caption("ihc") == "A histology image with IHC staining"
+    assert get_builtin("histology").simple_caption("H&E") == "A histology image with H&E staining"
+    assert get_builtin("histology").simple_caption("carcinoma") == "A histology image of carcinoma"
+    assert get_builtin("custom").simple_caption("fundus") == "A medical image of fundus"
+
+
+def test_images_without_a_modality_get_the_neutral_template(tmp_path):
+    """A histology image imported without a modality into a workspace whose first import was
+    fundus images is described as a medical image, not as a fundus."""
+    from medart.assets import DEMO_DIR
+    from medart.workspace import Workspace
+    from medart.workspace.describe import OFFLINE, caption_by_describer, group_by_describer, targets
+    from medart.workspace.importers import import_paths
+
+    with Workspace(tmp_path / "ws") as ws:
+        import_paths(ws, sorted(DEMO_DIR.glob("fundus_*.jpg"))[:1], label="fundus", modality="fundus")
+        import_paths(ws, sorted(DEMO_DIR.glob("histology_*.jpg"))[:1], label="ihc")
+        caption_by_describer(ws, group_by_describer(ws, targets(ws), explicit=OFFLINE))
+        fundus, histology = ws.query(limit=None)
+        assert fundus.text.startswith("A fundus image, ")  # no "of fundus"
+        assert histology.text.startswith("A medical image of ihc, ")
+        assert "fundus" not in histology.text and "retina" not in histology.text

@@ -3,6 +3,8 @@ outputs' values out), without a browser: review, navigation, regenerate, undo, f
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from helpers import add_images
@@ -28,7 +30,11 @@ def test_listing_and_editor(studio):
     assert labels == ["all", "nevi", "polyps"]
     assert "4 shown" in md and "draft 4" in md and "without caption 1" in md
     image, current, status, text, tokens = captions.show(studio, 2)
-    assert current == 2 and text == "An endoscopic image of lesion 2, reddish." and image.size == (16, 16)
+    assert current == 2 and text == "An endoscopic image of lesion 2, reddish."
+    with studio.workspace() as ws:  # the page's own copy of the image, not the workspace file
+        item = ws.get(2)
+        assert Path(image).read_bytes() == item.image_path.read_bytes() and Path(image) != item.image_path
+    assert all(Path(path).is_file() and not Path(path).is_relative_to(studio.home) for path, _ in gallery)
     assert 'data-state="draft"' in status and 'data-tokens="' in tokens
     assert captions.show(studio, None) == (None, None, "", "", captions.token_md(0))
     assert [captions.neighbour(ids, 4, +1), captions.neighbour(ids, 1, -1), captions.neighbour(ids, 9, 1)] == [1, 4, 1]
@@ -58,17 +64,16 @@ def test_approve_and_next_reject_and_the_review_order(studio):
 
 def test_undo_regenerate_and_find_replace(studio):
     captions.save_caption(studio, 1, "Changed by a reviewer.", False, False, *ALL, 1)
-    values, note = captions.undo_caption(studio, 1, *ALL, 1)
-    assert note is None and values[6 + 3] == "An endoscopic image of lesion 1, reddish."
-    values, note = captions.undo_caption(studio, 4, *ALL, 1)
-    assert note == "Nothing to undo for this image."
+    note, *values = captions.undo_change(studio, 4, *ALL, 1)  # the editor is elsewhere: undo finds the change
+    assert note == "Undid the edit of #1 (now: caption draft)."
+    assert values[6 + 1] == 1 and values[6 + 3] == "An endoscopic image of lesion 1, reddish."
     preview = captions.find_replace(studio, False, "reddish", "red", False, False, *ALL, 1)
     assert preview.startswith("**Would replace 3 match(es) in 3 caption(s).**")
     assert captions.find_replace(studio, True, "reddish", "red", False, False, "all", "nevi", "", None, 1) == (
         "**Replaced 1 match(es) in 1 caption(s).**\n- #3: 'An endoscopic image of lesion 3, reddish.' → "
         "'An endoscopic image of lesion 3, red.'")
-    md, *rest = captions.undo_last(studio, 3, *ALL, 1)
-    assert md == "Undone: 1 caption(s) restored." and rest[6 + 3].endswith("reddish.")
+    md, *rest = captions.undo_change(studio, 3, *ALL, 1)
+    assert md == "Undid the find/replace 'reddish' → 'red' of #3 (now: caption draft)." and rest[6 + 3].endswith("reddish.")
     out = captions.regenerate(studio, 4, "offline", "", "", *ALL, 1)  # the image without a caption
     assert out[6 + 3].startswith("A medical image of nevi") and "without caption 0" in out[2]
 
@@ -82,3 +87,45 @@ def test_templates_and_the_describer_default(studio):
     assert captions.reset_template(studio, "dermoscopy") == "Template **dermoscopy** reset."
     backend, model, url, note = captions.describer_defaults(studio)
     assert (backend, model, url) == (captions.PER_TEMPLATE, "", "") and "offline" in note
+
+
+def test_approve_then_undo_reverts_the_approval_not_the_next_caption(studio):
+    """Approve & next moves the editor on; Undo reverts the approval just made and goes back to it."""
+    out = captions.save_caption(studio, 1, "An endoscopic image of a polyp.", True, True, *ALL, 1)
+    assert out[6 + 1] == 2
+    note, *values = captions.undo_change(studio, out[6 + 1], *ALL, 1)
+    assert note == "Undid the approval of #1 (now: caption draft)."
+    assert values[6 + 1] == 1 and values[6 + 3] == "An endoscopic image of lesion 1, reddish."
+    with studio.workspace() as ws:
+        assert ws.get(2).text == "An endoscopic image of lesion 2, reddish." and ws.get(2).status == "draft"
+    assert captions.undo_change(studio, 1, *ALL, 1)[0] == "Undid the new caption of #3 (now: caption draft)."
+    assert captions.undo_change(studio, 1, *ALL, 1)[0].startswith("Undid the new caption of #2")
+
+
+def test_a_batch_replaces_reviewed_captions_only_when_asked_and_says_how_many(studio):
+    with studio.workspace() as ws:
+        ws.set_text(1, "Edited by a person.")
+        ws.set_text(2, "Approved by a person.", approve=True)
+    assert captions.reviewed_to_replace(studio, "drafts") == {}
+    assert captions.reviewed_to_replace(studio, "edited") == {"edited": 1}
+    counts = captions.reviewed_to_replace(studio, "approved")
+    assert counts == {"edited": 1, "approved": 1}
+    assert captions.confirm_md(counts).startswith("This batch replaces **1 edited** and **1 approved** caption(s)")
+    captions.start_batch(studio, "offline", "", "", "drafts")
+    job = studio.jobs.list()[-1]
+    assert job.state in ("queued", "running")
+    import yaml
+
+    settings = yaml.safe_load(Path(job.config).read_text())
+    assert (settings["include_edited"], settings["include_approved"], settings["yes"]) == (False, False, False)
+    studio.jobs.stop(job.id)
+
+
+def test_a_review_step_answers_with_counts_and_editor_and_the_listing_follows(studio):
+    md, image, current, status, text, tokens = captions.review_step(studio, 1, "A polyp.", "approve", *ALL, 1)
+    assert current == 2 and "approved 1" in md and "4 shown" in md and 'data-state="draft"' in status
+    md, *editor = captions.review_step(studio, 2, "", "reject", *ALL, 1)
+    assert editor[1] == 3 and "rejected 1" in md
+    md, *editor = captions.review_step(studio, 3, "Kept.", "save", *ALL, 1)
+    assert editor[1] == 3 and editor[3] == "Kept." and "edited 1" in md
+    assert captions.counts(studio, "approved", "all", "", None, 1).startswith("1 shown")

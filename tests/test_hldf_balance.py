@@ -40,12 +40,14 @@ def test_explicit_n_wins_and_a_run_without_colour_steps_is_named(tmp_path, capsy
     assert plan.summary().startswith("No colour step: N = 500")
     data = make_data(tmp_path / "data", n=4)
     args = ["train", "--base-model", "tiny", "--data", str(data), "--output", str(tmp_path / "run"), "--preflight"]
-    assert cli_main(args + ["--hldf-every", "500"]) == 0
+    assert cli_main(args + ["--hldf-every", "500"]) == 2  # HLDF on without a colour step: refused
     out = capsys.readouterr()
     assert "4 training image(s) in 1 class(es)" in out.out and "60 steps" in out.out
     assert "makes no colour step" in out.err
     assert cli_main(args) == 0
-    assert "a colour step every N = 5 steps" in capsys.readouterr().out and not (tmp_path / "run").exists()
+    out = capsys.readouterr().out
+    assert "a colour step every N = 5 steps" in out and not (tmp_path / "run").exists()
+    assert "60 steps, N = 5, M = 10, 12 colour step(s); estimated time about" in out
 
 
 def test_paper_mode_is_the_papers_formula(tmp_path, monkeypatch):

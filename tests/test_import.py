@@ -147,7 +147,8 @@ def test_zip_with_captions_and_unsafe_names(tmp_path, ws):
     reasons = {r.name: r.reason for r in report.rejected}
     assert "unsafe name" in reasons["upload.zip:../evil.png"] and "unsafe name" in reasons["upload.zip:/abs.png"]
     assert any("../outside.png" in n and "unsafe" in r for n, r in reasons.items())
-    assert any("gone.png" in n and "not found" in r for n, r in reasons.items())
+    assert report.unlisted == 1 and not any("gone.png" in n for n in reasons)  # a notice, not a rejected file
+    assert "1 row(s) of the metadata name images that were not imported" in report.summary()
     assert "zip inside" in reasons["upload.zip:inner.zip"]
     assert not (tmp_path / "evil.png").exists() and not list(ws.root.rglob("evil*"))
 
@@ -404,3 +405,31 @@ def test_killed_import_files_are_removed_when_no_import_runs(tmp_path):
         assert files() == sorted(f"{sha}.{ext}" for sha in kept for ext in ("png", "jpg"))
         assert set(orphans).isdisjoint(files())
     assert not list((ws_dir / "imports").iterdir())
+
+
+def test_files_given_together_bring_their_sidecars(tmp_path, ws):
+    """An upload is files, each on its own (Gradio keeps each in a folder of its own): their
+    metadata.jsonl, metadata.csv and .txt sidecars still caption them, matched by name."""
+    names = []
+    for k in range(4):
+        folder = tmp_path / f"upload-{k}"  # as Gradio stores uploads
+        folder.mkdir()
+        Image.new("RGB", (16, 16), (40 * k, 90, 200)).save(folder / f"fundus_{k:02d}.png")
+        names.append(folder / f"fundus_{k:02d}.png")
+    meta = tmp_path / "upload-m" / "metadata.jsonl"
+    meta.parent.mkdir()
+    meta.write_text("".join(json.dumps({"file_name": f"fundus_{k:02d}.png", "text": f"A fundus image {k}."}) + "\n"
+                            for k in (0, 1, 7)))
+    csv_file = tmp_path / "upload-c" / "metadata.csv"
+    csv_file.parent.mkdir()
+    csv_file.write_text("file_name,caption,label\nfundus_02.png,A fundus image two.,retina\n")
+    txt = tmp_path / "upload-t" / "fundus_03.txt"
+    txt.parent.mkdir()
+    txt.write_text("A fundus image three.")
+    report = import_paths(ws, [*names, meta, csv_file, txt])
+    items = {ws.get(i).original_name: ws.get(i) for i in report.added}
+    assert len(report.added) == 4 and report.captions == 4 and report.rejected == [] and report.unlisted == 1
+    assert [items[f"fundus_{k:02d}.png"].text for k in range(4)] == [
+        "A fundus image 0.", "A fundus image 1.", "A fundus image two.", "A fundus image three."]
+    assert items["fundus_02.png"].label == "retina" and all(i.status == "edited" for i in items.values())
+    assert report.summary().startswith("imported 4 image(s) (4 with captions), 0 duplicate(s), 0 rejected")

@@ -54,7 +54,7 @@ def test_the_train_form_is_the_config_and_its_job_runs_the_runs_config(studio):
     assert asked.validation_prompts == ["a red lesion", "another"] and asked.checkpoint_every == 6
 
     md, run_name = train.launch_run(studio, "form-run", "", *form)
-    assert "Queued" in md and run_name == "form-run"
+    assert "Launched" in md and run_name == "form-run" and "(queued)" not in md
     (job,) = studio.jobs.list()
     run = studio.runs_dir / "form-run"
     assert (job.kind, job.config, job.output) == ("train", str(run / "config.yaml"), str(run))
@@ -64,7 +64,7 @@ def test_the_train_form_is_the_config_and_its_job_runs_the_runs_config(studio):
     expected = TrainConfig(**{**asked.__dict__, "data": str(run / "data"), "output": str(run)})
     assert queued == expected  # nothing dropped, nothing added on the way to the job
 
-    studio.jobs._update(job.id, state="cancelled")  # stopped after a checkpoint
+    studio.jobs._update(job.id, state="stopped")  # stopped after a checkpoint
     (run / "checkpoints" / "step-000006").mkdir(parents=True)
     resumed = studio.jobs.resume(job.id)
     args = parse(resumed.argv)
@@ -83,15 +83,16 @@ def test_the_train_forms_defaults_are_the_papers_settings(studio):
     ("transformers", "llava-hf/llama3-llava-next-8b-hf", "", ("transformers", "llava-hf/llama3-llava-next-8b-hf", None)),
 ])
 def test_the_caption_batch_job_is_read_by_the_caption_command(studio, backend, model, url, expected):
-    html, _ = captions.start_batch(studio, backend, model, url, False)
+    html, _ = captions.start_batch(studio, backend, model, url, "drafts")
     (job,) = studio.jobs.list()
     assert job.kind == "caption" and job.id in html
     args = parse(job.argv)
     assert args.command == "caption" and args.func.__name__ == "cmd_caption"
     assert (args.workspace, args.base_model, args.include_edited) == (str(studio.workspace_dir), "tiny", False)
     assert (args.backend, args.model, args.url) == expected
-    captions.start_batch(studio, backend, model, url, True)
-    assert parse(studio.jobs.list()[-1].argv).include_edited is True
+    captions.start_batch(studio, backend, model, url, "approved")  # confirmed on the page
+    args = parse(studio.jobs.list()[-1].argv)
+    assert (args.include_edited, args.include_approved, args.yes) == (True, True, True)
 
 
 def test_the_evaluation_job_is_read_by_the_evaluate_command(studio):

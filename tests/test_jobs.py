@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from medart.config import load_config, save_config
-from medart.jobs import JobManager, hint, is_alive, log_tail
+from medart.jobs import JobManager, RunComplete, hint, is_alive, log_tail
 from helpers import wait_for
 from medart.run_folder import RunFolder
 from medart.workspace import Workspace
@@ -77,7 +77,7 @@ def test_stop_writes_checkpoint_and_resume_continues_from_it(manager, tmp_path):
     wait_for(lambda: len(folder.metrics()) >= 5)
     manager.stop(job.id)
     stopped = manager.wait(job.id)
-    assert stopped.state == "cancelled"
+    assert stopped.state == "stopped"
     status = folder.read_status()
     assert status["state"] == "stopped"
     step = status["step"]
@@ -94,6 +94,10 @@ def test_stop_writes_checkpoint_and_resume_continues_from_it(manager, tmp_path):
     assert [r["step"] for r in rows] == list(range(1, 81))  # continued from the checkpoint, no gap, no repeat
     assert folder.read_status()["state"] == "done" and (run / "adapter" / "dit").is_dir()
     assert f"resumed from {run / 'checkpoints' / f'step-{step:06d}'} at step {step}" in (run / "log.txt").read_text()
+    before = len(manager.list())
+    with pytest.raises(RunComplete, match="is complete: it trained all 80 steps"):
+        manager.resume(finished.id)  # a finished run: said so, nothing queued
+    assert len(manager.list()) == before
 
 
 def test_reconcile_kills_a_job_that_ignores_stop(tmp_path):
@@ -114,7 +118,7 @@ def test_reconcile_kills_a_job_that_ignores_stop(tmp_path):
     manager.tick()
     assert proc.wait(timeout=30) == -signal.SIGKILL
     job = manager.get(job.id)
-    assert job.state == "cancelled" and "killed" in job.note
+    assert job.state == "stopped" and "killed" in job.note
 
 
 def test_log_tail_keeps_last_progress_state(tmp_path):

@@ -154,6 +154,10 @@ def test_data_tab_organise_actions(tmp_path):
     assert "Labelled** 2 image(s) “retina”" in text and view["data"][-2] == ["retina", 1, 0, 1, 2]
     text, view = organise.move(studio, "1, 2", "validation")
     assert view["data"][-2] == ["retina", 0, 2, 0, 2]
+    text, view = organise.undo_last(studio)  # the move, undone
+    assert text == "Undid the move to validation: 2 image(s) back to their label and split."
+    assert view["data"][-2] == ["retina", 1, 0, 1, 2]
+    organise.move(studio, "1, 2", "validation")
     with pytest.raises(ValueError, match="tick “Yes, remove them” to remove 2 image"):
         organise.remove_images(studio, "1-2", False)
     text, view = organise.remove_images(studio, "1-2", True)

@@ -65,13 +65,14 @@ def test_edit_approve_reject_undo(ws, tok):
     assert ws.get(2).status == "draft" and ws.get(2).provenance["backend"] == "offline"
     assert ws.reject([2]) == 1 and ws.get(2).status == "rejected"
 
-    assert ws.undo() == [2]
+    undone = ws.undo()
+    assert undone.ids == [2] and undone.describe() == "Undid the rejection of #2 (now: caption draft)."
     assert ws.get(2).status == "draft"
-    assert ws.undo() == [2]
+    assert ws.undo().ids == [2]
     assert ws.get(2).text == "" and ws.get(2).provenance == {}
-    assert ws.undo() == [1] and ws.get(1).status == "edited"
-    assert ws.undo() == [1] and ws.get(1).text == "first caption"
-    assert ws.undo() == [] and ws.get(1).text == "first caption"
+    assert ws.undo().describe() == "Undid the approval of #1 (now: caption edited)." and ws.get(1).status == "edited"
+    assert ws.undo().ids == [1] and ws.get(1).text == "first caption"
+    assert ws.undo() is None and ws.get(1).text == "first caption"
     hist = ws.history(1)
     assert [h["action"] for h in hist] == ["edit", "approve"] and all(h["undone"] for h in hist)
 
@@ -81,9 +82,9 @@ def test_undo_of_one_image_leaves_others(ws):
     ws.set_text(1, "one a")
     ws.set_text(2, "two a")
     ws.set_text(1, "one b")
-    assert ws.undo(2) == [2] and ws.get(2).text == ""
+    assert ws.undo(2).ids == [2] and ws.get(2).text == ""
     assert ws.get(1).text == "one b"
-    assert ws.undo(1) == [1] and ws.get(1).text == "one a"
+    assert ws.undo(1).ids == [1] and ws.get(1).text == "one a"
 
 
 def test_find_replace_preview_apply_and_one_undo(ws):
@@ -103,7 +104,9 @@ def test_find_replace_preview_apply_and_one_undo(ws):
     assert ws.get(1).text == "salmon polyp, salmon mucosa" and ws.get(3).text == "salmon lesion"
     assert ws.get(3).status == "approved"  # an approved caption stays approved
     assert ws.find_replace("polyp", "x", flt=Filter(ids=[2])).captions == 1  # a selection
-    assert sorted(ws.undo()) == [1, 3]  # the whole replace is one undo step
+    undone = ws.undo()
+    assert undone.ids == [1, 3]  # the whole replace is one undo step
+    assert undone.describe() == "Undid the find/replace 'pink' → 'salmon': 2 caption(s) restored."
     assert [ws.get(i).text for i in (1, 2, 3, 4)] == texts
     assert ws.find_replace("a.b", "x", regex=False).captions == 0  # literal, not a regex
     with pytest.raises(ValueError, match="invalid regular expression"):
@@ -218,7 +221,7 @@ def test_sigkill_during_a_stream_of_edits_loses_nothing_committed(tmp_path):
             assert latest[i] in (last_acked[i], last_acked[i] + 5)
         history = w.conn.execute("SELECT count(*) FROM history").fetchone()[0]
         assert history in (acked + 1, acked + 2)
-        assert w.undo(1) == [1] and int(w.get(1).text.split()[1]) == latest[1] - 5
+        assert w.undo(1).ids == [1] and int(w.get(1).text.split()[1]) == latest[1] - 5
 
 
 def test_cli_templates(tmp_path, capsys):
@@ -237,7 +240,46 @@ def test_cli_templates(tmp_path, capsys):
     listing = capsys.readouterr().out
     assert "vessels" in listing and listing.strip().splitlines()[-1].startswith("colposcopy")
     with Workspace(tmp_path / "ws") as ws:
-        assert ws.get_setting("modality") == "colposcopy"
+        assert ws.get_setting("no_modality_template") == "colposcopy"
         assert ws.get_template("colposcopy").simple_caption("CIN2") == "A colposcopic image of CIN2"
     assert main(["template", "endoscopy", "--reset", *w]) == 0
     assert "vessels" not in capsys.readouterr().out
+
+
+def test_undo_reverts_the_last_change_whatever_it_was(ws):
+    """Labels, splits and a hold-out are changes like caption edits: undo takes the newest,
+    whichever image it touched, and says what it was."""
+    from medart.workspace.splits import hold_out
+
+    fill(ws, 6, texts=["a caption"] * 6)
+    ws.set_text(1, "edited first", approve=True)
+    assert ws.set_labels([2, 3], "nevi") == 2
+    assert ws.set_split([4], "test") == 1
+    hold_out(ws, test=0.5, seed=1)
+    moved = [i for i in range(1, 7) if ws.get(i).split == "test"]
+    assert moved and moved != [4]
+    undone = ws.undo()  # the hold-out, all of its images at once
+    assert undone.action == "hold out" and "50 % test, seed 1" in undone.describe()
+    assert [ws.get(i).split for i in range(1, 7)] == ["train", "train", "train", "test", "train", "train"]
+    assert ws.undo().describe() == "Undid the move to test of #4 (now: split train)."
+    assert ws.get(4).split == "train"
+    undone = ws.undo()
+    assert undone.describe() == "Undid the relabelling to nevi: 2 image(s) back to their label and split."
+    assert [ws.get(i).label for i in (2, 3)] == ["normal", "polyps"]
+    assert ws.undo().describe() == "Undid the approval of #1 (now: caption edited)."
+    assert (ws.get(1).text, ws.get(1).status) == ("a caption", "edited")
+    ws.set_labels([5], "polyps")  # its label already: no change, nothing to undo later
+    assert ws.undo() is None
+
+
+def test_a_batch_written_caption_by_caption_is_one_undo_step(ws):
+    fill(ws, 4)
+    ws.set_text(4, "a reviewer's caption")
+    batch = ws.begin_change("caption batch", "(3 image(s), offline)")
+    for i in (1, 2, 3):
+        assert ws.set_caption(i, f"draft {i}", {"backend": "offline"}, only_if=("draft",), change_id=batch)
+    assert not ws.set_caption(4, "not this one", {"backend": "offline"}, only_if=("draft",), change_id=batch)
+    undone = ws.undo()
+    assert undone.ids == [1, 2, 3] and undone.describe() == (
+        "Undid the batch captioning (3 image(s), offline): 3 caption(s) restored.")
+    assert [ws.get(i).text for i in (1, 2, 3, 4)] == ["", "", "", "a reviewer's caption"]

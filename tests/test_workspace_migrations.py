@@ -186,7 +186,8 @@ def add_study_rows(root, with_code: bool) -> None:
 def test_a_new_workspace_is_at_the_latest_version(tmp_path):
     with Workspace(tmp_path / "ws") as ws:
         assert ws.count() == 0
-    assert version(tmp_path / "ws") == LATEST == len(MIGRATIONS) == 3
+    assert version(tmp_path / "ws") == LATEST == len(MIGRATIONS) == 4
+    assert {"old_label", "old_split", "new_label", "new_split", "undone"} <= columns(tmp_path / "ws", "image_history")
     assert {"owner_code_hash", "owner_failures", "owner_locked_until"} <= columns(tmp_path / "ws", "reader_studies")
 
 
@@ -207,7 +208,7 @@ def test_a_workspace_of_the_previous_version_opens_with_everything_kept(tmp_path
         study = store.study("old")
         assert study.has_owner_code and study.size == 2
         assert [(a.reader, a.answer) for a in store.answers(study)] == [("Ana", "real")]
-        assert ws.undo() == [1] and ws.get(1).text == "A polyp."  # the old history still undoes
+        assert ws.undo().ids == [1] and ws.get(1).text == "A polyp."  # the old history still undoes
         ws.set_text(1, "A pink polyp, glossy.", approve=True)  # and new changes are written as before
     assert version(root) == LATEST
     with Workspace(root) as ws:  # opening again: nothing left to do, nothing changed

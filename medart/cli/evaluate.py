@@ -23,14 +23,21 @@ def _metrics_arg(text: str) -> tuple[str, ...]:
 
 
 class _Bars:
-    """One tqdm bar per stage, on stderr."""
+    """One tqdm bar per stage, on stderr; and the stages in progress.json for the app."""
 
-    def __init__(self):
+    def __init__(self, record=None):
         self.bars = {}
+        self.record = record
+
+    def plan(self, stages: list[str]) -> None:
+        if self.record is not None:
+            self.record.plan(stages)
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         from tqdm import tqdm
 
+        if self.record is not None:
+            self.record(stage, done, total)
         bar = self.bars.get(stage)
         if bar is None:
             bar = self.bars[stage] = tqdm(total=total, desc=stage, file=sys.stderr, leave=True)
@@ -71,7 +78,12 @@ def cmd_evaluate(args) -> int:
         classifier=classifier,
         classifier_checkpoint=args.classifier,
     )
-    with _Bars() as bars:
+    from pathlib import Path
+
+    from medart.evaluation.progress import PROGRESS_FILE, StageProgress
+
+    stages = StageProgress(Path(args.run) / "eval" / PROGRESS_FILE)
+    with _Bars(stages) as bars:
         results = evaluate(args.run, base_model=args.base_model, real=args.real, config=config, progress=bars)
     print(f"{args.run}/eval/report.md")
     for name, row in results.get("distribution", {}).items():

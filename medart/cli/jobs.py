@@ -1,6 +1,7 @@
 """The `jobs` command: list, stop and resume background jobs without the app.
 
-    python -m medart jobs [--home DIR]              list jobs (reconciles dead ones first)
+    python -m medart jobs [--home DIR]              list jobs (reconciles dead ones first); states:
+                                                    queued, running, stopping, stopped, done, failed
     python -m medart jobs stop JOB_ID               graceful stop (training: checkpoint, exit)
     python -m medart jobs resume JOB_ID             queue the training again from its latest checkpoint
     python -m medart jobs log JOB_ID                the last lines of its log
@@ -15,7 +16,7 @@ from pathlib import Path
 
 
 def cmd_jobs(args) -> int:
-    from medart.jobs import JobManager, log_tail
+    from medart.jobs import JobManager, RunComplete, log_tail
     from medart.studio import default_home
 
     manager = JobManager(Path(args.home or default_home()) / "jobs")
@@ -30,7 +31,11 @@ def cmd_jobs(args) -> int:
         job = manager.stop(args.job)
         print(f"{job.id}: {job.state}")
     elif args.action == "resume":
-        job = manager.resume(args.job)
+        try:
+            job = manager.resume(args.job)
+        except RunComplete as e:  # nothing to continue: not an error
+            print(e)
+            return 0
         print(f"{job.id}: {job.state} (resumes {args.job})")
     elif args.action == "log":
         print(log_tail(manager.get(args.job).log_path, lines=args.lines))

@@ -136,7 +136,7 @@ def add_parsers(sub) -> None:
 
     def common(q):
         q.add_argument("--workspace", default=str(default_workspace()),
-                       help="workspace folder (default ./workspace or $MEDART_WORKSPACE)")
+                       help="workspace folder (default: $MEDART_WORKSPACE, else <home>/workspace with <home> $MEDART_HOME or ., as the app)")
 
     q = rs.add_parser("create", help="k real held-out images and k generated from a run, identically encoded")
     common(q)

@@ -39,9 +39,14 @@ def cmd_train(args) -> int:
         plan = hldf_plan.plan(config, total, len(groups), runs, "cuda" if torch.cuda.is_available() else "cpu")
         print(f"{images} training image(s) in {len(groups)} class(es) ({', '.join(groups)}): "
               f"{total} steps of batch {config.batch_size}.")
+        from medart.jobs.training import plan_line
+
+        print(plan_line(plan, config, markdown=False))
         print(plan.summary())
         if plan.enabled and plan.colour_steps == 0:
-            print("warning: this run makes no colour step; HLDF would train LoRA only.", file=sys.stderr)
+            print("error: HLDF is on but this run makes no colour step: lower --hldf-every, leave it out for the "
+                  "schedule rule, or pass --no-hldf to train LoRA only", file=sys.stderr)
+            return 2
         return 0
     train(config, command=" ".join(sys.argv))
     return 0

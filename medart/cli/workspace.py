@@ -2,7 +2,7 @@
 organising ones (label, split, remove).
 
 Each command is one `cmd_<name>(args) -> int`; all take `--workspace` (default
-`./workspace` or `MEDART_WORKSPACE`). Errors are raised as ValueError/FileNotFoundError with
+`MEDART_WORKSPACE`, else `<home>/workspace`: the app's, `medart.places`). Errors are raised as ValueError/FileNotFoundError with
 what to do; `medart.cli.main` prints them and exits with code 2.
 """
 
@@ -80,8 +80,6 @@ def cmd_import(args) -> int:
     with _open(args, tokens="optional", create=True) as ws:
         if args.modality:
             ws.get_template(args.modality)  # fail early on a template that does not exist
-            if ws.get_setting("modality") is None:
-                ws.set_setting("modality", args.modality)
         reports = []
         if args.paths:
             reports.append(import_paths(ws, args.paths, label=args.label, modality=args.modality, split=args.split,
@@ -106,7 +104,8 @@ def cmd_caption(args) -> int:
 
     from captioning.base import CaptionerError, SamplingConfig
     from captioning.vsg import VSGConfig
-    from medart.workspace.describe import Describer, caption_by_describer, group_by_describer, open_captioner, targets
+    from medart.workspace.describe import (Describer, caption_by_describer, group_by_describer, open_captioner,
+                                           overwrite_statuses, targets)
 
     if args.backend is None and (args.model or args.url):
         raise ValueError(
@@ -116,12 +115,17 @@ def cmd_caption(args) -> int:
     with _open(args, tokens="required") as ws:
         if args.template:
             ws.get_template(args.template)
-        ids = targets(ws, only_missing=args.only_missing, include_edited=args.include_edited, flt=_filter(args))
+        ids = targets(ws, only_missing=args.only_missing, include_edited=args.include_edited, flt=_filter(args),
+                      include_approved=args.include_approved)
         if args.limit is not None:
             ids = ids[: args.limit]
         if not ids:
             print("nothing to caption (every selected image already has a caption; see --include-edited, --ids)")
             return 0
+        reviewed = _reviewed_counts(ws, ids)
+        if reviewed and not args.yes:
+            raise ValueError(f"this would replace {reviewed} caption(s), reviewed by a person; add --yes to replace them "
+                             "(one `python -m medart undo` restores them all)")
         explicit = Describer(args.backend, args.model, args.url) if args.backend else None
         groups = group_by_describer(ws, ids, template=args.template, explicit=explicit)
         not_openai = [str(g.describer) for g in groups if g.describer.backend != "openai"]
@@ -155,7 +159,7 @@ def cmd_caption(args) -> int:
 
                 report = caption_by_describer(
                     ws, groups, load, template=args.template, tokenizer=ws.tokenizer, config=config,
-                    progress=bar.update, overwrite=("draft", "edited") if args.include_edited else ("draft",),
+                    progress=bar.update, overwrite=overwrite_statuses(args.include_edited, args.include_approved),
                     simplify_with_captioner=args.simplify, on_group=on_group,
                 )  # fmt: skip
         except CaptionerError as e:
@@ -163,12 +167,19 @@ def cmd_caption(args) -> int:
         finally:
             if simplifier is not None:
                 simplifier.close()
-        print(f"captioned {report.done} image(s); the rules repaired {report.repaired}. Review them, then approve.")
+        print(f"captioned {report.done} image(s); the rules repaired {report.repaired}. Review them, then approve "
+              "(one `python -m medart undo` reverts the whole batch).")
         if report.reviewed_meanwhile:
             print(f"left {len(report.reviewed_meanwhile)} caption(s) alone that were reviewed while the job ran")
         if report.removed_meanwhile:
             print(f"skipped {len(report.removed_meanwhile)} image(s) removed from the workspace while the job ran")
     return 0
+
+
+def _reviewed_counts(ws: Workspace, ids: list[int]) -> str:
+    """'3 edited and 1 approved' among `ids` (empty when none is reviewed)."""
+    counts = {s: ws.count(Filter(ids=ids, status=s)) for s in ("edited", "approved")}
+    return " and ".join(f"{n} {s}" for s, n in counts.items() if n)
 
 
 def cmd_export(args) -> int:
@@ -223,8 +234,8 @@ def cmd_edit(args) -> int:
 
 def cmd_undo(args) -> int:
     with _open(args) as ws:
-        ids = ws.undo(args.id)
-        print(f"undone: {len(ids)} caption(s) restored" + (f" ({', '.join(map(str, ids[:20]))})" if ids else " (nothing to undo)"))
+        undone = ws.undo(args.id)
+        print(undone.describe() if undone else "nothing to undo")
     return 0
 
 
@@ -341,6 +352,7 @@ def cmd_remove(args) -> int:
 
 def cmd_template(args) -> int:
     from captioning.templates import ModalityTemplate
+    from medart.workspace.describe import NO_MODALITY
 
     with _open(args, create=True) as ws:
         if not args.name:
@@ -371,7 +383,7 @@ def cmd_template(args) -> int:
             ws.save_template(t)
         if args.default:
             ws.get_template(args.name)
-            ws.set_setting("modality", args.name)
+            ws.set_setting(NO_MODALITY, args.name)
         t = ws.get_template(args.name)
         print(json.dumps(t.to_dict(), indent=2))
     return 0
@@ -382,7 +394,7 @@ def add_parsers(sub) -> None:
     def parser(name: str, help: str, func):
         p = sub.add_parser(name, help=help)
         p.add_argument(
-            "--workspace", default=str(default_workspace()), help="workspace folder (default ./workspace or $MEDART_WORKSPACE)"
+            "--workspace", default=str(default_workspace()), help="workspace folder (default: $MEDART_WORKSPACE, else <home>/workspace with <home> $MEDART_HOME or ., as the app)"
         )
         p.set_defaults(func=func)
         return p
@@ -423,7 +435,9 @@ def _bringing_in(parser) -> None:
     p.add_argument("--url", help="with --backend openai: server URL, e.g. http://gpu-box:8000/v1")
     p.add_argument("--api-key-env", help="openai backend: environment variable holding the API key")
     p.add_argument("--only-missing", action="store_true", help="only images without caption text (resume a job)")
-    p.add_argument("--include-edited", action="store_true", help="also redo captions a reviewer edited")
+    p.add_argument("--include-edited", action="store_true", help="also replace captions a reviewer edited (with --yes)")
+    p.add_argument("--include-approved", action="store_true", help="also replace approved captions (with --yes)")
+    p.add_argument("--yes", action="store_true", help="confirm replacing the edited or approved captions counted")
     p.add_argument("--template", help="modality template for all images (default: each image's modality)")
     _add_filter_flags(p, status=False)
     p.add_argument("--limit", type=int, help="at most this many images")
@@ -474,7 +488,8 @@ def _reviewing(parser) -> None:
     p.add_argument("--approve", action="store_true")
     p.add_argument("--base-model")
 
-    p = parser("undo", "undo the last change (or the last change of one image)", cmd_undo)
+    p = parser("undo", "undo the workspace's last change (captions, labels, splits; or with --id the last change of "
+                       "one image's caption) and say what it was", cmd_undo)
     p.add_argument("--id", type=int)
 
     p = parser("replace", "find/replace (regex) over captions: preview, then --yes to apply", cmd_replace)

@@ -136,6 +136,10 @@ def evaluate(
     plan = caption_plan(real_items, config.per_caption, config.seed)
 
     eval_dir = run / "eval"
+    if progress is not None and hasattr(progress, "plan"):
+        from medart.evaluation.progress import planned_stages
+
+        progress.plan(planned_stages(wanted, bool(config.classifier_checkpoint)))
     gen = GeneratedImages(
         eval_dir / "cache", base_model, run, config.steps, config.cfg, config.size, config.batch_size, progress
     )
@@ -181,6 +185,11 @@ def evaluate(
             "seconds": round(time.time() - started, 1),
         }
     )
+    if wanted & {"fid", "kid"}:
+        small = sample_size_note(len(real_images), len(plan))
+        if small:
+            notes.append(small)
+            results["settings"]["sample_size_warning"] = small
     if not any(dist[k] for k in dist):
         results.pop("distribution")
     else:
@@ -188,6 +197,22 @@ def evaluate(
     if write:
         write_report(results, eval_dir)
     return results
+
+
+FID_FEATURES = 2048  # the Inception features FID's covariance is estimated over
+PUBLISHED_MIN = 10_000  # what published FIDs commonly use (real and generated each)
+
+
+def sample_size_note(n_real: int, n_generated: int) -> str | None:
+    """The warning FID and KID need when the sets are too small to compare with published numbers."""
+    if min(n_real, n_generated) >= FID_FEATURES:
+        return None
+    return (f"Sample size: FID and KID here compare {n_real} real with {n_generated} generated image(s) per model. "
+            f"FID estimates a {FID_FEATURES:,}-dimensional covariance, so below {FID_FEATURES:,} images in each set "
+            "it is strongly biased upward and its value depends on the set size; KID is unbiased but varies widely "
+            "(see its ± std). Compare these numbers only with runs evaluated on the same images at the same size. "
+            f"Numbers comparable with published ones need at least {FID_FEATURES:,} real and {FID_FEATURES:,} "
+            f"generated images (publications commonly use {PUBLISHED_MIN:,} or more).")
 
 
 def _colour(results: dict, real_items, real_images, plan, sets: dict, floor) -> None:

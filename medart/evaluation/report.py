@@ -76,32 +76,46 @@ def _save_png(fig, path: Path) -> Path:
     return path
 
 
-def plot_color_histograms(histograms: Mapping[str, Mapping[str, object]], path: str | Path) -> Path:
-    """One panel per channel (R, G, B), one line per image set (e.g. real, base, tuned)."""
+# how each image set is drawn in every channel's panel: the real images black, the base model
+# gray and dashed, the tuned model solid in the channel's colour (None)
+SET_LOOKS = {"real": ("-", "#111827", 2.0), "reference": ("-", "#111827", 2.0), "base": ("--", "#9ca3af", 1.8),
+             "tuned": ("-", None, 2.2)}
+
+
+def histogram_figure(histograms: Mapping[str, Mapping[str, object]], width: float = 12, height: float = 3.4,
+                     title: str = "Colour histograms"):
+    """One small panel per channel (R, G, B), one line per image set (real or reference, base,
+    tuned) in each: which set is nearer the real colours reads at a glance."""
     if not histograms:
         raise ValueError("no histograms to plot")
-    fig = _figure(12, 3.4)
+    fig = _figure(width, height)
     axes = fig.subplots(1, 3, sharey=True)
-    for ax, channel, title in zip(axes, ("r", "g", "b"), ("Red", "Green", "Blue")):
+    for ax, channel, name_ in zip(axes, ("r", "g", "b"), ("Red", "Green", "Blue")):
         for i, (name, hist) in enumerate(histograms.items()):
             values = np.asarray(hist[channel], dtype=float)
             centres = (np.arange(len(values)) + 0.5) / len(values)
-            ax.plot(
-                centres,
-                values,
-                SET_STYLES[i % len(SET_STYLES)],
-                color=CHANNEL_COLOURS[channel],
-                alpha=1.0 - 0.2 * (i % 4),
-                linewidth=2.0 if i == 0 else 1.5,
-                label=name,
-            )
-        ax.set_title(title)
-        ax.set_xlabel("value")
+            style, colour, width_ = SET_LOOKS.get(name, (SET_STYLES[i % len(SET_STYLES)], None, 2.0))
+            ax.plot(centres, values, style, color=colour or CHANNEL_COLOURS[channel], linewidth=width_, label=name)
+        ax.set_title(f"{name_} channel", color=CHANNEL_COLOURS[channel])
+        ax.set_xlabel("value (0 dark, 1 bright)")
         ax.set_xlim(0, 1)
         ax.legend(fontsize=8)
     axes[0].set_ylabel("fraction of pixels")
-    fig.suptitle("Colour histograms")
-    return _save_png(fig, Path(path))
+    fig.suptitle(title)
+    return fig
+
+
+def figure_png(fig) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return buf.getvalue()
+
+
+def plot_color_histograms(histograms: Mapping[str, Mapping[str, object]], path: str | Path) -> Path:
+    """One panel per channel (R, G, B), one line per image set (e.g. real, base, tuned)."""
+    return _save_png(histogram_figure(histograms), Path(path))
 
 
 def plot_per_class(

@@ -13,11 +13,12 @@ from medart.jobs.manager import (
     STATES,
     Job,
     JobManager,
+    RunComplete,
     hint,
     is_alive,
     log_tail,
     process_start_time,
 )
 
-__all__ = ["ACTIVE", "FINAL", "KINDS", "STATES", "Job", "JobManager", "hint", "is_alive", "log_tail",
+__all__ = ["ACTIVE", "FINAL", "KINDS", "STATES", "Job", "JobManager", "RunComplete", "hint", "is_alive", "log_tail",
            "process_start_time"]

@@ -23,10 +23,12 @@ def command(kind: str, config: str | Path) -> list[str]:
 
 
 def caption_settings(workspace: str | Path, base_model: str, backend: str | None = None, model: str | None = None,
-                     url: str | None = None, include_edited: bool = False) -> dict:
+                     url: str | None = None, include_edited: bool = False, include_approved: bool = False) -> dict:
     """The options of a batch captioning job (`caption`): without a backend each image's
-    template chooses its describer."""
-    settings = {"workspace": str(workspace), "base_model": base_model, "include_edited": bool(include_edited)}
+    template chooses its describer. Replacing edited or approved captions is confirmed by the
+    person who asked for it (the app's confirmation), so the job carries `yes`."""
+    settings = {"workspace": str(workspace), "base_model": base_model, "include_edited": bool(include_edited),
+                "include_approved": bool(include_approved), "yes": bool(include_edited or include_approved)}
     if backend:
         settings.update(backend=backend, model=model or None, url=url or None)
     return settings

@@ -13,9 +13,10 @@ Layout (under a jobs folder, e.g. `./jobs`):
 A training job also names its run folder (`output`), which holds what the trainer writes:
 config, status.json, metrics.jsonl, samples, checkpoints, adapter, its own log.txt.
 
-States: queued -> running -> done | failed | cancelled, with running -> stopping -> cancelled
-when a person presses Stop (a stopped training keeps its checkpoint and can be resumed), and
-queued -> cancelled when a queued job is removed. `job.json` is rewritten atomically, under
+States, one vocabulary for the app, the CLI and the run folders (`STATES`): queued -> running
+-> done | failed, with running -> stopping -> stopped when a person presses Stop (a stopped
+training keeps its checkpoint and can be resumed), and queued -> stopped when a queued job is
+removed. (Jobs recorded by earlier versions as "cancelled" read as stopped.) `job.json` is rewritten atomically, under
 a file lock (`jobs/.lock`, filelock) shared by every process that changes it.
 
 How the queue keeps going without a daemon. There is no long-lived supervisor to die or to
@@ -29,14 +30,15 @@ app's poll recovers the queue if a worker was killed before it could hand over.
 
 Reconcile (on app start and every poll): a job recorded as running or stopping whose process
 is gone (checked with psutil by pid and process start time, so a reused pid is not mistaken for it)
-becomes failed with the last lines of its log, or cancelled if a stop had been asked for.
+becomes failed with the last lines of its log, or stopped if a stop had been asked for.
 A stopping job still alive after its deadline has its whole process group killed. Nothing
 stays running or stopping forever.
 
 Stop sends SIGTERM to the job's process group: the trainer finishes its step, writes a
-checkpoint and exits (state cancelled, resumable); other commands stop at once. Resume
+checkpoint and exits (state stopped, resumable); other commands stop at once. Resume
 queues a new training job with the same config plus `--resume latest` in the same run
-folder, so it continues from the latest complete checkpoint.
+folder, so it continues from the latest complete checkpoint; a run that has finished all its
+steps is complete and is not queued again.
 
 Slots: one job at a time on a CPU machine, one per GPU on a CUDA machine (each job sees its
 own GPU through CUDA_VISIBLE_DEVICES); `MEDART_JOB_SLOTS` overrides.
@@ -61,9 +63,10 @@ from filelock import FileLock
 from medart.fileio import atomic_write_json, atomic_write_text, slugify
 from medart.jobs.kinds import KINDS, command
 
-STATES = ("queued", "running", "stopping", "done", "failed", "cancelled")
+STATES = ("queued", "running", "stopping", "stopped", "done", "failed")
 ACTIVE = ("running", "stopping")
-FINAL = ("done", "failed", "cancelled")
+FINAL = ("stopped", "done", "failed")
+LEGACY_STATES = {"cancelled": "stopped"}  # what earlier versions wrote
 STOP_TIMEOUT_S = 120.0  # after Stop, the process group is killed if still alive this much later
 WORKER = "medart.cli.worker"  # the module a job's process runs (`python -m medart.cli.worker JOBDIR`)
 
@@ -205,6 +208,7 @@ class JobManager:
         except (OSError, ValueError):
             return None
         known = {k: v for k, v in data.items() if k in Job.__dataclass_fields__}
+        known["state"] = LEGACY_STATES.get(known.get("state"), known.get("state", "queued"))
         return Job(**known, folder=str(folder))
 
     def _save(self, job: Job) -> None:
@@ -322,7 +326,7 @@ class JobManager:
             job.log_tail = log_tail(job.log_path)
             job.ended = now
             if job.state == "stopping":
-                job.state = "cancelled"
+                job.state = "stopped"
             else:
                 job.state = "failed"
                 job.error = job.error or f"the job's process (pid {job.pid}) ended without reporting a result"
@@ -339,13 +343,13 @@ class JobManager:
         except (ProcessLookupError, PermissionError):
             pass
 
-    # -- stop, cancel, resume --
+    # -- stop and resume --
     def stop(self, job_id: str) -> Job:
-        """Ask a job to stop: queued -> cancelled; running -> stopping (SIGTERM to its group)."""
+        """Ask a job to stop: queued -> stopped; running -> stopping (SIGTERM to its group)."""
         with self.lock():
             job = self.get(job_id)
             if job.state == "queued":
-                job.state, job.ended, job.note = "cancelled", time.time(), "removed from the queue"
+                job.state, job.ended, job.note = "stopped", time.time(), "removed from the queue"
                 self._save(job)
                 return job
             if job.state != "running":
@@ -374,6 +378,9 @@ class JobManager:
             raise ValueError("only training jobs can be resumed")
         if job.state in ACTIVE or job.state == "queued":
             raise ValueError(f"job {job_id} is {job.state}; stop it first")
+        complete = run_complete(job.output)
+        if complete:
+            raise RunComplete(complete)
         if not job.output or not any((Path(job.output) / "checkpoints").glob("step-*")):
             raise ValueError(f"job {job_id} left no checkpoint to resume from; start it again instead")
         if job.config:
@@ -408,6 +415,25 @@ class JobManager:
         return (int(found[-1][0]), int(found[-1][1])) if found else None
 
 
+class RunComplete(ValueError):
+    """Resume was asked of a run that has trained all its steps: nothing to continue."""
+
+
+def run_complete(output: str | None) -> str | None:
+    """'Run X is complete: ...' when the run folder says it trained all its steps, else None."""
+    if not output:
+        return None
+    try:
+        status = json.loads((Path(output) / "status.json").read_text())
+    except (OSError, ValueError):
+        return None
+    step, total = int(status.get("step") or 0), int(status.get("total") or 0)
+    if status.get("state") == "done" and total and step >= total:
+        return (f"Run {Path(output).name} is complete: it trained all {total} steps, and its adapter is in the run "
+                "folder. Nothing to resume; to train longer, start a new run.")
+    return None
+
+
 def _mark_run_dead(job: Job) -> None:
     """A training run whose process died without a word: its status.json must not say running."""
     if job.kind != "train" or not job.output:
@@ -418,7 +444,7 @@ def _mark_run_dead(job: Job) -> None:
     except (OSError, ValueError):
         return
     if status.get("state") == "running":
-        status["state"] = "stopped" if job.state == "cancelled" else "failed"
+        status["state"] = "stopped" if job.state == "stopped" else "failed"
         status["error"] = status.get("error") or job.error
         status["updated"] = time.time()
         atomic_write_json(path, status)
@@ -443,13 +469,13 @@ def final_state(job: Job, exit_code: int, stopped: bool) -> tuple[str, str | Non
             status = {}
         run_state = status.get("state")
         if run_state == "stopped":
-            return "cancelled", None
+            return "stopped", None
         if run_state == "done" and exit_code == 0:
             return "done", None
         if run_state == "failed":
-            return ("cancelled", None) if stopped else ("failed", status.get("error"))
+            return ("stopped", None) if stopped else ("failed", status.get("error"))
     if stopped:
-        return "cancelled", None
+        return "stopped", None
     if exit_code == 0:
         return "done", None
     return "failed", f"the command exited with code {exit_code}"

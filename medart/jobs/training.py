@@ -2,8 +2,9 @@
 
 A training is asked for as a run name and a `TrainConfig` (the Train tab fills one from its
 form). `preflight` says whether the run can start (blocking problems: no approved captions,
-drafts not yet reviewed, captions over the token limit, bad settings) and what to watch (VRAM,
-disk). `launch` exports the approved captions of the training split into the run folder
+drafts not yet reviewed, captions over the token limit, bad settings, HLDF on but no colour
+step in the run) and what to watch (VRAM, disk), and states the plan: the steps, N, M, the
+colour steps and an estimated time. `launch` exports the approved captions of the training split into the run folder
 (`runs/<name>/data`, with its manifest: the run knows exactly what it trained on), writes the
 run's `config.yaml` and queues a training job that runs it (`python -m medart train
 runs/<name>/config.yaml`).
@@ -109,10 +110,12 @@ def preflight(ws: Workspace, name: str, config: TrainConfig, runs_dir: Path, dev
         except ValueError as e:
             p.errors.append(f"Settings rejected: {e}")
         else:
+            p.info.append(plan_line(plan, config))
             p.info.append(plan.summary())
             if plan.enabled and plan.colour_steps == 0:
-                p.warnings.append(f"This run makes no colour step (N = {plan.every}, {plan.total_steps} steps): "
-                                  "HLDF would train LoRA only. Set N to 0 for the schedule rule, or lower it.")
+                p.errors.append(f"HLDF is on but this run makes no colour step (N = {plan.every} is more than its "
+                                f"{plan.total_steps} steps): set N to 0 for the schedule rule, lower N, or turn the "
+                                "HLDF colour loss off to train LoRA only.")
     # resources
     res = config.resolution or (64 if config.base_model == "tiny" else 512)
     if config.base_model != "tiny":
@@ -134,6 +137,34 @@ def preflight(ws: Workspace, name: str, config: TrainConfig, runs_dir: Path, dev
     if free < 3 * ckpt_gb + 1:
         p.warnings.append(f"Only {free:.1f} GB free on disk for checkpoints and samples.")
     return p
+
+
+def fmt_duration(seconds: float) -> str:
+    seconds = max(1, round(seconds))
+    if seconds < 90:
+        return f"{seconds} s"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def plan_line(plan, config: TrainConfig, markdown: bool = True) -> str:
+    """The run in one line: steps, N, M, colour steps and the estimated time."""
+    from medart.hldf_plan import STARTUP_SECONDS
+
+    hldf = (f"N = {plan.every}, M = {plan.colour_solver_steps}, {plan.colour_steps} colour step(s)" if plan.enabled
+            else "HLDF off (no colour step)")
+    seconds = plan.estimated_seconds()
+    if seconds is None:
+        when = f"no time estimate yet ({plan.step_source}; the monitor shows the ETA after the first steps)"
+    else:
+        start = STARTUP_SECONDS.get(config.base_model)
+        extra = f" + about {fmt_duration(start)} to load and validate" if start else " + loading and validations"
+        when = (f"estimated time about {fmt_duration(seconds)}{extra} (a plain step {plan.step_seconds:.2f} s, "
+                f"{plan.step_source}")
+        when += f"; a colour step about {plan.cost_ratio:.1f} plain steps)" if plan.enabled else ")"
+    steps = f"**{plan.total_steps} steps**" if markdown else f"{plan.total_steps} steps"
+    return f"{steps}, {hldf}; {when}."
 
 
 def hldf_plan_of(config: TrainConfig, approved: list, runs_dir: Path | None = None, device: str = "cpu"):

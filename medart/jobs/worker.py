@@ -61,7 +61,7 @@ def run_job(folder: str | Path, execute: Callable[[list[str]], int]) -> int:
         job.state, job.error, job.exit_code, job.ended = state, error, exit_code, time.time()
         if state != "done":
             job.log_tail = jobs.log_tail(job.log_path)
-        if state == "cancelled" and job.kind == "train":
+        if state == "stopped" and job.kind == "train":
             job.note = jobs.stopped_note(job)
         manager._save(job)
     print(f"[job {job.id}] {state}", flush=True)

@@ -6,6 +6,7 @@ workspace per browser session on the public Space; `paths` checks server paths a
 against the allowed roots. No gradio here.
 """
 
-from medart.studio.state import Studio, default_home, finished_runs, on_space, shared_public_space
+from medart.places import default_home
+from medart.studio.state import Studio, finished_runs, on_space, shared_public_space
 
 __all__ = ["Studio", "default_home", "finished_runs", "on_space", "shared_public_space"]

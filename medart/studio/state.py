@@ -25,16 +25,7 @@ from medart.run_folder import adapter_path
 from medart.studio.paths import ServerPaths, default_roots, run_folder
 from medart.studio.sessions import SessionWorkspaces
 
-
-
-def default_home() -> Path:
-    """`MEDART_HOME`; else /data/medart on a Space with persistent storage; else the current folder."""
-    env = os.environ.get("MEDART_HOME")
-    if env:
-        return Path(env)
-    if Path("/data").is_dir() and os.access("/data", os.W_OK):
-        return Path("/data/medart")
-    return Path.cwd()
+from medart.places import default_home, workspace_folder
 
 
 def on_space() -> bool:
@@ -64,12 +55,16 @@ class Studio:
     import_roots: Sequence[str | Path] | None = None
     # a workspace per browser session (None: on the original public Space only)
     per_session: bool | None = None
+    # the workspace (None: <home>/workspace) and where that choice came from, for the status line
+    workspace_root: Path | None = None
+    workspace_source: str = "the home folder's"
     runs_dir: Path = field(init=False)
     jobs: JobManager = field(init=False)
     session_key: Callable[[], str | None] | None = field(default=None, init=False)
 
     def __post_init__(self):
         self.home = Path(self.home).resolve()
+        self.workspace_root = Path(self.workspace_root or self.home / "workspace").resolve()
         self.runs_dir = self.home / "runs"
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.jobs = JobManager(self.home / "jobs")
@@ -85,23 +80,27 @@ class Studio:
 
     @classmethod
     def create(cls, home: str | Path | None = None, base_model: str | None = None, host: str = "127.0.0.1",
-               import_roots: Sequence[str | Path] = ()) -> "Studio":
+               import_roots: Sequence[str | Path] = (), workspace: str | Path | None = None) -> "Studio":
+        """The app's state: `workspace` (--workspace), else MEDART_WORKSPACE, else <home>/workspace,
+        exactly as the command line chooses it (`medart.places`)."""
         import torch
 
         from medart.profiles import default_base_model
 
         cuda = torch.cuda.is_available()
         home = Path(home) if home else default_home()
+        folder, source = workspace_folder(workspace, home)
         return cls(home=home, base_model=base_model or default_base_model(),
                    device="cuda" if cuda else "cpu", gpu_name=torch.cuda.get_device_name(0) if cuda else "",
-                   import_roots=default_roots(host, home, import_roots))
+                   import_roots=default_roots(host, home, import_roots), workspace_root=folder,
+                   workspace_source=source)
 
     # ---- where the workspace is ----
     @property
     def workspace_dir(self) -> Path:
-        """The workspace: `<home>/workspace`, or this browser session's own one (per_session)."""
+        """The workspace (`workspace_root`), or this browser session's own one (per_session)."""
         if not self.per_session:
-            return self.home / "workspace"
+            return self.workspace_root
         key = self.session_key() if self.session_key else None
         if not key:
             raise RuntimeError("this shared app keeps one workspace per browser session; open the page to get one")
@@ -140,9 +139,11 @@ class Studio:
 
     def status_line(self) -> str:
         device = f"GPU ({self.gpu_name})" if self.device == "cuda" else "CPU"
-        data = ("a temporary workspace for this browser session (removed when it ends)" if self.per_session
-                else str(self.home))
-        return f"Base model: {self.base_model} · Device: {device} · Data: {data}"
+        if self.per_session:
+            where = "Workspace: a temporary one for this browser session (removed when it ends)"
+        else:
+            where = f"Workspace: {self.workspace_root} ({self.workspace_source}) · Runs: {self.runs_dir}"
+        return f"Base model: {self.base_model} · Device: {device} · {where}"
 
     # ---- shared objects ----
     def tokenizer(self):

@@ -2,7 +2,17 @@
 
 The batch job and Regenerate use one describer for every image when a backend is chosen,
 or, with "per template" (the default), each image's template's describer, else the
-workspace default (the last explicit choice, saved as settings), else offline.
+workspace default (the last explicit choice, saved as settings), else offline. A batch
+replaces drafts only, unless the person chooses to replace edited or approved captions too
+and confirms a message that says how many; a batch is one undo step.
+
+Undo (in the editor and under find/replace) undoes the workspace's last change, whatever and
+wherever it was (an approval, an edit, a batch, a find/replace, a relabelling in the Data
+tab), says what it undid and shows the image when it was one.
+
+The review loop (Approve & next, Next, Previous, a thumbnail) is kept light: thumbnails and
+the editor's image are handed to the page as copies made once (`pictures.shown`), Next and
+Previous send the editor only, and the token count is recounted only when a person types.
 
 Every button's work is a module-level function of the studio and the inputs' values that
 returns the outputs' values (`listing`, `show`, `save_caption`, `start_batch`, ...), so the tab is
@@ -10,7 +20,7 @@ tested without a browser; `build` lays the page out and wires them. A batch is q
 captioning job with a config file (`medart.jobs.kinds.caption_settings`).
 
 Keyboard shortcuts (see layout.SHORTCUTS): Alt+A approve and next, Alt+N next, Alt+P previous,
-Alt+U next unreviewed, Alt+S save.
+Alt+U next unreviewed, Alt+S save, Alt+Z undo the last change.
 """
 
 from __future__ import annotations
@@ -24,8 +34,10 @@ from captioning import BACKENDS
 from captioning.templates import ModalityTemplate
 from medart.constants import MAX_CAPTION_TOKENS
 from medart.jobs.kinds import caption_settings
-from medart.workspace.describe import Describer, caption_by_describer, group_by_describer, workspace_describer
+from medart.workspace.describe import (NO_MODALITY, Describer, caption_by_describer, group_by_describer,
+                                       overwrite_statuses, untyped_template, workspace_describer)
 from medart.ui import pictures
+from medart.jobs import ACTIVE, FINAL
 from medart.ui.widgets import progress_bar, state_badge, user_errors
 from medart.workspace import Filter, Workspace
 
@@ -38,6 +50,9 @@ MODEL_HINT = "hub id, folder or served name"
 PAGE = 48  # thumbnails per gallery page
 EDITOR_PX = 1024  # the editor's image: at most this many pixels a side, losslessly encoded
 URL_HINT = "http://gpu-box:8000/v1"
+# which captions a batch replaces: drafts only unless a person chooses (and confirms) more
+BATCH_SCOPES = [("drafts only", "drafts"), ("drafts and edited captions", "edited"),
+                ("drafts, edited and approved captions", "approved")]
 
 
 def make_filter(status, label, text, max_tokens) -> Filter:
@@ -55,10 +70,10 @@ def token_md(n) -> str:
 
 
 def load_template(ws: Workspace, name: str | None = None) -> tuple:
-    """The editor's fields for template `name` (default: the workspace's default modality):
+    """The editor's fields for template `name` (default: the one for images without a modality):
     (template names, name, image phrase, features, prompt, max words, backend, model, URL)."""
     names = [t.name for t in ws.list_templates()]
-    name = name or ws.get_setting("modality") or names[0]
+    name = name or untyped_template(ws)
     t = ws.get_template(name)
     return (names, name, t.image_phrase, ", ".join(t.features), t.prompt, t.max_words,
             t.backend or "", t.model or "", t.url or "")
@@ -117,11 +132,23 @@ def listing(studio, status, label, contains, max_tok, page=1) -> tuple:
         ids, items, page, pages = listing_page(ws, make_filter(status, label, contains, max_tok), page)
         s = ws.stats()
     labels = ["all"] + sorted(k for k in s["labels"] if k)
-    gallery = pictures.gallery((i.thumb_path, f"#{i.id} {i.status} {i.token_count or 0}t") for i in items)
+    gallery = pictures.thumbnails(items, lambda i: f"#{i.id} {i.status} {i.token_count or 0}t")
+    return gallery, ids, counts_md(len(ids), page, pages, s), labels, page, [i.id for i in items]
+
+
+def counts_md(shown: int, page: int, pages: int, s: dict) -> str:
     where = f" · page {page} of {pages}" if pages > 1 else ""
-    md = (f"{len(ids)} shown{where} · draft {s['draft']} · edited {s['edited']} · approved {s['approved']} · "
-          f"rejected {s['rejected']} · without caption {s['missing']}")
-    return gallery, ids, md, labels, page, [i.id for i in items]
+    return (f"{shown} shown{where} · draft {s['draft']} · edited {s['edited']} · approved {s['approved']} · "
+            f"rejected {s['rejected']} · without caption {s['missing']}")
+
+
+def counts(studio, status, label, contains, max_tok, page=1) -> str:
+    """The counts line alone (what a review step changes besides the editor)."""
+    with studio.workspace() as ws:
+        n = ws.count(make_filter(status, label, contains, max_tok))
+        s = ws.stats()
+    pages = max(1, math.ceil(n / PAGE))
+    return counts_md(n, min(max(1, int(page or 1)), pages), pages, s)
 
 
 def show(studio, image_id) -> tuple:
@@ -130,7 +157,7 @@ def show(studio, image_id) -> tuple:
         return None, None, "", "", token_md(0)
     with studio.workspace() as ws:
         item = ws.get(int(image_id))
-    return (pictures.load(item.image_path, max_side=EDITOR_PX), item.id, state_badge(item.status)
+    return (pictures.shown(item.image_path, item.sha256, max_side=EDITOR_PX), item.id, state_badge(item.status)
             + f" &nbsp;{item.label or ''} · {item.original_name} · {item.split}", item.text,
             token_md(item.token_count))
 
@@ -165,23 +192,39 @@ def _selected(cur) -> int:
     return int(cur)
 
 
-def save_caption(studio, cur, text, approve: bool, move: bool, *filters) -> tuple:
-    """Save (and approve) the editor's caption; with `move`, go on to the next unreviewed one."""
+def review(studio, cur, text, action: str, move: bool | None = None) -> int:
+    """Approve, save or reject the editor's caption and (approve and reject, unless `move` says
+    otherwise) go on to the next unreviewed one; returns the image to show next."""
     cur = _selected(cur)
-    if approve and not (text or "").strip():
+    if action == "approve" and not (text or "").strip():
         raise ValueError("write or generate a caption before approving")
     with studio.workspace() as ws:
-        ws.set_text(cur, text, approve=approve)
+        if action == "reject":
+            ws.reject([cur])
+        else:
+            ws.set_text(cur, text, approve=action == "approve")
+        move = action in ("approve", "reject") if move is None else move
         nxt = ws.next_unreviewed(cur) if move else None
-    return (*listing(studio, *filters), *show(studio, nxt.id if nxt is not None else cur))
+    return nxt.id if nxt is not None else cur
+
+
+def review_step(studio, cur, text, action: str, *filters) -> tuple:
+    """A review button's first answer: (counts line, the editor at the image to show next). The
+    gallery's labels follow in a second event (`listing`), so the editor moves on at once."""
+    shown_next = review(studio, cur, text, action)
+    return (counts(studio, *filters), *show(studio, shown_next))
+
+
+def save_caption(studio, cur, text, approve: bool, move: bool, *filters) -> tuple:
+    """Save (and approve) the editor's caption; with `move`, go on to the next unreviewed one:
+    (listing, editor)."""
+    shown_next = review(studio, cur, text, "approve" if approve else "save", move)
+    return (*listing(studio, *filters), *show(studio, shown_next))
 
 
 def reject_caption(studio, cur, *filters) -> tuple:
-    cur = _selected(cur)
-    with studio.workspace() as ws:
-        ws.reject([cur])
-        nxt = ws.next_unreviewed(cur)
-    return (*listing(studio, *filters), *show(studio, nxt.id if nxt else cur))
+    shown_next = review(studio, cur, "", "reject")
+    return (*listing(studio, *filters), *show(studio, shown_next))
 
 
 def next_unreviewed(studio, cur) -> tuple[tuple, str | None]:
@@ -199,21 +242,43 @@ def regenerate(studio, cur, backend, model, url, *filters) -> tuple:
     explicit = job_describer(backend, checked_model(studio, backend, model), url)
     with studio.workspace() as ws:
         groups = group_by_describer(ws, [cur], explicit=explicit)
-        caption_by_describer(ws, groups, tokenizer=ws.tokenizer, overwrite=("draft", "edited", "approved", "rejected"))
+        caption_by_describer(ws, groups, tokenizer=ws.tokenizer, overwrite=("draft", "edited", "approved", "rejected"),
+                             action="describe")
     return (*listing(studio, *filters), *show(studio, cur))
 
 
-def undo_caption(studio, cur, *filters) -> tuple[tuple, str | None]:
-    """Undo the selected image's last change: (listing and editor, a note when there was nothing to undo)."""
-    cur = _selected(cur)
+def undo_change(studio, cur, *filters) -> tuple:
+    """Undo the workspace's last change, whatever and wherever it was: (what it undid, listing
+    and editor, which show the image it touched when it was one)."""
     with studio.workspace() as ws:
-        restored = ws.undo(cur)
-    return (*listing(studio, *filters), *show(studio, cur)), None if restored else "Nothing to undo for this image."
+        undone = ws.undo()
+    if undone is None:
+        return ("Nothing to undo.", *refresh_all(studio, cur, *filters))
+    target = undone.ids[0] if len(undone.ids) == 1 else cur
+    return (undone.describe(), *refresh_all(studio, target, *filters))
 
 
-def start_batch(studio, backend, model, url, redo: bool) -> tuple[str, str]:
-    """Queue a captioning job of the drafts (and, with `redo`, the edited captions); an explicit
-    describer becomes the workspace default. (status HTML, the default's note)."""
+def reviewed_to_replace(studio, scope: str) -> dict[str, int]:
+    """{status: count} of the reviewed captions (edited, approved) a batch of `scope` would replace."""
+    statuses = overwrite_statuses(scope in ("edited", "approved"), scope == "approved")
+    with studio.workspace() as ws:
+        counts = {s: ws.count(Filter(status=s)) for s in statuses if s != "draft"}
+    return {s: n for s, n in counts.items() if n}
+
+
+def confirm_md(counts: dict[str, int]) -> str:
+    """The confirmation of a batch that replaces reviewed captions: how many of each."""
+    what = " and ".join(f"**{n} {s}**" for s, n in counts.items())
+    return (f"This batch replaces {what} caption(s), reviewed by a person, with new drafts. "
+            "One **Undo** restores them all. Replace them?")
+
+
+def start_batch(studio, backend, model, url, scope: str = "drafts") -> tuple[str, str]:
+    """Queue a captioning job of the drafts (and, with `scope` "edited" or "approved", those
+    reviewed captions too: the page has asked for confirmation); an explicit describer becomes
+    the workspace default. (status HTML, the default's note)."""
+    if scope not in dict((v, k) for k, v in BATCH_SCOPES):
+        raise ValueError(f"unknown choice of captions {scope!r}")
     explicit = job_describer(backend, checked_model(studio, backend, model), url)
     with studio.workspace() as ws:  # an explicit choice becomes the workspace default for templates without one
         if explicit is not None:
@@ -222,7 +287,8 @@ def start_batch(studio, backend, model, url, redo: bool) -> tuple[str, str]:
                 ws.set_setting(key, value)
         note = default_describer_md(ws)
     settings = caption_settings(studio.workspace_dir, studio.base_model, *(
-        (explicit.backend, explicit.model, explicit.url) if explicit else ()), include_edited=redo)
+        (explicit.backend, explicit.model, explicit.url) if explicit else ()),
+        include_edited=scope in ("edited", "approved"), include_approved=scope == "approved")
     name = explicit.backend if explicit else "per-template"
     job = studio.jobs.submit("caption", settings, title=f"captions-{name}", output=str(studio.workspace_dir))
     return batch_html(studio, job), note
@@ -251,7 +317,7 @@ def poll_batch(studio, before: str) -> tuple[str, str, bool]:
     studio.jobs.tick()
     job = latest_caption_job(studio)
     state = f"{job.id}:{job.state}" if job else ""
-    ended = state != before and job is not None and job.state in ("done", "failed", "cancelled")
+    ended = state != before and job is not None and job.state in FINAL
     return batch_html(studio, job), state, ended
 
 
@@ -264,13 +330,6 @@ def find_replace(studio, apply: bool, pattern, replacement, is_regex, ignore_cas
     lines = [f"**{verb} {p.matches} match(es) in {p.captions} caption(s).**"]
     lines += [f"- #{i}: {b[:90]!r} → {a[:90]!r}" for i, b, a in p.samples]
     return "\n".join(lines)
-
-
-def undo_last(studio, cur, *filters) -> tuple:
-    """Undo the workspace's last change (a find/replace: all its captions)."""
-    with studio.workspace() as ws:
-        restored = ws.undo()
-    return (f"Undone: {len(restored)} caption(s) restored.", *refresh_all(studio, cur, *filters))
 
 
 def template_fields(studio, name=None) -> tuple:
@@ -297,7 +356,7 @@ def default_template(studio, name) -> str:
     """Make template `name` the one for images without a modality."""
     with studio.workspace() as ws:
         ws.get_template(name)
-        ws.set_setting("modality", name)
+        ws.set_setting(NO_MODALITY, name)
     return f"New images without a modality use **{name}**."
 
 
@@ -346,7 +405,8 @@ def _gallery_and_editor():
                 c["unrev"] = gr.Button("Next unreviewed (Alt+U)", elem_id="next-unreviewed")
             with gr.Row():
                 c["regen"] = gr.Button("Regenerate", elem_id="regenerate-caption")
-                c["undo"] = gr.Button("Undo", elem_id="undo-caption")
+                c["undo"] = gr.Button("Undo last change (Alt+Z)", elem_id="undo-caption")
+            c["note"] = gr.Markdown(elem_id="review-note")
     return c
 
 
@@ -358,9 +418,16 @@ def _batch_box():
                                        elem_id="batch-backend")
             c["model"] = gr.Textbox(label="Model", placeholder=MODEL_HINT, max_lines=1)
             c["url"] = gr.Textbox(label="Server URL (openai backend)", placeholder=URL_HINT, max_lines=1)
-            c["include_edited"] = gr.Checkbox(label="Also redo edited captions", value=True)
+        c["scope"] = gr.Radio(BATCH_SCOPES, value="drafts", label="Which captions to write",
+                              info="Edited and approved captions were reviewed by a person: replacing them asks "
+                                   "first.", elem_id="batch-scope")
         c["default_md"] = gr.HTML(elem_id="describer-default")
-        c["batch"] = gr.Button("Caption all drafts", variant="primary", elem_id="batch-caption")
+        c["batch"] = gr.Button("Start batch captioning", variant="primary", elem_id="batch-caption")
+        with gr.Group(visible=False, elem_id="batch-confirm") as c["confirm_box"]:
+            c["confirm_md"] = gr.Markdown(elem_id="batch-confirm-text")
+            with gr.Row():
+                c["confirm"] = gr.Button("Replace them", variant="stop", elem_id="batch-confirm-yes")
+                c["cancel"] = gr.Button("Cancel", elem_id="batch-confirm-no")
         c["batch_status"] = gr.HTML(elem_id="batch-status")
     return c
 
@@ -430,9 +497,9 @@ def build(studio):
         b = _batch_box()
         r = _find_replace_box()
         t = _template_box()
-        _wire_review(studio, tab, g, ids_state, page_ids)
+        on_undo = _wire_review(studio, tab, g, ids_state, page_ids)
         _wire_batch(studio, tab, g, b, ids_state, page_ids)
-        _wire_replace(studio, g, r, ids_state, page_ids)
+        _wire_replace(studio, g, r, ids_state, page_ids, on_undo)
         _wire_templates(studio, tab, t)
     return tab
 
@@ -448,9 +515,9 @@ def _io(g, ids_state, page_ids):
 def _wire_review(studio, tab, g, ids_state, page_ids):
     filters, listing_out, editor = _io(g, ids_state, page_ids)
     current = g["current"]
-    quiet = {"show_progress": "hidden"}
+    quiet = {"show_progress": "hidden"}  # the review loop: no overlay redrawn over the editor on every click
     gr.on([g["refresh"].click, tab.select], lambda cur, *f: _page(refresh_all(studio, cur, *f)), [current, *filters],
-          listing_out + editor, api_name="refresh_all")
+          listing_out + editor, api_name="refresh_all", **quiet)
     gr.on([f.change for f in filters[:-1]],  # a new filter starts at its first page
           lambda cur, *f: _page(refresh_all(studio, cur, *f[:-1], 1)), [current, *filters], listing_out + editor)
     g["page_n"].submit(lambda *f: _listing_values(listing(studio, *f)), filters, listing_out, **quiet)
@@ -462,19 +529,31 @@ def _wire_review(studio, tab, g, ids_state, page_ids):
     def on_select(shown, evt: gr.SelectData):
         return show(studio, shown[evt.index] if evt.index is not None and evt.index < len(shown) else None)
 
-    g["gallery"].select(on_select, [page_ids], editor)
-    g["text"].change(lambda text: count_tokens(studio, text), [g["text"]], [g["tokens"]], api_name="count")
-    g["approve"].click(user_errors(lambda c, text, *f: _page(save_caption(studio, c, text, True, True, *f))),
-                       [current, g["text"], *filters], listing_out + editor, api_name="approve_next")
-    g["save"].click(user_errors(lambda c, text, *f: _page(save_caption(studio, c, text, False, False, *f))),
-                    [current, g["text"], *filters], listing_out + editor)
-    g["reject"].click(user_errors(lambda c, *f: _page(reject_caption(studio, c, *f))), [current, *filters],
-                      listing_out + editor, api_name="do_reject")
-    g["prev_b"].click(lambda ids, c: show(studio, neighbour(ids, c, -1)), [ids_state, current], editor)
-    g["next_b"].click(lambda ids, c: show(studio, neighbour(ids, c, +1)), [ids_state, current], editor)
-    g["unrev"].click(lambda c: _noted(next_unreviewed(studio, c)), [current], editor, api_name="do_next_unreviewed")
-    g["undo"].click(user_errors(lambda c, *f: _page(_noted(undo_caption(studio, c, *f)))), [current, *filters],
-                    listing_out + editor, api_name="do_undo")
+    g["gallery"].select(user_errors(on_select), [page_ids], editor, **quiet)
+    # typing recounts the tokens; a caption the editor loads comes with its count
+    g["text"].input(lambda text: count_tokens(studio, text), [g["text"]], [g["tokens"]], api_name="count",
+                    trigger_mode="always_last", **quiet)
+    # a review step answers with the counts and the editor; the gallery page (its status labels) follows
+    step_out = [g["counts"], *editor]
+    for button, action, name in ((g["approve"], "approve", "approve_next"), (g["save"], "save", "save_caption"),
+                                 (g["reject"], "reject", "do_reject")):
+        button.click(user_errors(lambda c, text, *f, a=action: review_step(studio, c, text, a, *f)),
+                     [current, g["text"], *filters], step_out, api_name=name, **quiet).success(
+            lambda *f: _listing_values(listing(studio, *f)), filters, listing_out, **quiet)
+    g["prev_b"].click(user_errors(lambda ids, c: show(studio, neighbour(ids, c, -1))), [ids_state, current], editor,
+                      **quiet)
+    g["next_b"].click(user_errors(lambda ids, c: show(studio, neighbour(ids, c, +1))), [ids_state, current], editor,
+                      **quiet)
+    g["unrev"].click(user_errors(lambda c: _noted(next_unreviewed(studio, c))), [current], editor,
+                     api_name="do_next_unreviewed", **quiet)
+
+    def on_undo(cur, *f):  # what was undone is said beside the buttons (and under find/replace)
+        note, *rest = undo_change(studio, cur, *f)
+        return (note, *_page(tuple(rest)))
+
+    g["undo"].click(user_errors(on_undo), [current, *filters], [g["note"], *listing_out, *editor], api_name="do_undo",
+                    **quiet)
+    return on_undo
 
 
 def _wire_batch(studio, tab, g, b, ids_state, page_ids):
@@ -482,24 +561,53 @@ def _wire_batch(studio, tab, g, b, ids_state, page_ids):
     g["regen"].click(user_errors(lambda c, *a: _page(regenerate(studio, c, *a))),
                      [g["current"], b["backend"], b["model"], b["url"], *filters], listing_out + editor,
                      api_name="do_regen")
-    b["batch"].click(user_errors(lambda *a: start_batch(studio, *a)),
-                     [b["backend"], b["model"], b["url"], b["include_edited"]], [b["batch_status"], b["default_md"]],
-                     api_name="caption_batch")
+    timer = gr.Timer(1.5, active=False)  # polls while a batch runs, not otherwise
+    hide = gr.update(visible=False)
+
+    @user_errors
+    def on_batch(backend, model, url, scope):
+        counts = reviewed_to_replace(studio, scope)
+        if counts:  # reviewed captions would be replaced: ask first, saying how many
+            n = sum(counts.values())
+            return (gr.update(), gr.update(), gr.update(visible=True), confirm_md(counts),
+                    gr.update(value=f"Replace {n} reviewed caption(s)"), gr.update())
+        status, note = start_batch(studio, backend, model, url, scope)
+        return status, note, hide, "", gr.update(), gr.Timer(active=True)
+
+    @user_errors
+    def on_confirm(backend, model, url, scope):
+        status, note = start_batch(studio, backend, model, url, scope)
+        return status, note, hide, "", gr.update(), gr.Timer(active=True)
+
+    confirm_out = [b["batch_status"], b["default_md"], b["confirm_box"], b["confirm_md"], b["confirm"], timer]
+    batch_in = [b["backend"], b["model"], b["url"], b["scope"]]
+    b["batch"].click(on_batch, batch_in, confirm_out, api_name="caption_batch")
+    b["confirm"].click(on_confirm, batch_in, confirm_out, api_name="caption_batch_confirmed")
+    b["cancel"].click(lambda: (hide, ""), outputs=[b["confirm_box"], b["confirm_md"]])
+    b["scope"].change(lambda: (hide, ""), outputs=[b["confirm_box"], b["confirm_md"]])
     last_state = gr.State("")
 
     def poll(before, cur, *f):
         html_, state, ended = poll_batch(studio, before)
-        if ended:  # the captions changed under the page: show them
-            return (html_, state, *_page(refresh_all(studio, cur, *f)))
-        return (html_, state, *[gr.update()] * (len(listing_out) + len(editor)))
+        if ended:  # the captions changed under the page: show them; nothing to poll for any more
+            return (html_, state, gr.Timer(active=False), *_page(refresh_all(studio, cur, *f)))
+        job = latest_caption_job(studio)
+        keep = gr.update() if job is not None and job.state not in FINAL else gr.Timer(active=False)
+        return (html_, state, keep, *[gr.update()] * (len(listing_out) + len(editor)))
 
-    gr.Timer(1.5).tick(poll, [last_state, g["current"], *filters],
-                       [b["batch_status"], last_state, *listing_out, *editor])
-    tab.select(lambda: describer_defaults(studio), outputs=[b["backend"], b["model"], b["url"], b["default_md"]],
+    timer.tick(poll, [last_state, g["current"], *filters],
+               [b["batch_status"], last_state, timer, *listing_out, *editor], show_progress="hidden")
+
+    def on_tab():
+        job = latest_caption_job(studio)
+        running = job is not None and (job.state in ACTIVE or job.state == "queued")
+        return (*describer_defaults(studio), batch_html(studio, job), gr.Timer(active=running))
+
+    tab.select(on_tab, outputs=[b["backend"], b["model"], b["url"], b["default_md"], b["batch_status"], timer],
                api_name="backend_load")
 
 
-def _wire_replace(studio, g, r, ids_state, page_ids):
+def _wire_replace(studio, g, r, ids_state, page_ids, on_undo):
     filters, listing_out, editor = _io(g, ids_state, page_ids)
     fields = [r["find"], r["repl"], r["regex"], r["icase"], *filters]
     r["preview_b"].click(user_errors(lambda *a: find_replace(studio, False, *a)), fields, [r["replace_md"]])
@@ -507,11 +615,11 @@ def _wire_replace(studio, g, r, ids_state, page_ids):
         lambda cur, *f: _page(refresh_all(studio, cur, *f)), [g["current"], *filters], listing_out + editor)
 
     def on_undo_all(cur, *f):
-        md, *rest = undo_last(studio, cur, *f)
-        return (md, *_page(tuple(rest)))
+        note, *rest = on_undo(cur, *f)
+        return (note, note, *rest)
 
-    r["undo_all"].click(on_undo_all, [g["current"], *filters], [r["replace_md"], *listing_out, *editor],
-                        api_name="do_undo_all")
+    r["undo_all"].click(user_errors(on_undo_all), [g["current"], *filters],
+                        [r["replace_md"], g["note"], *listing_out, *editor], api_name="do_undo_all")
 
 
 def _wire_templates(studio, tab, t):

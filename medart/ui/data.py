@@ -30,8 +30,6 @@ def import_demo(ws) -> tuple:
         reports.append(import_paths(ws, files, label=label, modality=label))
         held_out = [i.id for i in ws.query(limit=None) if i.original_name in {f.name for f in files[-2:]}]
         ws.set_split(held_out, "test")
-    if ws.get_setting("modality") is None:
-        ws.set_setting("modality", "custom")
     return reports
 
 
@@ -40,7 +38,9 @@ def summarise(reports) -> tuple[str, list[list]]:
     dup = sum(len(r.duplicates) for r in reports)
     rejected = [[x.name, x.reason] for r in reports for x in r.rejected]
     rejected += [[n, f"duplicate of {o}"] for r in reports for n, o in r.duplicates]
-    text = f"**Imported {added} image(s)**, {dup} duplicate(s), {len([x for r in reports for x in r.rejected])} rejected."
+    captions = sum(r.captions for r in reports)
+    text = (f"**Imported {added} image(s)**, {captions} with a caption from their metadata or .txt file, "
+            f"{dup} duplicate(s), {len([x for r in reports for x in r.rejected])} rejected.")
     notices = [n for r in reports for n in r.notices(allow="'Allow images that may show burned-in patient data'")]
     text += "".join(f"\n\n⚠ {n}" for n in notices)  # seen before training: folder labels, burned-in images
     return text, rejected
@@ -62,7 +62,7 @@ def workspace_view(studio, label: str | None = ALL, split: str | None = ALL, pag
         page = min(max(1, int(page or 1)), pages)
         items = ws.query(flt, offset=(page - 1) * PAGE, limit=PAGE)
         # "validation" would not fit under a thumbnail
-        gallery = pictures.gallery((i.thumb_path, f"#{i.id} {i.split.replace('validation', 'val')}") for i in items)
+        gallery = pictures.thumbnails(items, lambda i: f"#{i.id} {i.split.replace('validation', 'val')}")
     labels = ", ".join(f"{k or '(none)'}: {v}" for k, v in s["labels"].items()) or "–"
     shown = f"{(page - 1) * PAGE + 1}–{(page - 1) * PAGE + len(items)} of {n}" if items else f"none of {n}"
     md = (f"**Workspace:** {s['total']} image(s) · draft {s['draft']} · edited {s['edited']} · "
@@ -87,8 +87,6 @@ def _import(studio, paths, label, modality, split, allow_burned_in) -> list:
     from medart.workspace.importers import import_paths
 
     with studio.workspace() as ws:
-        if modality and ws.get_setting("modality") is None:
-            ws.set_setting("modality", modality)
         return [import_paths(ws, paths, label=label or None, modality=modality or None, split=split or "train",
                              allow_burned_in=bool(allow_burned_in))]
 
@@ -126,7 +124,8 @@ def build(studio):
         with gr.Row():
             with gr.Column(scale=1):
                 demo_btn = gr.Button("Load demo images", variant="primary", elem_id="load-demo")
-                files = gr.File(label="Images, zip archives or DICOM files", file_count="multiple", type="filepath")
+                files = gr.File(label="Images, zip or DICOM files (+ metadata.jsonl / .csv / .txt captions)", file_count="multiple", type="filepath",
+                                elem_id="import-upload")
                 with gr.Row():
                     label = gr.Textbox(label="Class label (when the files bring none; DICOM takes only this)",
                                        elem_id="import-label")

@@ -1,8 +1,12 @@
 """Evaluate tab: evaluate a run as a background job (`python -m medart evaluate`) and show its report.
 
 The table puts base, tuned and the real-vs-real floor side by side (FID, KID, domain FD,
-colour distance), read from `<run>/eval/metrics.json`; the plots are the report's PNGs, handed
-to image components as pixels (never by path), and the report's text points to them.
+colour distance), read from `<run>/eval/metrics.json`, with a line on what each number means
+and, when the sets are too small for FID and KID to compare with published numbers, a warning
+that says how many images are needed. The plots are the report's PNGs, handed to image
+components as pixels (never by path), and the report's text points to them. While the job
+runs, each stage shows how far it is and about how long is left (`<run>/eval/progress.json`).
+The newest finished run is chosen when the page opens.
 """
 
 from __future__ import annotations
@@ -17,13 +21,32 @@ import pandas as pd
 
 from medart.constants import SPLITS
 from medart.evaluation import ALL_METRICS
+from medart.evaluation.progress import read_progress, stage_rows
 from medart.jobs.kinds import evaluation_settings
 from medart.studio import finished_runs
 from medart.ui import pictures
-from medart.ui.widgets import on_page_load, progress_bar, state_badge, user_errors
+from medart.ui.widgets import on_page_load, state_badge, user_errors
 
 METRIC_NAMES = {"fid": "FID", "kid_mean": "KID", "kid_std": "KID std", "dfd": "domain FD",
                 "color_distance": "colour distance"}
+METRIC_HELP = """**What the numbers are** (lower is closer to the real images in every column; the
+**real vs real (floor)** row compares two halves of the real images, the best a model could reach at this sample size):
+- **FID**: Fréchet distance between Inception features of the real and the generated images (means and covariances).
+- **KID** ± **KID std**: kernel distance in the same features, unbiased at any size; the std is its spread over subsets.
+- **domain FD**: the same Fréchet distance in the features of a classifier trained on the real training images
+  (the paper's KFD / HFD): does it look like this domain?
+- **colour distance**: √(Σ over R, G, B of Δmean² + Δstd²) between the sets' average per-channel statistics
+  (0–1 scale), what HLDF's colour loss compares.
+- **classifier rows**: a small classifier trained on real, base or tuned images, tested on the held-out real images:
+  accuracy (share right) and macro-F1 (per-class F1 averaged); higher is better there."""
+
+
+def empty_table() -> pd.DataFrame:
+    """The table before any result: its columns, no rows."""
+    return pd.DataFrame(columns=["model", *METRIC_NAMES.values()])
+
+
+STAGE_MARKS = {"done": "✓", "running": "▶", "waiting": "·", "stopped": "■"}
 
 
 def results_table(results: dict) -> pd.DataFrame:
@@ -62,29 +85,44 @@ def real_argument(studio, real: str | None) -> str:
     return str(studio.paths.folder(text, "folder of held-out images"))
 
 
+def stages_html(progress: dict | None, running: bool) -> str:
+    """The evaluation's stages: done (time taken), running (how far, about how long left), waiting."""
+    if not progress or not progress.get("stages"):
+        return ""
+    rows = stage_rows(progress, running=running)
+    current = next((k for k, (state, _, _) in enumerate(rows) if state == "running"), None)
+    head = f"<small>stage {current + 1} of {len(rows)}</small>" if current is not None else ""
+    items = "".join(f'<li class="eval-stage" data-state="{state}">{STAGE_MARKS[state]} {html.escape(name)}: '
+                    f"{html.escape(text)}</li>" for state, name, text in rows)
+    return f'<div id="eval-stages">{head}<ul style="list-style:none;padding-left:0;margin:4px 0">{items}</ul></div>'
+
+
 def eval_view(studio, run_name: str | None):
+    """(status html, results table, plot files, report Markdown, sample-size warning Markdown)."""
     if not run_name:
-        return "<small>No run selected.</small>", pd.DataFrame(), [], ""
+        return "<small>No run selected.</small>", empty_table(), [], "", ""
     try:
         run = studio.run_dir(run_name)
     except ValueError as e:
-        return f"<small>{html.escape(str(e))}</small>", pd.DataFrame(), [], ""
+        return f"<small>{html.escape(str(e))}</small>", empty_table(), [], "", ""
     job = studio.jobs.latest("evaluate", output=str(run))
     status = "<small>Not evaluated yet.</small>"
     if job:
-        prog = studio.jobs.progress(job)
-        status = (f'<div id="eval-status" data-state="{job.state}">{state_badge(job.state)} {job.id} '
-                  + (progress_bar(*prog) if prog and job.state == "running" else "") + "</div>")
+        running = job.state in ("queued", "running", "stopping")
+        stages = stages_html(read_progress(run / "eval"), running) if job.state != "queued" else ""
+        status = (f'<div id="eval-status" data-state="{job.state}">{state_badge(job.state)} {job.id}</div>'
+                  + (stages if running or job.state in ("failed", "stopped") else ""))
         if job.state == "failed":
             status += f"<pre>{html.escape(job.error or '')}\n{html.escape(job.log_tail or '')}</pre>"
     metrics = run / "eval" / "metrics.json"
     if not metrics.exists():
-        return status, pd.DataFrame(), [], ""
+        return status, empty_table(), [], "", ""
     results = json.loads(metrics.read_text())
     report = (run / "eval" / "report.md").read_text() if (run / "eval" / "report.md").exists() else ""
     report, captions = report_text(report)
     plots = [(p, captions.get(p.name) or p.stem.replace("_", " ")) for p in sorted((run / "eval").glob("*.png"))]
-    return status, results_table(results), plots, report
+    warning = results.get("settings", {}).get("sample_size_warning") or ""
+    return status, results_table(results), plots, report, (f"⚠ {warning}" if warning else "")
 
 
 def start(studio, run_name: str | None, real: str | None, k, chosen) -> tuple:
@@ -105,12 +143,18 @@ PLOT_SLOTS = 4
 
 
 def spread(view) -> tuple:
-    """(status, table, plot files, report) -> one value per output, plots (as pixels) into the image slots."""
-    status, table, plots, report = view
+    """(status, table, plot files, report, warning) -> one value per output, plots (as pixels) into the image slots."""
+    status, table, plots, report, warning = view
     images = [gr.update(value=im, visible=True, label=caption)
               for im, caption in pictures.gallery(plots[:PLOT_SLOTS])]
     images += [gr.update(value=None, visible=False)] * (PLOT_SLOTS - len(images))
-    return (status, table, *images, report)
+    return (status, table, *images, report, warning)
+
+
+def newest_finished(studio, current=None) -> tuple[list[str], str | None]:
+    """(finished runs, the one to show): the current one if still there, else the newest."""
+    names = [r.name for r in finished_runs(studio)]
+    return names, (current if current in names else names[0] if names else None)
 
 
 def build(studio):
@@ -121,7 +165,8 @@ def build(studio):
             run = gr.Dropdown(choices=[], label="Run", elem_id="eval-run", allow_custom_value=True)
             real = gr.Textbox(value="test", label="Held-out real images (a split of this workspace: test, "
                               "validation; or an imagefolder or WORKSPACE:SPLIT on the server)", elem_id="eval-real")
-            per_caption = gr.Number(value=4, precision=0, label="Images per caption (k)", elem_id="eval-k")
+            per_caption = gr.Number(value=4, precision=0, label="Images per caption (k)", elem_id="eval-k",
+                                    info="generated per held-out caption, by each model")
         metrics = gr.CheckboxGroup(list(ALL_METRICS), value=list(ALL_METRICS), label="Metrics", elem_id="eval-metrics")
         if not studio.training_allowed:
             gr.Markdown("Evaluation is turned off on this shared Space: its results would land in run folders "
@@ -129,29 +174,42 @@ def build(studio):
         go = gr.Button("Start evaluation (background job)", variant="primary", elem_id="eval-go",
                        interactive=studio.training_allowed)
         status = gr.HTML(elem_id="eval-status-box")
+        warning = gr.Markdown(elem_id="eval-sample-warning")
         table = gr.Dataframe(label="Base vs tuned vs real-vs-real floor", interactive=False, elem_id="eval-table")
+        gr.Markdown(METRIC_HELP, elem_id="eval-help")
         with gr.Column(elem_id="eval-plots"):
             slots = [gr.Image(visible=False, interactive=False, show_label=True) for _ in range(PLOT_SLOTS)]
         with gr.Accordion("Report", open=False):
             report = gr.Markdown()
 
-        outs = [status, table, *slots, report]
-        go.click(user_errors(lambda *a: spread(start(studio, *a))), [run, real, per_caption, metrics], outs,
-                 api_name="evaluate")
-        run.change(lambda r: spread(eval_view(studio, r)), [run], outs)
+        timer = gr.Timer(2.0, active=False)  # polls while the run's evaluation is queued or running
+        outs = [status, table, *slots, report, warning]
+
+        def active(run_name):
+            job = _latest(studio, run_name)
+            return gr.Timer(active=job is not None and job.state in ("queued", "running", "stopping"))
+
+        go.click(user_errors(lambda *a: (*spread(start(studio, *a)), active(a[0]))), [run, real, per_caption, metrics],
+                 [*outs, timer], api_name="evaluate")
+        run.change(lambda r: (*spread(eval_view(studio, r)), active(r)), [run], [*outs, timer])
         seen = gr.State("")
 
         def poll(run_name, prev):
             job = _latest(studio, run_name)
             key = f"{job.id}:{job.state}" if job else ""
             view = eval_view(studio, run_name)
-            if key == prev:
-                return (view[0], key) + (gr.update(),) * (len(outs) - 1)
-            return (view[0], key) + spread(view)[1:]
+            if key == prev:  # only the stages move: the table, plots and report stay as they are
+                return (view[0], key, active(run_name)) + (gr.update(),) * (len(outs) - 1)
+            return (view[0], key, active(run_name)) + spread(view)[1:]
 
-        gr.Timer(3.0).tick(poll, [run, seen], [status, seen, table, *slots, report])
-        tab.select(lambda: gr.update(choices=[r.name for r in finished_runs(studio)]), outputs=[run])
-        on_page_load(lambda: gr.update(choices=[r.name for r in finished_runs(studio)]), [run])
+        timer.tick(poll, [run, seen], [status, seen, timer, table, *slots, report, warning], show_progress="hidden")
+
+        def on_open(current=None):
+            names, chosen = newest_finished(studio, current)
+            return gr.update(choices=names, value=chosen)
+
+        tab.select(on_open, [run], [run])
+        on_page_load(on_open, [run])
     return tab
 
 

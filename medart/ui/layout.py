@@ -19,13 +19,15 @@ CSS = """
 #demo-banner {background: #fef3c7; border: 1px solid #f59e0b; border-radius: 6px; padding: 6px 10px}
 #space-banner {background: #dbeafe; border: 1px solid #3b82f6; border-radius: 6px; padding: 6px 10px}
 footer {display: none !important}
+#batch-confirm {border: 1px solid #f59e0b; background: #fffbeb; border-radius: 6px; padding: 6px}
+#review-note {min-height: 1.5em}
 """
 
-# Alt+A approve and next, Alt+N next, Alt+P previous, Alt+U next unreviewed, Alt+S save.
+# Alt+A approve and next, Alt+N next, Alt+P previous, Alt+U next unreviewed, Alt+S save, Alt+Z undo.
 SHORTCUTS = """<script>
 document.addEventListener('keydown', function (e) {
   if (!e.altKey || e.ctrlKey || e.metaKey) return;
-  var ids = {a: 'approve-next', n: 'next-caption', p: 'prev-caption', u: 'next-unreviewed', s: 'save-caption'};
+  var ids = {a: 'approve-next', n: 'next-caption', p: 'prev-caption', u: 'next-unreviewed', s: 'save-caption', z: 'undo-caption'};
   var id = ids[(e.key || '').toLowerCase()] || ids[(e.code || '').replace('Key', '').toLowerCase()];
   if (!id) return;
   var el = document.getElementById(id);

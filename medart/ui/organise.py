@@ -2,7 +2,9 @@
 label / split / remove of chosen images (by the `#id` the gallery shows under each image).
 
 Each action is a plain function `(studio, ...) -> (message, table)` that raises ValueError
-with what to do; `build` wires them to the page through `user_errors`.
+with what to do; `build` wires them to the page through `user_errors`. Relabelling, moving and
+holding out are changes of the workspace that "Undo last change" reverts (here or in the
+Captions tab); removing is not.
 """
 
 from __future__ import annotations
@@ -69,6 +71,14 @@ def remove_images(studio, ids_text: str, confirmed: bool) -> tuple[str, dict]:
     return f"**Removed** {n} image(s) with their captions and history.", split_view(studio)
 
 
+def undo_last(studio) -> tuple[str, dict]:
+    """Undo the workspace's last change (a relabelling, a move, a hold-out, or a caption change
+    made in the Captions tab) and say what it was."""
+    with studio.workspace() as ws:
+        undone = ws.undo()
+    return (undone.describe() if undone else "Nothing to undo."), split_view(studio)
+
+
 def build(studio, view, view_outputs: list, view_inputs: list = ()):
     """The Organise accordion. After every action the table and `view_outputs` (filled by
     `view(*view_inputs)`: the tab's stats and gallery) are refreshed. Returns the table."""
@@ -98,6 +108,7 @@ def build(studio, view, view_outputs: list, view_inputs: list = ()):
                     split = gr.Dropdown(list(SPLITS), value="test", label="Split", show_label=False,
                                         elem_id="org-split", scale=2)
                     split_btn = gr.Button("Move to split", elem_id="org-set-split", scale=1)
+                undo_btn = gr.Button("Undo last change", elem_id="org-undo", size="sm")
                 with gr.Row(equal_height=True):
                     confirm = gr.Checkbox(False, label="Yes, remove them (cannot be undone)",
                                           elem_id="org-remove-confirm", scale=2)
@@ -118,6 +129,7 @@ def build(studio, view, view_outputs: list, view_inputs: list = ()):
     hold_btn.click(refreshed(hold_out_images), [test_pct, val_pct, seed, *view_inputs], outputs, api_name="hold_out", **quiet)
     label_btn.click(refreshed(relabel), [ids, label, *view_inputs], outputs, api_name="set_label", **quiet)
     split_btn.click(refreshed(move), [ids, split, *view_inputs], outputs, api_name="set_split", **quiet)
+    undo_btn.click(refreshed(undo_last), view_inputs, outputs, api_name="org_undo", **quiet)
     remove_btn.click(refreshed(remove_images), [ids, confirm, *view_inputs], outputs, api_name="remove_images", **quiet).success(
         lambda: False, outputs=[confirm], **quiet)
     return grid

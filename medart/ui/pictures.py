@@ -1,13 +1,23 @@
-"""What the page shows of a stored image: a PIL copy, never its path.
+"""What the page shows of a stored image: a copy made for the page, never the stored file's path.
 
 Gradio serves a file handed to a component by path from `/gradio_api/file=<path>` (and, with
-`allowed_paths`, every file beside it). The tabs therefore read thumbnails, samples and plots
-here and give the components pixels: Gradio encodes its own copy into the app's private
-cache folder (`app.private_page_cache`), which holds only what pages have shown.
+`allowed_paths`, every file beside it). The tabs therefore never hand a workspace or run file
+to a component. Two ways to show one:
+
+- `load` / `gallery`: a PIL copy; Gradio encodes it into its private cache folder
+  (`app.private_page_cache`). Right for run samples and plots, which change under one name.
+- `shown`: a copy of a content-addressed workspace file (thumbnail, editor image) written once
+  into `shown/` of that same cache folder, under the image's pixel hash, and handed to the
+  component by that path. Gradio serves it as is: no re-encoding and no copy on later clicks,
+  which keeps the review loop fast (a gallery page of 48 thumbnails costs 48 path strings, not
+  48 image encodings). The folder holds only what pages have shown, like the rest of the cache.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from PIL import Image
@@ -34,4 +44,56 @@ def gallery(items) -> list[tuple[Image.Image, str]]:
         im = load(path)
         if im is not None:
             out.append((im, caption))
+    return out
+
+
+def page_cache() -> Path:
+    """Gradio's cache folder of this process (where it keeps what pages were given)."""
+    folder = os.environ.get("GRADIO_TEMP_DIR") or str(Path(tempfile.gettempdir()) / "gradio")
+    return Path(folder).resolve()
+
+
+def shown(path: str | Path, key: str, max_side: int | None = None) -> str | None:
+    """The page's copy of the content-addressed file at `path` (`key`: its content hash), made
+    once, at most `max_side` pixels a side (a larger image is scaled down, losslessly encoded);
+    None when the file is missing or unreadable."""
+    source = Path(path)
+    suffix = source.suffix.lower() or ".png"
+    name = f"{key}{suffix}" if not max_side else f"{key}-{max_side}{suffix}"
+    target = page_cache() / "shown" / key[:2] / name
+    if target.exists():
+        return str(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, staging = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=suffix)
+        os.close(fd)
+        try:
+            _copy(source, Path(staging), max_side)
+            os.replace(staging, target)
+        finally:
+            Path(staging).unlink(missing_ok=True)
+    except (OSError, ValueError):
+        return None
+    return str(target)
+
+
+def _copy(source: Path, target: Path, max_side: int | None) -> None:
+    if max_side:
+        with Image.open(source) as im:
+            if max(im.size) > max_side:
+                im.load()
+                small = im.convert("RGB")
+                small.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+                small.save(target, format="PNG", compress_level=1)
+                return
+    shutil.copyfile(source, target)
+
+
+def thumbnails(items, caption) -> list[tuple[str, str]]:
+    """(page copy of each item's thumbnail, caption(item)) for gr.Gallery; missing files are left out."""
+    out = []
+    for item in items:
+        path = shown(item.thumb_path, item.sha256)
+        if path is not None:
+            out.append((path, caption(item)))
     return out

@@ -46,8 +46,11 @@ READER_PORT = 7861
 
 def reader_command(studio, name: str, host: str = "0.0.0.0", port: int = READER_PORT) -> str:
     """The exact command that serves study `name`'s reader page (and nothing else) to readers."""
+    where = ["--home", str(studio.home)]
+    if studio.workspace_dir != studio.home / "workspace":
+        where += ["--workspace", str(studio.workspace_dir)]
     lines = ["MEDART_AUTH=reader:CHOOSE-A-PASSWORD", shlex.join([sys.executable, str(APP_SCRIPT)]),
-             shlex.join(["--reader-study", name, "--home", str(studio.home)]),
+             shlex.join(["--reader-study", name, *where]),
              shlex.join(["--host", host, "--port", str(port)])]
     return " \\\n  ".join(lines)
 
@@ -213,8 +216,11 @@ def build(studio):
             return no_results() + ("", NO_CODE_NOTE if missing else "", gr.update(visible=missing),
                                    readers_md(studio, name))
 
-        def choices(name=None):
-            return (gr.update(choices=study_choices(studio)), gr.update(choices=[r.name for r in studio.tuned_runs()]),
+        def choices(name=None, current_run=None):
+            from medart.ui.compare import run_choice
+
+            names, chosen = run_choice(studio, current_run)  # the newest finished run unless one is chosen
+            return (gr.update(choices=study_choices(studio)), gr.update(choices=names, value=chosen),
                     readers_md(studio, name))
 
         shown_results = [results_md, plot, csv_file]
@@ -225,6 +231,6 @@ def build(studio):
         owner_code.submit(on_results, [study, owner_code], shown_results + [owner_msg])
         export_btn.click(on_export, [study, owner_code], shown_results + [owner_msg])
         set_code_btn.click(on_set_code, [study, owner_code], [owner_msg, set_code_btn])
-        tab.select(choices, [study], [study, run, readers])
-        on_page_load(choices, [study, run, readers])
+        tab.select(choices, [study, run], [study, run, readers])
+        on_page_load(lambda: choices()[:2], [study, run])  # nothing chosen yet: no readers to show
     return tab

@@ -4,9 +4,12 @@ The form's inputs are settings of `medart.config.TrainConfig`, named by their pa
 `form_config` turns what the form holds into the run name and a TrainConfig, which
 `medart.jobs.training` checks and queues as the run's config.yaml. The training itself is a
 background job (`medart.jobs`); this tab only reads the run folder (status.json,
-metrics.jsonl, samples/, the job's log) on a `gr.Timer`, so closing the page or restarting the
-app never touches a running training. The handlers are module-level functions of the studio
-and the inputs' values, testable without a browser.
+metrics.jsonl, samples/, the job's log) on a `gr.Timer` that runs while the run's job is
+queued, running or stopping, so closing the page or restarting the app never touches a
+running training. States are the jobs' vocabulary everywhere (queued, running, stopping,
+stopped, done, failed): the badge, the message, the jobs table and `python -m medart jobs`.
+The log shows its last lines, newest at the bottom. The handlers are module-level functions
+of the studio and the inputs' values, testable without a browser.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import gradio as gr
 import pandas as pd
 
 from medart.config import TrainConfig, load_config, setting_named
-from medart.jobs import hint, log_tail
+from medart.jobs import ACTIVE, RunComplete, hint, log_tail
 from medart.jobs.training import launch, preflight
 from medart.profiles import PROFILES
 from medart.run_folder import RunFolder
@@ -130,7 +133,8 @@ def launch_run(studio, name: str, base: str, *values) -> tuple[str, str | None]:
         job, check = launch(ws, name, config, studio.runs_dir, studio.jobs, studio.device)
     if job is None:
         return check.markdown(), None
-    return check.markdown() + f"\n\n**Queued** as job `{job.id}` ({job.state}).", Path(job.output).name
+    return (check.markdown() + f"\n\n**Launched** run `{Path(job.output).name}` as job `{job.id}`; the monitor "
+            "on the right follows it.", Path(job.output).name)
 
 
 def run_job(studio, run_name: str | None):
@@ -141,17 +145,50 @@ def run_job(studio, run_name: str | None):
     return job
 
 
+LOG_LINES = 40
+
+
+def log_html(text: str) -> str:
+    """The log's last lines in a box that shows its bottom (newest line) without scripting."""
+    return ('<div class="log-tail" style="max-height:14em;overflow:auto;display:flex;flex-direction:column-reverse;'
+            'background:#f9fafb;border:1px solid #e5e7eb;border-radius:6px;padding:4px 8px">'
+            f'<pre style="margin:0;white-space:pre-wrap;font-size:0.8em">{html.escape(text or "(no log yet)")}</pre>'
+            "</div>")
+
+
+def state_message(job, state: str, step: int, total: int, has_checkpoint: bool) -> str:
+    """One line on what the run's state means and what to do next."""
+    if job is not None and state == "failed":
+        text = f"{job.error or ''}\n{job.log_tail or ''}"
+        advice = hint(text)
+        message = f"**Training failed:** {html.escape(job.error or 'see the log')}"
+        return message + (f"\n\n**Hint:** {advice}" if advice else "")
+    if state == "stopped":
+        if has_checkpoint:
+            return f"Stopped at step {step} of {total}; a checkpoint was written. **Resume** continues from it."
+        return f"Stopped at step {step} of {total}, before its first checkpoint: launch it again to start over."
+    if state == "stopping":
+        return "Stopping: the current step finishes and a checkpoint is written."
+    if state == "done":
+        return f"Done: all {total} steps; the adapter is in the run folder. Try it in the **Compare** tab."
+    if state == "queued":
+        return "Queued: it starts when the job before it ends."
+    if state == "running":
+        return f"Running: step {step} of {total}."
+    return ""
+
+
 def monitor(studio, run_name: str | None, smoothing: float):
     """Everything the monitor shows for one run: (status html, loss plot, colour plot, sample files,
-    log, message, jobs)."""
+    log html, message, jobs)."""
     jobs = studio.visible_jobs(studio.jobs.tick())
     table = job_rows(jobs)
     if not run_name:
-        return "<small>No run selected.</small>", loss_frame([], 0), None, [], "", "", table
+        return "<small>No run selected.</small>", loss_frame([], 0), None, [], log_html(""), "", table
     try:
         run = studio.run_dir(run_name)
     except ValueError as e:
-        return f"<small>{html.escape(str(e))}</small>", loss_frame([], 0), None, [], "", "", table
+        return f"<small>{html.escape(str(e))}</small>", loss_frame([], 0), None, [], log_html(""), "", table
     folder = RunFolder(run)
     status = folder.read_status()
     job = studio.jobs.latest("train", output=str(run))
@@ -163,24 +200,10 @@ def monitor(studio, run_name: str | None, smoothing: float):
             f"{state_badge(state)} <b>{html.escape(run_name)}</b> · step {step} / {total} · ETA {eta}"
             + (f" · loss {loss:.4f}" if isinstance(loss, (int, float)) else "")
             + (f" · job {job.id}" if job else "") + "</div>" + progress_bar(step, total, "steps"))
-    log = ""
-    message = ""
-    if job:
-        log = log_tail(job.log_path, lines=25)
-        if job.state == "failed":
-            text = f"{job.error or ''}\n{job.log_tail or log}"
-            advice = hint(text)
-            message = f"**Training failed:** {html.escape(job.error or 'see the log')}"
-            if advice:
-                message += f"\n\n**Hint:** {advice}"
-        elif job.state == "cancelled" and any(folder.checkpoints.glob("step-*")):
-            message = f"Stopped at step {step}; a checkpoint was written. **Resume** continues from it."
-        elif job.state == "done":
-            message = "Done: the adapter is in the run folder. Try it in the **Compare** tab."
-        elif job.state == "queued":
-            message = "Queued: it starts when the job before it ends."
+    log = log_tail(job.log_path, lines=LOG_LINES) if job else log_tail(run / "log.txt", lines=LOG_LINES)
+    message = state_message(job, state, step, total, any(folder.checkpoints.glob("step-*")))
     rows = folder.metrics()
-    return info, loss_frame(rows, smoothing), distance_frame(rows), sample_items(run), log, message, table
+    return info, loss_frame(rows, smoothing), distance_frame(rows), sample_items(run), log_html(log), message, table
 
 
 def _form(studio):
@@ -252,7 +275,8 @@ def _monitor_panel(studio):
                 "a match.", elem_id="colour-plot-help")
     samples = gr.Gallery(label="Samples (fixed seeds, from step 0)", columns=6, height=220, object_fit="contain",
                          allow_preview=True, elem_id="sample-timeline")
-    log = gr.Textbox(label="Log (last lines)", lines=8, max_lines=8, elem_id="train-log", autoscroll=True)
+    gr.Markdown("**Log** (its last lines, the newest at the bottom)")
+    log = gr.HTML(log_html(""), elem_id="train-log")
     return runs, smooth, stop_b, resume_b, [status, plot, colour_plot, samples, log, message]
 
 
@@ -280,41 +304,54 @@ def build(studio):
         def run_choices(selected=None):
             return gr.update(choices=[r.name for r in studio.runs()], **({"value": selected} if selected else {}))
 
+        timer = gr.Timer(2.0, active=False)  # runs while a job is queued, running or stopping
+
+        def polling():
+            busy = any(j.state in ACTIVE or j.state == "queued" for j in studio.visible_jobs())
+            return gr.Timer(active=busy)
+
         @user_errors
         def on_launch(*form):
             md, run_name = launch_run(studio, *form)
-            return md, run_choices(run_name) if run_name else gr.update()
+            return md, run_choices(run_name) if run_name else gr.update(), polling()
 
         form = [name, base, *settings]
         pre_b.click(user_errors(lambda *v: preflight_md(studio, *v)), form, [pre_md], api_name="preflight")
-        go_b.click(on_launch, form, [pre_md, runs], api_name="launch_training")
+        go_b.click(on_launch, form, [pre_md, runs, timer], api_name="launch_training")
 
         shown = gr.State(None)  # the sample files on the page: unchanged ones are not sent again
-        outs = [*shown_parts, jobs_table, shown]
+        outs = [*shown_parts, jobs_table, shown, timer]
 
         def refresh(run_name, smoothing, before=None):
-            return view(monitor(studio, run_name, smoothing), before)
+            return (*view(monitor(studio, run_name, smoothing), before), polling())
 
         runs.change(refresh, [runs, smooth], outs)
         smooth.release(refresh, [runs, smooth, shown], outs)
-        gr.Timer(2.0).tick(refresh, [runs, smooth, shown], outs)
+        timer.tick(refresh, [runs, smooth, shown], outs, show_progress="hidden")
 
         @user_errors
         def on_stop(run_name):
             studio.jobs.stop(run_job(studio, run_name).id)
-            return view(monitor(studio, run_name, 0.6))
+            return refresh(run_name, 0.6)
 
         @user_errors
         def on_resume(run_name):
-            studio.jobs.resume(run_job(studio, run_name).id)
-            return view(monitor(studio, run_name, 0.6))
+            try:
+                studio.jobs.resume(run_job(studio, run_name).id)
+            except RunComplete as e:  # nothing to continue: say so, queue nothing
+                values = list(refresh(run_name, 0.6))
+                values[len(shown_parts) - 1] = str(e)
+                return tuple(values)
+            return refresh(run_name, 0.6)
 
         stop_b.click(on_stop, [runs], outs, api_name="stop_training")
         resume_b.click(on_resume, [runs], outs, api_name="resume_training")
 
-        def on_tab():
-            return run_choices(), job_rows(studio.visible_jobs())
+        def on_tab(current=None):
+            names = [r.name for r in studio.runs()]
+            chosen = current if current in names else (names[0] if names else None)  # the newest run
+            return gr.update(choices=names, value=chosen), job_rows(studio.visible_jobs()), polling()
 
-        tab.select(on_tab, outputs=[runs, jobs_table])
-        on_page_load(lambda: (*on_tab(), studio.base_model), [runs, jobs_table, base])
+        tab.select(on_tab, [runs], [runs, jobs_table, timer])
+        on_page_load(lambda: (*on_tab(), studio.base_model), [runs, jobs_table, timer, base])
     return tab

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import html
+import logging
 import time
 
 import gradio as gr
@@ -21,21 +22,31 @@ def on_page_load(fn, outputs, inputs=None):
     Context.root_block.load(fn, inputs=inputs, outputs=outputs, show_progress="hidden", api_visibility="private")
 
 
+log = logging.getLogger("medart.ui")
+
+
 def user_errors(fn):
-    """Show what went wrong and what to do (ValueError & co. carry that text) instead of a trace."""
+    """Show what went wrong and what to do (ValueError & co. carry that text) in the page, and
+    write one line to the server's log: a person's mistake is not a crash, so no traceback. A
+    RuntimeError (which may be a fault, not a mistake) is shown the same way but logged with
+    its traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ValueError, FileNotFoundError, BaseModelError, RuntimeError) as e:
-            raise gr.Error(str(e)) from e
+        except (ValueError, FileNotFoundError, BaseModelError) as e:
+            log.warning("refused: %s", (str(e).splitlines() or [type(e).__name__])[0])
+            raise gr.Error(str(e), print_exception=False) from None
+        except RuntimeError as e:
+            log.exception("failed: %s", (str(e).splitlines() or [type(e).__name__])[0])
+            raise gr.Error(str(e), print_exception=False) from None
 
     return wrapper
 
 
-STATE_COLOURS = {"queued": "#6b7280", "running": "#2563eb", "stopping": "#d97706", "done": "#16a34a",
-                 "failed": "#dc2626", "cancelled": "#6b7280"}
+STATE_COLOURS = {"queued": "#6b7280", "running": "#2563eb", "stopping": "#d97706", "stopped": "#6b7280",
+                 "done": "#16a34a", "failed": "#dc2626"}
 
 
 def state_badge(state: str) -> str:

@@ -14,6 +14,7 @@ from medart.workspace.store import (
     Item,
     NewImage,
     ReplacePreview,
+    Undone,
     Workspace,
     check_split,
     default_workspace,
@@ -21,5 +22,5 @@ from medart.workspace.store import (
     pixel_hash,
 )
 
-__all__ = ["SPLITS", "STATUSES", "Filter", "Item", "NewImage", "ReplacePreview", "Workspace", "check_split",
+__all__ = ["SPLITS", "STATUSES", "Filter", "Item", "NewImage", "ReplacePreview", "Undone", "Workspace", "check_split",
            "default_workspace", "open_workspace", "pixel_hash"]

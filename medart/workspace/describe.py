@@ -4,8 +4,10 @@ Each caption is committed as soon as it is written, so an interrupted job loses 
 batch in flight; `only_missing=True` resumes it (images that already have text are left
 alone). Reviewed captions (edited, approved, rejected) are never overwritten by default,
 and images removed from the workspace while the job runs are skipped, not an error.
-The template of an image is the job's, else the image's modality, else the workspace's
-default (`modality` setting), else `custom`.
+The template of an image is the job's, else the image's modality, else the template a person
+chose for images without a modality (`NO_MODALITY` setting: the Captions tab's "Use for images
+without a modality", `template NAME --default`), else the neutral `custom` ("A medical
+image"): an image imported without a modality is never described as another modality's.
 
 The describer of an image (which backend, model and server write its caption) is the job's
 explicit choice, else its template's, else the workspace default (the `caption_backend`,
@@ -51,6 +53,13 @@ class DescriberGroup:
 
 
 OFFLINE = Describer("offline")
+NO_MODALITY = "no_modality_template"  # setting: the template a person chose for images without a modality
+NEUTRAL = "custom"
+
+
+def untyped_template(ws: Workspace) -> str:
+    """The template of images without a modality: the one a person chose, else the neutral one."""
+    return ws.get_setting(NO_MODALITY) or NEUTRAL
 
 
 @dataclass
@@ -63,10 +72,16 @@ class CaptionJobReport:
     removed_meanwhile: list[int] = field(default_factory=list)  # skipped: removed during the job
 
 
-def targets(ws: Workspace, only_missing: bool = False, include_edited: bool = False, flt: Filter | None = None) -> list[int]:
-    """Ids the job would caption: drafts (and edited ones if asked), optionally only empty ones."""
+def overwrite_statuses(include_edited: bool = False, include_approved: bool = False) -> tuple[str, ...]:
+    """The statuses a job may replace: drafts, and reviewed ones only when asked (rejected never)."""
+    return ("draft",) + (("edited",) if include_edited else ()) + (("approved",) if include_approved else ())
+
+
+def targets(ws: Workspace, only_missing: bool = False, include_edited: bool = False, flt: Filter | None = None,
+            include_approved: bool = False) -> list[int]:
+    """Ids the job would caption: drafts (and edited or approved ones if asked), optionally only empty ones."""
     base = flt or Filter()
-    statuses = ["draft", "edited"] if include_edited else ["draft"]
+    statuses = list(overwrite_statuses(include_edited, include_approved))
     return ws.ids(Filter(**{**base.__dict__, "status": statuses, "missing": True if only_missing else base.missing}))
 
 
@@ -80,6 +95,7 @@ def caption_workspace(
     progress: Callable[[int], None] | None = None,
     overwrite: tuple[str, ...] = ("draft",),
     report: CaptionJobReport | None = None,
+    change_id: int | None = None,
 ) -> CaptionJobReport:
     """Caption `ids` in batches of `captioner.batch_size`, committing every caption. A caption
     whose status is no longer in `overwrite` when its text is ready (a reviewer got there
@@ -87,7 +103,7 @@ def caption_workspace(
     its `total` being the whole job's."""
     config = config or VSGConfig()
     report = report if report is not None else CaptionJobReport(total=len(ids))
-    default = ws.get_setting("modality") or "custom"
+    default = untyped_template(ws)
     size = max(1, captioner.batch_size)
     for start in range(0, len(ids), size):
         groups: dict[str, list] = {}
@@ -115,7 +131,8 @@ def caption_workspace(
             for item, cap in zip(kept, captions):
                 prov = cap.provenance() | {"template": tmpl.name, "simple_caption": tmpl.simple_caption(item.label)}
                 try:
-                    written = ws.set_caption(item.id, cap.text, prov, status="draft", only_if=overwrite)
+                    written = ws.set_caption(item.id, cap.text, prov, status="draft", only_if=overwrite,
+                                             change_id=change_id)
                 except ValueError:
                     if _still_there(ws, [item.id], report):
                         raise
@@ -159,7 +176,7 @@ def group_by_describer(
     the workspace are left out."""
     if explicit is not None:
         return [DescriberGroup(explicit, list(ids), ["the job's choice"])] if ids else []
-    default_name = ws.get_setting("modality") or "custom"
+    default_name = untyped_template(ws)
     fallback = workspace_describer(ws)
     groups: dict[Describer, DescriberGroup] = {}
     templates: dict[str, ModalityTemplate] = {}
@@ -218,13 +235,17 @@ def caption_by_describer(
     overwrite: tuple[str, ...] = ("draft",),
     simplify_with_captioner: bool = False,
     on_group: Callable[[DescriberGroup], None] | None = None,
+    action: str = "caption batch",
 ) -> CaptionJobReport:
     """Caption each group with its own captioner: load it, caption the group with
     `caption_workspace` (all its guarantees hold), close it, then the next group. With
     `simplify_with_captioner` each captioner also shortens long captions (`.simplify`).
+    Everything written is one change of the workspace (`action`), undone in one step.
     Errors name the describer and where it came from."""
     config = config or VSGConfig()
     report = CaptionJobReport(total=sum(len(g.ids) for g in groups))
+    who = ", ".join(dict.fromkeys(str(g.describer) for g in groups))
+    change_id = ws.begin_change(action, f"({report.total} image(s), {who})" if report.total != 1 else f"({who})")
     for group in groups:
         if on_group:
             on_group(group)
@@ -239,7 +260,7 @@ def caption_by_describer(
             cfg = replace(config, simplifier=captioner.simplify) if simplify_with_captioner else config
             try:
                 caption_workspace(ws, captioner, group.ids, template=template, tokenizer=tokenizer, config=cfg,
-                                  progress=progress, overwrite=overwrite, report=report)
+                                  progress=progress, overwrite=overwrite, report=report, change_id=change_id)
             except CaptionerError as e:
                 raise CaptionerError(f"{where}: {e}") from e
     return report

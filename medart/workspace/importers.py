@@ -16,9 +16,12 @@ What happens to every image (documented conversions):
 - Every image is stored once under the hash of its pixels; a second copy is reported as a
   duplicate.
 
-Folders and zip archives bring their captions along: a `.txt` sidecar with the image's
-stem, or `metadata.jsonl` / `metadata.csv` (columns `file_name`, `text` or `caption`,
-optional `label`) in the image's folder or an ancestor. The label is, in order: the
+Folders, zip archives and files given together (an upload of several files) bring their
+captions along: a `.txt` sidecar with the image's stem, or `metadata.jsonl` / `metadata.csv`
+(columns `file_name`, `text` or `caption`, optional `label`) in the image's folder or an
+ancestor; files given one by one are matched by name, as if they lay in one folder. Rows of
+a metadata file naming images that were not imported with it are counted in a notice, not
+as rejected files. The label is, in order: the
 metadata's `label`, the `label` argument, the name of the image's parent folder (when it
 is not the imported folder itself or a split name like `train`). Labels taken from folder
 names are listed in the import summary, so a person sees them before training.
@@ -86,6 +89,7 @@ class ImportReport:
     rejected: list[Rejection] = field(default_factory=list)
     skipped: list[Rejection] = field(default_factory=list)  # hidden/system files, not images
     captions: int = 0  # imported images that brought a caption
+    unlisted: int = 0  # metadata rows naming images that were not among the imported files
     folder_labels: Counter = field(default_factory=Counter)  # label -> images that took it from a folder name
     burned_in: list[int] = field(default_factory=list)  # ids imported although they may show patient data
     numbered: int = 0  # files of DICOM exports (numbered in the order they were read)
@@ -95,6 +99,9 @@ class ImportReport:
         """What a person should look at before training (shown by the CLI and the Data tab);
         `allow` names the switch that let burned-in images in."""
         out = []
+        if self.unlisted:
+            out.append(f"{self.unlisted} row(s) of the metadata name images that were not imported with it; "
+                       "their captions were not used")
         if self.folder_labels:
             labels = ", ".join(f"{k} ({n})" for k, n in sorted(self.folder_labels.items()))
             out.append(f"labels taken from folder names: {labels}; check that none names a patient or a "
@@ -415,11 +422,7 @@ def _import_entries(
         else:
             candidates.append(e)
     seen = {e.rel for e in candidates}
-    for rel in metadata:
-        if rel not in seen:
-            report.rejected.append(Rejection("a metadata file" if export else f"{source}/{rel}",
-                                             "lists a file that was not found" if export else
-                                             "listed in metadata but not found"))
+    report.unlisted += sum(1 for rel in metadata if rel not in seen)
     stems = {e.rel.with_suffix("") for e in candidates}
     for stem, e in sidecars.items():
         if stem not in stems:
@@ -485,8 +488,10 @@ def import_paths(
     limits = limits or ImportLimits()
     report = ImportReport()
     batch = _Batch(ws, report)
+    kw = {"allow_burned_in": allow_burned_in}
     with ws.importing():
         try:
+            loose: list[Entry] = []  # files given on their own: matched with their sidecars by name
             for p in paths:
                 path = Path(p).expanduser()
                 if progress:
@@ -494,23 +499,38 @@ def import_paths(
                 if not path.exists():
                     raise FileNotFoundError(f"{path} does not exist; check the path")
                 if path.is_dir():
-                    entries = _folder_entries(path)
-                    _import_entries(batch, entries, path.name, label, modality, split, limits,
-                                    allow_burned_in=allow_burned_in)
+                    _import_entries(batch, _folder_entries(path), path.name, label, modality, split, limits, **kw)
                 elif path.suffix.lower() == ".zip":
-                    entries = _zip_entries(path, report, limits)
-                    _import_entries(batch, entries, path.name, label, modality, split, limits,
-                                    allow_burned_in=allow_burned_in)
+                    _import_entries(batch, _zip_entries(path, report, limits), path.name, label, modality, split,
+                                    limits, **kw)
                 else:
                     entry = Entry(PurePosixPath(path.name), path.read_bytes, path.stat().st_size, path.name,
                                   _file_head(path))
-                    _import_entries(batch, [entry], path.name, label, modality, split, limits, single=True,
-                                    allow_burned_in=allow_burned_in)
+                    if _looks_dicom(entry):  # a DICOM file on its own: none of its path is used
+                        _import_entries(batch, [entry], path.name, label, modality, split, limits, single=True, **kw)
+                    else:
+                        loose.append(entry)
+            for group in _by_unique_name(loose):
+                source = group[0].display if len(group) == 1 else "files"
+                _import_entries(batch, group, source, label, modality, split, limits, single=True, **kw)
             batch.commit()
         except BaseException:
             batch.abort()
             raise
     return report
+
+
+def _by_unique_name(entries: list[Entry]) -> list[list[Entry]]:
+    """The entries in groups whose names are unique (two files of one name cannot share a sidecar)."""
+    groups: list[list[Entry]] = []
+    for e in entries:
+        for group in groups:
+            if all(other.rel != e.rel for other in group):
+                group.append(e)
+                break
+        else:
+            groups.append([e])
+    return groups
 
 
 def import_dataset(
@@ -536,7 +556,9 @@ def import_dataset(
     local = Path(name_or_dir).expanduser()
     try:
         if local.is_dir():
-            ds = datasets.load_dataset("imagefolder", data_dir=str(local), split=split)
+            from medart.data import load_local_imagefolder
+
+            ds = load_local_imagefolder(local, split)
         else:
             ds = datasets.load_dataset(name_or_dir, split=split)
     except (FileNotFoundError, ValueError, ConnectionError, OSError) as e:

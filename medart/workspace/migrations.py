@@ -10,6 +10,7 @@ migration at the end; never edit one that has shipped.
     1  images, captions, their history, templates, settings
     2  reader studies: studies, their images, readers, answers
     3  reader-study owner codes: the code's hash, wrong codes in a row, the end of a lock
+    4  label and split history: relabelling and moving images are changes that undo restores
 """
 
 from __future__ import annotations
@@ -116,6 +117,21 @@ CREATE TABLE IF NOT EXISTS reader_study_answers (
 );"""
 
 
+LABEL_SPLIT_HISTORY = """
+CREATE TABLE IF NOT EXISTS image_history (
+    id INTEGER PRIMARY KEY,
+    change_id INTEGER NOT NULL REFERENCES changes(id),
+    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    old_label TEXT,
+    old_split TEXT NOT NULL,
+    new_label TEXT,
+    new_split TEXT NOT NULL,
+    undone INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS image_history_change ON image_history(change_id);
+CREATE INDEX IF NOT EXISTS history_undone ON history(undone, change_id);"""
+
+
 def _statements(script: str) -> list[str]:
     """The statements of a script, one by one (executescript would commit the transaction)."""
     out, buf = [], ""
@@ -152,6 +168,7 @@ MIGRATIONS: tuple[tuple[str, Callable[[sqlite3.Connection], None]], ...] = (
     ("images, captions, history, templates, settings", _script(IMAGES_AND_CAPTIONS)),
     ("reader studies", _script(READER_STUDIES)),
     ("reader-study owner codes", _owner_codes),
+    ("label and split history", _script(LABEL_SPLIT_HISTORY)),
 )
 LATEST = len(MIGRATIONS)
 

@@ -132,5 +132,6 @@ def hold_out(
             updates += [(split, i) for split, group in groups.items() for i in group]
         return updates
 
-    ws.reassign_splits(flt, assign)
+    detail = f"({100 * test:g} % test" + (f", {100 * validation:g} % validation" if validation else "") + f", seed {seed})"
+    ws.reassign_splits(flt, assign, detail=detail)
     return counts

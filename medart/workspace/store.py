@@ -1,6 +1,7 @@
 """The caption workspace: an SQLite store of images, captions, their edit history and templates.
 
-A workspace is a folder (default `./workspace`, or `MEDART_WORKSPACE`, or `--workspace`):
+A workspace is a folder (`--workspace`, else `MEDART_WORKSPACE`, else `<home>/workspace`, the
+home being `MEDART_HOME` or the current folder: `medart.places`, the same for app and CLI):
 
     workspace.db            SQLite in WAL mode; every change is one transaction
     images/ab/<sha256>.png  each image once, under the hash of its decoded RGB pixels
@@ -8,11 +9,14 @@ A workspace is a folder (default `./workspace`, or `MEDART_WORKSPACE`, or `--wor
     import.lock             held (shared) by every running import
     imports/<id>            one marker per import that has not finished
 
-Captions move `draft` -> `edited` -> `approved` (or `rejected`). Every text or status change
-is written together with a history row in one transaction, so a killed process loses no
-committed edit and `undo()` can restore the previous state. Find/replace applies to many
-captions as one change, undone in one step. Each image also has a class label and a split
-(train, validation, test); `medart.workspace.splits` reassigns splits per class. An import writes
+Captions move `draft` -> `edited` -> `approved` (or `rejected`). Every text or status change,
+and every change of an image's label or split, is written together with a history row in one
+transaction, so a killed process loses no committed edit and `undo()` restores the state
+before the workspace's last change, whatever it was (an edit, an approval, a batch of
+captions, a find/replace, a relabelling, a hold-out), and says what it undid. A change may
+touch many images (find/replace, a batch captioning job, a hold-out): it is undone in one
+step. Imports and removals are not changes that undo reverses. Each image has a class label
+and a split (train, validation, test); `medart.workspace.splits` reassigns splits per class. An import writes
 image files before the rows that refer to them (`importing()`); a killed one leaves its
 marker, and the next opening of the workspace while no import runs removes the files no row
 refers to. The schema and its versions are `medart.workspace.migrations`; this module and
@@ -51,7 +55,10 @@ IMPORT_LOCK = "import.lock"  # shared by running imports; taken exclusively to c
 IMPORT_MARKERS = "imports"  # one file per import that has not finished
 
 def default_workspace() -> Path:
-    return Path(os.environ.get("MEDART_WORKSPACE", "workspace"))
+    """`MEDART_WORKSPACE`, else `<home>/workspace` (`medart.places`, shared with the app)."""
+    from medart.places import default_workspace as where
+
+    return where()
 
 
 def pixel_hash(image: Image.Image) -> str:
@@ -163,6 +170,50 @@ class ReplacePreview:
     matches: int  # occurrences replaced
     samples: list[tuple[int, str, str]]  # (id, before, after) of the first few
     change_id: int | None = None  # set once applied
+
+
+@dataclass
+class Undone:
+    """What `Workspace.undo` reverted: one change, with the captions and images it restored."""
+
+    action: str  # edit, approve, reject, describe, caption batch, replace, label, split, hold out, ...
+    detail: str
+    at: float
+    captions: list[int]  # ids whose caption was restored
+    images: list[int]  # ids whose label or split was restored
+    before: dict = field(default_factory=dict)  # one image's restored state: text, status, label, split
+
+    @property
+    def ids(self) -> list[int]:
+        return sorted(set(self.captions) | set(self.images))
+
+    def describe(self) -> str:
+        """One line for people: "Undid the approval of #12 (now edited)"."""
+        what = ACTION_NAMES.get(self.action, self.action)
+        if self.detail:
+            what += f" {self.detail}"
+        ids = self.ids
+        if len(ids) == 1:
+            where = f"of #{ids[0]}"
+            now = [f"caption {self.before['status']}" if "status" in self.before else "",
+                   f"label {self.before['label'] or '(none)'}" if "label" in self.before else "",
+                   f"split {self.before['split']}" if "split" in self.before else ""]
+            now = ", ".join(x for x in now if x)
+            return f"Undid {what} {where}" + (f" (now: {now})." if now else ".")
+        parts = []
+        if self.captions:
+            parts.append(f"{len(self.captions)} caption(s) restored")
+        if self.images:
+            parts.append(f"{len(self.images)} image(s) back to their label and split")
+        return f"Undid {what}: {', '.join(parts)}."
+
+
+ACTION_NAMES = {
+    "edit": "the edit", "approve": "the approval", "reject": "the rejection", "describe": "the new caption",
+    "caption batch": "the batch captioning", "replace": "the find/replace", "label": "the relabelling",
+    "split": "the move", "hold out": "the hold-out", "draft": "the status change", "edited": "the status change",
+    "approved": "the approval", "rejected": "the rejection",
+}
 
 
 _ITEM_SQL = """SELECT i.id, i.sha256, i.original_name, i.width, i.height, i.mode, i.source, i.label, i.split,
@@ -331,7 +382,7 @@ class Workspace:
         label = (label or "").strip() or None
         with self.transaction() as c:
             ids = self._known(c, ids)
-            c.executemany("UPDATE images SET label = ? WHERE id = ?", [(label, i) for i in ids])
+            self._image_change(c, "label", [(i, label, None) for i in ids], detail=f"to {label or '(none)'}")
         return len(ids)
 
     def set_split(self, ids: Iterable[int], split: str) -> int:
@@ -339,7 +390,7 @@ class Workspace:
         check_split(split)
         with self.transaction() as c:
             ids = self._known(c, ids)
-            c.executemany("UPDATE images SET split = ? WHERE id = ?", [(split, i) for i in ids])
+            self._image_change(c, "split", [(i, None, split) for i in ids], detail=f"to {split}")
         return len(ids)
 
     def split_counts(self, flt: Filter | None = None) -> list[tuple[str, str, int]]:
@@ -352,7 +403,8 @@ class Workspace:
                 + where + " GROUP BY 1, 2 ORDER BY 1, 2", params,
             ).fetchall()  # fmt: skip
 
-    def reassign_splits(self, flt: Filter | None, assign: Callable[[list[tuple[int, str, str]]], list[tuple[str, int]]]) -> None:
+    def reassign_splits(self, flt: Filter | None, assign: Callable[[list[tuple[int, str, str]]], list[tuple[str, int]]],
+                        action: str = "hold out", detail: str = "") -> None:
         """In one transaction: the filtered images as (id, label or "", sha256), by id, go to
         `assign`, whose (split, id) pairs are written back (ValueError when none match)."""
         where, params = (flt or Filter()).sql()
@@ -366,7 +418,7 @@ class Workspace:
             updates = assign(rows)
             for split, _ in updates:
                 check_split(split)
-            c.executemany("UPDATE images SET split = ? WHERE id = ?", updates)
+            self._image_change(c, action, [(i, None, split) for split, i in updates], detail=detail)
 
     def remove(self, ids: Iterable[int]) -> int:
         """Delete images with their captions and history (not undoable); unreferenced files go too."""
@@ -521,14 +573,45 @@ class Workspace:
         return [dict(zip(keys, r)) for r in rows]
 
     # ---- changing captions ----------------------------------------------------------------
+    def begin_change(self, action: str, detail: str = "") -> int:
+        """A change that several later writes join (`set_caption(..., change_id=)`): a batch
+        captioning job writes each caption as it comes and is still undone in one step."""
+        with self.transaction() as c:
+            return c.execute("INSERT INTO changes (action, detail, at) VALUES (?,?,?)",
+                             (action, detail, time.time())).lastrowid
+
+    def _new_change(self, c, action: str, detail: str) -> int:
+        return c.execute("INSERT INTO changes (action, detail, at) VALUES (?,?,?)", (action, detail, time.time())).lastrowid
+
+    def _image_change(self, c, action: str, updates: list[tuple[int, str | None, str | None]], detail: str = "") -> int:
+        """Set (image_id, label or None to keep, split or None to keep) with history rows, inside
+        the caller's transaction; rows that would not change are skipped. Returns how many changed."""
+        change_id, changed = None, 0
+        for image_id, label, split in updates:
+            old = c.execute("SELECT label, split FROM images WHERE id = ?", (int(image_id),)).fetchone()
+            if old is None:
+                raise ValueError(f"no image with id {image_id}")
+            new_label = old[0] if label is None and action != "label" else label
+            new_split = old[1] if split is None else split
+            if (new_label, new_split) == tuple(old):
+                continue
+            if change_id is None:
+                change_id = self._new_change(c, action, detail)
+            c.execute("INSERT INTO image_history (change_id, image_id, old_label, old_split, new_label, new_split)"
+                      " VALUES (?,?,?,?,?,?)", (change_id, int(image_id), old[0], old[1], new_label, new_split))
+            c.execute("UPDATE images SET label = ?, split = ? WHERE id = ?", (new_label, new_split, int(image_id)))
+            changed += 1
+        return changed
+
     def _change(
-        self, c, action: str, updates: list[tuple[int, str, str, dict | None]], detail: str = ""
+        self, c, action: str, updates: list[tuple[int, str, str, dict | None]], detail: str = "",
+        change_id: int | None = None,
     ) -> tuple[int | None, int]:
         """Apply (image_id, text, status, provenance or None to keep) updates with history rows,
-        inside the caller's transaction. Rows that would not change are skipped.
-        Returns (change id or None, number of captions changed)."""
+        inside the caller's transaction, as change `change_id` (default: a new one). Rows that
+        would not change are skipped. Returns (change id or None, number of captions changed)."""
         now = time.time()
-        change_id, changed = None, 0
+        changed = 0
         for image_id, text, status, provenance in updates:
             if status not in STATUSES:
                 raise ValueError(f"unknown status {status!r}; choose from {', '.join(STATUSES)}")
@@ -541,9 +624,7 @@ class Workspace:
             if (text, status, new_prov) == (old[0], old[1], old[2]):
                 continue
             if change_id is None:
-                change_id = c.execute(
-                    "INSERT INTO changes (action, detail, at) VALUES (?,?,?)", (action, detail, now)
-                ).lastrowid
+                change_id = self._new_change(c, action, detail)
             tokens = old[3] if text == old[0] else self.count_tokens(text)
             c.execute(
                 "INSERT INTO history (change_id, image_id, old_text, old_status, old_provenance, old_token_count,"
@@ -568,21 +649,25 @@ class Workspace:
         text = (text or "").strip()
         with self.transaction() as c:
             self._current(c, image_id)
-            self._change(c, "edit", [(int(image_id), text, "approved" if approve else "edited", None)])
+            self._change(c, "approve" if approve else "edit",
+                         [(int(image_id), text, "approved" if approve else "edited", None)])
         return self.get(image_id)
 
     def set_caption(
-        self, image_id: int, text: str, provenance: dict, status: str = "draft", only_if: Iterable[str] | None = None
+        self, image_id: int, text: str, provenance: dict, status: str = "draft", only_if: Iterable[str] | None = None,
+        change_id: int | None = None,
     ) -> bool:
         """A captioner's output with its provenance (status `draft` until someone reviews it).
         With `only_if`, nothing is written unless the caption's status is one of those at the
         moment of writing (so a batch job never overwrites a caption reviewed meanwhile).
+        `change_id` (from `begin_change`) makes it part of a batch undone in one step.
         Returns whether the caption was written."""
         with self.transaction() as c:
             _, current = self._current(c, image_id)
             if only_if is not None and current not in set(only_if):
                 return False
-            self._change(c, "describe", [(int(image_id), (text or "").strip(), status, provenance)])
+            self._change(c, "describe", [(int(image_id), (text or "").strip(), status, provenance)],
+                         change_id=change_id)
         return True
 
     def set_status(self, ids: Iterable[int], status: str, action: str | None = None) -> int:
@@ -603,34 +688,48 @@ class Workspace:
     def reject(self, ids: Iterable[int]) -> int:
         return self.set_status(ids, "rejected", "reject")
 
-    def undo(self, image_id: int | None = None) -> list[int]:
-        """Undo the last change (all its captions), or the last change of one image.
-        Returns the ids whose caption was restored (empty when there is nothing to undo)."""
+    def undo(self, image_id: int | None = None) -> Undone | None:
+        """Undo the workspace's last change (all the captions, labels and splits it changed),
+        or with `image_id` the last change of that image's caption. Returns what was undone
+        (None when there is nothing to undo)."""
         with self.transaction() as c:
             if image_id is None:
-                row = c.execute("SELECT max(change_id) FROM history WHERE undone = 0").fetchone()
-                if row[0] is None:
-                    return []
+                change = c.execute(
+                    "SELECT max(change_id) FROM (SELECT change_id FROM history WHERE undone = 0"
+                    " UNION ALL SELECT change_id FROM image_history WHERE undone = 0)").fetchone()[0]
+                if change is None:
+                    return None
                 rows = c.execute(
                     "SELECT id, image_id, old_text, old_status, old_provenance, old_token_count FROM history"
-                    " WHERE change_id = ? AND undone = 0 ORDER BY id DESC",
-                    (row[0],),
-                ).fetchall()
+                    " WHERE change_id = ? AND undone = 0 ORDER BY id DESC", (change,)).fetchall()
+                image_rows = c.execute(
+                    "SELECT id, image_id, old_label, old_split, new_label, new_split FROM image_history"
+                    " WHERE change_id = ? AND undone = 0"
+                    " ORDER BY id DESC", (change,)).fetchall()
             else:
                 rows = c.execute(
-                    "SELECT id, image_id, old_text, old_status, old_provenance, old_token_count FROM history"
-                    " WHERE image_id = ? AND undone = 0 ORDER BY id DESC LIMIT 1",
-                    (int(image_id),),
-                ).fetchall()
+                    "SELECT id, image_id, old_text, old_status, old_provenance, old_token_count, change_id FROM history"
+                    " WHERE image_id = ? AND undone = 0 ORDER BY id DESC LIMIT 1", (int(image_id),)).fetchall()
+                if not rows:
+                    return None
+                change, rows, image_rows = rows[0][6], [rows[0][:6]], []
+            action, detail, at = c.execute("SELECT action, detail, at FROM changes WHERE id = ?", (change,)).fetchone()
             now = time.time()
+            before: dict = {}
             for hid, iid, text, status, prov, tokens in rows:
                 c.execute(
                     "UPDATE captions SET text = ?, status = ?, provenance = ?, token_count = ?, updated_at = ?"
-                    " WHERE image_id = ?",
-                    (text, status, prov, tokens, now, iid),
-                )
+                    " WHERE image_id = ?", (text, status, prov, tokens, now, iid))
                 c.execute("UPDATE history SET undone = 1 WHERE id = ?", (hid,))
-        return [r[1] for r in rows]
+                before.update(text=text, status=status)
+            for hid, iid, label, split, new_label, new_split in image_rows:
+                c.execute("UPDATE images SET label = ?, split = ? WHERE id = ?", (label, split, iid))
+                c.execute("UPDATE image_history SET undone = 1 WHERE id = ?", (hid,))
+                before.update({k: v for k, v, new in (("label", label, new_label), ("split", split, new_split))
+                               if v != new})
+        captions, images = [r[1] for r in rows], [r[1] for r in image_rows]
+        single = len(set(captions) | set(images)) == 1
+        return Undone(action, detail, at, captions, images, before if single else {})
 
     def _replacer(self, pattern: str, replacement: str, regex: bool, ignore_case: bool):
         try:
@@ -677,7 +776,7 @@ class Workspace:
                         shown.append((iid, text, new.strip()))
             preview = ReplacePreview(captions=len(updates), matches=matches, samples=shown)
             if apply and updates:
-                preview.change_id, _ = self._change(c, "replace", updates, detail=f"{pattern!r} -> {replacement!r}")
+                preview.change_id, _ = self._change(c, "replace", updates, detail=f"{pattern!r} → {replacement!r}")
         return preview
 
     def recount_tokens(self, tokenizer=None) -> int:

@@ -72,10 +72,12 @@ def load_and_caption(page, server, shots):
     page.wait_for_function("document.querySelector('#caption-text textarea').value.length > 20")
     first_id = page.locator("#caption-id input").input_value()
     caption = text.input_value()
-    assert caption.startswith("A fundus image of fundus")
+    assert caption.startswith("A fundus image, ")  # the label names the modality: not "of fundus"
     # edit: the live token count follows the text
     before = int(page.locator("#token-count-value").get_attribute("data-tokens"))
-    text.fill(caption + " Reviewed by a person.")
+    text.click()
+    page.keyboard.press("Control+End")
+    text.press_sequentially(" Reviewed by a person.")  # typed: the count follows the keys
     page.wait_for_function(f"+document.querySelector('#token-count-value').dataset.tokens > {before}")
     shots(page, "02-captions", full_page=True)
     page.locator("#approve-next").click()
@@ -98,7 +100,7 @@ def load_and_caption(page, server, shots):
     page.locator("#replace-apply").click()
     page.wait_for_selector("#replace-result:has-text('Replaced 1 match(es) in 1 caption(s)')")
     page.locator("#undo-last").click()
-    page.wait_for_selector("#replace-result:has-text('Undone: 1 caption(s) restored')")
+    page.wait_for_selector("#replace-result:has-text(\"Undid the find/replace 'Reviewed by a person.' → 'Checked.'\")")
     ws_db = server.home / "workspace" / "workspace.db"
     import sqlite3
 
@@ -120,10 +122,11 @@ def train_stop_and_resume(page, server, shots):
     page.locator("#preflight").click()
     page.wait_for_selector("#preflight-result:has-text('Preflight passed')")
     assert "12 approved caption(s) will be trained on" in page.locator("#preflight-result").inner_text()
-    assert "a colour step every N = 20 steps (set explicitly): 7 colour step(s) in 150" in \
-        page.locator("#preflight-result").inner_text()
+    result = page.locator("#preflight-result").inner_text()
+    assert "a colour step every N = 20 steps (set explicitly): 7 colour step(s) in 150" in result
+    assert "150 steps, N = 20, M = 4, 7 colour step(s); estimated time about" in result
     page.locator("#launch").click()
-    page.wait_for_selector("#preflight-result:has-text('Queued')")
+    page.wait_for_selector("#preflight-result:has-text('Launched')")
     page.wait_for_function("(() => { const s = document.querySelector('#train-status');"
                            " return s && s.dataset.state === 'running' && +s.dataset.step >= 25; })()")
     page.wait_for_function("(() => { const i = document.querySelector('#sample-timeline img');"
@@ -137,8 +140,13 @@ def train_stop_and_resume(page, server, shots):
 
     # Stop: the trainer finishes its step and writes a checkpoint
     page.locator("#stop-train").click()
-    wait_state(page, "#train-status", "cancelled")
+    wait_state(page, "#train-status", "stopped")
     page.wait_for_selector("#train-message:has-text('checkpoint was written')")
+    assert "stopped" in page.locator("#jobs-table").inner_text()  # one word for it everywhere
+    log = page.locator("#train-log .log-tail")  # the log box shows its end: the stop is its last line
+    page.wait_for_function("(() => { const b = document.querySelector('#train-log .log-tail');"
+                           " return b && b.innerText.includes('stopped'); })()")
+    assert log.evaluate("b => b.scrollTop + b.clientHeight >= b.scrollHeight - 2 || b.scrollTop >= -2")
     step = int(monitor_attr(page, "data-step"))
     assert 25 <= step < 150
     assert (run / "checkpoints" / f"step-{step:06d}").is_dir()
@@ -146,10 +154,14 @@ def train_stop_and_resume(page, server, shots):
     # Resume: continues from that checkpoint to the end
     page.locator("#resume-train").click()
     wait_state(page, "#train-status", "done")
+    page.locator("#resume-train").click()  # a finished run: said so, nothing queued
+    page.wait_for_selector("#train-message:has-text('is complete')")
     rows = RunFolder(run).metrics()
     assert [r["step"] for r in rows if "loss" in r] == list(range(1, 151))
     assert [r["step"] for r in rows if "color_distance" in r] == [0, 40, 80, 120, 150]  # the per-class curve
     assert (run / "adapter" / "dit").is_dir()
+    logs = [run / "log.txt", *(server.home / "jobs").glob("*/log.txt")]
+    assert not [p for p in logs if "Downloading" in p.read_text()]  # local data is read, not downloaded
     shots(page, "04-train-done", full_page=True)
 
     return run
@@ -158,10 +170,12 @@ def train_stop_and_resume(page, server, shots):
 def compare_and_evaluate(page, run, shots):
     """Compare: base and tuned from one pipeline with a reference; Evaluate as a background job."""
     tab(page, "Compare")
-    page.locator("#compare-run input").click()
-    page.get_by_role("option", name="demo-run").click()
+    page.wait_for_function("document.querySelector('#compare-run input').value === 'demo-run'")  # the newest finished
     page.locator("#compare-reference input").click()
-    page.get_by_role("option", name=re.compile(r"fundus_0\.jpg")).click()
+    page.get_by_role("option", name=re.compile(r"fundus_6\.jpg")).click()
+    page.wait_for_selector("#compare-ref-caption:has-text('Its caption')")
+    page.locator("#compare-use-caption").click()
+    page.wait_for_function("document.querySelector('#compare-prompt textarea').value.startsWith('A fundus image')")
     page.locator("#compare-go").click()
     page.wait_for_selector("#compare-base img")
     page.wait_for_selector("#compare-tuned img")
@@ -169,13 +183,12 @@ def compare_and_evaluate(page, run, shots):
     table = page.locator("#compare-stats").inner_text()
     for name in ("base", "tuned", "reference"):
         assert name in table
-    page.wait_for_selector("#compare-hist canvas, #compare-hist svg")
+    page.wait_for_selector("#compare-hist img")
     shots(page, "05-compare", full_page=True)
 
     # Evaluate: a background job on the held-out split, then the table and plots
     tab(page, "Evaluate")
-    page.locator("#eval-run input").click()
-    page.get_by_role("option", name="demo-run").click()
+    page.wait_for_function("document.querySelector('#eval-run input').value === 'demo-run'")
     for name in ("fid", "kid", "dfd", "classify"):
         page.locator("#eval-metrics").get_by_label(name, exact=True).uncheck()
     set_number(page, "eval-k", 2)

@@ -1,0 +1,104 @@
+"""Compare and Evaluate explain themselves: the newest finished run chosen, a reference's
+caption as the prompt, labelled slider halves, one histogram panel per channel, a sample-size
+warning on FID and KID, and the evaluation's stages with how long is left."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import add_images, make_tuned_run
+from medart.evaluation.pipeline import sample_size_note
+from medart.evaluation.progress import StageProgress, planned_stages, read_progress, stage_rows
+from medart.studio import Studio
+from medart.ui import compare, evaluate
+
+
+@pytest.fixture
+def studio(tmp_path):
+    return Studio(home=tmp_path / "home", base_model="tiny")
+
+
+def test_the_newest_finished_run_is_chosen(studio):
+    assert compare.run_choice(studio) == ([], None)
+    old = make_tuned_run(studio.runs_dir / "old")
+    os.utime(old, (time.time() - 100, time.time() - 100))
+    make_tuned_run(studio.runs_dir / "new")
+    ckpt_only = studio.runs_dir / "unfinished" / "checkpoints" / "step-000004" / "dit"
+    ckpt_only.mkdir(parents=True)
+    (studio.runs_dir / "unfinished" / "config.yaml").write_text("base_model: tiny\n")
+    names, chosen = compare.run_choice(studio)
+    assert chosen == "new" and set(names) >= {"new", "old"}  # finished beats the newer checkpoint-only run
+    assert compare.run_choice(studio, "old")[1] == "old"  # a choice already made stays
+    assert evaluate.newest_finished(studio) == (["new", "old"], "new")
+
+
+def test_a_reference_caption_becomes_the_prompt(studio):
+    with studio.workspace() as ws:
+        (first, second) = add_images(ws, ["fundus", "fundus"], split="test")
+        ws.set_text(first, "A fundus image, predominantly red with areas of black.", approve=True)
+    image, line = compare.reference_view(studio, first)
+    assert line == "**Its caption:** A fundus image, predominantly red with areas of black."
+    assert os.path.isfile(image) and not image.startswith(str(studio.home))
+    assert compare.reference_caption(studio, first) == "A fundus image, predominantly red with areas of black."
+    with pytest.raises(ValueError, match="has no caption yet"):
+        compare.reference_caption(studio, second)
+    with pytest.raises(ValueError, match="choose a reference image first"):
+        compare.reference_caption(studio, 0)
+
+
+def test_slider_halves_are_labelled_and_histograms_have_a_panel_per_channel():
+    base = Image.new("RGB", (64, 64), (200, 40, 40))
+    left = compare.labelled(base, "base")
+    right = compare.labelled(base, "tuned", right=True)
+    assert left.size == right.size == (256, 256)
+    a, b = np.asarray(left), np.asarray(right)
+    box = compare.LABEL_BOX
+    assert (a[-20:-8, 8:30] == box).all(axis=-1).any() and not (a[-20:-8, -30:-8] == box).all(-1).any()
+    assert (b[-20:-8, -30:-8] == box).all(axis=-1).any()  # the tuned label sits on the right
+    hist = compare.histogram_image({"base": base, "tuned": Image.new("RGB", (64, 64), (40, 200, 40)),
+                                    "reference": Image.new("RGB", (64, 64), (40, 40, 200))})
+    assert hist.width > 2.5 * hist.height  # three panels side by side
+
+
+def test_fid_and_kid_carry_a_sample_size_warning():
+    note = sample_size_note(4, 8)
+    assert note.startswith("Sample size: FID and KID here compare 4 real with 8 generated image(s) per model.")
+    assert "at least 2,048 real and 2,048 generated images" in note
+    assert sample_size_note(5000, 2048) is None
+
+
+def test_stages_say_how_far_and_how_long_is_left(tmp_path):
+    rec = StageProgress(tmp_path / "eval" / "progress.json", min_interval=0)
+    rec.plan(planned_stages({"fid", "color"}))
+    rec("base", 0, 8)
+    rec("base", 8, 8)
+    rec("tuned", 0, 8)
+    data = read_progress(tmp_path / "eval")
+    data["stages"][1]["started"] = time.time() - 20  # 2 of 8 in 20 s: about 60 s left
+    data["stages"][1]["done"] = 2
+    rows = stage_rows(data)
+    assert [r[0] for r in rows] == ["done", "running", "waiting", "waiting", "waiting"]
+    assert rows[1] == ("running", "generating the tuned model's images", "2 / 8, about 60 s left")
+    html = evaluate.stages_html(data, running=True)
+    assert "stage 2 of 5" in html and 'data-state="running"' in html
+    assert [r[0] for r in stage_rows(data, running=False)][:2] == ["done", "stopped"]
+
+
+def test_the_results_view_explains_and_warns(studio):
+    run = make_tuned_run(studio.runs_dir / "r")
+    (run / "eval").mkdir()
+    results = {"distribution": {"base": {"fid": 300.0}, "tuned": {"fid": 200.0}},
+               "settings": {"sample_size_warning": sample_size_note(4, 8)}}
+    (run / "eval" / "metrics.json").write_text(json.dumps(results))
+    status, table, plots, report, warning = evaluate.eval_view(studio, "r")
+    assert list(table["model"]) == ["base", "tuned"] and warning.startswith("⚠ Sample size")
+    for word in ("FID", "KID", "domain FD", "colour distance", "accuracy", "floor"):
+        assert word in evaluate.METRIC_HELP
+    for column in compare.STAT_COLUMNS[1:]:
+        assert column.split()[0] in compare.STAT_HELP
