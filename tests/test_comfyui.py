@@ -197,13 +197,28 @@ def test_dit_only_run_and_bad_input(tmp_path, capsys):
     with safe_open(out, "pt") as f:
         assert f.metadata()["medart.weights"] == "not recorded"  # config.yaml says nothing of an EMA
 
+    # a run still training: its latest complete checkpoint's adapter, with that step
+    step = run / "checkpoints" / "step-000005"
+    step.mkdir(parents=True)
+    (run / "adapter").rename(step / "adapters")
+    (step / "adapters" / "dit").rename(step / "dit")
+    (step / "manifest.json").write_text("{}")
+    (step / "trainer_state.json").write_text('{"step": 5}')
+    (run / "config.yaml").write_text(yaml.safe_dump({"base_model": "pixart-alpha-512", "ema_decay": 0.0}))
+    assert cli_main(["export-adapter", str(run), "--out", str(out)]) == 0
+    with safe_open(out, "pt") as f:
+        meta = f.metadata()
+    assert (meta["medart.source"], meta["medart.step"]) == ("checkpoints/step-000005", "5")
+    assert meta["medart.weights"] == "LoRA weights of the last step"
+    assert meta["medart.base_model_source"] == "PixArt-alpha/PixArt-XL-2-512x512"
+
     assert cli_main(["export-adapter", str(run), "--out", str(tmp_path / "x.pt")]) == 2
     assert ".safetensors" in capsys.readouterr().err
     assert cli_main(["export-adapter", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
     assert "No run folder" in capsys.readouterr().err
 
     # a DiT module that ComfyUI's PixArt map does not hold is refused, not silently dropped
-    weights = run / "adapter" / "dit" / lora.WEIGHTS
+    weights = step / "dit" / lora.WEIGHTS
     state = {k.replace("attn1.to_out.0", "attn1.norm_q"): v for k, v in load_file(weights).items()}
     save_file(state, weights)
     assert cli_main(["export-adapter", str(run), "--out", str(out)]) == 2
