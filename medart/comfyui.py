@@ -137,10 +137,13 @@ def _origin(dit: Path) -> tuple[str, str]:
     holder = dit.parent
     root = next((f for f in (holder, *holder.parents[:2]) if (f / "config.yaml").is_file()), holder.parent)
     where = holder.relative_to(root).as_posix() if holder != root else holder.name
-    for state in (holder / "trainer_state.json", root / "status.json"):
+    # a checkpoint records its step; a run's adapter is the one of its last step when the run is done
+    for state, needs_done in ((holder / "trainer_state.json", False), (root / "status.json", True)):
         try:
-            return where, str(int(json.loads(state.read_text())["step"]))
-        except (OSError, ValueError, KeyError, TypeError):
+            facts = json.loads(state.read_text())
+            if not needs_done or facts.get("state") == "done":
+                return where, str(int(facts["step"]))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue
     return where, ""
 
