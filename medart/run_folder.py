@@ -152,18 +152,47 @@ decision.** Generated images are synthetic and may look plausible while being wr
 {distances}
 ## Use without Med-Art Studio
 
-```python
-from diffusers import PixArtAlphaPipeline
-from peft import PeftModel
+Run this in the run folder (the folder that holds `adapter/`):
 
-pipe = PixArtAlphaPipeline.from_pretrained("{config.base_model if '/' in config.base_model else 'PixArt-alpha/PixArt-XL-2-512x512'}")
-pipe.transformer = PeftModel.from_pretrained(pipe.transformer, "adapter/dit")
-pipe.text_encoder = PeftModel.from_pretrained(pipe.text_encoder, "adapter/t5")  # if present
-image = pipe("An endoscopic image of ...", guidance_scale=4.5, clean_caption=False).images[0]
-```
+{usage_snippet(config)}
 
 Captions were used as written (no caption cleaning), so pass `clean_caption=False`.
 """
+
+
+def pipeline_source(base_model: str) -> str:
+    """What `PixArtAlphaPipeline.from_pretrained` takes for a base model: a profile's hub id or the
+    absolute folder it was loaded from, a folder made absolute, a hub id as it is."""
+    from medart.profiles import BaseModelError, resolve
+
+    try:
+        source = resolve(base_model)[0]
+    except BaseModelError:
+        return base_model
+    return str(Path(source).resolve()) if Path(source).is_dir() else source
+
+
+def usage_snippet(config) -> str:
+    """The model card's python code block: the run's adapters on its own base model in a stock
+    diffusers pipeline, at the size it trained at (run in the run folder)."""
+    size = f"height={config.resolution}, width={config.resolution}, " if config.resolution else ""
+    t5 = ('pipe.text_encoder = PeftModel.from_pretrained(pipe.text_encoder, "adapter/t5")\n'
+          if config.lora.t5 else "")
+    return f"""```python
+import torch
+from diffusers import PixArtAlphaPipeline
+from peft import PeftModel
+
+device = "cuda" if torch.cuda.is_available() else "cpu"
+pipe = PixArtAlphaPipeline.from_pretrained("{pipeline_source(config.base_model)}",
+                                           dtype=torch.bfloat16 if device == "cuda" else torch.float32)
+pipe.transformer = PeftModel.from_pretrained(pipe.transformer, "adapter/dit")
+{t5}pipe.to(device)
+# at the size it trained at: resolution binning would snap it to one of PixArt's preset sizes
+image = pipe("An endoscopic image of ...", {size}use_resolution_binning=False,
+             guidance_scale=4.5, clean_caption=False).images[0]
+image.save("generated.png")
+```"""
 
 
 def adapter_path(run: str | Path) -> Path | None:

@@ -45,9 +45,10 @@ def wait_for(predicate, timeout=300, poll=0.2):
     raise AssertionError("condition never became true")
 
 
-def make_tuned_run(run: Path, data: str = "", seed: int = 0) -> Path:
+def make_tuned_run(run: Path, data: str = "", seed: int = 0, lora_config=None) -> Path:
     """A run folder on the tiny base with a DiT + T5 adapter whose B matrices are non-zero,
-    so that tuned images differ from base ones (no training needed)."""
+    so that tuned images differ from base ones (no training needed); `lora_config`: a
+    `medart.config.LoraConfig` (default rank 4, alpha = rank)."""
     from medart import lora
     from medart.config import LoraConfig
     from medart.profiles import load_base
@@ -55,14 +56,15 @@ def make_tuned_run(run: Path, data: str = "", seed: int = 0) -> Path:
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.yaml").write_text(yaml.safe_dump({"base_model": "tiny", "data": str(data)}))
     base = load_base("tiny", device="cpu")
-    lora.attach_base(base, LoraConfig(rank=4))
+    lora.attach_base(base, lora_config or LoraConfig(rank=4))
     g = torch.Generator().manual_seed(seed)
     for model in (base.transformer, base.text_encoder):
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.data = torch.randn(p.shape, generator=g) * 0.5
     lora.save(base.transformer, run / "adapter" / "dit")
-    lora.save(base.text_encoder, run / "adapter" / "t5")
+    if hasattr(base.text_encoder, "peft_config_medart"):  # T5 has LoRA (lora_config.t5)
+        lora.save(base.text_encoder, run / "adapter" / "t5")
     return run
 
 

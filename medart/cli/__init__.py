@@ -1,7 +1,7 @@
 """The headless command line: `python -m medart <command> ...` (also the `medart` console script).
 
 One module per group of commands, each registering its parsers with `add_parsers(sub)`:
-`train` (train, generate), `workspace` (import, caption, export, review, organise),
+`train` (train, generate, export-adapter), `workspace` (import, caption, export, review, organise),
 `evaluate`, `reader_study`, `jobs`. Every command prints a clear message and exits non-zero
 on bad input; long work shows a progress bar. The CLI calls the services (workspace,
 evaluation, reader study, jobs) and the core; nothing below it imports it.

@@ -1,4 +1,5 @@
-"""The `train` and `generate` commands: HLDF fine-tuning of a base model, and one image from it.
+"""The `train`, `generate` and `export-adapter` commands: HLDF fine-tuning of a base model, one
+image from it, and its adapter as one file for ComfyUI.
 
 Training runs unchanged under `accelerate launch` for several GPUs. Registered by
 `medart.cli` through `add_parsers(sub)`.
@@ -70,6 +71,18 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_export_adapter(args) -> int:
+    from medart.comfyui import export
+
+    done = export(args.run, args.out)
+    meta = done["metadata"]
+    networks = " and ".join(f"{n} {'DiT' if k == 'dit' else 'T5'} modules" for k, n in done["modules"].items())
+    print(f"{done['path']}: {networks}, rank {meta['medart.rank']}, alpha {meta['medart.lora_alpha']}; "
+          f"weights: {meta['medart.weights']}; base model: {meta['medart.base_model_source']}.")
+    print("Put it in ComfyUI/models/loras/ and load it with a LoraLoader node on PixArt-α and its T5 text encoder.")
+    return 0
+
+
 def add_parsers(sub) -> None:
     p = sub.add_parser("train", help="HLDF LoRA fine-tuning of a base model on captioned images",
                        description="Every flag is a setting of medart.config.TrainConfig; a config file gives the "
@@ -91,3 +104,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--size", type=int, help="pixels (default: the base model's)")
     p.add_argument("--out", default="sample.png")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("export-adapter", help="a run's LoRA (DiT and T5) as one .safetensors file for ComfyUI")
+    p.add_argument("run", help="run folder (its adapter, else its latest checkpoint), adapter folder or checkpoint")
+    p.add_argument("--format", choices=("comfyui",), default="comfyui",
+                   help="comfyui: the key names ComfyUI's LoRA loader resolves for PixArt, alpha per module")
+    p.add_argument("--out", required=True, help="the .safetensors file to write, e.g. ComfyUI/models/loras/NAME.safetensors")
+    p.set_defaults(func=cmd_export_adapter)
