@@ -174,7 +174,7 @@ def measure(page, wire: Wire, name: str, repeat: int, **action) -> list[dict]:
         wire_requests.append(r1 - r0)
     out = [summary(name, times, wire_bytes, wire_requests)]
     if gallery:
-        out.append(summary(f"  + gallery relabelled", gallery, wire_bytes, wire_requests))
+        out.append(summary("  + gallery relabelled", gallery, wire_bytes, wire_requests))
     return out
 
 
