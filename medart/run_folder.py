@@ -5,7 +5,8 @@
     metrics.jsonl                               one row per optimiser step
     samples/step-NNNNNN/NN.png + prompts.json   fixed-seed validation images, step 0 first
     checkpoints/step-NNNNNN/                    see checkpoints.py
-    adapter/dit adapter/t5 adapter/README.md    the exported LoRA and its model card
+    adapter/dit adapter/t5 adapter/README.md    the exported LoRA and its model card (medart.model_card)
+    eval/metrics.json eval/report.md            the run's evaluation (medart.evaluation)
     log.txt
 """
 
@@ -103,67 +104,6 @@ def environment() -> str:
     except Exception:
         pass
     return "\n".join(lines) + "\n"
-
-
-def model_card(config, data_info: dict, steps: int, final_metrics: dict, plan=None,
-               start_distances: dict | None = None, times: dict | None = None) -> str:
-    hl = config.hldf
-    if hl.enabled:
-        method = (f"diffusion loss plus a colour loss (weight {hl.color_weight:g}, mode `{hl.mode}`) every N = {hl.every} "
-                  f"steps on images generated in-graph with {hl.color_steps} DPM-Solver++ steps at CFG {hl.cfg}"
-                  + (f", gradients through the last {hl.color_grad_steps} of them" if hl.color_grad_steps < hl.color_steps else ""))
-    else:
-        method = "diffusion loss only (no colour loss)"
-    measured = ""
-    if times and times.get("colour_steps"):
-        measured = (f" Measured: the colour part of the {times['colour_steps']} colour steps took "
-                    f"{times['colour_seconds']:.1f} s of the {times['seconds']:.1f} s the training steps took.")
-    final = final_metrics.get("color_distance") or {}
-    rows = "\n".join(f"| {g} | {start_distances.get(g, float('nan')) if start_distances else float('nan'):.4f} | {d:.4f} |"
-                     for g, d in final.items())
-    distances = (f"""
-## Colour distance per class
-
-Set-level colour distance (per-channel mean and std, images in [-1, 1]) between the fixed-seed
-validation samples of each class's caption and that class's training images; lower is closer.
-
-| class | step 0 | step {steps} |
-|---|---:|---:|
-{rows}
-""" if rows else "")
-    return f"""---
-library_name: peft
-base_model: {config.base_model}
-tags: [medart, pixart-alpha, lora, medical-imaging, research-only]
----
-# Med-Art LoRA adapter
-
-**Research use only. Not a medical device; not for diagnosis, treatment or any clinical
-decision.** Generated images are synthetic and may look plausible while being wrong.
-
-- Base model: `{config.base_model}`
-- Training data: {data_info.get('images', '?')} captioned images from `{data_info.get('source', '?')}`
-- Method: HLDF (Med-Art, arXiv 2506.20449): LoRA rank {config.lora.rank} on the DiT{' and the T5 text encoder' if config.lora.t5 else ''},
-  {method}
-- Colour steps: {plan.summary() if plan is not None else '-'}{measured}
-- Steps: {steps}, batch {config.batch_size}, lr {config.learning_rate:g}, resolution {config.resolution}, seed {config.seed}
-- Weights: {f"an EMA of the LoRA weights (decay {config.ema_decay:g}), as the validation samples used" if config.ema_decay > 0 else "the LoRA weights of the last step"}
-- Last diffusion loss: {final_metrics.get('loss', float('nan')):.4f}
-{distances}
-## Use without Med-Art Studio
-
-```python
-from diffusers import PixArtAlphaPipeline
-from peft import PeftModel
-
-pipe = PixArtAlphaPipeline.from_pretrained("{config.base_model if '/' in config.base_model else 'PixArt-alpha/PixArt-XL-2-512x512'}")
-pipe.transformer = PeftModel.from_pretrained(pipe.transformer, "adapter/dit")
-pipe.text_encoder = PeftModel.from_pretrained(pipe.text_encoder, "adapter/t5")  # if present
-image = pipe("An endoscopic image of ...", guidance_scale=4.5, clean_caption=False).images[0]
-```
-
-Captions were used as written (no caption cleaning), so pass `clean_caption=False`.
-"""
 
 
 def adapter_path(run: str | Path) -> Path | None:
