@@ -43,7 +43,9 @@ def hub(monkeypatch):
 
     def repo_info(self, repo_id, **kw):
         calls.append(("repo_info", repo_id, kw, self.token))
-        return type("Info", (), {"private": hub.existing_private})()
+        created = [c[2]["private"] for c in calls if c[0] == "create_repo"]
+        private = created[-1] if hub.existing_private is None else hub.existing_private
+        return type("Info", (), {"private": private})()
 
     def upload_folder(self, *, folder_path, repo_id, **kw):
         folder = Path(folder_path)
@@ -56,7 +58,7 @@ def hub(monkeypatch):
     monkeypatch.setattr(HfApi, "repo_info", repo_info)
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
     monkeypatch.setenv("HF_TOKEN", SECRET)
-    hub.existing_private = True
+    hub.existing_private = None  # None: a new repository, as create_repo asked; True/False: an existing one
     hub.calls = calls
     return hub
 
@@ -124,8 +126,11 @@ def test_model_push_creates_a_private_repo_and_uploads_the_same_folder(run, tmp_
     assert token == SECRET and SECRET not in result.describe()
 
     hub.calls.clear()
-    push_model(run, "someone/public-lora", private=False)
-    assert hub.calls[0][2]["private"] is False and [c[0] for c in hub.calls] == ["create_repo", "upload_folder"]
+    assert not push_model(run, "someone/public-lora", private=False).private
+    assert hub.calls[0][2]["private"] is False and [c[0] for c in hub.calls] == ["create_repo", "repo_info",
+                                                                                 "upload_folder"]
+    hub.existing_private = True  # an existing private repository stays private, and the result says so
+    assert "(private)" in push_model(run, "someone/private-lora", private=False).describe()
 
 
 def test_model_push_refuses_a_public_repo_when_private_was_asked(run, hub):
@@ -317,3 +322,29 @@ def test_private_source_is_in_the_run_but_never_shared(run, tmp_path, no_network
         data = (out / name).read_bytes()
         assert b"Doe" not in data and b"/home/" not in data, name
     assert json.loads((out / "adapter" / "dit" / "adapter_config.json").read_text())["peft_type"] == "LORA"
+
+
+@pytest.mark.slow  # starts the app's server
+def test_share_dry_run_through_the_app(tmp_path, no_network, no_token):
+    from gradio_client import Client
+
+    from apphelpers import free_port
+    from medart.studio import Studio
+    from medart.ui import build_app, launch_kwargs
+
+    studio = Studio(home=tmp_path / "home", base_model="tiny", import_roots=[])
+    make_finished_run(studio.runs_dir / "polyps")
+    demo = build_app(studio)
+    demo.queue(default_concurrency_limit=1)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                **launch_kwargs(studio))
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
+        shown = client.predict("polyps", "someone/polyp-lora", True, api_name="/share_dry_run")
+        assert "**Dry run:**" in shown and "adapter/t5/adapter_model.safetensors" in shown
+        with pytest.raises(Exception, match="needs a token"):
+            client.predict("polyps", "someone/polyp-lora", True, api_name="/share_push")
+    finally:
+        demo.close()
+    assert folder_files(studio.home / "hub-dry-runs" / "polyps") == MODEL_FILES

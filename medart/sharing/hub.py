@@ -2,8 +2,8 @@
 
 `share(build, repo_id, repo_type, ...)`: `build(folder)` fills a folder (atomically, under
 `out` or a temporary one); a dry run stops there, otherwise the repository is created if
-absent (`HfApi.create_repo(exist_ok=True, private=...)`), refused if it exists public while
-private was asked for, and made exactly the folder's contents by one `HfApi.upload_folder`
+absent (`HfApi.create_repo(exist_ok=True, private=...)`; an existing one keeps its visibility,
+and a public one is refused when private was asked for), and made exactly the folder's contents by one `HfApi.upload_folder`
 commit (files of an earlier push that the folder no longer has are deleted, so an image
 removed from the workspace does not stay online). The token comes from huggingface_hub's
 usual places (`HF_TOKEN`, `hf auth login`), is passed to the hub client only, and never
@@ -100,21 +100,24 @@ def share(build: Callable[[Path], None], repo_id: str, repo_type: str, private: 
         if dry_run:
             return result
         say(f"uploading {len(files)} file(s), {result.bytes / 2**20:.1f} MB, to {repo_id}")
-        result.url = upload(folder, repo_id, repo_type, private, token)
+        result.url, result.private = upload(folder, repo_id, repo_type, private, token)
         if not out:
             result.folder = None
         return result
 
 
-def upload(folder: Path, repo_id: str, repo_type: str, private: bool, token: str) -> str:
-    """Create the repository if absent and make its files exactly `folder`'s, in one commit; its URL."""
+def upload(folder: Path, repo_id: str, repo_type: str, private: bool, token: str) -> tuple[str, bool]:
+    """Create the repository if absent and make its files exactly `folder`'s, in one commit; its
+    URL and whether it is private (an existing repository keeps its visibility; a public one is
+    refused when private was asked for)."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, HTTPError, OfflineModeIsEnabled
 
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
-        if private and not api.repo_info(repo_id, repo_type=repo_type).private:
+        is_private = bool(api.repo_info(repo_id, repo_type=repo_type).private)
+        if private and not is_private:
             raise ValueError(f"{repo_id} already exists on the hub and is public, and a private push was asked "
                              "for: nothing was uploaded. Choose a new name, or make that repository private first")
         api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type=repo_type, delete_patterns="*",
@@ -132,4 +135,4 @@ def upload(folder: Path, repo_id: str, repo_type: str, private: bool, token: str
         raise ValueError(f"could not reach the Hugging Face Hub ({type(e).__name__}); check the connection and try "
                          "again, or try it with --dry-run --out DIR") from None
     prefix = {"model": "", "dataset": "datasets/", "space": "spaces/"}[repo_type]
-    return f"https://huggingface.co/{prefix}{repo_id}"
+    return f"https://huggingface.co/{prefix}{repo_id}", is_private
