@@ -35,8 +35,9 @@ from medart.config import TrainConfig
 from medart.data import TrainData, load_examples
 from medart.fileio import atomic_dir, atomic_write_bytes, atomic_write_text
 from medart.losses import channel_moments, color_loss_to_moments, diffusion_loss
+from medart.model_card import model_card, step_times
 from medart.profiles import load_base
-from medart.run_folder import RunFolder, model_card
+from medart.run_folder import RunFolder
 
 log = logging.getLogger("medart.hldf")
 
@@ -446,15 +447,12 @@ class Trainer:
             self.config.checkpoints_keep, self.ema, self.ema_weights,
         )
 
-    def export(self, last: dict) -> Path:
+    def export(self) -> Path:
         with atomic_dir(self.run.adapter, prefix=".tmp-adapter-") as tmp:
             with self.ema_weights():
                 for name, model in self.models.items():
                     lora.save(model, tmp / name)
-            rows = self.run.metrics()
-            start = next((r["color_distance"] for r in rows if r.get("step") == 0 and "color_distance" in r), None)
-            atomic_write_text(tmp / "README.md", model_card(self.config, self.data_info, self.step, last,
-                                                            self.plan, start, step_times(rows)))
+            atomic_write_text(tmp / "README.md", str(model_card(self.run.path)))
         return self.run.adapter
 
     # -- the loop ----------------------------------------------------------------------
@@ -518,7 +516,7 @@ class Trainer:
             if self.step < self.total_steps:  # left the loop early: a stop was asked for
                 self.run.status("stopped", step=self.step, total=self.total_steps)
             else:
-                self.export(last)
+                self.export()
                 final = last.get("color_distance") or {}
                 for group, value in final.items():
                     log.info("colour distance of %s's samples to its training images: %.4f", group, value)
@@ -532,13 +530,6 @@ class Trainer:
 def _step_seed(seed: int, step: int, rank: int) -> int:
     digest = hashlib.sha256(f"{seed}/{step}/{rank}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
-
-
-def step_times(rows: list[dict]) -> dict:
-    """Measured time of a run's steps: all of them, and the colour part of its colour steps."""
-    colour = [r for r in rows if "color_seconds" in r]
-    return {"colour_steps": len(colour), "colour_seconds": round(sum(r["color_seconds"] for r in colour), 3),
-            "seconds": round(sum(r.get("seconds", 0) for r in rows), 3)}
 
 
 def _norm(grads) -> float:

@@ -5,7 +5,8 @@
     metrics.jsonl                               one row per optimiser step
     samples/step-NNNNNN/NN.png + prompts.json   fixed-seed validation images, step 0 first
     checkpoints/step-NNNNNN/                    see checkpoints.py
-    adapter/dit adapter/t5 adapter/README.md    the exported LoRA and its model card
+    adapter/dit adapter/t5 adapter/README.md    the exported LoRA and its model card (medart.model_card)
+    eval/metrics.json eval/report.md            the run's evaluation (medart.evaluation)
     log.txt
 """
 
@@ -105,61 +106,6 @@ def environment() -> str:
     return "\n".join(lines) + "\n"
 
 
-def model_card(config, data_info: dict, steps: int, final_metrics: dict, plan=None,
-               start_distances: dict | None = None, times: dict | None = None) -> str:
-    hl = config.hldf
-    if hl.enabled:
-        method = (f"diffusion loss plus a colour loss (weight {hl.color_weight:g}, mode `{hl.mode}`) every N = {hl.every} "
-                  f"steps on images generated in-graph with {hl.color_steps} DPM-Solver++ steps at CFG {hl.cfg}"
-                  + (f", gradients through the last {hl.color_grad_steps} of them" if hl.color_grad_steps < hl.color_steps else ""))
-    else:
-        method = "diffusion loss only (no colour loss)"
-    measured = ""
-    if times and times.get("colour_steps"):
-        measured = (f" Measured: the colour part of the {times['colour_steps']} colour steps took "
-                    f"{times['colour_seconds']:.1f} s of the {times['seconds']:.1f} s the training steps took.")
-    final = final_metrics.get("color_distance") or {}
-    rows = "\n".join(f"| {g} | {start_distances.get(g, float('nan')) if start_distances else float('nan'):.4f} | {d:.4f} |"
-                     for g, d in final.items())
-    distances = (f"""
-## Colour distance per class
-
-Set-level colour distance (per-channel mean and std, images in [-1, 1]) between the fixed-seed
-validation samples of each class's caption and that class's training images; lower is closer.
-
-| class | step 0 | step {steps} |
-|---|---:|---:|
-{rows}
-""" if rows else "")
-    return f"""---
-library_name: peft
-base_model: {config.base_model}
-tags: [medart, pixart-alpha, lora, medical-imaging, research-only]
----
-# Med-Art LoRA adapter
-
-**Research use only. Not a medical device; not for diagnosis, treatment or any clinical
-decision.** Generated images are synthetic and may look plausible while being wrong.
-
-- Base model: `{config.base_model}`
-- Training data: {data_info.get('images', '?')} captioned images from `{data_info.get('source', '?')}`
-- Method: HLDF (Med-Art, arXiv 2506.20449): LoRA rank {config.lora.rank} on the DiT{' and the T5 text encoder' if config.lora.t5 else ''},
-  {method}
-- Colour steps: {plan.summary() if plan is not None else '-'}{measured}
-- Steps: {steps}, batch {config.batch_size}, lr {config.learning_rate:g}, resolution {config.resolution}, seed {config.seed}
-- Weights: {f"an EMA of the LoRA weights (decay {config.ema_decay:g}), as the validation samples used" if config.ema_decay > 0 else "the LoRA weights of the last step"}
-- Last diffusion loss: {final_metrics.get('loss', float('nan')):.4f}
-{distances}
-## Use without Med-Art Studio
-
-Run this in the run folder (the folder that holds `adapter/`):
-
-{usage_snippet(config)}
-
-Captions were used as written (no caption cleaning), so pass `clean_caption=False`.
-"""
-
-
 def pipeline_source(base_model: str) -> str:
     """What `PixArtAlphaPipeline.from_pretrained` takes for a base model: a profile's hub id or the
     absolute folder it was loaded from, a folder made absolute, a hub id as it is."""
@@ -172,11 +118,14 @@ def pipeline_source(base_model: str) -> str:
     return str(Path(source).resolve()) if Path(source).is_dir() else source
 
 
-def usage_snippet(config) -> str:
+def usage_snippet(config, repo_id: str | None = None, base: str | None = None) -> str:
     """The model card's python code block: the run's adapters on its own base model in a stock
-    diffusers pipeline, at the size it trained at (run in the run folder)."""
+    diffusers pipeline, at the size it trained at; the adapters from the hub repository
+    `repo_id`, else from `adapter/` (run in the run folder); `base`: what names the base model
+    (default: its hub id or the absolute folder it loads from on this machine)."""
     size = f"height={config.resolution}, width={config.resolution}, " if config.resolution else ""
-    t5 = ('pipe.text_encoder = PeftModel.from_pretrained(pipe.text_encoder, "adapter/t5")\n'
+    where = (lambda net: f'"{repo_id}", subfolder="adapter/{net}"') if repo_id else (lambda net: f'"adapter/{net}"')
+    t5 = (f'pipe.text_encoder = PeftModel.from_pretrained(pipe.text_encoder, {where("t5")})\n'
           if config.lora.t5 else "")
     return f"""```python
 import torch
@@ -184,9 +133,9 @@ from diffusers import PixArtAlphaPipeline
 from peft import PeftModel
 
 device = "cuda" if torch.cuda.is_available() else "cpu"
-pipe = PixArtAlphaPipeline.from_pretrained("{pipeline_source(config.base_model)}",
+pipe = PixArtAlphaPipeline.from_pretrained("{base or pipeline_source(config.base_model)}",
                                            dtype=torch.bfloat16 if device == "cuda" else torch.float32)
-pipe.transformer = PeftModel.from_pretrained(pipe.transformer, "adapter/dit")
+pipe.transformer = PeftModel.from_pretrained(pipe.transformer, {where("dit")})
 {t5}pipe.to(device)
 # at the size it trained at: resolution binning would snap it to one of PixArt's preset sizes
 image = pipe("An endoscopic image of ...", {size}use_resolution_binning=False,

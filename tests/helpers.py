@@ -68,6 +68,62 @@ def make_tuned_run(run: Path, data: str = "", seed: int = 0, lora_config=None) -
     return run
 
 
+PRIVATE_SOURCE = "/home/clinic/Doe_Jane_1961 scans"  # a data path that names a patient: never in a card
+
+
+def make_finished_run(run: Path, base_model: str = "tiny", steps: int = 10, evaluated: bool = False) -> Path:
+    """A finished run folder as the trainer leaves it (config, data.json, metrics, samples of
+    step 0 and the last step, adapter/dit and adapter/t5 in peft's format), with no training:
+    its data path and example keys carry a patient's name, which no card may show."""
+    from safetensors.torch import save_file
+
+    from medart.config import load_config
+    from medart.fileio import append_jsonl
+    from medart.run_folder import RunFolder
+
+    folder = RunFolder(run)
+    config = load_config(None, base_model=base_model, data=PRIVATE_SOURCE, output=str(run), max_steps=steps)
+    config.hldf.every = 5
+    plan = {"enabled": True, "every": 5, "rule": "explicit", "total_steps": steps, "colour_steps": steps // 5,
+            "images_per_colour_step": 2, "cost_ratio": 4.8, "added_fraction": 0.5, "colour_solver_steps": 10,
+            "colour_grad_steps": 2}
+    data = {"source": PRIVATE_SOURCE, "images": 6, "processes": 1, "classes": {"polyp": 4, "normal": 2},
+            "hldf_plan": plan, "keys": ["Doe_Jane_1961_0001.png"]}
+    folder.start(config, "python -m medart train", data)
+    prompts = ["An endoscopic image of polyp", "An endoscopic image of normal"]
+    for step in (0, steps):
+        folder.save_samples(step, [Image.new("RGB", (16, 16), (200, 40 + step, 40)) for _ in prompts], prompts, [0, 1])
+    append_jsonl(folder.metrics_path, {"step": 0, "color_distance": {"normal": 0.30, "polyp": 0.40}})
+    for step in range(1, steps + 1):
+        row = {"step": step, "loss": 0.5 - step / 100, "seconds": 0.02}
+        if step % 5 == 0:
+            row.update(color_loss=0.1, color_seconds=0.05)
+        if step == steps:
+            row["color_distance"] = {"normal": 0.10, "polyp": 0.20}
+        append_jsonl(folder.metrics_path, row)
+    for net in ("dit", "t5"):
+        target = run / "adapter" / net
+        target.mkdir(parents=True)
+        (target / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
+        save_file({"base_model.model.x.lora_A.weight": torch.zeros(4, 8)}, target / "adapter_model.safetensors")
+    (run / "adapter" / "README.md").write_text("the card written at export\n")
+    (run / "checkpoints" / f"step-{steps:06d}").mkdir(parents=True)
+    (run / "cache").mkdir()
+    (run / "log.txt").write_text(f"training {PRIVATE_SOURCE}\n")
+    folder.status("done", step=steps, total=steps)
+    if evaluated:
+        (run / "eval").mkdir()
+        (run / "eval" / "metrics.json").write_text(json.dumps({
+            "created": "2026-11-30T08:00:00Z", "run": str(run),
+            "settings": {"real_images": PRIVATE_SOURCE, "n_real": 8, "n_generated_per_model": 16, "steps": 20,
+                         "cfg": 4.5},
+            "distribution": {"base": {"fid": 210.5, "kid_mean": 0.2, "color_distance": 0.4},
+                             "tuned": {"fid": 150.25, "kid_mean": 0.1, "color_distance": 0.15}},
+            "classification": {"real": {"accuracy": 0.875, "macro_f1": 0.85}},
+        }))
+    return run
+
+
 def add_images(ws, labels, split: str = "train") -> list[int]:
     """One distinct 16x16 image per entry of `labels` (its class label) in workspace `ws`; the new ids."""
     from medart.workspace import NewImage

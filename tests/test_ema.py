@@ -4,6 +4,7 @@ import os
 import signal
 
 import torch
+from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
 from helpers import make_data
@@ -46,7 +47,10 @@ def test_adapter_holds_the_ema_and_the_ema_follows_its_formula(tmp_path):
         assert torch.equal(adapters[net][name], value.float()), key
     raw = checkpoints.trainable_state(trainer.models)  # the models hold the trained weights again
     assert any(not torch.equal(raw[k], trainer.ema[k]) for k in raw)
-    assert "EMA" in (tmp_path / "run" / "adapter" / "README.md").read_text()
+    card = ModelCard.load(tmp_path / "run" / "adapter" / "README.md")  # the card a push uploads too
+    assert "EMA" in card.text and card.data.license == "openrail++" and "base_model" not in card.data.to_dict()
+    assert card.data.widget and all((tmp_path / "run" / w["output"]["url"]).is_file() for w in card.data.widget)
+    assert {w["output"]["url"].split("/")[1] for w in card.data.widget} == {f"step-{trainer.step:06d}"}
 
 
 def test_resume_restores_the_ema_exactly(tmp_path):

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -10,7 +11,7 @@ from PIL import Image
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from medart.workspace.exports import export, push_to_hub  # noqa: E402
+from medart.workspace.exports import export  # noqa: E402
 from medart.workspace import Filter, NewImage, Workspace  # noqa: E402
 
 
@@ -113,20 +114,24 @@ def test_refuses_to_overwrite_or_export_nothing(tmp_path, ws):
     assert not (tmp_path / "none").exists()
 
 
-def test_push_to_hub_is_private_and_needs_a_token(tmp_path, ws, monkeypatch):
-    import datasets
+def test_push_is_private_and_needs_a_token(tmp_path, ws, monkeypatch):
+    from huggingface_hub import HfApi, constants
 
-    out = tmp_path / "snap"
-    export(ws, out)
-    monkeypatch.delenv("HF_TOKEN", raising=False)
+    from medart.sharing import push_dataset
+
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
     with pytest.raises(ValueError, match="needs a token"):
-        push_to_hub(out, "me/data")
+        push_dataset(ws, "me/data")
     calls = []
-    monkeypatch.setattr(datasets.DatasetDict, "push_to_hub", lambda self, repo, **kw: calls.append((repo, kw, len(self["train"]))))
-    assert push_to_hub(out, "me/data", token="hf_x") == "https://huggingface.co/datasets/me/data"
-    assert calls == [("me/data", {"private": True, "token": "hf_x"}, 2)]
-    with pytest.raises(ValueError, match="not an imagefolder export"):
-        push_to_hub(tmp_path, "me/data", token="hf_x")
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo, **kw: calls.append((repo, kw, self.token)))
+    monkeypatch.setattr(HfApi, "repo_info", lambda self, repo, **kw: type("Info", (), {"private": True})())
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, folder_path, repo_id, **kw: calls.append(
+        (repo_id, sorted(p.name for p in Path(folder_path).rglob("*.png")))))
+    assert push_dataset(ws, "me/data", token="hf_x").url == "https://huggingface.co/datasets/me/data"
+    assert calls == [("me/data", {"repo_type": "dataset", "private": True, "exist_ok": True}, "hf_x"),
+                     ("me/data", ["000001.png", "000002.png"])]  # the approved ones, named by id
 
 
 def test_cli_review_and_export(tmp_path, ws, capsys):

@@ -1,4 +1,4 @@
-"""Imports point one way: ui and cli -> services (workspace, evaluation, reader_study, jobs,
+"""Imports point one way: ui and cli -> services (workspace, evaluation, reader_study, jobs, sharing,
 studio) -> the paper's core (the flat medart modules); only the ui imports gradio; only the
 stores speak SQL. Read from the source, so a new import against the grain fails here."""
 
@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVICES = ("workspace", "evaluation", "reader_study", "jobs", "studio")
+SERVICES = ("workspace", "evaluation", "reader_study", "jobs", "sharing", "studio")
 TOP = ("cli", "ui")
 STORES = ("medart/workspace/store.py", "medart/workspace/migrations.py", "medart/reader_study/store.py")
 

@@ -2,7 +2,7 @@
 
 One module per group of commands, each registering its parsers with `add_parsers(sub)`:
 `train` (train, generate, export-adapter), `workspace` (import, caption, export, review, organise),
-`evaluate`, `reader_study`, `jobs`. Every command prints a clear message and exits non-zero
+`evaluate`, `reader_study`, `jobs`, `share` (push, push-dataset). Every command prints a clear message and exits non-zero
 on bad input; long work shows a progress bar. The CLI calls the services (workspace,
 evaluation, reader study, jobs) and the core; nothing below it imports it.
 """
@@ -28,11 +28,11 @@ def _threads() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from medart.cli import evaluate, jobs, reader_study, train, workspace
+    from medart.cli import evaluate, jobs, reader_study, share, train, workspace
 
     parser = argparse.ArgumentParser(prog="python -m medart", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (train, workspace, evaluate, reader_study, jobs):
+    for group in (train, workspace, evaluate, reader_study, jobs, share):
         group.add_parsers(sub)
     parser.commands = sub.choices  # {command: its parser}, for config files (flags.expand_config_file)
     return parser

@@ -183,11 +183,14 @@ def _reviewed_counts(ws: Workspace, ids: list[int]) -> str:
 
 
 def cmd_export(args) -> int:
-    from medart.workspace.exports import describe_export, export, push_to_hub
+    from medart.workspace.exports import describe_export, export
 
     with _open(args) as ws:
         flt = Filter(label=args.label)
         splits = None if not args.split else SPLITS if args.split == "all" else args.split.replace(",", " ").split()
+        if args.push_to_hub and (args.format != "imagefolder" or args.keep_names):
+            raise ValueError("--push-to-hub shares an imagefolder without original file names: drop --keep-names "
+                             "and --format (see also `python -m medart push-dataset --dry-run`)")
         report = export(
             ws, args.out, fmt=args.format, approved_only=args.approved_only and not args.all, flt=flt,
             overwrite=args.overwrite,
@@ -195,10 +198,11 @@ def cmd_export(args) -> int:
         )  # fmt: skip
         print(describe_export(report))
         if args.push_to_hub:
-            if args.format != "imagefolder":
-                raise ValueError("--push-to-hub needs --format imagefolder")
+            from medart.sharing import push_dataset
+
             token = os.environ.get(args.hub_token_env) if args.hub_token_env else None
-            print("pushed (private) to", push_to_hub(report.path, args.push_to_hub, token=token, private=True))
+            print(push_dataset(ws, args.push_to_hub, private=True, token=token, approved_only=args.approved_only
+                               and not args.all, flt=flt).describe())
     return 0
 
 
@@ -467,7 +471,8 @@ def _bringing_in(parser) -> None:
                    "each split in its own folder; csv and txt train only")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     p.add_argument("--keep-names", action="store_true", help="keep original file stems in exported names")
-    p.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload as a private HF dataset")
+    p.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload as a private HF dataset with a dataset "
+                   "card (as `push-dataset`)")
     p.add_argument("--hub-token-env", help="environment variable with the write token (default HF_TOKEN)")
 
 

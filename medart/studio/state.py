@@ -137,6 +137,12 @@ class Studio:
     def training_allowed(self) -> bool:
         return not shared_public_space()
 
+    @property
+    def sharing_allowed(self) -> bool:
+        """Pushing to the Hugging Face Hub: not where strangers share one app (it would use the
+        app owner's token)."""
+        return self.training_allowed and not self.per_session
+
     def status_line(self) -> str:
         device = f"GPU ({self.gpu_name})" if self.device == "cuda" else "CPU"
         if self.per_session:

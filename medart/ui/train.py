@@ -8,8 +8,11 @@ metrics.jsonl, samples/, the job's log) on a `gr.Timer` that runs while the run'
 queued, running or stopping, so closing the page or restarting the app never touches a
 running training. States are the jobs' vocabulary everywhere (queued, running, stopping,
 stopped, done, failed): the badge, the message, the jobs table and `python -m medart jobs`.
-The log shows its last lines, newest at the bottom. The handlers are module-level functions
-of the studio and the inputs' values, testable without a browser.
+The log shows its last lines, newest at the bottom. A finished run can be shared on the
+Hugging Face Hub from here (`share_run`: the same `medart.sharing.push_model` as `python -m
+medart push`, in the request with a progress message: an upload is network work that should not
+wait behind a training for the job queue's slot). The token is never shown. The handlers are
+module-level functions of the studio and the inputs' values, testable without a browser.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from medart.jobs import ACTIVE, RunComplete, hint, log_tail
 from medart.jobs.training import launch, preflight
 from medart.profiles import PROFILES
 from medart.run_folder import RunFolder
+from medart.sharing import hub_token, login_help, push_model
 from medart.ui import pictures
 from medart.ui.widgets import (JOB_HEADERS, fmt_seconds, job_rows, on_page_load, progress_bar, state_badge,
                                user_errors)
@@ -206,6 +210,66 @@ def monitor(studio, run_name: str | None, smoothing: float):
     return info, loss_frame(rows, smoothing), distance_frame(rows), sample_items(run), log_html(log), message, table
 
 
+def share_help(studio) -> str:
+    """What the Share section says about the hub token (never the token itself)."""
+    if not studio.sharing_allowed:
+        return ""
+    if hub_token():
+        return ("A Hugging Face token is configured (from HF_TOKEN or `hf auth login`). **Push** uploads the run's "
+                "adapter, its last fixed-seed samples and its model card; **Dry run** only writes that folder on "
+                "the server.")
+    return (f"**No Hugging Face token is configured.** To push, {login_help()}, then reload this page. A dry run "
+            "works without one: it writes the folder that would be uploaded and sends nothing.")
+
+
+def share_visible(studio, run_name: str | None) -> bool:
+    """The Share section shows for a finished run (one with an exported adapter)."""
+    if not (studio.sharing_allowed and run_name):
+        return False
+    try:
+        return (studio.run_dir(run_name) / "adapter" / "dit").is_dir()
+    except ValueError:
+        return False
+
+
+def dry_run_folder(studio, run_name: str) -> Path:
+    """Where the app writes a run's dry run (replaced by the next one)."""
+    return studio.home / "hub-dry-runs" / studio.run_dir(run_name).name
+
+
+def share_run(studio, run_name: str | None, repo: str, private: bool, dry_run: bool, progress=None) -> str:
+    """The Share buttons: push the run (or, dry, write what would be pushed); Markdown of what happened."""
+    if not studio.sharing_allowed:
+        raise ValueError("sharing on the Hugging Face Hub is turned off on this shared Space: duplicate it to share")
+    if not run_name:
+        raise ValueError("choose a finished run first")
+    run = studio.run_dir(run_name)
+    out = dry_run_folder(studio, run_name) if dry_run else None
+    result = push_model(run, repo, private=bool(private), dry_run=bool(dry_run), out=out, overwrite=True,
+                        progress=progress)
+    if dry_run:
+        files = "\n".join(result.files)
+        return (f"**Dry run:** {html.escape(result.describe())}. Its README.md is the model card.\n\n"
+                f"```\n{files}\n```")
+    visibility = "private" if result.private else "public"
+    return f"**Pushed** {len(result.files)} file(s) to [{result.repo_id}]({result.url}) ({visibility})."
+
+
+def _share_panel(studio):
+    """The Share section (shown for a finished run): repository, private, dry run, push."""
+    with gr.Accordion("Share on the Hugging Face Hub", open=False, visible=False, elem_id="share-hub") as box:
+        help_md = gr.Markdown(elem_id="share-help")
+        with gr.Row():
+            repo = gr.Textbox(label="Repository (OWNER/NAME)", placeholder="your-name/medart-polyps", scale=3,
+                              elem_id="share-repo")
+            private = gr.Checkbox(value=True, label="Private", elem_id="share-private")
+        with gr.Row():
+            dry_b = gr.Button("Dry run (write the folder, send nothing)", elem_id="share-dry-run")
+            push_b = gr.Button("Push", variant="primary", elem_id="share-push")
+        result = gr.Markdown(elem_id="share-result")
+    return box, help_md, repo, private, dry_b, push_b, result
+
+
 def _form(studio):
     """The settings column: (run name, base model, {setting path: input}, preflight and launch
     buttons, the preflight result)."""
@@ -299,6 +363,7 @@ def build(studio):
                 name, base, settings, pre_b, go_b, pre_md = _form(studio)
             with gr.Column(scale=3):
                 runs, smooth, stop_b, resume_b, shown_parts = _monitor_panel(studio)
+                share_box, share_md, repo, private, dry_b, push_b, share_result = _share_panel(studio)
         jobs_table = gr.Dataframe(headers=JOB_HEADERS, value=[], label="Jobs", interactive=False, elem_id="jobs-table")
 
         def run_choices(selected=None):
@@ -320,10 +385,11 @@ def build(studio):
         go_b.click(on_launch, form, [pre_md, runs, timer], api_name="launch_training")
 
         shown = gr.State(None)  # the sample files on the page: unchanged ones are not sent again
-        outs = [*shown_parts, jobs_table, shown, timer]
+        outs = [*shown_parts, jobs_table, shown, timer, share_box]
 
         def refresh(run_name, smoothing, before=None):
-            return (*view(monitor(studio, run_name, smoothing), before), polling())
+            return (*view(monitor(studio, run_name, smoothing), before), polling(),
+                    gr.update(visible=share_visible(studio, run_name)))
 
         runs.change(refresh, [runs, smooth], outs)
         smooth.release(refresh, [runs, smooth, shown], outs)
@@ -347,11 +413,21 @@ def build(studio):
         stop_b.click(on_stop, [runs], outs, api_name="stop_training")
         resume_b.click(on_resume, [runs], outs, api_name="resume_training")
 
+        def share(dry_run):
+            @user_errors
+            def on_share(run_name, repo_id, private_, progress_=gr.Progress()):
+                return share_run(studio, run_name, repo_id, private_, dry_run, lambda m: progress_(0, desc=m))
+            return on_share
+
+        dry_b.click(share(True), [runs, repo, private], [share_result], api_name="share_dry_run")
+        push_b.click(share(False), [runs, repo, private], [share_result], api_name="share_push")
+
         def on_tab(current=None):
             names = [r.name for r in studio.runs()]
             chosen = current if current in names else (names[0] if names else None)  # the newest run
-            return gr.update(choices=names, value=chosen), job_rows(studio.visible_jobs()), polling()
+            return (gr.update(choices=names, value=chosen), job_rows(studio.visible_jobs()), polling(),
+                    share_help(studio))
 
-        tab.select(on_tab, [runs], [runs, jobs_table, timer])
-        on_page_load(lambda: (*on_tab(), studio.base_model), [runs, jobs_table, timer, base])
+        tab.select(on_tab, [runs], [runs, jobs_table, timer, share_md])
+        on_page_load(lambda: (*on_tab(), studio.base_model), [runs, jobs_table, timer, share_md, base])
     return tab

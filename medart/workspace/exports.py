@@ -18,7 +18,7 @@ Only approved captions are exported unless `approved_only=False` (then every cap
 text that is not rejected). Each export also writes `manifest.json` (counts, filters and a
 hash over file names and texts) so a training run knows exactly what it trained on. The
 export is built in a temporary folder and renamed into place: it is complete or absent.
-`push_to_hub` uploads an imagefolder export as a private dataset when a token is given.
+Sharing an export on the Hugging Face Hub, with its dataset card, is `medart.sharing.dataset`.
 """
 
 from __future__ import annotations
@@ -148,21 +148,6 @@ def _write_split(folder: Path, split: str, group: list, fmt: str, keep_names: bo
             writer.writeheader()
             writer.writerows(written)
     return written
-
-
-def push_to_hub(export_dir: str | Path, repo_id: str, token: str | None = None, private: bool = True) -> str:
-    """Upload an imagefolder export as a (private by default) Hugging Face dataset; returns its URL."""
-    token = token or os.environ.get("HF_TOKEN")
-    if not token:
-        raise ValueError("pushing to the hub needs a token: set HF_TOKEN (a write token) or pass --hub-token-env VAR")
-    export_dir = Path(export_dir)
-    if not (export_dir / "train" / "metadata.jsonl").exists():
-        raise ValueError(f"{export_dir} is not an imagefolder export (no train/metadata.jsonl); export with --format imagefolder")
-    import datasets
-
-    ds = datasets.load_dataset("imagefolder", data_dir=str(export_dir))
-    ds.push_to_hub(repo_id, private=private, token=token)
-    return f"https://huggingface.co/datasets/{repo_id}"
 
 
 def describe_export(report: ExportReport) -> str:
