@@ -184,8 +184,14 @@ def test_the_run_card_and_the_pushed_card_are_one_definition(run, tmp_path, no_n
     pushed = push_model(run, "someone/polyp-lora", dry_run=True, out=tmp_path / "o").folder / "README.md"
     assert pushed.read_text() == str(model_card(run, "someone/polyp-lora"))
     local = str(model_card(run))  # the trainer writes this one into adapter/README.md
-    assert local.replace('"RUN/adapter/dit"', '"someone/polyp-lora", subfolder="adapter/dit"').replace(
-        '"RUN/adapter/t5"', '"someone/polyp-lora", subfolder="adapter/t5"') == pushed.read_text()
+    use = "## Use without Med-Art Studio"
+    assert local.split(use)[0] == pushed.read_text().split(use)[0]  # only the loading example differs
+    local_use, pushed_use = local.split(use)[1], pushed.read_text().split(use)[1]
+    assert 'PeftModel.from_pretrained(pipe.transformer, "adapter/dit")' in local_use  # run in the run folder
+    assert '"someone/polyp-lora", subfolder="adapter/dit"' in pushed_use
+    assert '"someone/polyp-lora", subfolder="adapter/t5"' in pushed_use
+    assert str(Path.home()) not in pushed_use and "/tmp" not in pushed_use  # no folder of this machine
+    assert 'from_pretrained("assets/tiny-base"' in pushed_use
 
 
 # ---- the dataset -------------------------------------------------------------------------------
