@@ -11,6 +11,16 @@ downsampling times the transformer's patch size (16 for PixArt-α; 8 for the `ti
 the squarer bucket), is resized to cover it and cropped to it (`TrainData.pixels`); every
 batch is drawn from one bucket (`TrainData.batch`).
 
+HLDF's colour steps generate at the size of what they compare with: the batch's bucket when
+they take the batch's own captions (`coverage: batch`, the paper), else the dominant bucket of
+the class(es) they compare with (the bucket holding most of their images; with `coverage:
+groups` one size for the step, that of all the chosen classes' images). The colour statistics
+(per-channel mean and std) do not depend on the size, so only the generated shape changes;
+`metrics.jsonl` records it as `color_size`. Validation samples stay square at the
+resolution, so that the curves of bucketed and square runs compare. A size-conditioned
+transformer (PixArt-α 1024, `use_additional_conditions`) is given each bucket's real height and
+width (`dpm_solver.size_conditions`).
+
 Sizes are (width, height) in pixels, as PIL gives them, and are written `WxH`.
 """
 

@@ -162,9 +162,9 @@ def test_bucketed_hldf_run_generates_at_the_bucket_size_and_resumes_exactly(tmp_
                                                 "slide": ((96, 128), 2, (200, 120, 200))})
 
     def config(name, **kw):
-        return load_config(None, base_model="tiny", data=str(data), output=str(tmp_path / name), buckets=True,
-                           max_steps=6, validation_every=1000, checkpoint_every=2,
-                           **{"hldf.every": 2, "hldf.steps": 3}, **kw)
+        settings = {"base_model": "tiny", "data": str(data), "output": str(tmp_path / name), "buckets": True,
+                    "max_steps": 6, "validation_every": 1000, "checkpoint_every": 2, "hldf.every": 2, "hldf.steps": 3}
+        return load_config(None, **{**settings, **kw})
 
     run = train(config("run"))
     rows = [r for r in (json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
@@ -184,6 +184,16 @@ def test_bucketed_hldf_run_generates_at_the_bucket_size_and_resumes_exactly(tmp_
     with Image.open(run / "samples" / "step-000000" / "00.png") as im:
         assert im.size == (64, 64)  # validation samples stay square at the resolution
 
+    # the paper's colour step compares with the batch's own images: it generates at their bucket's size
+    from medart.hldf import Trainer
+
+    trainer = Trainer(config("paper", max_steps=3, **{"hldf.mode": "paper", "hldf.every": 1}))
+    expected_sizes = [buckets.name(trainer.data.size_of(trainer.data.batch(step)[0][0])) for step in range(3)]
+    trainer.run_loop()
+    rows = [r for r in trainer.run.metrics() if "loss" in r]
+    assert [r["color_size"] for r in rows] == expected_sizes and set(expected_sizes) == {"72x56", "56x72"}
+    assert all(math.isfinite(r["color_loss"]) for r in rows)
+
     # stopped after step 3 (its checkpoint is step 4), resumed: the same losses as without a stop
     def progress(step, total, last):
         if step == 3:
@@ -198,3 +208,38 @@ def test_bucketed_hldf_run_generates_at_the_bucket_size_and_resumes_exactly(tmp_
         assert resumed[step][0] == pytest.approx(expected[step][0], rel=1e-6, abs=1e-7), step
         if expected[step][1] is not None:
             assert resumed[step][1] == pytest.approx(expected[step][1], rel=1e-6), step
+
+
+def test_train_tab_preflight_plans_with_the_buckets():
+    """The workspace preflight sorts the approved images (their stored sizes) into buckets and
+    counts an epoch's steps as whole one-bucket batches."""
+    from types import SimpleNamespace
+
+    from medart.jobs.training import bucket_counts_of, hldf_plan_of
+
+    approved = [SimpleNamespace(width=w, height=h, label=label, text="a caption")
+                for (w, h), label, n in ((ENDOSCOPY, "endo", 5), (SLIDE, "slide", 3)) for _ in range(n)]
+    config = load_config(None, base_model="tiny", buckets=True, batch_size=2, epochs=3, **{"hldf.every": 2})
+    assert bucket_counts_of(config, approved) == {(72, 56): 5, (56, 72): 3}
+    assert hldf_plan_of(config, approved).total_steps == 3 * (2 + 1)
+    config.buckets = False
+    assert hldf_plan_of(config, approved).total_steps == 3 * 4
+
+
+def test_train_tab_preflight_lists_the_buckets(tmp_path):
+    from medart.jobs.training import preflight
+    from medart.workspace import NewImage, Workspace
+
+    ws = Workspace(tmp_path / "ws", tokenizer=None)
+    rows = []
+    for k, size in enumerate([(160, 128), (160, 128), (96, 128)]):
+        sha, nbytes, _ = ws.store_image(Image.new("RGB", size, (50 * k, 90, 160)))
+        rows.append(NewImage(sha, f"{k}.png", *size, "RGB", nbytes, label="a", split="train"))
+    ids = ws.add_images(rows)
+    for i in ids:
+        ws.set_text(i, "A blue image.", approve=True)
+    config = load_config(None, base_model="tiny", buckets=True, **{"hldf.every": 2})
+    text = preflight(ws, "r1", config, tmp_path / "runs").markdown()
+    assert "Aspect-ratio buckets (width x height: images): 72x56 (2), 56x72 (1)." in text
+    config.buckets = False
+    assert "Aspect-ratio" not in preflight(ws, "r1", config, tmp_path / "runs").markdown()
