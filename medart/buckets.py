@@ -45,10 +45,14 @@ def pixart_bins() -> dict[int, dict[str, list[float]]]:
             2048: ASPECT_RATIO_2048_BIN}
 
 
+def vae_factor(base) -> int:
+    """How many pixels of a loaded base model's images make one latent pixel, per side."""
+    return 2 ** (len(base.vae.config.block_out_channels) - 1)
+
+
 def size_multiple(base) -> int:
     """What a loaded base model's image sides must be a multiple of: VAE factor x patch size."""
-    factor = 2 ** (len(base.vae.config.block_out_channels) - 1)
-    return factor * base.transformer.config.patch_size
+    return vae_factor(base) * base.transformer.config.patch_size
 
 
 def model_multiple(base_model: str) -> int:

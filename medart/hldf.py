@@ -320,8 +320,7 @@ class Trainer:
             embeds_c, mask_c, mean, std, groups = self._colour_batch(examples, pixels, embeds, mask, epoch)
             if c.buckets and hl.color_coverage != "batch":  # compared with classes: their dominant bucket's size
                 w, h = self.data.dominant_size(groups)
-                factor = buckets.size_multiple(self.base) // self.base.transformer.config.patch_size
-                latent_shape = (latent_shape[0], h // factor, w // factor)
+                latent_shape = (latent_shape[0], h // buckets.vae_factor(self.base), w // buckets.vae_factor(self.base))
             neg, neg_mask = self._text([""] * embeds_c.shape[0])
             shape = (embeds_c.shape[0], *latent_shape)
             start = torch.randn(shape, device=self.device, dtype=self.weight_dtype)
