@@ -114,8 +114,6 @@ def model_card(config, data_info: dict, steps: int, final_metrics: dict, plan=No
                   + (f", gradients through the last {hl.color_grad_steps} of them" if hl.color_grad_steps < hl.color_steps else ""))
     else:
         method = "diffusion loss only (no colour loss)"
-    held = data_info.get("buckets")  # width x height: images, of a run with aspect-ratio buckets
-    held = f" in aspect-ratio buckets ({', '.join(f'{k}: {n}' for k, n in held.items())} images)" if held else ""
     measured = ""
     if times and times.get("colour_steps"):
         measured = (f" Measured: the colour part of the {times['colour_steps']} colour steps took "
@@ -148,7 +146,7 @@ decision.** Generated images are synthetic and may look plausible while being wr
 - Method: HLDF (Med-Art, arXiv 2506.20449): LoRA rank {config.lora.rank} on the DiT{' and the T5 text encoder' if config.lora.t5 else ''},
   {method}
 - Colour steps: {plan.summary() if plan is not None else '-'}{measured}
-- Steps: {steps}, batch {config.batch_size}, lr {config.learning_rate:g}, resolution {config.resolution}{held}, seed {config.seed}
+- Steps: {steps}, batch {config.batch_size}, lr {config.learning_rate:g}, resolution {config.resolution}, seed {config.seed}
 - Weights: {f"an EMA of the LoRA weights (decay {config.ema_decay:g}), as the validation samples used" if config.ema_decay > 0 else "the LoRA weights of the last step"}
 - Last diffusion loss: {final_metrics.get('loss', float('nan')):.4f}
 {distances}
