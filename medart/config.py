@@ -192,6 +192,9 @@ class TrainConfig:
     resolution: int | None = setting(None, "pixels; empty: the base model's own (512 for PixArt-α 512, as the paper)")
     center_crop: bool = setting(False, "crop the centre instead of a random crop (paper: random)")
     random_flip: bool = setting(False, "flip images at random (paper: no)")
+    buckets: bool = setting(False, "aspect-ratio buckets: each image is resized to cover the PixArt-α bin nearest "
+                                   "its aspect ratio (about resolution² pixels) and cropped to it, each batch from "
+                                   "one bucket; off: square crops (the paper)")
     max_caption_tokens: int = setting(MAX_CAPTION_TOKENS, "captions longer than this many T5 tokens are refused")
     epochs: int = setting(15, "passes over the data (paper: 15)")
     max_steps: int | None = setting(None, "optimiser steps; set, it overrides epochs")

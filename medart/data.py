@@ -3,7 +3,9 @@
 Checks run before any training: every image must decode, every caption must exist and fit
 the base model's 120-token limit; all problems are reported at once, each with its file.
 Batches are a pure function of (seed, epoch, position), so a resumed run sees exactly the
-images an uninterrupted run would have seen.
+images an uninterrupted run would have seen. With `buckets` on, images keep (about) their
+shape: each trains at its aspect-ratio bucket (`medart.buckets`) and every batch comes from
+one bucket, in an order that is again a pure function of (seed, epoch).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from medart import buckets
 from medart.config import TrainConfig
 from medart.constants import IMAGE_SUFFIXES
 from medart.pixel_limit import pixel_limit
@@ -90,6 +93,26 @@ def count_examples(config: TrainConfig) -> tuple[int, list[str]]:
     return len(ds), groups
 
 
+def image_sizes(config: TrainConfig) -> list[tuple[int, int]]:
+    """(width, height) of every training image, read from the file headers (nothing decoded):
+    what preflight sorts into aspect-ratio buckets. Unreadable images are left out here
+    (training reports them)."""
+    import datasets
+
+    ds = _load_dataset(config.data)
+    if config.image_column not in ds.column_names:
+        raise DataError(f"No image column {config.image_column!r} in {config.data!r} (columns: {ds.column_names}).")
+    found = []
+    for image in ds.cast_column(config.image_column, datasets.Image(decode=False))[config.image_column]:
+        source = io.BytesIO(image["bytes"]) if image.get("bytes") is not None else image.get("path")
+        try:
+            with pixel_limit(), Image.open(source) as im:
+                found.append(im.size)
+        except Exception:
+            continue
+    return found
+
+
 def load_examples(config: TrainConfig, tokenizer) -> list[Example]:
     """Read and check every example; raises DataError listing all problems."""
     import datasets
@@ -156,14 +179,62 @@ def _generator(*parts: int) -> torch.Generator:
 
 class TrainData:
     """Deterministic batches: epoch e is a permutation drawn from (seed, e); each process of a
-    multi-GPU run takes every world-th example of it."""
+    multi-GPU run takes every world-th example of it.
 
-    def __init__(self, examples: list[Example], config: TrainConfig, resolution: int, rank: int = 0, world: int = 1):
+    With `config.buckets` each example trains at its bucket's size (`size_of`); an epoch
+    shuffles each bucket's examples, cuts them into whole batches of batch x world (a bucket's
+    remainder sits the epoch out) and shuffles the batches, all drawn from (seed, epoch); each
+    process takes its batch_size share of a batch, so all processes train on one bucket at a
+    time. `multiple`: what bucket sides must be a multiple of (`buckets.size_multiple`)."""
+
+    def __init__(self, examples: list[Example], config: TrainConfig, resolution: int, rank: int = 0, world: int = 1,
+                 multiple: int = buckets.PIXART_MULTIPLE):
         self.examples = examples
         self.config = config
         self.resolution = resolution
         self.rank, self.world = rank, world
         self.steps_per_epoch = max(1, len(examples) // (config.batch_size * world))
+        self.buckets: dict[tuple[int, int], list[int]] = {}  # (width, height) -> example indices
+        self._bucket_of: dict[tuple[int, int], tuple[int, int]] = {}  # image size -> bucket
+        self._epoch: tuple[int, list[list[int]]] | None = None
+        if config.buckets:
+            sizes = buckets.bucket_sizes(resolution, multiple)
+            for i, ex in enumerate(examples):
+                if ex.size not in self._bucket_of:
+                    self._bucket_of[ex.size] = buckets.nearest(ex.size, sizes)
+                self.buckets.setdefault(self._bucket_of[ex.size], []).append(i)
+            self.buckets = {s: self.buckets[s] for s in sizes if s in self.buckets}  # widest first
+            per = config.batch_size * world
+            self.steps_per_epoch = sum(len(idx) // per for idx in self.buckets.values())
+            if self.steps_per_epoch == 0:
+                raise DataError(
+                    f"No aspect-ratio bucket holds a whole batch of {per} image(s) "
+                    f"({buckets.summary(self.bucket_counts(), config.batch_size, world)}); lower --batch-size or "
+                    "train without --buckets.")
+
+    def bucket_counts(self) -> dict[tuple[int, int], int]:
+        """Images per bucket (empty without buckets)."""
+        return {s: len(idx) for s, idx in self.buckets.items()}
+
+    def size_of(self, ex: Example) -> tuple[int, int]:
+        """(width, height) the example trains at: its bucket, else the square resolution."""
+        if not self.config.buckets:
+            return self.resolution, self.resolution
+        return self._bucket_of[ex.size]
+
+    def cache_tag(self, ex: Example) -> str:
+        """What, beside the image, its cached latents depend on: the resolution or the bucket."""
+        return buckets.name(self.size_of(ex)) if self.config.buckets else str(self.resolution)
+
+    def dominant_size(self, groups: list[str]) -> tuple[int, int]:
+        """The bucket holding most images of `groups` (classes); a tie goes to the squarer."""
+        held: dict[tuple[int, int], int] = {}
+        for group, idx in self.groups().items():
+            if group in groups:
+                for i in idx:
+                    size = self.size_of(self.examples[i])
+                    held[size] = held.get(size, 0) + 1
+        return max(held, key=lambda s: (held[s], -abs(s[0] - s[1])))
 
     def groups(self) -> dict[str, list[int]]:
         """Indices of the examples of each colour group (class), groups in sorted order."""
@@ -173,35 +244,34 @@ class TrainData:
         return dict(sorted(found.items()))
 
     def full_view(self, ex: Example) -> torch.Tensor:
-        """The whole image resized to the training resolution (no crop): what a class's colour
-        statistics are measured on. (3, R, R) in [-1, 1]."""
-        r = self.resolution
+        """The whole image resized to the training resolution (no crop; with buckets, to its
+        bucket's size): what a class's colour statistics are measured on. (3, H, W) in [-1, 1]."""
         with pixel_limit(), Image.open(io.BytesIO(ex.data)) as im:
-            im = im.convert("RGB").resize((r, r), Image.BICUBIC)
+            im = im.convert("RGB").resize(self.size_of(ex), Image.BICUBIC)
         return torch.from_numpy(np.asarray(im, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)
 
     def deterministic(self, ex: Example) -> bool:
         """Whether the example always gives the same pixels (so its VAE latents may be cached)."""
         if self.config.random_flip:
             return False
+        if self.config.buckets:
+            return self.config.center_crop or _cover(ex.size, self.size_of(ex)) == self.size_of(ex)
         return self.config.center_crop or ex.size[0] == ex.size[1]
 
     def pixels(self, ex: Example, epoch: int, index: int) -> torch.Tensor:
-        """Resize the short side to the resolution, crop (random unless center_crop), maybe flip;
-        (3, R, R) in [-1, 1]."""
-        r = self.resolution
+        """Resize to cover the training size (the resolution's square, or the example's
+        bucket), crop to it (random unless center_crop), maybe flip; (3, H, W) in [-1, 1]."""
+        w, h = self.size_of(ex)
         with pixel_limit(), Image.open(io.BytesIO(ex.data)) as im:
             im = im.convert("RGB")
-            scale = r / min(im.size)
-            size = (max(r, round(im.width * scale)), max(r, round(im.height * scale)))
-            im = im.resize(size, Image.BICUBIC)
+            im = im.resize(_cover(im.size, (w, h)), Image.BICUBIC)
         gen = _generator(self.config.seed, epoch, index)
         if self.config.center_crop:
-            left, top = (im.width - r) // 2, (im.height - r) // 2
+            left, top = (im.width - w) // 2, (im.height - h) // 2
         else:
-            left = int(torch.randint(0, im.width - r + 1, (1,), generator=gen))
-            top = int(torch.randint(0, im.height - r + 1, (1,), generator=gen))
-        im = im.crop((left, top, left + r, top + r))
+            left = int(torch.randint(0, im.width - w + 1, (1,), generator=gen))
+            top = int(torch.randint(0, im.height - h + 1, (1,), generator=gen))
+        im = im.crop((left, top, left + w, top + h))
         if self.config.random_flip and torch.rand(1, generator=gen).item() < 0.5:
             im = im.transpose(Image.FLIP_LEFT_RIGHT)
         arr = torch.from_numpy(np.asarray(im, dtype=np.float32) / 127.5 - 1.0)
@@ -210,10 +280,31 @@ class TrainData:
     def batch(self, step: int) -> tuple[list[Example], torch.Tensor, int]:
         """Examples, pixels and epoch of the 0-based optimiser step `step` for this process."""
         epoch, pos = divmod(step, self.steps_per_epoch)
-        order = torch.randperm(len(self.examples), generator=_generator(self.config.seed, epoch)).tolist()
         bs = self.config.batch_size
-        start = (pos * self.world + self.rank) * bs
-        idx = order[start:start + bs]
+        if self.config.buckets:
+            idx = self.bucket_batches(epoch)[pos][self.rank * bs:(self.rank + 1) * bs]
+        else:
+            order = torch.randperm(len(self.examples), generator=_generator(self.config.seed, epoch)).tolist()
+            start = (pos * self.world + self.rank) * bs
+            idx = order[start:start + bs]
         exs = [self.examples[i] for i in idx]
         pixels = torch.stack([self.pixels(ex, epoch, i) for ex, i in zip(exs, idx)])
         return exs, pixels, epoch
+
+    def bucket_batches(self, epoch: int) -> list[list[int]]:
+        """Epoch `epoch`'s batches of batch x world example indices, each from one bucket."""
+        if self._epoch is None or self._epoch[0] != epoch:
+            per, seed, batches = self.config.batch_size * self.world, self.config.seed, []
+            for k, idx in enumerate(self.buckets.values()):  # the tags (-1, k), (-2) keep these draws apart
+                perm = torch.randperm(len(idx), generator=_generator(seed, epoch, -1, k)).tolist()
+                batches += [[idx[j] for j in perm[b:b + per]] for b in range(0, len(idx) - per + 1, per)]
+            order = torch.randperm(len(batches), generator=_generator(seed, epoch, -2)).tolist()
+            self._epoch = (epoch, [batches[j] for j in order])
+        return self._epoch[1]
+
+
+def _cover(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int]:
+    """The size an image of `size` is resized to so that it covers `target` (aspect kept)."""
+    (w, h), (tw, th) = size, target
+    scale = max(tw / w, th / h)
+    return max(tw, round(w * scale)), max(th, round(h * scale))

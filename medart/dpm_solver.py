@@ -92,14 +92,7 @@ def sample(
             raise ValueError("classifier-free guidance needs the negative prompt embeddings")
         embeds = torch.cat([neg_embeds, embeds])
         mask = torch.cat([neg_mask, mask])
-    batch = latents.shape[0] * (2 if guided else 1)
-    added = {"resolution": None, "aspect_ratio": None}
-    if transformer.config.sample_size == 128:  # PixArt-α 1024 px is size-conditioned
-        h, w = (latents.shape[-2] * 8, latents.shape[-1] * 8)
-        added = {
-            "resolution": torch.tensor([[h, w]], dtype=embeds.dtype, device=latents.device).repeat(batch, 1),
-            "aspect_ratio": torch.tensor([[h / w]], dtype=embeds.dtype, device=latents.device).repeat(batch, 1),
-        }
+    added = size_conditions(transformer, latents, latents.shape[0] * (2 if guided else 1), embeds.dtype)
     learned_sigma = transformer.config.out_channels // 2 == transformer.config.in_channels
     first_grad = steps - (steps if grad_steps is None else min(grad_steps, steps))
 
@@ -127,6 +120,23 @@ def sample(
         if callback is not None:
             callback(i + 1, steps)
     return latents
+
+
+def size_conditions(transformer, latents: torch.Tensor, batch: int | None = None, dtype=None) -> dict:
+    """The transformer's `added_cond_kwargs`: the image's (height, width) in pixels and its
+    aspect ratio where the model is size-conditioned (PixArt-α 1024 px,
+    `use_additional_conditions`), as `PixArtAlphaPipeline` passes them (the latents' size
+    times the VAE's 8); None for the others (PixArt-α 512 px, the tiny twin)."""
+    conditioned = getattr(transformer, "use_additional_conditions", transformer.config.sample_size == 128)
+    if not conditioned:
+        return {"resolution": None, "aspect_ratio": None}
+    batch = latents.shape[0] if batch is None else batch
+    dtype = dtype or latents.dtype
+    h, w = (latents.shape[-2] * 8, latents.shape[-1] * 8)
+    return {
+        "resolution": torch.tensor([[h, w]], dtype=dtype, device=latents.device).repeat(batch, 1),
+        "aspect_ratio": torch.tensor([[h / w]], dtype=dtype, device=latents.device).repeat(batch, 1),
+    }
 
 
 def _fresh(scheduler) -> DPMSolverMultistepScheduler:

@@ -30,7 +30,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from tqdm.auto import tqdm
 
-from medart import checkpoints, color_stats, dpm_solver, hldf_plan, lora
+from medart import buckets, checkpoints, color_stats, dpm_solver, hldf_plan, lora
 from medart.config import TrainConfig
 from medart.data import TrainData, load_examples
 from medart.fileio import atomic_dir, atomic_write_bytes, atomic_write_text
@@ -74,7 +74,8 @@ class Trainer:
                      " (a folder on this machine)" if local else " (a Hugging Face dataset)")
             examples = load_examples(config, self.base.tokenizer)
         self.data = TrainData(examples, config, config.resolution,
-                              self.accelerator.process_index, self.accelerator.num_processes)
+                              self.accelerator.process_index, self.accelerator.num_processes,
+                              buckets.size_multiple(self.base))
         self.total_steps = config.max_steps or config.epochs * self.data.steps_per_epoch
         self.groups = self.data.groups()
         self.plan = hldf_plan.plan(config, self.total_steps, len(self.groups), device=self.device.type)
@@ -113,6 +114,9 @@ class Trainer:
                           "classes": {g: len(idx) for g, idx in self.groups.items()},
                           "hldf_plan": self.plan.as_dict(),
                           "keys": sorted(ex.key for ex in examples)}
+        if config.buckets:
+            self.data_info["buckets"] = {buckets.name(s): n for s, n in self.data.bucket_counts().items()}
+            log.info("%s", buckets.summary(self.data.bucket_counts(), config.batch_size, self.accelerator.num_processes))
         if self.main:
             self.run.start(config, command, self.data_info, self.plan)
         if config.resume:
@@ -160,7 +164,7 @@ class Trainer:
         vae = self.base.vae
         means, stds = [], []
         for ex, px in zip(examples, pixels):
-            cached = self.cache_dir / "latents" / f"{ex.key}-{self.config.resolution}.safetensors"
+            cached = self.cache_dir / "latents" / f"{ex.key}-{self.data.cache_tag(ex)}.safetensors"
             use_cache = self.config.cache_latents and self.data.deterministic(ex)
             if use_cache and cached.exists():
                 mean, std = _load_tensors(cached)
@@ -239,7 +243,7 @@ class Trainer:
         with self._autocast():
             embeds, mask = self._text(captions)
             out = self.base.transformer(noisy, encoder_hidden_states=embeds, encoder_attention_mask=mask, timestep=t,
-                                        added_cond_kwargs={"resolution": None, "aspect_ratio": None},
+                                        added_cond_kwargs=dpm_solver.size_conditions(self.base.transformer, noisy),
                                         return_dict=False)[0]
             loss = diffusion_loss(out, noise)
         # the paper's colour step reuses these embeddings, so their graph must outlive backward
@@ -296,7 +300,10 @@ class Trainer:
             mean = torch.stack([self.group_moments[g][0] for g in groups])
             std = torch.stack([self.group_moments[g][1] for g in groups])
         else:
-            mean, std = channel_moments(torch.stack([px for _, px in chosen]))
+            if len({px.shape for _, px in chosen}) == 1:
+                mean, std = channel_moments(torch.stack([px for _, px in chosen]))
+            else:  # images of several buckets: moments image by image
+                mean, std = (torch.cat(m) for m in zip(*(channel_moments(px[None]) for _, px in chosen)))
         return text[0], text[1], mean.to(self.device), std.to(self.device), groups
 
     def _colour_step(self, examples, pixels, embeds, mask, epoch: int, latent_shape: tuple) -> dict:
@@ -312,6 +319,9 @@ class Trainer:
                          if c.gradient_checkpointing else contextlib.nullcontext())
         with self._autocast(), generator_ctx:
             embeds_c, mask_c, mean, std, groups = self._colour_batch(examples, pixels, embeds, mask, epoch)
+            if c.buckets and hl.color_coverage != "batch":  # compared with classes: their dominant bucket's size
+                w, h = self.data.dominant_size(groups)
+                latent_shape = (latent_shape[0], h // buckets.vae_factor(self.base), w // buckets.vae_factor(self.base))
             neg, neg_mask = self._text([""] * embeds_c.shape[0])
             shape = (embeds_c.shape[0], *latent_shape)
             start = torch.randn(shape, device=self.device, dtype=self.weight_dtype)
@@ -340,7 +350,8 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm).item()
         return {"color_loss": self._mean(lc), "color_weight": hl.color_weight, "color_groups": groups,
                 "grad_norm_diffusion": diff_norm, "grad_norm_color": colour_norm, "color_scale": scale_c,
-                "grad_norm": grad_norm, "color_seconds": time.perf_counter() - t0}
+                "grad_norm": grad_norm, "color_seconds": time.perf_counter() - t0,
+                **({"color_size": buckets.name(image.shape[:-3:-1])} if c.buckets else {})}
 
     def _named_params(self):
         for prefix, model in self.models.items():

@@ -34,6 +34,22 @@ def make_data(folder: Path, prefix: str = "fundus", n: int = 8) -> Path:
     return folder
 
 
+def make_shaped_data(folder: Path, kinds: dict[str, tuple[tuple[int, int], int, tuple[int, int, int]]]) -> Path:
+    """An imagefolder of non-square images: per label, (size (width, height), how many, RGB
+    colour); each image that colour with a little noise, captioned by its label."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for label, (size, n, colour) in kinds.items():
+        for i in range(n):
+            rng = np.random.default_rng(len(rows))
+            arr = np.clip(np.array(colour) + rng.normal(0, 20, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+            name = f"{label}-{i}.png"
+            Image.fromarray(arr).save(folder / name)
+            rows.append({"file_name": name, "text": f"A {label} image, mostly one colour.", "label": label})
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
 def wait_for(predicate, timeout=300, poll=0.2):
     """Poll until `predicate()` is truthy (the deadline only guards against a hang)."""
     deadline = time.time() + timeout

@@ -32,6 +32,15 @@ def cmd_train(args) -> int:
 
         images, groups = count_examples(config)
         steps_per_epoch = max(1, images // config.batch_size)
+        held = None
+        if config.buckets:
+            from medart import buckets
+            from medart.data import image_sizes
+            from medart.profiles import resolve
+
+            resolution = config.resolution or resolve(config.base_model)[1]
+            held = buckets.counts(image_sizes(config), resolution, buckets.model_multiple(config.base_model))
+            steps_per_epoch = max(1, sum(n // config.batch_size for n in held.values()))
         total = config.max_steps or config.epochs * steps_per_epoch
         parent = Path(config.output).parent
         runs = [d for d in parent.iterdir() if d.is_dir()] if parent.is_dir() else []
@@ -40,6 +49,8 @@ def cmd_train(args) -> int:
         plan = hldf_plan.plan(config, total, len(groups), runs, "cuda" if torch.cuda.is_available() else "cpu")
         print(f"{images} training image(s) in {len(groups)} class(es) ({', '.join(groups)}): "
               f"{total} steps of batch {config.batch_size}.")
+        if held is not None:
+            print(buckets.summary(held, config.batch_size))
         from medart.jobs.training import plan_line
 
         print(plan_line(plan, config, markdown=False))

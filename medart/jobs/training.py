@@ -17,6 +17,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medart import buckets
 from medart.config import TrainConfig, save_config
 from medart.constants import MAX_CAPTION_TOKENS
 from medart.fileio import slugify
@@ -105,6 +106,11 @@ def preflight(ws: Workspace, name: str, config: TrainConfig, runs_dir: Path, dev
     if approved:
         labels = sorted({i.label or "(no label)" for i in approved})
         p.info.append(f"{len(approved)} approved caption(s) will be trained on ({', '.join(labels)}).")
+        if config.buckets:
+            try:
+                p.info.append(buckets.summary(bucket_counts_of(config, approved), config.batch_size))
+            except ValueError as e:
+                p.errors.append(f"Settings rejected: {e}")
         try:
             plan = hldf_plan_of(config, approved, runs_dir, device)
         except ValueError as e:
@@ -167,13 +173,26 @@ def plan_line(plan, config: TrainConfig, markdown: bool = True) -> str:
     return f"{steps}, {hldf}; {when}."
 
 
+def bucket_counts_of(config: TrainConfig, approved: list) -> dict:
+    """Images per aspect-ratio bucket of the approved images (their stored width and height)."""
+    from medart.profiles import resolve
+
+    resolution = config.resolution or resolve(config.base_model)[1]
+    return buckets.counts([(i.width, i.height) for i in approved], resolution,
+                          buckets.model_multiple(config.base_model))
+
+
 def hldf_plan_of(config: TrainConfig, approved: list, runs_dir: Path | None = None, device: str = "cpu"):
     """The colour-step plan of `config` on the approved images, priced by the step times of
     earlier runs in `runs_dir` where one matches."""
     from medart import hldf_plan
 
     groups = {(i.label or "").strip() or i.text.strip() for i in approved}
-    total = config.max_steps or config.epochs * max(1, len(approved) // config.batch_size)
+    if config.buckets:  # batches come from one bucket each; a bucket's remainder sits an epoch out
+        per_epoch = sum(n // config.batch_size for n in bucket_counts_of(config, approved).values())
+    else:
+        per_epoch = len(approved) // config.batch_size
+    total = config.max_steps or config.epochs * max(1, per_epoch)
     runs = [d for d in runs_dir.iterdir() if d.is_dir()] if runs_dir and runs_dir.is_dir() else []
     return hldf_plan.plan(config, total, len(groups), runs, device)
 
