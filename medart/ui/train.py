@@ -38,7 +38,7 @@ from medart.ui.widgets import (JOB_HEADERS, fmt_seconds, job_rows, on_page_load,
 # empty (N, steps, resolution, samples every) means empty: the automatic choice.
 FORM = ("hldf.mode", "hldf.every", "hldf.steps", "hldf.cfg", "lora.rank", "lora.t5", "hldf.enabled",
         "learning_rate", "max_steps", "epochs", "resolution", "checkpoint_every", "validation_every",
-        "validation_prompts", "adam_8bit")
+        "validation_prompts", "adam_8bit", "buckets")
 SERIES = {"diffusion loss": "#2563eb", "diffusion (smoothed)": "#1e3a8a", "colour loss": "#dc2626"}
 
 
@@ -309,7 +309,9 @@ def _form(studio):
         ask("checkpoint_every", "Checkpoint every", elem_id="checkpoint-every")
         ask("validation_every", "Samples every (0: ~10 per run)", elem_id="validation-every")
     ask("validation_prompts", "Validation prompts (one per line; empty: one caption per class)")
-    ask("adam_8bit", "8-bit Adam (CUDA)")
+    with gr.Row():
+        ask("buckets", "Aspect-ratio buckets (no square crop)")
+        ask("adam_8bit", "8-bit Adam (CUDA)")
     with gr.Row():
         pre_b = gr.Button("Preflight", elem_id="preflight")
         go_b = gr.Button("Launch training", variant="primary", elem_id="launch", interactive=studio.training_allowed)
