@@ -107,6 +107,8 @@ def environment() -> str:
 
 def model_card(config, data_info: dict, steps: int, final_metrics: dict, plan=None,
                start_distances: dict | None = None, times: dict | None = None) -> str:
+    from medart.profiles import pipeline_code
+
     hl = config.hldf
     if hl.enabled:
         method = (f"diffusion loss plus a colour loss (weight {hl.color_weight:g}, mode `{hl.mode}`) every N = {hl.every} "
@@ -153,10 +155,8 @@ decision.** Generated images are synthetic and may look plausible while being wr
 ## Use without Med-Art Studio
 
 ```python
-from diffusers import PixArtAlphaPipeline
 from peft import PeftModel
-
-pipe = PixArtAlphaPipeline.from_pretrained("{config.base_model if '/' in config.base_model else 'PixArt-alpha/PixArt-XL-2-512x512'}")
+{pipeline_code(config.base_model)}
 pipe.transformer = PeftModel.from_pretrained(pipe.transformer, "adapter/dit")
 pipe.text_encoder = PeftModel.from_pretrained(pipe.text_encoder, "adapter/t5")  # if present
 image = pipe("An endoscopic image of ...", guidance_scale=4.5, clean_caption=False).images[0]
