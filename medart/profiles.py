@@ -171,10 +171,13 @@ def resolve(base_model: str) -> tuple[str, int]:
     path = Path(base_model).expanduser()
     if path.is_dir():
         if not (path / "model_index.json").exists():
+            dit_only = (path / "transformer" / "config.json").exists()
             raise BaseModelError(
                 f"{path} is a folder but not a diffusers pipeline (no model_index.json). "
-                "Point --base-model at the folder made by `huggingface-cli download "
-                "PixArt-alpha/PixArt-XL-2-512x512 --local-dir DIR`."
+                + ("It holds a DiT alone, as PixArt-Σ's checkpoints do: use --base-model pixart-sigma-512 "
+                   f"(or pixart-sigma-1024), which adds the VAE and T5 of {SIGMA_COMPONENTS}."
+                   if dit_only else "Point --base-model at the folder made by `huggingface-cli download "
+                   "PixArt-alpha/PixArt-XL-2-512x512 --local-dir DIR`.")
             )
         return str(path), _native_resolution(path)
     if base_model.count("/") == 1 and not base_model.startswith((".", "/")):

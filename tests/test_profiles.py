@@ -54,6 +54,10 @@ def test_unreachable_hub_weights_fail_fast_with_instructions(monkeypatch):
 def test_folder_that_is_not_a_pipeline(tmp_path):
     with pytest.raises(BaseModelError, match="not a diffusers pipeline"):
         load_base(str(tmp_path))
+    (tmp_path / "transformer").mkdir()  # a PixArt-Σ checkpoint downloaded alone
+    (tmp_path / "transformer" / "config.json").write_text("{}")
+    with pytest.raises(BaseModelError, match="DiT alone.*--base-model pixart-sigma-512"):
+        load_base(str(tmp_path))
     with pytest.raises(BaseModelError, match="Unknown base model"):
         profiles.resolve("no-such-profile")
 

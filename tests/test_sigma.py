@@ -25,6 +25,29 @@ def long_caption(tokenizer, low=121, high=300) -> str:
     return text
 
 
+def test_train_tab_preflight_takes_the_limit_of_the_runs_base(tmp_path):
+    from medart.jobs.training import preflight
+    from medart.profiles import caption_tokenizer
+    from medart.workspace import NewImage, Workspace
+
+    tokenizer = caption_tokenizer("tiny-sigma")[1]
+    ws = Workspace(tmp_path / "ws", tokenizer=tokenizer)
+    sha, size, _ = ws.store_image(Image.new("RGB", (32, 32), (200, 40, 40)))
+    (image_id,) = ws.add_images([NewImage(sha, "0.png", 32, 32, "RGB", size, label="a", split="train")])
+    ws.set_text(image_id, long_caption(tokenizer), approve=True)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    too_long = "longer than 120 T5 tokens"
+    alpha = preflight(ws, "r", load_config(None, base_model="tiny", max_steps=4), runs)
+    assert any(too_long in e for e in alpha.errors)
+    sigma = preflight(ws, "r", load_config(None, base_model="tiny-sigma", max_steps=4), runs)
+    assert not any("T5 tokens" in e for e in sigma.errors), sigma.errors
+    lowered = preflight(ws, "r", load_config(None, base_model="tiny-sigma", max_steps=4, max_caption_tokens=100), runs)
+    assert any("longer than 100 T5 tokens" in e for e in lowered.errors)
+    above = preflight(ws, "r", load_config(None, base_model="tiny", max_steps=4, max_caption_tokens=300), runs)
+    assert any("more than PixArt-α reads" in e for e in above.errors)
+
+
 @pytest.mark.slow  # trains, generates, compares and evaluates (about 20 s)
 def test_sigma_trains_generates_compares_and_reads_long_captions(tmp_path, capsys, medart_cache):
     from medart.profiles import caption_tokenizer

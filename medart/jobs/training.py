@@ -68,7 +68,7 @@ def preflight(ws: Workspace, name: str, config: TrainConfig, runs_dir: Path, dev
               max_tokens: int | None = None) -> Preflight:
     """Whether run `name` with `config` can start on the workspace's approved training captions
     (captions over `max_tokens`, by default the run's limit, block it)."""
-    from medart.profiles import BaseModelError, caption_limit, is_tiny, kind_of
+    from medart.profiles import PROFILES, BaseModelError, caption_limit, is_tiny, kind_of
 
     p = Preflight()
     try:
@@ -126,7 +126,8 @@ def preflight(ws: Workspace, name: str, config: TrainConfig, runs_dir: Path, dev
                                 "HLDF colour loss off to train LoRA only.")
     # resources
     tiny = is_tiny(config.base_model)
-    res = config.resolution or (64 if tiny else 512)
+    profile = PROFILES.get(config.base_model)
+    res = config.resolution or (profile.resolution if profile else 512)
     if not tiny:
         need = VRAM_512_GB * max(1.0, (res / 512) ** 2 * 0.5 + 0.5)
         if device != "cuda":
