@@ -220,7 +220,10 @@ def kind_of(base_model: str | None = None) -> str:
     if name.count("/") == 1 and not name.startswith((".", "/")):
         from huggingface_hub import try_to_load_from_cache
 
-        cached = try_to_load_from_cache(name, "model_index.json")
+        try:
+            cached = try_to_load_from_cache(name, "model_index.json")
+        except ValueError:  # not a valid repository id: loading it will say so
+            cached = None
         if isinstance(cached, str):
             return _kind_of_index(json.loads(Path(cached).read_text()), name)
     return "alpha"
