@@ -1,6 +1,7 @@
-"""Our DPM-Solver++ sampler against diffusers' PixArtAlphaPipeline, no grad, same model and noise.
+"""Our DPM-Solver++ sampler against the base's diffusers pipeline (PixArtAlphaPipeline, or
+PixArtSigmaPipeline for a PixArt-Σ base), no grad, same model and noise.
 
-    python benchmarks/sampler_vs_pipeline.py [--base-model tiny] [--arch pixart-xl-2] [--steps 20]
+    python benchmarks/sampler_vs_pipeline.py [--base-model tiny|tiny-sigma] [--arch pixart-xl-2] [--steps 20]
 
 Prints median seconds of each and the ratio ours / pipeline (goal <= 1.05), interleaving the
 two so that machine noise hits both alike.
@@ -52,8 +53,8 @@ def main():
         times["pipeline"] += common.timed(theirs, 1)
         times["ours"] += common.timed(ours, 1)
     t_p, t_o = common.median(times["pipeline"]), common.median(times["ours"])
-    print(f"model: {args.arch or args.base_model} on {base.device} ({base.dtype}), {args.steps} steps, CFG 4.5, "
-          f"{size} px, {args.repeats} interleaved repeats")
+    print(f"model: {args.arch or args.base_model} ({type(pipe).__name__}) on {base.device} ({base.dtype}), "
+          f"{args.steps} steps, CFG 4.5, {size} px, {args.repeats} interleaved repeats")
     print(f"max relative difference of the latents: {rel:.2e}")
     print(f"pipeline  median {t_p * 1000:9.2f} ms")
     print(f"ours      median {t_o * 1000:9.2f} ms")

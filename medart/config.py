@@ -21,8 +21,6 @@ from typing import Iterator
 
 import yaml
 
-from medart.constants import MAX_CAPTION_TOKENS
-
 # LoRA targets in PixArt-α's DiT named by the paper (peft matches them as name suffixes).
 DIT_TARGETS = (
     "to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out",
@@ -183,7 +181,8 @@ MODE_SETTINGS = {
 
 @dataclass
 class TrainConfig:
-    base_model: str = setting("pixart-alpha-512", "profile (pixart-alpha-512, tiny), local folder or hub id")
+    base_model: str = setting("pixart-alpha-512", "profile (pixart-alpha-512, pixart-sigma-512, tiny, "
+                                                  "tiny-sigma), local folder or hub id")
     data: str = setting("", "imagefolder with metadata.jsonl/csv (file_name, text), or a load_dataset id")
     caption_column: str = setting("text", "the data's caption column")
     label_column: str = setting("label", "the data's class column, optional (HLDF's colour groups, per-class curves)")
@@ -195,7 +194,8 @@ class TrainConfig:
     buckets: bool = setting(False, "aspect-ratio buckets: each image is resized to cover the PixArt-α bin nearest "
                                    "its aspect ratio (about resolution² pixels) and cropped to it, each batch from "
                                    "one bucket; off: square crops (the paper)")
-    max_caption_tokens: int = setting(MAX_CAPTION_TOKENS, "captions longer than this many T5 tokens are refused")
+    max_caption_tokens: int | None = setting(None, "captions longer than this many T5 tokens are refused; empty: "
+                                                   "all the base model reads (PixArt-α 120, PixArt-Σ 300)")
     epochs: int = setting(15, "passes over the data (paper: 15)")
     max_steps: int | None = setting(None, "optimiser steps; set, it overrides epochs")
     batch_size: int = setting(1, "images per step and process (paper: 1)")

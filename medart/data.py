@@ -21,7 +21,7 @@ from PIL import Image
 
 from medart import buckets
 from medart.config import TrainConfig
-from medart.constants import IMAGE_SUFFIXES
+from medart.constants import IMAGE_SUFFIXES, MAX_CAPTION_TOKENS, MAX_CAPTION_TOKENS_SIGMA
 from medart.pixel_limit import pixel_limit
 
 # folders of held-out images that an imagefolder may hold beside its images: not training data
@@ -130,6 +130,9 @@ def load_examples(config: TrainConfig, tokenizer) -> list[Example]:
     ds = ds.cast_column(config.image_column, datasets.Image(decode=False))
     has_label = config.label_column in ds.column_names
     examples, problems = [], []
+    limit = config.max_caption_tokens or MAX_CAPTION_TOKENS
+    longer = (f" (PixArt-α reads {MAX_CAPTION_TOKENS} T5 tokens; a PixArt-Σ base, --base-model pixart-sigma-512, "
+              f"reads {MAX_CAPTION_TOKENS_SIGMA})" if limit == MAX_CAPTION_TOKENS else "")
     folder = Path(config.data).expanduser()
     if folder.is_dir():  # imagefolder silently skips images that have no metadata row
         listed = {Path(im["path"]).resolve() for im in ds[config.image_column] if im.get("path")}
@@ -157,10 +160,8 @@ def load_examples(config: TrainConfig, tokenizer) -> list[Example]:
             problems.append(f"{name}: unreadable image ({type(e).__name__}: {e})")
             continue
         n_tokens = len(tokenizer(str(caption)).input_ids)
-        if n_tokens > config.max_caption_tokens:
-            problems.append(
-                f"{name}: caption has {n_tokens} tokens, over the limit of {config.max_caption_tokens}; shorten it"
-            )
+        if n_tokens > limit:
+            problems.append(f"{name}: caption has {n_tokens} tokens, over the limit of {limit}; shorten it{longer}")
             continue
         label = str(row[config.label_column] or "").strip() if has_label else ""
         examples.append(Example(name, data, str(caption).strip(), hashlib.sha256(data).hexdigest()[:20], size, label))

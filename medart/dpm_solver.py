@@ -28,11 +28,13 @@ from medart.constants import MAX_CAPTION_TOKENS
 
 
 def encode_prompts(tokenizer, text_encoder, prompts: list[str], device=None, max_length: int = MAX_CAPTION_TOKENS):
-    """T5 embeddings and attention mask, exactly as `PixArtAlphaPipeline.encode_prompt` makes them
-    (padding to MAX_CAPTION_TOKENS, no caption cleaning). Differentiable when the encoder has LoRA."""
+    """T5 embeddings and attention mask, exactly as the pipelines' `encode_prompt` makes them
+    with `clean_caption=False`: each prompt lower-cased and stripped (PixArt's T5 is
+    case-sensitive and was trained on lower-cased captions), padded to `max_length` (the
+    base's limit, PixArt-α's 120 or PixArt-Σ's 300). Differentiable when the encoder has LoRA."""
     device = device or text_encoder.device
     tokens = tokenizer(
-        list(prompts), padding="max_length", max_length=max_length, truncation=True,
+        [p.lower().strip() for p in prompts], padding="max_length", max_length=max_length, truncation=True,
         add_special_tokens=True, return_tensors="pt",
     )
     mask = tokens.attention_mask.to(device)
@@ -41,9 +43,11 @@ def encode_prompts(tokenizer, text_encoder, prompts: list[str], device=None, max
 
 
 def conditioning(base, prompts: list[str], negative: str = ""):
-    """(embeds, mask, negative embeds, negative mask) for CFG, from a loaded base model."""
-    embeds, mask = encode_prompts(base.tokenizer, base.text_encoder, prompts, base.device)
-    neg, neg_mask = encode_prompts(base.tokenizer, base.text_encoder, [negative] * len(prompts), base.device)
+    """(embeds, mask, negative embeds, negative mask) for CFG, from a loaded base model; both
+    padded to the base's caption length, as its pipeline pads prompt and negative prompt."""
+    length = base.max_caption_tokens
+    embeds, mask = encode_prompts(base.tokenizer, base.text_encoder, prompts, base.device, length)
+    neg, neg_mask = encode_prompts(base.tokenizer, base.text_encoder, [negative] * len(prompts), base.device, length)
     return embeds, mask, neg, neg_mask
 
 

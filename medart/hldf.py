@@ -36,7 +36,7 @@ from medart.data import TrainData, load_examples
 from medart.fileio import atomic_dir, atomic_write_bytes, atomic_write_text
 from medart.losses import channel_moments, color_loss_to_moments, diffusion_loss
 from medart.model_card import model_card, step_times
-from medart.profiles import load_base
+from medart.profiles import caption_limit, load_base
 from medart.run_folder import RunFolder
 
 log = logging.getLogger("medart.hldf")
@@ -68,6 +68,7 @@ class Trainer:
 
         self.base = base or load_base(config.base_model, device=self.device, dtype=self.weight_dtype)
         config.resolution = config.resolution or self.base.resolution
+        config.max_caption_tokens = caption_limit(self.base.kind, config.max_caption_tokens)
         if examples is None:
             local = Path(config.data).expanduser().is_dir()
             log.info("reading the training images and captions from %s%s", config.data,
@@ -186,7 +187,7 @@ class Trainer:
         """T5 embeddings; cached on disk when the text encoder is frozen (no T5 LoRA)."""
         tok, enc = self.base.tokenizer, self.base.text_encoder
         if self.config.lora.t5 or not self.config.cache_text:
-            return dpm_solver.encode_prompts(tok, enc, captions, self.device)
+            return dpm_solver.encode_prompts(tok, enc, captions, self.device, self.base.max_caption_tokens)
         embeds, masks = [], []
         for caption in captions:
             key = hashlib.sha256(caption.encode()).hexdigest()[:20]
@@ -195,7 +196,7 @@ class Trainer:
                 e, m = _load_tensors(cached)
             else:
                 with torch.no_grad():
-                    e, m = dpm_solver.encode_prompts(tok, enc, [caption], self.device)
+                    e, m = dpm_solver.encode_prompts(tok, enc, [caption], self.device, self.base.max_caption_tokens)
                 e, m = e[0].cpu(), m[0].cpu()
                 _save_tensors(cached, (e, m))
             embeds.append(e)

@@ -28,6 +28,19 @@ RESEARCH_ONLY = ("**Research use only; not for diagnosis.** Not a medical device
                  "clinical decision. Generated images are synthetic and may look plausible while being wrong.")
 
 
+KIND_NAMES = {"alpha": "α", "sigma": "Σ"}
+
+
+def _kind(base_model: str) -> str:
+    """'alpha' or 'sigma': the pipeline family of a base model ('alpha' where it cannot be told here)."""
+    from medart.profiles import BaseModelError, kind_of
+
+    try:
+        return kind_of(base_model)
+    except BaseModelError:
+        return "alpha"
+
+
 def base_hub_id(base_model: str) -> str | None:
     """The hub id of a base model name (profile, hub id or folder); None where it has none."""
     from medart.profiles import PROFILES
@@ -106,14 +119,16 @@ def model_card(run: str | Path, repo_id: str | None = None) -> ModelCard:
     data = _read_json(run / "data.json")
     rows = folder.metrics()
     hub_id = base_hub_id(config.base_model)
+    kind = _kind(config.base_model)
     card_data = ModelCardData(
-        base_model=hub_id, library_name="peft", license=LICENSE, tags=list(TAGS), pipeline_tag="text-to-image",
+        base_model=hub_id, library_name="peft", license=LICENSE, tags=[*TAGS, f"pixart-{kind}"],
+        pipeline_tag="text-to-image",
         widget=widget(run),
     )
     body = "\n".join([
         f"# Med-Art LoRA adapter: {run.name}", "",
         RESEARCH_ONLY, "",
-        f"LoRA adapters for the DiT{' and the T5 text encoder' if config.lora.t5 else ''} of a PixArt-α "
+        f"LoRA adapters for the DiT{' and the T5 text encoder' if config.lora.t5 else ''} of a PixArt-{KIND_NAMES[kind]} "
         "pipeline, trained with HLDF (Med-Art, arXiv 2506.20449): the diffusion loss plus a pixel-space colour "
         "loss on images generated in the training graph.", "",
         f"- **Base model**: {_base_text(config.base_model, hub_id)}.",
@@ -123,7 +138,7 @@ def model_card(run: str | Path, repo_id: str | None = None) -> ModelCard:
         *_distance_section(rows),
         *_evaluation_section(_read_json(run / "eval" / "metrics.json")),
         *_samples_section(run),
-        *_use_section(config, hub_id, repo_id),
+        *_use_section(config, repo_id),
     ])
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}")
 
@@ -246,9 +261,9 @@ def _samples_section(run: Path) -> list[str]:
     return lines + [""]
 
 
-def _use_section(config, hub_id: str | None, repo_id: str | None) -> list[str]:
+def _use_section(config, repo_id: str | None) -> list[str]:
     where = "" if repo_id else "Run this in the run folder (the folder that holds `adapter/`):\n\n"
     # a published card names no folder of this machine: the base's hub id, else where it lives in Med-Art Studio
-    base = (hub_id or ("assets/tiny-base" if config.base_model == "tiny" else "PATH/TO/THE/SAME/BASE")) if repo_id else None
+    base = None if not repo_id else "assets/tiny-base" if config.base_model == "tiny" else "PATH/TO/THE/SAME/BASE"
     return ["## Use without Med-Art Studio", "", where + usage_snippet(config, repo_id, base), "",
             "Captions were used as written (no caption cleaning), so pass `clean_caption=False`.", ""]

@@ -1,14 +1,22 @@
 """Named base models and the one place that loads them.
 
-A base model is named by a profile (`pixart-alpha-512`, `tiny`), a local diffusers folder,
-or a Hugging Face hub id. Whatever the name, the weights come through diffusers'
-`PixArtAlphaPipeline.from_pretrained`, so tests on `tiny` exercise the real loading path.
-`build_architecture("pixart-xl-2")` makes the real-size networks with random weights, for
-benchmarks only.
+A base model is named by a profile (`pixart-alpha-512`, `pixart-sigma-512`, `tiny`,
+`tiny-sigma`), a local diffusers folder, or a Hugging Face hub id. It is of one of two kinds,
+PixArt-α or PixArt-Σ (the same DiT class; Σ has the SDXL VAE and reads captions of up to 300
+T5 tokens instead of 120). A profile states its kind; a folder or hub id is of the kind its
+model_index.json's `_class_name` names. Whatever the name, the weights come through that
+kind's diffusers pipeline, `PixArtAlphaPipeline.from_pretrained` or
+`PixArtSigmaPipeline.from_pretrained`, so tests on `tiny` and `tiny-sigma` exercise the real
+loading path. The public Σ checkpoints hold the DiT only: their profiles name the repository
+of the VAE, T5, tokenizer and scheduler (`components`), and the DiT is passed into the
+pipeline as PixArt-Σ's own instructions do. `build_architecture("pixart-xl-2")` makes the
+real-size networks with random weights, for benchmarks only.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import socket
 import threading
@@ -19,6 +27,23 @@ from urllib.parse import urlparse
 import torch
 
 from medart import tiny_base
+from medart.constants import MAX_CAPTION_TOKENS, MAX_CAPTION_TOKENS_SIGMA
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What a family of base models shares: its diffusers pipeline and how many T5 tokens of a
+    caption it reads (the pipeline's `max_sequence_length`)."""
+
+    name: str
+    pipeline: str
+    max_caption_tokens: int
+
+
+KINDS = {
+    "alpha": Kind("PixArt-α", "PixArtAlphaPipeline", MAX_CAPTION_TOKENS),
+    "sigma": Kind("PixArt-Σ", "PixArtSigmaPipeline", MAX_CAPTION_TOKENS_SIGMA),
+}
 
 
 @dataclass(frozen=True)
@@ -27,7 +52,12 @@ class Profile:
     source: str  # hub id, or "" for a model built locally
     resolution: int
     description: str
+    kind: str = "alpha"
+    components: str = ""  # hub id of the VAE, T5, tokenizer and scheduler where `source` holds only the DiT
 
+
+# The VAE (SDXL's), T5-XXL, tokenizer and scheduler every public PixArt-Σ DiT is used with.
+SIGMA_COMPONENTS = "PixArt-alpha/pixart_sigma_sdxlvae_T5_diffusers"
 
 PROFILES = {
     "pixart-alpha-512": Profile(
@@ -36,10 +66,29 @@ PROFILES = {
         512,
         "PixArt-α XL-2 at 512 px (DiT-XL/2 0.6 B + T5-XXL 4.7 B), the paper's base model",
     ),
+    "pixart-sigma-512": Profile(
+        "pixart-sigma-512",
+        "PixArt-alpha/PixArt-Sigma-XL-2-512-MS",
+        512,
+        "PixArt-Σ XL-2 at 512 px (DiT-XL/2 0.6 B, SDXL VAE, T5-XXL reading captions of up to 300 tokens)",
+        "sigma",
+        SIGMA_COMPONENTS,
+    ),
+    "pixart-sigma-1024": Profile(
+        "pixart-sigma-1024",
+        "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS",
+        1024,
+        "PixArt-Σ XL-2 at 1024 px (as pixart-sigma-512; four times the pixels, a large GPU)",
+        "sigma",
+        SIGMA_COMPONENTS,
+    ),
     "tiny": Profile("tiny", "", tiny_base.RESOLUTION,
                     "PixArt-α classes at toy size, pretrained on general images (assets/tiny-base), any CPU"),
     "tiny-random": Profile("tiny-random", "", tiny_base.RESOLUTION,
                            "the tiny architecture with random weights from a fixed seed, built locally"),
+    "tiny-sigma": Profile("tiny-sigma", "", tiny_base.RESOLUTION,
+                          "the tiny networks as a PixArt-Σ pipeline (300-token captions; the tiny VAE stands in "
+                          "for Σ's SDXL VAE), built from `tiny` at first use, any CPU", "sigma"),
 }
 DEFAULT_GPU = "pixart-alpha-512"
 DEFAULT_CPU = "tiny"
@@ -62,18 +111,30 @@ class Base:
     device: torch.device
     dtype: torch.dtype
     resolution: int
+    kind: str = "alpha"  # a key of KINDS
+
+    @property
+    def max_caption_tokens(self) -> int:
+        """How many T5 tokens of a caption this base reads (α 120, Σ 300)."""
+        return KINDS[self.kind].max_caption_tokens
 
     def pipeline(self):
-        """A stock `PixArtAlphaPipeline` over these very modules (no copy)."""
-        from diffusers import PixArtAlphaPipeline
+        """A stock diffusers pipeline of this base's kind (`PixArtAlphaPipeline` or
+        `PixArtSigmaPipeline`) over these very modules (no copy)."""
+        import diffusers
 
-        return PixArtAlphaPipeline(
+        return getattr(diffusers, KINDS[self.kind].pipeline)(
             transformer=self.transformer,
             vae=self.vae,
             text_encoder=self.text_encoder,
             tokenizer=self.tokenizer,
             scheduler=self.scheduler,
         )
+
+
+def is_tiny(base_model: str) -> bool:
+    """Whether `base_model` is one of the toy profiles built locally (tiny, tiny-random, tiny-sigma)."""
+    return base_model in PROFILES and not PROFILES[base_model].source
 
 
 def cache_dir() -> Path:
@@ -102,14 +163,21 @@ def resolve(base_model: str) -> tuple[str, int]:
             return str(tiny_base.PRETRAINED_DIR), profile.resolution
         if profile.name in ("tiny", "tiny-random"):
             return str(tiny_base.ensure_tiny(cache_dir() / "tiny-random")), profile.resolution
+        if profile.name == "tiny-sigma":  # rebuilt whenever the tiny base's files change
+            alpha = Path(resolve("tiny")[0])
+            folder = cache_dir() / f"tiny-sigma-{_folder_digest(alpha)}"
+            return str(tiny_base.sigma_twin(alpha, folder)), profile.resolution
         return profile.source, profile.resolution
     path = Path(base_model).expanduser()
     if path.is_dir():
         if not (path / "model_index.json").exists():
+            dit_only = (path / "transformer" / "config.json").exists()
             raise BaseModelError(
                 f"{path} is a folder but not a diffusers pipeline (no model_index.json). "
-                "Point --base-model at the folder made by `huggingface-cli download "
-                "PixArt-alpha/PixArt-XL-2-512x512 --local-dir DIR`."
+                + ("It holds a DiT alone, as PixArt-Σ's checkpoints do: use --base-model pixart-sigma-512 "
+                   f"(or pixart-sigma-1024), which adds the VAE and T5 of {SIGMA_COMPONENTS}."
+                   if dit_only else "Point --base-model at the folder made by `huggingface-cli download "
+                   "PixArt-alpha/PixArt-XL-2-512x512 --local-dir DIR`.")
             )
         return str(path), _native_resolution(path)
     if base_model.count("/") == 1 and not base_model.startswith((".", "/")):
@@ -121,9 +189,63 @@ def resolve(base_model: str) -> tuple[str, int]:
     )
 
 
-def _native_resolution(folder: Path) -> int:
-    import json
+def _folder_digest(folder: Path) -> str:
+    """A short hash of every file in `folder` (names and bytes)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
 
+
+def _kind_of_index(index: dict, where: str) -> str:
+    """The kind a model_index.json names in `_class_name`."""
+    name = index.get("_class_name")
+    for key, kind in KINDS.items():
+        if kind.pipeline == name:
+            return key
+    known = " and ".join(f"{k.name} ({k.pipeline})" for k in KINDS.values())
+    raise BaseModelError(f"{where} is a {name or 'unnamed'} pipeline; the base model must be {known}.")
+
+
+def kind_of(base_model: str | None = None) -> str:
+    """The kind (a key of KINDS) of a base model, without loading weights: a profile's own, a
+    folder's or cached hub model's model_index.json's; "alpha", the shorter caption limit,
+    for a hub id not downloaded yet (loading it reads its model_index.json)."""
+    name = base_model or default_base_model()
+    if name in PROFILES:
+        return PROFILES[name].kind
+    index = Path(name).expanduser() / "model_index.json"
+    if index.is_file():
+        return _kind_of_index(json.loads(index.read_text()), name)
+    if name.count("/") == 1 and not name.startswith((".", "/")):
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            cached = try_to_load_from_cache(name, "model_index.json")
+        except ValueError:  # not a valid repository id: loading it will say so
+            cached = None
+        if isinstance(cached, str):
+            return _kind_of_index(json.loads(Path(cached).read_text()), name)
+    return "alpha"
+
+
+def caption_limit(kind: str, requested: int | None = None) -> int:
+    """The caption token limit of a run on a base of `kind`: `requested` if given (at most
+    what the base reads, else a ValueError), else all the base reads (α 120, Σ 300)."""
+    most = KINDS[kind]
+    if requested is None:
+        return most.max_caption_tokens
+    if requested > most.max_caption_tokens:
+        raise ValueError(
+            f"max_caption_tokens {requested} is more than {most.name} reads ({most.max_caption_tokens} T5 tokens): "
+            f"the rest of a longer caption would be cut off. Leave it empty for {most.max_caption_tokens}"
+            + (f", or train on a PixArt-Σ base (--base-model pixart-sigma-512), which reads "
+               f"{MAX_CAPTION_TOKENS_SIGMA}." if most.max_caption_tokens < MAX_CAPTION_TOKENS_SIGMA else ".")
+        )
+    return requested
+
+
+def _native_resolution(folder: Path) -> int:
     cfg = folder / "transformer" / "config.json"
     vae_cfg = folder / "vae" / "config.json"
     if cfg.exists() and vae_cfg.exists():
@@ -153,30 +275,67 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     return bool(result)
 
 
+def _pipeline(base_model: str, source: str, dtype: torch.dtype, local: bool):
+    """(pipeline, kind) through the kind's `from_pretrained`; a profile whose repository holds
+    only the DiT gets the rest from its `components` repository."""
+    import diffusers
+
+    profile = PROFILES.get(base_model)
+    if profile is not None:
+        kind = profile.kind
+    else:
+        index = diffusers.DiffusionPipeline.load_config(source, local_files_only=local)
+        kind = _kind_of_index(index, source)
+    cls = getattr(diffusers, KINDS[kind].pipeline)
+    if profile is not None and profile.components:
+        # Σ's pipeline passes no size conditions: its DiT must not expect them (the 1024 px
+        # checkpoint's first config left the setting out, which means "on" at 128 latents).
+        transformer = diffusers.PixArtTransformer2DModel.from_pretrained(
+            source, subfolder="transformer", dtype=dtype, local_files_only=local,
+            use_additional_conditions=False,
+        )
+        return cls.from_pretrained(profile.components, transformer=transformer, dtype=dtype,
+                                   local_files_only=local), kind
+    return cls.from_pretrained(source, dtype=dtype, local_files_only=local), kind
+
+
+def _offline_help(base_model: str, source: str) -> str:
+    """What to do when `source`'s weights are not here and the hub cannot be reached."""
+    profile = PROFILES.get(base_model)
+    if profile is not None and profile.components:
+        return (
+            f"The weights of {source} (the DiT) and {profile.components} (VAE, T5, tokenizer, scheduler) are "
+            "not in the local Hugging Face cache and the hub cannot be reached. On a machine with internet run "
+            f"`huggingface-cli download {source}` and `huggingface-cli download {profile.components}`, copy "
+            "that machine's Hugging Face cache (~/.cache/huggingface/hub) to the same place here (or point "
+            f"HF_HOME at the copy) and pass --base-model {base_model} again. Without a GPU, use --base-model "
+            "tiny-sigma."
+        )
+    return (
+        f"The weights of {source} are not in the local Hugging Face cache and the hub cannot be "
+        "reached. On a machine with internet run `huggingface-cli download "
+        f"{source} --local-dir ./{source.split('/')[-1]}`, copy the folder here and pass "
+        f"--base-model ./{source.split('/')[-1]} (or set MEDART_BASE_MODEL). "
+        "Without a GPU, use --base-model tiny."
+    )
+
+
 def load_base(base_model: str | None = None, device=None, dtype: torch.dtype | None = None) -> Base:
     """Load a base model by profile name, local folder or hub id, frozen and in eval mode."""
-    from diffusers import PixArtAlphaPipeline
-
     base_model = base_model or default_base_model()
     source, resolution = resolve(base_model)
     device, default_dtype = default_device_dtype(device)
     dtype = dtype or default_dtype
     local = Path(source).is_dir()
     try:
-        pipe = PixArtAlphaPipeline.from_pretrained(source, dtype=dtype, local_files_only=True)
+        pipe, kind = _pipeline(base_model, source, dtype, local=True)
     except (OSError, ValueError) as e:
         if local:
-            raise BaseModelError(f"Could not load the PixArt-α pipeline in {source}: {e}") from e
+            raise BaseModelError(f"Could not load the PixArt pipeline in {source}: {e}") from e
         if not hub_reachable():
-            raise BaseModelError(
-                f"The weights of {source} are not in the local Hugging Face cache and the hub cannot be "
-                "reached. On a machine with internet run `huggingface-cli download "
-                f"{source} --local-dir ./{source.split('/')[-1]}`, copy the folder here and pass "
-                f"--base-model ./{source.split('/')[-1]} (or set MEDART_BASE_MODEL). "
-                "Without a GPU, use --base-model tiny."
-            ) from None
+            raise BaseModelError(_offline_help(base_model, source)) from None
         try:
-            pipe = PixArtAlphaPipeline.from_pretrained(source, dtype=dtype)
+            pipe, kind = _pipeline(base_model, source, dtype, local=False)
         except OSError as e:
             raise BaseModelError(f"Could not download {source}: {e}") from e
     for module in (pipe.transformer, pipe.vae, pipe.text_encoder):
@@ -192,6 +351,7 @@ def load_base(base_model: str | None = None, device=None, dtype: torch.dtype | N
         device=device,
         dtype=dtype,
         resolution=sample or resolution,
+        kind=kind,
     )
 
 
@@ -199,7 +359,10 @@ def load_tokenizer(base_model: str | None = None):
     """The base model's T5 tokenizer alone (to count caption tokens without loading weights)."""
     from transformers import AutoTokenizer
 
-    source, _ = resolve(base_model or default_base_model())
+    name = base_model or default_base_model()
+    source, _ = resolve(name)
+    profile = PROFILES.get(name)
+    source = profile.components if profile is not None and profile.components else source
     try:
         return AutoTokenizer.from_pretrained(source, subfolder="tokenizer", local_files_only=True)
     except OSError:
@@ -211,11 +374,35 @@ def load_tokenizer(base_model: str | None = None):
 def caption_tokenizer(base_model: str | None = None) -> tuple[str, object]:
     """(name, tokenizer) of the base model whose T5 counts caption tokens (default: the active one)."""
     name = base_model or default_base_model()
-    if name == "tiny":
+    if is_tiny(name):  # every tiny profile has the tiny tokenizer
         from transformers import AutoTokenizer
 
         return name, AutoTokenizer.from_pretrained(tiny_base.TOKENIZER_DIR)
     return name, load_tokenizer(name)
+
+
+def pipeline_code(base_model: str, folder: str | None = None) -> str:
+    """Python lines that load `base_model` into a stock diffusers pipeline called `pipe` (model
+    cards); `folder` names a base that has no hub id (default: the folder it loads from here)."""
+    profile = PROFILES.get(base_model)
+    try:
+        cls = KINDS[kind_of(base_model)].pipeline
+    except BaseModelError:
+        cls = KINDS["alpha"].pipeline
+    if profile is not None and profile.components:
+        return (f"from diffusers import PixArtTransformer2DModel, {cls}\n\n"
+                f'transformer = PixArtTransformer2DModel.from_pretrained("{profile.source}", subfolder="transformer",\n'
+                "                                                       use_additional_conditions=False)\n"
+                f'pipe = {cls}.from_pretrained("{profile.components}", transformer=transformer)')
+    if profile is not None and is_tiny(base_model):
+        source = folder or str(Path(resolve(base_model)[0]).resolve())
+    elif profile is not None:
+        source = profile.source
+    elif Path(base_model).expanduser().is_dir():
+        source = folder or str(Path(base_model).expanduser().resolve())
+    else:
+        source = base_model
+    return f'from diffusers import {cls}\n\npipe = {cls}.from_pretrained("{source}")'
 
 
 def build_architecture(arch: str, device, dtype: torch.dtype) -> Base:

@@ -106,37 +106,25 @@ def environment() -> str:
     return "\n".join(lines) + "\n"
 
 
-def pipeline_source(base_model: str) -> str:
-    """What `PixArtAlphaPipeline.from_pretrained` takes for a base model: a profile's hub id or the
-    absolute folder it was loaded from, a folder made absolute, a hub id as it is."""
-    from medart.profiles import BaseModelError, resolve
-
-    try:
-        source = resolve(base_model)[0]
-    except BaseModelError:
-        return base_model
-    return str(Path(source).resolve()) if Path(source).is_dir() else source
-
-
 def usage_snippet(config, repo_id: str | None = None, base: str | None = None) -> str:
     """The model card's python code block: the run's adapters on its own base model in a stock
-    diffusers pipeline, at the size it trained at; the adapters from the hub repository
-    `repo_id`, else from `adapter/` (run in the run folder); `base`: what names the base model
-    (default: its hub id or the absolute folder it loads from on this machine)."""
+    diffusers pipeline (PixArt-α or PixArt-Σ, as the base is), at the size it trained at; the
+    adapters from the hub repository `repo_id`, else from `adapter/` (run in the run folder);
+    `base`: the folder that names a base without a hub id (default: where it loads from here)."""
+    from medart.profiles import pipeline_code
+
     size = f"height={config.resolution}, width={config.resolution}, " if config.resolution else ""
     where = (lambda net: f'"{repo_id}", subfolder="adapter/{net}"') if repo_id else (lambda net: f'"adapter/{net}"')
     t5 = (f'pipe.text_encoder = PeftModel.from_pretrained(pipe.text_encoder, {where("t5")})\n'
           if config.lora.t5 else "")
     return f"""```python
 import torch
-from diffusers import PixArtAlphaPipeline
 from peft import PeftModel
+{pipeline_code(config.base_model, base)}
 
 device = "cuda" if torch.cuda.is_available() else "cpu"
-pipe = PixArtAlphaPipeline.from_pretrained("{base or pipeline_source(config.base_model)}",
-                                           dtype=torch.bfloat16 if device == "cuda" else torch.float32)
 pipe.transformer = PeftModel.from_pretrained(pipe.transformer, {where("dit")})
-{t5}pipe.to(device)
+{t5}pipe.to(device=device, dtype=torch.bfloat16 if device == "cuda" else torch.float32)
 # at the size it trained at: resolution binning would snap it to one of PixArt's preset sizes
 image = pipe("An endoscopic image of ...", {size}use_resolution_binning=False,
              guidance_scale=4.5, clean_caption=False).images[0]

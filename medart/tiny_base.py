@@ -10,6 +10,13 @@ English word frequencies; it ships as `assets/tiny-tokenizer/` so that building 
 needs no download. It counts about 2 tokens per English word (real T5: about 1.4), so the
 120-token caption limit bites a little earlier on `tiny` than on PixArt-α.
 
+The profile `tiny-sigma` is the same networks saved as a `PixArtSigmaPipeline` folder
+(`sigma_twin`), built from `tiny` (or `tiny-random`) at first use: what differs for PixArt-Σ
+is the pipeline class, captions of up to 300 tokens, and a DiT with no size conditioning
+(`use_additional_conditions=False`) and an explicit `interpolation_scale`. The real Σ
+decodes with the SDXL VAE; the tiny twin keeps the tiny VAE (its scaling factor is its own
+either way), so it tests Σ's code path, not Σ's pictures.
+
 Rebuild the tokenizer (needs `pip install wordfreq`):  python -m medart.tiny_base --tokenizer
 """
 
@@ -21,7 +28,7 @@ from pathlib import Path
 import torch
 
 from medart.assets import ASSETS
-from medart.constants import MAX_CAPTION_TOKENS
+from medart.constants import MAX_CAPTION_TOKENS, MAX_CAPTION_TOKENS_SIGMA
 from medart.fileio import atomic_dir
 
 TOKENIZER_DIR = ASSETS / "tiny-tokenizer"
@@ -132,6 +139,29 @@ def ensure_tiny(folder: Path) -> Path:
 
     with atomic_dir(folder, keep_existing=True) as tmp:  # another process may finish first
         PixArtAlphaPipeline(**build_components()).save_pretrained(tmp)
+    return folder
+
+
+def sigma_twin(alpha_folder: Path, folder: Path) -> Path:
+    """Save the tiny PixArt-α pipeline in `alpha_folder` as a PixArt-Σ pipeline at `folder`
+    (atomic; kept if already there): the same weights, loaded and saved through diffusers'
+    own classes, with Σ's 300-token captions and Σ's DiT settings written into its config."""
+    folder = Path(folder)
+    if (folder / "model_index.json").exists():
+        return folder
+    from diffusers import PixArtAlphaPipeline, PixArtSigmaPipeline
+
+    alpha = PixArtAlphaPipeline.from_pretrained(alpha_folder, local_files_only=True)
+    transformer = alpha.transformer
+    # Σ never passes size conditions; interpolation_scale is written out as the real Σ
+    # checkpoints do (1 at 512 px, 2 at 1024 px; here the value the tiny DiT already used).
+    scale = transformer.config.interpolation_scale or max(transformer.config.sample_size // 64, 1)
+    transformer.register_to_config(interpolation_scale=scale, use_additional_conditions=False)
+    alpha.tokenizer.model_max_length = MAX_CAPTION_TOKENS_SIGMA
+    sigma = PixArtSigmaPipeline(transformer=transformer, vae=alpha.vae, text_encoder=alpha.text_encoder,
+                                tokenizer=alpha.tokenizer, scheduler=alpha.scheduler)
+    with atomic_dir(folder, keep_existing=True) as tmp:
+        sigma.save_pretrained(tmp, safe_serialization=True)
     return folder
 
 

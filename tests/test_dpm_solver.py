@@ -1,4 +1,4 @@
-"""The one sampler equals diffusers' PixArt-α pipeline, and its gradients are exact."""
+"""The one sampler equals diffusers' PixArt-α and PixArt-Σ pipelines, and its gradients are exact."""
 
 import copy
 
@@ -11,6 +11,8 @@ from medart.losses import color_loss
 from medart.profiles import load_base
 
 PROMPT = "An endoscopic image of a polyp, predominantly red with a pink surrounding mucosa."
+# About 200 tiny-tokenizer tokens: past PixArt-α's 120, within PixArt-Σ's 300.
+LONG_PROMPT = " ".join(["An endoscopic image of a polyp with a glossy red surface and white speckles,"] * 8) + "  "
 
 
 @pytest.fixture(scope="module")
@@ -18,24 +20,58 @@ def base(tiny_dir):
     return load_base("tiny")
 
 
+@pytest.fixture(scope="module")
+def sigma(medart_cache):
+    return load_base("tiny-sigma")
+
+
 def _rel(a, b):
     return ((a - b).abs().max() / b.abs().max()).item()
 
 
-@pytest.mark.parametrize("steps,cfg", [(5, 4.5), (20, 4.5), (10, 1.0)])
-def test_sampler_equals_pipeline(base, steps, cfg):
+def _equals_pipeline(base, prompts, steps, cfg):
     pipe = base.pipeline()
     pipe.set_progress_bar_config(disable=True)
-    start = dpm_solver.initial_latents(base, 2, generator=torch.Generator().manual_seed(3))
+    start = dpm_solver.initial_latents(base, len(prompts), generator=torch.Generator().manual_seed(3))
     expected = pipe(
-        [PROMPT, "a blue square"], num_inference_steps=steps, guidance_scale=cfg, latents=start.clone(),
+        prompts, num_inference_steps=steps, guidance_scale=cfg, latents=start.clone(),
         height=64, width=64, use_resolution_binning=False, output_type="latent", clean_caption=False,
     ).images
     with torch.no_grad():
-        cond = dpm_solver.conditioning(base, [PROMPT, "a blue square"])
+        cond = dpm_solver.conditioning(base, prompts)
     ours = dpm_solver.sample(base.transformer, base.scheduler, start.clone(), *cond, steps=steps, cfg=cfg)
     assert expected.abs().max() > 1.0  # a real, non-trivial output
     assert _rel(ours, expected) <= 1e-5
+    return cond
+
+
+@pytest.mark.parametrize("steps,cfg", [(5, 4.5), (20, 4.5), (10, 1.0)])
+def test_sampler_equals_pipeline(base, steps, cfg):
+    assert type(base.pipeline()).__name__ == "PixArtAlphaPipeline"
+    _equals_pipeline(base, [PROMPT, "a blue square"], steps, cfg)
+
+
+@pytest.mark.parametrize("steps,cfg", [(8, 1.0), (8, 4.5), (20, 1.0), (20, 4.5)])
+def test_sampler_equals_sigma_pipeline(sigma, steps, cfg):
+    """PixArt-Σ: prompt and empty negative prompt padded to 300 tokens, no size conditions;
+    a 200-token prompt is read whole (PixArt-α would cut it at 120)."""
+    assert type(sigma.pipeline()).__name__ == "PixArtSigmaPipeline"
+    assert not sigma.transformer.config.use_additional_conditions
+    embeds, mask, neg, neg_mask = _equals_pipeline(sigma, [LONG_PROMPT, PROMPT, "a blue square"], steps, cfg)
+    assert mask.shape == neg_mask.shape == (3, 300) and embeds.shape[1] == neg.shape[1] == 300
+    assert 120 < mask[0].sum() < 300 and neg_mask.sum(1).tolist() == [1, 1, 1]  # "" is the end token alone
+
+
+def test_prompts_are_lower_cased_and_stripped_as_the_pipelines_do(base):
+    seen = []
+
+    def tokenizer(texts, **kw):
+        seen.extend(texts)
+        return base.tokenizer(texts, **kw)
+
+    dpm_solver.encode_prompts(tokenizer, base.text_encoder, ["  A Polyp, RED. "], max_length=16)
+    pipe = base.pipeline()
+    assert seen == ["a polyp, red."] == pipe._text_preprocessing(["  A Polyp, RED. "], clean_caption=False)
 
 
 def _tuned(base, dtype=torch.float32, seed=0):

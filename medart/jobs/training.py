@@ -66,9 +66,17 @@ def training_ids(ws: Workspace) -> list[int]:
 
 
 def preflight(ws: Workspace, name: str, config: TrainConfig, runs_dir: Path, device: str = "cpu",
-              max_tokens: int = MAX_CAPTION_TOKENS) -> Preflight:
-    """Whether run `name` with `config` can start on the workspace's approved training captions."""
+              max_tokens: int | None = None) -> Preflight:
+    """Whether run `name` with `config` can start on the workspace's approved training captions
+    (captions over `max_tokens`, by default the run's limit, block it)."""
+    from medart.profiles import PROFILES, BaseModelError, caption_limit, is_tiny, kind_of
+
     p = Preflight()
+    try:
+        max_tokens = max_tokens or caption_limit(kind_of(config.base_model), config.max_caption_tokens)
+    except (ValueError, BaseModelError) as e:
+        p.errors.append(f"Settings rejected: {e}")
+        max_tokens = MAX_CAPTION_TOKENS
     items = ws.query(Filter(split="train"), limit=None)
     if not items:
         p.errors.append("The workspace has no training images: import images in the Data tab.")
@@ -123,8 +131,10 @@ def preflight(ws: Workspace, name: str, config: TrainConfig, runs_dir: Path, dev
                                 f"{plan.total_steps} steps): set N to 0 for the schedule rule, lower N, or turn the "
                                 "HLDF colour loss off to train LoRA only.")
     # resources
-    res = config.resolution or (64 if config.base_model == "tiny" else 512)
-    if config.base_model != "tiny":
+    tiny = is_tiny(config.base_model)
+    profile = PROFILES.get(config.base_model)
+    res = config.resolution or (profile.resolution if profile else 512)
+    if not tiny:
         need = VRAM_512_GB * max(1.0, (res / 512) ** 2 * 0.5 + 0.5)
         if device != "cuda":
             p.warnings.append(f"{config.base_model} on a CPU is impractically slow; use a GPU or the tiny base model.")
@@ -139,7 +149,7 @@ def preflight(ws: Workspace, name: str, config: TrainConfig, runs_dir: Path, dev
             except Exception:
                 pass
     free = shutil.disk_usage(runs_dir if runs_dir.exists() else runs_dir.parent).free / 2**30
-    ckpt_gb = 0.02 if config.base_model == "tiny" else 0.25
+    ckpt_gb = 0.02 if tiny else 0.25
     if free < 3 * ckpt_gb + 1:
         p.warnings.append(f"Only {free:.1f} GB free on disk for checkpoints and samples.")
     return p

@@ -131,7 +131,9 @@ class Studio:
     # ---- facts for the status line ----
     @property
     def offline_demo(self) -> bool:
-        return self.base_model == "tiny"
+        from medart.profiles import is_tiny
+
+        return is_tiny(self.base_model)
 
     @property
     def training_allowed(self) -> bool:
