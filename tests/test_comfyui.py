@@ -234,14 +234,16 @@ def test_usage_snippet_names_the_runs_base_and_its_networks():
 
 
 @pytest.mark.slow  # trains a tiny run, then runs its model card's code in a fresh interpreter
-def test_model_card_snippet_runs_as_written(tmp_path):
+@pytest.mark.parametrize("base", ["tiny", "tiny-sigma"])
+def test_model_card_snippet_runs_as_written(tmp_path, base):
     data = make_data(tmp_path / "data", n=2)
     from medart.hldf import train
 
-    run = train(load_config(None, base_model="tiny", data=str(data), output=str(tmp_path / "run"), max_steps=2,
+    run = train(load_config(None, base_model=base, data=str(data), output=str(tmp_path / "run"), max_steps=2,
                             validation_every=1000, checkpoint_every=1000, **{"hldf.every": 2, "hldf.steps": 2}))
     card = (run / "adapter" / "README.md").read_text()
     code = re.search(r"```python\n(.*?)```", card, re.S).group(1)
+    assert ("PixArtSigmaPipeline" in code) == (base == "tiny-sigma")
     result = subprocess.run([sys.executable, "-c", code], cwd=run, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     from PIL import Image
