@@ -323,3 +323,21 @@ def run_cli_killed(kind: str, at, argv: list[str], env: dict, timeout: float = 3
 
     return subprocess.run([sys.executable, "-c", KILLED_CLI, kind, str(at), *argv], env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def run_losses(run: Path) -> dict:
+    """{step: (diffusion loss, colour loss or None)} of a run's metrics.jsonl."""
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: (r["loss"], r.get("color_loss")) for r in rows if "loss" in r}
+
+
+def assert_same_losses(expected_run: Path, run: Path, steps: int) -> None:
+    """`run` logged steps 1..steps with the losses of `expected_run` (an uninterrupted run)."""
+    import pytest
+
+    expected, resumed = run_losses(expected_run), run_losses(run)
+    assert sorted(resumed) == list(range(1, steps + 1))
+    for step in range(1, steps + 1):
+        assert resumed[step][0] == pytest.approx(expected[step][0], rel=1e-6, abs=1e-7), step
+        if expected[step][1] is not None:
+            assert resumed[step][1] == pytest.approx(expected[step][1], rel=1e-6), step

@@ -6,7 +6,6 @@ import json
 import math
 import os
 import signal
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +15,7 @@ from medart import buckets, dpm_solver
 from medart.cli import main as cli_main
 from medart.config import load_config
 from medart.data import DataError, Example, TrainData
-from helpers import make_shaped_data
+from helpers import assert_same_losses, make_shaped_data
 
 ENDOSCOPY, DERMOSCOPY, SLIDE = (1280, 1024), (600, 450), (768, 1024)  # (width, height)
 
@@ -148,11 +147,6 @@ def test_preflight_lists_the_buckets(tmp_path, capsys):
     assert "buckets" not in out and "6 steps of batch 2" in out  # 6 // 2 square batches an epoch
 
 
-def _losses(run: Path) -> dict:
-    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: (r["loss"], r.get("color_loss")) for r in rows if "loss" in r}
-
-
 @pytest.mark.slow  # trains the tiny model three times for a few steps
 def test_bucketed_hldf_run_generates_at_the_bucket_size_and_resumes_exactly(tmp_path):
     from medart.hldf import train
@@ -202,12 +196,7 @@ def test_bucketed_hldf_run_generates_at_the_bucket_size_and_resumes_exactly(tmp_
     stopped = train(config("stopped"), progress=progress)
     assert json.loads((stopped / "status.json").read_text())["step"] == 4
     train(config("stopped", resume="latest"))
-    expected, resumed = _losses(run), _losses(stopped)
-    assert sorted(resumed) == list(range(1, 7))
-    for step in range(1, 7):
-        assert resumed[step][0] == pytest.approx(expected[step][0], rel=1e-6, abs=1e-7), step
-        if expected[step][1] is not None:
-            assert resumed[step][1] == pytest.approx(expected[step][1], rel=1e-6), step
+    assert_same_losses(run, stopped, 6)
 
 
 def test_train_tab_preflight_plans_with_the_buckets():

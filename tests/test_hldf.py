@@ -20,7 +20,7 @@ from medart.config import load_config
 from medart.data import DataError
 from medart.generate import Generator
 from medart.hldf import train
-from helpers import make_data, run_cli_killed
+from helpers import assert_same_losses, make_data, run_cli_killed, run_losses
 from medart.profiles import BaseModelError
 from medart.run_folder import RunFolder
 
@@ -81,11 +81,6 @@ def _train_cmd(data, output, *extra):
             "--hldf-steps", "3", "--validation-every", "5", "--lr", "1e-3", *extra]
 
 
-def _losses(run: Path) -> dict:
-    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: (r["loss"], r.get("color_loss")) for r in rows if "loss" in r}
-
-
 @pytest.mark.slow  # trains in subprocesses or for 60+ steps
 def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     data = make_data(tmp_path / "data", n=4)
@@ -106,12 +101,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     assert max(r["step"] for r in RunFolder(run).metrics()) == 6  # step 6 was trained, its checkpoint lost
 
     subprocess.run(_train_cmd(data, run, "--resume", "latest"), env=env, check=True, capture_output=True, timeout=300)
-    expected, resumed = _losses(reference), _losses(run)
-    assert sorted(resumed) == list(range(1, 11))
-    for step in range(1, 11):
-        assert resumed[step][0] == pytest.approx(expected[step][0], rel=1e-6, abs=1e-7), step
-        if expected[step][1] is not None:
-            assert resumed[step][1] == pytest.approx(expected[step][1], rel=1e-6), step
+    assert_same_losses(reference, run, 10)
     assert not list((run / "checkpoints").glob(".tmp-*"))
     assert [p.name for p in checkpoints.complete(run / "checkpoints")] == ["step-000006", "step-000008", "step-000010"]
     assert json.loads((run / "status.json").read_text())["state"] == "done"
@@ -303,7 +293,7 @@ def test_accelerate_launch_two_processes(tmp_path):
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((run / "data.json").read_text())["processes"] == 2
-    rows = _losses(run)
+    rows = run_losses(run)
     assert sorted(rows) == [1, 2, 3, 4] and rows[2][1] is not None and rows[4][1] is not None
     assert [p.name for p in checkpoints.complete(run / "checkpoints")] == ["step-000002", "step-000004"]
 
@@ -326,7 +316,7 @@ def test_text_cache_without_t5_lora_changes_nothing(tmp_path):
     for cache in (True, False):
         cfg = tiny_config(data, tmp_path / f"run-{cache}", max_steps=4, cache_text=cache, **{"lora.t5": False})
         train(cfg)
-        losses[cache] = _losses(Path(cfg.output))
+        losses[cache] = run_losses(Path(cfg.output))
         texts = list((Path(cfg.output) / "cache" / "text").glob("*.safetensors"))
         assert len(texts) == (2 if cache else 0)  # one caption for both images, plus "" for CFG
         assert not (Path(cfg.output) / "adapter" / "t5").exists() and (Path(cfg.output) / "adapter" / "dit").exists()
