@@ -2,6 +2,8 @@
 
     python benchmarks/hldf_ablation.py                      # the table in RESULTS.md
     python benchmarks/hldf_ablation.py --arms lora default paper --seeds 42 7 --steps 400
+    python benchmarks/hldf_ablation.py --baseline default --seeds 42 7 1 2 \
+        --arms "default, caption dropout 0.05" "default, caption dropout 0.1"   # caption dropout
 
 Three classes of real images (`medart.colour_classes`: fundus and histology in colour, an MR
 slice in grayscale), 12 training images each at 64 px with one caption per class, 32 unseen
@@ -52,6 +54,10 @@ ARMS = {
     "default, separate clip": {"hldf.balance": "separate"},
     "default, no EMA": {"ema_decay": 0.0},
     "lora, no EMA": {"hldf.enabled": False, "ema_decay": 0.0},
+    # caption dropout: the empty caption (CFG's unconditional prompt) on a share of the diffusion
+    # steps' examples (compared with "default": --baseline default)
+    "default, caption dropout 0.05": {"caption_dropout": 0.05},
+    "default, caption dropout 0.1": {"caption_dropout": 0.1},
 }
 
 
@@ -97,8 +103,9 @@ def table(results: dict, data: colour_classes.ClassSet, arms: list[str], seeds: 
           baseline: str = "lora") -> str:
     ref = {c: colour_classes.stat_matrix(ims) for c, ims in data.reference.items()}
     classes = list(data.captions)
-    lines = ["| arm | N | colour steps | " + " | ".join(f"{c}: change vs LoRA-only [95 % CI]" for c in classes)
-             + " | worst class | run time vs LoRA-only (CPU) | step time vs LoRA-only |",
+    against = "LoRA-only" if baseline == "lora" else f"'{baseline}'"
+    lines = ["| arm | N | colour steps | " + " | ".join(f"{c}: change vs {against} [95 % CI]" for c in classes)
+             + f" | worst class | run time vs {against} (CPU) | step time vs {against} |",
              "|---|---:|---:|" + "---|" * len(classes) + "---:|---:|---:|"]
     rng = np.random.default_rng(0)
     floor = {}  # real vs real: one half of the reference tiles against the other, median of 200 splits
@@ -116,7 +123,10 @@ def table(results: dict, data: colour_classes.ClassSet, arms: list[str], seeds: 
             base = [results[(baseline, s)] for s in seeds]
             dist = {c: np.mean([colour_classes.set_distance(np.array(r["stats"][c]), ref[c]) for r in base])
                     for c in classes}
-            lines.append(f"| {'LoRA only' if baseline == 'lora' else baseline} (distance) | – | 0 | " + " | ".join(f"{dist[c]:.4f}" for c in classes)
+            r0 = results[(baseline, seeds[0])]
+            every = r0["every"] if r0["colour_steps"] else "–"
+            lines.append(f"| {'LoRA only' if baseline == 'lora' else baseline} (distance) | {every} | "
+                         f"{r0['colour_steps']} | " + " | ".join(f"{dist[c]:.4f}" for c in classes)
                          + " | – | 1.00 | 1.00 |")
             continue
         cells, worst = [], -np.inf

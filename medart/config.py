@@ -32,6 +32,7 @@ DIT_TARGETS = (
 T5_TARGETS = ("q", "k", "v", "o", "wi", "wi_0", "wi_1", "wo")
 
 HLDF_MODES = ("balanced", "paper")
+REPORT_TO = ("none", "tensorboard", "wandb")
 
 
 def setting(default=dataclasses.MISSING, help: str = "", *, flag: str | None = None,
@@ -223,12 +224,23 @@ class TrainConfig:
     resume: str | None = setting(None, "'latest' or a checkpoint folder")
     cache_latents: bool = setting(True, "cache VAE latents (only where no random augmentation applies)")
     cache_text: bool = setting(True, "cache T5 embeddings (only where T5 has no LoRA)")
+    caption_dropout: float = setting(0.0, "probability that a training example's caption is replaced by the empty "
+                                          "caption (the unconditional prompt of CFG) on a diffusion step; colour "
+                                          "steps keep their captions (paper: 0)")
+    report_to: str = setting("none", "experiment tracker of the run's losses, gradient norms, learning rate, "
+                                     "per-class colour distances and validation images: tensorboard (files in "
+                                     "RUN/tensorboard), wandb (offline unless WANDB_MODE=online) or none",
+                             choices=REPORT_TO)
 
     def __post_init__(self):
         for name in ("checkpoint_every", "validation_every", "batch_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, not {value}")
+        if not 0.0 <= self.caption_dropout <= 1.0:
+            raise ValueError(f"caption_dropout is a probability between 0 and 1, not {self.caption_dropout}")
+        if self.report_to not in REPORT_TO:
+            raise ValueError(f"report_to must be one of {', '.join(REPORT_TO)}, not {self.report_to!r}")
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from tqdm.auto import tqdm
 
-from medart import buckets, checkpoints, color_stats, dpm_solver, hldf_plan, lora
+from medart import buckets, checkpoints, color_stats, dpm_solver, hldf_plan, lora, tracking
 from medart.config import TrainConfig
 from medart.data import TrainData, load_examples
 from medart.fileio import atomic_dir, atomic_write_bytes, atomic_write_text
@@ -50,14 +50,17 @@ class Trainer:
         from `config.base_model` and `config.data`."""
         from accelerate import Accelerator
 
+        tracking.check_available(config.report_to)  # before anything is loaded
         self.config = config
         self.progress = progress
         self.stop_requested = False
+        self.tracker = None  # started by run_loop
         cuda = torch.cuda.is_available()
         precision = config.mixed_precision
         if precision == "auto":
             precision = "bf16" if cuda else "no"
-        self.accelerator = Accelerator(mixed_precision=precision, cpu=not cuda)
+        self.accelerator = Accelerator(mixed_precision=precision, cpu=not cuda,
+                                       **tracking.accelerator_kwargs(config.report_to, config.output))
         self.device = self.accelerator.device
         self.weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
         self.main = self.accelerator.is_main_process
@@ -233,9 +236,13 @@ class Trainer:
         torch.manual_seed(_step_seed(c.seed, self.step, self.accelerator.process_index))
         examples, pixels, epoch = self.data.batch(self.step)
         pixels = pixels.to(self.device)
-        captions = [ex.caption for ex in examples]
+        drops = caption_drops(c.seed, self.step, self.accelerator.process_index, len(examples), c.caption_dropout)
+        # a dropped caption is the empty one, the unconditional prompt of the sampler's CFG
+        captions = ["" if drop else ex.caption for ex, drop in zip(examples, drops)]
         colour_step = self.plan.is_colour_step(self.step)
         row = {"step": self.step + 1, "epoch": epoch}
+        if c.caption_dropout > 0:
+            row["captions_dropped"] = sum(drops)
 
         latents = self._latents(examples, pixels, epoch)
         noise = torch.randn(latents.shape, device=self.device, dtype=latents.dtype)
@@ -247,12 +254,15 @@ class Trainer:
                                         added_cond_kwargs=dpm_solver.size_conditions(self.base.transformer, noisy),
                                         return_dict=False)[0]
             loss = diffusion_loss(out, noise)
-        # the paper's colour step reuses these embeddings, so their graph must outlive backward
-        loss.backward(retain_graph=colour_step and c.hldf.color_coverage == "batch")
+        # the paper's colour step reuses these embeddings (unless a caption was dropped: colour
+        # steps generate from the real captions), so their graph must outlive backward
+        reuse = colour_step and c.hldf.color_coverage == "batch" and not any(drops)
+        loss.backward(retain_graph=reuse)
         row["loss"] = self._mean(loss)
 
         if colour_step:
-            row.update(self._colour_step(examples, pixels, embeds, mask, epoch, tuple(latents.shape[1:])))
+            text = (embeds, mask) if reuse else None
+            row.update(self._colour_step(examples, pixels, text, epoch, tuple(latents.shape[1:])))
         else:
             self._average_gradients()
             row["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm).item()
@@ -266,15 +276,19 @@ class Trainer:
         row["peak_mem_mb"] = peak_memory_mb(self.device)
         return row
 
-    def _colour_batch(self, examples, pixels, embeds, mask, epoch: int):
+    def _colour_batch(self, examples, pixels, text, epoch: int):
         """What one colour step generates and compares: (captions' embeds, mask, target mean,
         target std, group names). `coverage: batch` takes the batch's own captions (the
-        paper); `rotate` one caption of the next class in turn; `groups` one caption of every
-        class (this process's share of them)."""
+        paper; `text`: the diffusion step's embeddings of them, so that one T5 forward serves
+        both, or None where caption dropout emptied some); `rotate` one caption of the next
+        class in turn; `groups` one caption of every class (this process's share of them).
+        Captions here are never dropped: a colour step needs its class's caption."""
         hl = self.config.hldf
         if hl.color_coverage == "batch":
             chosen = list(zip(examples, pixels))
-            text = (embeds, mask)  # the diffusion step's embeddings: one T5 forward serves both
+            if text is None:
+                with self._autocast():
+                    text = self._text([ex.caption for ex in examples])
         else:
             names = list(self.groups)
             k = self.plan.colour_steps_before(self.step)
@@ -307,7 +321,7 @@ class Trainer:
                 mean, std = (torch.cat(m) for m in zip(*(channel_moments(px[None]) for _, px in chosen)))
         return text[0], text[1], mean.to(self.device), std.to(self.device), groups
 
-    def _colour_step(self, examples, pixels, embeds, mask, epoch: int, latent_shape: tuple) -> dict:
+    def _colour_step(self, examples, pixels, text, epoch: int, latent_shape: tuple) -> dict:
         """Generate in the training graph, backpropagate the colour loss, combine the two
         gradients as `hldf.balance` says. The diffusion gradient is already in `.grad`."""
         c, hl = self.config, self.config.hldf
@@ -319,7 +333,7 @@ class Trainer:
         generator_ctx = (dpm_solver.block_checkpointing_off(self.base.transformer)
                          if c.gradient_checkpointing else contextlib.nullcontext())
         with self._autocast(), generator_ctx:
-            embeds_c, mask_c, mean, std, groups = self._colour_batch(examples, pixels, embeds, mask, epoch)
+            embeds_c, mask_c, mean, std, groups = self._colour_batch(examples, pixels, text, epoch)
             if c.buckets and hl.color_coverage != "batch":  # compared with classes: their dominant bucket's size
                 w, h = self.data.dominant_size(groups)
                 latent_shape = (latent_shape[0], h // buckets.vae_factor(self.base), w // buckets.vae_factor(self.base))
@@ -430,6 +444,8 @@ class Trainer:
                                             steps=self.config.validation_steps, cfg=self.config.hldf.cfg)
                 images += dpm_solver.to_pil(dpm_solver.decode(self.base.vae, latents.to(self.base.vae.dtype)))
         self.run.save_samples(self.step, images, prompts, seeds)
+        if self.tracker is not None:
+            self.tracker.log_samples(self.step, images, prompts)
         per_class: dict[str, list] = {}
         for (_, group), image in zip(pairs, images):
             if group is not None:
@@ -487,11 +503,21 @@ class Trainer:
 
     def run_loop(self) -> Path:
         c = self.config
+        self.tracker = tracking.Tracker(self.accelerator, c, self.run.path, self.step if c.resume else None)
+        try:
+            return self._run_loop()
+        finally:
+            self.tracker.end()
+
+    def _run_loop(self) -> Path:
+        c = self.config
         if self.main:
             self.run.status("running", step=self.step, total=self.total_steps)
             log.info("%s", self.plan.summary())
             if self.step == 0:
-                self.run.log_metrics({"step": 0, "color_distance": self.samples()})
+                row = {"step": 0, "color_distance": self.samples()}
+                self.run.log_metrics(row)
+                self.tracker.log_row(row)
         bar = tqdm(total=self.total_steps, initial=self.step, desc="HLDF", unit="step",
                    disable=not self.main, dynamic_ncols=True)
         start_time, start_step, last = time.perf_counter(), self.step, {}
@@ -510,6 +536,7 @@ class Trainer:
                     if self.step % c.validation_every == 0 or self.step == self.total_steps:
                         last["color_distance"] = self.samples()
                     self.run.log_metrics(last)
+                    self.tracker.log_row(last)
                     self.run.status("running", step=self.step, total=self.total_steps, eta_seconds=eta,
                                     loss=last["loss"])
                 if self.step % c.checkpoint_every == 0 or self.step == self.total_steps or stop:
@@ -542,6 +569,17 @@ class Trainer:
 def _step_seed(seed: int, step: int, rank: int) -> int:
     digest = hashlib.sha256(f"{seed}/{step}/{rank}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
+
+
+def caption_drops(seed: int, step: int, rank: int, n: int, p: float) -> list[bool]:
+    """Which of the `n` examples of 0-based step `step` on process `rank` train with the empty
+    caption (probability `p` each). Drawn from the step's own seed on a generator of its own,
+    never from the global random state: a resumed run drops exactly the captions an
+    uninterrupted one would, and p = 0 draws nothing (the run is what it was without it)."""
+    if p <= 0:
+        return [False] * n
+    gen = torch.Generator().manual_seed(_step_seed(seed, step, rank) + 2)  # + 1: the colour step's draws
+    return [bool(x < p) for x in torch.rand(n, generator=gen)]
 
 
 def _norm(grads) -> float:

@@ -196,6 +196,9 @@ def _method_section(config, data: dict, rows: list[dict]) -> list[str]:
         f"{config.batch_size}, learning rate {config.learning_rate:g}, resolution "
         f"{config.resolution or 'the base model’s'}, seed {config.seed}.",
     ]
+    if config.caption_dropout > 0:
+        lines.append(f"- Caption dropout {config.caption_dropout:g}: that share of the diffusion steps' examples "
+                     "trained on the empty caption.")
     losses = [r["loss"] for r in rows if isinstance(r.get("loss"), (int, float))]
     if losses:
         lines.append(f"- Last diffusion loss: {_fmt(losses[-1])}.")

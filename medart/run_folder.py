@@ -6,6 +6,7 @@
     samples/step-NNNNNN/NN.png + prompts.json   fixed-seed validation images, step 0 first
     checkpoints/step-NNNNNN/                    see checkpoints.py
     adapter/dit adapter/t5 adapter/README.md    the exported LoRA and its model card (medart.model_card)
+    tensorboard/ | wandb/ + tracker.json        the experiment tracker's files (medart.tracking)
     eval/metrics.json eval/report.md            the run's evaluation (medart.evaluation)
     log.txt
 """

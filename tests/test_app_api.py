@@ -36,9 +36,9 @@ def test_api_training_survives_an_app_restart(app_server, tmp_path):
             ws.set_text(item.id, f"A {item.label} image of {item.label}, mostly red and orange.", approve=True)
 
     # the Train form, in order: name, base, HLDF mode, N, M, CFG, rank, T5 LoRA, HLDF, lr, steps, epochs,
-    # resolution, checkpoint every, samples every, validation prompts, 8-bit Adam
+    # resolution, checkpoint every, samples every, validation prompts, 8-bit Adam, buckets, caption dropout, tracker
     form = ["api-run", "tiny", "balanced", 500, 20, 4.5, 8, True, True, 1e-4, 100000, 15, 0, 100000, 100000, "",
-            False]
+            False, False, 0.0, "none"]
     blocked = client.predict(*(["bad name/"] + form[1:10] + [0, 0] + form[12:]), api_name="/preflight")
     assert "Set the number of steps or epochs" in blocked
     result, *_ = client.predict(*form, api_name="/launch_training")

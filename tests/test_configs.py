@@ -19,12 +19,14 @@ def test_medart_configs_are_the_papers(name):
     assert (c.lora.rank, c.lora.t5, c.learning_rate, c.weight_decay, c.max_grad_norm) == (8, True, 1e-4, 1e-2, 1.0)
     assert (c.epochs, c.batch_size, c.seed, c.adam_8bit, c.random_flip, c.center_crop) == (15, 1, 42, True, False, False)
     assert c.ema_decay == 0.0 and c.hldf.color_per_class == 1  # the paper's own weights, image by image
+    assert c.caption_dropout == 0.0 and c.report_to == "none"  # every step on its caption; nothing tracked
 
 
 @pytest.mark.parametrize("name", ["kvasir", "skin"])
 def test_baseline_configs_differ_only_by_hldf(name):
     med, base = load_config(CONFIGS / f"{name}.yaml"), load_config(CONFIGS / f"{name}-pixart.yaml")
     assert med.data == base.data and not base.hldf.enabled and base.ema_decay == med.ema_decay == 0.0
+    assert base.caption_dropout == med.caption_dropout == 0.0
     assert (med.lora, med.learning_rate, med.epochs, med.seed) == (base.lora, base.learning_rate, base.epochs, base.seed)
 
 

@@ -4,6 +4,8 @@ Captions tab's batch (each describer choice) and the Evaluate tab's evaluation."
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from helpers import add_images, make_tuned_run
@@ -45,13 +47,14 @@ def test_the_train_form_is_the_config_and_its_job_runs_the_runs_config(studio):
     form = the_form(**{"hldf.mode": "paper", "hldf.every": 0, "hldf.steps": 5, "hldf.cfg": 3.5, "lora.rank": 4,
                        "lora.t5": False, "learning_rate": 2e-4, "max_steps": 12, "resolution": 0,
                        "checkpoint_every": 6, "validation_every": 4, "validation_prompts": "a red lesion\n\nanother",
-                       "adam_8bit": False})
+                       "adam_8bit": False, "caption_dropout": 0.1, "report_to": "tensorboard"})
     name, asked = train.form_config(studio, "form-run", "", *form)
     assert (name, asked.base_model, asked.hldf.mode, asked.hldf.every, asked.hldf.steps, asked.hldf.cfg) == (
         "form-run", "tiny", "paper", None, 5, 3.5)  # 0 in N: the schedule rule
     assert (asked.lora.rank, asked.lora.t5, asked.learning_rate, asked.max_steps, asked.resolution) == (
         4, False, 2e-4, 12, None)
     assert asked.validation_prompts == ["a red lesion", "another"] and asked.checkpoint_every == 6
+    assert (asked.caption_dropout, asked.report_to) == (0.1, "tensorboard")
 
     md, run_name = train.launch_run(studio, "form-run", "", *form)
     assert "Launched" in md and run_name == "form-run" and "(queued)" not in md
@@ -69,6 +72,15 @@ def test_the_train_form_is_the_config_and_its_job_runs_the_runs_config(studio):
     resumed = studio.jobs.resume(job.id)
     args = parse(resumed.argv)
     assert args.resume == "latest" and train_config(args) == TrainConfig(**{**expected.__dict__, "resume": "latest"})
+
+
+def test_preflight_blocks_wandb_without_the_package(studio, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # not importable, installed or not
+    with studio.workspace() as ws:
+        for i in add_images(ws, ["polyps", "nevi"]):
+            ws.set_text(i, f"A dermoscopic image of lesion {i}.", approve=True)
+    md = train.preflight_md(studio, "tracked", "", *the_form(max_steps=12, report_to="wandb"))
+    assert "Cannot start yet" in md and "pip install wandb" in md and "offline unless WANDB_MODE=online" in md
 
 
 def test_the_train_forms_defaults_are_the_papers_settings(studio):

@@ -17,7 +17,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medart import buckets
+from medart import buckets, tracking
 from medart.config import TrainConfig, save_config
 from medart.constants import MAX_CAPTION_TOKENS
 from medart.fileio import slugify
@@ -108,6 +108,13 @@ def preflight(ws: Workspace, name: str, config: TrainConfig, runs_dir: Path, dev
         p.errors.append("8-bit Adam needs a CUDA GPU: turn it off on this machine.")
     if config.hldf.enabled and config.hldf.color_steps < 1:
         p.errors.append("M (solver steps of the colour loss) must be at least 1.")
+    try:
+        tracking.check_available(config.report_to)
+    except ValueError as e:
+        p.errors.append(str(e))
+    if config.report_to == "wandb":
+        p.info.append("Weights & Biases: offline unless WANDB_MODE=online is set for the app; online, the numbers, "
+                      "validation images and captions leave this machine.")
     if not ws.count(Filter(split="test")):
         p.warnings.append("No held-out images (split test): Evaluate and the reader study compare against them. "
                           "Hold some out now (Data → Organise) so that training never sees them.")

@@ -38,7 +38,7 @@ from medart.ui.widgets import (JOB_HEADERS, fmt_seconds, job_rows, on_page_load,
 # empty (N, steps, resolution, samples every) means empty: the automatic choice.
 FORM = ("hldf.mode", "hldf.every", "hldf.steps", "hldf.cfg", "lora.rank", "lora.t5", "hldf.enabled",
         "learning_rate", "max_steps", "epochs", "resolution", "checkpoint_every", "validation_every",
-        "validation_prompts", "adam_8bit", "buckets")
+        "validation_prompts", "adam_8bit", "buckets", "caption_dropout", "report_to")
 SERIES = {"diffusion loss": "#2563eb", "diffusion (smoothed)": "#1e3a8a", "colour loss": "#dc2626"}
 
 
@@ -312,6 +312,9 @@ def _form(studio):
     with gr.Row():
         ask("buckets", "Aspect-ratio buckets (no square crop)")
         ask("adam_8bit", "8-bit Adam (CUDA)")
+    with gr.Row():
+        ask("caption_dropout", "Caption dropout (0: none, the paper)", elem_id="caption-dropout")
+        ask("report_to", "Experiment tracker (wandb: offline unless WANDB_MODE=online)", elem_id="report-to")
     with gr.Row():
         pre_b = gr.Button("Preflight", elem_id="preflight")
         go_b = gr.Button("Launch training", variant="primary", elem_id="launch", interactive=studio.training_allowed)
