@@ -11,9 +11,16 @@ import time
 
 import torch
 
-if not torch.cuda.is_available():
-    torch.set_num_threads(1)  # OpenMP spin-waiting makes small CPU ops erratic with 2+ threads
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+def configure() -> None:
+    """One torch thread on a CPU (OpenMP spin-waiting makes small CPU ops erratic with 2+
+    threads) and the hub offline; done on import, and safe to call again."""
+    if not torch.cuda.is_available():
+        torch.set_num_threads(1)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+configure()
 
 
 def sync() -> None:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-import common  # noqa: F401  (imported for its setup: one torch thread on a CPU, hub offline)
+import common
 from medart import colour_classes
 from medart.config import load_config
 from medart.generate import Generator
@@ -177,6 +177,7 @@ def gradient_table(results: dict, arms: list[str], seeds: list[int]) -> str:
 
 
 def main() -> None:
+    common.configure()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arms", nargs="+", default=list(ARMS), help="default: all of them")
     p.add_argument("--define", nargs=2, action="append", default=[], metavar=("NAME", "SETTINGS"),
