@@ -199,6 +199,10 @@ def _method_section(config, data: dict, rows: list[dict]) -> list[str]:
     if config.caption_dropout > 0:
         lines.append(f"- Caption dropout {config.caption_dropout:g}: that share of the diffusion steps' examples "
                      "trained on the empty caption.")
+    if config.buckets:
+        sizes = ", ".join(f"{size} px ({n} image{'s' if n != 1 else ''})" for size, n in (data.get("buckets") or {}).items())
+        lines.append("- Aspect-ratio buckets (images resized to cover their bucket, no square crop)"
+                     + (f": {sizes}." if sizes else "."))
     losses = [r["loss"] for r in rows if isinstance(r.get("loss"), (int, float))]
     if losses:
         lines.append(f"- Last diffusion loss: {_fmt(losses[-1])}.")

@@ -171,6 +171,9 @@ def test_bucketed_hldf_run_generates_at_the_bucket_size_and_resumes_exactly(tmp_
         (["endoscopy"], "72x56"), (["slide"], "56x72"), (["endoscopy"], "72x56")]
     info = json.loads((run / "data.json").read_text())
     assert info["buckets"] == {"72x56": 3, "56x72": 2}
+    card = (run / "adapter" / "README.md").read_text()
+    assert "Aspect-ratio buckets (images resized to cover their bucket, no square crop): " in card
+    assert "72x56 px (3 images)" in card and "56x72 px (2 images)" in card
     assert (run / "adapter" / "dit" / "adapter_model.safetensors").stat().st_size > 0
     assert (run / "adapter" / "t5" / "adapter_model.safetensors").stat().st_size > 0
     cached = sorted(p.name.split("-")[1] for p in (run / "cache" / "latents").glob("*.safetensors"))
