@@ -21,6 +21,7 @@ import logging
 import math
 import resource
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -514,6 +515,8 @@ class Trainer:
         if self.main:
             self.run.status("running", step=self.step, total=self.total_steps)
             log.info("%s", self.plan.summary())
+            if self.plan.enabled and self.plan.colour_steps == 0:  # an explicit N wins, but not silently
+                print(f"warning: {self.plan.summary()}", file=sys.stderr, flush=True)
             if self.step == 0:
                 row = {"step": 0, "color_distance": self.samples()}
                 self.run.log_metrics(row)

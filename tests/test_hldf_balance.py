@@ -50,6 +50,17 @@ def test_explicit_n_wins_and_a_run_without_colour_steps_is_named(tmp_path, capsy
     assert "60 steps, N = 5, M = 10, 12 colour step(s); estimated time about" in out
 
 
+@pytest.mark.slow  # trains the tiny model for 4 steps
+def test_an_explicit_n_over_the_run_trains_lora_only_and_says_so(tmp_path, capsys):
+    data = make_data(tmp_path / "data", n=2)
+    run = tmp_path / "run"
+    assert cli_main(["train", "--base-model", "tiny", "--data", str(data), "--output", str(run), "--max-steps", "4",
+                     "--hldf-every", "500", "--validation-every", "100"]) == 0  # the explicit N is kept
+    assert "warning: No colour step: N = 500 (set explicitly) is more than the run's 4 steps" in capsys.readouterr().err
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4] and not any("color_loss" in r for r in rows)
+
+
 def test_paper_mode_is_the_papers_formula(tmp_path, monkeypatch):
     """mode: paper generates the batch's own caption, backpropagates through all M solver
     steps, compares with that image's own moments and adds 1/M of the colour gradient,
