@@ -129,3 +129,17 @@ def test_a_review_step_answers_with_counts_and_editor_and_the_listing_follows(st
     md, *editor = captions.review_step(studio, 3, "Kept.", "save", *ALL, 1)
     assert editor[1] == 3 and editor[3] == "Kept." and "edited 1" in md
     assert captions.counts(studio, "approved", "all", "", None, 1).startswith("1 shown")
+
+
+def test_the_token_count_measures_against_the_bases_limit(tmp_path, medart_cache):
+    long = "An endoscopic image of a polyp, " + "reddish mucosa with a pale rim and dark vessels, " * 12
+    alpha = captions.token_md(150, Studio(home=tmp_path / "a", base_model="tiny").caption_reader)
+    assert "150 / 120 T5 tokens" in alpha and "too long: PixArt-α reads at most 120 tokens" in alpha
+    sigma = Studio(home=tmp_path / "s", base_model="tiny-sigma")
+    assert sigma.caption_reader.max_caption_tokens == 300
+    with sigma.workspace() as ws:
+        (i,) = add_images(ws, ["polyps"])
+    captions.save_caption(sigma, i, long, False, False, *ALL, 1)
+    shown = captions.show(sigma, i)[4]
+    n = int(shown.split('data-tokens="')[1].split('"')[0])
+    assert 120 < n <= 300 and f"{n} / 300 T5 tokens" in shown and "too long" not in shown

@@ -14,6 +14,8 @@ session a call belongs to is told by `session_key`, a callable the UI sets. No g
 
 from __future__ import annotations
 
+import functools
+
 import os
 import threading
 from dataclasses import dataclass, field
@@ -134,6 +136,17 @@ class Studio:
         from medart.profiles import is_tiny
 
         return is_tiny(self.base_model)
+
+    @functools.cached_property
+    def caption_reader(self):
+        """The base model's family (`medart.profiles.Kind`): its name and how many T5 tokens of a
+        caption it reads (PixArt-α 120, PixArt-Σ 300)."""
+        from medart.profiles import KINDS, BaseModelError, kind_of
+
+        try:
+            return KINDS[kind_of(self.base_model)]
+        except BaseModelError:
+            return KINDS["alpha"]
 
     @property
     def training_allowed(self) -> bool:

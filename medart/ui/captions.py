@@ -61,12 +61,15 @@ def make_filter(status, label, text, max_tokens) -> Filter:
                   max_tokens=int(max_tokens) if max_tokens else None)
 
 
-def token_md(n) -> str:
+def token_md(n, reader=None) -> str:
+    """The caption's token count against what `reader` (the base's `Kind`; default PixArt-α,
+    120 tokens) reads, red when over."""
     n = n or 0
-    over = n > MAX_CAPTION_TOKENS
+    name, most = (reader.name, reader.max_caption_tokens) if reader else ("PixArt-α", MAX_CAPTION_TOKENS)
+    over = n > most
     colour = "#dc2626" if over else "#16a34a"
-    note = f" — too long: PixArt-α reads at most {MAX_CAPTION_TOKENS} tokens" if over else ""
-    return f'<span id="token-count-value" data-tokens="{n}" style="color:{colour};font-weight:600">{n} / {MAX_CAPTION_TOKENS} T5 tokens</span>{note}'
+    note = f" — too long: {name} reads at most {most} tokens" if over else ""
+    return f'<span id="token-count-value" data-tokens="{n}" style="color:{colour};font-weight:600">{n} / {most} T5 tokens</span>{note}'
 
 
 def load_template(ws: Workspace, name: str | None = None) -> tuple:
@@ -154,12 +157,12 @@ def counts(studio, status, label, contains, max_tok, page=1) -> str:
 def show(studio, image_id) -> tuple:
     """The editor for one image: (image, id, status line, caption, token count)."""
     if not image_id:
-        return None, None, "", "", token_md(0)
+        return None, None, "", "", token_md(0, studio.caption_reader)
     with studio.workspace() as ws:
         item = ws.get(int(image_id))
     return (pictures.shown(item.image_path, item.sha256, max_side=EDITOR_PX), item.id, state_badge(item.status)
             + f" &nbsp;{item.label or ''} · {item.original_name} · {item.split}", item.text,
-            token_md(item.token_count))
+            token_md(item.token_count, studio.caption_reader))
 
 
 def neighbour(ids: list[int], cur, step: int) -> int | None:
@@ -183,7 +186,7 @@ def refresh_all(studio, cur, *filters) -> tuple:
 
 def count_tokens(studio, text: str) -> str:
     with studio.workspace() as ws:
-        return token_md(ws.count_tokens((text or "").strip()))
+        return token_md(ws.count_tokens((text or "").strip()), studio.caption_reader)
 
 
 def _selected(cur) -> int:
@@ -394,7 +397,7 @@ def _gallery_and_editor():
                 c["current"] = gr.Number(label="Image #", precision=0, interactive=False, elem_id="caption-id")
                 c["status_md"] = gr.HTML(elem_id="caption-status")
             c["text"] = gr.Textbox(label="Caption", lines=5, elem_id="caption-text")
-            c["tokens"] = gr.HTML(token_md(0), elem_id="token-count")
+            c["tokens"] = gr.HTML(token_md(0, studio.caption_reader), elem_id="token-count")
             with gr.Row():
                 c["approve"] = gr.Button("Approve & next (Alt+A)", variant="primary", elem_id="approve-next")
                 c["save"] = gr.Button("Save (Alt+S)", elem_id="save-caption")
