@@ -397,7 +397,7 @@ def _gallery_and_editor():
                 c["current"] = gr.Number(label="Image #", precision=0, interactive=False, elem_id="caption-id")
                 c["status_md"] = gr.HTML(elem_id="caption-status")
             c["text"] = gr.Textbox(label="Caption", lines=5, elem_id="caption-text")
-            c["tokens"] = gr.HTML(token_md(0, studio.caption_reader), elem_id="token-count")
+            c["tokens"] = gr.HTML(token_md(0), elem_id="token-count")
             with gr.Row():
                 c["approve"] = gr.Button("Approve & next (Alt+A)", variant="primary", elem_id="approve-next")
                 c["save"] = gr.Button("Save (Alt+S)", elem_id="save-caption")
