@@ -28,19 +28,6 @@ RESEARCH_ONLY = ("**Research use only; not for diagnosis.** Not a medical device
                  "clinical decision. Generated images are synthetic and may look plausible while being wrong.")
 
 
-KIND_NAMES = {"alpha": "α", "sigma": "Σ"}
-
-
-def _kind(base_model: str) -> str:
-    """'alpha' or 'sigma': the pipeline family of a base model ('alpha' where it cannot be told here)."""
-    from medart.profiles import BaseModelError, kind_of
-
-    try:
-        return kind_of(base_model)
-    except BaseModelError:
-        return "alpha"
-
-
 def base_hub_id(base_model: str) -> str | None:
     """The hub id of a base model name (profile, hub id or folder); None where it has none."""
     from medart.profiles import PROFILES
@@ -55,11 +42,11 @@ def base_hub_id(base_model: str) -> str | None:
 
 
 def _base_text(base_model: str, hub_id: str | None) -> str:
-    from medart.profiles import PROFILES
+    from medart.profiles import PROFILES, is_tiny
 
     if hub_id:
         return f"[`{hub_id}`](https://huggingface.co/{hub_id})"
-    if base_model in ("tiny", "tiny-random"):
+    if is_tiny(base_model):
         return (f"Med-Art Studio's `{base_model}` model: {PROFILES[base_model].description}. It is not on the hub, "
                 "so this adapter only works with that model; it shows the method, not medical image quality")
     return "a local diffusers folder that does not name its hub id; load the same weights to use this adapter"
@@ -113,13 +100,15 @@ def widget(run: str | Path) -> list[dict]:
 def model_card(run: str | Path, repo_id: str | None = None) -> ModelCard:
     """The model card of the run folder `run`; `repo_id` (owner/name) names where it is pushed,
     for the loading example (None: the run folder on disk)."""
+    from medart.profiles import KINDS, kind_or_alpha
+
     run = Path(run)
     folder = RunFolder(run)
     config = load_config(run / "config.yaml")
     data = _read_json(run / "data.json")
     rows = folder.metrics()
     hub_id = base_hub_id(config.base_model)
-    kind = _kind(config.base_model)
+    kind = kind_or_alpha(config.base_model)
     card_data = ModelCardData(
         base_model=hub_id, library_name="peft", license=LICENSE, tags=[*TAGS, f"pixart-{kind}"],
         pipeline_tag="text-to-image",
@@ -128,7 +117,7 @@ def model_card(run: str | Path, repo_id: str | None = None) -> ModelCard:
     body = "\n".join([
         f"# Med-Art LoRA adapter: {run.name}", "",
         RESEARCH_ONLY, "",
-        f"LoRA adapters for the DiT{' and the T5 text encoder' if config.lora.t5 else ''} of a PixArt-{KIND_NAMES[kind]} "
+        f"LoRA adapters for the DiT{' and the T5 text encoder' if config.lora.t5 else ''} of a {KINDS[kind].name} "
         "pipeline, trained with HLDF (Med-Art, arXiv 2506.20449): the diffusion loss plus a pixel-space colour "
         "loss on images generated in the training graph.", "",
         f"- **Base model**: {_base_text(config.base_model, hub_id)}.",

@@ -229,6 +229,15 @@ def kind_of(base_model: str | None = None) -> str:
     return "alpha"
 
 
+def kind_or_alpha(base_model: str | None = None) -> str:
+    """`kind_of`, or "alpha" (the shorter caption limit) where the base names no pipeline this
+    package loads (describing such a base must not fail; loading it says what is wrong)."""
+    try:
+        return kind_of(base_model)
+    except BaseModelError:
+        return "alpha"
+
+
 def caption_limit(kind: str, requested: int | None = None) -> int:
     """The caption token limit of a run on a base of `kind`: `requested` if given (at most
     what the base reads, else a ValueError), else all the base reads (α 120, Σ 300)."""
@@ -385,10 +394,7 @@ def pipeline_code(base_model: str, folder: str | None = None) -> str:
     """Python lines that load `base_model` into a stock diffusers pipeline called `pipe` (model
     cards); `folder` names a base that has no hub id (default: the folder it loads from here)."""
     profile = PROFILES.get(base_model)
-    try:
-        cls = KINDS[kind_of(base_model)].pipeline
-    except BaseModelError:
-        cls = KINDS["alpha"].pipeline
+    cls = KINDS[kind_or_alpha(base_model)].pipeline
     if profile is not None and profile.components:
         return (f"from diffusers import PixArtTransformer2DModel, {cls}\n\n"
                 f'transformer = PixArtTransformer2DModel.from_pretrained("{profile.source}", subfolder="transformer",\n'

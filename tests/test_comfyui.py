@@ -244,6 +244,8 @@ def test_model_card_snippet_runs_as_written(tmp_path, base):
     card = (run / "adapter" / "README.md").read_text()
     code = re.search(r"```python\n(.*?)```", card, re.S).group(1)
     assert ("PixArtSigmaPipeline" in code) == (base == "tiny-sigma")
+    assert f"Med-Art Studio's `{base}` model" in card  # the card names the offline base, not "a local folder"
+    assert ("of a PixArt-Σ pipeline" in card) == (base == "tiny-sigma")
     result = subprocess.run([sys.executable, "-c", code], cwd=run, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     from PIL import Image

@@ -141,12 +141,9 @@ class Studio:
     def caption_reader(self):
         """The base model's family (`medart.profiles.Kind`): its name and how many T5 tokens of a
         caption it reads (PixArt-α 120, PixArt-Σ 300)."""
-        from medart.profiles import KINDS, BaseModelError, kind_of
+        from medart.profiles import KINDS, kind_or_alpha
 
-        try:
-            return KINDS[kind_of(self.base_model)]
-        except BaseModelError:
-            return KINDS["alpha"]
+        return KINDS[kind_or_alpha(self.base_model)]
 
     @property
     def training_allowed(self) -> bool:
