@@ -25,7 +25,7 @@ the same W&B run, whose id is kept in `RUN/tracker.json`.
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import importlib.util
 import json
 import os
@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medart.config import settings
 from medart.fileio import atomic_write_json
 
 PROJECT = "medart"  # the W&B project
@@ -55,23 +56,17 @@ def accelerator_kwargs(report_to: str, run_path) -> dict:
 
 
 def flat_config(config) -> dict:
-    """The config as one level of dotted keys with plain values (what trackers store as a run's
-    hyperparameters): None becomes "", lists and tuples a comma-separated string."""
+    """The config as one level of dotted keys (`config.settings`' paths) with plain values (what
+    trackers store as a run's hyperparameters): None becomes "", lists and tuples a
+    comma-separated string."""
     out = {}
-
-    def walk(obj, prefix):
-        for f in dataclasses.fields(obj):
-            value = getattr(obj, f.name)
-            if dataclasses.is_dataclass(value):
-                walk(value, f"{prefix}{f.name}.")
-            elif value is None:
-                out[prefix + f.name] = ""
-            elif isinstance(value, (list, tuple)):
-                out[prefix + f.name] = ", ".join(map(str, value))
-            else:
-                out[prefix + f.name] = value
-
-    walk(config, "")
+    for s in settings(type(config)):
+        value = functools.reduce(getattr, s.path.split("."), config)
+        if value is None:
+            value = ""
+        elif isinstance(value, (list, tuple)):
+            value = ", ".join(map(str, value))
+        out[s.path] = value
     return out
 
 
