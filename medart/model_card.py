@@ -30,15 +30,13 @@ RESEARCH_ONLY = ("**Research use only; not for diagnosis.** Not a medical device
 
 def base_hub_id(base_model: str) -> str | None:
     """The hub id of a base model name (profile, hub id or folder); None where it has none."""
-    from medart.profiles import PROFILES
+    from medart.profiles import PROFILES, looks_like_hub_id
 
     if base_model in PROFILES:
         return PROFILES[base_model].source or None
     if Path(base_model).expanduser().exists():
         return None
-    if base_model.count("/") == 1 and not base_model.startswith((".", "/", "~")):
-        return base_model
-    return None
+    return base_model if looks_like_hub_id(base_model) else None
 
 
 def _base_text(base_model: str, hub_id: str | None) -> str:
@@ -147,12 +145,13 @@ def _data_section(data: dict) -> list[str]:
              "(they can carry patient names).", ""]
     if classes:
         lines += ["| class | images |", "|---|---:|"]
-        lines += [f"| {_cell(name) or '(none)'} | {n} |" for name, n in classes.items()]
+        lines += [f"| {table_cell(name) or '(none)'} | {n} |" for name, n in classes.items()]
         lines.append("")
     return lines
 
 
-def _cell(text) -> str:
+def table_cell(text) -> str:
+    """`text` as one cell of a markdown table: on one line, its pipes escaped."""
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
@@ -208,7 +207,7 @@ def _distance_section(rows: list[dict]) -> list[str]:
              "validation samples of each class's caption and that class's training images; lower is closer.", "",
              f"| class | step {first.get('step', 0)} | step {last.get('step', '?')} |", "|---|---:|---:|"]
     for group, value in last["color_distance"].items():
-        lines.append(f"| {_cell(group)} | {_fmt(first['color_distance'].get(group))} | {_fmt(value)} |")
+        lines.append(f"| {table_cell(group)} | {_fmt(first['color_distance'].get(group))} | {_fmt(value)} |")
     return lines + [""]
 
 
@@ -230,14 +229,14 @@ def _evaluation_section(results: dict) -> list[str]:
         lines += ["| images | " + " | ".join(title for _, title, _ in EVAL_COLUMNS) + " |",
                   "|---|" + "---:|" * len(EVAL_COLUMNS)]
         for name, row in dist.items():
-            lines.append(f"| {_cell(name)} | " + " | ".join(_fmt(row.get(k), p) for k, _, p in EVAL_COLUMNS) + " |")
+            lines.append(f"| {table_cell(name)} | " + " | ".join(_fmt(row.get(k), p) for k, _, p in EVAL_COLUMNS) + " |")
         lines.append("")
     if classes:
         lines += ["A compact classifier trained on each image set, tested on the held-out real images:", "",
                   "| trained on | accuracy | macro-F1 |", "|---|---:|---:|"]
         for name, res in classes.items():
             scores = " | ".join(_fmt(res.get(key), "{:.3f}") for key in ("accuracy", "macro_f1"))
-            lines.append(f"| {_cell(name)} | {scores} |")
+            lines.append(f"| {table_cell(name)} | {scores} |")
         lines.append("")
     if settings.get("sample_size_warning"):
         lines += [f"Note: {settings['sample_size_warning']}", ""]
@@ -253,7 +252,7 @@ def _samples_section(run: Path) -> list[str]:
              "The images of the last validation (the widget shows them), each from its prompt and seed:", ""]
     for i, (png, prompt) in enumerate(samples):
         seed = f" (seed {seeds[i]})" if i < len(seeds) else ""
-        lines.append(f"- `{png.relative_to(run).as_posix()}`{seed}: {_cell(prompt)}")
+        lines.append(f"- `{png.relative_to(run).as_posix()}`{seed}: {table_cell(prompt)}")
     return lines + [""]
 
 

@@ -180,13 +180,18 @@ def resolve(base_model: str) -> tuple[str, int]:
                    "PixArt-alpha/PixArt-XL-2-512x512 --local-dir DIR`.")
             )
         return str(path), _native_resolution(path)
-    if base_model.count("/") == 1 and not base_model.startswith((".", "/")):
+    if looks_like_hub_id(base_model):
         return base_model, 512  # hub id; the pipeline's sample_size decides below
     known = ", ".join(PROFILES)
     raise BaseModelError(
         f"Unknown base model {base_model!r}: not a profile ({known}), not an existing folder, "
         "not a hub id of the form owner/name."
     )
+
+
+def looks_like_hub_id(name: str) -> bool:
+    """Whether `name` has the form of a hub repository id (owner/name), not of a path."""
+    return name.count("/") == 1 and not name.startswith((".", "/", "~")) and "\\" not in name
 
 
 def _folder_digest(folder: Path) -> str:
@@ -217,7 +222,7 @@ def kind_of(base_model: str | None = None) -> str:
     index = Path(name).expanduser() / "model_index.json"
     if index.is_file():
         return _kind_of_index(json.loads(index.read_text()), name)
-    if name.count("/") == 1 and not name.startswith((".", "/")):
+    if looks_like_hub_id(name):
         from huggingface_hub import try_to_load_from_cache
 
         try:

@@ -16,7 +16,6 @@ for the data's owner to set.
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -24,6 +23,9 @@ from typing import Callable
 
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from medart.fileio import read_jsonl
+from medart.model_card import table_cell
+from medart.profiles import looks_like_hub_id
 from medart.sharing.hub import ShareResult, check_repo_id, share
 from medart.workspace import SPLITS, Filter, Workspace
 from medart.workspace.exports import ExportReport, export
@@ -42,12 +44,8 @@ def _rows(folder: Path) -> dict[str, list[dict]]:
     for split in SPLITS:
         meta = folder / split / "metadata.jsonl"
         if meta.is_file():
-            found[split] = [json.loads(line) for line in meta.read_text(encoding="utf-8").splitlines() if line.strip()]
+            found[split] = read_jsonl(meta)
     return found
-
-
-def _cell(text) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|")
 
 
 def _describer(provenance: dict) -> str:
@@ -58,8 +56,7 @@ def _describer(provenance: dict) -> str:
     if backend == "offline":
         return "the Visual Symptom Generator's offline template (no model)"
     model = str(provenance.get("model") or "")
-    hub_id = model.count("/") == 1 and not model.startswith((".", "/", "~")) and "\\" not in model
-    named = f" `{model}`" if hub_id else " (a local model)" if model else ""
+    named = f" `{model}`" if looks_like_hub_id(model) else " (a local model)" if model else ""
     return f"the Visual Symptom Generator with the {backend} describer{named}"
 
 
@@ -77,7 +74,7 @@ def dataset_card(ws: Workspace, folder: Path, repo_id: str, approved_only: bool 
     per_label = ["| label | " + " | ".join(rows) + " |", "|---|" + "---:|" * len(rows)]
     for label in labels:
         counts = [sum(1 for r in group if (r.get("label") or "") == label) for group in rows.values()]
-        per_label.append(f"| {_cell(label) or '(none)'} | " + " | ".join(str(n) for n in counts) + " |")
+        per_label.append(f"| {table_cell(label) or '(none)'} | " + " | ".join(str(n) for n in counts) + " |")
     which = "approved captions only" if approved_only else "every caption with text that was not rejected"
     body = "\n".join([
         f"# {repo_id.split('/')[1]}", "",
