@@ -186,3 +186,21 @@ def test_a_path_too_long_gets_one_line_without_errno_or_home(tmp_path, capsys):
     assert main(["import", f"{home}/{'a' * 20000}", "--workspace", str(tmp_path / "ws")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Errno" not in err and str(tmp_path) not in err and "too long" in err
+
+
+def test_held_out_images_are_read_only_inside_their_folder(tmp_path):
+    from medart.evaluation.sets import EvaluationError, load_image_folder
+
+    outside = png(tmp_path / "outside" / "Doe^Jane_photo.png", (1, 2, 3))
+    linked, listed = tmp_path / "linked", tmp_path / "listed"
+    png(linked / "polyp" / "a.png")
+    (linked / "polyp" / "b.png").symlink_to(outside)
+    png(listed / "a.png")
+    (listed / "metadata.jsonl").write_text('{"file_name": "a.png", "text": "x"}\n'
+                                           '{"file_name": "../outside/Doe^Jane_photo.png", "text": "y"}\n')
+    for folder in (linked, listed):
+        with pytest.raises(EvaluationError, match="leads outside the folder of held-out images") as e:
+            load_image_folder(folder)
+        assert str(tmp_path) not in str(e.value)
+    (linked / "polyp" / "b.png").unlink()
+    assert [r.label for r in load_image_folder(linked)] == ["polyp"]
