@@ -111,11 +111,18 @@ def png_with_text(chunks: int, each: int) -> bytes:
     return buf.getvalue()
 
 
-def zip_bomb(path: Path, inflated: int) -> Path:
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z, z.open("scan.png", "w", force_zip64=True) as f:
+def zip_bomb(path: Path, inflated: int, declared: int | None = None) -> Path:
+    """A zip with one member of `inflated` zeros; `declared`: the size its headers claim instead."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z, z.open("scan.png", "w") as f:
         chunk = bytes(1 << 20)
         for _ in range(inflated >> 20):
             f.write(chunk)
+    if declared is not None:
+        data = bytearray(path.read_bytes())
+        for signature, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):  # local header, central directory
+            at = data.find(signature) + offset
+            data[at:at + 4] = struct.pack("<I", declared)
+        path.write_bytes(bytes(data))
     return path
 
 
@@ -148,7 +155,7 @@ def import_in_child(path: Path, tmp_path: Path) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["deflated-dicom", "rle-dicom", "zip", "png-text"])
+@pytest.mark.parametrize("kind", ["deflated-dicom", "rle-dicom", "zip", "zip-lying", "png-text"])
 def test_bombs_are_refused_before_they_inflate(tmp_path, kind):
     if kind == "deflated-dicom":  # the issue's bomb: Rows = Columns = 2, then 256 MiB of zeros
         path, data = tmp_path / "scan.dcm", deflated(header(2, 2), BOMB)
@@ -160,6 +167,9 @@ def test_bombs_are_refused_before_they_inflate(tmp_path, kind):
     elif kind == "zip":
         path, data = zip_bomb(tmp_path / "scans.zip", BOMB), None
         reason = "zip bomb:"
+    elif kind == "zip-lying":  # its headers say 1,000 bytes: no ratio to see before reading
+        path, data = zip_bomb(tmp_path / "scans.zip", BOMB, declared=1000), None
+        reason = "corrupt zip member: its data does not match"
     else:  # 200 zTXt chunks of 1 MiB each, under Pillow's own limits per chunk
         path, data = tmp_path / "photo.png", png_with_text(200, (1 << 20) - 64)
         reason = "decompression bomb: its PNG text chunks hold more than"

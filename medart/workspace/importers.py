@@ -56,6 +56,7 @@ import json
 import os
 import stat
 import zipfile
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -262,28 +263,40 @@ def _folder_entries(root: Path) -> Iterator[Entry]:
             yield entry
 
 
-def _zip_entries(path: Path, report: ImportReport, limits: ImportLimits) -> Iterator[Entry]:
+def _zip_entries(path: Path, report: ImportReport, limits: ImportLimits, shown: str | None = None) -> Iterator[Entry]:
+    """The members of a zip archive; `shown`: what messages call the archive (default: its name)."""
     try:
         with zipfile.ZipFile(path) as archive:
             infos = archive.infolist()
-    except (zipfile.BadZipFile, OSError) as e:
-        report.rejected.append(Rejection(path.name, f"corrupt zip archive: {e}"))
+    except zipfile.BadZipFile:
+        report.rejected.append(Rejection(shown or path.name, "corrupt zip archive (not a zip file, or damaged)"))
+        return
+    except OSError as e:
+        report.rejected.append(Rejection(shown or path.name, f"cannot read the zip archive: {e.strerror}"))
         return
     for info in infos:
         if info.is_dir():
             continue
-        display = f"{path.name}:{info.filename}"
+        display = f"{shown or path.name}:{info.filename}"
         rel = PurePosixPath(info.filename.replace("\\", "/"))
 
         def read(info=info, n: int | None = None) -> bytes:
+            """The member's bytes (its first `n`), inflated 1 MiB at a time: zipfile cuts a member at its
+            declared size (then fails its CRC) only after inflating what one read asks for, so one large
+            read of a member that lies about its size would inflate all of it first."""
+            limit = min(info.file_size, limits.max_file_bytes) if n is None else n
+            parts, size = [], 0
             try:
                 with zipfile.ZipFile(path) as z, z.open(info) as f:
-                    data = f.read(limits.max_file_bytes + 1 if n is None else n)
-            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-                raise Rejected(f"corrupt zip member: {e}") from None
-            if len(data) > limits.max_file_bytes:
-                raise Rejected(f"larger than {limits.max_file_bytes:,} bytes once decompressed (zip bomb?)")
-            return data
+                    while size < limit and (chunk := f.read(min(1 << 20, limit - size))):
+                        parts.append(chunk)
+                        size += len(chunk)
+                    if n is None and size == limit < info.file_size:
+                        raise Rejected(f"larger than {limits.max_file_bytes:,} bytes once decompressed (zip bomb?)")
+            except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error):
+                raise Rejected("corrupt zip member: its data does not match the archive's directory, or is damaged") \
+                    from None
+            return b"".join(parts)
 
         entry = Entry(rel, read, info.file_size, display, lambda read=read: read(n=132))
         if _unsafe(info.filename):
@@ -541,8 +554,9 @@ def import_paths(
                 if path.is_dir():
                     _import_entries(batch, _folder_entries(path), path.name, label, modality, split, limits, **kw)
                 elif path.suffix.lower() == ".zip":
-                    _import_entries(batch, _zip_entries(path, report, limits), "upload" if anonymous else path.name,
-                                    label, modality, split, limits, **kw)
+                    zipped = _zip_entries(path, report, limits, "an uploaded zip archive" if anonymous else None)
+                    _import_entries(batch, zipped, "upload" if anonymous else path.name, label, modality, split, limits,
+                                    **kw)
                 else:
                     loose.append(Entry(PurePosixPath(path.name), path.read_bytes, path.stat().st_size, path.name,
                                        _file_head(path)))
