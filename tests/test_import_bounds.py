@@ -237,3 +237,17 @@ def test_a_zip_member_is_bounded_by_its_ratio(tmp_path):
         report = import_paths(ws, [path])
     assert len(report.added) == 1
     assert [r.reason.split(":")[0] for r in report.rejected] == ["zip bomb"]
+
+
+def test_a_deflated_header_is_read_within_its_bound():
+    """A 300 KB private element still imports; a cut stream and a 17 MiB header are refused."""
+    gray = (np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 7).astype(np.uint16)
+    ds = header(48, 64)
+    ds.add_new(0x00291010, "OB", bytes(range(256)) * 1200)
+    data = deflated(ds, gray.nbytes, gray.tobytes())
+    assert decode_dicom(data, 10**8, 8).image.size == (64, 48)
+    with pytest.raises(DicomRejected, match="its deflated data ends before its pixel data"):
+        decode_dicom(data[:600], 10**8, 8)  # the meta, then the start of the deflated header
+    ds.add_new(0x00291010, "OB", bytes(17 << 20))
+    with pytest.raises(DicomRejected, match="DICOM header larger than 16 MiB once inflated"):
+        decode_dicom(deflated(ds, gray.nbytes, gray.tobytes()), 10**8, 8)

@@ -64,9 +64,9 @@ class ServerPaths:
                               f"allows (at most {MAX_NAME_CHARS})")
         try:
             return Path(text).expanduser().resolve()
-        except (OSError, RuntimeError):  # a name over 255 characters, links that loop
+        except (OSError, RuntimeError):  # links that loop, a folder that cannot be searched
             raise PathRefused(f"{what} refused: this system cannot look up a path of {len(text):,} characters "
-                              "(a name longer than 255 characters, or links that loop)") from None
+                              "(links that loop, or a folder it may not search)") from None
 
     def check(self, value: str | Path, what: str = "path") -> Path:
         """The one check every path a user gives goes through: the resolved path, when it lies inside a root."""

@@ -283,8 +283,10 @@ def _inflated(data: bytes, max_pixels: int) -> bytes:
             if pixel_length is not None or not more:
                 break
         if pixel_length is None:
-            if more:
+            if len(head) >= HEADER_BYTES:
                 raise DicomRejected(f"DICOM header larger than {HEADER_BYTES >> 20} MiB once inflated")
+            if more:
+                raise DicomRejected("corrupt DICOM file: its deflated data ends before its pixel data")
             return prefix + head
         g = _geometry(header, max_pixels)
         limit = g.frame_bytes * g.frames + TRAILER_BYTES  # the pixels, then elements after them (padding)
