@@ -183,7 +183,7 @@ def test_dicom_patient_data_is_never_stored(tmp_path, ws):
     assert len(single.added) == 1 and len(report.added) == 1
     assert len(report.duplicates) == 1 and report.duplicates[0][0].startswith("dicom-")
     # the third file read (after the two Zyxwvut_* ones); no path of a DICOM folder is shown
-    assert [r.name for r in report.rejected] == ["DICOM file 3"]
+    assert [r.name for r in report.rejected] == ["file 3 of 3 (DICOM)"]
     report.added += single.added
     for i in report.added:
         item = ws.get(i)

@@ -78,13 +78,14 @@ def test_pacs_export_leaves_no_patient_data_anywhere(tmp_path, capsys, caplog, r
     # files in the order read: .DS_Store, Doe_Jane_..._IM0003.dcm, Doe_Jane_report.pdf, IM0001.dcm, IM0002.dcm,
     # IM0004, IM0005.dcm, IM0006.dcm, then Roe^Richard_55555/US0001.dcm
     reasons = dict(line.split(": ", 2)[1:] for line in out.splitlines() if "rejected: " in line)
-    assert sorted(reasons) == [f"DICOM file {n}" for n in (3, 6, 7, 8, 9)]
-    assert "unsupported file type '.pdf'" in reasons["DICOM file 3"]
-    assert "unsupported Photometric Interpretation" in reasons["DICOM file 6"]  # its value is not quoted
-    assert "Burned In Annotation is YES" in reasons["DICOM file 7"] and "--allow-burned-in" in reasons["DICOM file 7"]
-    assert "secondary capture" in reasons["DICOM file 8"]
-    assert "ultrasound" in reasons["DICOM file 9"]
-    assert "skipped: DICOM file 1: hidden or system file" in out and "named by number" in out
+    named = {n: f"file {n} of 9 ({'PDF' if n == 3 else 'DICOM'})" for n in (3, 6, 7, 8, 9)}
+    assert sorted(reasons) == sorted(named.values())
+    assert "unsupported file type '.pdf'" in reasons[named[3]]
+    assert "unsupported Photometric Interpretation" in reasons[named[6]]  # its value is not quoted
+    assert "Burned In Annotation is YES" in reasons[named[7]] and "--allow-burned-in" in reasons[named[7]]
+    assert "secondary capture" in reasons[named[8]]
+    assert "ultrasound" in reasons[named[9]]
+    assert "skipped: file 1 of 9 (no extension): hidden or system file" in out and "named by their position" in out
 
     # pixels that may show patient data: in only when allowed, and then listed for a person to check
     out = run("import", str(src), "--allow-burned-in", "--label", "brain", "--base-model", "tiny")

@@ -22,6 +22,7 @@ from PIL import Image
 
 from medart.constants import IMAGE_SUFFIXES, SPLITS
 from medart.fileio import atomic_write_bytes
+from medart.pixel_limit import pixel_limit
 from medart.run_folder import run_config
 
 
@@ -41,7 +42,7 @@ class RealImage:
     label: str
 
     def load(self) -> Image.Image:
-        with Image.open(self.path) as im:
+        with pixel_limit(), Image.open(self.path) as im:  # held-out images come from outside: bounded
             return im.convert("RGB")
 
 
@@ -62,6 +63,15 @@ def _metadata_rows(folder: Path) -> list[dict] | None:
     return None
 
 
+def _within(folder: Path, path: Path) -> Path:
+    """`path`, when it lies inside `folder` with links and `..` followed: no held-out image is read
+    from outside the folder that was named (and checked against the app's roots)."""
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise EvaluationError(f"{path.relative_to(folder)} leads outside the folder of held-out images (a link or "
+                              "'..'); copy the image into the folder")
+    return path
+
+
 def load_image_folder(folder: str | Path) -> list[RealImage]:
     """Images of an imagefolder: `metadata.jsonl`/`.csv` (`file_name`, `text`, `label`) in the
     folder or else in its held-out `test/` (then `validation/`, then `train/`) as an export
@@ -74,14 +84,14 @@ def load_image_folder(folder: str | Path) -> list[RealImage]:
         if rows is not None:
             out = []
             for row in rows:
-                path = root / row["file_name"]
+                path = _within(folder, root / row["file_name"])
                 if not path.is_file():
                     raise EvaluationError(f"{path} is listed in {root}/metadata but missing")
                 out.append(RealImage(path, str(row.get("text") or "").strip(), str(row.get("label") or "")))
             return out
     out = []
     for path in sorted(folder.rglob("*")):
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+        if path.suffix.lower() in IMAGE_SUFFIXES and _within(folder, path).is_file():
             label = path.parent.name if path.parent != folder else ""
             out.append(RealImage(path, "", label))
     if not out:

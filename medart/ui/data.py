@@ -83,19 +83,21 @@ def load_demo(studio) -> list:
         return import_demo(ws)
 
 
-def _import(studio, paths, label, modality, split, allow_burned_in) -> list:
+def _import(studio, paths, label, modality, split, allow_burned_in, anonymous=False) -> list:
     from medart.workspace.importers import import_paths
 
     with studio.workspace() as ws:
         return [import_paths(ws, paths, label=label or None, modality=modality or None, split=split or "train",
-                             allow_burned_in=bool(allow_burned_in))]
+                             allow_burned_in=bool(allow_burned_in), anonymous=anonymous)]
 
 
 def import_uploads(studio, paths, label, modality, split, allow_burned_in) -> list:
-    """Uploaded files (Gradio accepts only files uploaded by this client here)."""
+    """Uploaded files (Gradio accepts only files uploaded by this client here); their names may
+    carry patient data, so they are neither stored nor shown (files are named by position and kind)."""
     if not paths:
         raise ValueError("choose files to import first")
-    return _import(studio, [paths] if isinstance(paths, str) else paths, label, modality, split, allow_burned_in)
+    return _import(studio, [paths] if isinstance(paths, str) else paths, label, modality, split, allow_burned_in,
+                   anonymous=True)
 
 
 def import_folder(studio, folder, label, modality, split, allow_burned_in) -> list:
@@ -110,7 +112,7 @@ def import_hf_dataset(studio, name, ds_split, label, modality, split="train") ->
 
     if not (name or "").strip():
         raise ValueError("give a dataset id (owner/name) or a local imagefolder path")
-    source = studio.paths.folder_or_id(name, "dataset")
+    source = studio.paths.dataset(name, "dataset")
     with studio.workspace() as ws:
         return [import_dataset(ws, source, split=ds_split or "train", label=label or None, modality=modality or None,
                                into=split or "train")]

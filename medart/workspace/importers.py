@@ -27,10 +27,19 @@ is not the imported folder itself or a split name like `train`). Labels taken fr
 names are listed in the import summary, so a person sees them before training.
 
 Paths of DICOM exports carry patients (`Hospital/Doe^Jane_MRN-123/IM0001.dcm`). A folder or
-zip archive that holds any DICOM file, and a DICOM file imported on its own, is treated as
-such an export: no part of its paths is stored, used as a label or shown. Its images are
-stored as `dicom-<hash>` (or `image-<hash>`) with the label given to the import (or none),
-and messages name its files by number in the order they were read ("DICOM file 3").
+zip archive that holds any DICOM file, files given together of which one is DICOM, and files
+uploaded through the app (`anonymous`: a file name such as `Doe^Jane_photo.png` is patient
+data) are treated as such an export: no part of their paths is stored, used as a label or
+shown. Their images are stored as `dicom-<hash>` (or `image-<hash>`) with the label given to
+the import (or none), and messages name each file by its position in the order read and its
+kind ("file 3 of 7 (PNG)"), so the person importing can find it without the name being kept.
+
+Bounds: a zip member is refused before it is read when its declared size is over the file
+limit or it inflates more than `MAX_ZIP_RATIO` times (above 1 MiB), and while it is read when
+it inflates past its declared size; images are decoded under the pixel limit (Pillow's guard,
+PNG text chunks at most 1 MiB, the first frame of a multi-page file only); DICOM is bounded by
+`medart.workspace.dicom_import`. A local dataset reads no image that lies (or links) outside
+its folder; a hub dataset none outside the Hugging Face caches.
 
 Every file that is not imported is reported with its reason (empty, corrupt, unsupported,
 decompression bomb, unsafe name, duplicate, ...). An import writes its rows in one
@@ -41,11 +50,13 @@ are removed the next time the workspace is opened (`Workspace.importing`).
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
 import stat
 import zipfile
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -56,17 +67,19 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from medart.constants import IMAGE_SUFFIXES
 from medart.workspace.dicom_import import DicomRejected, decode_dicom, rescale_8bit
-from medart.pixel_limit import BOMB_ERRORS, DEFAULT_MAX_PIXELS, pixel_limit
+from medart.pixel_limit import BOMB_ERRORS, DEFAULT_MAX_PIXELS, MAX_TEXT_BYTES, pixel_limit
 from medart.workspace import NewImage, Workspace, check_split
 
 IMAGE_FORMATS = {"PNG", "JPEG", "MPO", "TIFF", "BMP", "WEBP"}
 DICOM_EXTS = {".dcm", ".dicom", ".dic"}
 METADATA_NAMES = {"metadata.jsonl", "metadata.csv"}
 SPLIT_NAMES = {"train", "training", "test", "testing", "val", "valid", "validation", "dev", "images", "imgs"}
-DICOM_NAME = "DICOM file"  # files of a DICOM export are named "DICOM file <n>" in messages
 # DICOM Modality code -> caption template (the rest: CT, MR, CR, DX, MG, US, XA, NM, PT -> radiology)
 DICOM_TEMPLATES = {"ES": "endoscopy", "SM": "histology", "OP": "fundus", "XC": "custom", "GM": "custom"}
 SYSTEM_NAMES = {"thumbs.db", "desktop.ini", "__macosx", ".ds_store"}
+KINDS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP",
+         ".webp": "WebP", ".txt": "text", ".jsonl": "metadata", ".csv": "metadata", ".zip": "zip"}
+MAX_ZIP_RATIO = 100  # a zip member over 1 MiB that inflates more than this many times is refused
 
 
 @dataclass
@@ -93,6 +106,7 @@ class ImportReport:
     folder_labels: Counter = field(default_factory=Counter)  # label -> images that took it from a folder name
     burned_in: list[int] = field(default_factory=list)  # ids imported although they may show patient data
     numbered: int = 0  # files of DICOM exports (numbered in the order they were read)
+    sources: int = 0  # sources whose files are named by number
     named_by_number: bool = False  # whether a message names one by its number
 
     def notices(self, allow: str = "--allow-burned-in") -> list[str]:
@@ -111,8 +125,9 @@ class ImportReport:
             out.append(f"imported with {allow} although their pixels may show patient data: {ids}; look at each "
                        "and remove any that shows a name, date or number (`python -m medart remove --ids ...`)")
         if self.named_by_number:
-            out.append(f"{DICOM_NAME}s are named by number in the order they were read: paths of DICOM exports "
-                       "carry patient names, so they are neither stored nor shown")
+            out.append("files of DICOM exports and uploaded files are named by their position in the order read "
+                       "and their kind ('file 3 of 7 (PNG)'): their names may carry patient data, so they are "
+                       "neither stored nor shown")
         return out
 
     def summary(self) -> str:
@@ -161,7 +176,7 @@ def decode_image(data: bytes, limits: ImportLimits) -> tuple[Image.Image, str]:
         except UnidentifiedImageError:
             raise Rejected("not a readable image (corrupt, or a format other than PNG/JPEG/TIFF/BMP/WebP)") from None
         except (OSError, SyntaxError, ValueError) as e:
-            raise Rejected(f"corrupt image: {e}") from None
+            raise Rejected(_corrupt("corrupt image", e)) from None
         if image.format not in IMAGE_FORMATS:
             raise Rejected(f"unsupported image format {image.format}; convert it to PNG or TIFF")
         w, h = image.size
@@ -176,8 +191,14 @@ def decode_image(data: bytes, limits: ImportLimits) -> tuple[Image.Image, str]:
         except BOMB_ERRORS:
             raise Rejected(bomb) from None
         except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as e:
-            raise Rejected(f"corrupt or truncated image: {e}") from None
+            raise Rejected(_corrupt("corrupt or truncated image", e)) from None
     return Image.frombytes("RGB", rgb.size, rgb.tobytes()), mode
+
+
+def _corrupt(what: str, error: Exception) -> str:
+    if "MAX_TEXT" in str(error):  # Pillow's bound on PNG text chunks (see medart.pixel_limit)
+        return f"decompression bomb: its PNG text chunks hold more than {MAX_TEXT_BYTES:,} bytes"
+    return f"{what}: {error}"
 
 
 def is_dicom(data: bytes) -> bool:
@@ -242,35 +263,61 @@ def _folder_entries(root: Path) -> Iterator[Entry]:
             yield entry
 
 
-def _zip_entries(path: Path, report: ImportReport, limits: ImportLimits) -> Iterator[Entry]:
+def _zip_entries(path: Path, report: ImportReport, limits: ImportLimits, shown: str | None = None) -> Iterator[Entry]:
+    """The members of a zip archive; `shown`: what messages call the archive (default: its name)."""
     try:
         with zipfile.ZipFile(path) as archive:
             infos = archive.infolist()
-    except (zipfile.BadZipFile, OSError) as e:
-        report.rejected.append(Rejection(path.name, f"corrupt zip archive: {e}"))
+    except zipfile.BadZipFile:
+        report.rejected.append(Rejection(shown or path.name, "corrupt zip archive (not a zip file, or damaged)"))
+        return
+    except OSError as e:
+        report.rejected.append(Rejection(shown or path.name, f"cannot read the zip archive: {e.strerror}"))
         return
     for info in infos:
         if info.is_dir():
             continue
-        display = f"{path.name}:{info.filename}"
+        display = f"{shown or path.name}:{info.filename}"
         rel = PurePosixPath(info.filename.replace("\\", "/"))
 
         def read(info=info, n: int | None = None) -> bytes:
+            """The member's bytes (its first `n`), inflated 1 MiB at a time: zipfile cuts a member at its
+            declared size (then fails its CRC) only after inflating what one read asks for, so one large
+            read of a member that lies about its size would inflate all of it first."""
+            limit = min(info.file_size, limits.max_file_bytes) if n is None else n
+            parts, size = [], 0
             try:
                 with zipfile.ZipFile(path) as z, z.open(info) as f:
-                    data = f.read(limits.max_file_bytes + 1 if n is None else n)
-            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-                raise Rejected(f"corrupt zip member: {e}") from None
-            if len(data) > limits.max_file_bytes:
-                raise Rejected(f"larger than {limits.max_file_bytes:,} bytes once decompressed (zip bomb?)")
-            return data
+                    while size < limit and (chunk := f.read(min(1 << 20, limit - size))):
+                        parts.append(chunk)
+                        size += len(chunk)
+                    if n is None and size == limit < info.file_size:
+                        raise Rejected(f"larger than {limits.max_file_bytes:,} bytes once decompressed (zip bomb?)")
+            except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error):
+                raise Rejected("corrupt zip member: its data does not match the archive's directory, or is damaged") \
+                    from None
+            return b"".join(parts)
 
         entry = Entry(rel, read, info.file_size, display, lambda read=read: read(n=132))
         if _unsafe(info.filename):
             entry.problem = "unsafe name (absolute path or '..'); not extracted"
         elif info.flag_bits & 0x1:
             entry.problem = "encrypted zip member; unzip it with its password first"
+        elif info.file_size > 1 << 20 and info.file_size > MAX_ZIP_RATIO * max(1, info.compress_size):
+            entry.problem = (f"zip bomb: {info.compress_size:,} bytes that inflate to {info.file_size:,} (more than "
+                             f"{MAX_ZIP_RATIO} times); not extracted")
         yield entry
+
+
+def _kind(entry: Entry) -> str:
+    """What a file is by its extension (or its DICM marker): how messages describe a file whose
+    name is not shown."""
+    ext = entry.rel.suffix.lower()
+    if ext in DICOM_EXTS or not ext and _looks_dicom(entry):
+        return "DICOM"
+    if ext in KINDS:
+        return KINDS[ext]
+    return "no extension" if not ext else ext[1:].upper() if ext[1:].isalnum() and len(ext) <= 6 else "other"
 
 
 def _looks_dicom(entry: Entry) -> bool:
@@ -391,19 +438,22 @@ def _import_entries(
     limits: ImportLimits,
     single: bool = False,
     allow_burned_in: bool = False,
+    anonymous: bool = False,
 ) -> None:
     report = batch.report
     entries = list(entries)
-    # a source holding DICOM is a DICOM export: none of its paths is stored or shown
-    export = any(_looks_dicom(e) for e in entries)
-    numbers = {id(e): report.numbered + k for k, e in enumerate(entries, start=1)} if export else {}
+    # a source holding DICOM is a DICOM export, and uploads are named by no one: none of their paths is stored or shown
+    export = anonymous or any(_looks_dicom(e) for e in entries)
+    numbers = {id(e): k for k, e in enumerate(entries, start=1)} if export else {}
     report.numbered += len(numbers)
+    report.sources += bool(numbers)
+    where = f" of source {report.sources}" if report.sources > 1 and numbers else ""
 
     def shown(e: Entry) -> str:
         if not export:
             return e.display
         report.named_by_number = True
-        return f"{DICOM_NAME} {numbers[id(e)]}"
+        return f"file {numbers[id(e)]} of {len(entries)} ({_kind(e)}){where}"
 
     metadata: dict[PurePosixPath, dict] = {}
     sidecars: dict[PurePosixPath, Entry] = {}
@@ -469,8 +519,9 @@ def _import_entries(
         if e.rel.parts and e.rel.parts[0].lower() in ("test", "testing", "val", "valid", "validation"):
             item_split = "test" if e.rel.parts[0].lower().startswith("test") else "validation"
         item_modality = modality or (DICOM_TEMPLATES.get(dicom_modality, "radiology") if dicom else None)
-        batch.add(image, name, mode, "dicom" if export else source, item_label, item_modality, item_split, text,
-                  prov, folder_label=item_label is not None and item_label == folder_label, burned_in=burned_in)
+        item_source = "dicom" if export and not anonymous else source
+        batch.add(image, name, mode, item_source, item_label, item_modality, item_split, text, prov,
+                  folder_label=item_label is not None and item_label == folder_label, burned_in=burned_in)
 
 
 def import_paths(
@@ -482,9 +533,11 @@ def import_paths(
     limits: ImportLimits | None = None,
     progress: Callable[[str], None] | None = None,
     allow_burned_in: bool = False,
+    anonymous: bool = False,
 ) -> ImportReport:
     """Import files, folders and zip archives into `ws` in one transaction; see the module doc.
-    `allow_burned_in`: import DICOM whose pixels may show patient data (listed in the report)."""
+    `allow_burned_in`: import DICOM whose pixels may show patient data (listed in the report);
+    `anonymous`: the files were uploaded, their names are neither stored nor shown."""
     limits = limits or ImportLimits()
     report = ImportReport()
     batch = _Batch(ws, report)
@@ -496,28 +549,37 @@ def import_paths(
                 path = Path(p).expanduser()
                 if progress:
                     progress(str(path))
-                if not path.exists():
+                if not _exists(path):
                     raise FileNotFoundError(f"{path} does not exist; check the path")
                 if path.is_dir():
                     _import_entries(batch, _folder_entries(path), path.name, label, modality, split, limits, **kw)
                 elif path.suffix.lower() == ".zip":
-                    _import_entries(batch, _zip_entries(path, report, limits), path.name, label, modality, split,
-                                    limits, **kw)
+                    zipped = _zip_entries(path, report, limits, "an uploaded zip archive" if anonymous else None)
+                    _import_entries(batch, zipped, "upload" if anonymous else path.name, label, modality, split, limits,
+                                    **kw)
                 else:
-                    entry = Entry(PurePosixPath(path.name), path.read_bytes, path.stat().st_size, path.name,
-                                  _file_head(path))
-                    if _looks_dicom(entry):  # a DICOM file on its own: none of its path is used
-                        _import_entries(batch, [entry], path.name, label, modality, split, limits, single=True, **kw)
-                    else:
-                        loose.append(entry)
-            for group in _by_unique_name(loose):
-                source = group[0].display if len(group) == 1 else "files"
-                _import_entries(batch, group, source, label, modality, split, limits, single=True, **kw)
+                    loose.append(Entry(PurePosixPath(path.name), path.read_bytes, path.stat().st_size, path.name,
+                                       _file_head(path)))
+            for group in _by_unique_name(loose):  # as one folder: a DICOM file among them makes all nameless
+                source = "upload" if anonymous else group[0].display if len(group) == 1 else "files"
+                _import_entries(batch, group, source, label, modality, split, limits, single=True,
+                                anonymous=anonymous, **kw)
             batch.commit()
         except BaseException:
             batch.abort()
             raise
     return report
+
+
+def _exists(path: Path) -> bool:
+    """Whether `path` exists; a path the system cannot even look up is a one-line ValueError."""
+    try:
+        return path.exists()
+    except OSError as e:
+        too_long = e.errno == errno.ENAMETOOLONG
+        raise ValueError(f"a path of {len(str(path)):,} characters cannot be read: "
+                         + ("it is too long for this system (names up to 255 characters, paths up to 4,096)"
+                            if too_long else "the system refuses to look it up")) from None
 
 
 def _by_unique_name(entries: list[Entry]) -> list[list[Entry]]:
@@ -531,6 +593,42 @@ def _by_unique_name(entries: list[Entry]) -> list[list[Entry]]:
         else:
             groups.append([e])
     return groups
+
+
+def dataset_builders() -> frozenset[str]:
+    """The names `datasets.load_dataset` takes for a file format (imagefolder, csv, json, parquet,
+    ...): given alone they read the working directory, so they are no dataset id."""
+    from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
+
+    return frozenset(_PACKAGED_DATASETS_MODULES)
+
+
+def _dataset_roots(local: Path) -> tuple[Path, ...]:
+    """The folders a dataset's image files may lie in: a local dataset's own folder, else the
+    Hugging Face caches a hub dataset is downloaded into."""
+    if local.is_dir():
+        return (local.resolve(),)
+    if local.is_file():
+        return (local.resolve().parent,)
+    from datasets import config
+    from huggingface_hub import constants
+
+    return tuple(Path(p).expanduser().resolve() for p in (config.HF_DATASETS_CACHE, constants.HF_HUB_CACHE))
+
+
+def _dataset_file(path: Path, roots: tuple[Path, ...], limits: ImportLimits) -> bytes:
+    """The bytes of a dataset's image file, when it lies (links followed) inside `roots`."""
+    try:
+        target = path.resolve()
+        if not any(target.is_relative_to(root) for root in roots):
+            raise Rejected("unsafe name: an image file outside the dataset's folder (or a link that leads out of it); "
+                           "not read")
+        size = target.stat().st_size
+        if size > limits.max_file_bytes:
+            raise Rejected(f"file of {size:,} bytes is over the limit of {limits.max_file_bytes:,}")
+        return target.read_bytes()
+    except OSError as e:
+        raise Rejected(f"cannot read: {e.strerror}") from None
 
 
 def import_dataset(
@@ -554,6 +652,10 @@ def import_dataset(
     limits = limits or ImportLimits()
     check_split(into)
     local = Path(name_or_dir).expanduser()
+    if not _exists(local) and name_or_dir.strip().lower() in dataset_builders():
+        raise ValueError(f"{name_or_dir.strip()!r} is a dataset format, not a dataset (it would read the working "
+                         "directory); give the folder that holds the images, or a hub dataset id")
+    readable = _dataset_roots(local)
     try:
         if local.is_dir():
             from medart.data import load_local_imagefolder
@@ -590,7 +692,7 @@ def import_dataset(
                 try:
                     data = cell.get("bytes")
                     if data is None and cell.get("path"):
-                        data = Path(cell["path"]).read_bytes()
+                        data = _dataset_file(Path(cell["path"]), readable, limits)
                     image, mode = decode_image(data or b"", limits)
                 except Rejected as r:
                     report.rejected.append(Rejection(display, str(r)))
