@@ -179,6 +179,32 @@ def export_answers(studio, name: str, owner_code: str) -> str:
         return str(store.export_csv(study, Path(tempfile.mkdtemp(prefix="reader-study-")) / f"{slug}.csv"))
 
 
+def invitation_controls(studio, study, owner_code, owner_msg, readers) -> None:
+    """Add a reader by label, show every reader's link, revoke one: all for the owner code only."""
+    with gr.Row(equal_height=True):
+        label = gr.Textbox(label="Reader label (your choice: a name, initials)", elem_id="rs-label", scale=2)
+        url = gr.Textbox(READER_URL, label="Reader server address (for the links)", elem_id="rs-reader-url", scale=2)
+        invite_btn = gr.Button("Add reader", elem_id="rs-invite", scale=1)
+        links_btn = gr.Button("Show links", elem_id="rs-links-btn", scale=1)
+        revoke_btn = gr.Button("Revoke", elem_id="rs-revoke", scale=1)
+    links = gr.Markdown(elem_id="rs-links")
+
+    def on_links(name, code, url_, add=None, revoke=None):
+        try:
+            text = invitations(studio, name, code, url_, add=add, revoke=revoke)
+        except ValueError as e:
+            return "", f"**Not shown:** {html.escape(str(e))}", gr.skip(), gr.skip()
+        return text, "", gr.skip() if add is None and revoke is None else "", readers_md(studio, name)
+
+    outputs = [links, owner_msg, label, readers]
+    asked = [study, owner_code, url, label]
+    study.change(lambda: "", None, links)  # another study: no links of the last one stay
+    links_btn.click(on_links, [study, owner_code, url], outputs)
+    for trigger in (invite_btn.click, label.submit):
+        trigger(lambda n, c, u, a: on_links(n, c, u, add=a or ""), asked, outputs)
+    revoke_btn.click(lambda n, c, u, a: on_links(n, c, u, revoke=a or ""), asked, outputs)
+
+
 def build(studio):
     with gr.Tab("Reader study", id="reader-study") as tab:
         gr.Markdown("Can a clinician tell our generated images from real ones? A blinded test: each reader sees "
@@ -206,15 +232,7 @@ def build(studio):
                 export_btn = gr.Button("Export answers (CSV)", elem_id="rs-export", scale=1)
                 set_code_btn = gr.Button("Set owner code", visible=False, elem_id="rs-set-code", scale=1)
             owner_msg = gr.Markdown(elem_id="rs-owner-msg")
-            with gr.Row(equal_height=True):
-                reader_label = gr.Textbox(label="Reader label (your choice: a name, initials)", elem_id="rs-label",
-                                          scale=2)
-                reader_url = gr.Textbox(READER_URL, label="Reader server address (for the links)",
-                                        elem_id="rs-reader-url", scale=2)
-                invite_btn = gr.Button("Add reader", elem_id="rs-invite", scale=1)
-                links_btn = gr.Button("Show links", elem_id="rs-links-btn", scale=1)
-                revoke_btn = gr.Button("Revoke", elem_id="rs-revoke", scale=1)
-            links = gr.Markdown(elem_id="rs-links")
+            invitation_controls(studio, study, owner_code, owner_msg, readers)
             results_md = gr.Markdown(elem_id="rs-results")
             plot = gr.Image(label="Accuracy and realism", type="pil", interactive=False, elem_id="rs-plot",
                             visible=False)
@@ -246,13 +264,6 @@ def build(studio):
                 return refused(e)
             return gr.skip(), gr.skip(), gr.update(value=path, visible=True), ""
 
-        def on_links(name, code, url, add=None, revoke=None):
-            try:
-                text = invitations(studio, name, code, url, add=add, revoke=revoke)
-            except ValueError as e:
-                return "", f"**Not shown:** {html.escape(str(e))}", gr.skip(), gr.skip()
-            return text, "", gr.skip() if add is None and revoke is None else "", readers_md(studio, name)
-
         def on_set_code(name, code):
             try:
                 text = set_owner_code(studio, name, code)
@@ -276,15 +287,6 @@ def build(studio):
         created_ok = create_btn.click(on_create, [run, split, k, new_name, new_code], [created, study])
         created_ok.success(lambda: "", None, new_code)  # the code leaves the page once the study has it
         study.change(on_study, [study], shown_results + [owner_code, owner_msg, set_code_btn, readers])
-        study.change(lambda: "", None, links)  # another study: no links of the last one stay
-        link_outputs = [links, owner_msg, reader_label, readers]
-        links_btn.click(on_links, [study, owner_code, reader_url], link_outputs)
-        invite_btn.click(lambda n, c, u, a: on_links(n, c, u, add=a or ""), [study, owner_code, reader_url,
-                                                                               reader_label], link_outputs)
-        reader_label.submit(lambda n, c, u, a: on_links(n, c, u, add=a or ""),
-                            [study, owner_code, reader_url, reader_label], link_outputs)
-        revoke_btn.click(lambda n, c, u, a: on_links(n, c, u, revoke=a or ""), [study, owner_code, reader_url,
-                                                                                 reader_label], link_outputs)
         results_btn.click(on_results, [study, owner_code], shown_results + [owner_msg])
         owner_code.submit(on_results, [study, owner_code], shown_results + [owner_msg])
         export_btn.click(on_export, [study, owner_code], shown_results + [owner_msg])
