@@ -129,7 +129,7 @@ def test_the_attacker_reads_the_old_scheme_perfectly():
         assert old_scheme(label) == [truths[i] for i in ids]
 
 
-def test_nothing_a_reader_receives_holds_the_secret_or_the_seed(ws):
+def test_nothing_a_reader_receives_holds_the_secret_or_the_seed(ws, tmp_path):
     store = ReaderStudies(ws)
     study = store.add_study("pilot", planted_images(2), display_size=32)
     with ws.read() as c:
@@ -148,6 +148,9 @@ def test_nothing_a_reader_receives_holds_the_secret_or_the_seed(ws):
                                                                  None, "")
         received += viewer + progress + (token or "")
     assert secret not in received and f"seed {seed}" not in received and "seed" not in received
+    # nor does the owner's export: the answers with the truth, never the secret behind the orders
+    exported = store.export_csv("pilot", tmp_path / "answers.csv").read_text()
+    assert len(exported.splitlines()) == 5 and secret not in exported and str(reader.order_seed) not in exported
 
 
 def test_a_reader_answers_only_the_images_they_were_shown_each_once(ws):

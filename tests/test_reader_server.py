@@ -149,3 +149,79 @@ def test_reader_server_refuses_an_unknown_study(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as refused:
         app.main(["--home", str(tmp_path / "home"), "--reader-study", "pilto"])
     assert "no reader study called 'pilto'" in str(refused.value) and "studies: 'pilot'" in str(refused.value)
+
+
+def call(http, name: str, data: list):
+    """One call as the page makes it (POST, then its event stream); a refusal raises ValueError,
+    a lost connection or an unfinished stream raises ConnectionError (the page would retry)."""
+    import json
+
+    import httpx
+
+    try:
+        sent = http.post(f"/gradio_api/call/{name}", json={"data": data})
+        if sent.status_code != 200:
+            raise ConnectionError(sent.status_code)
+        stream = http.get(f"/gradio_api/call/{name}/{sent.json()['event_id']}").text
+    except httpx.TransportError as e:
+        raise ConnectionError(str(e)) from None
+    if "event: complete" in stream:
+        return json.loads(stream.split("event: complete\ndata:", 1)[1].strip().splitlines()[0])
+    if '"error": "' in stream:
+        raise ValueError(stream)
+    raise ConnectionError("the stream ended early")
+
+
+def patiently(fn, seconds=120.0):
+    import time
+
+    deadline = time.time() + seconds
+    while True:
+        try:
+            return fn()
+        except ConnectionError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+@pytest.mark.slow  # 30 readers through the reader server, which is killed (-9) and restarted under them
+def test_thirty_readers_through_a_kill_lose_and_double_nothing(loopback_reader_server):
+    import threading
+    import time
+
+    import httpx
+
+    server, _, _ = loopback_reader_server
+    with Workspace(server.home / "workspace") as ws:
+        links = [ReaderStudies(ws).invite("pilot", f"reader {i}").invitation for i in range(30)]
+    errors, acknowledged = [], []
+
+    def walk(link):
+        try:
+            with httpx.Client(base_url=server.url, timeout=60) as http:
+                token = patiently(lambda: call(http, "open", [link])[2])
+                while token:
+                    for _ in range(2):  # every answer is sent twice (a double Enter)
+                        out = patiently(lambda: call(http, "answer", [link, token, "generated", None, ""]))
+                    acknowledged.append((link, token))
+                    token = out[0]
+        except Exception as e:  # noqa: BLE001 - collected and reported below
+            errors.append(repr(e)[:300])
+
+    threads = [threading.Thread(target=walk, args=(link,)) for link in links]
+    for t in threads:
+        t.start()
+    while len(acknowledged) < 40 and any(t.is_alive() for t in threads):
+        time.sleep(0.05)
+    server.kill()  # mid-study, with calls in flight
+    killed_at = len(acknowledged)
+    server.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert errors == [] and 40 <= killed_at < 120
+    with Workspace(server.home / "workspace") as ws:
+        rows = [a for a in ReaderStudies(ws).answers("pilot") if a.reader.startswith("reader ")]
+    assert len(acknowledged) == len(rows) == 30 * 4  # 0 lost, 0 doubled
+    assert len({(a.reader, a.item_id) for a in rows}) == 30 * 4
+    assert "Traceback" not in server.log.read_text()
