@@ -98,7 +98,7 @@ class QuietErrors:
             if problem:
                 log.warning("refused a request the reader page does not make (%s)", problem)
                 return await _refuse(send)
-            receive = _replay(body)
+            receive = _replay(body, receive)
         started = False
 
         async def tracked(message):
@@ -133,17 +133,18 @@ async def _read_body(receive) -> tuple[bytes, str]:
             return b"".join(chunks), ""
 
 
-def _replay(body: bytes):
+def _replay(body: bytes, receive):
+    """A `receive` that gives the body read already, then waits as the original would."""
     sent = False
 
-    async def receive():
+    async def replayed():
         nonlocal sent
         if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
-        return {"type": "http.disconnect"}
+        return await receive()
 
-    return receive
+    return replayed
 
 
 def _bad_call(blocks, path: str, body: bytes) -> str:
