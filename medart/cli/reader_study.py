@@ -14,8 +14,9 @@
 
 Readers answer on the reader server, `python app.py --reader-study NAME`, which serves that
 study's reader page and nothing else (`medart.ui.reader_page`), each through their own link.
-Nothing here prints a study's seed or secret: a reader who knew them could work out the answers. The owner code is read from $MEDART_OWNER_CODE
-when set (for scripts), else asked for twice without echo; it never goes on the command line,
+Nothing here prints a study's seed or secret: a reader who knew them could work out the
+answers. The owner code is read from $MEDART_OWNER_CODE when set (for scripts), else asked
+for twice without echo; it never goes on the command line,
 where shell histories and process lists would keep it. `results`, `export` and `owner-code
 --replace` need no code: whoever runs them has the workspace database, which the code does
 not protect (it keeps whoever uses the owner's app from seeing answers, see
