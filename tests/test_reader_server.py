@@ -225,3 +225,29 @@ def test_thirty_readers_through_a_kill_lose_and_double_nothing(loopback_reader_s
     assert len(acknowledged) == len(rows) == 30 * 4  # 0 lost, 0 doubled
     assert len({(a.reader, a.item_id) for a in rows}) == 30 * 4
     assert "Traceback" not in server.log.read_text()
+
+
+def test_a_fault_in_a_readers_request_is_one_line_and_no_traceback(caplog):
+    import sqlite3
+
+    import gradio as gr
+
+    from medart.ui.reader_page import FAILED, reader_errors
+
+    @reader_errors
+    def locked():
+        raise sqlite3.OperationalError("unable to open database file /home/owner/secret-study/workspace.db")
+
+    @reader_errors
+    def refused():
+        raise ValueError("this link is not a valid invitation to this study; ask the study owner for yours")
+
+    with caplog.at_level("INFO"), pytest.raises(gr.Error) as failed:
+        locked()
+    assert failed.value.message == FAILED and not failed.value.print_exception
+    with caplog.at_level("INFO"), pytest.raises(gr.Error, match="not a valid invitation"):
+        refused()
+    assert [r.getMessage() for r in caplog.records] == [
+        "a reader's request failed (OperationalError)",
+        "refused: this link is not a valid invitation to this study; ask the study owner for yours"]
+    assert not any(r.exc_info for r in caplog.records)

@@ -27,7 +27,6 @@ import gradio as gr
 
 from medart.reader_study import images as reader_images
 from medart.reader_study import ReaderStudies, Shown
-from medart.ui.widgets import user_errors
 
 log = logging.getLogger("medart.reader_server")
 VIEW_PX = 448  # every study image is shown at this size on the page, whatever its pixels
@@ -73,7 +72,28 @@ ENDPOINTS = ("/open", "/answer")
 READ_INVITATION_JS = "() => new URLSearchParams(window.location.search).get('invite') || ''"
 MAX_REQUEST = 64 * 1024  # bytes of one call: an answer with a 2,000-character note is far less
 MAX_VALUE = 8 * 1024  # characters of one value
+FAILED = "The server could not do this just now; every answer you saw saved is kept. Reload the page."
 REPEATED = "That image was answered already; your first answer is kept."
+
+
+def reader_errors(fn):
+    """A reader's mistake (a ValueError, which says what to do) is shown on the page and is one
+    line in the log, as `medart.ui.widgets.user_errors` does; any other fault is one line too
+    (its kind: no traceback, no text that could hold a path) and a message that answers are kept."""
+    import functools
+
+    @functools.wraps(fn)
+    def guarded(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ValueError as e:
+            log.warning("refused: %s", (str(e).splitlines() or [type(e).__name__])[0])
+            raise gr.Error(str(e), print_exception=False) from None
+        except Exception as e:  # noqa: BLE001 - a reader's request must not write a traceback
+            log.error("a reader's request failed (%s)", type(e).__name__)
+            raise gr.Error(FAILED, print_exception=False) from None
+
+    return guarded
 
 
 class QuietErrors:
@@ -279,12 +299,12 @@ def build(site, study: str) -> None:
     notice = gr.Markdown(elem_id="rs-notice")
     shown_token = gr.Textbox(visible=False, elem_id="rs-token")  # the image on screen when Enter was pressed
 
-    @user_errors
+    @reader_errors
     def on_open(invitation_):
         token, page, text = open_page(site, study, invitation_)
         return invitation_, f"## Reader study: {html.escape(study)}", token or "", page, text, None, None, "", ""
 
-    @user_errors
+    @reader_errors
     def on_next(invitation_, token_, answer_, realism_, note_):
         token, page, text, repeated = answer_and_next(site, study, invitation_, token_, answer_, realism_, note_)
         return token or "", page, text, None, None, "", repeated
