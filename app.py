@@ -78,7 +78,7 @@ def serve_reader_study(args, auth) -> int:
 
     from medart.places import default_home, workspace_folder
     from medart.ui.login import launch_options
-    from medart.ui.reader_page import CSS, StudyWorkspace, build_reader_app
+    from medart.ui.reader_page import CSS, StudyWorkspace, build_reader_app, launch_kwargs
 
     home = Path(args.home) if args.home else default_home()
     site = StudyWorkspace(workspace_folder(args.workspace, home)[0].resolve())
@@ -89,7 +89,7 @@ def serve_reader_study(args, auth) -> int:
     print(f"Med-Art Studio reader server: study {args.reader_study!r} only", flush=True)
     demo.queue(default_concurrency_limit=4)
     demo.launch(server_name=args.host, server_port=args.port, show_error=True, css=CSS, footer_links=[],
-                run_history=False, **launch_options(auth))
+                run_history=False, **launch_kwargs(demo, launch_options(auth)))
     return 0
 
 

@@ -1,8 +1,10 @@
-"""`python app.py --reader-study NAME` (issue 12, point 2): the reader server holds one study's
-reader page and nothing else. Its API is exactly /start and /answer; its page has no gallery,
-image, file or table; a reader walks the whole study through it and receives exactly that
-study's images (inline, never by URL); no workspace file is served; an unknown study is refused
-with the studies it could have been."""
+"""`python app.py --reader-study NAME` (issue 12, point 2; issue 18): the reader server holds one
+study's reader page and nothing else. Its API is exactly /open and /answer; its page has no
+gallery, image, file or table; a reader walks the whole study through their invitation link and
+receives exactly that study's images (inline, never by URL); no workspace file is served; an
+unknown study is refused with the studies it could have been. A page left open goes on after
+the server is killed and started again; a call the page does not make (a bad function index, a
+malformed body, wrong values, an upload) gets a 400 and leaves no traceback in the log."""
 
 from __future__ import annotations
 
@@ -22,18 +24,30 @@ PAGE_COMPONENTS = {"markdown", "textbox", "button", "html", "radio", "state", "r
 
 @pytest.fixture
 def reader_server(tmp_path, medart_cache):
+    yield from serve(tmp_path, medart_cache, {"MEDART_AUTH": ":".join(AUTH)})
+
+
+@pytest.fixture
+def loopback_reader_server(tmp_path, medart_cache):
+    """Without a login (readers at this machine): Gradio's login sessions live in the server's
+    memory, so after a restart a logged-in reader logs in again, then their link goes on."""
+    yield from serve(tmp_path, medart_cache, {})
+
+
+def serve(tmp_path, medart_cache, env):
     home = tmp_path / "home"
     with Workspace(home / "workspace") as ws:
         store = ReaderStudies(ws)
         store.add_study("pilot", planted_images(2), seed=2, display_size=32, owner_code="owner-1234")
         store.add_study("other-study-x", planted_images(1), seed=9, display_size=32)
+        links = {label: store.invite("pilot", label).invitation for label in ("Ana", "Ben")}
+        links["other"] = store.invite("other-study-x", "Ana").invitation
         with ws.read() as c:
             items = {t: bytes(png) for t, png in c.execute(
                 "SELECT i.token, i.png FROM reader_study_items i JOIN reader_studies s ON s.id = i.study_id"
                 " WHERE s.name = 'pilot'")}
-    server = AppServer(home, medart_cache, extra_env={"MEDART_AUTH": ":".join(AUTH)},
-                       args=("--reader-study", "pilot")).start()
-    yield server, items
+    server = AppServer(home, medart_cache, extra_env=env, args=("--reader-study", "pilot")).start()
+    yield server, items, links
     server.kill()
 
 
@@ -44,7 +58,7 @@ def test_reader_server_has_only_the_reader_page(reader_server):
     import httpx
     from gradio_client import Client
 
-    server, items = reader_server
+    server, items, links = reader_server
     with httpx.Client(base_url=server.url) as http:
         assert http.post("/login", data={"username": AUTH[0], "password": AUTH[1]}).status_code == 200
         info = http.get("/gradio_api/info").json()
@@ -54,23 +68,76 @@ def test_reader_server_has_only_the_reader_page(reader_server):
     assert set(info["named_endpoints"]) == set(ENDPOINTS) and not info["unnamed_endpoints"]
     types = {c["type"] for c in config["components"]}
     assert types <= PAGE_COMPONENTS, types - PAGE_COMPONENTS
-    assert len(config["dependencies"]) == 5  # start (button, Enter), answer (button, Enter), the page's title
+    assert len(config["dependencies"]) == 3  # open (the page load), answer (button, Enter)
     assert db.status_code == 403
-    assert "other-study-x" not in page and "owner" not in page.lower()
+    assert "other-study-x" not in page and not any(w in page.lower() for w in ("owner code", "owner_code", "rs-owner"))
 
     client = Client(server.url, auth=AUTH, verbose=False, download_files=False)
     assert set(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == set(ENDPOINTS)
-    token, viewer, progress, *_ = client.predict("Ana", api_name="/start")
+    for wrong in ("Ana", "", links["other"]):  # a name, no link, another study's link: nothing opens
+        with pytest.raises(Exception, match="invitation"):
+            client.predict(wrong, api_name="/open")
+    _, title, token, viewer, progress, *_ = client.predict(links["Ana"], api_name="/open")
+    assert title == "## Reader study: pilot"
     received = {}
     while token:
         src = re.search(r'src="data:image/png;base64,([^"]+)"', viewer).group(1)
         received[token] = base64.b64decode(src)
         assert "/gradio_api/file" not in viewer
-        token, viewer, progress, *_ = client.predict(token, "real", "3", "", api_name="/answer")
-    assert received == items  # the study's images, each once, and nothing else
+        with pytest.raises(Exception, match="not shown to you"):  # Ben's link cannot answer Ana's image
+            client.predict(links["Ben"], token, "generated", None, "", api_name="/answer")
+        token, viewer, progress, *_ = client.predict(links["Ana"], token, "real", "3", "", api_name="/answer")
+    assert sorted(received.values()) == sorted(items.values())  # the study's images, each once, nothing else
+    assert not received.keys() & items.keys()  # under tokens of Ana's own
     assert 'data-done="4"' in viewer and "4 / 4 answered" in progress
     with Workspace(server.home / "workspace") as ws:
         assert len(ReaderStudies(ws).answers("pilot")) == 4
+
+
+@pytest.mark.slow  # starts the reader server twice
+def test_an_open_page_goes_on_after_a_restart(loopback_reader_server):
+    from gradio_client import Client
+
+    server, _, links = loopback_reader_server
+    client = Client(server.url, verbose=False, download_files=False)
+    token = client.predict(links["Ben"], api_name="/open")[2]
+    token = client.predict(links["Ben"], token, "real", None, "", api_name="/answer")[0]
+    server.kill()  # kill -9: no clean-up
+    server.start()
+    # the same page (client, session) presses Enter on the image it shows: no Start, no reload
+    token, viewer, progress, *_ = client.predict(links["Ben"], token, "generated", None, "", api_name="/answer")
+    assert "image 3 of 4 · 2 answered" in progress and token
+    with Workspace(server.home / "workspace") as ws:
+        assert [a.answer for a in ReaderStudies(ws).answers("pilot")] == ["real", "generated"]
+
+
+@pytest.mark.slow  # starts the reader server
+def test_calls_the_page_does_not_make_get_a_400_and_no_traceback(reader_server):
+    import httpx
+
+    server, _, links = reader_server
+    join = "/gradio_api/queue/join"
+    bad = [(join, {"data": [], "fn_index": 99, "session_hash": "x"}),  # a function index the page lacks
+           (join, {"data": [links["Ana"]] * 2, "fn_index": 1, "session_hash": "x"}),  # too few values
+           (join, {"data": [None], "fn_index": -1, "session_hash": "x"}),
+           (join, {"data": "x", "fn_index": "a"}), (join, b"{not json"), (join, b"x" * 100_000),
+           ("/gradio_api/call/answer", {"data": [links["Ana"], "t", "maybe", None, ""]}),  # not a choice
+           ("/gradio_api/call/answer", {"data": [{"a": 1}, [1], "real", None, ""]}),  # not text
+           ("/gradio_api/call/open", {"data": []}),
+           ("/gradio_api/run/predict", {"data": [], "fn_index": 42})]
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        assert http.post("/login", data={"username": AUTH[0], "password": AUTH[1]}).status_code == 200
+        for path, body in bad:
+            sent = http.post(path, content=body) if isinstance(body, bytes) else http.post(path, json=body)
+            assert (sent.status_code, sent.text) == (400, '{"error": "bad request"}'), (path, body)
+        assert http.post("/gradio_api/upload", files={"files": ("a.png", b"\x89PNG")}).status_code == 400
+        # a wrong but well-formed answer gets the page's own message
+        event = http.post("/gradio_api/call/answer", json={"data": [links["Ana"], "zz", "real", None, ""]}).json()
+        stream = http.get(f"/gradio_api/call/answer/{event['event_id']}").text
+        assert "this image was not shown to you" in stream
+    log = server.log.read_text()
+    assert "Traceback" not in log and str(server.home) not in log and "KeyError" not in log.replace("(KeyError)", "")
+    assert log.count("refused a request the reader page does not make") == len(bad) + 1
 
 
 def test_reader_server_refuses_an_unknown_study(tmp_path, monkeypatch):
@@ -82,3 +149,105 @@ def test_reader_server_refuses_an_unknown_study(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as refused:
         app.main(["--home", str(tmp_path / "home"), "--reader-study", "pilto"])
     assert "no reader study called 'pilto'" in str(refused.value) and "studies: 'pilot'" in str(refused.value)
+
+
+def call(http, name: str, data: list):
+    """One call as the page makes it (POST, then its event stream); a refusal raises ValueError,
+    a lost connection or an unfinished stream raises ConnectionError (the page would retry)."""
+    import json
+
+    import httpx
+
+    try:
+        sent = http.post(f"/gradio_api/call/{name}", json={"data": data})
+        if sent.status_code != 200:
+            raise ConnectionError(sent.status_code)
+        stream = http.get(f"/gradio_api/call/{name}/{sent.json()['event_id']}").text
+    except httpx.TransportError as e:
+        raise ConnectionError(str(e)) from None
+    if "event: complete" in stream:
+        return json.loads(stream.split("event: complete\ndata:", 1)[1].strip().splitlines()[0])
+    if '"error": "' in stream:
+        raise ValueError(stream)
+    raise ConnectionError("the stream ended early")
+
+
+def patiently(fn, seconds=120.0):
+    import time
+
+    deadline = time.time() + seconds
+    while True:
+        try:
+            return fn()
+        except ConnectionError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+@pytest.mark.slow  # 30 readers through the reader server, which is killed (-9) and restarted under them
+def test_thirty_readers_through_a_kill_lose_and_double_nothing(loopback_reader_server):
+    import threading
+    import time
+
+    import httpx
+
+    server, _, _ = loopback_reader_server
+    with Workspace(server.home / "workspace") as ws:
+        links = [ReaderStudies(ws).invite("pilot", f"reader {i}").invitation for i in range(30)]
+    errors, acknowledged = [], []
+
+    def walk(link):
+        try:
+            with httpx.Client(base_url=server.url, timeout=60) as http:
+                token = patiently(lambda: call(http, "open", [link])[2])
+                while token:
+                    for _ in range(2):  # every answer is sent twice (a double Enter)
+                        out = patiently(lambda: call(http, "answer", [link, token, "generated", None, ""]))
+                    acknowledged.append((link, token))
+                    token = out[0]
+        except Exception as e:  # noqa: BLE001 - collected and reported below
+            errors.append(repr(e)[:300])
+
+    threads = [threading.Thread(target=walk, args=(link,)) for link in links]
+    for t in threads:
+        t.start()
+    while len(acknowledged) < 40 and any(t.is_alive() for t in threads):
+        time.sleep(0.05)
+    server.kill()  # mid-study, with calls in flight
+    killed_at = len(acknowledged)
+    server.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert errors == [] and 40 <= killed_at < 120
+    with Workspace(server.home / "workspace") as ws:
+        rows = [a for a in ReaderStudies(ws).answers("pilot") if a.reader.startswith("reader ")]
+    assert len(acknowledged) == len(rows) == 30 * 4  # 0 lost, 0 doubled
+    assert len({(a.reader, a.item_id) for a in rows}) == 30 * 4
+    assert "Traceback" not in server.log.read_text()
+
+
+def test_a_fault_in_a_readers_request_is_one_line_and_no_traceback(caplog):
+    import sqlite3
+
+    import gradio as gr
+
+    from medart.ui.reader_page import FAILED, reader_errors
+
+    @reader_errors
+    def locked():
+        raise sqlite3.OperationalError("unable to open database file /home/owner/secret-study/workspace.db")
+
+    @reader_errors
+    def refused():
+        raise ValueError("this link is not a valid invitation to this study; ask the study owner for yours")
+
+    with caplog.at_level("INFO"), pytest.raises(gr.Error) as failed:
+        locked()
+    assert failed.value.message == FAILED and not failed.value.print_exception
+    with caplog.at_level("INFO"), pytest.raises(gr.Error, match="not a valid invitation"):
+        refused()
+    assert [r.getMessage() for r in caplog.records] == [
+        "a reader's request failed (OperationalError)",
+        "refused: this link is not a valid invitation to this study; ask the study owner for yours"]
+    assert not any(r.exc_info for r in caplog.records)

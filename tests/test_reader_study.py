@@ -1,9 +1,11 @@
 """Reader study storage and blinding: identical bytes layout for real and generated images,
-opaque tokens, per-reader orders with recorded seeds, resume after an interruption, CSV export."""
+opaque tokens, per-reader orders drawn from the study's secret, resume after an interruption,
+CSV export. (A reader who has the source: test_reader_blinding.py.)"""
 
 import csv
 import io
 import os
+import random
 import struct
 import subprocess
 import sys
@@ -15,6 +17,7 @@ from PIL import Image
 
 from medart.reader_study import images as reader_images
 from medart.reader_study import CSV_COLUMNS, ReaderStudies, order_seed
+from medart.reader_study.store import keyed_seed
 from medart.workspace import Workspace
 from helpers import noise, planted_images
 
@@ -76,9 +79,9 @@ def test_real_and_generated_bytes_carry_no_usable_difference(study):
     assert len(set(tokens)) == 8 and {len(t) for t in tokens} == {24}
     for t in tokens:
         assert all(ch in "0123456789abcdef" for ch in t)
-    # what the page embeds is a data: URI of exactly these bytes, under the token only
-    shown = store.next_image(s, "Ana")
-    assert store.image(shown.token) == shown.png
+    # what the page embeds is a data: URI of exactly these bytes, under a token of its own
+    shown = store.next_image(store.invite(s, "Ana").invitation)
+    assert shown.png in {bytes(p) for _, _, p in rows} and shown.token not in tokens
     uri = reader_images.data_uri(shown.png)
     for word in ("real", "generated", "fundus", "histology", ".jpg", "seed"):
         assert word not in uri.split(",")[0]
@@ -102,12 +105,16 @@ def test_row_ids_and_orders_do_not_follow_the_truth(study):
     with store._read() as c:
         truths = [t for (t,) in c.execute("SELECT truth FROM reader_study_items WHERE study_id = ? ORDER BY id",
                                           (s.id,))]
-    assert truths != ["real", "generated"] * 4 and truths != ["real"] * 4 + ["generated"] * 4
-    a, b = store.reader(s, "Ana"), store.reader(s, "Ben")
+    with store._read() as c:
+        (secret,) = c.execute("SELECT secret FROM reader_studies WHERE id = ?", (s.id,)).fetchone()
+    given = [im.truth for im in planted_images()]
+    random.Random(keyed_seed(secret, "items")).shuffle(given)
+    assert truths == given  # stored in an order drawn from the study's secret, not the one given
+    a, b = store.invite(s, "Ana"), store.invite(s, "Ben")
     assert sorted(a.order) == sorted(b.order) and a.order != b.order
-    assert a.order_seed == order_seed(3, "Ana")
-    # the order is fixed by the recorded seed: asking again gives the same reader and order
-    assert store.reader(s, "Ana").order == a.order and len(store.readers(s)) == 2
+    assert a.order_seed == order_seed(secret, "Ana") != order_seed(secret, "Ben")
+    # the order is fixed by the recorded seed, and the reader is the invitation's
+    assert store.invited(a.invitation).order == a.order and len(store.readers(s)) == 2
 
 
 KILLED_READER = """
@@ -116,8 +123,8 @@ from medart.reader_study import ReaderStudies
 from medart.workspace import Workspace
 store = ReaderStudies(Workspace(sys.argv[1]))
 for i in range(4):
-    shown = store.next_image("resume", "Ana")
-    store.answer("resume", "Ana", shown.token, "real" if i % 2 else "generated", realism=i + 1, note=f"n{i}")
+    shown = store.next_image(sys.argv[2])
+    store.answer(sys.argv[2], shown.token, "real" if i % 2 else "generated", realism=i + 1, note=f"n{i}")
     print(shown.token, flush=True)
 os._exit(9)  # the app dies half-way: no close, no clean-up
 """
@@ -126,8 +133,10 @@ os._exit(9)  # the app dies half-way: no close, no clean-up
 def test_interrupted_study_resumes_at_the_next_unanswered_image(tmp_path):
     root = tmp_path / "ws"
     with Workspace(root) as ws:
-        ReaderStudies(ws).add_study("resume", planted_images(), seed=1, display_size=32)
-    proc = subprocess.run([sys.executable, "-c", KILLED_READER, str(root)], capture_output=True, text=True,
+        store = ReaderStudies(ws)
+        store.add_study("resume", planted_images(), seed=1, display_size=32)
+        link = store.invite("resume", "Ana").invitation
+    proc = subprocess.run([sys.executable, "-c", KILLED_READER, str(root), link], capture_output=True, text=True,
                           cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
     assert proc.returncode == 9, proc.stderr
     seen = proc.stdout.split()
@@ -135,18 +144,18 @@ def test_interrupted_study_resumes_at_the_next_unanswered_image(tmp_path):
 
     ws2 = Workspace(root)
     store2 = ReaderStudies(ws2)
-    reader = store2.reader("resume", "Ana")
+    reader = store2.invited(link)
     assert reader.answered == 4
     # a second Enter on an image already answered changes nothing and skips nothing
-    assert store2.answer("resume", "Ana", seen[-1], "real") is False
-    shown = store2.next_image("resume", "Ana")
+    assert store2.answer(link, seen[-1], "real") is False
+    shown = store2.next_image(link)
     assert shown.position == 5 and shown.token not in seen
     with store2._read() as c:
-        row = c.execute("SELECT token FROM reader_study_items WHERE id = ?", (reader.order[4],)).fetchone()
+        row = c.execute("SELECT token FROM reader_study_shown WHERE item_id = ?", (reader.order[4],)).fetchone()
     assert row[0] == shown.token  # the fifth image of this reader's recorded order
     rest = []
-    while (shown := store2.next_image("resume", reader)) is not None:
-        store2.answer("resume", "Ana", shown.token, "real")
+    while (shown := store2.next_image(link)) is not None:
+        store2.answer(link, shown.token, "real")
         rest.append(shown.token)
     assert len(rest) == 4 and not set(rest) & set(seen)
     answers = store2.answers("resume")
@@ -157,13 +166,14 @@ def test_interrupted_study_resumes_at_the_next_unanswered_image(tmp_path):
 
 def test_bad_input_says_what_to_do(study):
     store, s = study
-    shown = store.next_image(s, "Ana")
+    link = store.invite(s, "Ana").invitation
+    shown = store.next_image(link)
     with pytest.raises(ValueError, match="key R"):
-        store.answer(s, "Ana", shown.token, "maybe")
+        store.answer(link, shown.token, "maybe")
     with pytest.raises(ValueError, match="from 1"):
-        store.answer(s, "Ana", shown.token, "real", realism=7)
-    with pytest.raises(ValueError, match="not part of study"):
-        store.answer(s, "Ana", "0" * 24, "real")
+        store.answer(link, shown.token, "real", realism=7)
+    with pytest.raises(ValueError, match="not shown to you"):
+        store.answer(link, "0" * 24, "real")
     with pytest.raises(ValueError, match="exists already"):
         store.add_study("pilot", planted_images(), display_size=32)
     with pytest.raises(ValueError, match="both real and generated"):
@@ -171,15 +181,16 @@ def test_bad_input_says_what_to_do(study):
     with pytest.raises(ValueError, match="create one first"):
         store.study("nope")
     with pytest.raises(ValueError, match="name"):
-        store.reader(s, "  ")
-    assert store.answer(s, "Ana", shown.token, "G", realism="4") is True  # keys and text accepted
+        store.invite(s, "  ")
+    assert store.answer(link, shown.token, "G", realism="4") is True  # keys and text accepted
 
 
 def test_csv_export_has_every_answer(study, tmp_path):
     store, s = study
     for name, answer in (("Ana", "real"), ("Ben", "generated")):
-        while (shown := store.next_image(s, name)) is not None:
-            store.answer(s, name, shown.token, answer, realism=3, note="x, \"quoted\"")
+        link = store.invite(s, name).invitation
+        while (shown := store.next_image(link)) is not None:
+            store.answer(link, shown.token, answer, realism=3, note="x, \"quoted\"")
     path = store.export_csv(s, tmp_path / "out" / "answers.csv")
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -192,13 +203,14 @@ def test_csv_export_has_every_answer(study, tmp_path):
 
 def test_delete_removes_a_study_with_its_images_readers_and_answers(study):
     store, s = study
-    shown = store.next_image(s, "Ana")
-    store.answer(s, "Ana", shown.token, "real")
+    link = store.invite(s, "Ana").invitation
+    shown = store.next_image(link)
+    store.answer(link, shown.token, "real")
     store.delete("pilot")
     assert store.studies() == []
     with store._read() as c:
         counts = [c.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in
-                  ("reader_study_items", "reader_study_readers", "reader_study_answers")]
-    assert counts == [0, 0, 0]
-    with pytest.raises(ValueError, match="not part of study|create one first"):
-        store.answer("pilot", "Ana", shown.token, "real")
+                  ("reader_study_items", "reader_study_readers", "reader_study_shown", "reader_study_answers")]
+    assert counts == [0, 0, 0, 0]
+    with pytest.raises(ValueError, match="not a valid invitation"):
+        store.answer(link, shown.token, "real")

@@ -93,17 +93,34 @@ def test_cli_create(ws, tiny_run, capsys, monkeypatch):
     args = p.parse_args(["reader-study", "create", "--workspace", root, "--run", str(tiny_run), "--name", "cli",
                          "--k", "2", "--seed", "5", "--steps", "4", "--display-size", "48", "--owner-code"])
     assert args.func(args) == 0
-    assert "2 real + 2 generated images, 48 px, seed 5" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "2 real + 2 generated images, 48 px;" in out and "seed" not in out  # readers must not learn it
     store = ReaderStudies(ws)
     study = store.study("cli")
     assert study.settings["steps"] == 4 and study.display_size == 48
     assert store.check_owner(study, "cli-owner") == study
     # without the flag: no code, and the command says how the app will treat the study
+    # without a seed either: one is drawn and kept in the study (the default 0 was public)
     args = p.parse_args(["reader-study", "create", "--workspace", root, "--run", str(tiny_run), "--name", "no code",
-                         "--k", "2", "--seed", "5", "--steps", "4"])
+                         "--k", "2", "--steps", "4"])
     assert args.func(args) == 0
     assert "no owner code: the app shows no results" in capsys.readouterr().out
-    assert not store.study("no code").has_owner_code
+    drawn = store.study("no code")
+    assert not drawn.has_owner_code and drawn.settings["seeds"] == [drawn.seed, drawn.seed + 1] != [0, 1]
+
+    # readers: invited by a label, listed with their links, revoked
+    def run(*argv):
+        args = p.parse_args(["reader-study", *argv, "--workspace", root, "--name", "cli"])
+        assert args.func(args) == 0
+        return capsys.readouterr().out
+
+    out = run("invite", "--label", "Dr A", "--url", "http://study.example:7861")
+    link = out.split()[2]
+    assert out.startswith("Dr A: http://study.example:7861/?invite=") and len(link.split("=")[1]) == 32
+    assert store.invited(link.split("=")[1], "cli").name == "Dr A"
+    assert link in run("readers", "--url", "http://study.example:7861/")
+    assert "revoked the link of 'Dr A'" in run("revoke", "--label", "Dr A")
+    assert run("readers").split() == ["Dr", "A", "0/4", "revoked"]
 
 
 def test_tab_actions_without_a_browser(tmp_path, tiny_run):
@@ -125,24 +142,34 @@ def test_tab_actions_without_a_browser(tmp_path, tiny_run):
     assert studio._generator is not None  # the studio's one pipeline made the images
     assert tab.study_choices(studio) == ["ui study"]
 
-    state, page, progress = reader_page.start_session(studio, "ui study", "Ana")
-    assert state["token"] and f'data-token="{state["token"]}"' in page and "image 1 of 4" in progress
+    with pytest.raises(ValueError, match="type the owner code"):
+        tab.invitations(studio, "ui study", "", add="Ana")
+    links = tab.invitations(studio, "ui study", "owner-1", "http://host:7861/", add="Ana")
+    ana = links.split("http://host:7861/?invite=")[1].split()[0]
+    links = tab.invitations(studio, "ui study", "owner-1", "http://host:7861/", add="Ben")
+    ben = links.split("http://host:7861/?invite=")[2].split()[0]
+    token, page, progress = reader_page.open_page(studio, "ui study", ana)
+    assert token and f'data-token="{token}"' in page and "image 1 of 4" in progress and "**Ana**" in progress
     with pytest.raises(ValueError, match="answer first"):
-        reader_page.answer_and_next(studio, state, None, None, "")
+        reader_page.answer_and_next(studio, "ui study", ana, token, None, None, "")
     for i in range(4):
-        state, page, progress = reader_page.answer_and_next(studio, state, "real", str(i + 1), f"note {i}")
-    assert state["token"] is None and 'data-done="4"' in page and "4 / 4 answered" in progress
+        token, page, progress, _ = reader_page.answer_and_next(studio, "ui study", ana, token, "real", str(i + 1),
+                                                               f"note {i}")
+    assert token is None and 'data-done="4"' in page and "4 / 4 answered" in progress
     with pytest.raises(ValueError, match="wrong owner code"):
         tab.results_view(studio, "ui study", "owner-2")
     md, plot = tab.results_view(studio, "ui study", "owner-1")
     assert "| Ana | 4 | 50.0 % |" in md and plot.format == "PNG"
     csv_path = tab.export_answers(studio, "ui study", "owner-1")
     assert csv_path.endswith("ui-study.csv") and len(open(csv_path).read().splitlines()) == 5
-    # a repeated Enter carrying the image already answered changes nothing
-    first = reader_page.start_session(studio, "ui study", "Ben")[0]
-    after = reader_page.answer_and_next(studio, first, "generated", None, "")[0]
-    again = reader_page.answer_and_next(studio, after, "real", None, "", token=first["token"])[0]
-    assert again["token"] == after["token"]
+    # a repeated Enter carrying the image already answered changes nothing, and says so
+    first = reader_page.open_page(studio, "ui study", ben)[0]
+    after = reader_page.answer_and_next(studio, "ui study", ben, first, "generated", None, "")[0]
+    again, _, _, notice = reader_page.answer_and_next(studio, "ui study", ben, first, "real", None, "")
+    assert again == after and notice == reader_page.REPEATED
+    assert "Ben" in tab.invitations(studio, "ui study", "owner-1", revoke="Ben").split("```")[1].split("revoked")[0]
+    with pytest.raises(ValueError, match="revoked"):
+        reader_page.open_page(studio, "ui study", ben)
     ws = studio.workspace()
     assert [(a.reader, a.answer) for a in ReaderStudies(ws).answers("ui study") if a.reader == "Ben"] == [
         ("Ben", "generated")]

@@ -31,9 +31,14 @@ def add(studio, name, code=None):
 
 
 def answer_all(studio, name, reader="Ana"):
-    state = reader_page.start_session(studio, name, reader)[0]
-    while state["token"]:
-        state = reader_page.answer_and_next(studio, state, "real", "3", "")[0]
+    ws = studio.workspace()
+    try:
+        link = ReaderStudies(ws).invite(name, reader).invitation
+    finally:
+        ws.close()
+    token = reader_page.open_page(studio, name, link)[0]
+    while token:
+        token = reader_page.answer_and_next(studio, name, link, token, "real", "3", "")[0]
 
 
 def cli(argv):

@@ -133,8 +133,9 @@ def test_cli_results_and_export(tmp_path, capsys):
     with Workspace(root) as ws:
         store = ReaderStudies(ws)
         s = store.add_study("pilot study", planted_images(), seed=0, display_size=32)
-        while (shown := store.next_image(s, "Ana")) is not None:
-            store.answer(s, "Ana", shown.token, "real", realism=4)
+        link = store.invite(s, "Ana").invitation
+        while (shown := store.next_image(link)) is not None:
+            store.answer(link, shown.token, "real", realism=4)
     run = lambda *argv: (lambda a: a.func(a))(parser().parse_args(list(argv)))  # noqa: E731
 
     assert run("reader-study", "results", "--workspace", str(root), "--name", "pilot study",

@@ -186,7 +186,7 @@ def add_study_rows(root, with_code: bool) -> None:
 def test_a_new_workspace_is_at_the_latest_version(tmp_path):
     with Workspace(tmp_path / "ws") as ws:
         assert ws.count() == 0
-    assert version(tmp_path / "ws") == LATEST == len(MIGRATIONS) == 4
+    assert version(tmp_path / "ws") == LATEST == len(MIGRATIONS) == 5
     assert {"old_label", "old_split", "new_label", "new_split", "undone"} <= columns(tmp_path / "ws", "image_history")
     assert {"owner_code_hash", "owner_failures", "owner_locked_until"} <= columns(tmp_path / "ws", "reader_studies")
 
@@ -237,6 +237,38 @@ def test_a_workspace_from_before_owner_codes_gains_the_columns(tmp_path):
         store = ReaderStudies(ws)
         assert [s.has_owner_code for s in store.studies()] == [True, True]
         assert store.check_owner("new", "tulip-4711").name == "new"
+
+
+def test_a_study_from_before_secrets_draws_one_and_its_reader_gets_a_link(tmp_path):
+    """A study whose seed and reader orders were public: opening the workspace draws its secret;
+    the reader known by name keeps their answer when invited, the rest of their order is drawn
+    anew, and nothing opens with their name alone."""
+    root = tmp_path / "ws"
+    build(root, PREVIOUS_WORKSPACE, PREVIOUS_READER_STUDIES)
+    add_study_rows(root, with_code=True)
+    with sqlite3.connect(root / "workspace.db") as c:
+        c.execute("PRAGMA user_version = 4")
+    with Workspace(root) as ws:
+        store = ReaderStudies(ws)
+        with ws.read() as c:
+            (secret,) = c.execute("SELECT secret FROM reader_studies WHERE name = 'old'").fetchone()
+        assert len(bytes.fromhex(secret)) == 32
+        (legacy,) = store.readers("old")
+        assert legacy.invitation is None and legacy.answered == 1
+        with pytest.raises(ValueError, match="not a valid invitation"):
+            store.next_image("Ana", "old")
+        ana = store.invite("old", "Ana")
+        assert ana.id == legacy.id and ana.answered == 1 and ana.order[0] == legacy.order[0]
+        assert sorted(ana.order) == sorted(legacy.order)
+        shown = store.next_image(ana.invitation, "old")
+        assert shown.position == 2 and store.answer(ana.invitation, shown.token, "generated") is True
+        assert [(a.reader, a.position, a.answer) for a in store.answers("old")] == [
+            ("Ana", 1, "real"), ("Ana", 2, "generated")]
+        new = store.add_study("new", planted_images(1), display_size=32)
+        with ws.read() as c:
+            secrets = [s for (s,) in c.execute("SELECT secret FROM reader_studies ORDER BY id")]
+        assert len(set(secrets)) == 2 and new.size == 2
+    assert version(root) == LATEST
 
 
 def test_a_workspace_of_a_newer_version_is_refused_untouched(tmp_path):

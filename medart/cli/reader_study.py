@@ -1,4 +1,4 @@
-"""The `reader-study` command: `python -m medart reader-study create|list|results|export`.
+"""The `reader-study` command: `python -m medart reader-study create|invite|readers|revoke|list|results|export`.
 
     create      k held-out real images of a workspace split and k generated from a run with the
                 same captions (fixed seeds), identically encoded, stored in the workspace;
@@ -7,11 +7,16 @@
     results     accuracy vs 50 % with a Wilson 95 % interval, sensitivity/specificity for
                 "generated", per-class accuracy, realism, Cohen's kappa; optional plot and JSON
     export      every answer as CSV
+    invite      add a reader under a label of the owner's choosing; prints their invitation link
+    readers     each reader's label, progress and link (or "revoked")
+    revoke      revoke a reader's link (their answers stay)
     owner-code  set a study's owner code (`--replace`: replace one that was forgotten)
 
 Readers answer on the reader server, `python app.py --reader-study NAME`, which serves that
-study's reader page and nothing else (`medart.ui.reader_page`). The owner code is read from $MEDART_OWNER_CODE
-when set (for scripts), else asked for twice without echo; it never goes on the command line,
+study's reader page and nothing else (`medart.ui.reader_page`), each through their own link.
+Nothing here prints a study's seed or secret: a reader who knew them could work out the
+answers. The owner code is read from $MEDART_OWNER_CODE when set (for scripts), else asked
+for twice without echo; it never goes on the command line,
 where shell histories and process lists would keep it. `results`, `export` and `owner-code
 --replace` need no code: whoever runs them has the workspace database, which the code does
 not protect (it keeps whoever uses the owner's app from seeing answers, see
@@ -64,11 +69,46 @@ def cmd_create(args) -> int:
                              display_size=args.display_size, batch_size=args.batch_size, progress=bars,
                              owner_code=code)
     print(f"study {study.name!r}: {study.n_real} real + {study.n_generated} generated images, "
-          f"{study.display_size} px, seed {study.seed}; readers answer on "
-          f"`python app.py --reader-study {shlex.quote(study.name)}`")
+          f"{study.display_size} px; readers answer on `python app.py --reader-study {shlex.quote(study.name)}`, "
+          f"each through their own link (`reader-study invite --name {shlex.quote(study.name)} --label LABEL`)")
     if not study.has_owner_code:
         print("no owner code: the app shows no results of this study until its owner sets one "
               "(`reader-study owner-code`, or Set owner code in the app)")
+    return 0
+
+
+def cmd_invite(args) -> int:
+    from medart.reader_study import ReaderStudies
+    from medart.reader_study import reader_link
+
+    with _open(args) as ws:
+        reader = ReaderStudies(ws).invite(args.name, args.label)
+    print(f"{reader.name}: {reader_link(args.url, reader.invitation)}")
+    print("give this link to that reader only: whoever has it answers as them (`reader-study revoke` ends it)")
+    return 0
+
+
+def cmd_readers(args) -> int:
+    from medart.reader_study import ReaderStudies
+    from medart.reader_study import reader_link
+
+    with _open(args) as ws:
+        readers = ReaderStudies(ws).readers(args.name)
+    if not readers:
+        print(f"no readers yet; add one with `python -m medart reader-study invite --name {shlex.quote(args.name)} "
+              "--label LABEL`")
+    for r in readers:
+        link = "revoked" if r.revoked else reader_link(args.url, r.invitation) if r.invitation else "not invited"
+        print(f"{r.name}\t{r.answered}/{len(r.order)}\t{link}")
+    return 0
+
+
+def cmd_revoke(args) -> int:
+    from medart.reader_study import ReaderStudies
+
+    with _open(args) as ws:
+        reader = ReaderStudies(ws).revoke(args.name, args.label)
+    print(f"revoked the link of {reader.name!r} ({reader.answered}/{len(reader.order)} answered, kept)")
     return 0
 
 
@@ -144,7 +184,8 @@ def add_parsers(sub) -> None:
     q.add_argument("--run", required=True, help="run folder whose adapter generates the images")
     q.add_argument("--split", default="test", help="workspace split of the held-out real images (default test)")
     q.add_argument("--k", type=int, help="images of each kind (default: every image of the split)")
-    q.add_argument("--seed", type=int, default=0, help="chooses the real images; image i is generated with seed+i")
+    q.add_argument("--seed", type=int, help="chooses the real images; image i is generated with seed+i (default: "
+                                          "drawn at random and kept in the study only; never tell readers)")
     q.add_argument("--base-model", help="profile, local folder or hub id (default: the run's base)")
     q.add_argument("--steps", type=int, default=20, help="solver steps (default 20)")
     q.add_argument("--cfg", type=float, default=4.5, help="classifier-free guidance (default 4.5)")
@@ -156,6 +197,31 @@ def add_parsers(sub) -> None:
                    help=f"give the study an owner code, which the app asks before it shows results: read from "
                         f"${OWNER_CODE_ENV}, else asked for (without it: set one later with `owner-code`)")
     q.set_defaults(func=cmd_create)
+
+    from medart.reader_study import READER_URL
+
+    def link_url(q):
+        q.add_argument("--url", default=READER_URL,
+                       help=f"the reader server's address, for the links (default {READER_URL})")
+
+    q = rs.add_parser("invite", help="add a reader (a label of your choice) and print their invitation link")
+    common(q)
+    q.add_argument("--name", required=True, help="study name")
+    q.add_argument("--label", required=True, help="the reader's label (a name, initials: yours to choose)")
+    link_url(q)
+    q.set_defaults(func=cmd_invite)
+
+    q = rs.add_parser("readers", help="each reader's label, progress and invitation link")
+    common(q)
+    q.add_argument("--name", required=True, help="study name")
+    link_url(q)
+    q.set_defaults(func=cmd_readers)
+
+    q = rs.add_parser("revoke", help="revoke a reader's invitation link (their answers stay)")
+    common(q)
+    q.add_argument("--name", required=True, help="study name")
+    q.add_argument("--label", required=True, help="the reader's label")
+    q.set_defaults(func=cmd_revoke)
 
     q = rs.add_parser("list", help="studies, readers and their progress")
     common(q)

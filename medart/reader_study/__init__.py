@@ -10,6 +10,7 @@ the table and plot. The reader's page is `medart.ui.reader_page`; the owner's ta
 from medart.reader_study.store import (
     CSV_COLUMNS,
     OWNER_CODE_MIN,
+    READER_URL,
     AnswerRow,
     Reader,
     ReaderStudies,
@@ -20,7 +21,8 @@ from medart.reader_study.store import (
     clean_name,
     order_seed,
     owner_code_matches,
+    reader_link,
 )
 
-__all__ = ["CSV_COLUMNS", "OWNER_CODE_MIN", "AnswerRow", "Reader", "ReaderStudies", "Shown", "Study", "StudyImage",
-           "check_owner_code", "clean_name", "order_seed", "owner_code_matches"]
+__all__ = ["CSV_COLUMNS", "OWNER_CODE_MIN", "READER_URL", "AnswerRow", "Reader", "ReaderStudies", "Shown", "Study", "StudyImage",
+           "check_owner_code", "clean_name", "order_seed", "owner_code_matches", "reader_link"]

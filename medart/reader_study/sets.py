@@ -2,7 +2,8 @@
 
 `select_real` picks k images of a workspace split (not rejected), balanced over classes with
 a seed. `create_study` generates one image per real image from a run's adapter with the same
-caption (the class label when there is no caption) and seed `seed + i`, through the one
+caption (the class label when there is no caption) and seed `seed + i` (without a seed given,
+one drawn with `secrets`, kept only in the study's record: readers never learn it), through the one
 sampler and the evaluation's generation cache (`medart.evaluation.sets.GeneratedImages`), then
 stores both kinds, identically encoded, as one study (`medart.reader_study`).
 """
@@ -10,6 +11,7 @@ stores both kinds, identically encoded, as one study (`medart.reader_study`).
 from __future__ import annotations
 
 import random
+import secrets
 from pathlib import Path
 from typing import Callable
 
@@ -54,7 +56,7 @@ def select_real(ws, split: str = "test", k: int | None = None, seed: int = 0) ->
     return sorted(chosen, key=lambda i: i.id)
 
 
-def create_study(ws, name: str, run: str | Path, k: int | None = None, split: str = "test", seed: int = 0,
+def create_study(ws, name: str, run: str | Path, k: int | None = None, split: str = "test", seed: int | None = None,
                  base_model: str | None = None, steps: int = 20, cfg: float = 4.5, size: int | None = None,
                  display_size: int | None = None, batch_size: int = 4, generator=None,
                  progress: Progress | None = None, owner_code: str | None = None) -> Study:
@@ -83,6 +85,7 @@ def create_study(ws, name: str, run: str | Path, k: int | None = None, split: st
     base_model = base_model or run_base_model(run)
     if not base_model:
         raise ValueError(f"{run} does not record its base model; pass the base model explicitly")
+    seed = secrets.randbelow(2**31) if seed is None else int(seed)
     reals = select_real(ws, split, k, seed)
     plan = [((item.text.strip() or item.label), int(seed) + i, item.label or "") for i, item in enumerate(reals)]
     gen = GeneratedImages(run / "eval" / "cache", base_model, adapter, steps, cfg, size, batch_size, progress)

@@ -1,12 +1,25 @@
 """Blinded "real or generated?" reader studies, stored in the workspace database.
 
 A study holds k held-out real images of a workspace split and k images generated from a run
-with the same captions (hence classes), one per real image, with fixed seeds (chosen and made
-by `medart.reader_study.sets`). Every image is encoded once by `medart.reader_study.images` (identical resizing and encoding for both kinds) and
-kept in the database under a random token. Each reader, by name, gets their own order of the
-study's images, shuffled with a recorded seed; each answer (real / generated, an optional
-realism score 1-5 and a note) is one transaction, so a study interrupted at any point resumes
-at the reader's next unanswered image.
+with the same captions (hence classes), one per real image (chosen and made by
+`medart.reader_study.sets`). Every image is encoded once by `medart.reader_study.images`
+(identical resizing and encoding for both kinds).
+
+Blinding against a reader who has the source. At creation a study draws a secret with
+`secrets` (`reader_studies.secret`, 256 bits); it never leaves this module (no dataclass,
+message, page, log or export holds it). Every random choice a reader's view depends on comes
+from it or from `secrets` directly: the order the items are stored in (so row ids do not follow
+the truth), each reader's order (`order_seed`: HMAC of the secret and the reader's label), each
+reader's invitation and the token of each image shown to them. Readers are created by the
+owner (`invite`, under a label of the owner's choosing) and identified by their invitation
+token alone, the token of their link; a revoked invitation opens nothing. An image is shown to
+a reader under a token drawn for that reader (`reader_study_shown`), and a reader can answer
+only tokens they were shown, each once (`answer` returns False for a repeat). All of a reader's
+state is in the database, keyed by their invitation: a study interrupted at any point (a
+killed server included) resumes at the reader's next unanswered image. Studies made before
+secrets existed drew theirs when the workspace was migrated; their readers, known by name,
+get a link when the owner invites that name, keeping their answers, and the images they have
+not answered are put in an order drawn from the secret.
 
 Owner code. The answers with the truth (results, CSV) are for the study owner: a reader who saw
 them mid-study would learn from them. Readers answer on a reader server that has no results at
@@ -26,9 +39,11 @@ Tables (in the workspace's `workspace.db`; created by `medart.workspace.migratio
 
     reader_studies         name, run, base model, split, seed, display size, settings,
                            the owner code's hash (NULL: none set yet), wrong codes in a
-                           row and the end of a lock
-    reader_study_items     token, truth, class, caption, source, the encoded PNG
-    reader_study_readers   name, order seed, the order (item ids) this reader sees
+                           row and the end of a lock, the secret
+    reader_study_items     token (the owner's), truth, class, caption, source, the encoded PNG
+    reader_study_readers   label (`name`), order seed, the order (item ids) this reader sees,
+                           invitation token, when it was revoked
+    reader_study_shown     the token an image was shown to one reader under, its position
     reader_study_answers   one row per (reader, item): answer, realism, note, time
 
 No gradio here: the Reader study tab and `python -m medart reader-study` both use it.
@@ -44,6 +59,7 @@ import json
 import math
 import os
 import random
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +78,10 @@ OWNER_CODE_MAX = 200
 WRONG_CODE_DELAY_S = 1.0  # each wrong guess costs a second: guessing through the app stays slow
 WRONG_CODES_BEFORE_LOCK = 5  # then the study's results are locked for LOCK_S (in the database: restarts keep it)
 LOCK_S = 300.0
+INVITATION_BYTES = 24  # secrets.token_urlsafe: 32 characters, 192 random bits per reader's link
+IMAGE_TOKEN_BYTES = 18  # 144 random bits per image a reader is shown
+MAX_INVITATION = 200
+READER_URL = "http://THIS-MACHINE:7861/"  # the reader server's default address in links (`--port 7861`)
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1  # ~16 MB and a few tens of ms per hash
 
 CSV_COLUMNS = ("study", "reader", "position", "image", "truth", "class", "caption", "answer", "correct",
@@ -107,13 +127,15 @@ class Reader:
     order_seed: int
     order: list[int] = field(repr=False)  # item ids in the order this reader sees them
     answered: int = 0
+    invitation: str | None = field(default=None, repr=False)  # their link's token (None: from before invitations)
+    revoked: bool = False
 
 
 @dataclass
 class Shown:
-    """What the reader's browser gets for the next image: only the token and the bytes."""
+    """What the reader's browser gets for the next image: only this reader's token and the bytes."""
 
-    token: str
+    token: str  # drawn for this reader and image: another reader's token for it differs
     position: int  # 1-based place in this reader's order
     total: int
     answered: int
@@ -143,10 +165,34 @@ class AnswerRow:
         return self.answer == self.truth
 
 
-def order_seed(study_seed: int, reader: str) -> int:
-    """The recorded seed of a reader's order: fixed by the study's seed and the reader's name."""
-    digest = hashlib.sha256(f"{int(study_seed)}:{reader}".encode()).digest()
-    return int.from_bytes(digest[:4], "big")
+def keyed_seed(secret: str, purpose: str) -> int:
+    """A 63-bit seed for one random choice of a study, drawn from its secret (HMAC-SHA256): fixed
+    for the record, unknowable without the secret, which never leaves the store."""
+    digest = hmac.new(bytes.fromhex(secret), purpose.encode(), hashlib.sha256).digest()
+    return int.from_bytes(digest[:8], "big") >> 1  # (fits SQLite's signed INTEGER)
+
+
+def order_seed(secret: str, reader: str) -> int:
+    """The recorded seed of a reader's order: the study's secret and the reader's label."""
+    return keyed_seed(secret, f"order:{reader}")
+
+
+def _realism(realism) -> int | None:
+    if realism in ("", None):
+        return None
+    try:
+        realism = int(realism)
+    except (TypeError, ValueError):
+        raise ValueError(f"realism must be a whole number from 1 to 5, not {realism!r}") from None
+    if not 1 <= realism <= 5:
+        raise ValueError(f"realism must be from 1 (clearly artificial) to 5 (fully realistic), not {realism}")
+    return realism
+
+
+def reader_link(base_url: str | None, invitation: str) -> str:
+    """A reader's link: the reader server's address with their invitation token."""
+    base = str(base_url or "").strip() or READER_URL
+    return f"{base.rstrip('/')}/?invite={invitation}"
 
 
 def check_owner_code(code: str | None) -> str:
@@ -201,10 +247,12 @@ class ReaderStudies:
         return self.ws.read()
 
     # ---- studies ------------------------------------------------------------------------------
-    def add_study(self, name: str, images: Sequence[StudyImage], seed: int = 0, display_size: int | None = None,
+    def add_study(self, name: str, images: Sequence[StudyImage], seed: int | None = None, display_size: int | None = None,
                   run: str = "", base_model: str = "", split: str = "", settings: dict | None = None,
                   owner_code: str | None = None) -> Study:
-        """Encode the images identically and store the study in one transaction (all or nothing).
+        """Encode the images identically and store the study in one transaction (all or nothing),
+        with a secret drawn now that every later random choice of the study comes from. `seed`:
+        the one that chose and generated the images, for the record (None: drawn with `secrets`).
         `owner_code`: kept as a salted hash; without one the app shows no results until one is set."""
         name = clean_name(name, "study")
         code_hash = None if owner_code is None else hash_owner_code(owner_code)
@@ -218,15 +266,17 @@ class ReaderStudies:
             raise ValueError("a study needs both real and generated images")
         size = int(display_size or max(im.image.width for im in images if im.truth == "generated"))
         encoded = [(im, reader_images.encode(im.image, size)) for im in images]
-        # Items are inserted in a shuffled order so that not even row ids follow the truth.
-        random.Random(int(seed)).shuffle(encoded)
+        secret = secrets.token_hex(32)
+        seed = secrets.randbelow(2**31) if seed is None else int(seed)
+        # Items are inserted in an order drawn from the secret so that not even row ids follow the truth.
+        random.Random(keyed_seed(secret, "items")).shuffle(encoded)
         now = time.time()
         with self._tx() as c:
             study_id = c.execute(
                 "INSERT INTO reader_studies (name, run, base_model, split, seed, display_size, settings, created_at,"
-                " owner_code_hash) VALUES (?,?,?,?,?,?,?,?,?)",
+                " owner_code_hash, secret) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (name, str(run), base_model or "", split or "", int(seed), size, json.dumps(settings or {}), now,
-                 code_hash),
+                 code_hash, secret),
             ).lastrowid
             for im, png in encoded:
                 c.execute(
@@ -322,98 +372,139 @@ class ReaderStudies:
             c.execute("UPDATE reader_studies SET owner_failures = ?, owner_locked_until = ? WHERE id = ?",
                       (0 if lock else failures, time.time() + LOCK_S if lock else 0, study.id))
 
-    # ---- readers ------------------------------------------------------------------------------
-    def reader(self, study: str | Study, name: str, create: bool = True) -> Reader:
-        """The reader `name` of a study; a new reader gets their own order (seed recorded)."""
+    # ---- readers: invitations ---------------------------------------------------------------
+    def invite(self, study: str | Study, label: str) -> Reader:
+        """A new reader of `study` under the owner's `label`, with an unguessable invitation (the
+        token of their link) and their own order, drawn from the study's secret (one transaction).
+        A reader of that label from before invitations keeps their answers; the images they have
+        not answered yet are put in a new order drawn from the secret (the old one was public)."""
         study = self.study(study)
-        name = clean_name(name, "reader")
-        for reader in self.readers(study):
-            if reader.name == name:
-                return reader
-        if not create:
-            raise ValueError(f"no reader {name!r} in study {study.name!r}")
+        label = clean_name(label, "reader")
         with self._tx() as c:
-            row = c.execute("SELECT id FROM reader_study_readers WHERE study_id = ? AND name = ?",
-                            (study.id, name)).fetchone()
-            if row is None:  # (another process may have added this reader meanwhile)
+            (secret,) = c.execute("SELECT secret FROM reader_studies WHERE id = ?", (study.id,)).fetchone()
+            seed = order_seed(secret, label)
+            row = c.execute("SELECT id, invitation, item_order FROM reader_study_readers WHERE study_id = ? AND name = ?",
+                            (study.id, label)).fetchone()
+            invitation = secrets.token_urlsafe(INVITATION_BYTES)
+            if row is None:
                 ids = [r[0] for r in c.execute(
                     "SELECT id FROM reader_study_items WHERE study_id = ? ORDER BY id", (study.id,))]
-                seed = order_seed(study.seed, name)
                 random.Random(seed).shuffle(ids)
-                c.execute(
-                    "INSERT INTO reader_study_readers (study_id, name, order_seed, item_order, created_at)"
-                    " VALUES (?,?,?,?,?)", (study.id, name, seed, json.dumps(ids), time.time()))
-        return next(r for r in self.readers(study) if r.name == name)
+                c.execute("INSERT INTO reader_study_readers (study_id, name, order_seed, item_order, created_at,"
+                          " invitation) VALUES (?,?,?,?,?,?)",
+                          (study.id, label, seed, json.dumps(ids), time.time(), invitation))
+            elif row[1] is not None:
+                raise ValueError(f"study {study.name!r} has a reader {label!r} already; choose another label")
+            else:
+                answered = [i for (i,) in c.execute(
+                    "SELECT item_id FROM reader_study_answers WHERE reader_id = ? ORDER BY position", (row[0],))]
+                rest = [i for i in json.loads(row[2]) if i not in set(answered)]
+                random.Random(seed).shuffle(rest)
+                c.execute("UPDATE reader_study_readers SET invitation = ?, order_seed = ?, item_order = ? WHERE id = ?",
+                          (invitation, seed, json.dumps(answered + rest), row[0]))
+        return next(r for r in self.readers(study) if r.name == label)
+
+    def revoke(self, study: str | Study, label: str) -> Reader:
+        """Revoke a reader's invitation: their link opens nothing any more; their answers stay."""
+        study = self.study(study)
+        label = clean_name(label, "reader")
+        with self._tx() as c:
+            done = c.execute("UPDATE reader_study_readers SET revoked_at = ? WHERE study_id = ? AND name = ?"
+                             " AND invitation IS NOT NULL AND revoked_at IS NULL", (time.time(), study.id, label))
+            if done.rowcount != 1:
+                known = ", ".join(repr(r.name) for r in self.readers(study) if r.invitation and not r.revoked)
+                raise ValueError(f"study {study.name!r} has no reader {label!r} with a valid invitation "
+                                 f"(readers: {known or 'none'})")
+        return next(r for r in self.readers(study) if r.name == label)
+
+    _READER_SQL = ("SELECT r.id, r.study_id, r.name, r.order_seed, r.item_order,"
+                   " (SELECT count(*) FROM reader_study_answers a WHERE a.reader_id = r.id), r.invitation,"
+                   " r.revoked_at IS NOT NULL FROM reader_study_readers r")
+
+    @staticmethod
+    def _reader(r) -> Reader:
+        return Reader(id=r[0], study_id=r[1], name=r[2], order_seed=r[3], order=json.loads(r[4]), answered=r[5],
+                      invitation=r[6], revoked=bool(r[7]))
 
     def readers(self, study: str | Study) -> list[Reader]:
         study = self.study(study)
         with self._read() as c:
-            rows = c.execute(
-                "SELECT r.id, r.study_id, r.name, r.order_seed, r.item_order,"
-                " (SELECT count(*) FROM reader_study_answers a WHERE a.reader_id = r.id)"
-                " FROM reader_study_readers r WHERE r.study_id = ? ORDER BY r.id", (study.id,)).fetchall()
-        return [Reader(id=r[0], study_id=r[1], name=r[2], order_seed=r[3], order=json.loads(r[4]), answered=r[5])
-                for r in rows]
+            rows = c.execute(self._READER_SQL + " WHERE r.study_id = ? ORDER BY r.id", (study.id,)).fetchall()
+        return [self._reader(r) for r in rows]
+
+    def _invited(self, c, invitation: str, study: Study | None) -> Reader:
+        """The reader whose invitation this is (of `study`, when given); refused when there is none
+        or it was revoked. The message is the same for every wrong token: it says nothing of others."""
+        invitation = str(invitation or "").strip()
+        if not invitation:
+            raise ValueError("open this page with your invitation link (it ends in ?invite=...); "
+                             "the study owner gives each reader their own")
+        row = None
+        if len(invitation) <= MAX_INVITATION:
+            row = c.execute(self._READER_SQL + " WHERE r.invitation = ?", (invitation,)).fetchone()
+        if row is None or (study is not None and row[1] != study.id):
+            raise ValueError("this link is not a valid invitation to this study; ask the study owner for yours")
+        reader = self._reader(row)
+        if reader.revoked:
+            raise ValueError("this invitation was revoked by the study owner; ask them for a new link")
+        return reader
+
+    def invited(self, invitation: str, study: str | Study | None = None) -> Reader:
+        """The reader of an invitation token (see `_invited`)."""
+        study = None if study is None else self.study(study)
+        with self._read() as c:
+            return self._invited(c, invitation, study)
 
     # ---- reading --------------------------------------------------------------------------------
-    def next_image(self, study: str | Study, reader: str | Reader) -> Shown | None:
-        """The reader's first unanswered image in their order, or None when they are done."""
-        study = self.study(study)
-        reader = reader if isinstance(reader, Reader) else self.reader(study, reader)
+    def next_image(self, invitation: str, study: str | Study | None = None) -> Shown | None:
+        """The invited reader's first unanswered image in their order, under a token drawn for this
+        reader (the same one until it is answered), or None when they are done."""
+        study = None if study is None else self.study(study)
         with self._read() as c:
+            reader = self._invited(c, invitation, study)
             done = {r[0] for r in c.execute("SELECT item_id FROM reader_study_answers WHERE reader_id = ?",
                                             (reader.id,))}
-            for position, item_id in enumerate(reader.order, 1):
-                if item_id in done:
-                    continue
-                token, png = c.execute("SELECT token, png FROM reader_study_items WHERE id = ?",
-                                       (item_id,)).fetchone()
-                return Shown(token=token, position=position, total=len(reader.order), answered=len(done),
-                             png=bytes(png))
-        return None
-
-    def image(self, token: str) -> bytes:
-        """The encoded bytes of one study image, by its token."""
-        with self._read() as c:
-            row = c.execute("SELECT png FROM reader_study_items WHERE token = ?", (str(token),)).fetchone()
+            todo = [(p, i) for p, i in enumerate(reader.order, 1) if i not in done]
+            if not todo:
+                return None
+            position, item_id = todo[0]
+            row = c.execute("SELECT token FROM reader_study_shown WHERE reader_id = ? AND item_id = ?",
+                            (reader.id, item_id)).fetchone()
         if row is None:
-            raise ValueError(f"no study image {token!r}")
-        return bytes(row[0])
+            with self._tx() as c:  # (another request of this reader may have drawn it meanwhile)
+                c.execute("INSERT OR IGNORE INTO reader_study_shown (token, reader_id, item_id, position, shown_at)"
+                          " VALUES (?,?,?,?,?)",
+                          (secrets.token_urlsafe(IMAGE_TOKEN_BYTES), reader.id, item_id, position, time.time()))
+                row = c.execute("SELECT token FROM reader_study_shown WHERE reader_id = ? AND item_id = ?",
+                                (reader.id, item_id)).fetchone()
+        with self._read() as c:
+            (png,) = c.execute("SELECT png FROM reader_study_items WHERE id = ?", (item_id,)).fetchone()
+        return Shown(token=row[0], position=position, total=len(reader.order), answered=len(done), png=bytes(png))
 
-    def answer(self, study: str | Study, reader: str | Reader, token: str, answer: str,
-               realism: int | str | None = None, note: str = "") -> bool:
-        """Record one answer (one transaction). Returns False, changing nothing, when this
-        reader has already answered that image (a repeated key press must not skip one)."""
-        study = self.study(study)
-        reader = reader if isinstance(reader, Reader) else self.reader(study, reader, create=False)
+    def answer(self, invitation: str, token: str, answer: str, realism: int | str | None = None, note: str = "",
+               study: str | Study | None = None) -> bool:
+        """Record the invited reader's answer to an image they were shown (one transaction).
+        Returns False, changing nothing, when they have answered it already (a repeated key press
+        must not skip one). A token that was not shown to this reader is refused."""
+        study = None if study is None else self.study(study)
         answer = str(answer or "").strip().lower()
         answer = {"r": "real", "g": "generated", "fake": "generated", "synthetic": "generated"}.get(answer, answer)
         if answer not in TRUTHS:
             raise ValueError("answer 'real' (key R) or 'generated' (key G)")
-        if realism in ("", None):
-            realism = None
-        else:
-            try:
-                realism = int(realism)
-            except (TypeError, ValueError):
-                raise ValueError(f"realism must be a whole number from 1 to 5, not {realism!r}") from None
-            if not 1 <= realism <= 5:
-                raise ValueError(f"realism must be from 1 (clearly artificial) to 5 (fully realistic), not {realism}")
+        realism = _realism(realism)
         note = str(note or "").strip()
         if len(note) > MAX_NOTE:
             raise ValueError(f"the note is longer than {MAX_NOTE} characters; shorten it")
+        token = str(token or "").strip()
         with self._tx() as c:
-            row = c.execute("SELECT id FROM reader_study_items WHERE token = ? AND study_id = ?",
-                            (str(token), study.id)).fetchone()
+            reader = self._invited(c, invitation, study)
+            row = c.execute("SELECT item_id, position FROM reader_study_shown WHERE token = ? AND reader_id = ?",
+                            (token[:MAX_INVITATION], reader.id)).fetchone()
             if row is None:
-                raise ValueError(f"image {token!r} is not part of study {study.name!r}; reload the study")
-            item_id = row[0]
-            if item_id not in reader.order:
-                raise ValueError(f"image {token!r} is not in {reader.name}'s order")
+                raise ValueError("this image was not shown to you (or the page is out of date); reload the page")
             cur = c.execute(
                 "INSERT OR IGNORE INTO reader_study_answers (reader_id, item_id, position, answer, realism, note,"
-                " answered_at) VALUES (?,?,?,?,?,?,?)",
-                (reader.id, item_id, reader.order.index(item_id) + 1, answer, realism, note, time.time()))
+                " answered_at) VALUES (?,?,?,?,?,?,?)", (reader.id, row[0], row[1], answer, realism, note, time.time()))
             return cur.rowcount == 1
 
     def answers(self, study: str | Study) -> list[AnswerRow]:

@@ -1,30 +1,34 @@
 """The reader's page of a blinded "real or generated?" study, served on its own by
 `python app.py --reader-study NAME` (`build_reader_app`).
 
-A reader types their name and answers one image at a time: R = real, G = generated, 1-5 =
-realism (optional), N = write a note, Enter = next. Every answer is saved at once; the same
-name later resumes at the next unanswered image. What the browser receives for an image is
-only an inline PNG under a random token, encoded identically for both kinds
-(`medart.reader_study.images`).
+A reader opens their invitation link (`/?invite=TOKEN`, made by the study owner) and answers
+one image at a time: R = real, G = generated, 1-5 = realism (optional), N = write a note,
+Enter = next. Every answer is saved at once. The page keeps no state on the server: each
+request carries the invitation (read from the link) and the token of the image on screen, and
+the store keeps the rest, so a page left open across a server restart goes on with its next
+click, and the same link later resumes at the next unanswered image. What the browser
+receives for an image is only an inline PNG under a token drawn for this reader, encoded
+identically for both kinds (`medart.reader_study.images`).
 
-The reader server holds this page and nothing else: its API is `/start` and `/answer` (and a
-page-load event that shows the study's name). It cannot list, import, caption, train,
-generate, compare, evaluate, export or show results, has no owner-code check a reader could
-trip, and serves no file: it opens the workspace database only to read the study's images and
-store answers. Results stay in the owner's app (`medart.ui.reader_study`) and the CLI.
+The reader server holds this page and nothing else: its API is `/open` (the page load) and
+`/answer`. It cannot list, import, caption, train, generate, compare, evaluate, export or show
+results, has no owner-code check a reader could trip, and serves no file: it opens the
+workspace database only to read the study's images and store answers. Results stay in the
+owner's app (`medart.ui.reader_study`) and the CLI.
 """
 
 from __future__ import annotations
 
 import html
+import logging
 from pathlib import Path
 
 import gradio as gr
 
 from medart.reader_study import images as reader_images
 from medart.reader_study import ReaderStudies, Shown
-from medart.ui.widgets import on_page_load, user_errors
 
+log = logging.getLogger("medart.reader_server")
 VIEW_PX = 448  # every study image is shown at this size on the page, whatever its pixels
 
 # Keys: only while the study image is on screen and the focus is not in a text field.
@@ -59,11 +63,149 @@ if (!window.__medartReaderKeys) {
 """
 
 CSS = "footer {display: none !important}"
-EMPTY = '<div class="rs-empty"><p>Type your name and press <b>Start / resume</b>.</p></div>'
+EMPTY = ('<div class="rs-empty"><p>Open this page with your invitation link (it ends in <code>?invite=</code>); '
+         "the study owner gives each reader their own.</p></div>")
 HELP = ("**Keys:** `R` real · `G` generated · `1`–`5` realism (optional) · `N` note (`Esc` leaves it) · "
-        "`Enter` next. Answers are saved at once; come back later with the same name to resume.")
+        "`Enter` next. Answers are saved at once; open your link again later to resume.")
 # the endpoints a reader server has (tests compare the app's API with this)
-ENDPOINTS = ("/start", "/answer")
+ENDPOINTS = ("/open", "/answer")
+READ_INVITATION_JS = "() => new URLSearchParams(window.location.search).get('invite') || ''"
+MAX_REQUEST = 64 * 1024  # bytes of one call: an answer with a 2,000-character note is far less
+MAX_VALUE = 8 * 1024  # characters of one value
+FAILED = "The server could not do this just now; every answer you saw saved is kept. Reload the page."
+REPEATED = "That image was answered already; your first answer is kept."
+
+
+def reader_errors(fn):
+    """A reader's mistake (a ValueError, which says what to do) is shown on the page and is one
+    line in the log, as `medart.ui.widgets.user_errors` does; any other fault is one line too
+    (its kind: no traceback, no text that could hold a path) and a message that answers are kept."""
+    import functools
+
+    @functools.wraps(fn)
+    def guarded(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ValueError as e:
+            log.warning("refused: %s", (str(e).splitlines() or [type(e).__name__])[0])
+            raise gr.Error(str(e), print_exception=False) from None
+        except Exception as e:  # noqa: BLE001 - a reader's request must not write a traceback
+            log.error("a reader's request failed (%s)", type(e).__name__)
+            raise gr.Error(FAILED, print_exception=False) from None
+
+    return guarded
+
+
+class QuietErrors:
+    """ASGI middleware of the reader server: it lets through only the calls its page makes and
+    answers anything else with a plain 400 and one line in the log, never a traceback, a path
+    or an exception's text (readers, and anyone who reaches the server, cause these; the log is
+    the owner's). A call (`/queue/join`, `/call/NAME`, `/run/NAME`) must name one of the page's
+    events and give exactly its number of values, each text (or empty) of bounded length and,
+    for a choice, one of its choices; the page uploads nothing, so uploads are refused. Anything
+    that still fails inside Gradio gets the same 400."""
+
+    def __init__(self, app, blocks=None):
+        self.app = app
+        self.blocks = blocks
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if scope.get("method") == "POST" and self.blocks is not None:
+            body, problem = await _read_body(receive)
+            problem = problem or _bad_call(self.blocks, scope.get("path", ""), body)
+            if problem:
+                log.warning("refused a request the reader page does not make (%s)", problem)
+                return await _refuse(send)
+            receive = _replay(body, receive)
+        started = False
+
+        async def tracked(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as e:  # noqa: BLE001 - the point: nothing a client sends ends in a traceback
+            log.warning("refused a malformed request (%s)", type(e).__name__)
+            if not started:
+                await _refuse(send)
+
+
+async def _refuse(send) -> None:
+    await send({"type": "http.response.start", "status": 400, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": b'{"error": "bad request"}'})
+
+
+async def _read_body(receive) -> tuple[bytes, str]:
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"", "disconnected"
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if size > MAX_REQUEST:
+            return b"", "too large"
+        if not message.get("more_body"):
+            return b"".join(chunks), ""
+
+
+def _replay(body: bytes, receive):
+    """A `receive` that gives the body read already, then waits as the original would."""
+    sent = False
+
+    async def replayed():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+def _bad_call(blocks, path: str, body: bytes) -> str:
+    """Why a POST is not one the page makes ('' when it is)."""
+    import json
+
+    if "/upload" in path:
+        return "an upload"
+    if not (path.endswith("/queue/join") or "/call/" in path or "/run/" in path):
+        return ""
+    try:
+        request = json.loads(body)
+    except ValueError:
+        return "not JSON"
+    if not isinstance(request, dict) or not isinstance(request.get("data"), list):
+        return "no list of values"
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    fns = [fn for i, fn in blocks.fns.items()
+           if (fn.api_name == name and "/queue/join" not in path) or request.get("fn_index") == i]
+    if len(fns) != 1 or type(request.get("fn_index", 0)) is not int:
+        return "an unknown event"
+    values = request["data"]
+    if len(values) != len(fns[0].inputs):
+        return "a wrong number of values"
+    for component, value in zip(fns[0].inputs, values):
+        if value is not None and (not isinstance(value, str) or len(value) > MAX_VALUE):
+            return "a value that is not text"
+        choices = getattr(component, "choices", None)
+        if value not in (None, "") and choices is not None and value not in [c[1] for c in choices]:
+            return "a choice the page does not offer"
+    return ""
+
+
+def launch_kwargs(blocks, options: dict) -> dict:
+    """`launch()` options of `blocks` (a login's included) with `QuietErrors` outside every other middleware."""
+    from starlette.middleware import Middleware
+
+    options = dict(options)
+    app_kwargs = dict(options.pop("app_kwargs", None) or {})
+    app_kwargs["middleware"] = [Middleware(QuietErrors, blocks=blocks), *app_kwargs.get("middleware", [])]
+    return {**options, "app_kwargs": app_kwargs}
 
 
 class StudyWorkspace:
@@ -98,40 +240,34 @@ def progress_text(shown: Shown | None, reader: str, total: int) -> str:
     return f"**{html.escape(reader)}**: image {shown.position} of {shown.total} · {shown.answered} answered"
 
 
-# ---- what the buttons do (no gradio objects in or out: testable without a browser) ----------------
-def _next_view(store, name: str, reader_name: str) -> tuple[dict, str, str]:
-    shown = store.next_image(name, reader_name)
-    r = store.reader(name, reader_name)
-    state = {"study": name, "reader": r.name, "token": shown.token if shown else None}
-    return state, viewer_html(shown, None if shown else len(r.order)), progress_text(shown, r.name, len(r.order))
+# ---- what the page does (no gradio objects in or out: testable without a browser) ----------------
+def _next_view(store, study: str, invitation: str) -> tuple[str | None, str, str]:
+    shown = store.next_image(invitation, study)
+    reader = store.invited(invitation, study)
+    done = None if shown else len(reader.order)
+    return shown.token if shown else None, viewer_html(shown, done), progress_text(shown, reader.name, len(reader.order))
 
 
-def start_session(site, name: str, reader_name: str) -> tuple[dict, str, str]:
-    """(session state, viewer HTML, progress text) at the reader's next unanswered image.
-    `site` is anything with `workspace()` (a Studio, a StudyWorkspace)."""
-    if not name:
-        raise ValueError("choose a study first (or create one)")
+def open_page(site, study: str, invitation: str | None) -> tuple[str | None, str, str]:
+    """(token on screen, viewer HTML, progress text) at the invited reader's next unanswered
+    image. `site` is anything with `workspace()` (a Studio, a StudyWorkspace)."""
     with site.workspace() as ws:
-        return _next_view(ReaderStudies(ws), name, reader_name)
+        return _next_view(ReaderStudies(ws), study, invitation)
 
 
-def answer_and_next(site, state: dict, answer: str | None, realism: str | None, note: str | None,
-                    token: str | None = None) -> tuple[dict, str, str]:
-    """Save the answer to the image on screen (one transaction), then show the next one.
-    `token` is the image the page showed when the reader pressed Enter (default: the session's):
-    a second Enter that arrives before the page has changed repeats that token and is ignored,
-    instead of answering an image the reader has not seen."""
-    if not state or not state.get("study"):
-        raise ValueError("type your name and press Start / resume first")
-    token = token or state.get("token")
+def answer_and_next(site, study: str, invitation: str | None, token: str | None, answer: str | None,
+                    realism: str | None, note: str | None) -> tuple[str | None, str, str, str]:
+    """Save the answer to the image on screen (`token`, one transaction), then show the next one;
+    the last item says whether this was a repeat (a second Enter that arrived before the page
+    had changed: nothing is stored twice, nothing skipped)."""
     if not token:
-        raise ValueError("this reader has answered every image of the study")
+        raise ValueError("no image on screen: open your invitation link again (every image may be answered)")
     if not answer:
         raise ValueError("answer first: R (real) or G (generated)")
     with site.workspace() as ws:
         store = ReaderStudies(ws)
-        store.answer(state["study"], state["reader"], token, answer, realism or None, note or "")
-        return _next_view(store, state["study"], state["reader"])
+        saved = store.answer(invitation, token, answer, realism or None, note or "", study=study)
+        return (*_next_view(store, study, invitation), "" if saved else REPEATED)
 
 
 def check_study(site, name: str) -> str:
@@ -148,12 +284,10 @@ def check_study(site, name: str) -> str:
 
 def build(site, study: str) -> None:
     """The reader's controls for study `study` (fixed by the server: a reader cannot choose another)."""
-    title = gr.Markdown(elem_id="rs-title")
+    title = gr.Markdown(elem_id="rs-title")  # filled on load: the config of a login page names no study
     gr.Markdown("Real or generated? Each reader sees the study's real and generated images in their own "
                 "random order, identically encoded. " + HELP)
-    with gr.Row():
-        reader = gr.Textbox(label="Your name (reader)", elem_id="rs-reader", scale=3)
-        start_btn = gr.Button("Start / resume", variant="primary", elem_id="rs-start", scale=1)
+    invitation = gr.Textbox(visible=False, elem_id="rs-invite")  # from the link; sent with every answer
     progress = gr.Markdown(elem_id="rs-progress")
     viewer = gr.HTML(EMPTY, elem_id="rs-viewer", js_on_load=KEYS_JS)
     with gr.Row():
@@ -162,25 +296,25 @@ def build(site, study: str) -> None:
                            elem_id="rs-realism")
     note = gr.Textbox(label="Note (optional; N to write, Enter to go on)", elem_id="rs-note", max_lines=1)
     next_btn = gr.Button("Next (Enter)", variant="primary", elem_id="rs-next")
-    session = gr.State({})
+    notice = gr.Markdown(elem_id="rs-notice")
     shown_token = gr.Textbox(visible=False, elem_id="rs-token")  # the image on screen when Enter was pressed
 
-    @user_errors
-    def on_start(reader_name):
-        state, page, text = start_session(site, study, reader_name)
-        return state, state["token"] or "", page, text, None, None, ""
+    @reader_errors
+    def on_open(invitation_):
+        token, page, text = open_page(site, study, invitation_)
+        return invitation_, f"## Reader study: {html.escape(study)}", token or "", page, text, None, None, "", ""
 
-    @user_errors
-    def on_next(state, token_, answer_, realism_, note_):
-        state, page, text = answer_and_next(site, state, answer_, realism_, note_, token=token_ or None)
-        return state, state["token"] or "", page, text, None, None, ""
+    @reader_errors
+    def on_next(invitation_, token_, answer_, realism_, note_):
+        token, page, text, repeated = answer_and_next(site, study, invitation_, token_, answer_, realism_, note_)
+        return token or "", page, text, None, None, "", repeated
 
-    flow = [session, shown_token, viewer, progress, answer, realism, note]
-    start_btn.click(on_start, [reader], flow, api_name="start")
-    reader.submit(on_start, [reader], flow, api_visibility="private")
-    next_btn.click(on_next, [session, shown_token, answer, realism, note], flow, api_name="answer")
-    note.submit(on_next, [session, shown_token, answer, realism, note], flow, api_visibility="private")
-    on_page_load(lambda: f"## Reader study: {html.escape(study)}", [title])
+    flow = [shown_token, viewer, progress, answer, realism, note, notice]
+    gr.context.Context.root_block.load(on_open, [invitation], [invitation, title] + flow, js=READ_INVITATION_JS,
+                                       api_name="open", show_progress="hidden")
+    asked = [invitation, shown_token, answer, realism, note]
+    next_btn.click(on_next, asked, flow, api_name="answer")
+    note.submit(on_next, asked, flow, api_visibility="private")
 
 
 def build_reader_app(site, study: str) -> gr.Blocks:

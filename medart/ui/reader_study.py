@@ -1,15 +1,17 @@
 """Reader study tab (the study owner's): create blinded "real or generated?" studies, start the
-reader server, see the results.
+reader server, invite readers, see the results.
 
 The study owner creates a study (k held-out real images and k generated from a run with the
 same captions, `medart.reader_study.sets.create_study`). Readers do not use this app: it shows the
 workspace's images, captions and runs, which would break the blinding. They answer on a
 separate reader server that serves one study's reader page and nothing else
 (`python app.py --reader-study NAME`, `medart.ui.reader_page`); this tab shows the exact
-command for the chosen study and how far each reader has got.
+command for the chosen study and how far each reader has got. Readers are invited here
+(Readers and results: a label of the owner's choosing makes a reader with their own link,
+`/?invite=TOKEN` on the reader server; the owner sees and copies the links, and revokes one).
 
 Owner code: creating a study here requires one (stored hashed, `medart.reader_study`); Show
-results and Export answers show nothing without the right code. A study without a code (made
+results, Export answers and the invitation links show nothing without the right code. A study without a code (made
 by the CLI without `--owner-code`, or before owner codes existed) shows nothing until someone
 sets one with Set owner code, which works once per study (the CLI can replace it). Choosing
 another study clears the results and the code field. The code travels only from the page to
@@ -32,7 +34,7 @@ from PIL import Image
 from medart.reader_study import report as reader_report
 from medart.reader_study.stats import summarise
 from medart.reader_study.sets import create_study
-from medart.reader_study import OWNER_CODE_MIN, ReaderStudies, check_owner_code
+from medart.reader_study import OWNER_CODE_MIN, READER_URL, ReaderStudies, check_owner_code, reader_link
 from medart.assets import APP_SCRIPT
 from medart.constants import SPLITS
 from medart.fileio import slugify
@@ -68,12 +70,13 @@ def readers_md(studio, name: str) -> str:
         readers = store.readers(study) if study else []
     if study is None:
         return f"No study called {html.escape(name)!r}."
-    progress = ", ".join(f"{html.escape(r.name)} {r.answered}/{len(r.order)}" for r in readers) or "none yet"
+    progress = ", ".join(f"{html.escape(r.name)} {r.answered}/{len(r.order)}" + (" (revoked)" if r.revoked else "")
+                         for r in readers) or "none yet"
     return (f"**Readers answer on their own server**, which serves this study's reader page and nothing else "
             "(no workspace images, captions, runs or results). Start it on this machine with:\n\n"
             f"```\n{reader_command(studio, study.name)}\n```\n\n"
-            f"and give readers `http://THIS-MACHINE:{READER_PORT}/` with the user and password you chose "
-            "(on one machine only: `--host 127.0.0.1` and no password). "
+            "and give each reader their own invitation link (Readers and results, below: add a reader) with "
+            "the user and password you chose (on one machine only: `--host 127.0.0.1` and no password). "
             f"Stop it (Ctrl-C) when the study is over.\n\n**Readers so far:** {progress}")
 
 
@@ -82,11 +85,25 @@ def study_choices(studio) -> list[str]:
         return [s.name for s in ReaderStudies(ws).studies()]
 
 
+def links_md(readers, base_url: str) -> str:
+    """Each invited reader's label, progress and link (copyable), for the study's owner."""
+    rows = [r for r in readers if r.invitation]
+    if not rows:
+        return "No readers invited yet: type a label (a name, initials) and press **Add reader**."
+    width = max(len(r.name) for r in rows)
+    lines = [f"{r.name:<{width}}  {r.answered}/{len(r.order)}  "
+             + ("revoked" if r.revoked else reader_link(base_url, r.invitation)) for r in rows]
+    return ("Each link is one reader's identity: give it to that reader only (anyone with it answers as them). "
+            "Revoke a link that went to the wrong person and add the reader again under a new label.\n\n"
+            "```\n" + "\n".join(lines) + "\n```")
+
+
 # ---- what the buttons do (no gradio objects in or out: testable without a browser) ----------------
 def create_from_run(studio, run_name: str, split: str, k, seed, name: str, owner_code: str,
                     progress=None) -> tuple[str, str]:
     """Create a study from a run of the studio (its loaded pipeline when the base matches),
-    with the owner code that its results will ask for (required here)."""
+    with the owner code that its results will ask for (required here). `seed`: None draws one
+    with `secrets` (the app never shows it)."""
     from medart.generate import run_base_model
 
     check_owner_code(owner_code)  # before any image is generated
@@ -96,12 +113,13 @@ def create_from_run(studio, run_name: str, split: str, k, seed, name: str, owner
     same_base = run_base_model(run_dir) in (None, studio.base_model)
     generator = studio.generator(run_dir) if same_base and adapter_path(run_dir) else None
     with studio.workspace() as ws:
-        made = create_study(ws, name, run_dir, k=int(k) if k else None, split=split or "test", seed=int(seed or 0),
+        made = create_study(ws, name, run_dir, k=int(k) if k else None, split=split or "test",
+                            seed=None if seed in (None, "") else int(seed),
                             base_model=None if not same_base else studio.base_model, generator=generator,
                             progress=progress, owner_code=owner_code)
     return (f"Created **{html.escape(made.name)}**: {made.n_real} real + {made.n_generated} generated images "
             f"({made.display_size} px). Keep the owner code: Results ask for it. "
-            "Start the reader server below for readers."), made.name
+            "Start the reader server below and add readers under Readers and results."), made.name
 
 
 def needs_owner_code(studio, name: str) -> bool:
@@ -134,6 +152,22 @@ def results_view(studio, name: str, owner_code: str) -> tuple[str, Image.Image]:
     return reader_report.markdown(results, title), Image.open(io.BytesIO(reader_report.plot_png(results, title)))
 
 
+def invitations(studio, name: str, owner_code: str, base_url: str = "", add: str | None = None,
+                revoke: str | None = None) -> str:
+    """The study's readers with their links, for its owner code only; first adds a reader
+    labelled `add`, or revokes the one labelled `revoke`, when given."""
+    if not name:
+        raise ValueError("choose a study first")
+    with studio.workspace() as ws:
+        store = ReaderStudies(ws)
+        study = store.check_owner(name, owner_code)
+        if add is not None:
+            store.invite(study, add)
+        if revoke is not None:
+            store.revoke(study, revoke)
+        return links_md(store.readers(study), base_url)
+
+
 def export_answers(studio, name: str, owner_code: str) -> str:
     """Every answer as a CSV file in a fresh temporary folder, for the owner code only; its path."""
     if not name:
@@ -143,6 +177,32 @@ def export_answers(studio, name: str, owner_code: str) -> str:
         study = store.check_owner(name, owner_code)
         slug = slugify(study.name) or "study"
         return str(store.export_csv(study, Path(tempfile.mkdtemp(prefix="reader-study-")) / f"{slug}.csv"))
+
+
+def invitation_controls(studio, study, owner_code, owner_msg, readers) -> None:
+    """Add a reader by label, show every reader's link, revoke one: all for the owner code only."""
+    with gr.Row(equal_height=True):
+        label = gr.Textbox(label="Reader label (your choice: a name, initials)", elem_id="rs-label", scale=2)
+        url = gr.Textbox(READER_URL, label="Reader server address (for the links)", elem_id="rs-reader-url", scale=2)
+        invite_btn = gr.Button("Add reader", elem_id="rs-invite", scale=1)
+        links_btn = gr.Button("Show links", elem_id="rs-links-btn", scale=1)
+        revoke_btn = gr.Button("Revoke", elem_id="rs-revoke", scale=1)
+    links = gr.Markdown(elem_id="rs-links")
+
+    def on_links(name, code, url_, add=None, revoke=None):
+        try:
+            text = invitations(studio, name, code, url_, add=add, revoke=revoke)
+        except ValueError as e:
+            return "", f"**Not shown:** {html.escape(str(e))}", gr.skip(), gr.skip()
+        return text, "", gr.skip() if add is None and revoke is None else "", readers_md(studio, name)
+
+    outputs = [links, owner_msg, label, readers]
+    asked = [study, owner_code, url, label]
+    study.change(lambda: "", None, links)  # another study: no links of the last one stay
+    links_btn.click(on_links, [study, owner_code, url], outputs)
+    for trigger in (invite_btn.click, label.submit):
+        trigger(lambda n, c, u, a: on_links(n, c, u, add=a or ""), asked, outputs)
+    revoke_btn.click(lambda n, c, u, a: on_links(n, c, u, revoke=a or ""), asked, outputs)
 
 
 def build(studio):
@@ -155,7 +215,6 @@ def build(studio):
                 run = gr.Dropdown(choices=[], label="Run", elem_id="rs-run", allow_custom_value=True)
                 split = gr.Dropdown(list(reversed(SPLITS)), value="test", label="Real images: split")  # held-out first
                 k = gr.Number(value=10, precision=0, minimum=1, label="k (images of each kind)", elem_id="rs-k")
-                seed = gr.Number(value=0, precision=0, label="Seed", elem_id="rs-seed")
             with gr.Row():
                 new_name = gr.Textbox(label="Study name", elem_id="rs-new-name")
                 new_code = gr.Textbox(label=f"Owner code (at least {OWNER_CODE_MIN} characters; results ask for it)",
@@ -165,7 +224,7 @@ def build(studio):
         study = gr.Dropdown(choices=[], label="Study", elem_id="rs-study", allow_custom_value=True)
         readers = gr.Markdown(elem_id="rs-readers")
 
-        with gr.Accordion("Results (study owner only: needs the study's owner code)", open=False):
+        with gr.Accordion("Readers and results (study owner only: needs the study's owner code)", open=False):
             with gr.Row(equal_height=True):
                 owner_code = gr.Textbox(label="Owner code of this study", type="password", elem_id="rs-owner-code",
                                         scale=2)
@@ -173,6 +232,7 @@ def build(studio):
                 export_btn = gr.Button("Export answers (CSV)", elem_id="rs-export", scale=1)
                 set_code_btn = gr.Button("Set owner code", visible=False, elem_id="rs-set-code", scale=1)
             owner_msg = gr.Markdown(elem_id="rs-owner-msg")
+            invitation_controls(studio, study, owner_code, owner_msg, readers)
             results_md = gr.Markdown(elem_id="rs-results")
             plot = gr.Image(label="Accuracy and realism", type="pil", interactive=False, elem_id="rs-plot",
                             visible=False)
@@ -182,8 +242,8 @@ def build(studio):
             return "", gr.update(value=None, visible=False), gr.update(value=None, visible=False)
 
         @user_errors
-        def on_create(run_name, split_, k_, seed_, name, code, progress_=gr.Progress()):
-            text, made = create_from_run(studio, run_name, split_, k_, seed_, name, code,
+        def on_create(run_name, split_, k_, name, code, progress_=gr.Progress()):
+            text, made = create_from_run(studio, run_name, split_, k_, None, name, code,
                                          lambda stage, done, total: progress_((done, total), desc="generating"))
             return text, gr.update(choices=study_choices(studio), value=made)
 
@@ -224,7 +284,7 @@ def build(studio):
                     readers_md(studio, name))
 
         shown_results = [results_md, plot, csv_file]
-        created_ok = create_btn.click(on_create, [run, split, k, seed, new_name, new_code], [created, study])
+        created_ok = create_btn.click(on_create, [run, split, k, new_name, new_code], [created, study])
         created_ok.success(lambda: "", None, new_code)  # the code leaves the page once the study has it
         study.change(on_study, [study], shown_results + [owner_code, owner_msg, set_code_btn, readers])
         results_btn.click(on_results, [study, owner_code], shown_results + [owner_msg])

@@ -11,10 +11,13 @@ migration at the end; never edit one that has shipped.
     2  reader studies: studies, their images, readers, answers
     3  reader-study owner codes: the code's hash, wrong codes in a row, the end of a lock
     4  label and split history: relabelling and moving images are changes that undo restores
+    5  reader-study blinding: each study's server-side secret (drawn for older studies),
+       readers' invitation tokens and revocation, the per-reader image tokens shown
 """
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 from typing import Callable
 
@@ -132,6 +135,18 @@ CREATE INDEX IF NOT EXISTS image_history_change ON image_history(change_id);
 CREATE INDEX IF NOT EXISTS history_undone ON history(undone, change_id);"""
 
 
+READER_INVITATIONS = """
+CREATE UNIQUE INDEX IF NOT EXISTS reader_study_readers_invitation ON reader_study_readers(invitation);
+CREATE TABLE IF NOT EXISTS reader_study_shown (
+    token TEXT PRIMARY KEY,
+    reader_id INTEGER NOT NULL REFERENCES reader_study_readers(id) ON DELETE CASCADE,
+    item_id INTEGER NOT NULL REFERENCES reader_study_items(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    shown_at REAL NOT NULL,
+    UNIQUE (reader_id, item_id)
+);"""
+
+
 def _statements(script: str) -> list[str]:
     """The statements of a script, one by one (executescript would commit the transaction)."""
     out, buf = [], ""
@@ -164,11 +179,26 @@ def _owner_codes(conn: sqlite3.Connection) -> None:
             conn.execute(f"ALTER TABLE reader_studies ADD COLUMN {column} {declaration}")
 
 
+def _reader_invitations(conn: sqlite3.Connection) -> None:
+    """A secret per study (older studies draw theirs now: their seeds were public), invitation
+    columns for readers (readers from before keep their answers and get a link when invited)."""
+    if "secret" not in _columns(conn, "reader_studies"):
+        conn.execute("ALTER TABLE reader_studies ADD COLUMN secret TEXT")
+    for (study_id,) in conn.execute("SELECT id FROM reader_studies WHERE secret IS NULL").fetchall():
+        conn.execute("UPDATE reader_studies SET secret = ? WHERE id = ?", (secrets.token_hex(32), study_id))
+    have = _columns(conn, "reader_study_readers")
+    for column in ("invitation TEXT", "revoked_at REAL"):
+        if column.split()[0] not in have:
+            conn.execute(f"ALTER TABLE reader_study_readers ADD COLUMN {column}")
+    _script(READER_INVITATIONS)(conn)
+
+
 MIGRATIONS: tuple[tuple[str, Callable[[sqlite3.Connection], None]], ...] = (
     ("images, captions, history, templates, settings", _script(IMAGES_AND_CAPTIONS)),
     ("reader studies", _script(READER_STUDIES)),
     ("reader-study owner codes", _owner_codes),
     ("label and split history", _script(LABEL_SPLIT_HISTORY)),
+    ("reader-study secrets and invitations", _reader_invitations),
 )
 LATEST = len(MIGRATIONS)
 

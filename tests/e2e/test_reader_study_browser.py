@@ -1,7 +1,9 @@
 """Reader studies in Chromium. On the reader server's page (the study's reader page and
-nothing else), a reader answers a small study with the keyboard only, stops half-way, comes
-back and finishes; then the owner, in the owner's Reader study tab, sees the results and
-exports the CSV with the study's owner code (a wrong code shows nothing). Along the way: every
+nothing else), a reader opens their invitation link and answers a small study with the
+keyboard only, stops half-way, comes back through the same link and finishes, with the reader
+server stopped and started again under the open page on the way; then the owner, in the owner's Reader study tab, sees the results and
+exports the CSV with the study's owner code (a wrong code shows nothing), and adds, shows and
+revokes an invitation link, which then opens nothing. Along the way: every
 image the reader's page received is an inline PNG of identical length under a random token, no
 URL or name the browser saw carries the answer, nothing the page received holds the owner code
 or its hash, and the reader's page has no results or owner-code controls at all. A second test
@@ -15,6 +17,7 @@ tests/artifacts/reader-study-*.png.
 from __future__ import annotations
 
 import base64
+import re
 import socket
 
 import gradio as gr
@@ -63,16 +66,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launched(demo):
-    port = free_port()
+def launched(demo, port=None):
+    port = port or free_port()
     demo.queue(default_concurrency_limit=1)
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     return f"http://127.0.0.1:{port}/"
 
 
-def serve(studio, reader_study_name=None):
+def serve(studio, reader_study_name=None, running=None):
     """The owner's tab in a minimal app (and the reader server's page of `reader_study_name`)
-    on free ports; yields their URLs."""
+    on free ports; yields their URLs. `running`: a list that gets the demos (to stop one)."""
     from medart.ui import reader_page, reader_study
 
     with gr.Blocks(title="reader study") as owner:
@@ -82,10 +85,12 @@ def serve(studio, reader_study_name=None):
     if reader_study_name:
         demos.append(reader_page.build_reader_app(reader_page.StudyWorkspace(studio.workspace_dir),
                                                   reader_study_name))
+    running = demos if running is None else running
+    running[:] = demos
     try:
         yield [launched(d) for d in demos]
     finally:
-        for d in demos:
+        for d in running:
             d.close()
 
 
@@ -94,9 +99,11 @@ def app(tmp_path, medart_cache):
     studio = Studio(home=tmp_path / "home", base_model="tiny")
     ws = studio.workspace()
     study = ReaderStudies(ws).add_study("pilot", planted_images(), seed=4, display_size=64, owner_code=OWNER_CODE)
+    link = ReaderStudies(ws).invite(study, "Dr Test").invitation
     ws.close()
-    for owner_url, reader_url in serve(studio, "pilot"):
-        yield studio, study, owner_url, reader_url
+    running = []
+    for owner_url, reader_url in serve(studio, "pilot", running):
+        yield studio, study, owner_url, reader_url, link, running
 
 
 @pytest.fixture
@@ -135,21 +142,22 @@ def pick(page, elem_id, value):
 
 
 def truths(studio, study):
+    """{token an image was shown to a reader under: (truth, PNG, item id)} so far."""
     ws = studio.workspace()
     try:
         with ws.read() as c:
-            return {t: (truth, bytes(png)) for t, truth, png in c.execute(
-                "SELECT token, truth, png FROM reader_study_items WHERE study_id = ?", (study.id,))}
+            return {t: (truth, bytes(png), item) for t, truth, png, item in c.execute(
+                "SELECT s.token, i.truth, i.png, i.id FROM reader_study_shown s JOIN reader_study_items i"
+                " ON i.id = s.item_id WHERE i.study_id = ?", (study.id,))}
     finally:
         ws.close()
 
 
-def start(page, reader):
+def start(page, url, link):
+    """Open the reader's invitation link: the page shows their next image by itself."""
+    page.goto(f"{url}?invite={link}")
     page.wait_for_selector("#rs-title:has-text('pilot')")
-    page.locator("#rs-reader input, #rs-reader textarea").first.fill(reader)
-    page.locator("#rs-start").click()
     page.wait_for_selector("#rs-viewer [data-token]")
-    page.locator("#rs-start").blur()
 
 
 def shown(page):
@@ -182,47 +190,59 @@ def answer(page, key, realism, position, note=None, double_enter=False):
 
 
 def test_keyboard_study_with_resume_and_results(app, browser, shots):
-    studio, study, owner_url, url = app
-    items = truths(studio, study)
+    from medart.ui import reader_page
+
+    studio, study, owner_url, url, link, running = app
     page = browser.new_page(viewport={"width": 1300, "height": 1000})
     page.set_default_timeout(TIMEOUT)
     urls = []
     page.on("request", lambda r: urls.append(r.url))
     page.add_init_script(CAPTURE_JS)
-    page.goto(url)
+    page.goto(url)  # without a link: nothing to answer, no name to type
+    page.get_by_text("Open this page with your invitation link").wait_for()
+    assert page.locator("#rs-viewer [data-token], #rs-reader, #rs-start").count() == 0
+    page.goto(f"{url}?invite=Dr%20Test")  # a name is not a link
+    page.get_by_text("not a valid invitation").first.wait_for()
+    assert page.locator("#rs-viewer [data-token]").count() == 0
     # the reader's page: no study list, no results, no owner code, nothing of the workspace
     absent = "#rs-study, #rs-owner-code, #rs-results, #rs-create, .gallery, [data-testid=image]"
     assert page.locator(absent).count() == 0
 
-    start(page, "Dr Test")
+    start(page, url, link)
     pressed = {}  # token -> (answer, realism)
     plan = ["g", "r", "g", "r", "r", "r", "g", "g"]
     for i in range(4):  # half-way, then the reader stops
         token, position, png = shown(page)
-        assert position == i + 1 and png == items[token][1]
+        assert position == i + 1 and png == truths(studio, study)[token][1]
         if i == 0:
             shots(page, "reader-study-01-first-image")
         answer(page, plan[i], 1 + i % 5, position, note="too smooth" if i == 2 else None)
         pressed[token] = ("real" if plan[i] == "r" else "generated", 1 + i % 5)
 
-    page.reload()  # the app page is closed and opened again: resume with the same name
-    start(page, "Dr Test")
+    page.reload()  # the app page is closed and opened again: the same link resumes
+    page.wait_for_selector("#rs-viewer [data-position='5']")
     token, position, _ = shown(page)
     assert position == 5 and token not in pressed
     shots(page, "reader-study-02-resumed")
     for i in range(4, 8):
+        if i == 6:  # the reader server stops and starts again under the open page: the next key goes on
+            running.pop().close()
+            running.append(reader_page.build_reader_app(reader_page.StudyWorkspace(studio.workspace_dir), "pilot"))
+            launched(running[-1], int(url.rstrip("/").rsplit(":", 1)[1]))
         token, position, png = shown(page)
-        assert position == i + 1 and png == items[token][1]
+        assert position == i + 1 and png == truths(studio, study)[token][1]
         answer(page, plan[i], 1 + i % 5, position, double_enter=i == 5)
         pressed[token] = ("real" if plan[i] == "r" else "generated", 1 + i % 5)
     page.wait_for_selector("#rs-viewer [data-done='8']")
     shots(page, "reader-study-03-done")
 
     # what was stored is what was pressed
+    items = truths(studio, study)
     ws = studio.workspace()
     rows = ReaderStudies(ws).answers("pilot")
     ws.close()
-    stored = {a.token: (a.answer, a.realism) for a in rows}
+    shown_as = {item: token for token, (_, _, item) in items.items()}
+    stored = {shown_as[a.item_id]: (a.answer, a.realism) for a in rows}
     assert stored == pressed and len(stored) == 8
     assert {a.position: a.note for a in rows if a.note} == {3: "too smooth"}
 
@@ -235,7 +255,7 @@ def test_keyboard_study_with_resume_and_results(app, browser, shots):
         assert not any(secret in received for secret in secrets)
 
     # blinding as the reader's browser saw it: identical lengths; no URL names a class, a source or the truth
-    lengths = {len(png) for _, png in items.values()}
+    lengths = {len(png) for _, png, _ in items.values()}
     assert len(lengths) == 1
     for u in urls:
         low = u.lower()
@@ -250,7 +270,7 @@ def test_keyboard_study_with_resume_and_results(app, browser, shots):
     pick(page, "rs-study", "pilot")
     page.wait_for_selector("#rs-readers:has-text('Dr Test 8/8')")
     assert "--reader-study pilot" in page.locator("#rs-readers").inner_text()
-    open_accordion(page, "Results (study owner only", "rs-export")
+    open_accordion(page, "Readers and results (study owner only", "rs-revoke")
     page.locator("#rs-owner-code input").fill("wrong-code")
     page.locator("#rs-results-btn").click()
     assert "wrong owner code for study 'pilot'" in message(page, "wrong owner code")
@@ -280,6 +300,31 @@ def test_keyboard_study_with_resume_and_results(app, browser, shots):
     assert page.locator("#rs-results table, #rs-plot img, #rs-csv a").count() == 0
     shots(page, "reader-study-05-wrong-code", full_page=True)
 
+    # invitations: a label and the owner code make a reader with a link; revoked, it opens nothing
+    page.locator("#rs-owner-code input").fill(OWNER_CODE)
+    page.locator("#rs-label input, #rs-label textarea").first.fill("Dr Two")
+    page.locator("#rs-invite").click()
+    page.wait_for_selector("#rs-links:has-text('Dr Two')")
+    page.wait_for_selector("#rs-readers:has-text('Dr Two 0/8')")
+    listed = page.locator("#rs-links").inner_text()
+    assert f"?invite={link}" in listed  # Dr Test's link too, for copying
+    new_link = re.search(r"Dr Two\s+0/8\s+\S+\?invite=([A-Za-z0-9_-]+)", listed).group(1)
+    shots(page, "reader-study-06-invitations", full_page=True)
+    second = browser.new_page(viewport={"width": 1300, "height": 1000})
+    second.set_default_timeout(TIMEOUT)
+    start(second, url, new_link)
+    page.locator("#rs-label input, #rs-label textarea").first.fill("Dr Two")
+    page.locator("#rs-revoke").click()
+    page.wait_for_selector("#rs-readers:has-text('Dr Two 0/8 (revoked)')")
+    assert re.search(r"Dr Two\s+0/8\s+revoked", page.locator("#rs-links").inner_text())
+    second.keyboard.press("r")
+    second.keyboard.press("Enter")  # the open page of a revoked link: refused, nothing stored
+    second.get_by_text("revoked by the study owner").first.wait_for()
+    second.reload()
+    second.get_by_text("revoked by the study owner").first.wait_for()
+    assert second.locator("#rs-viewer [data-token]").count() == 0
+    second.close()
+
     page.close()
 
 
@@ -307,10 +352,10 @@ def test_owner_code_at_creation_and_for_a_study_without_one(owner_app, browser, 
     ws = studio.workspace()
     assert ReaderStudies(ws).check_owner("made here", "owner-5150").n_generated == 1
     ws.close()
-    shots(page, "reader-study-06-created", full_page=True)
+    shots(page, "reader-study-07-created", full_page=True)
 
     # a study made without a code: nothing shown until its owner sets one, which works once
-    open_accordion(page, "Results (study owner only", "rs-export")
+    open_accordion(page, "Readers and results (study owner only", "rs-revoke")
     assert not page.locator("#rs-set-code").is_visible()
     pick(page, "rs-study", "legacy")
     message(page, "This study has no owner code yet")
@@ -318,7 +363,7 @@ def test_owner_code_at_creation_and_for_a_study_without_one(owner_app, browser, 
     page.locator("#rs-results-btn").click()
     message(page, "has no owner code yet, so the app shows none of its answers")
     assert page.locator("#rs-results table, #rs-plot img").count() == 0
-    shots(page, "reader-study-07-no-code", full_page=True)
+    shots(page, "reader-study-08-no-code", full_page=True)
     page.locator("#rs-owner-code input").fill("legacy-code")
     page.locator("#rs-set-code").click()
     message(page, "Owner code of legacy set")
