@@ -149,7 +149,7 @@ def main(argv=None) -> int:
           flush=True)
     demo = build_app(studio)
     demo.queue(default_concurrency_limit=1)
-    demo.launch(server_name=args.host, server_port=args.port, show_error=True,
+    demo.launch(server_name=args.host, server_port=args.port, show_error=False,  # only messages meant for people
                 **launch_kwargs(studio), **launch_options(auth))
     return 0
 

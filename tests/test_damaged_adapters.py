@@ -72,3 +72,35 @@ def test_compare_tab_on_a_damaged_adapter_says_one_line(runs):
         text = shown.value.message
         assert text.startswith(f"the adapter in run-{how}/adapter/dit cannot be used: ") and "\n" not in text
         assert str(root) not in text and "Traceback" not in text
+
+
+def test_page_errors_name_no_server_path_and_carry_no_traceback(tmp_path):
+    """The system's own errors reach the page without the path they name: a 20,000-character
+    folder name ([Errno 36] with the server's absolute path), a file gone, a fault's long text."""
+    import gradio as gr
+
+    from medart.studio import Studio
+    from medart.ui import data
+    from medart.ui.widgets import user_errors
+
+    studio = Studio(home=tmp_path / "home", base_model="tiny", import_roots=[str(tmp_path)])
+    handler = user_errors(data.import_folder)
+    with pytest.raises(gr.Error) as shown:
+        handler(studio, str(tmp_path / ("a" * 20_000)), "", "", "train", False)
+    assert shown.value.message == "file name too long: check the name or path you gave"
+
+    def faults(error):
+        def fn():
+            raise error
+        return user_errors(fn)
+
+    secret = str(tmp_path / "home" / "workspace" / "workspace.db")
+    cases = [FileNotFoundError(2, "No such file or directory", secret), PermissionError(13, "Permission denied", secret),
+             KeyError(secret), RuntimeError(f"Error(s) in loading\n\t{secret}\n\tmore")]
+    for error in cases:
+        with pytest.raises(gr.Error) as shown:
+            faults(error)()
+        text = shown.value.message
+        assert secret not in text and "\n" not in text and "Traceback" not in text, text
+    with pytest.raises(gr.Error, match="does not exist; check"):  # a message written for people stays whole
+        faults(FileNotFoundError("the run 'x' does not exist; check its name"))()
