@@ -104,3 +104,18 @@ def test_page_errors_name_no_server_path_and_carry_no_traceback(tmp_path):
         assert secret not in text and "\n" not in text and "Traceback" not in text, text
     with pytest.raises(gr.Error, match="does not exist; check"):  # a message written for people stays whole
         faults(FileNotFoundError("the run 'x' does not exist; check its name"))()
+
+
+def test_the_command_line_says_one_line_for_the_systems_errors(tmp_path, monkeypatch, capsys):
+    """A 20,000-character path and an output folder that cannot exist: `error: ...`, exit 2, no
+    traceback; MEDART_DEBUG=1 keeps the traceback for whoever debugs."""
+    from medart.cli import main
+
+    monkeypatch.setenv("MEDART_WORKSPACE", str(tmp_path / "ws"))
+    monkeypatch.delenv("MEDART_DEBUG", raising=False)
+    assert main(["import", str(tmp_path / ("a" * 20_000))]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: File name too long: ") and len(err[0]) < 300
+    monkeypatch.setenv("MEDART_DEBUG", "1")
+    with pytest.raises(OSError):
+        main(["import", str(tmp_path / ("a" * 20_000))])
