@@ -129,6 +129,11 @@ def main(argv=None) -> int:
     auth = auth_from_env(args.host)
     private_page_cache()
     stop_on_termination()
+    if auth:
+        from medart.places import default_home
+        from medart.ui.login import remember_devices_in
+
+        remember_devices_in(args.home or default_home())  # browsers that logged in stay known after a restart
     if args.reader_study:
         return serve_reader_study(args, auth)
     if os.path.isdir("/data") and os.access("/data", os.W_OK) and "HF_HOME" not in os.environ:

@@ -289,6 +289,26 @@ def test_an_attacker_behind_the_owners_proxy_cannot_keep_the_owner_out(guarded):
     assert waits == first == [1.0, 2.0, 4.0]
 
 
+def test_a_known_browser_stays_known_after_a_restart(tmp_path, monkeypatch):
+    """The device cookies' key lives in the home folder (owner-only file): a guard of the next
+    process accepts the cookie; another home's guard, or a damaged key, does not."""
+    from medart.ui import login
+
+    monkeypatch.setattr(login, "_key_folder", [])
+    login.remember_devices_in(tmp_path / "home")
+    first, again = login.LoginGuard(*AUTH), login.LoginGuard(*AUTH)
+    cookie = first.device_cookie(AUTH[0])
+    key = tmp_path / "home" / login.KEY_FILE
+    assert key.stat().st_mode & 0o777 == 0o600 and len(key.read_bytes()) == 32
+    assert again.cookie_name == first.cookie_name and again.bucket(AUTH[0], "1.2.3.4", cookie)[0] == "device"
+    login.remember_devices_in(tmp_path / "other-home")
+    assert login.LoginGuard(*AUTH).bucket(AUTH[0], "1.2.3.4", cookie)[0] == "guess"
+    key.write_bytes(b"short")
+    login.remember_devices_in(tmp_path / "home")
+    renewed = login.LoginGuard(*AUTH)
+    assert len(key.read_bytes()) == 32 and renewed.bucket(AUTH[0], "1.2.3.4", cookie)[0] == "guess"
+
+
 def test_the_login_page_says_nothing_about_the_api(guarded):
     """Before logging in, the page carries no endpoint name or parameter (Gradio puts its whole
     API description there); after logging in the app's page is whole."""

@@ -13,7 +13,8 @@ not speed guessing up. A right login, or an hour without attempts, forgets the b
 
 - A browser with a valid device cookie for the user name has a bucket of its own: nobody
   else's wrong logins slow it, so the owner's browser gets in at once however many guesses an
-  attacker behind the same HTTPS proxy (one address for everyone) has made.
+  attacker behind the same HTTPS proxy (one address for everyone) has made. The signing key is
+  kept in the home folder (`remember_devices_in`), so device cookies outlive a restart.
 - Any other attempt counts against its (user name, address) bucket. Every user name has its
   own, the right one and wrong ones alike, and the name and the password are compared in
   constant time: a wrong user name and a wrong password get the same wait and the same answer.
@@ -29,10 +30,12 @@ import asyncio
 import contextvars
 import hashlib
 import hmac
+import os
 import re
 import secrets
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 FREE_FAILURES = 3
 BASE_DELAY_S = 1.0
@@ -40,6 +43,44 @@ MAX_DELAY_S = 30.0
 FORGET_S = 3600.0
 MAX_BUCKETS = 10_000  # beyond this the buckets with the fewest failures are forgotten first
 DEVICE_MAX_AGE_S = 365 * 24 * 3600
+
+
+KEY_FILE = ".login-device-key"
+_key_folder: list[Path] = []  # where LoginGuard keeps its signing key (set by the app at start)
+
+
+def remember_devices_in(folder: str | Path) -> None:
+    """Keep the device cookies' signing key in `folder` (the home folder), so that a browser
+    that has logged in stays known after the app restarts."""
+    _key_folder[:] = [Path(folder)]
+
+
+def device_key(folder: Path | None) -> bytes:
+    """The 32-byte signing key stored in `folder` (made on first use, readable by its owner
+    only); a key of this process alone when there is no folder or it cannot be written."""
+    if folder is None:
+        return secrets.token_bytes(32)
+    path = folder / KEY_FILE
+    try:
+        if not path.is_file() or path.stat().st_size != 32:
+            folder.mkdir(parents=True, exist_ok=True)
+            staging = folder / f".{KEY_FILE}.{secrets.token_hex(6)}"
+            fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets.token_bytes(32))
+            try:
+                if path.exists():
+                    os.replace(staging, path)  # a damaged key: the browsers it signed log in anew
+                else:
+                    os.link(staging, path)  # exclusive: a second process starting now reads this one
+            except FileExistsError:
+                pass
+            finally:
+                staging.unlink(missing_ok=True)
+        data = path.read_bytes()
+        return data if len(data) == 32 else secrets.token_bytes(32)
+    except OSError:
+        return secrets.token_bytes(32)
 
 
 @dataclass
@@ -129,7 +170,7 @@ class LoginGuard:
         self._password = _digest(password)
         self._sleep = sleep
         self._clock = clock
-        self._secret = secret or secrets.token_bytes(32)
+        self._secret = secret or device_key(_key_folder[0] if _key_folder else None)
         self.cookie_name = "medart-device-" + self._sign("cookie name")[:8]
         self._failures: dict[tuple, tuple[int, float]] = {}  # bucket -> (wrong logins in a row, last one)
         self._locks: dict[tuple, asyncio.Lock] = {}
