@@ -83,8 +83,9 @@ def stop_on_termination() -> None:
         raise KeyboardInterrupt
 
     for name in ("SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), interrupt)
+        number = getattr(signal, name, None)
+        if number is not None and signal.getsignal(number) == signal.SIG_DFL:  # `nohup` ignores SIGHUP: keep that
+            signal.signal(number, interrupt)
 
 
 def serve_reader_study(args, auth) -> int:
