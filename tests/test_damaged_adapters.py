@@ -95,8 +95,8 @@ def test_page_errors_name_no_server_path_and_carry_no_traceback(tmp_path):
         return user_errors(fn)
 
     secret = str(tmp_path / "home" / "workspace" / "workspace.db")
-    cases = [FileNotFoundError(2, "No such file or directory", secret), PermissionError(13, "Permission denied", secret),
-             KeyError(secret), RuntimeError(f"Error(s) in loading\n\t{secret}\n\tmore")]
+    cases = [FileNotFoundError(2, "No such file or directory", secret),
+             PermissionError(13, "Permission denied", secret), KeyError(secret), RuntimeError(f"Error(s) in loading\n\t{secret}\n\tmore")]
     for error in cases:
         with pytest.raises(gr.Error) as shown:
             faults(error)()

@@ -55,7 +55,8 @@ def test_uploads_are_gone_after_import_and_the_cache_after_sigterm(tmp_path, med
             for path, f in zip(stored, files):  # waiting for the import, the uploads are served
                 response = http.get(f"gradio_api/file={path}")
                 assert response.status_code == 200 and response.content == f.read_bytes()
-            data = [{"path": p, "orig_name": f.name, "meta": {"_type": "gradio.FileData"}} for p, f in zip(stored, files)]
+            data = [{"path": p, "orig_name": f.name, "meta": {"_type": "gradio.FileData"}}
+                    for p, f in zip(stored, files)]
             kind, out = call(http, "import_files", [data, "", "", "train", False, "all", "all", 1])
             assert kind == "complete" and "Imported 2 image(s)" in out[0] and "1 rejected" in out[0]
             for path in stored:  # imported or refused: the raw bytes are gone, from disk and by URL

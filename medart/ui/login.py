@@ -129,7 +129,8 @@ class LoginContext:
                 headers += [(b"set-cookie", c.encode("latin-1")) for c in request.set_cookies]
                 if scope.get("method") == "GET" and any(k.lower() == b"content-type" and v.startswith(b"text/html")
                                                         for k, v in headers):
-                    page["start"] = {**message, "headers": [(k, v) for k, v in headers if k.lower() != b"content-length"]}
+                    kept = [(k, v) for k, v in headers if k.lower() != b"content-length"]
+                    page["start"] = {**message, "headers": kept}
                     page["body"] = b""
                     return
                 message = {**message, "headers": headers}
