@@ -5,7 +5,6 @@ browse them by label and split a page at a time, then organise them (labels, spl
 from __future__ import annotations
 
 import math
-import os
 
 import gradio as gr
 
@@ -92,20 +91,12 @@ def _import(studio, paths, label, modality, split, allow_burned_in) -> list:
                              allow_burned_in=bool(allow_burned_in))]
 
 
+@pictures.deleting_uploads
 def import_uploads(studio, paths, label, modality, split, allow_burned_in) -> list:
-    """Uploaded files (Gradio accepts only files uploaded by this client here). Their raw bytes
-    (full DICOM headers, file names) leave Gradio's upload cache as soon as the import ends,
-    imported, refused or failed: the workspace keeps only its stripped copies."""
-    paths = [paths] if isinstance(paths, str) else list(paths or [])
-    try:
-        if not paths:
-            raise ValueError("choose files to import first")
-        if not all(os.path.isfile(getattr(p, "path", p)) for p in paths):
-            raise ValueError("these uploads are gone (each upload is deleted once its import ends): upload the "
-                             "files again")
-        return _import(studio, paths, label, modality, split, allow_burned_in)
-    finally:
-        pictures.discard_uploads(paths)
+    """Uploaded files (Gradio accepts only files uploaded by this client here)."""
+    if not paths:
+        raise ValueError("choose files to import first")
+    return _import(studio, [paths] if isinstance(paths, str) else paths, label, modality, split, allow_burned_in)
 
 
 def import_folder(studio, folder, label, modality, split, allow_burned_in) -> list:
@@ -195,8 +186,7 @@ def build(studio):
 
         demo_btn.click(finished(load_demo), browse_in, outputs, api_name="load_demo")
         upload_btn.click(finished(import_uploads), [files, label, modality, split, burned, *browse_in], outputs,
-                         api_name="import_files").then(lambda: None, None, files, api_visibility="private",
-                                                       show_progress="hidden")  # its files are gone: upload anew
+                         api_name="import_files")
         folder_btn.click(finished(import_folder), [folder, label, modality, split, burned, *browse_in], outputs,
                          api_name="import_folder")
         dataset_btn.click(finished(import_hf_dataset), [dataset, ds_split, label, modality, split, *browse_in], outputs,

@@ -16,11 +16,13 @@ to a component. Two ways to show one:
   the same image differently, so a URL tells nothing about what another session imported.
 
 `discard_uploads` deletes the raw files a client uploaded (DICOM headers, names) from Gradio's
-upload cache once a handler is done with them, so that no `/gradio_api/file=` URL reaches them.
+upload cache once a handler is done with them, so that no `/gradio_api/file=` URL reaches them;
+`deleting_uploads` makes a handler of uploads do so when it returns or fails.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -138,3 +140,22 @@ def discard_uploads(paths) -> int:
         except OSError:
             pass
     return gone
+
+
+def deleting_uploads(handler):
+    """`handler(studio, paths, ...)` of uploaded files, deleting them from the upload cache when
+    it returns or fails (imported, refused or not): the workspace keeps only its stripped
+    copies. Uploads already deleted (a second click) get one line asking for them again."""
+
+    @functools.wraps(handler)
+    def run(studio, paths, *args, **kwargs):
+        listed = [paths] if isinstance(paths, str) else list(paths or [])
+        try:
+            if not all(os.path.isfile(getattr(p, "path", p)) for p in listed):
+                raise ValueError("these uploads are gone (each upload is deleted once its import ends): upload the "
+                                 "files again")
+            return handler(studio, paths, *args, **kwargs)
+        finally:
+            discard_uploads(listed)
+
+    return run
