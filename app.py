@@ -14,7 +14,8 @@ when it stops; on start it re-attaches to them.
 for readers on other machines (same --host, --port, --home and MEDART_AUTH).
 
 Gradio serves no folder of this machine: pages get pixels and values, whose copies Gradio keeps
-in a private cache folder of this process (removed at exit).
+in a private cache folder of this process, removed when the app stops: on Ctrl-C, and on
+SIGTERM or SIGHUP (systemd, docker, `kill`, a closed terminal) the same way.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import argparse
 import atexit
 import os
 import shutil
+import signal
 import sys
 import tempfile
 
@@ -72,6 +74,20 @@ def private_page_cache() -> str:
     return folder
 
 
+def stop_on_termination() -> None:
+    """SIGTERM and SIGHUP stop the app as Ctrl-C does (Gradio closes its server, the exit
+    handlers remove the private cache folder with its uploads); by default they would end the
+    process on the spot and leave that folder behind."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    for name in ("SIGTERM", "SIGHUP"):
+        number = getattr(signal, name, None)
+        if number is not None and signal.getsignal(number) == signal.SIG_DFL:  # `nohup` ignores SIGHUP: keep that
+            signal.signal(number, interrupt)
+
+
 def serve_reader_study(args, auth) -> int:
     """The reader server: one study's reader page, no model, no other tab, no file by path."""
     from pathlib import Path
@@ -113,6 +129,12 @@ def main(argv=None) -> int:
         args.host = "0.0.0.0"  # a Space serves from its container; its own login protects it
     auth = auth_from_env(args.host)
     private_page_cache()
+    stop_on_termination()
+    if auth:
+        from medart.places import default_home
+        from medart.ui.login import remember_devices_in
+
+        remember_devices_in(args.home or default_home())  # browsers that logged in stay known after a restart
     if args.reader_study:
         return serve_reader_study(args, auth)
     if os.path.isdir("/data") and os.access("/data", os.W_OK) and "HF_HOME" not in os.environ:
@@ -133,7 +155,7 @@ def main(argv=None) -> int:
           flush=True)
     demo = build_app(studio)
     demo.queue(default_concurrency_limit=1)
-    demo.launch(server_name=args.host, server_port=args.port, show_error=True,
+    demo.launch(server_name=args.host, server_port=args.port, show_error=False,  # only messages meant for people
                 **launch_kwargs(studio), **launch_options(auth))
     return 0
 

@@ -67,16 +67,41 @@ def save(model: torch.nn.Module, folder: str | Path) -> None:
     save_file(state, folder / WEIGHTS, metadata={"format": "pt"})
 
 
+class AdapterError(ValueError):
+    """An adapter folder that cannot be used (damaged, replaced, or for another model): one line
+    that names the folder by its last parts only and says what to do."""
+
+    def __init__(self, folder: Path, problem: str):
+        super().__init__(f"the adapter in {where(folder)} cannot be used: {problem}. Was a file replaced or "
+                         "damaged? Choose another run, or copy its adapter folder again from where it was trained")
+
+
+def where(folder: str | Path) -> str:
+    """A folder as messages name it: its last three parts (`<run>/adapter/dit`), never the
+    absolute path of the machine it is on."""
+    return "/".join(Path(folder).parts[-3:])
+
+
 def load(model: torch.nn.Module, folder: str | Path) -> None:
-    """Inject the adapter saved in `folder` into `model` (in place, weights exact)."""
+    """Inject the adapter saved in `folder` into `model` (in place, weights exact); an
+    AdapterError when its files are unreadable or do not fit `model` or each other."""
     folder = Path(folder)
-    config = PeftLoraConfig.from_pretrained(folder)
-    inject_adapter_in_model(config, model)
-    state = {k.removeprefix(PREFIX): v for k, v in load_file(folder / WEIGHTS).items()}
-    result = set_peft_model_state_dict(model, state)
+    try:
+        config = PeftLoraConfig.from_pretrained(folder)
+    except (OSError, ValueError, TypeError) as e:
+        raise AdapterError(folder, "its adapter_config.json is missing or not valid") from e
+    try:
+        state = {k.removeprefix(PREFIX): v for k, v in load_file(folder / WEIGHTS).items()}
+    except Exception as e:  # safetensors raises its own SafetensorError for a damaged file
+        raise AdapterError(folder, f"its {WEIGHTS} cannot be read") from e
+    try:
+        inject_adapter_in_model(config, model)
+        result = set_peft_model_state_dict(model, state)
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise AdapterError(folder, "its weights do not fit its adapter_config.json or this base model") from e
     missing = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
     if missing:
-        raise ValueError(f"Adapter in {folder} does not fit this base model ({len(missing)} unmatched weights).")
+        raise AdapterError(folder, f"it does not fit this base model ({len(missing)} unmatched weights)")
     model.peft_config_medart = config
     model.requires_grad_(False)
 
@@ -93,7 +118,7 @@ def adapter_dirs(path: str | Path) -> dict[str, Path]:
     if (path / WEIGHTS).exists():
         return {"dit": path}
     raise FileNotFoundError(
-        f"No adapter found in {path}: expected adapter/dit/{WEIGHTS} (a run folder) or dit/{WEIGHTS}."
+        f"No adapter found in {where(path)}: expected adapter/dit/{WEIGHTS} (a run folder) or dit/{WEIGHTS}."
     )
 
 

@@ -153,9 +153,9 @@ def test_nothing_is_named_before_login(served):
     server, names, _, _ = served
     box: list = []
     status, page = get(box, server.port, "/", None)
-    assert status == 200 and b"auth_required" in page  # the login page, with Gradio's description of the API
+    assert status == 200 and b"auth_required" in page  # the login page
     secrets = [str(server.home), SECRET_LABEL, SECRET_RUN, SECRET_STUDY, "fundus_0"]
-    assert [s for s in secrets if s.encode() in page] == []
+    assert [s for s in secrets + ["import_files", "named_endpoints"] if s.encode() in page] == []  # nor the API
     for target in ("/config", "/gradio_api/info", f"/gradio_api/file={server.home}/workspace/workspace.db"):
         assert get(box, server.port, target, None)[0] == 401
     # logged in, the page still carries none of them in its initial config: they come on load
@@ -198,12 +198,9 @@ def test_reader_results_in_the_owner_app_still_need_the_code(served):
         assert ReaderStudies(ws).check_owner(SECRET_STUDY, OWNER_CODE).name == SECRET_STUDY
 
 
-def test_login_slows_down_per_client(tmp_path):
-    """Wrong logins from one address wait longer and longer; another address is not slowed;
-    a right login forgets. The waits are recorded, not slept."""
-    import asyncio
-    import threading
-
+@pytest.fixture
+def guarded():
+    """A small app behind LoginGuard whose waits are recorded, not slept: (guard, waits, attempt)."""
     import gradio as gr
     import httpx
 
@@ -217,28 +214,42 @@ def test_login_slows_down_per_client(tmp_path):
 
     guard = login.LoginGuard(*AUTH, sleep=record)
     with gr.Blocks() as demo:
-        gr.Markdown("private")
+        box = gr.Textbox()
+        box.submit(lambda x: x, box, box, api_name="secret_endpoint_okapi")
     port = free_port()
-    options = login.launch_options(AUTH, guard=guard)
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **options)
-    url = f"http://127.0.0.1:{port}/login"
-    try:
-        def attempt(password, source="127.0.0.1"):
-            transport = httpx.HTTPTransport(local_address=source)
-            with httpx.Client(transport=transport) as c:
-                return c.post(url, data={"username": AUTH[0], "password": password}).status_code
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                **login.launch_options(AUTH, guard=guard))
 
-        assert [attempt(f"guess-{i}") for i in range(7)] == [400] * 7
-        assert waits == [1.0, 2.0, 4.0, 8.0]  # three at full speed, then doubling
-        assert guard.delay("127.0.0.1") == 16.0
-        assert attempt("guess", "127.0.0.2") == 400 and waits == [1.0, 2.0, 4.0, 8.0]  # another client
-        assert attempt(AUTH[1]) == 200 and waits[-1] == 16.0  # the right password still waits its turn
-        assert guard.delay("127.0.0.1") == 0.0  # then the failures are forgotten
-        assert attempt("guess") == 400 and waits[-1] == 16.0
+    def attempt(password, source="127.0.0.1", user=AUTH[0], cookies=None):
+        """(status, body, cookies set) of one POST /login from address `source`."""
+        transport = httpx.HTTPTransport(local_address=source)
+        with httpx.Client(transport=transport, cookies=cookies) as c:
+            r = c.post(f"http://127.0.0.1:{port}/login", data={"username": user, "password": password})
+            return r.status_code, r.content, dict(r.cookies)
+
+    try:
+        yield guard, waits, attempt, f"http://127.0.0.1:{port}/"
     finally:
         demo.close()
-    # many wrong logins cap at MAX_DELAY_S
-    many = login.LoginGuard(*AUTH, sleep=record)
+
+
+def test_login_slows_down_guessing(guarded):
+    """Wrong logins for one user name from one address wait longer and longer; another address
+    is not slowed; a right login forgets; the waits cap at MAX_DELAY_S."""
+    import asyncio
+    import threading
+
+    from medart.ui import login
+
+    guard, waits, attempt, _ = guarded
+    assert [attempt(f"guess-{i}")[0] for i in range(7)] == [400] * 7
+    assert waits == [1.0, 2.0, 4.0, 8.0]  # three at full speed, then doubling
+    assert guard.delay(guard.bucket(AUTH[0], "127.0.0.1")) == 16.0
+    assert attempt("guess", "127.0.0.2")[0] == 400 and waits == [1.0, 2.0, 4.0, 8.0]  # another client
+    assert attempt(AUTH[1])[0] == 200 and waits[-1] == 16.0  # a new browser's right password waits its turn
+    assert guard.delay(guard.bucket(AUTH[0], "127.0.0.1")) == 0.0  # then the failures are forgotten
+    assert attempt("guess")[0] == 400 and waits[-1] == 16.0
+    many = login.LoginGuard(*AUTH, sleep=guard._sleep)
 
     def guesses():  # in a thread of its own: the browser tests keep an event loop in this one
         for _ in range(12):
@@ -247,7 +258,70 @@ def test_login_slows_down_per_client(tmp_path):
     worker = threading.Thread(target=guesses)
     worker.start()
     worker.join()
-    assert waits[-1] == login.MAX_DELAY_S and many.delay("unknown") == login.MAX_DELAY_S
+    assert waits[-1] == login.MAX_DELAY_S and many.delay(many.bucket("x", None)) == login.MAX_DELAY_S
+
+
+def test_an_attacker_behind_the_owners_proxy_cannot_keep_the_owner_out(guarded):
+    """Issue 18, point 6, played as the attacker: behind an HTTPS proxy everyone has the
+    proxy's address. The attacker's wrong logins with the owner's user name are slowed as
+    before, but the owner's browser (which has logged in before) gets in at once; a forged
+    device cookie does not help the attacker; a wrong user name and a wrong password get the
+    same answer after the same wait."""
+    guard, waits, attempt, _ = guarded
+    status, _, owner_cookies = attempt(AUTH[1])  # the owner's browser, some day before the attack
+    assert status == 200
+    assert [attempt(f"guess-{i}")[0] for i in range(7)] == [400] * 7
+    assert waits == [1.0, 2.0, 4.0, 8.0]  # the attacker is slowed
+    status, _, again = attempt(AUTH[1], cookies=owner_cookies)
+    assert status == 200 and waits == [1.0, 2.0, 4.0, 8.0]  # the owner waited for nobody
+    assert again[guard.cookie_name] == owner_cookies[guard.cookie_name]
+    forged = {guard.cookie_name: "x" * 22 + "." + "0" * 32}
+    assert attempt("guess", cookies=forged)[0] == 400 and waits[-1] == 16.0  # still the attacker's bucket
+    stolen_name = {guard.cookie_name: owner_cookies[guard.cookie_name]}
+    assert attempt("guess", user="root", cookies=stolen_name)[0] == 400  # signed for the owner's name only
+    # unknown user and wrong password: the same answers after the same waits
+    waits.clear()
+    wrong_password = [attempt("nope", "127.0.0.3")[:2] for _ in range(6)]
+    first = list(waits)
+    waits.clear()
+    unknown_user = [attempt("nope", "127.0.0.4", user="nobody")[:2] for _ in range(6)]
+    assert wrong_password == unknown_user and len({body for _, body in unknown_user}) == 1
+    assert waits == first == [1.0, 2.0, 4.0]
+
+
+def test_a_known_browser_stays_known_after_a_restart(tmp_path, monkeypatch):
+    """The device cookies' key lives in the home folder (owner-only file): a guard of the next
+    process accepts the cookie; another home's guard, or a damaged key, does not."""
+    from medart.ui import login
+
+    monkeypatch.setattr(login, "_key_folder", [])
+    login.remember_devices_in(tmp_path / "home")
+    first, again = login.LoginGuard(*AUTH), login.LoginGuard(*AUTH)
+    cookie = first.device_cookie(AUTH[0])
+    key = tmp_path / "home" / login.KEY_FILE
+    assert key.stat().st_mode & 0o777 == 0o600 and len(key.read_bytes()) == 32
+    assert again.cookie_name == first.cookie_name and again.bucket(AUTH[0], "1.2.3.4", cookie)[0] == "device"
+    login.remember_devices_in(tmp_path / "other-home")
+    assert login.LoginGuard(*AUTH).bucket(AUTH[0], "1.2.3.4", cookie)[0] == "guess"
+    key.write_bytes(b"short")
+    login.remember_devices_in(tmp_path / "home")
+    renewed = login.LoginGuard(*AUTH)
+    assert len(key.read_bytes()) == 32 and renewed.bucket(AUTH[0], "1.2.3.4", cookie)[0] == "guess"
+
+
+def test_the_login_page_says_nothing_about_the_api(guarded):
+    """Before logging in, the page carries no endpoint name or parameter (Gradio puts its whole
+    API description there); after logging in the app's page is whole."""
+    import httpx
+
+    guard, waits, attempt, url = guarded
+    page = httpx.get(url).content
+    assert b"auth_required" in page and b"window.gradio_api_info = null;" in page
+    assert b"secret_endpoint_okapi" not in page and b"named_endpoints" not in page
+    assert httpx.get(f"{url}gradio_api/info").status_code == 401
+    cookies = httpx.post(f"{url}login", data={"username": AUTH[0], "password": AUTH[1]}).cookies
+    page = httpx.get(url, cookies=cookies).content
+    assert b"auth_required" not in page and b"secret_endpoint_okapi" in page
 
 
 def test_page_evaluate_report_shows_its_plots_as_images(served):

@@ -66,3 +66,39 @@ def test_two_sessions_do_not_see_each_others_uploads(space, tmp_path):
     # folder imports are off here: the Space allows no server folders
     with pytest.raises(Exception, match="reads no server folders"):
         clients["b"].predict("/etc", "", "", "train", False, "all", "all", 1, api_name="/import_folder")
+
+
+def test_a_visitor_cannot_tell_what_another_visitor_imported(space, tmp_path):
+    """Issue 18, point 7, tried as a visitor who knows the code and has an image: the page
+    copies were named by the image's content hash, so fetching that name told whether another
+    session had imported the image (200 against 403). Now no URL derived from the image is
+    served, and the same image gets a different URL in every session."""
+    import httpx
+    from gradio_client import Client, handle_file
+
+    from helpers import noise
+    from medart.ui import pictures
+    from medart.workspace import Workspace
+
+    studio, url = space
+    image = tmp_path / "scan.png"
+    noise(7, (48, 48)).save(image)
+    victim = Client(url, verbose=False, download_files=False)
+    victim.predict([handle_file(str(image))], "", "", "train", False, "all", "all", 1, api_name="/import_files")
+    victim_urls = [g["image"]["url"] for g in victim.predict("all", "all", 1, api_name="/view")[1]]
+    with Workspace(studio.sessions.path(victim.session_hash)) as ws:
+        sha = ws.query(limit=None)[0].sha256  # what the attacker computes from the image it has
+
+    cache = pictures.page_cache()
+    guesses = [f"{cache}/shown/{sha[:2]}/{sha}{size}{ext}" for size in ("", "-512", "-256")
+               for ext in (".png", ".jpg", ".webp")]
+    attacker = Client(url, verbose=False, download_files=False)
+    with httpx.Client(base_url=url, timeout=30) as http:
+        answers = {http.get(f"gradio_api/file={g}").status_code for g in guesses}
+        assert answers <= {403, 404}
+        attacker.predict([handle_file(str(image))], "", "", "train", False, "all", "all", 1, api_name="/import_files")
+        own = [g["image"]["url"] for g in attacker.predict("all", "all", 1, api_name="/view")[1]]
+        assert len(own) == len(victim_urls) == 1 and own != victim_urls  # its own copy: another name
+        assert http.get(own[0]).status_code == 200
+        assert {http.get(f"gradio_api/file={g}").status_code for g in guesses} <= {403, 404}
+    assert not any(sha in p.name for p in (cache / "shown").rglob("*"))

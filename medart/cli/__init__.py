@@ -42,7 +42,39 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     """The parsed command line, with the options of a `--config FILE` where the command takes one."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    return parser.parse_args(expand_config_file(parser, argv))
+    args = parser.parse_args(expand_config_file(parser, argv))
+    if callable(getattr(args, "func", None)):
+        args.func = _one_line_errors(args.func)
+    return args
+
+
+def _one_line_errors(command):
+    """`command` with the system's errors (a name too long, a full disk) and unexpected faults
+    turned into the one-line `error: ...` of a refused command (exit 2), not a traceback, in
+    the terminal and in a job's log alike; MEDART_DEBUG=1 keeps the traceback."""
+    import functools
+
+    from medart.profiles import BaseModelError
+
+    @functools.wraps(command)
+    def run(args):
+        try:
+            return command(args)
+        except (BaseModelError, ValueError, BrokenPipeError):
+            raise
+        except OSError as e:
+            if os.environ.get("MEDART_DEBUG") or (isinstance(e, FileNotFoundError) and e.errno is None):
+                raise
+            name = str(e.filename or "")
+            name = f": {name[:120]}…" if len(name) > 120 else f": {name}" if name else ""
+            raise ValueError(f"{e.strerror or type(e).__name__}{name}") from None
+        except Exception as e:
+            if os.environ.get("MEDART_DEBUG"):
+                raise
+            first = (str(e).splitlines() or [""])[0][:200]
+            raise ValueError(f"{type(e).__name__}: {first} (MEDART_DEBUG=1 shows where it happened)") from None
+
+    return run
 
 
 def main(argv: list[str] | None = None) -> int:

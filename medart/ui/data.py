@@ -91,6 +91,7 @@ def _import(studio, paths, label, modality, split, allow_burned_in, anonymous=Fa
                              allow_burned_in=bool(allow_burned_in), anonymous=anonymous)]
 
 
+@pictures.deleting_uploads
 def import_uploads(studio, paths, label, modality, split, allow_burned_in) -> list:
     """Uploaded files (Gradio accepts only files uploaded by this client here); their names may
     carry patient data, so they are neither stored nor shown (files are named by position and kind)."""

@@ -7,20 +7,33 @@ to a component. Two ways to show one:
 - `load` / `gallery`: a PIL copy; Gradio encodes it into its private cache folder
   (`app.private_page_cache`). Right for run samples and plots, which change under one name.
 - `shown`: a copy of a content-addressed workspace file (thumbnail, editor image) written once
-  into `shown/` of that same cache folder, under the image's pixel hash, and handed to the
-  component by that path. Gradio serves it as is: no re-encoding and no copy on later clicks,
-  which keeps the review loop fast (a gallery page of 48 thumbnails costs 48 path strings, not
-  48 image encodings). The folder holds only what pages have shown, like the rest of the cache.
+  into `shown/` of that same cache folder and handed to the component by that path. Gradio
+  serves it as is: no re-encoding and no copy on later clicks, which keeps the review loop fast
+  (a gallery page of 48 thumbnails costs 48 path strings, not 48 image encodings). The folder
+  holds only what pages have shown, like the rest of the cache. A copy's name is a keyed hash
+  (a secret of this process) of the workspace file's path and content hash: nobody can compute
+  it from an image they have, and each workspace (each visitor's, on the public Space) names
+  the same image differently, so a URL tells nothing about what another session imported.
+
+`discard_uploads` deletes the raw files a client uploaded (DICOM headers, names) from Gradio's
+upload cache once a handler is done with them, so that no `/gradio_api/file=` URL reaches them;
+`deleting_uploads` makes a handler of uploads do so when it returns or fails.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import hmac
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
 
 from PIL import Image
+
+_NAME_KEY = secrets.token_bytes(32)  # names of the page copies; never leaves this process
 
 
 def load(path: str | Path, max_side: int | None = None) -> Image.Image | None:
@@ -53,14 +66,21 @@ def page_cache() -> Path:
     return Path(folder).resolve()
 
 
+def shown_name(path: str | Path, key: str, max_side: int | None = None) -> str:
+    """The page copy's file name: a keyed hash of the file's absolute path (which names its
+    workspace), its content hash `key` and the size, unknowable without this process's secret."""
+    message = f"{Path(path).absolute()}\0{key}\0{max_side or 0}".encode()
+    return hmac.new(_NAME_KEY, message, hashlib.sha256).hexdigest()[:40]
+
+
 def shown(path: str | Path, key: str, max_side: int | None = None) -> str | None:
     """The page's copy of the content-addressed file at `path` (`key`: its content hash), made
     once, at most `max_side` pixels a side (a larger image is scaled down, losslessly encoded);
     None when the file is missing or unreadable."""
     source = Path(path)
     suffix = source.suffix.lower() or ".png"
-    name = f"{key}{suffix}" if not max_side else f"{key}-{max_side}{suffix}"
-    target = page_cache() / "shown" / key[:2] / name
+    name = shown_name(source, key, max_side)
+    target = page_cache() / "shown" / name[:2] / f"{name}{suffix}"
     if target.exists():
         return str(target)
     try:
@@ -97,3 +117,45 @@ def thumbnails(items, caption) -> list[tuple[str, str]]:
         if path is not None:
             out.append((path, caption(item)))
     return out
+
+
+def discard_uploads(paths) -> int:
+    """Delete uploaded files (and the folders Gradio made for them) from Gradio's upload cache;
+    a path outside that cache, or a page copy, is never touched. Returns how many went."""
+    cache = page_cache()
+    gone = 0
+    for path in paths or []:
+        path = getattr(path, "path", path)  # a FileData, or the path itself
+        try:
+            file = Path(str(path)).resolve()
+        except (OSError, RuntimeError, ValueError):
+            continue
+        if not file.is_relative_to(cache) or file.is_relative_to(cache / "shown") or file == cache:
+            continue
+        try:
+            file.unlink(missing_ok=True)
+            gone += 1
+            if file.parent != cache:
+                file.parent.rmdir()  # Gradio's folder per upload, once empty
+        except OSError:
+            pass
+    return gone
+
+
+def deleting_uploads(handler):
+    """`handler(studio, paths, ...)` of uploaded files, deleting them from the upload cache when
+    it returns or fails (imported, refused or not): the workspace keeps only its stripped
+    copies. Uploads already deleted (a second click) get one line asking for them again."""
+
+    @functools.wraps(handler)
+    def run(studio, paths, *args, **kwargs):
+        listed = [paths] if isinstance(paths, str) else list(paths or [])
+        try:
+            if not all(os.path.isfile(getattr(p, "path", p)) for p in listed):
+                raise ValueError("these uploads are gone (each upload is deleted once its import ends): upload the "
+                                 "files again")
+            return handler(studio, paths, *args, **kwargs)
+        finally:
+            discard_uploads(listed)
+
+    return run

@@ -28,21 +28,44 @@ log = logging.getLogger("medart.ui")
 def user_errors(fn):
     """Show what went wrong and what to do (ValueError & co. carry that text) in the page, and
     write one line to the server's log: a person's mistake is not a crash, so no traceback. A
-    RuntimeError (which may be a fault, not a mistake) is shown the same way but logged with
-    its traceback."""
+    RuntimeError (which may be a fault, not a mistake) is shown the same way (its first line)
+    but logged with its traceback. The system's own errors (a name too long, a file gone) are
+    shown in their words without the path they name; anything else as one line that points to
+    the server's log, which has the traceback: the page never shows a traceback or a path of
+    the server that the person did not type."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ValueError, FileNotFoundError, BaseModelError) as e:
+        except FileNotFoundError as e:
+            if e.errno is not None:  # the system's, naming a path; ours say what to do
+                raise _system_error(e) from None
+            log.warning("refused: %s", (str(e).splitlines() or [type(e).__name__])[0])
+            raise gr.Error(str(e), print_exception=False) from None
+        except (ValueError, BaseModelError) as e:
             log.warning("refused: %s", (str(e).splitlines() or [type(e).__name__])[0])
             raise gr.Error(str(e), print_exception=False) from None
         except RuntimeError as e:
-            log.exception("failed: %s", (str(e).splitlines() or [type(e).__name__])[0])
-            raise gr.Error(str(e), print_exception=False) from None
+            first = (str(e).splitlines() or [type(e).__name__])[0]
+            log.exception("failed: %s", first)
+            raise gr.Error(first, print_exception=False) from None
+        except OSError as e:
+            raise _system_error(e) from None
+        except gr.Error:
+            raise
+        except Exception as e:
+            log.exception("failed: %s", type(e).__name__)
+            raise gr.Error(f"that did not work ({type(e).__name__}); the app's log says why",
+                           print_exception=False) from None
 
     return wrapper
+
+
+def _system_error(e: OSError) -> gr.Error:
+    reason = (e.strerror or type(e).__name__).rstrip(".")
+    log.warning("refused: %s", reason)
+    return gr.Error(f"{reason[:1].lower()}{reason[1:]}: check the name or path you gave", print_exception=False)
 
 
 STATE_COLOURS = {"queued": "#6b7280", "running": "#2563eb", "stopping": "#d97706", "stopped": "#6b7280",
