@@ -21,15 +21,19 @@ ALL, NO_LABEL = "all", "(no label)"
 
 def import_demo(ws) -> tuple:
     """The shipped demo images, by class, as drafts (no captions: the Captions tab writes them);
-    the last two images of each class go to the held-out `test` split for evaluation."""
+    the last two images of each class go to the held-out `test` split for evaluation. Images already
+    in the workspace are left as they are (label, split and caption): loading it again changes nothing."""
     from medart.workspace.importers import import_paths
 
     reports = []
     for label in ("fundus", "histology"):
         files = sorted(DEMO_DIR.glob(f"{label}_*.jpg"))
-        reports.append(import_paths(ws, files, label=label, modality=label))
-        held_out = [i.id for i in ws.query(limit=None) if i.original_name in {f.name for f in files[-2:]}]
-        ws.set_split(held_out, "test")
+        report = import_paths(ws, files, label=label, modality=label)
+        reports.append(report)
+        last = {f.name for f in files[-2:]}
+        held_out = [i.id for i in ws.query(Filter(ids=report.added), limit=None) if i.original_name in last]
+        if held_out:
+            ws.set_split(held_out, "test")
     return reports
 
 
@@ -39,8 +43,15 @@ def summarise(reports) -> tuple[str, list[list]]:
     rejected = [[x.name, x.reason] for r in reports for x in r.rejected]
     rejected += [[n, f"duplicate of {o}"] for r in reports for n, o in r.duplicates]
     captions = sum(r.captions for r in reports)
-    text = (f"**Imported {added} image(s)**, {captions} with a caption from their metadata or .txt file, "
-            f"{dup} duplicate(s), {len([x for r in reports for x in r.rejected])} rejected.")
+    present = sum(len(set(r.present)) for r in reports)
+    n_rejected = len([x for r in reports for x in r.rejected])
+    if not (added or dup or n_rejected) and any(r.empty for r in reports):
+        head = next(r.headline() for r in reports if r.empty)  # "nothing imported: the zip holds no images"
+        text = f"**{head[0].upper()}{head[1:]}.**"
+    else:
+        text = (f"**Imported {added} image(s)**, {captions} with a caption from their metadata or .txt file, "
+                f"{dup} duplicate(s)" + (f" (**{present} already in the workspace, left as they are**: label, split "
+                                         "and caption unchanged)" if present else "") + f", {n_rejected} rejected.")
     notices = [n for r in reports for n in r.notices(allow="'Allow images that may show burned-in patient data'")]
     text += "".join(f"\n\n⚠ {n}" for n in notices)  # seen before training: folder labels, burned-in images
     return text, rejected
@@ -183,13 +194,15 @@ def build(studio):
 
             return handler
 
-        demo_btn.click(finished(load_demo), browse_in, outputs, api_name="load_demo")
+        # progress, and a refusal's mark, on the summary alone: the gallery, counts and filters took no part
+        said = {"show_progress_on": [summary]}
+        demo_btn.click(finished(load_demo), browse_in, outputs, api_name="load_demo", **said)
         upload_btn.click(finished(import_uploads), [files, label, modality, split, burned, *browse_in], outputs,
-                         api_name="import_files")
+                         api_name="import_files", **said)
         folder_btn.click(finished(import_folder), [folder, label, modality, split, burned, *browse_in], outputs,
-                         api_name="import_folder")
+                         api_name="import_folder", **said)
         dataset_btn.click(finished(import_hf_dataset), [dataset, ds_split, label, modality, split, *browse_in], outputs,
-                          api_name="on_dataset")
+                          api_name="on_dataset", **said)
         quiet = {"show_progress": "hidden"}
         gr.on([label_f.input, split_f.input], lambda lab, spl: view(lab, spl, 1), [label_f, split_f], browse_out,
               **quiet)  # a new filter starts at its first page
