@@ -6,7 +6,7 @@ mark nothing that took no part, and loading the demo twice changes nothing (issu
 - the gallery highlights the image the editor shows, not the one clicked before;
 - Import with nothing chosen says so once, with no "Error" badge on the gallery, counts or
   filters; Load demo a second time leaves every image where it was.
-Screenshot: tests/artifacts/captions-tab.png.
+Screenshots: tests/artifacts/captions-tab.png, captions-conflict.png.
 """
 
 from __future__ import annotations
@@ -42,6 +42,34 @@ def editor_at(page, image_id: int) -> None:
 def highlighted(page) -> list[int]:
     return page.evaluate("""() => [...document.querySelectorAll('#caption-gallery .thumbnail-item')]
         .map((e, k) => e.classList.contains('selected') ? k : -1).filter(k => k >= 0)""")
+
+
+def conflict_and_regenerate(browser, server, page, text, ws_dir, shots) -> None:
+    """Two people on #5: the later save meets the earlier one and asks; Regenerate asks first."""
+    other = browser.new_page(viewport={"width": 1400, "height": 1000})
+    other.goto(server.url)
+    other.get_by_role("tab", name="Captions").click()
+    other.wait_for_selector("#caption-counts:has-text('16 shown')")
+    other.locator("#caption-gallery .thumbnail-item").nth(4).click()
+    editor_at(other, 5)
+    other.locator("#caption-text textarea").fill("Their caption of #5.")
+    other.locator("#save-caption").click()
+    other.wait_for_selector("#review-note:has-text('Saved your edit to #5')")
+    other.close()
+    text.fill("My caption of #5.")
+    page.locator("#save-caption").click()
+    page.wait_for_selector("#edit-conflict-text:has-text('#5 was changed by someone else')")
+    assert stored(ws_dir)[5][0] == "Their caption of #5."
+    shots(page, "captions-conflict")
+    page.locator("#conflict-keep-theirs").click()
+    page.wait_for_function("document.querySelector('#caption-text textarea').value === 'Their caption of #5.'")
+    page.wait_for_selector("#edit-conflict", state="hidden")
+    page.locator("#regenerate-caption").click()  # an edited caption: asked first
+    page.wait_for_selector("#regen-confirm-text:has-text(\"#5's edited caption\")")
+    assert stored(ws_dir)[5][0] == "Their caption of #5."
+    page.locator("#regen-confirm-yes").click()
+    page.wait_for_function("document.querySelector('#caption-text textarea').value.startsWith('A fundus image')")
+    assert stored(ws_dir)[5][1] == "draft"
 
 
 def test_typed_text_survives_every_way_of_moving_on(tmp_path, medart_cache, browser, shots):
@@ -91,6 +119,7 @@ def test_typed_text_survives_every_way_of_moving_on(tmp_path, medart_cache, brow
         page.locator("#prev-caption").click()  # nothing typed: nothing saved
         editor_at(page, 5)
         now = stored(ws_dir)
+        conflict_and_regenerate(browser, server, page, text, ws_dir, shots)
         assert [now[i][:2] for i in (1, 2, 3)] == [("Typed into #1, then Next.", "edited"),
                                                    ("Typed into #2, then Alt+N.", "edited"),
                                                    ("Typed into #3, then a thumbnail.", "edited")]
