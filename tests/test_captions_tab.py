@@ -125,7 +125,8 @@ def test_a_batch_replaces_reviewed_captions_only_when_asked_and_says_how_many(st
 def test_a_review_step_answers_with_counts_and_editor_and_the_listing_follows(studio):
     md, image, current, status, text, tokens, loaded, note = captions.review_step(studio, 1, "A polyp.", "approve",
                                                                                    *ALL, 1)
-    assert current == 2 and note == "Approved #1." and loaded["id"] == 2 and "approved 1" in md and "4 shown" in md and 'data-state="draft"' in status
+    assert current == 2 and note == "Approved #1." and loaded["id"] == 2
+    assert "approved 1" in md and "4 shown" in md and 'data-state="draft"' in status
     md, *editor = captions.review_step(studio, 2, "", "reject", *ALL, 1)
     assert editor[1] == 3 and "rejected 1" in md
     md, *editor = captions.review_step(studio, 3, "Kept.", "save", *ALL, 1)
@@ -171,6 +172,9 @@ def test_moving_on_keeps_typed_text_as_one_undoable_edit(studio):
     assert note == "" and editor[1] == 2  # nothing typed: nothing saved
     with studio.workspace() as ws:
         assert len(ws.history(1)) == 3  # its caption, then the two edits typed into it
+        ws.remove([2])  # removed in the Data tab while typed into here: moving on still works
+    *editor, note = captions.move(studio, [1, 3], 2, +1, "Typed into a removed image.", {"id": 2, "text": "", "at": 0})
+    assert editor[1] == 1 and note == "#2 was removed meanwhile; the text typed into it was not kept."
 
 
 def test_a_save_over_someone_elses_change_asks_to_keep_theirs_or_overwrite(studio):
@@ -211,8 +215,8 @@ def test_find_replace_lists_matches_in_context_and_refuses_runaway_patterns(stud
     md = captions.find_replace(studio, False, "reddish", "red", False, False, *ALL, 1)
     lines = md.splitlines()
     assert lines[0] == "**Would replace 8 match(es) in 4 caption(s).**" and len(lines) == 9  # all 8: no "more"
-    assert lines[2] == "- #1: …sigmoid colon, reddish, with ~~reddish~~ vessels\\. → …sigmoid colon, reddish, with " \
-                       "**red** vessels\\."
+    assert lines[2] == ("- #1: …sigmoid colon, reddish, with ~~reddish~~ vessels\\. → "
+                        "…sigmoid colon, reddish, with **red** vessels\\.")
     with studio.workspace() as ws:
         ws.set_text(4, "Reddish, reddish, reddish.")
     lines = captions.find_replace(studio, False, "reddish", "red", False, True, *ALL, 1).splitlines()

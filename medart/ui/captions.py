@@ -26,8 +26,10 @@ the editor loaded: when someone else changed that caption meanwhile, nothing is 
 page asks whether to keep theirs or save this one over it. Regenerate asks first when it would
 replace a reviewed caption (edited or approved) or typed text, as the batch job does.
 
-A refusal (nothing selected, an empty caption to approve, a pattern that runs too long) is one
-line beside the buttons that were used (`widgets.refused_in`); no other component turns red.
+A refusal is one message and marks no component that took no part: the review loop's (nothing
+selected, an empty or too long caption to approve) is a notice, as its events show no progress;
+a find/replace pattern that runs too long is the result's one line; a batch's or Regenerate's
+refusal is marked only on the batch status or the caption.
 
 Keyboard shortcuts (see layout.SHORTCUTS): Alt+A approve and next, Alt+N next, Alt+P previous,
 Alt+U next unreviewed, Alt+S save, Alt+Z undo the last change.
@@ -209,6 +211,8 @@ def keep_typed(studio, loaded, text) -> str:
     if not typed(loaded, text):
         return ""
     with studio.workspace() as ws:
+        if not ws.count(Filter(ids=[int(loaded["id"])])):
+            return f"#{loaded['id']} was removed meanwhile; the text typed into it was not kept."
         ws.set_text(int(loaded["id"]), text, expected=loaded["at"])
     return f"Saved your edit to #{loaded['id']}."
 

@@ -854,7 +854,8 @@ class Workspace:
             raise ValueError("find/replace needs a non-empty pattern")
         rx, repl = self._replacer(pattern, replacement, regex, ignore_case)
         where, params = (flt or Filter()).sql()
-        sql = "SELECT i.id, c.text, c.status FROM images i JOIN captions c ON c.image_id = i.id" + where + " ORDER BY i.id"
+        sql = ("SELECT i.id, c.text, c.status FROM images i JOIN captions c ON c.image_id = i.id" + where
+               + " ORDER BY i.id")
         deadline = time.monotonic() + REGEX_SECONDS
         with self.read() as c:
             rows = c.execute(sql, params).fetchall()
