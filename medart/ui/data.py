@@ -4,13 +4,15 @@ browse them by label and split a page at a time, then organise them (labels, spl
 
 from __future__ import annotations
 
+import functools
+import html
 import math
 
 import gradio as gr
 
 from captioning.templates import BUILTIN_TEMPLATES
 from medart.assets import DEMO_DIR
-from medart.ui import organise, pictures
+from medart.ui import organise, pictures, sessions
 from medart.ui.widgets import on_page_load, user_errors
 from medart.workspace import SPLITS, Filter
 
@@ -127,6 +129,36 @@ def import_hf_dataset(studio, name, ds_split, label, modality, split="train") ->
                                into=split or "train")]
 
 
+_REFUSALS: dict[str, str] = {}  # browser session -> its last refused import, until the summary says it
+
+
+def refused_in_summary(fn):
+    """`widgets.user_errors` for an import: a refusal still fails the call (a script gets the
+    error), but the page shows no notice of its own; the event's `.failure` puts it in the import
+    summary instead (`said_refusal`), one line where the result would have been."""
+    checked = user_errors(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args):
+        try:
+            return checked(*args)
+        except gr.Error as e:
+            key = sessions.current_key()
+            if key:
+                _REFUSALS[key] = e.message
+                while len(_REFUSALS) > 256:
+                    _REFUSALS.pop(next(iter(_REFUSALS)))
+            raise gr.Error(e.message, visible=False, print_exception=False) from None
+
+    return wrapper
+
+
+def said_refusal() -> str:
+    """The calling session's last refused import, as the summary's one line."""
+    message = _REFUSALS.pop(sessions.current_key() or "", "")
+    return f"**Not imported:** {html.escape(message)}" if message else ""
+
+
 def build(studio):
     modalities = [""] + list(BUILTIN_TEMPLATES)
     with gr.Tab("Data", id="data") as tab:
@@ -187,22 +219,24 @@ def build(studio):
         outputs = [summary, rejected, *browse_out, split_table]
 
         def finished(action):
-            @user_errors
+            @refused_in_summary
             def handler(*args):
                 *inputs, label_, split_, page_ = args
                 return finish(action(studio, *inputs), label_, split_, page_)
 
             return handler
 
-        # progress, and a refusal's mark, on the summary alone: the gallery, counts and filters took no part
+        # progress on the summary alone (the gallery, counts and filters take no part); a refusal is
+        # then said in the summary, where the result would have been
         said = {"show_progress_on": [summary]}
-        demo_btn.click(finished(load_demo), browse_in, outputs, api_name="load_demo", **said)
+        refusal = {"fn": said_refusal, "outputs": [summary], "show_progress": "hidden"}
+        demo_btn.click(finished(load_demo), browse_in, outputs, api_name="load_demo", **said).failure(**refusal)
         upload_btn.click(finished(import_uploads), [files, label, modality, split, burned, *browse_in], outputs,
-                         api_name="import_files", **said)
+                         api_name="import_files", **said).failure(**refusal)
         folder_btn.click(finished(import_folder), [folder, label, modality, split, burned, *browse_in], outputs,
-                         api_name="import_folder", **said)
+                         api_name="import_folder", **said).failure(**refusal)
         dataset_btn.click(finished(import_hf_dataset), [dataset, ds_split, label, modality, split, *browse_in], outputs,
-                          api_name="on_dataset", **said)
+                          api_name="on_dataset", **said).failure(**refusal)
         quiet = {"show_progress": "hidden"}
         gr.on([label_f.input, split_f.input], lambda lab, spl: view(lab, spl, 1), [label_f, split_f], browse_out,
               **quiet)  # a new filter starts at its first page
