@@ -26,10 +26,10 @@ the editor loaded: when someone else changed that caption meanwhile, nothing is 
 page asks whether to keep theirs or save this one over it. Regenerate asks first when it would
 replace a reviewed caption (edited or approved) or typed text, as the batch job does.
 
-A refusal is one message and marks no component that took no part: the review loop's (nothing
-selected, an empty or too long caption to approve) is a notice, as its events show no progress;
-a find/replace pattern that runs too long is the result's one line; a batch's or Regenerate's
-refusal is marked only on the batch status or the caption.
+A refusal is one message where the person is looking and marks no component that took no part:
+the review loop's (nothing selected, an empty or too long caption to approve) is the note under
+its buttons; a find/replace pattern that runs too long is the result's one line; a batch's or
+Regenerate's refusal is marked only on the batch status or the caption.
 
 Keyboard shortcuts (see layout.SHORTCUTS): Alt+A approve and next, Alt+N next, Alt+P previous,
 Alt+U next unreviewed, Alt+S save, Alt+Z undo the last change.
@@ -642,10 +642,11 @@ def _page(out: tuple) -> tuple:
 HIDE = {"visible": False}
 
 
-def _conflicts(fn, outputs: int):
-    """`fn`'s values and the conflict box hidden; on EditConflict nothing else changes and the
-    box asks whether to keep the other change or save this one over it. `outputs`: how many
-    values `fn` returns."""
+def _conflicts(fn, outputs: int, note: int = -1):
+    """`fn`'s values and the conflict box hidden. On EditConflict nothing else changes and the
+    box asks whether to keep the other change or save this one over it; on a refusal (ValueError)
+    nothing else changes and the note beside the buttons (output `note` of `fn`'s) says why.
+    `outputs`: how many values `fn` returns."""
     @functools.wraps(fn)
     def wrapper(*args):
         try:
@@ -653,6 +654,11 @@ def _conflicts(fn, outputs: int):
         except EditConflict as e:
             log.info("edit conflict on #%s", e.item.id)
             return (*[gr.update() for _ in range(outputs)], gr.update(visible=True), f"**{html.escape(str(e))}**")
+        except (ValueError, FileNotFoundError) as e:
+            log.warning("refused: %s", (str(e).splitlines() or [type(e).__name__])[0])
+            values = [gr.update() for _ in range(outputs)]
+            values[note] = f"⚠ {html.escape(str(e))}"
+            return (*values, gr.update(**HIDE), "")
 
     return user_errors(wrapper)
 
@@ -751,16 +757,16 @@ def _wire_navigation(studio, g, ids_state, page_ids):
     then = ([g["note"], current, *filters], listing_out)
     for button, step in ((g["prev_b"], -1), (g["next_b"], +1)):
         button.click(_conflicts(lambda ids, c, text, loaded, shown, k=step:
-                                lit(move(studio, ids, c, k, text, loaded), shown), len(moved)),
+                                lit(move(studio, ids, c, k, text, loaded), shown), len(moved), -2),
                      [ids_state, current, *typing, page_ids], out, **QUIET).success(relabel, *then, **QUIET)
     g["unrev"].click(_conflicts(lambda c, text, loaded, shown: lit(next_unreviewed(studio, c, text, loaded), shown),
-                                len(moved)), [current, *typing, page_ids], out, api_name="do_next_unreviewed",
+                                len(moved), -2), [current, *typing, page_ids], out, api_name="do_next_unreviewed",
                      **QUIET).success(relabel, *then, **QUIET)
 
     def on_select(shown, text, loaded, evt: gr.SelectData):
         return (*pick(studio, shown, evt.index, text, loaded), gr.update())  # the gallery highlights it already
 
-    g["gallery"].select(_conflicts(on_select, len(moved)), [page_ids, *typing], out, **QUIET).success(
+    g["gallery"].select(_conflicts(on_select, len(moved), -2), [page_ids, *typing], out, **QUIET).success(
         relabel, *then, **QUIET)
 
 

@@ -120,6 +120,11 @@ def test_typed_text_survives_every_way_of_moving_on(tmp_path, medart_cache, brow
         editor_at(page, 5)
         now = stored(ws_dir)
         conflict_and_regenerate(browser, server, page, text, ws_dir, shots)
+        text.fill("")  # a refusal in the review loop: the note under the buttons, nothing else
+        page.locator("#approve-next").click()
+        page.wait_for_selector("#review-note:has-text('write or generate a caption before approving')")
+        assert error_badges(page) == [] and page.locator(".toast-body").count() == 0
+        assert stored(ws_dir)[5][1] == "draft"
         assert [now[i][:2] for i in (1, 2, 3)] == [("Typed into #1, then Next.", "edited"),
                                                    ("Typed into #2, then Alt+N.", "edited"),
                                                    ("Typed into #3, then a thumbnail.", "edited")]
