@@ -466,6 +466,12 @@ def test_loading_the_demo_again_leaves_a_hold_out_as_it_is(tmp_path, ws):
     assert ws.undo().action == "hold out"  # the last change is still the hold-out: the demo moved nothing
 
 
+def gradient_png(folder):
+    path = folder / "gradient.png"
+    Image.fromarray(gradient()).save(path)
+    return path
+
+
 def test_an_empty_zip_or_folder_says_it_holds_no_images(tmp_path, ws):
     from medart.ui.data import summarise
 
@@ -478,6 +484,9 @@ def test_an_empty_zip_or_folder_says_it_holds_no_images(tmp_path, ws):
     (tmp_path / "blank").mkdir()
     both = import_paths(ws, [empty, tmp_path / "blank"])
     assert both.headline() == "nothing imported: the folder and the zip hold no images" and ws.count() == 0
+    twice = import_paths(ws, [empty, empty, tmp_path / "blank", gradient_png(tmp_path)])
+    assert twice.headline().startswith("imported 1 image(s)") and "the folder and the 2 zips hold no images" in \
+        twice.notices()
 
 
 def test_captions_too_long_are_left_out_or_flagged_on_import(tmp_path, ws):

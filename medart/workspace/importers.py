@@ -119,6 +119,8 @@ class ImportReport:
             ids = " ".join(f"#{i}" for i in self.burned_in)
             out.append(f"imported with {allow} although their pixels may show patient data: {ids}; look at each "
                        "and remove any that shows a name, date or number (`python -m medart remove --ids ...`)")
+        if self.empty and (self.added or self.duplicates or self.rejected):
+            out.append(self._empty_md())
         if self.long_captions:
             out.append(f"{len(self.long_captions)} caption(s) longer than {MAX_CAPTION_CHARS:,} characters "
                        f"(the longest {max(self.long_captions):,}) were left out; their images came in without them")
@@ -135,14 +137,17 @@ class ImportReport:
     def headline(self) -> str:
         """The first line: what came in, what was already there and left alone, what did not."""
         if not (self.added or self.duplicates or self.rejected) and self.empty:
-            kinds = sorted(set(self.empty))
-            return (f"nothing imported: the {' and the '.join(kinds)} hold{'s' if len(self.empty) == 1 else ''} "
-                    "no images")
+            return f"nothing imported: {self._empty_md()}"
         present = len(set(self.present))
         there = (f" ({present} already in the workspace, left as they are: label, split and caption unchanged)"
                  if present else "")
         return (f"imported {len(self.added)} image(s) ({self.captions} with captions), "
                 f"{len(self.duplicates)} duplicate(s){there}, {len(self.rejected)} rejected")
+
+    def _empty_md(self) -> str:
+        """"the zip holds no images", "the 2 folders and the zip hold no images"."""
+        kinds = [k if self.empty.count(k) == 1 else f"{self.empty.count(k)} {k}s" for k in sorted(set(self.empty))]
+        return f"the {' and the '.join(kinds)} hold{'s' if len(self.empty) == 1 else ''} no images"
 
     def summary(self) -> str:
         lines = [self.headline()]
