@@ -29,9 +29,10 @@ and `EditConflict` says what it is now, so nobody overwrites another's newer cha
 `updated_at` only grows, so the stamp names one version of the caption.
 
 Bounds that keep one request from holding the server: a caption is at most `MAX_CAPTION_CHARS`
-characters on every write, and a find/replace pattern runs for at most `REGEX_SECONDS` in all
-(the `regex` module's time limit; the match runs without holding the interpreter). With a
-`token_limit` (how many T5 tokens the base reads), a caption longer than that is not approved.
+characters on every write, and a find/replace pattern runs for at most `REGEX_SECONDS` on one
+caption and that plus `REGEX_PER_CAPTION` per caption in all (the `regex` module's time limit;
+the match runs without holding the interpreter). With a `token_limit` (how many T5 tokens the
+base reads), a caption longer than that is not approved.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ DB_NAME = "workspace.db"
 IMPORT_LOCK = "import.lock"  # shared by running imports; taken exclusively to collect orphans
 IMPORT_MARKERS = "imports"  # one file per import that has not finished
 MAX_CAPTION_CHARS = 10_000  # T5 reads at most 300 tokens (about 1,500 characters); this is far beyond
-REGEX_SECONDS = 0.5  # a find/replace pattern's time over all the captions it searches (it stops soon after)
+REGEX_SECONDS = 0.5  # a find/replace pattern's time on one caption (it stops soon after) ...
+REGEX_PER_CAPTION = 5e-5  # ... and over them all: REGEX_SECONDS plus this much per caption searched
 STAMP_STEP = 1e-6  # updated_at grows by at least this much on every change
 
 def default_workspace() -> Path:
@@ -227,6 +229,11 @@ class ReplacePreview:
 
 
 CONTEXT = 30  # characters shown each side of a find/replace match
+
+
+def _budget(deadline: float) -> float:
+    """The time a pattern may take on the next caption: REGEX_SECONDS, at most what is left."""
+    return max(min(REGEX_SECONDS, deadline - time.monotonic()), 1e-3)
 
 
 def _in_context(iid: int, text: str, m, replacement: str) -> ReplaceMatch:
@@ -856,16 +863,16 @@ class Workspace:
         where, params = (flt or Filter()).sql()
         sql = ("SELECT i.id, c.text, c.status FROM images i JOIN captions c ON c.image_id = i.id" + where
                + " ORDER BY i.id")
-        deadline = time.monotonic() + REGEX_SECONDS
         with self.read() as c:
             rows = c.execute(sql, params).fetchall()
+        deadline = time.monotonic() + REGEX_SECONDS + len(rows) * REGEX_PER_CAPTION
         preview, updates = self._replacements(rows, rx, repl, deadline, samples, pattern, replacement)
         if apply and updates:
             with self.transaction() as c:
                 now = c.execute(sql, params).fetchall()
                 if now != rows:  # changed while the pattern ran: replace in what is there now
-                    preview, updates = self._replacements(now, rx, repl, deadline + REGEX_SECONDS, samples, pattern,
-                                                          replacement)
+                    deadline = time.monotonic() + REGEX_SECONDS + len(now) * REGEX_PER_CAPTION
+                    preview, updates = self._replacements(now, rx, repl, deadline, samples, pattern, replacement)
                 preview.change_id, _ = self._change(c, "replace", updates, detail=f"{pattern!r} → {replacement!r}")
         return preview
 
@@ -876,14 +883,14 @@ class Workspace:
         updates, matches, shown = [], 0, []
         for iid, text, status in rows:
             try:
-                new, n = rx.subn(repl, text, timeout=max(deadline - time.monotonic(), 1e-3), concurrent=True)
+                new, n = rx.subn(repl, text, timeout=_budget(deadline), concurrent=True)
                 if n and new != text and len(shown) < samples:
-                    for m in rx.finditer(text, timeout=max(deadline - time.monotonic(), 1e-3), concurrent=True):
+                    for m in rx.finditer(text, timeout=_budget(deadline), concurrent=True):
                         if len(shown) < samples:
                             shown.append(_in_context(iid, text, m, repl))
             except TimeoutError:
                 raise ValueError(
-                    f"the regular expression {pattern!r} took too long (over {REGEX_SECONDS:g} s) and was stopped; "
+                    f"the regular expression {pattern!r} took too long and was stopped; "
                     "nothing was changed. Simplify it (nested repeats such as (a|aa)+ can take forever) or untick "
                     "'Regular expression'") from None
             except (regex_engine.error, IndexError) as e:
