@@ -433,3 +433,84 @@ def test_files_given_together_bring_their_sidecars(tmp_path, ws):
         "A fundus image 0.", "A fundus image 1.", "A fundus image two.", "A fundus image three."]
     assert items["fundus_02.png"].label == "retina" and all(i.status == "edited" for i in items.values())
     assert report.summary().startswith("imported 4 image(s) (4 with captions), 0 duplicate(s), 0 rejected")
+
+
+def test_importing_again_changes_nothing_and_says_what_it_left_alone(tmp_path, ws):
+    src = tmp_path / "cases"
+    (src / "polyps").mkdir(parents=True)
+    for k in range(3):
+        Image.new("RGB", (20, 20), (k * 60, 10, 10)).save(src / "polyps" / f"p{k}.png")
+    (src / "polyps" / "p0.txt").write_text("A polyp, as imported.")
+    first = import_paths(ws, [src])
+    ws.set_labels([first.added[0]], "adenoma")  # a person's work after the first import
+    ws.set_split([first.added[1]], "test")
+    ws.set_text(first.added[0], "A polyp, as a person wrote it.", approve=True)
+    before = [(i.label, i.split, i.text, i.status) for i in ws.query(limit=None)]
+    again = import_paths(ws, [src], label="other", split="validation")
+    assert [(i.label, i.split, i.text, i.status) for i in ws.query(limit=None)] == before
+    assert not again.added and sorted(again.present) == sorted(first.added)
+    assert again.summary().startswith("imported 0 image(s) (0 with captions), 3 duplicate(s) (3 already in the "
+                                      "workspace, left as they are: label, split and caption unchanged), 0 rejected")
+
+
+def test_loading_the_demo_again_leaves_a_hold_out_as_it_is(tmp_path, ws):
+    from medart.ui.data import import_demo, summarise
+    from medart.workspace.splits import hold_out
+
+    import_demo(ws)
+    hold_out(ws, test=0.25, seed=3)
+    before = {i.id: (i.label, i.split, i.text) for i in ws.query(limit=None)}
+    text, rows = summarise(import_demo(ws))
+    assert {i.id: (i.label, i.split, i.text) for i in ws.query(limit=None)} == before
+    assert "**Imported 0 image(s)**" in text and "**16 already in the workspace, left as they are**" in text
+    assert ws.undo().action == "hold out"  # the last change is still the hold-out: the demo moved nothing
+
+
+def gradient_png(folder):
+    path = folder / "gradient.png"
+    Image.fromarray(gradient()).save(path)
+    return path
+
+
+def test_an_empty_zip_or_folder_says_it_holds_no_images(tmp_path, ws):
+    from medart.ui.data import summarise
+
+    empty = tmp_path / "empty.zip"
+    with zipfile.ZipFile(empty, "w") as z:
+        z.writestr("notes/readme.txt", "nothing here")
+    report = import_paths(ws, [empty])
+    assert report.summary().startswith("nothing imported: the zip holds no images")
+    assert summarise([report])[0].startswith("**Nothing imported: the zip holds no images.**")
+    (tmp_path / "blank").mkdir()
+    both = import_paths(ws, [empty, tmp_path / "blank"])
+    assert both.headline() == "nothing imported: the folder and the zip hold no images" and ws.count() == 0
+    twice = import_paths(ws, [empty, empty, tmp_path / "blank", gradient_png(tmp_path)])
+    assert twice.headline().startswith("imported 1 image(s)") and "the folder and the 2 zips hold no images" in \
+        twice.notices()
+
+
+def test_captions_too_long_are_left_out_or_flagged_on_import(tmp_path, ws):
+    from medart.workspace import MAX_CAPTION_CHARS
+
+    src = tmp_path / "cases"
+    src.mkdir()
+    for k in range(3):
+        Image.new("RGB", (20, 20), (10, k * 60, 10)).save(src / f"c{k}.png")
+    (src / "c0.txt").write_text("reddish " * (3_000_000 // 8))  # 3 MB
+    (src / "c1.txt").write_text("An endoscopic image of a polyp with " + "reddish mucosa and dark vessels, " * 60)
+    (src / "c2.txt").write_text("A short caption.")
+    from transformers import AutoTokenizer
+
+    from medart.tiny_base import TOKENIZER_DIR
+
+    ws.tokenizer = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
+    ws.token_limit = 120
+    report = import_paths(ws, [src])
+    texts = {ws.get(i).original_name: ws.get(i) for i in report.added}
+    assert len(report.added) == 3 and texts["c0.png"].text == "" and texts["c2.png"].text == "A short caption."
+    assert len(texts["c1.png"].text) < MAX_CAPTION_CHARS and texts["c1.png"].token_count > 120
+    notes = "\n".join(report.notices())
+    assert "1 caption(s) longer than 10,000 characters (the longest 2,999,999) were left out" in notes
+    assert f"longer than the base model reads (120 T5 tokens): #{texts['c1.png'].id} (" in notes
+    with pytest.raises(ValueError, match="shorten it before approving"):
+        ws.approve([texts["c1.png"].id])

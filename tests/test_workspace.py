@@ -283,3 +283,156 @@ def test_a_batch_written_caption_by_caption_is_one_undo_step(ws):
     assert undone.ids == [1, 2, 3] and undone.describe() == (
         "Undid the batch captioning (3 image(s), offline): 3 caption(s) restored.")
     assert [ws.get(i).text for i in (1, 2, 3, 4)] == ["", "", "", "a reviewer's caption"]
+
+
+# ---- two people on one workspace, and bounds on what one request may cost ----------------------
+def test_an_edit_over_someone_elses_newer_change_is_refused_and_says_what_it_is_now(ws, tmp_path, tok):
+    from medart.workspace import EditConflict
+
+    (i,) = fill(ws, 1, texts=["A draft."])
+    loaded = ws.get(i).updated_at  # what one person's editor loaded
+    with Workspace(tmp_path / "ws", tokenizer=tok) as other:  # a second person, another connection
+        theirs = other.set_text(i, "Their newer caption.", approve=True)
+    assert (theirs.text, theirs.status) == ("Their newer caption.", "approved") and theirs.updated_at > loaded
+    with pytest.raises(EditConflict, match="changed by someone else") as refused:
+        ws.set_text(i, "My older edit.", expected=loaded)
+    assert refused.value.item.text == "Their newer caption." and "Their newer caption." in str(refused.value)
+    assert ws.get(i).text == "Their newer caption." and len(ws.history(i)) == 1  # nothing written
+    mine = ws.set_text(i, "My edit, over theirs on purpose.", expected=theirs.updated_at)
+    assert (mine.text, mine.status) == ("My edit, over theirs on purpose.", "edited")
+    assert ws.undo().describe() == "Undid the edit of #1 (now: caption approved)."
+    assert ws.get(i).updated_at > mine.updated_at  # an undo is a new version too: stamps only grow
+
+
+def test_concurrent_saves_answer_with_what_each_saved_and_never_overwrite_unaware(tmp_path, tok):
+    import threading
+
+    from medart.workspace import EditConflict
+
+    with Workspace(tmp_path / "ws", tokenizer=tok) as w:
+        (i,) = fill(w, 1, texts=["Start."])
+    results = {"a": [], "b": []}
+
+    def client(name):
+        with Workspace(tmp_path / "ws", tokenizer=tok) as mine:
+            for k in range(60):
+                loaded = mine.get(i)
+                text = f"{name} edit {k}."
+                try:
+                    saved = mine.set_text(i, text, expected=loaded.updated_at)
+                    results[name].append(("saved", text, saved.text, loaded.text))
+                except EditConflict as e:
+                    results[name].append(("conflict", text, e.item.text, loaded.text))
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in results]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rows = results["a"] + results["b"]
+    saves = [r for r in rows if r[0] == "saved"]
+    assert len(rows) == 120 and saves and all(r[1] == r[2] for r in saves)  # a save answers with its own text
+    assert all(r[2] != r[3] for r in rows if r[0] == "conflict")  # a conflict names a newer text than was loaded
+    with Workspace(tmp_path / "ws", tokenizer=tok) as w:
+        history = w.history(i)
+        assert len(history) == len(saves)  # every save is one change, each made over the text its editor loaded
+        assert [h["old_text"] for h in history[1:]] == [h["new_text"] for h in history[:-1]]
+
+
+def test_a_runaway_pattern_is_stopped_with_a_message_and_holds_no_one_else(ws, tmp_path, tok, monkeypatch):
+    import threading
+
+    from medart.workspace import store
+    from medart.workspace.store import REGEX_SECONDS
+
+    ids = fill(ws, 3, texts=["a" * 39 + "b", "a" * 40, "A polyp."])
+    t0 = time.monotonic()
+    nested = ws.find_replace(r"^(a+)+$", "x", regex=True)  # exponential in Python's re; fine here
+    assert time.monotonic() - t0 < 2 and nested.matches == 1
+    waited = []
+
+    def other_client():  # another person's request while the pattern runs
+        time.sleep(0.2)
+        with Workspace(tmp_path / "ws", tokenizer=tok) as w:
+            t = time.monotonic()
+            w.get(ids[2])
+            w.set_text(ids[2], "Another person's edit.")
+            waited.append(time.monotonic() - t)
+
+    thread = threading.Thread(target=other_client)
+    thread.start()
+    t0 = time.monotonic()
+    with pytest.raises(ValueError, match=r"took too long and was stopped; nothing was changed"):
+        ws.find_replace(r"^(a|aa)+$", "x", regex=True, apply=True)
+    took = time.monotonic() - t0
+    thread.join()
+    assert REGEX_SECONDS <= took < 2, took  # Python's re: hours for 40 characters
+    assert [ws.get(i).text for i in ids[:2]] == ["a" * 39 + "b", "a" * 40] and waited
+    assert waited[0] < 0.3, waited  # the search holds neither the interpreter nor the write lock
+    fill(ws, 50, texts=["A fundus image, red with pink areas near the optic disc."] * 50)
+    monkeypatch.setattr(store, "REGEX_SECONDS", 0.0)  # a workspace's size adds to the budget: a plain pattern
+    monkeypatch.setattr(store, "REGEX_PER_CAPTION", 0.02)  # over many captions is not cut short
+    assert ws.find_replace(r"\bpink\b", "salmon").captions == ws.count(Filter(text="pink")) > 40
+
+
+def test_caption_length_is_bounded_on_every_write(ws):
+    from medart.workspace import MAX_CAPTION_CHARS
+
+    (i, j) = fill(ws, 2, texts=["A polyp.", ""])
+    huge = "reddish " * (3_000_000 // 8)  # 3 MB
+    for write in (lambda: ws.set_text(i, huge), lambda: ws.set_caption(j, huge, {"backend": "x"}),
+                  lambda: ws.find_replace("polyp", "p" * (MAX_CAPTION_CHARS + 1), regex=False, apply=True)):
+        with pytest.raises(ValueError, match=r"characters long, over the limit of 10,000; shorten it"):
+            write()
+    sha, size, _ = ws.store_image(Image.new("RGB", (16, 16), (1, 2, 250)))
+    with pytest.raises(ValueError, match="over the limit"):
+        ws.add_images([NewImage(sha, "x.png", 16, 16, "RGB", size, "test", text=huge)])
+    assert [ws.get(k).text for k in (i, j)] == ["A polyp.", ""] and ws.count() == 2 and not ws.history(i)
+    assert ws.set_text(i, "x" * MAX_CAPTION_CHARS).text == "x" * MAX_CAPTION_CHARS
+
+
+def test_find_replace_shows_each_match_in_context_and_how_many_more(ws):
+    prefix = "An endoscopic image of the sigmoid colon showing a sessile lesion with "
+    ids = fill(ws, 5, texts=[prefix + "a reddish rim and reddish vessels."] * 5)
+    p = ws.find_replace("reddish", "red", regex=False)
+    assert (p.matches, p.captions, len(p.samples), p.more) == (10, 5, 8, 2)
+    first, second = p.samples[:2]
+    assert (first.id, first.old, first.new) == (ids[0], "reddish", "red")
+    assert (first.left, first.right) == ("…a sessile lesion with a ", " rim and reddish vessels.")  # whole words
+    assert (second.left, second.right) == ("…with a reddish rim and ", " vessels.")
+    assert ws.find_replace(r"(\w+) rim", r"\1 border", regex=True).samples[0].new == "reddish border"
+
+
+def test_a_caption_longer_than_the_base_reads_cannot_be_approved(tmp_path, tok):
+    long = "An endoscopic image of a polyp with " + "reddish mucosa, pale rim and dark vessels, " * 40
+    with Workspace(tmp_path / "ws", tokenizer=tok, token_limit=120) as w:
+        i, j = fill(w, 2, texts=[long, "A short caption."])
+        assert w.get(i).token_count > 120
+        for approve in (lambda: w.set_text(i, long, approve=True), lambda: w.approve([i, j])):
+            with pytest.raises(ValueError, match=r"#1's caption is [\d,]+ T5 tokens long and the base model reads "
+                                                 r"120: shorten it before approving"):
+                approve()
+        assert [w.get(k).status for k in (i, j)] == ["edited", "edited"]  # all or nothing
+        assert w.approve([j]) == 1 and w.set_text(i, "A polyp.", approve=True).status == "approved"
+
+
+def test_cli_replace_previews_matches_in_context_and_approve_leaves_long_captions(tmp_path, capsys, tok):
+    from medart.cli import main
+
+    long = "An endoscopic image of a polyp with " + "reddish mucosa, pale rim and dark vessels, " * 40
+    with Workspace(tmp_path / "ws", tokenizer=tok) as w:
+        fill(w, 10, texts=["A sessile lesion of the sigmoid colon with a reddish rim."] * 9 + [long])
+    w_ = ["--workspace", str(tmp_path / "ws"), "--base-model", "tiny"]
+    assert main(["replace", "reddish", "red", *w_]) == 0
+    out = capsys.readouterr().out
+    assert "  [1] …of the sigmoid colon with a [reddish] rim.\n     -> …of the sigmoid colon with a [red] rim." \
+        in out and "  ... and 41 more" in out
+    assert main(["approve", "--all", *w_[:2]]) == 0  # the default base here: tiny, a PixArt-α twin
+    out = capsys.readouterr().out
+    assert "left 1 caption(s) longer than the base model reads (120 T5 tokens) unapproved: #10" in out
+    assert "approved: 9 caption(s) changed" in out
+    with Workspace(tmp_path / "ws", tokenizer=tok) as w:
+        w.set_text(1, "a" * 39 + "b")
+    assert main(["replace", r"^(a|aa)+$", "x", *w_]) == 2
+    assert "took too long" in capsys.readouterr().err
+

@@ -25,7 +25,7 @@ def _open(args, tokens: str | None = None, create: bool = False) -> Workspace:
     """Open the workspace; with tokens="required" (captioning) or "optional" (import, edits),
     with the base model's T5 tokenizer to count caption tokens. An optional tokenizer that
     cannot be loaded leaves counts empty with a warning instead of failing the command."""
-    from medart.profiles import BaseModelError, caption_tokenizer
+    from medart.profiles import KINDS, BaseModelError, caption_tokenizer, kind_or_alpha
 
     tokenizer = name = None
     if tokens:
@@ -35,7 +35,8 @@ def _open(args, tokens: str | None = None, create: bool = False) -> Workspace:
             if tokens == "required":
                 raise
             print(f"warning: caption token counts unavailable ({e})", file=sys.stderr)
-    ws = Workspace(args.workspace, tokenizer=tokenizer, create=create)
+    limit = KINDS[kind_or_alpha(getattr(args, "base_model", None))].max_caption_tokens  # approvals stop past it
+    ws = Workspace(args.workspace, tokenizer=tokenizer, create=create, token_limit=limit)
     if tokenizer is not None and ws.get_setting("token_base_model") != name:
         ws.recount_tokens()
         ws.set_setting("token_base_model", name)
@@ -220,10 +221,13 @@ def _status(args, status: str) -> int:
         raise ValueError("say which captions: image ids (--ids 3 4 10-20), a filter (--status edited, --label L) or --all")
     with _open(args) as ws:
         ids = ws.ids(flt)
-        if status == "approved":
-            empty = ws.ids(Filter(**{**flt.__dict__, "missing": True}))
-            if empty and not args.ids:
-                ids = [i for i in ids if i not in set(empty)]  # a filter skips empty captions
+        if status == "approved" and not args.ids:  # a filter skips empty captions and ones too long to train on
+            empty = set(ws.ids(Filter(**{**flt.__dict__, "missing": True})))
+            long = set(ws.ids(Filter(**{**flt.__dict__, "min_tokens": ws.token_limit + 1})))
+            ids = [i for i in ids if i not in empty | long]
+            if long:
+                print(f"left {len(long)} caption(s) longer than the base model reads ({ws.token_limit} T5 tokens) "
+                      f"unapproved: {' '.join(f'#{i}' for i in sorted(long)[:10])}; shorten them first")
         n = ws.set_status(ids, status, action="approve" if status == "approved" else "reject")
         print(f"{status}: {n} caption(s) changed ({len(ids)} selected)")
     return 0
@@ -250,8 +254,10 @@ def cmd_replace(args) -> int:
             ignore_case=args.ignore_case, apply=args.yes,
         )  # fmt: skip
         print(f"{preview.matches} match(es) in {preview.captions} caption(s)")
-        for iid, before, after in preview.samples:
-            print(f"  [{iid}] {before[:100]!r}\n     -> {after[:100]!r}")
+        for m in preview.samples:  # each match in its context: the matched text in [brackets]
+            print(f"  [{m.id}] {m.left}[{m.old}]{m.right}\n     -> {m.left}[{m.new}]{m.right}")
+        if preview.more:
+            print(f"  ... and {preview.more} more")
         if args.yes:
             print(f"replaced; undo with `python -m medart undo --workspace {ws.root}`")
         elif preview.captions:

@@ -173,10 +173,12 @@ class Studio:
             return self._tokenizer
 
     def workspace(self):
-        """A workspace handle counting tokens with the active base model's tokenizer."""
+        """A workspace handle counting tokens with the active base model's tokenizer (and refusing to
+        approve captions longer than it reads)."""
         from medart.workspace import Workspace
 
-        ws = Workspace(self.workspace_dir, tokenizer=self.tokenizer())
+        ws = Workspace(self.workspace_dir, tokenizer=self.tokenizer(),
+                       token_limit=self.caption_reader.max_caption_tokens)
         if ws.get_setting("token_base_model") != self.base_model:
             ws.recount_tokens()
             ws.set_setting("token_base_model", self.base_model)

@@ -19,14 +19,29 @@ returns the outputs' values (`listing`, `show`, `save_caption`, `start_batch`, .
 tested without a browser; `build` lays the page out and wires them. A batch is queued as a
 captioning job with a config file (`medart.jobs.kinds.caption_settings`).
 
+Typed text is never lost: moving on (Next, Previous, a thumbnail, Next unreviewed, a filter,
+Refresh) first saves what the person typed as an edit of the caption they typed it into (one
+undo step; the note says "Saved your edit to #N"). Every edit carries the stamp of the caption
+the editor loaded: when someone else changed that caption meanwhile, nothing is saved and the
+page asks whether to keep theirs or save this one over it. Regenerate asks first when it would
+replace a reviewed caption (edited or approved) or typed text, as the batch job does.
+
+A refusal is one message where the person is looking and marks no component that took no part:
+the review loop's (nothing selected, an empty or too long caption to approve) is the note under
+its buttons; a find/replace pattern that runs too long is the result's one line; a batch's or
+Regenerate's refusal is marked only on the batch status or the caption.
+
 Keyboard shortcuts (see layout.SHORTCUTS): Alt+A approve and next, Alt+N next, Alt+P previous,
 Alt+U next unreviewed, Alt+S save, Alt+Z undo the last change.
 """
 
 from __future__ import annotations
 
+import functools
 import html
+import logging
 import math
+import re
 
 import gradio as gr
 
@@ -39,7 +54,7 @@ from medart.workspace.describe import (NO_MODALITY, Describer, caption_by_descri
 from medart.ui import pictures
 from medart.jobs import ACTIVE, FINAL
 from medart.ui.widgets import progress_bar, state_badge, user_errors
-from medart.workspace import Filter, Workspace
+from medart.workspace import EditConflict, Filter, Item, Workspace
 
 STATUS_CHOICES = ["all", "unreviewed", "draft", "edited", "approved", "rejected"]
 PER_TEMPLATE = "per template"
@@ -50,6 +65,7 @@ MODEL_HINT = "hub id, folder or served name"
 PAGE = 48  # thumbnails per gallery page
 EDITOR_PX = 1024  # the editor's image: at most this many pixels a side, losslessly encoded
 URL_HINT = "http://gpu-box:8000/v1"
+log = logging.getLogger("medart.ui")
 # which captions a batch replaces: drafts only unless a person chooses (and confirms) more
 BATCH_SCOPES = [("drafts only", "drafts"), ("drafts and edited captions", "edited"),
                 ("drafts, edited and approved captions", "approved")]
@@ -135,8 +151,16 @@ def listing(studio, status, label, contains, max_tok, page=1) -> tuple:
         ids, items, page, pages = listing_page(ws, make_filter(status, label, contains, max_tok), page)
         s = ws.stats()
     labels = ["all"] + sorted(k for k in s["labels"] if k)
-    gallery = pictures.thumbnails(items, lambda i: f"#{i.id} {i.status} {i.token_count or 0}t")
+    gallery = pictures.thumbnails(items, thumb_label)
     return gallery, ids, counts_md(len(ids), page, pages, s), labels, page, [i.id for i in items]
+
+
+def thumb_label(item: Item) -> str:
+    """Under a thumbnail: its id and status, short enough to be read whole ("#5 ✓ approved")."""
+    return f"#{item.id} {STATUS_MARKS.get(item.status, '')}{item.status}"
+
+
+STATUS_MARKS = {"approved": "✓ ", "rejected": "✗ ", "edited": "✎ "}
 
 
 def counts_md(shown: int, page: int, pages: int, s: dict) -> str:
@@ -155,14 +179,61 @@ def counts(studio, status, label, contains, max_tok, page=1) -> str:
 
 
 def show(studio, image_id) -> tuple:
-    """The editor for one image: (image, id, status line, caption, token count)."""
+    """The editor for one image: (image, id, status line, caption, token count, what was loaded:
+    {"id", "text", "at"}, the caption's stamp for a later edit)."""
     if not image_id:
-        return None, None, "", "", token_md(0, studio.caption_reader)
+        return None, None, "", "", token_md(0, studio.caption_reader), None
     with studio.workspace() as ws:
         item = ws.get(int(image_id))
+    return editor_values(studio, item)
+
+
+def editor_values(studio, item: Item) -> tuple:
+    """`show`'s values for a caption already read (a save's reply shows what was saved)."""
     return (pictures.shown(item.image_path, item.sha256, max_side=EDITOR_PX), item.id, state_badge(item.status)
             + f" &nbsp;{item.label or ''} · {item.original_name} · {item.split}", item.text,
-            token_md(item.token_count, studio.caption_reader))
+            token_md(item.token_count, studio.caption_reader), loaded_stamp(item))
+
+
+def loaded_stamp(item: Item) -> dict:
+    return {"id": item.id, "text": item.text, "at": item.updated_at}
+
+
+def typed(loaded, text) -> bool:
+    """Whether the editor holds text the person typed over the caption it loaded."""
+    return bool(loaded) and (text or "").strip() != (loaded.get("text") or "").strip()
+
+
+def keep_typed(studio, loaded, text) -> str:
+    """Save the text typed over the caption the editor loaded as an edit (one undo step) before
+    the editor moves on: the note to show ("" when nothing was typed). An edit over someone
+    else's newer change raises EditConflict and saves nothing."""
+    if not typed(loaded, text):
+        return ""
+    with studio.workspace() as ws:
+        if not ws.count(Filter(ids=[int(loaded["id"])])):
+            return f"#{loaded['id']} was removed meanwhile; the text typed into it was not kept."
+        ws.set_text(int(loaded["id"]), text, expected=loaded["at"])
+    return f"Saved your edit to #{loaded['id']}."
+
+
+def highlight(page_ids, image_id):
+    """The gallery's highlight on the image the editor shows (none when it is on another page)."""
+    ids = list(page_ids or [])
+    return gr.update(selected_index=ids.index(image_id) if image_id in ids else None)
+
+
+def move(studio, ids, cur, step: int, text=None, loaded=None) -> tuple:
+    """Next (step 1) or Previous (-1), keeping typed text: (editor values, note)."""
+    note = keep_typed(studio, loaded, text)
+    return (*show(studio, neighbour(ids, int(cur) if cur else None, step)), note)
+
+
+def pick(studio, page_ids, index, text=None, loaded=None) -> tuple:
+    """A thumbnail of the gallery page, keeping typed text: (editor values, note)."""
+    note = keep_typed(studio, loaded, text)
+    shown = page_ids[index] if index is not None and index < len(page_ids or []) else None
+    return (*show(studio, shown), note)
 
 
 def neighbour(ids: list[int], cur, step: int) -> int | None:
@@ -195,52 +266,86 @@ def _selected(cur) -> int:
     return int(cur)
 
 
-def review(studio, cur, text, action: str, move: bool | None = None) -> int:
+def review(studio, cur, text, action: str, move: bool | None = None, loaded=None) -> tuple[int, Item | None]:
     """Approve, save or reject the editor's caption and (approve and reject, unless `move` says
-    otherwise) go on to the next unreviewed one; returns the image to show next."""
+    otherwise) go on to the next unreviewed one: (the image to show next, the caption as saved).
+    An edit over someone else's newer change of the caption `loaded` raises EditConflict."""
     cur = _selected(cur)
     if action == "approve" and not (text or "").strip():
         raise ValueError("write or generate a caption before approving")
+    expected = loaded["at"] if loaded and loaded.get("id") == cur else None
     with studio.workspace() as ws:
         if action == "reject":
             ws.reject([cur])
+            saved = ws.get(cur)
         else:
-            ws.set_text(cur, text, approve=action == "approve")
+            saved = ws.set_text(cur, text, approve=action == "approve", expected=expected)
         move = action in ("approve", "reject") if move is None else move
         nxt = ws.next_unreviewed(cur) if move else None
-    return nxt.id if nxt is not None else cur
+    return (nxt.id if nxt is not None else cur), saved
 
 
-def review_step(studio, cur, text, action: str, *filters) -> tuple:
-    """A review button's first answer: (counts line, the editor at the image to show next). The
-    gallery's labels follow in a second event (`listing`), so the editor moves on at once."""
-    shown_next = review(studio, cur, text, action)
-    return (counts(studio, *filters), *show(studio, shown_next))
+DONE = {"approve": "Approved #{}.", "save": "Saved your edit to #{}.", "reject": "Rejected #{}."}
 
 
-def save_caption(studio, cur, text, approve: bool, move: bool, *filters) -> tuple:
+def _after_review(studio, action: str, shown_next: int, saved: Item) -> tuple:
+    """The editor after a review step (what was saved, when it stays) and its note."""
+    values = editor_values(studio, saved) if shown_next == saved.id else show(studio, shown_next)
+    return (*values, DONE[action].format(saved.id))
+
+
+def review_step(studio, cur, text, action: str, *filters, loaded=None) -> tuple:
+    """A review button's first answer: (counts line, the editor at the image to show next, the
+    note saying what was saved). The gallery's labels follow in a second event (`listing`), so
+    the editor moves on at once."""
+    shown_next, saved = review(studio, cur, text, action, loaded=loaded)
+    return (counts(studio, *filters), *_after_review(studio, action, shown_next, saved))
+
+
+def save_caption(studio, cur, text, approve: bool, move: bool, *filters, loaded=None) -> tuple:
     """Save (and approve) the editor's caption; with `move`, go on to the next unreviewed one:
-    (listing, editor)."""
-    shown_next = review(studio, cur, text, "approve" if approve else "save", move)
-    return (*listing(studio, *filters), *show(studio, shown_next))
+    (listing, editor, note)."""
+    action = "approve" if approve else "save"
+    shown_next, saved = review(studio, cur, text, action, move, loaded=loaded)
+    return (*listing(studio, *filters), *_after_review(studio, action, shown_next, saved))
 
 
 def reject_caption(studio, cur, *filters) -> tuple:
-    shown_next = review(studio, cur, "", "reject")
-    return (*listing(studio, *filters), *show(studio, shown_next))
+    shown_next, saved = review(studio, cur, "", "reject")
+    return (*listing(studio, *filters), *_after_review(studio, "reject", shown_next, saved))
 
 
-def next_unreviewed(studio, cur) -> tuple[tuple, str | None]:
-    """(the editor at the next caption to review, a note when every caption is reviewed)."""
+def next_unreviewed(studio, cur, text=None, loaded=None) -> tuple:
+    """The editor at the next caption to review, keeping typed text: (editor values, note; the
+    note says so when every caption is reviewed)."""
+    note = keep_typed(studio, loaded, text)
     with studio.workspace() as ws:
         nxt = ws.next_unreviewed(int(cur) if cur else None)
     if nxt is None:
-        return show(studio, cur), "Every caption is reviewed."
-    return show(studio, nxt.id), None
+        return (*show(studio, cur), " ".join(x for x in (note, "Every caption is reviewed.") if x))
+    return (*show(studio, nxt.id), note)
+
+
+def regenerate_question(studio, cur, text=None, loaded=None) -> str | None:
+    """What Regenerate would replace that a person wrote or reviewed (an edited or approved caption,
+    or typed text), as a question; None when it replaces only a draft."""
+    cur = _selected(cur)
+    with studio.workspace() as ws:
+        item = ws.get(cur)
+    what = []
+    if item.status in ("edited", "approved"):
+        what.append(f"#{cur}'s **{item.status}** caption, reviewed by a person,")
+    if typed(loaded, text) and loaded.get("id") == cur:
+        what.append("the text you typed")
+    if not what:
+        return None
+    return (f"Regenerate replaces {' and '.join(what)} with a new draft. One **Undo** restores the caption. "
+            "Regenerate it?")
 
 
 def regenerate(studio, cur, backend, model, url, *filters) -> tuple:
-    """Describe the selected image again (the chosen describer, or its template's), whatever its status."""
+    """Describe the selected image again (the chosen describer, or its template's), whatever its
+    status (the page asks first: `regenerate_question`)."""
     cur = _selected(cur)
     explicit = job_describer(backend, checked_model(studio, backend, model), url)
     with studio.workspace() as ws:
@@ -248,6 +353,17 @@ def regenerate(studio, cur, backend, model, url, *filters) -> tuple:
         caption_by_describer(ws, groups, tokenizer=ws.tokenizer, overwrite=("draft", "edited", "approved", "rejected"),
                              action="describe")
     return (*listing(studio, *filters), *show(studio, cur))
+
+
+def resolve_conflict(studio, cur, text, overwrite: bool) -> tuple:
+    """After an edit met someone else's newer change: keep theirs (the editor shows it) or save
+    the typed text over it. (editor values, note)."""
+    cur = _selected(cur)
+    if not overwrite:
+        return (*show(studio, cur), f"Kept the other change of #{cur}; your text was dropped.")
+    with studio.workspace() as ws:
+        saved = ws.set_text(cur, text)
+    return (*editor_values(studio, saved), f"Saved your edit to #{cur} over the other change (Undo restores it).")
 
 
 def undo_change(studio, cur, *filters) -> tuple:
@@ -331,8 +447,32 @@ def find_replace(studio, apply: bool, pattern, replacement, is_regex, ignore_cas
                             ignore_case=ignore_case, apply=apply)
     verb = "Replaced" if apply else "Would replace"
     lines = [f"**{verb} {p.matches} match(es) in {p.captions} caption(s).**"]
-    lines += [f"- #{i}: {b[:90]!r} → {a[:90]!r}" for i, b, a in p.samples]
+    lines += [f"- #{m.id}: {_md(m.left)}{_marked(m.old, '~~')}{_md(m.right)} → "
+              f"{_md(m.left)}{_marked(m.new, '**')}{_md(m.right)}" for m in p.samples]
+    if p.more:
+        lines.append(f"- … and {p.more} more")
     return "\n".join(lines)
+
+
+def _md(text: str) -> str:
+    """Caption text shown as it is inside Markdown (no markup, no HTML)."""
+    return html.escape(re.sub(r"([\\`*_{}\[\]()#+\-.!|~])", r"\\\1", text.replace("\n", " ")), quote=False)
+
+
+def _marked(text: str, mark: str) -> str:
+    """`text` struck out (~~) or bold (**); nothing for an empty match or replacement."""
+    if not text.strip():
+        return _md(text)
+    core = text.strip()
+    lead, trail = text[: len(text) - len(text.lstrip())], text[len(text.rstrip()):]
+    return f"{lead}{mark}{_md(core)}{mark}{trail}"  # Markdown marks only text without spaces at its ends
+
+
+def refresh_keeping(studio, text, loaded, cur, *filters) -> tuple:
+    """`refresh_all` after keeping typed text (a filter, Refresh or the tab itself reloads the
+    editor): (listing, editor, note)."""
+    note = keep_typed(studio, loaded, text)
+    return (*refresh_all(studio, cur, *filters), note)
 
 
 def template_fields(studio, name=None) -> tuple:
@@ -410,6 +550,17 @@ def _gallery_and_editor():
                 c["regen"] = gr.Button("Regenerate", elem_id="regenerate-caption")
                 c["undo"] = gr.Button("Undo last change (Alt+Z)", elem_id="undo-caption")
             c["note"] = gr.Markdown(elem_id="review-note")
+            with gr.Group(visible=False, elem_id="edit-conflict") as c["conflict_box"]:
+                c["conflict_md"] = gr.Markdown(elem_id="edit-conflict-text")
+                with gr.Row():
+                    c["keep_theirs"] = gr.Button("Keep theirs", elem_id="conflict-keep-theirs")
+                    c["overwrite"] = gr.Button("Save mine over it", variant="stop", elem_id="conflict-overwrite")
+            with gr.Group(visible=False, elem_id="regen-confirm") as c["regen_box"]:
+                c["regen_md"] = gr.Markdown(elem_id="regen-confirm-text")
+                with gr.Row():
+                    c["regen_yes"] = gr.Button("Regenerate it", variant="stop", elem_id="regen-confirm-yes")
+                    c["regen_no"] = gr.Button("Cancel", elem_id="regen-confirm-no")
+            c["loaded"] = gr.State(None)  # the caption the editor loaded: {"id", "text", "at"}
     return c
 
 
@@ -474,22 +625,42 @@ def _template_box():
     return c
 
 
-def _listing_values(out: tuple) -> tuple:
-    """`listing`'s values as the page takes them (the label choices as an update)."""
+def _listing_values(out: tuple, cur=None) -> tuple:
+    """`listing`'s values as the page takes them (the label choices as an update; the gallery
+    highlights `cur` when it is on the page, and nothing else)."""
     gallery, ids, md, labels, page, page_ids = out
+    if cur is not None:
+        gallery = gr.update(value=gallery, selected_index=highlight(page_ids, cur)["selected_index"])
     return gallery, ids, md, gr.update(choices=labels), page, page_ids
 
 
 def _page(out: tuple) -> tuple:
     """`refresh_all` (or any listing + editor result) as the page takes it."""
-    return (*_listing_values(out[:6]), *out[6:])
+    return (*_listing_values(out[:6], out[7]), *out[6:])
 
 
-def _noted(result: tuple[tuple, str | None]) -> tuple:
-    values, note = result
-    if note:
-        gr.Info(note)
-    return values
+HIDE = {"visible": False}
+
+
+def _conflicts(fn, outputs: int, note: int = -1):
+    """`fn`'s values and the conflict box hidden. On EditConflict nothing else changes and the
+    box asks whether to keep the other change or save this one over it; on a refusal (ValueError)
+    nothing else changes and the note beside the buttons (output `note` of `fn`'s) says why.
+    `outputs`: how many values `fn` returns."""
+    @functools.wraps(fn)
+    def wrapper(*args):
+        try:
+            return (*fn(*args), gr.update(**HIDE), "")
+        except EditConflict as e:
+            log.info("edit conflict on #%s", e.item.id)
+            return (*[gr.update() for _ in range(outputs)], gr.update(visible=True), f"**{html.escape(str(e))}**")
+        except (ValueError, FileNotFoundError) as e:
+            log.warning("refused: %s", (str(e).splitlines() or [type(e).__name__])[0])
+            values = [gr.update() for _ in range(outputs)]
+            values[note] = f"⚠ {html.escape(str(e))}"
+            return (*values, gr.update(**HIDE), "")
+
+    return user_errors(wrapper)
 
 
 def build(studio):
@@ -501,7 +672,9 @@ def build(studio):
         r = _find_replace_box()
         t = _template_box()
         on_undo = _wire_review(studio, tab, g, ids_state, page_ids)
+        _wire_navigation(studio, g, ids_state, page_ids)
         _wire_batch(studio, tab, g, b, ids_state, page_ids)
+        _wire_regenerate(studio, g, b, ids_state, page_ids)
         _wire_replace(studio, g, r, ids_state, page_ids, on_undo)
         _wire_templates(studio, tab, t)
     return tab
@@ -511,59 +684,116 @@ def _io(g, ids_state, page_ids):
     """(filters, listing outputs, editor outputs) of the gallery and editor components."""
     filters = [g["status_f"], g["label_f"], g["text_f"], g["tokens_f"], g["page_n"]]  # the page too: an edit keeps it
     listing_out = [g["gallery"], ids_state, g["counts"], g["label_f"], g["page_n"], page_ids]
-    editor = [g["image"], g["current"], g["status_md"], g["text"], g["tokens"]]
+    editor = [g["image"], g["current"], g["status_md"], g["text"], g["tokens"], g["loaded"]]
     return filters, listing_out, editor
+
+
+QUIET = {"show_progress": "hidden"}  # the review loop: no overlay redrawn over the editor on every click
 
 
 def _wire_review(studio, tab, g, ids_state, page_ids):
     filters, listing_out, editor = _io(g, ids_state, page_ids)
-    current = g["current"]
-    quiet = {"show_progress": "hidden"}  # the review loop: no overlay redrawn over the editor on every click
-    gr.on([g["refresh"].click, tab.select], lambda cur, *f: _page(refresh_all(studio, cur, *f)), [current, *filters],
-          listing_out + editor, api_name="refresh_all", **quiet)
+    current, typing = g["current"], [g["text"], g["loaded"]]
+    conflict = [g["conflict_box"], g["conflict_md"]]
+    refreshed = listing_out + editor + [g["note"]] + conflict
+
+    def refresh(text, loaded, cur, *f):  # what was typed is kept before the editor reloads
+        *values, note = refresh_keeping(studio, text, loaded, cur, *f)
+        return (*_page(tuple(values)), note)
+
+    n = len(refreshed) - 2
+    gr.on([g["refresh"].click, tab.select], _conflicts(refresh, n), [*typing, current, *filters], refreshed,
+          api_name="refresh_all", **QUIET)
     gr.on([f.change for f in filters[:-1]],  # a new filter starts at its first page
-          lambda cur, *f: _page(refresh_all(studio, cur, *f[:-1], 1)), [current, *filters], listing_out + editor)
-    g["page_n"].submit(lambda *f: _listing_values(listing(studio, *f)), filters, listing_out, **quiet)
-    g["page_prev"].click(lambda *f: _listing_values(listing(studio, *f[:-1], (f[-1] or 1) - 1)), filters,
-                         listing_out, **quiet)
-    g["page_next"].click(lambda *f: _listing_values(listing(studio, *f[:-1], (f[-1] or 1) + 1)), filters,
-                         listing_out, **quiet)
-
-    def on_select(shown, evt: gr.SelectData):
-        return show(studio, shown[evt.index] if evt.index is not None and evt.index < len(shown) else None)
-
-    g["gallery"].select(user_errors(on_select), [page_ids], editor, **quiet)
+          _conflicts(lambda text, loaded, cur, *f: refresh(text, loaded, cur, *f[:-1], 1), n),
+          [*typing, current, *filters], refreshed, **QUIET)
+    g["page_n"].submit(lambda c, *f: _listing_values(listing(studio, *f), c), [current, *filters], listing_out, **QUIET)
+    for button, step in ((g["page_prev"], -1), (g["page_next"], +1)):
+        button.click(lambda c, *f, k=step: _listing_values(listing(studio, *f[:-1], (f[-1] or 1) + k), c),
+                     [current, *filters], listing_out, **QUIET)
     # typing recounts the tokens; a caption the editor loads comes with its count
     g["text"].input(lambda text: count_tokens(studio, text), [g["text"]], [g["tokens"]], api_name="count",
-                    trigger_mode="always_last", **quiet)
-    # a review step answers with the counts and the editor; the gallery page (its status labels) follows
-    step_out = [g["counts"], *editor]
+                    trigger_mode="always_last", **QUIET)
+    # a review step answers with the counts, the editor and what it saved; the gallery page (its
+    # status labels) follows in a second event
+    step_out = [g["counts"], *editor, g["note"]]
     for button, action, name in ((g["approve"], "approve", "approve_next"), (g["save"], "save", "save_caption"),
                                  (g["reject"], "reject", "do_reject")):
-        button.click(user_errors(lambda c, text, *f, a=action: review_step(studio, c, text, a, *f)),
-                     [current, g["text"], *filters], step_out, api_name=name, **quiet).success(
-            lambda *f: _listing_values(listing(studio, *f)), filters, listing_out, **quiet)
-    g["prev_b"].click(user_errors(lambda ids, c: show(studio, neighbour(ids, c, -1))), [ids_state, current], editor,
-                      **quiet)
-    g["next_b"].click(user_errors(lambda ids, c: show(studio, neighbour(ids, c, +1))), [ids_state, current], editor,
-                      **quiet)
-    g["unrev"].click(user_errors(lambda c: _noted(next_unreviewed(studio, c))), [current], editor,
-                     api_name="do_next_unreviewed", **quiet)
+        button.click(_conflicts(lambda c, text, loaded, *f, a=action: review_step(studio, c, text, a, *f,
+                                                                                  loaded=loaded), len(step_out)),
+                     [current, *typing, *filters], step_out + conflict, api_name=name, **QUIET).success(
+            lambda c, *f: _listing_values(listing(studio, *f), c), [current, *filters], listing_out, **QUIET)
 
     def on_undo(cur, *f):  # what was undone is said beside the buttons (and under find/replace)
         note, *rest = undo_change(studio, cur, *f)
         return (note, *_page(tuple(rest)))
 
     g["undo"].click(user_errors(on_undo), [current, *filters], [g["note"], *listing_out, *editor], api_name="do_undo",
-                    **quiet)
+                    **QUIET)
+    resolved = editor + [g["note"]]
+    for button, overwrite in ((g["keep_theirs"], False), (g["overwrite"], True)):
+        button.click(_conflicts(lambda c, text, o=overwrite: resolve_conflict(studio, c, text, o), len(resolved)),
+                     [current, g["text"]], resolved + conflict, **QUIET).success(
+            lambda c, *f: _listing_values(listing(studio, *f), c), [current, *filters], listing_out, **QUIET)
     return on_undo
+
+
+def _wire_navigation(studio, g, ids_state, page_ids):
+    """Next, Previous, a thumbnail and Next unreviewed: each keeps typed text (saved as an edit)
+    and moves the gallery's highlight to the image shown."""
+    filters, listing_out, editor = _io(g, ids_state, page_ids)
+    current, typing = g["current"], [g["text"], g["loaded"]]
+    moved = editor + [g["note"], g["gallery"]]
+    out = moved + [g["conflict_box"], g["conflict_md"]]
+
+    def lit(values: tuple, shown_ids) -> tuple:  # the editor's values, its note, the gallery's highlight
+        return (*values, highlight(shown_ids, values[1]))
+
+    def relabel(note, cur, *f):  # a typed edit was saved on the way: the thumbnails' labels follow
+        if (note or "").startswith("Saved your edit"):
+            return _listing_values(listing(studio, *f), cur)
+        return tuple(gr.update() for _ in listing_out)
+
+    then = ([g["note"], current, *filters], listing_out)
+    for button, step in ((g["prev_b"], -1), (g["next_b"], +1)):
+        button.click(_conflicts(lambda ids, c, text, loaded, shown, k=step:
+                                lit(move(studio, ids, c, k, text, loaded), shown), len(moved), -2),
+                     [ids_state, current, *typing, page_ids], out, **QUIET).success(relabel, *then, **QUIET)
+    g["unrev"].click(_conflicts(lambda c, text, loaded, shown: lit(next_unreviewed(studio, c, text, loaded), shown),
+                                len(moved), -2), [current, *typing, page_ids], out, api_name="do_next_unreviewed",
+                     **QUIET).success(relabel, *then, **QUIET)
+
+    def on_select(shown, text, loaded, evt: gr.SelectData):
+        return (*pick(studio, shown, evt.index, text, loaded), gr.update())  # the gallery highlights it already
+
+    g["gallery"].select(_conflicts(on_select, len(moved), -2), [page_ids, *typing], out, **QUIET).success(
+        relabel, *then, **QUIET)
+
+
+def _wire_regenerate(studio, g, b, ids_state, page_ids):
+    """Regenerate: at once for a draft; for a reviewed caption or typed text, after a question."""
+    filters, listing_out, editor = _io(g, ids_state, page_ids)
+    box = [g["regen_box"], g["regen_md"]]
+    describer = [b["backend"], b["model"], b["url"]]
+    out = listing_out + editor + box
+    progress = {"show_progress_on": [g["text"]]}  # describing takes a while: shown on the caption it writes
+
+    @user_errors
+    def ask(c, text, loaded, *a):
+        question = regenerate_question(studio, c, text, loaded)
+        if question:
+            return (*[gr.update()] * (len(listing_out) + len(editor)), gr.update(visible=True), question)
+        return (*_page(regenerate(studio, c, *a)), gr.update(**HIDE), "")
+
+    g["regen"].click(ask, [g["current"], g["text"], g["loaded"], *describer, *filters], out, api_name="do_regen",
+                     **progress)
+    g["regen_yes"].click(user_errors(lambda c, *a: (*_page(regenerate(studio, c, *a)), gr.update(**HIDE), "")),
+                         [g["current"], *describer, *filters], out, api_name="do_regen_confirmed", **progress)
+    g["regen_no"].click(lambda: (gr.update(**HIDE), ""), outputs=box, **QUIET)
 
 
 def _wire_batch(studio, tab, g, b, ids_state, page_ids):
     filters, listing_out, editor = _io(g, ids_state, page_ids)
-    g["regen"].click(user_errors(lambda c, *a: _page(regenerate(studio, c, *a))),
-                     [g["current"], b["backend"], b["model"], b["url"], *filters], listing_out + editor,
-                     api_name="do_regen")
     timer = gr.Timer(1.5, active=False)  # polls while a batch runs, not otherwise
     hide = gr.update(visible=False)
 
@@ -584,21 +814,25 @@ def _wire_batch(studio, tab, g, b, ids_state, page_ids):
 
     confirm_out = [b["batch_status"], b["default_md"], b["confirm_box"], b["confirm_md"], b["confirm"], timer]
     batch_in = [b["backend"], b["model"], b["url"], b["scope"]]
-    b["batch"].click(on_batch, batch_in, confirm_out, api_name="caption_batch")
-    b["confirm"].click(on_confirm, batch_in, confirm_out, api_name="caption_batch_confirmed")
+    said = {"show_progress_on": [b["batch_status"]]}  # a refusal is marked where the batch's status is shown
+    b["batch"].click(on_batch, batch_in, confirm_out, api_name="caption_batch", **said)
+    b["confirm"].click(on_confirm, batch_in, confirm_out, api_name="caption_batch_confirmed", **said)
     b["cancel"].click(lambda: (hide, ""), outputs=[b["confirm_box"], b["confirm_md"]])
     b["scope"].change(lambda: (hide, ""), outputs=[b["confirm_box"], b["confirm_md"]])
     last_state = gr.State("")
 
-    def poll(before, cur, *f):
+    def poll(before, cur, text, loaded, *f):
         html_, state, ended = poll_batch(studio, before)
-        if ended:  # the captions changed under the page: show them; nothing to poll for any more
-            return (html_, state, gr.Timer(active=False), *_page(refresh_all(studio, cur, *f)))
+        if ended:  # the captions changed under the page: show them (the editor too, unless typed into)
+            values = _page(refresh_all(studio, cur, *f))
+            if typed(loaded, text):
+                values = (*values[:len(listing_out)], *[gr.update()] * len(editor))
+            return (html_, state, gr.Timer(active=False), *values)
         job = latest_caption_job(studio)
         keep = gr.update() if job is not None and job.state not in FINAL else gr.Timer(active=False)
         return (html_, state, keep, *[gr.update()] * (len(listing_out) + len(editor)))
 
-    timer.tick(poll, [last_state, g["current"], *filters],
+    timer.tick(poll, [last_state, g["current"], g["text"], g["loaded"], *filters],
                [b["batch_status"], last_state, timer, *listing_out, *editor], show_progress="hidden")
 
     def on_tab():
@@ -623,6 +857,44 @@ def _wire_replace(studio, g, r, ids_state, page_ids, on_undo):
 
     r["undo_all"].click(user_errors(on_undo_all), [g["current"], *filters],
                         [r["replace_md"], g["note"], *listing_out, *editor], api_name="do_undo_all")
+
+
+
+def _said(fn):
+    """`fn`'s Markdown, or a refusal as that Markdown's one line (nothing else is marked)."""
+    @functools.wraps(fn)
+    def wrapper(*args):
+        try:
+            return fn(*args)
+        except ValueError as e:
+            log.warning("refused: %s", (str(e).splitlines() or ["?"])[0])
+            return f"⚠ {html.escape(str(e))}"
+
+    return wrapper
+
+
+def _wire_replace(studio, g, r, ids_state, page_ids, on_undo):
+    filters, listing_out, editor = _io(g, ids_state, page_ids)
+    fields = [r["find"], r["repl"], r["regex"], r["icase"], *filters]
+    r["preview_b"].click(_said(lambda *a: find_replace(studio, False, *a)), fields, [r["replace_md"]],
+                         api_name="replace_preview")
+
+    def refresh(text, loaded, cur, *f):  # typed text is kept (or meets the replacement as a conflict)
+        *values, note = refresh_keeping(studio, text, loaded, cur, *f)
+        return (*_page(tuple(values)), note)
+
+    refreshed = listing_out + editor + [g["note"]]
+    r["apply_b"].click(_said(lambda *a: find_replace(studio, True, *a)), fields, [r["replace_md"]],
+                       api_name="replace_apply").then(
+        _conflicts(refresh, len(refreshed)), [g["text"], g["loaded"], g["current"], *filters],
+        refreshed + [g["conflict_box"], g["conflict_md"]], **QUIET)
+
+    def on_undo_all(cur, *f):
+        note, *rest = on_undo(cur, *f)
+        return (note, note, *rest)
+
+    r["undo_all"].click(user_errors(on_undo_all), [g["current"], *filters],
+                        [r["replace_md"], g["note"], *listing_out, *editor], api_name="do_undo_all", **QUIET)
 
 
 def _wire_templates(studio, tab, t):

@@ -4,13 +4,15 @@ browse them by label and split a page at a time, then organise them (labels, spl
 
 from __future__ import annotations
 
+import functools
+import html
 import math
 
 import gradio as gr
 
 from captioning.templates import BUILTIN_TEMPLATES
 from medart.assets import DEMO_DIR
-from medart.ui import organise, pictures
+from medart.ui import organise, pictures, sessions
 from medart.ui.widgets import on_page_load, user_errors
 from medart.workspace import SPLITS, Filter
 
@@ -21,15 +23,19 @@ ALL, NO_LABEL = "all", "(no label)"
 
 def import_demo(ws) -> tuple:
     """The shipped demo images, by class, as drafts (no captions: the Captions tab writes them);
-    the last two images of each class go to the held-out `test` split for evaluation."""
+    the last two images of each class go to the held-out `test` split for evaluation. Images already
+    in the workspace are left as they are (label, split and caption): loading it again changes nothing."""
     from medart.workspace.importers import import_paths
 
     reports = []
     for label in ("fundus", "histology"):
         files = sorted(DEMO_DIR.glob(f"{label}_*.jpg"))
-        reports.append(import_paths(ws, files, label=label, modality=label))
-        held_out = [i.id for i in ws.query(limit=None) if i.original_name in {f.name for f in files[-2:]}]
-        ws.set_split(held_out, "test")
+        report = import_paths(ws, files, label=label, modality=label)
+        reports.append(report)
+        last = {f.name for f in files[-2:]}
+        held_out = [i.id for i in ws.query(Filter(ids=report.added), limit=None) if i.original_name in last]
+        if held_out:
+            ws.set_split(held_out, "test")
     return reports
 
 
@@ -39,8 +45,15 @@ def summarise(reports) -> tuple[str, list[list]]:
     rejected = [[x.name, x.reason] for r in reports for x in r.rejected]
     rejected += [[n, f"duplicate of {o}"] for r in reports for n, o in r.duplicates]
     captions = sum(r.captions for r in reports)
-    text = (f"**Imported {added} image(s)**, {captions} with a caption from their metadata or .txt file, "
-            f"{dup} duplicate(s), {len([x for r in reports for x in r.rejected])} rejected.")
+    present = sum(len(set(r.present)) for r in reports)
+    n_rejected = len([x for r in reports for x in r.rejected])
+    if not (added or dup or n_rejected) and any(r.empty for r in reports):
+        head = next(r.headline() for r in reports if r.empty)  # "nothing imported: the zip holds no images"
+        text = f"**{head[0].upper()}{head[1:]}.**"
+    else:
+        text = (f"**Imported {added} image(s)**, {captions} with a caption from their metadata or .txt file, "
+                f"{dup} duplicate(s)" + (f" (**{present} already in the workspace, left as they are**: label, split "
+                                         "and caption unchanged)" if present else "") + f", {n_rejected} rejected.")
     notices = [n for r in reports for n in r.notices(allow="'Allow images that may show burned-in patient data'")]
     text += "".join(f"\n\n⚠ {n}" for n in notices)  # seen before training: folder labels, burned-in images
     return text, rejected
@@ -119,6 +132,36 @@ def import_hf_dataset(studio, name, ds_split, label, modality, split="train") ->
                                into=split or "train")]
 
 
+_REFUSALS: dict[str, str] = {}  # browser session -> its last refused import, until the summary says it
+
+
+def refused_in_summary(fn):
+    """`widgets.user_errors` for an import: a refusal still fails the call (a script gets the
+    error), but the page shows no notice of its own; the event's `.failure` puts it in the import
+    summary instead (`said_refusal`), one line where the result would have been."""
+    checked = user_errors(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args):
+        try:
+            return checked(*args)
+        except gr.Error as e:
+            key = sessions.current_key()
+            if key:
+                _REFUSALS[key] = e.message
+                while len(_REFUSALS) > 256:
+                    _REFUSALS.pop(next(iter(_REFUSALS)))
+            raise gr.Error(e.message, visible=False, print_exception=False) from None
+
+    return wrapper
+
+
+def said_refusal() -> str:
+    """The calling session's last refused import, as the summary's one line."""
+    message = _REFUSALS.pop(sessions.current_key() or "", "")
+    return f"**Not imported:** {html.escape(message)}" if message else ""
+
+
 def build(studio):
     modalities = [""] + list(BUILTIN_TEMPLATES)
     with gr.Tab("Data", id="data") as tab:
@@ -179,20 +222,24 @@ def build(studio):
         outputs = [summary, rejected, *browse_out, split_table]
 
         def finished(action):
-            @user_errors
+            @refused_in_summary
             def handler(*args):
                 *inputs, label_, split_, page_ = args
                 return finish(action(studio, *inputs), label_, split_, page_)
 
             return handler
 
-        demo_btn.click(finished(load_demo), browse_in, outputs, api_name="load_demo")
+        # progress on the summary alone (the gallery, counts and filters take no part); a refusal is
+        # then said in the summary, where the result would have been
+        said = {"show_progress_on": [summary]}
+        refusal = {"fn": said_refusal, "outputs": [summary], "show_progress": "hidden"}
+        demo_btn.click(finished(load_demo), browse_in, outputs, api_name="load_demo", **said).failure(**refusal)
         upload_btn.click(finished(import_uploads), [files, label, modality, split, burned, *browse_in], outputs,
-                         api_name="import_files")
+                         api_name="import_files", **said).failure(**refusal)
         folder_btn.click(finished(import_folder), [folder, label, modality, split, burned, *browse_in], outputs,
-                         api_name="import_folder")
+                         api_name="import_folder", **said).failure(**refusal)
         dataset_btn.click(finished(import_hf_dataset), [dataset, ds_split, label, modality, split, *browse_in], outputs,
-                          api_name="on_dataset")
+                          api_name="on_dataset", **said).failure(**refusal)
         quiet = {"show_progress": "hidden"}
         gr.on([label_f.input, split_f.input], lambda lab, spl: view(lab, spl, 1), [label_f, split_f], browse_out,
               **quiet)  # a new filter starts at its first page

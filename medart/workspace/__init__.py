@@ -9,6 +9,9 @@ No gradio here: the app and the CLI both use this package.
 
 from medart.constants import SPLITS
 from medart.workspace.store import (
+    MAX_CAPTION_CHARS,
+    EditConflict,
+    ReplaceMatch,
     STATUSES,
     Filter,
     Item,
@@ -22,5 +25,5 @@ from medart.workspace.store import (
     pixel_hash,
 )
 
-__all__ = ["SPLITS", "STATUSES", "Filter", "Item", "NewImage", "ReplacePreview", "Undone", "Workspace", "check_split",
-           "default_workspace", "open_workspace", "pixel_hash"]
+__all__ = ["MAX_CAPTION_CHARS", "SPLITS", "STATUSES", "EditConflict", "Filter", "Item", "NewImage", "ReplaceMatch",
+           "ReplacePreview", "Undone", "Workspace", "check_split", "default_workspace", "open_workspace", "pixel_hash"]

@@ -14,7 +14,11 @@ What happens to every image (documented conversions):
 - An image with more pixels than `ImportLimits.max_pixels` (`--max-pixels`) is refused as a
   decompression bomb; that limit is the only one (Pillow's own guard is set to it).
 - Every image is stored once under the hash of its pixels; a second copy is reported as a
-  duplicate.
+  duplicate. Importing again what is already in the workspace changes nothing: its label,
+  split and caption stay as they are, and the report counts it as already there.
+- A caption longer than `MAX_CAPTION_CHARS` is not imported (its image is, without it); one
+  longer than the base model reads (`Workspace.token_limit`) is imported and listed, since it
+  cannot be approved as it is. A zip or folder without any image says so.
 
 Folders, zip archives and files given together (an upload of several files) bring their
 captions along: a `.txt` sidecar with the image's stem, or `metadata.jsonl` / `metadata.csv`
@@ -68,7 +72,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from medart.constants import IMAGE_SUFFIXES
 from medart.workspace.dicom_import import DicomRejected, decode_dicom, rescale_8bit
 from medart.pixel_limit import BOMB_ERRORS, DEFAULT_MAX_PIXELS, MAX_TEXT_BYTES, pixel_limit
-from medart.workspace import NewImage, Workspace, check_split
+from medart.workspace import MAX_CAPTION_CHARS, NewImage, Workspace, check_split
 
 IMAGE_FORMATS = {"PNG", "JPEG", "MPO", "TIFF", "BMP", "WEBP"}
 DICOM_EXTS = {".dcm", ".dicom", ".dic"}
@@ -99,6 +103,11 @@ class Rejection:
 class ImportReport:
     added: list[int] = field(default_factory=list)  # new image ids
     duplicates: list[tuple[str, str]] = field(default_factory=list)  # (name, what it duplicates)
+    present: list[int] = field(default_factory=list)  # of those, ids already in the workspace: left as they are
+    empty: list[str] = field(default_factory=list)  # "zip" or "folder" for each that held no image
+    long_captions: list[int] = field(default_factory=list)  # characters of captions not imported: too long
+    over_tokens: list[tuple[int, int]] = field(default_factory=list)  # (id, T5 tokens) over the base's limit
+    token_limit: int | None = None
     rejected: list[Rejection] = field(default_factory=list)
     skipped: list[Rejection] = field(default_factory=list)  # hidden/system files, not images
     captions: int = 0  # imported images that brought a caption
@@ -124,17 +133,39 @@ class ImportReport:
             ids = " ".join(f"#{i}" for i in self.burned_in)
             out.append(f"imported with {allow} although their pixels may show patient data: {ids}; look at each "
                        "and remove any that shows a name, date or number (`python -m medart remove --ids ...`)")
+        if self.empty and (self.added or self.duplicates or self.rejected):
+            out.append(self._empty_md())
+        if self.long_captions:
+            out.append(f"{len(self.long_captions)} caption(s) longer than {MAX_CAPTION_CHARS:,} characters "
+                       f"(the longest {max(self.long_captions):,}) were left out; their images came in without them")
+        if self.over_tokens:
+            ids = " ".join(f"#{i} ({n:,} tokens)" for i, n in self.over_tokens[:10])
+            more = f" and {len(self.over_tokens) - 10} more" if len(self.over_tokens) > 10 else ""
+            out.append(f"caption(s) longer than the base model reads ({self.token_limit} T5 tokens): {ids}{more}; "
+                       "shorten them before approving")
         if self.named_by_number:
             out.append("files of DICOM exports and uploaded files are named by their position in the order read "
                        "and their kind ('file 3 of 7 (PNG)'): their names may carry patient data, so they are "
                        "neither stored nor shown")
         return out
 
+    def headline(self) -> str:
+        """The first line: what came in, what was already there and left alone, what did not."""
+        if not (self.added or self.duplicates or self.rejected) and self.empty:
+            return f"nothing imported: {self._empty_md()}"
+        present = len(set(self.present))
+        there = (f" ({present} already in the workspace, left as they are: label, split and caption unchanged)"
+                 if present else "")
+        return (f"imported {len(self.added)} image(s) ({self.captions} with captions), "
+                f"{len(self.duplicates)} duplicate(s){there}, {len(self.rejected)} rejected")
+
+    def _empty_md(self) -> str:
+        """"the zip holds no images", "the 2 folders and the zip hold no images"."""
+        kinds = [k if self.empty.count(k) == 1 else f"{self.empty.count(k)} {k}s" for k in sorted(set(self.empty))]
+        return f"the {' and the '.join(kinds)} hold{'s' if len(self.empty) == 1 else ''} no images"
+
     def summary(self) -> str:
-        lines = [
-            f"imported {len(self.added)} image(s) ({self.captions} with captions), "
-            f"{len(self.duplicates)} duplicate(s), {len(self.rejected)} rejected"
-        ]
+        lines = [self.headline()]
         lines += self.notices()
         lines += [f"  duplicate: {n} (same pixels as {o})" for n, o in self.duplicates]
         lines += [f"  rejected: {r.name}: {r.reason}" for r in self.rejected]
@@ -402,20 +433,28 @@ class _Batch:
         if name in ("dicom-", "image-"):  # a DICOM export's: named by the pixel hash
             name = f"{name}{sha[:12]}"
         existing = self.ws.find_sha(sha)
-        if existing is not None:
+        if existing is not None:  # already there: left as it is (label, split, caption)
             self.report.duplicates.append((name, f"image {existing} ({self.ws.get(existing).original_name})"))
+            self.report.present.append(existing)
             return
         if sha in self.names:
             self.report.duplicates.append((name, self.names[sha]))
             return
         self.names[sha] = name
+        if len((text or "").strip()) > MAX_CAPTION_CHARS:
+            self.report.long_captions.append(len(text.strip()))
+            text, prov = "", {}
         row = NewImage(sha, name, image.width, image.height, mode, size, source, label, split, modality, text, prov)
         self.rows.append(_Row(row, folder_label, burned_in))
 
     def commit(self) -> None:
         self.report.added = self.ws.add_images([r.new for r in self.rows])
         self.report.captions = sum(1 for r in self.rows if r.new.text)
+        limit = self.report.token_limit = self.ws.token_limit
         for image_id, r in zip(self.report.added, self.rows):
+            tokens = self.ws.get(image_id).token_count if limit and r.new.text else None
+            if tokens and tokens > limit:
+                self.report.over_tokens.append((image_id, tokens))
             if r.folder_label:
                 self.report.folder_labels[r.new.label] += 1
             if r.burned_in:
@@ -551,12 +590,15 @@ def import_paths(
                     progress(str(path))
                 if not _exists(path):
                     raise FileNotFoundError(f"{path} does not exist; check the path")
+                seen = _outcomes(batch)
                 if path.is_dir():
                     _import_entries(batch, _folder_entries(path), path.name, label, modality, split, limits, **kw)
+                    _note_empty(batch, seen, "folder")
                 elif path.suffix.lower() == ".zip":
                     zipped = _zip_entries(path, report, limits, "an uploaded zip archive" if anonymous else None)
                     _import_entries(batch, zipped, "upload" if anonymous else path.name, label, modality, split, limits,
                                     **kw)
+                    _note_empty(batch, seen, "zip")
                 else:
                     loose.append(Entry(PurePosixPath(path.name), path.read_bytes, path.stat().st_size, path.name,
                                        _file_head(path)))
@@ -580,6 +622,18 @@ def _exists(path: Path) -> bool:
         raise ValueError(f"a path of {len(str(path)):,} characters cannot be read: "
                          + ("it is too long for this system (names up to 255 characters, paths up to 4,096)"
                             if too_long else "the system refuses to look it up")) from None
+
+
+def _outcomes(batch: _Batch) -> int:
+    """How many files the import has dealt with so far (new, already there, duplicate, rejected)."""
+    r = batch.report
+    return len(batch.rows) + len(r.present) + len(r.duplicates) + len(r.rejected)
+
+
+def _note_empty(batch: _Batch, before: int, kind: str) -> None:
+    """Note a zip or folder that brought no image at all (only text, hidden files or nothing)."""
+    if _outcomes(batch) == before:
+        batch.report.empty.append(kind)
 
 
 def _by_unique_name(entries: list[Entry]) -> list[list[Entry]]:

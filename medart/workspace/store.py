@@ -22,6 +22,17 @@ marker, and the next opening of the workspace while no import runs removes the f
 refers to. The schema and its versions are `medart.workspace.migrations`; this module and
 `medart.reader_study.store` are the only ones that speak SQL. No gradio here: the app and the
 CLI both use this module.
+
+Two people on one workspace: an edit may carry the `updated_at` stamp of the caption its
+editor loaded (`set_text(..., expected=)`); when the caption changed since, nothing is written
+and `EditConflict` says what it is now, so nobody overwrites another's newer change unaware.
+`updated_at` only grows, so the stamp names one version of the caption.
+
+Bounds that keep one request from holding the server: a caption is at most `MAX_CAPTION_CHARS`
+characters on every write, and a find/replace pattern runs for at most `REGEX_SECONDS` on one
+caption and that plus `REGEX_PER_CAPTION` per caption in all (the `regex` module's time limit;
+the match runs without holding the interpreter). With a `token_limit` (how many T5 tokens the
+base reads), a caption longer than that is not approved.
 """
 
 from __future__ import annotations
@@ -31,7 +42,6 @@ import hashlib
 import io
 import json
 import os
-import re
 import sqlite3
 import threading
 import time
@@ -41,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+import regex as regex_engine  # time limits for patterns people type
 from PIL import Image
 
 from captioning.templates import BUILTIN_TEMPLATES, ModalityTemplate, get_builtin
@@ -53,6 +64,10 @@ THUMB_SIZE = 256
 DB_NAME = "workspace.db"
 IMPORT_LOCK = "import.lock"  # shared by running imports; taken exclusively to collect orphans
 IMPORT_MARKERS = "imports"  # one file per import that has not finished
+MAX_CAPTION_CHARS = 10_000  # T5 reads at most 300 tokens (about 1,500 characters); this is far beyond
+REGEX_SECONDS = 0.5  # a find/replace pattern's time on one caption (it stops soon after) ...
+REGEX_PER_CAPTION = 5e-5  # ... and over them all: REGEX_SECONDS plus this much per caption searched
+STAMP_STEP = 1e-6  # updated_at grows by at least this much on every change
 
 def default_workspace() -> Path:
     """`MEDART_WORKSPACE`, else `<home>/workspace` (`medart.places`, shared with the app)."""
@@ -66,6 +81,30 @@ def pixel_hash(image: Image.Image) -> str:
     h = hashlib.sha256(f"{image.width}x{image.height}:".encode())
     h.update(image.tobytes())
     return h.hexdigest()
+
+
+def check_caption(text: str | None, what: str = "the caption") -> str:
+    """The caption, stripped; a ValueError when it is longer than MAX_CAPTION_CHARS."""
+    text = (text or "").strip()
+    if len(text) > MAX_CAPTION_CHARS:
+        raise ValueError(f"{what} is {len(text):,} characters long, over the limit of {MAX_CAPTION_CHARS:,}; "
+                         "shorten it (the base model reads a few hundred tokens at most)")
+    return text
+
+
+class EditConflict(ValueError):
+    """An edit made over someone else's newer change: nothing was written; `item` is the caption now."""
+
+    def __init__(self, item: "Item"):
+        self.item = item
+        when = time.strftime("%H:%M:%S", time.localtime(item.updated_at))
+        super().__init__(f"#{item.id} was changed by someone else at {when}, after you opened it (now "
+                         f"{item.status}: {_short(item.text)!r}); your text was not saved: keep theirs or save "
+                         "yours over it")
+
+
+def _short(text: str, n: int = 80) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def check_split(split: str) -> str:
@@ -165,11 +204,46 @@ class NewImage:
 
 
 @dataclass
+class ReplaceMatch:
+    """One match in its caption: the text `left` of it, the matched `old`, its replacement `new` and the
+    text `right` of it (a window of CONTEXT characters each side, "…" where the caption goes on)."""
+
+    id: int
+    left: str
+    old: str
+    new: str
+    right: str
+
+
+@dataclass
 class ReplacePreview:
     captions: int  # captions that would change
     matches: int  # occurrences replaced
-    samples: list[tuple[int, str, str]]  # (id, before, after) of the first few
+    samples: list[ReplaceMatch]  # the first few matches, each in its context
     change_id: int | None = None  # set once applied
+
+    @property
+    def more(self) -> int:
+        """Matches not among the samples."""
+        return self.matches - len(self.samples)
+
+
+CONTEXT = 30  # characters shown each side of a find/replace match
+
+
+def _budget(deadline: float) -> float:
+    """The time a pattern may take on the next caption: REGEX_SECONDS, at most what is left."""
+    return max(min(REGEX_SECONDS, deadline - time.monotonic()), 1e-3)
+
+
+def _in_context(iid: int, text: str, m, replacement: str) -> ReplaceMatch:
+    s, e = m.span()
+    left, right = text[max(0, s - CONTEXT):s], text[e:e + CONTEXT]
+    if s > CONTEXT:  # cut: start at a word, after "…"
+        left = "…" + (left[left.find(" ") + 1:] if " " in left[:-1] else left)
+    if len(text) > e + CONTEXT:
+        right = (right[:right.rfind(" ")] if " " in right[1:] else right) + "…"
+    return ReplaceMatch(iid, left, m.group(0), m.expand(replacement), right)
 
 
 @dataclass
@@ -224,7 +298,8 @@ _ITEM_SQL = """SELECT i.id, i.sha256, i.original_name, i.width, i.height, i.mode
 class Workspace:
     """An open workspace. Thread-safe: one connection guarded by a lock."""
 
-    def __init__(self, root: str | Path | None = None, tokenizer=None, create: bool = True):
+    def __init__(self, root: str | Path | None = None, tokenizer=None, create: bool = True,
+                 token_limit: int | None = None):
         self.root = Path(root) if root is not None else default_workspace()
         db = self.root / DB_NAME
         if not db.exists() and not create:
@@ -236,6 +311,7 @@ class Workspace:
         (self.root / "images").mkdir(exist_ok=True)
         (self.root / "thumbs").mkdir(exist_ok=True)
         self.tokenizer = tokenizer
+        self.token_limit = token_limit  # T5 tokens the base reads: a longer caption is not approved
         self._lock = threading.RLock()
         self.conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False, timeout=30)
         self._use_wal(timeout=30)
@@ -346,7 +422,7 @@ class Workspace:
                     (n.sha256, n.original_name, n.width, n.height, n.mode, n.bytes, n.source, n.label or None,
                      n.split or "train", n.modality, now),
                 )  # fmt: skip
-                text = (n.text or "").strip()
+                text = check_caption(n.text, "an imported caption")
                 c.execute(
                     "INSERT INTO captions (image_id, text, status, provenance, token_count, updated_at) VALUES (?,?,?,?,?,?)",
                     (cur.lastrowid, text, "edited" if text else "draft", json.dumps(n.provenance),
@@ -616,7 +692,7 @@ class Workspace:
             if status not in STATUSES:
                 raise ValueError(f"unknown status {status!r}; choose from {', '.join(STATUSES)}")
             old = c.execute(
-                "SELECT text, status, provenance, token_count FROM captions WHERE image_id = ?", (image_id,)
+                "SELECT text, status, provenance, token_count, updated_at FROM captions WHERE image_id = ?", (image_id,)
             ).fetchone()
             if old is None:
                 raise ValueError(f"no image with id {image_id}")
@@ -633,7 +709,7 @@ class Workspace:
             )
             c.execute(
                 "UPDATE captions SET text = ?, status = ?, provenance = ?, token_count = ?, updated_at = ? WHERE image_id = ?",
-                (text, status, new_prov, tokens, now, image_id),
+                (text, status, new_prov, tokens, max(now, old[4] + STAMP_STEP), image_id),
             )
             changed += 1
         return change_id, changed
@@ -644,14 +720,37 @@ class Workspace:
             raise ValueError(f"no image with id {image_id} in {self.root}")
         return row
 
-    def set_text(self, image_id: int, text: str, approve: bool = False) -> Item:
-        """A reviewer's edit: the text becomes `edited` (or `approved` with approve=True)."""
-        text = (text or "").strip()
+    def _item_in(self, c, image_id: int) -> Item:
+        """One image with its caption, read inside the caller's transaction."""
+        row = c.execute(_ITEM_SQL + " WHERE i.id = ?", (int(image_id),)).fetchone()
+        if row is None:
+            raise ValueError(f"no image with id {image_id} in {self.root}")
+        return self._item(row)
+
+    def _check_approvable(self, c, ids: Iterable[int]) -> None:
+        """A ValueError when one of the captions is empty or longer than `token_limit` T5 tokens."""
+        for i in ids:
+            text, tokens = c.execute("SELECT text, token_count FROM captions WHERE image_id = ?", (int(i),)).fetchone()
+            if not text:
+                raise ValueError(f"image {i} has no caption text; describe or write one before approving")
+            if self.token_limit and (tokens or 0) > self.token_limit:
+                raise ValueError(f"#{i}'s caption is {tokens:,} T5 tokens long and the base model reads "
+                                 f"{self.token_limit}: shorten it before approving (the rest would be cut off)")
+
+    def set_text(self, image_id: int, text: str, approve: bool = False, expected: float | None = None) -> Item:
+        """A reviewer's edit: the text becomes `edited` (or `approved` with approve=True). With
+        `expected` (the `updated_at` of the caption the editor loaded), an edit over a newer change
+        raises EditConflict and writes nothing. Returns the caption as this transaction left it."""
+        text = check_caption(text)
         with self.transaction() as c:
-            self._current(c, image_id)
+            item = self._item_in(c, image_id)
+            if expected is not None and item.updated_at != expected:
+                raise EditConflict(item)
             self._change(c, "approve" if approve else "edit",
                          [(int(image_id), text, "approved" if approve else "edited", None)])
-        return self.get(image_id)
+            if approve:
+                self._check_approvable(c, [image_id])
+            return self._item_in(c, image_id)
 
     def set_caption(
         self, image_id: int, text: str, provenance: dict, status: str = "draft", only_if: Iterable[str] | None = None,
@@ -662,11 +761,12 @@ class Workspace:
         moment of writing (so a batch job never overwrites a caption reviewed meanwhile).
         `change_id` (from `begin_change`) makes it part of a batch undone in one step.
         Returns whether the caption was written."""
+        text = check_caption(text, "the new caption")
         with self.transaction() as c:
             _, current = self._current(c, image_id)
             if only_if is not None and current not in set(only_if):
                 return False
-            self._change(c, "describe", [(int(image_id), (text or "").strip(), status, provenance)],
+            self._change(c, "describe", [(int(image_id), text, status, provenance)],
                          change_id=change_id)
         return True
 
@@ -677,9 +777,9 @@ class Workspace:
             updates = []
             for i in ids:
                 text, _ = self._current(c, i)
-                if status == "approved" and not text:
-                    raise ValueError(f"image {i} has no caption text; describe or write one before approving")
                 updates.append((i, text, status, None))
+            if status == "approved":
+                self._check_approvable(c, ids)
             return self._change(c, action or status, updates)[1]
 
     def approve(self, ids: Iterable[int]) -> int:
@@ -718,8 +818,9 @@ class Workspace:
             before: dict = {}
             for hid, iid, text, status, prov, tokens in rows:
                 c.execute(
-                    "UPDATE captions SET text = ?, status = ?, provenance = ?, token_count = ?, updated_at = ?"
-                    " WHERE image_id = ?", (text, status, prov, tokens, now, iid))
+                    "UPDATE captions SET text = ?, status = ?, provenance = ?, token_count = ?,"
+                    " updated_at = max(?, updated_at + ?) WHERE image_id = ?",
+                    (text, status, prov, tokens, now, STAMP_STEP, iid))
                 c.execute("UPDATE history SET undone = 1 WHERE id = ?", (hid,))
                 before.update(text=text, status=status)
             for hid, iid, label, split, new_label, new_split in image_rows:
@@ -731,12 +832,13 @@ class Workspace:
         single = len(set(captions) | set(images)) == 1
         return Undone(action, detail, at, captions, images, before if single else {})
 
-    def _replacer(self, pattern: str, replacement: str, regex: bool, ignore_case: bool):
+    def _replacer(self, pattern: str, replacement: str, is_regex: bool, ignore_case: bool):
         try:
-            rx = re.compile(pattern if regex else re.escape(pattern), re.IGNORECASE if ignore_case else 0)
-        except re.error as e:
+            rx = regex_engine.compile(pattern if is_regex else regex_engine.escape(pattern),
+                                      regex_engine.IGNORECASE if ignore_case else 0)
+        except regex_engine.error as e:
             raise ValueError(f"invalid regular expression {pattern!r}: {e}") from None
-        if not regex:
+        if not is_regex:
             replacement = replacement.replace("\\", "\\\\")
         return rx, replacement
 
@@ -748,36 +850,56 @@ class Workspace:
         regex: bool = True,
         ignore_case: bool = False,
         apply: bool = False,
-        samples: int = 5,
+        samples: int = 8,
     ) -> ReplacePreview:
         """Preview (apply=False) or apply a find/replace over the filtered captions (all when no
-        filter; pass Filter(ids=[...]) for a selection). Applied, it is one change: one undo."""
+        filter; pass Filter(ids=[...]) for a selection). Applied, it is one change: one undo. The
+        first `samples` matches come with their context. The pattern runs for about REGEX_SECONDS
+        at most over all the captions (a ValueError says so), outside the write lock; no caption
+        may grow past MAX_CAPTION_CHARS."""
         if not pattern:
             raise ValueError("find/replace needs a non-empty pattern")
         rx, repl = self._replacer(pattern, replacement, regex, ignore_case)
         where, params = (flt or Filter()).sql()
-        # a preview only reads; applying holds the write lock from reading to writing
-        with self.transaction() if apply else self.read() as c:
-            rows = c.execute(
-                "SELECT i.id, c.text, c.status FROM images i JOIN captions c ON c.image_id = i.id" + where + " ORDER BY i.id",
-                params,
-            ).fetchall()
-            updates, matches, shown = [], 0, []
-            for iid, text, status in rows:
-                try:
-                    new, n = rx.subn(repl, text)
-                except (re.error, IndexError) as e:
-                    raise ValueError(f"invalid replacement {replacement!r}: {e}") from None
-                if n and new != text:
-                    matches += n
-                    new_status = "edited" if status == "draft" else status
-                    updates.append((iid, new.strip(), new_status, None))
-                    if len(shown) < samples:
-                        shown.append((iid, text, new.strip()))
-            preview = ReplacePreview(captions=len(updates), matches=matches, samples=shown)
-            if apply and updates:
+        sql = ("SELECT i.id, c.text, c.status FROM images i JOIN captions c ON c.image_id = i.id" + where
+               + " ORDER BY i.id")
+        with self.read() as c:
+            rows = c.execute(sql, params).fetchall()
+        deadline = time.monotonic() + REGEX_SECONDS + len(rows) * REGEX_PER_CAPTION
+        preview, updates = self._replacements(rows, rx, repl, deadline, samples, pattern, replacement)
+        if apply and updates:
+            with self.transaction() as c:
+                now = c.execute(sql, params).fetchall()
+                if now != rows:  # changed while the pattern ran: replace in what is there now
+                    deadline = time.monotonic() + REGEX_SECONDS + len(now) * REGEX_PER_CAPTION
+                    preview, updates = self._replacements(now, rx, repl, deadline, samples, pattern, replacement)
                 preview.change_id, _ = self._change(c, "replace", updates, detail=f"{pattern!r} → {replacement!r}")
         return preview
+
+    @staticmethod
+    def _replacements(rows, rx, repl: str, deadline: float, samples: int, pattern: str, replacement: str
+                      ) -> tuple[ReplacePreview, list]:
+        """(the preview, the caption updates) of a find/replace over (id, text, status) rows."""
+        updates, matches, shown = [], 0, []
+        for iid, text, status in rows:
+            try:
+                new, n = rx.subn(repl, text, timeout=_budget(deadline), concurrent=True)
+                if n and new != text and len(shown) < samples:
+                    for m in rx.finditer(text, timeout=_budget(deadline), concurrent=True):
+                        if len(shown) < samples:
+                            shown.append(_in_context(iid, text, m, repl))
+            except TimeoutError:
+                raise ValueError(
+                    f"the regular expression {pattern!r} took too long and was stopped; "
+                    "nothing was changed. Simplify it (nested repeats such as (a|aa)+ can take forever) or untick "
+                    "'Regular expression'") from None
+            except (regex_engine.error, IndexError) as e:
+                raise ValueError(f"invalid replacement {replacement!r}: {e}") from None
+            if n and new != text:
+                matches += n
+                new_status = "edited" if status == "draft" else status
+                updates.append((iid, check_caption(new, f"#{iid}'s caption after the replacement"), new_status, None))
+        return ReplacePreview(captions=len(updates), matches=matches, samples=shown), updates
 
     def recount_tokens(self, tokenizer=None) -> int:
         """Recount every caption's tokens (after switching base model); returns the count."""
