@@ -589,7 +589,7 @@ def import_paths(
                 if progress:
                     progress(str(path))
                 if not _exists(path):
-                    raise FileNotFoundError(f"{path} does not exist; check the path")
+                    raise FileNotFoundError(f"{p} does not exist; check the path")
                 seen = _outcomes(batch)
                 if path.is_dir():
                     _import_entries(batch, _folder_entries(path), path.name, label, modality, split, limits, **kw)
