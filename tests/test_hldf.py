@@ -86,7 +86,11 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     data = make_data(tmp_path / "data", n=4)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     reference = tmp_path / "reference"
-    subprocess.run(_train_cmd(data, reference), env=env, check=True, capture_output=True, timeout=300)
+    done = subprocess.run(_train_cmd(data, reference), env=env, check=True, capture_output=True, text=True,
+                          timeout=300)
+    # piped: ends on where the adapter is, with no model-loading or progress bars in between
+    assert done.stdout.strip().splitlines()[-1] == f"done: adapter at {reference / 'adapter'}"
+    assert "Loading pipeline components" not in done.stderr and "HLDF:" not in done.stderr, done.stderr[-2000:]
 
     run = tmp_path / "killed"
     # killed in the middle of writing the step-6 checkpoint: its files are written, the folder
