@@ -18,12 +18,14 @@ module-level functions of the studio and the inputs' values, testable without a 
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
 from medart.config import TrainConfig, load_config, setting_named
+from medart.constants import SAMPLE_CLASSES
 from medart.jobs import ACTIVE, RunComplete, hint, log_tail
 from medart.jobs.training import launch, preflight
 from medart.profiles import PROFILES
@@ -39,7 +41,8 @@ from medart.ui.widgets import (JOB_HEADERS, fmt_seconds, job_rows, on_page_load,
 FORM = ("hldf.mode", "hldf.every", "hldf.steps", "hldf.cfg", "lora.rank", "lora.t5", "hldf.enabled",
         "learning_rate", "max_steps", "epochs", "resolution", "checkpoint_every", "validation_every",
         "validation_prompts", "adam_8bit", "buckets", "caption_dropout", "report_to")
-SERIES = {"diffusion loss": "#2563eb", "diffusion (smoothed)": "#1e3a8a", "colour loss": "#dc2626"}
+# three hues: the raw diffusion loss grey, its smoothed curve blue, the colour loss red
+SERIES = {"diffusion loss": "#9ca3af", "diffusion (smoothed)": "#2563eb", "colour loss": "#dc2626"}
 
 
 def loss_frame(rows: list[dict], smoothing: float) -> pd.DataFrame | None:
@@ -75,16 +78,18 @@ def distance_frame(rows: list[dict]) -> pd.DataFrame | None:
     return frame.astype({"step": "int64", "distance": "float64", "class": "str"})
 
 
-def sample_items(run: Path, per_step: int = 2, max_steps: int = 12) -> list[tuple[Path, str]]:
-    """(file, caption) of the sample timeline: two images per step, step 0 and the latest steps."""
+def sample_items(run: Path, per_step: int = SAMPLE_CLASSES, max_steps: int = 12) -> list[tuple[Path, str]]:
+    """(file, caption) of the sample timeline: every sample of a step (one per class, up to
+    SAMPLE_CLASSES classes), each named by its class, at step 0 and the latest steps."""
     folder = RunFolder(run)
     steps = folder.sample_steps()
     if len(steps) > max_steps:  # keep step 0 and the latest ones
         steps = steps[:1] + steps[-(max_steps - 1):]
     items = []
     for step in steps:
+        labels = folder.sample_labels(step)
         for k, png in enumerate(sorted((folder.samples / f"step-{step:06d}").glob("*.png"))[:per_step]):
-            items.append((png, f"step {step} · #{k}"))
+            items.append((png, f"step {step} · {labels[k] if k < len(labels) else f'sample {k + 1}'}"))
     return items
 
 
@@ -94,6 +99,15 @@ def form_default(path: str):
     if isinstance(default, list):
         return "\n".join(default)
     return 0 if default is None else default
+
+
+def field_help(path: str) -> str:
+    """A setting's help text from TrainConfig, as the form's field says it: the command line's
+    flags become what the field does ("--no-hldf: ..." is "off: ...")."""
+    text = setting_named(path).help
+    text = re.sub(r"--no-[\w-]+:", "off:", text)
+    text = text.replace(" (repeatable)", "").replace("empty:", "empty or 0:")
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
 def form_value(path: str, value):
@@ -277,6 +291,7 @@ def _form(studio):
 
     def ask(path, label, **kw):
         s, value = setting_named(path), form_default(path)
+        kw.setdefault("info", field_help(path))
         if s.type is bool:
             fields[path] = gr.Checkbox(value=value, label=label, **kw)
         elif s.choices:
@@ -342,7 +357,8 @@ def _monitor_panel(studio):
     gr.Markdown("Colour distance: per-channel mean and std of each class's fixed-seed samples against that "
                 "class's training images (HLDF's colour loss on the two sets' averages); lower is closer, 0 is "
                 "a match.", elem_id="colour-plot-help")
-    samples = gr.Gallery(label="Samples (fixed seeds, from step 0)", columns=6, height=220, object_fit="contain",
+    samples = gr.Gallery(label=f"Samples: one per class (the first {SAMPLE_CLASSES} classes), fixed seeds, from "
+                         "step 0", columns=6, height=220, object_fit="contain",
                          allow_preview=True, elem_id="sample-timeline")
     gr.Markdown("**Log** (its last lines, the newest at the bottom)")
     log = gr.HTML(log_html(""), elem_id="train-log")

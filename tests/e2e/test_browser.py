@@ -122,7 +122,8 @@ def train_stop_and_resume(page, server, shots):
     page.locator("#preflight").click()
     page.wait_for_selector("#preflight-result:has-text('Preflight passed')")
     assert "12 approved caption(s) will be trained on" in page.locator("#preflight-result").inner_text()
-    result = page.locator("#preflight-result").inner_text()
+    assert "Details: the schedule and its cost" in page.locator("#preflight-result").inner_text()  # folded
+    result = page.locator("#preflight-result").text_content()
     assert "a colour step every N = 20 steps (set explicitly): 7 colour step(s) in 150" in result
     assert "150 steps, N = 20, M = 4, 7 colour step(s); estimated time about" in result
     page.locator("#launch").click()
