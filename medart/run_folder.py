@@ -87,7 +87,7 @@ class RunFolder:
             return []
         prompts = record.get("prompts") or []
         classes = record.get("classes") or [None] * len(prompts)
-        return [c or (p[:40] + ("…" if len(p) > 40 else "")) for p, c in zip(prompts, classes)]
+        return [c or (p[:40].rstrip() + ("…" if len(p) > 40 else "")) for p, c in zip(prompts, classes)]
 
     def sample_steps(self) -> list[int]:
         return sorted(int(p.name.split("-")[1]) for p in self.samples.glob("step-*") if p.is_dir())
