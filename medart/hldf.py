@@ -523,7 +523,7 @@ class Trainer:
                 self.run.log_metrics(row)
                 self.tracker.log_row(row)
         bar = tqdm(total=self.total_steps, initial=self.step, desc="HLDF", unit="step",
-                   disable=not self.main, dynamic_ncols=True)
+                   disable=None if self.main else True, dynamic_ncols=True)  # None: off when not a terminal
         start_time, start_step, last = time.perf_counter(), self.step, {}
         try:
             stop = False

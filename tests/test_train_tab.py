@@ -47,3 +47,20 @@ def test_every_form_field_says_what_its_setting_does():
     assert len(set(train.SERIES.values())) == 3
     blues = [c for c in train.SERIES.values() if int(c[5:7], 16) > int(c[1:3], 16) + 0x40]
     assert len(blues) == 1  # one blue line, not two
+
+
+def test_refusable_buttons_check_first_with_no_outputs(tmp_path):
+    """A refused Evaluate, Push, dry run or export is one message: the event the button fires
+    first has no outputs, so no component shows an error it took no part in."""
+    from medart.studio import Studio
+    from medart.ui import build_app
+
+    demo = build_app(Studio(home=tmp_path / "home", base_model="tiny", import_roots=[]))
+    by_elem = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    buttons = ("eval-go", "share-dry-run", "share-push", "export-go", "dataset-dry-run", "dataset-push", "compare-go")
+    for elem in buttons:
+        first = [fn for fn in demo.fns.values() if fn.trigger_after is None
+                 and any(t[0] == by_elem[elem]._id and t[1] == "click" for t in fn.targets)]
+        assert len(first) == 1 and first[0].outputs == [], elem
+        after = [fn for fn in demo.fns.values() if fn.trigger_after == first[0]._id]
+        assert len(after) == 1 and after[0].trigger_only_on_success and after[0].outputs, elem

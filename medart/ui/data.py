@@ -10,7 +10,7 @@ import gradio as gr
 
 from captioning.templates import BUILTIN_TEMPLATES
 from medart.assets import DEMO_DIR
-from medart.ui import organise, pictures
+from medart.ui import data_share, organise, pictures
 from medart.ui.widgets import on_page_load, user_errors
 from medart.workspace import SPLITS, Filter
 
@@ -168,6 +168,7 @@ def build(studio):
 
         browse_in, browse_out = [label_f, split_f, page], [stats, gallery, page, label_f]
         split_table = organise.build(studio, view, browse_out, browse_in)
+        data_share.build(studio)
 
         def finish(reports, *browse):
             text, rows = summarise(reports)

@@ -31,6 +31,7 @@ from medart.jobs.training import launch, preflight
 from medart.profiles import PROFILES
 from medart.run_folder import RunFolder
 from medart.sharing import hub_token, login_help, push_model
+from medart.sharing.hub import check_repo_id
 from medart.ui import pictures
 from medart.ui.widgets import (JOB_HEADERS, fmt_seconds, job_rows, on_page_load, progress_bar, state_badge,
                                user_errors)
@@ -251,20 +252,30 @@ def dry_run_folder(studio, run_name: str) -> Path:
     return studio.home / "hub-dry-runs" / studio.run_dir(run_name).name
 
 
-def share_run(studio, run_name: str | None, repo: str, private: bool, dry_run: bool, progress=None) -> str:
-    """The Share buttons: push the run (or, dry, write what would be pushed); Markdown of what happened."""
+def check_share(studio, run_name: str | None, repo: str | None, dry_run: bool) -> Path:
+    """The run folder of a push or dry run that can start; a ValueError saying what to do otherwise."""
     if not studio.sharing_allowed:
         raise ValueError("sharing on the Hugging Face Hub is turned off on this shared Space: duplicate it to share")
     if not run_name:
         raise ValueError("choose a finished run first")
     run = studio.run_dir(run_name)
+    check_repo_id(repo or "")
+    if not dry_run and not hub_token():
+        raise ValueError(f"pushing to the Hugging Face Hub needs a token: {login_help()}, then reload this page. "
+                         "A dry run works without one.")
+    return run
+
+
+def share_run(studio, run_name: str | None, repo: str, private: bool, dry_run: bool, progress=None) -> str:
+    """The Share buttons: push the run (or, dry, write what would be pushed); Markdown of what happened."""
+    run = check_share(studio, run_name, repo, dry_run)
     out = dry_run_folder(studio, run_name) if dry_run else None
     result = push_model(run, repo, private=bool(private), dry_run=bool(dry_run), out=out, overwrite=True,
                         progress=progress)
     if dry_run:
         files = "\n".join(result.files)
-        return (f"**Dry run:** {html.escape(result.describe())}. Its README.md is the model card.\n\n"
-                f"```\n{files}\n```")
+        said = result.describe().removeprefix("dry run: ")
+        return f"**Dry run:** {html.escape(said)}. Its README.md is the model card.\n\n```\n{files}\n```"
     visibility = "private" if result.private else "public"
     return f"**Pushed** {len(result.files)} file(s) to [{result.repo_id}]({result.url}) ({visibility})."
 
@@ -436,12 +447,19 @@ def build(studio):
 
         def share(dry_run):
             @user_errors
+            def can_share(run_name, repo_id):
+                check_share(studio, run_name, repo_id, dry_run)
+
+            @user_errors
             def on_share(run_name, repo_id, private_, progress_=gr.Progress()):
                 return share_run(studio, run_name, repo_id, private_, dry_run, lambda m: progress_(0, desc=m))
-            return on_share
+            return can_share, on_share
 
-        dry_b.click(share(True), [runs, repo, private], [share_result], api_name="share_dry_run")
-        push_b.click(share(False), [runs, repo, private], [share_result], api_name="share_push")
+        # checked first by an event without outputs: a refusal is one message; the last result stays readable
+        for button, dry_run, api in ((dry_b, True, "share_dry_run"), (push_b, False, "share_push")):
+            can_share, on_share = share(dry_run)
+            button.click(can_share, [runs, repo], None, api_visibility="private", show_progress="hidden").success(
+                on_share, [runs, repo, private], [share_result], api_name=api)
 
         def on_tab(current=None):
             names = [r.name for r in studio.runs()]
