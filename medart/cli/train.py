@@ -78,6 +78,8 @@ def cmd_train(args) -> int:
 def cmd_generate(args) -> int:
     from medart.generate import generate_to_file
 
+    if not args.prompt.strip():  # as the app's Compare tab: an empty prompt describes nothing
+        raise ValueError("--prompt is empty: write what to generate, e.g. a caption of one of your images")
     path = generate_to_file(
         base_model=args.base_model,
         lora=args.lora,

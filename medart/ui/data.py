@@ -4,12 +4,16 @@ browse them by label and split a page at a time, then organise them (labels, spl
 
 from __future__ import annotations
 
+import json
 import math
+import tempfile
+from pathlib import Path
 
 import gradio as gr
 
 from captioning.templates import BUILTIN_TEMPLATES
 from medart.assets import DEMO_DIR
+from medart.fileio import atomic_write_text, read_jsonl
 from medart.ui import data_share, organise, pictures
 from medart.ui.widgets import on_page_load, user_errors
 from medart.workspace import SPLITS, Filter
@@ -19,15 +23,27 @@ PAGE = 60  # thumbnails per gallery page
 ALL, NO_LABEL = "all", "(no label)"
 
 
+def demo_captions(label: str) -> list[Path]:
+    """A metadata.jsonl of the shipped demo's captions of one class (public text, rewritten in the
+    temporary folder each time), so that importing a class brings its captions and says nothing
+    of the other class's rows."""
+    rows = [r for r in read_jsonl(DEMO_DIR / "metadata.jsonl") if r.get("label") == label]
+    path = Path(tempfile.gettempdir()) / "medart-demo-captions" / label / "metadata.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+    return [path]
+
+
 def import_demo(ws) -> tuple:
-    """The shipped demo images, by class, as drafts (no captions: the Captions tab writes them);
-    the last two images of each class go to the held-out `test` split for evaluation."""
+    """The shipped demo images, by class, with the captions of the demo's metadata.jsonl (as the
+    command line's `medart import assets/demo` brings them); the last two images of each class go
+    to the held-out `test` split for evaluation."""
     from medart.workspace.importers import import_paths
 
     reports = []
     for label in ("fundus", "histology"):
         files = sorted(DEMO_DIR.glob(f"{label}_*.jpg"))
-        reports.append(import_paths(ws, files, label=label, modality=label))
+        reports.append(import_paths(ws, [*files, *demo_captions(label)], label=label, modality=label))
         held_out = [i.id for i in ws.query(limit=None) if i.original_name in {f.name for f in files[-2:]}]
         ws.set_split(held_out, "test")
     return reports

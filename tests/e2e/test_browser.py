@@ -72,7 +72,7 @@ def load_and_caption(page, server, shots):
     page.wait_for_function("document.querySelector('#caption-text textarea').value.length > 20")
     first_id = page.locator("#caption-id input").input_value()
     caption = text.input_value()
-    assert caption.startswith("A fundus image, ")  # the label names the modality: not "of fundus"
+    assert caption.startswith("A fundus photograph of a retina, ")  # the demo's own, as the CLI imports it
     # edit: the live token count follows the text
     before = int(page.locator("#token-count-value").get_attribute("data-tokens"))
     text.click()
