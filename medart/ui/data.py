@@ -162,7 +162,8 @@ def build(studio):
             with gr.Column(scale=1):
                 summary = gr.Markdown(elem_id="import-summary")
                 rejected = gr.Dataframe(headers=REJECT_HEADERS, value=[], label="Not imported (with reasons)",
-                                        interactive=False, wrap=True)
+                                        interactive=False, wrap=True, column_widths=["30%", "70%"],
+                                        elem_id="import-rejected")
                 stats = gr.Markdown(elem_id="workspace-stats")
                 gallery = gr.Gallery(label="Workspace", columns=5, height=260, allow_preview=False,
                                      elem_id="data-gallery")
@@ -183,20 +184,21 @@ def build(studio):
             return md, gal, shown, gr.update(choices=label_choices(studio))
 
         browse_in, browse_out = [label_f, split_f, page], [stats, gallery, page, label_f]
-        split_table = organise.build(studio, view, browse_out, browse_in)
+        split_table = organise.build(studio, view, browse_out, browse_in, gallery=gallery)
         data_share.build(studio)
 
         def finish(reports, *browse):
             text, rows = summarise(reports)
             return (text, rows, *view(*browse), organise.split_view(studio))
 
-        outputs = [summary, rejected, *browse_out, split_table]
+        outputs = [summary, rejected, *browse_out, split_table, files]
 
         def finished(action):
             @user_errors
             def handler(*args):
                 *inputs, label_, split_, page_ = args
-                return finish(action(studio, *inputs), label_, split_, page_)
+                done = finish(action(studio, *inputs), label_, split_, page_)
+                return (*done, None if action is import_uploads else gr.skip())  # imported files leave the box
 
             return handler
 
