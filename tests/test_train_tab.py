@@ -57,7 +57,8 @@ def test_refusable_buttons_check_first_with_no_outputs(tmp_path):
 
     demo = build_app(Studio(home=tmp_path / "home", base_model="tiny", import_roots=[]))
     by_elem = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
-    buttons = ("eval-go", "share-dry-run", "share-push", "export-go", "dataset-dry-run", "dataset-push", "compare-go")
+    buttons = ("eval-go", "share-dry-run", "share-push", "export-go", "dataset-dry-run", "dataset-push", "compare-go",
+               "preflight", "launch", "stop-train", "resume-train")
     for elem in buttons:
         first = [fn for fn in demo.fns.values() if fn.trigger_after is None
                  and any(t[0] == by_elem[elem]._id and t[1] == "click" for t in fn.targets)]

@@ -412,9 +412,28 @@ def build(studio):
             md, run_name = launch_run(studio, *form)
             return md, run_choices(run_name) if run_name else gr.update(), polling()
 
+        @user_errors
+        def can_preflight(*form_values):
+            form_config(studio, *form_values)
+
+        @user_errors
+        def can_launch(*form_values):
+            if not studio.training_allowed:
+                raise ValueError("training is turned off on this shared Space: duplicate it to train")
+            form_config(studio, *form_values)
+
+        @user_errors
+        def can_act(run_name):
+            run_job(studio, run_name)
+
+        # Each button is checked first by an event without outputs: a refusal is one message, and no
+        # component that took no part (the run list, the plots, the samples) shows an error.
+        checked = {"outputs": None, "api_visibility": "private", "show_progress": "hidden"}
         form = [name, base, *settings]
-        pre_b.click(user_errors(lambda *v: preflight_md(studio, *v)), form, [pre_md], api_name="preflight")
-        go_b.click(on_launch, form, [pre_md, runs, timer], api_name="launch_training")
+        pre_b.click(can_preflight, form, **checked).success(
+            user_errors(lambda *v: preflight_md(studio, *v)), form, [pre_md], api_name="preflight")
+        go_b.click(can_launch, form, **checked).success(on_launch, form, [pre_md, runs, timer],
+                                                        api_name="launch_training")
 
         shown = gr.State(None)  # the sample files on the page: unchanged ones are not sent again
         outs = [*shown_parts, jobs_table, shown, timer, share_box]
@@ -442,8 +461,8 @@ def build(studio):
                 return tuple(values)
             return refresh(run_name, 0.6)
 
-        stop_b.click(on_stop, [runs], outs, api_name="stop_training")
-        resume_b.click(on_resume, [runs], outs, api_name="resume_training")
+        stop_b.click(can_act, [runs], **checked).success(on_stop, [runs], outs, api_name="stop_training")
+        resume_b.click(can_act, [runs], **checked).success(on_resume, [runs], outs, api_name="resume_training")
 
         def share(dry_run):
             @user_errors
