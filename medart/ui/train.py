@@ -360,16 +360,16 @@ def _monitor_panel(studio):
         resume_b = gr.Button("Resume from latest checkpoint", elem_id="resume-train",
                              interactive=studio.training_allowed)
     message = gr.Markdown(elem_id="train-message")
-    with gr.Row():
-        plot = gr.LinePlot(None, x="step", y="loss", color="series", title="Loss", color_map=SERIES, height=260,
-                           elem_id="loss-plot")
-        colour_plot = gr.LinePlot(None, x="step", y="distance", color="class", title="Colour distance per class",
-                                  height=260, elem_id="colour-plot")
+    # one above the other, each the column's width: side by side, the legends were cut off
+    plot = gr.LinePlot(None, x="step", y="loss", color="series", title="Loss", color_map=SERIES, height=240,
+                       elem_id="loss-plot")
+    colour_plot = gr.LinePlot(None, x="step", y="distance", color="class", title="Colour distance per class",
+                              height=240, elem_id="colour-plot")
     gr.Markdown("Colour distance: per-channel mean and std of each class's fixed-seed samples against that "
                 "class's training images (HLDF's colour loss on the two sets' averages); lower is closer, 0 is "
                 "a match.", elem_id="colour-plot-help")
     samples = gr.Gallery(label=f"Samples: one per class (the first {SAMPLE_CLASSES} classes), fixed seeds, from "
-                         "step 0", columns=6, height=220, object_fit="contain",
+                         "step 0", columns=4, height=320, object_fit="contain",
                          allow_preview=True, elem_id="sample-timeline")
     gr.Markdown("**Log** (its last lines, the newest at the bottom)")
     log = gr.HTML(log_html(""), elem_id="train-log")
@@ -380,7 +380,9 @@ def view(result, before=None) -> tuple:
     """`monitor`'s result as the page's values; sample files unchanged since `before` are not sent again."""
     info, frame, colours, files, log_, msg, table = result
     key = [(str(p), p.stat().st_mtime if p.exists() else 0) for p, _ in files]
-    gallery = pictures.gallery(files) if key != before else gr.skip()
+    steps = len({label.split(" · ")[0] for _, label in files}) or 1
+    per_row = max(1, min(4, -(-len(files) // steps)))  # a step's samples side by side, one class each
+    gallery = gr.update(value=pictures.gallery(files), columns=per_row) if key != before else gr.skip()
     return info, frame, colours, gallery, log_, msg, table, key
 
 
