@@ -203,6 +203,7 @@ def test_empty_dataset_and_unknown_base_model(tmp_path, capsys):
     assert code == 2 and "No images found" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # trains
 def test_stop_signal_late_in_a_step_still_ends_on_a_checkpoint(tmp_path):
     """SIGTERM landing after a step's checkpoint test (here: in the progress callback, the last
     thing a step does) must not end the run without a checkpoint of the step it stops at."""
@@ -232,6 +233,7 @@ def fresh_accelerate_state():
     AcceleratorState._reset_state(True)
 
 
+@pytest.mark.slow  # trains
 def test_bf16_mixed_precision_trains_fp32_adapters_over_a_bf16_base(tmp_path, fresh_accelerate_state):
     """The CUDA default (bf16) exercised on the CPU: base weights in bf16, LoRA weights and
     their optimiser in fp32, finite diffusion and colour losses, an fp32 adapter on disk."""
@@ -313,6 +315,7 @@ def test_held_out_split_beside_train_is_not_a_missing_caption(tmp_path):
     assert json.loads((tmp_path / "run" / "data.json").read_text())["images"] == 2
 
 
+@pytest.mark.slow  # trains
 def test_text_cache_without_t5_lora_changes_nothing(tmp_path):
     """With T5 frozen its embeddings are cached on disk; the losses are the same as without."""
     data = make_data(tmp_path / "data", n=2)
