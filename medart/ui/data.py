@@ -1,6 +1,6 @@
 """Data tab: bring images into the workspace (upload, zip, DICOM, folder, HF dataset, demo),
 browse them by label and split a page at a time, then organise them (labels, splits, removal;
-`medart.ui.organise`)."""
+`medart.ui.organise`) and export or share the captions (`medart.ui.data_share`)."""
 
 from __future__ import annotations
 
