@@ -50,8 +50,12 @@ def test_a_closed_pipe_ends_quietly(tmp_path, monkeypatch):
 
 
 def test_progress_bars_are_off_when_stderr_is_not_a_terminal(tmp_path, monkeypatch):
+    import medart.cli.workspace as commands
+
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
-    main(["import", str(tmp_path / "nothing"), "--workspace", str(tmp_path / "ws")])
-    assert os.environ.get("TQDM_DISABLE") == "1"
-    monkeypatch.delenv("TQDM_DISABLE")
+    seen = []
+    monkeypatch.setattr(commands, "cmd_import", lambda args: seen.append(os.environ.get("TQDM_DISABLE")) or 0)
+    assert main(["import", str(tmp_path / "nothing"), "--workspace", str(tmp_path / "ws")]) == 0
+    assert seen == ["1"]  # while the command runs (and in the processes it starts)
+    assert "TQDM_DISABLE" not in os.environ  # the caller's environment is as it was

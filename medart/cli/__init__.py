@@ -53,6 +53,17 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    was = os.environ.get("TQDM_DISABLE")
+    try:
+        return _main(argv)
+    finally:  # a caller in the same process (a test, a script) gets its environment back
+        if was is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = was
+
+
+def _main(argv: list[str] | None) -> int:
     from medart.profiles import BaseModelError
 
     try:
