@@ -212,7 +212,8 @@ def build(studio):
         def can_start(run_name, real_, _k, chosen):
             check_start(studio, run_name, real_, chosen)
 
-        go.click(can_start, [run, real, per_caption, metrics], None, api_visibility="private", show_progress="hidden").success(
+        go.click(can_start, [run, real, per_caption, metrics], None, api_visibility="private",
+                 show_progress="hidden").success(
             user_errors(lambda *a: (*spread(start(studio, *a)), active(a[0]))), [run, real, per_caption, metrics],
             [*outs, timer], api_name="evaluate")
         run.change(lambda r: (*spread(eval_view(studio, r)), active(r)), [run], [*outs, timer])
