@@ -156,6 +156,18 @@ def launch_run(studio, name: str, base: str, *values) -> tuple[str, str | None]:
             "on the right follows it.", Path(job.output).name)
 
 
+def check_form(studio, launching: bool, name: str, base: str, *values) -> None:
+    """A ValueError saying what to do when the form cannot be checked (or launched) as it is."""
+    if launching and not studio.training_allowed:
+        raise ValueError("training is turned off on this shared Space: duplicate it to train")
+    form_config(studio, name, base, *values)
+
+
+def check_run_job(studio, run_name: str | None) -> None:
+    """A ValueError when the run has no training job to stop or resume."""
+    run_job(studio, run_name)
+
+
 def run_job(studio, run_name: str | None):
     """The latest training job of a run (ValueError when it has none)."""
     job = studio.jobs.latest("train", output=str(studio.run_dir(run_name)))
@@ -414,28 +426,15 @@ def build(studio):
             md, run_name = launch_run(studio, *form)
             return md, run_choices(run_name) if run_name else gr.update(), polling()
 
-        @user_errors
-        def can_preflight(*form_values):
-            form_config(studio, *form_values)
-
-        @user_errors
-        def can_launch(*form_values):
-            if not studio.training_allowed:
-                raise ValueError("training is turned off on this shared Space: duplicate it to train")
-            form_config(studio, *form_values)
-
-        @user_errors
-        def can_act(run_name):
-            run_job(studio, run_name)
-
         # Each button is checked first by an event without outputs: a refusal is one message, and no
         # component that took no part (the run list, the plots, the samples) shows an error.
         checked = {"outputs": None, "api_visibility": "private", "show_progress": "hidden"}
+        can_act = user_errors(lambda run_name: check_run_job(studio, run_name))
         form = [name, base, *settings]
-        pre_b.click(can_preflight, form, **checked).success(
+        pre_b.click(user_errors(lambda *v: check_form(studio, False, *v)), form, **checked).success(
             user_errors(lambda *v: preflight_md(studio, *v)), form, [pre_md], api_name="preflight")
-        go_b.click(can_launch, form, **checked).success(on_launch, form, [pre_md, runs, timer],
-                                                        api_name="launch_training")
+        go_b.click(user_errors(lambda *v: check_form(studio, True, *v)), form, **checked).success(
+            on_launch, form, [pre_md, runs, timer], api_name="launch_training")
 
         shown = gr.State(None)  # the sample files on the page: unchanged ones are not sent again
         outs = [*shown_parts, jobs_table, shown, timer, share_box]
