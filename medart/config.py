@@ -51,7 +51,8 @@ def setting(default=dataclasses.MISSING, help: str = "", *, flag: str | None = N
 
 @dataclass
 class LoraConfig:
-    rank: int = setting(8, "LoRA rank (paper: 8)", flag="--rank")
+    rank: int = setting(8, "LoRA rank: how many directions each adapted layer can learn; higher fits more "
+                                 "and overfits sooner (paper: 8)", flag="--rank")
     alpha: float | None = setting(None, "LoRA alpha; empty: alpha = rank (scaling 1), as the paper", flag="--lora-alpha")
     dropout: float = setting(0.0, "LoRA dropout")
     t5: bool = setting(True, "LoRA on the T5 text encoder too (paper: FID 63.10 -> 51.99 on Kvasir); "
@@ -104,7 +105,8 @@ class HLDFConfig:
                                       "100 colour steps, N between 5 and the paper's 500)", flag="--hldf-every")
     steps: int | None = setting(None, "M: DPM-Solver++ steps of the in-graph image; empty: the mode's (paper: 20; "
                                       "balanced: 10)", flag="--hldf-steps")
-    cfg: float = setting(4.5, "classifier-free guidance of the in-graph image (paper: 4.5)", flag="--cfg")
+    cfg: float = setting(4.5, "classifier-free guidance (CFG) of the in-graph image: how strongly it follows "
+                                "its caption (paper: 4.5)", flag="--cfg")
     weight: float | None = setting(None, "weight of the colour loss; empty: the mode's (paper: 1/M; balanced: 1.0)",
                                    flag="--color-weight")
     grad_steps: int | None = setting(None, "K: backpropagate through the last K solver steps only; empty: the "
@@ -204,7 +206,8 @@ class TrainConfig:
     lr_scheduler: str = setting("constant", "diffusers' learning-rate schedule (constant, linear, cosine, ...)")
     lr_warmup_steps: int = setting(0, "warm-up steps of the schedule")
     weight_decay: float = setting(1e-2, "AdamW weight decay (paper: 1e-2)")
-    adam_8bit: bool = setting(False, "bitsandbytes AdamW8bit on CUDA (the authors' choice)")
+    adam_8bit: bool = setting(False, "8-bit AdamW (bitsandbytes): the optimiser's state in a quarter of the "
+                                      "memory, CUDA only (the authors' choice)")
     max_grad_norm: float = setting(1.0, "gradient clipping (paper: 1.0)")
     ema_decay: float = setting(0.99, "> 0: the validation samples and the exported adapter use an EMA of the LoRA "
                                      "weights with this decay; 0: the last step's weights (the paper)")

@@ -15,3 +15,6 @@ SPLITS = ("train", "validation", "test")
 
 # The image files the product reads (imports, training folders, evaluation folders).
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff", ".bmp", ".webp"})
+
+# validation samples: one per class, for this many classes at most
+SAMPLE_CLASSES = 8

@@ -61,16 +61,39 @@ def load_local_imagefolder(folder: str | Path, split: str = "train"):
             datasets.enable_progress_bars()
 
 
+def looks_like_path(source: str) -> bool:
+    """Whether `source` names a place on this machine rather than a hub dataset (owner/name): it
+    is not of the hub's form, or its first part is a folder here (`exports/train` beside an
+    `exports/` folder)."""
+    from medart.profiles import looks_like_hub_id
+
+    if not looks_like_hub_id(source) or source.endswith("/"):
+        return True
+    return Path(source.split("/", 1)[0]).expanduser().is_dir()
+
+
+def check_source(source: str) -> None:
+    """Refuse at once a training data source that names a folder this machine does not have, so
+    that a mistyped path is never looked up on the hub."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return
+    if path.exists():
+        raise DataError(f"{source} is a file; --data takes an imagefolder directory or a dataset id.")
+    if looks_like_path(source):
+        raise DataError(f"no such folder: {source} (give an imagefolder directory, e.g. one made by "
+                        "`medart export`, or a hub dataset id owner/name)")
+
+
 def _load_dataset(source: str):
     import datasets
     from datasets.data_files import EmptyDatasetError
 
     path = Path(source).expanduser()
+    check_source(source)
     try:
         if path.is_dir():
             return load_local_imagefolder(path)
-        if path.exists():
-            raise DataError(f"{path} is a file; --data takes an imagefolder directory or a dataset id.")
         return datasets.load_dataset(source, split="train")
     except DataError:
         raise
@@ -78,7 +101,8 @@ def _load_dataset(source: str):
         raise DataError(f"No images found in {source!r}. Add images and a metadata.jsonl with captions.") from None
     except Exception as e:  # datasets raises many types for a missing or malformed source
         raise DataError(
-            f"Could not load training data from {source!r}: {e}. Give an imagefolder (images plus "
+            f"Could not load training data from {source!r} (no such folder here, so it was taken for a hub "
+            f"dataset id): {e}. Give an imagefolder (images plus "
             "metadata.jsonl with `file_name` and `text`) or a Hugging Face dataset id."
         ) from e
 

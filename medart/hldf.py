@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from medart import buckets, checkpoints, color_stats, dpm_solver, hldf_plan, lora, tracking
 from medart.config import TrainConfig
+from medart.constants import SAMPLE_CLASSES
 from medart.data import TrainData, load_examples
 from medart.fileio import atomic_dir, atomic_write_bytes, atomic_write_text
 from medart.losses import channel_moments, color_loss_to_moments, diffusion_loss
@@ -406,11 +407,11 @@ class Trainer:
     # -- validation, checkpoints, export ----------------------------------------------
     def validation_prompts(self) -> list[tuple[str, str | None]]:
         """(prompt, class) pairs: the configured prompts (class known when a prompt is some
-        training caption), else the first caption of each class, up to eight classes."""
+        training caption), else the first caption of each class, up to SAMPLE_CLASSES classes."""
         by_caption = {ex.caption: ex.group for ex in self.data.examples}
         if self.config.validation_prompts:
             return [(p, by_caption.get(p)) for p in self.config.validation_prompts]
-        return [(self.data.examples[idx[0]].caption, g) for g, idx in list(self.groups.items())[:8]]
+        return [(self.data.examples[idx[0]].caption, g) for g, idx in list(self.groups.items())[:SAMPLE_CLASSES]]
 
     def reference_stats(self) -> dict[str, dict]:
         """Per class, the colour statistics of its training images (whole, at the training
@@ -444,7 +445,7 @@ class Trainer:
                 latents = dpm_solver.sample(self.base.transformer, self.base.scheduler, start, *cond,
                                             steps=self.config.validation_steps, cfg=self.config.hldf.cfg)
                 images += dpm_solver.to_pil(dpm_solver.decode(self.base.vae, latents.to(self.base.vae.dtype)))
-        self.run.save_samples(self.step, images, prompts, seeds)
+        self.run.save_samples(self.step, images, prompts, seeds, [g for _, g in pairs])
         if self.tracker is not None:
             self.tracker.log_samples(self.step, images, prompts)
         per_class: dict[str, list] = {}
@@ -522,7 +523,7 @@ class Trainer:
                 self.run.log_metrics(row)
                 self.tracker.log_row(row)
         bar = tqdm(total=self.total_steps, initial=self.step, desc="HLDF", unit="step",
-                   disable=not self.main, dynamic_ncols=True)
+                   disable=None if self.main else True, dynamic_ncols=True)  # None: off when not a terminal
         start_time, start_step, last = time.perf_counter(), self.step, {}
         try:
             stop = False

@@ -291,9 +291,13 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 def _pipeline(base_model: str, source: str, dtype: torch.dtype, local: bool):
     """(pipeline, kind) through the kind's `from_pretrained`; a profile whose repository holds
-    only the DiT gets the rest from its `components` repository."""
+    only the DiT gets the rest from its `components` repository. Loading shows no progress bars
+    ("Loading pipeline components", checkpoint shards): they say nothing a person acts on."""
     import diffusers
+    import transformers
 
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
     profile = PROFILES.get(base_model)
     if profile is not None:
         kind = profile.kind

@@ -67,13 +67,27 @@ class RunFolder:
         rows = [r for r in self.metrics() if r.get("step", 0) <= step]
         atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
 
-    def save_samples(self, step: int, images, prompts: list[str], seeds: list[int]) -> Path:
+    def save_samples(self, step: int, images, prompts: list[str], seeds: list[int],
+                     classes: list[str | None] | None = None) -> Path:
+        """One step's validation images (00.png, 01.png, ...) and prompts.json: each image's
+        prompt, seed and class (None for a prompt that is no class's caption)."""
         final = self.samples / f"step-{step:06d}"
+        record = {"step": step, "prompts": prompts, "seeds": seeds, "classes": classes or [None] * len(prompts)}
         with atomic_dir(final, prefix=f".tmp-step-{step:06d}-") as tmp:
             for i, image in enumerate(images):
                 image.save(tmp / f"{i:02d}.png")
-            (tmp / "prompts.json").write_text(json.dumps({"step": step, "prompts": prompts, "seeds": seeds}, indent=2))
+            (tmp / "prompts.json").write_text(json.dumps(record, indent=2))
         return final
+
+    def sample_labels(self, step: int) -> list[str]:
+        """What each sample of a step shows, in file order: its class, else its prompt's start."""
+        try:
+            record = json.loads((self.samples / f"step-{step:06d}" / "prompts.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        prompts = record.get("prompts") or []
+        classes = record.get("classes") or [None] * len(prompts)
+        return [c or (p[:40].rstrip() + ("…" if len(p) > 40 else "")) for p, c in zip(prompts, classes)]
 
     def sample_steps(self) -> list[int]:
         return sorted(int(p.name.split("-")[1]) for p in self.samples.glob("step-*") if p.is_dir())

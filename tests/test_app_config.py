@@ -75,9 +75,15 @@ def test_preflight_blocks_then_launch_snapshots_approved_training_split(tmp_path
     assert (kind, config_file, title, output) == ("train", runs / "r1" / "config.yaml", "r1", str(runs / "r1"))
     # 2 approved images x 15 epochs = 30 steps: the rule's floor N = 5 gives 6 colour steps of 2 images each
     assert any(i.startswith("HLDF: a colour step every N = 5 steps") and "6 colour step(s) in 30, each generating 2 "
-               "image(s) with M = 10 solver steps (gradients through the last 2)" in i for i in check.info), check.info
+               "image(s) with M = 10 solver steps (gradients through the last 2)" in i for i in check.details)
+    # first what a person decides on, in one sentence; the arithmetic behind a fold after it
+    assert check.headline == ("**2 approved caption(s) will be trained on** (1 class(es): a) in 30 steps, "
+                              "about 11 s; 6 times along the way HLDF draws images from the captions and pulls "
+                              "their colours towards the real images' of their class.")
+    text = check.markdown()
+    assert text.index(check.headline) < text.index("<details") < text.index("schedule rule") < text.index("</details>")
     # the plan in one line: steps, N, M, colour steps, and the time: 24 plain + 6 colour steps at 6.2x
-    line = check.info[1]
+    line = check.details[0]
     assert line.startswith("**30 steps**, N = 5, M = 10, 6 colour step(s); estimated time about 1 s + about 10 s")
     assert "a plain step 0.02 s, the tiny model's reference step on a 2-core CPU; a colour step about 6.2 plain" in line
     # the job's own command line, read by the CLI's parser, is this config on the snapshot, same plan
@@ -92,7 +98,8 @@ def test_preflight_blocks_then_launch_snapshots_approved_training_split(tmp_path
     silent = preflight(ws, "r1", paper_n, runs)  # no colour step: HLDF would not happen, so it blocks
     assert not silent.ok and any("makes no colour step" in e for e in silent.errors)
     lora_only = preflight(ws, "r1", load_config(None, base_model="tiny", **{"hldf.enabled": False}), runs)
-    assert lora_only.ok and any("HLDF off (no colour step)" in i for i in lora_only.info)
+    assert lora_only.ok and any("HLDF off (no colour step)" in i for i in lora_only.details)
+    assert lora_only.headline.endswith("HLDF makes no colour correction (LoRA only).")
     manifest = json.loads((runs / "r1" / "data" / "manifest.json").read_text())
     assert manifest["count"] == 2  # the held-out image stays out of training
     texts = [json.loads(line)["text"] for line in (runs / "r1" / "data" / "train" / "metadata.jsonl").open()]

@@ -161,6 +161,7 @@ def provenance(root) -> dict[int, tuple[str, str]]:
         return {i.id: (i.provenance["backend"], i.provenance["model"]) for i in ws.query(Filter(), limit=None)}
 
 
+@pytest.mark.slow  # runs a caption job
 def test_cli_job_captions_each_image_with_its_templates_describer(tmp_path, blip_dir, server, loads, capsys):
     root = tmp_path / "ws"
     with fill(root) as ws:

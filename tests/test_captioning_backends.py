@@ -23,6 +23,7 @@ torch.set_num_threads(1)
 CHAT = "{% for m in messages %}{% for c in m['content'] %}{% if c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endfor %}"
 
 
+@pytest.mark.slow  # builds and runs a vision-language model
 def test_tiny_vlm_through_the_production_path(blip_dir):
     from transformers import AutoModelForImageTextToText
 
@@ -109,6 +110,7 @@ def test_openai_backend_errors_say_what_to_do(server):
         make_captioner("openai", "served-vlm", base_url=None)
 
 
+@pytest.mark.slow  # runs caption jobs in subprocesses
 def test_cli_caption_with_each_backend(tmp_path, blip_dir, server, capsys):
     from medart.cli import main
 

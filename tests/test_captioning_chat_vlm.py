@@ -225,11 +225,13 @@ def check_chat_family(folder, model_class: str, image_tokens_per_row: int, tiles
     assert net() is None and not hasattr(cap, "net") and not hasattr(cap, "processor")
 
 
+@pytest.mark.slow  # builds and runs a vision-language model
 def test_smolvlm_family_through_the_production_path(idefics3_dir):
     # one 64 px tile: <fake><global-img> 16 x <image> <fake>
     check_chat_family(idefics3_dir, "Idefics3ForConditionalGeneration", 16, tiles_per_image=1, tile_px=64)
 
 
+@pytest.mark.slow  # builds and runs a vision-language model
 @pytest.mark.parametrize("bos_in_template", [False, True], ids=["tokenizer-adds-bos", "template-writes-bos"])
 def test_llava_next_family_through_the_production_path(tmp_path, bos_in_template):
     folder = build_tiny_llava_next(tmp_path / "llava-next", bos_in_template)

@@ -79,6 +79,7 @@ def test_optimizer_state_round_trips_exactly(tmp_path):
         load_state(tmp_path / "s.safetensors", tmp_path / "s.json")
 
 
+@pytest.mark.slow  # trains
 def test_resume_never_unpickles(tmp_path, capsys):
     data = make_data(tmp_path / "data", n=2)
     run = tmp_path / "run"

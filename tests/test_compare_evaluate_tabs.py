@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from helpers import add_images, make_tuned_run
-from medart.evaluation.pipeline import sample_size_note
+from medart.evaluation.pipeline import floor_note, sample_size_note
 from medart.evaluation.progress import StageProgress, planned_stages, read_progress, stage_rows
 from medart.studio import Studio
 from medart.ui import compare, evaluate
@@ -94,10 +94,17 @@ def test_the_results_view_explains_and_warns(studio):
     run = make_tuned_run(studio.runs_dir / "r")
     (run / "eval").mkdir()
     results = {"distribution": {"base": {"fid": 300.0}, "tuned": {"fid": 200.0}},
-               "settings": {"sample_size_warning": sample_size_note(4, 8)}}
+               "classification": {"real": {"accuracy": 0.75, "macro_f1": 0.7, "n": 4},
+                                  "tuned": {"accuracy": 0.5, "macro_f1": 0.4, "n": 4}},
+               "settings": {"sample_size_warning": sample_size_note(4, 8)}, "floor_note": floor_note(2, 2)}
     (run / "eval" / "metrics.json").write_text(json.dumps(results))
-    status, table, plots, report, warning = evaluate.eval_view(studio, "r")
+    status, table, classify, plots, report, warning = evaluate.eval_view(studio, "r")
     assert list(table["model"]) == ["base", "tuned"] and warning.startswith("⚠ Sample size")
+    assert list(table.columns) == ["model", "FID"]  # no empty cells for the classifiers
+    assert classify.values.tolist() == [["real images", 0.75, 0.7, 4], ["tuned images", 0.5, 0.4, 4]]
+    assert "⚠ No real-vs-real floor: 4 real image(s) would split into halves of 2 and 2" in warning
+    shown = evaluate.spread(evaluate.eval_view(studio, "r"))
+    assert shown[2]["visible"] is True and evaluate.spread(evaluate.eval_view(studio, None))[2]["visible"] is False
     for word in ("FID", "KID", "domain FD", "colour distance", "accuracy", "floor"):
         assert word in evaluate.METRIC_HELP
     for column in compare.STAT_COLUMNS[1:]:

@@ -3,6 +3,7 @@
 import os
 import signal
 
+import pytest
 import torch
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
@@ -53,6 +54,7 @@ def test_adapter_holds_the_ema_and_the_ema_follows_its_formula(tmp_path):
     assert {w["output"]["url"].split("/")[1] for w in card.data.widget} == {f"step-{trainer.step:06d}"}
 
 
+@pytest.mark.slow  # trains twice
 def test_resume_restores_the_ema_exactly(tmp_path):
     data = make_data(tmp_path / "data", n=2)
     train(_config(data, tmp_path / "whole"))

@@ -86,7 +86,11 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     data = make_data(tmp_path / "data", n=4)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     reference = tmp_path / "reference"
-    subprocess.run(_train_cmd(data, reference), env=env, check=True, capture_output=True, timeout=300)
+    done = subprocess.run(_train_cmd(data, reference), env=env, check=True, capture_output=True, text=True,
+                          timeout=300)
+    # piped: ends on where the adapter is, with no model-loading or progress bars in between
+    assert done.stdout.strip().splitlines()[-1] == f"done: adapter at {reference / 'adapter'}"
+    assert "Loading pipeline components" not in done.stderr and "|" not in done.stderr, done.stderr[-2000:]
 
     run = tmp_path / "killed"
     # killed in the middle of writing the step-6 checkpoint: its files are written, the folder
@@ -199,6 +203,7 @@ def test_empty_dataset_and_unknown_base_model(tmp_path, capsys):
     assert code == 2 and "No images found" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # trains
 def test_stop_signal_late_in_a_step_still_ends_on_a_checkpoint(tmp_path):
     """SIGTERM landing after a step's checkpoint test (here: in the progress callback, the last
     thing a step does) must not end the run without a checkpoint of the step it stops at."""
@@ -228,6 +233,7 @@ def fresh_accelerate_state():
     AcceleratorState._reset_state(True)
 
 
+@pytest.mark.slow  # trains
 def test_bf16_mixed_precision_trains_fp32_adapters_over_a_bf16_base(tmp_path, fresh_accelerate_state):
     """The CUDA default (bf16) exercised on the CPU: base weights in bf16, LoRA weights and
     their optimiser in fp32, finite diffusion and colour losses, an fp32 adapter on disk."""
@@ -309,6 +315,7 @@ def test_held_out_split_beside_train_is_not_a_missing_caption(tmp_path):
     assert json.loads((tmp_path / "run" / "data.json").read_text())["images"] == 2
 
 
+@pytest.mark.slow  # trains
 def test_text_cache_without_t5_lora_changes_nothing(tmp_path):
     """With T5 frozen its embeddings are cached on disk; the losses are the same as without."""
     data = make_data(tmp_path / "data", n=2)

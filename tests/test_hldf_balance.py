@@ -61,6 +61,7 @@ def test_an_explicit_n_over_the_run_trains_lora_only_and_says_so(tmp_path, capsy
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4] and not any("color_loss" in r for r in rows)
 
 
+@pytest.mark.slow  # trains
 def test_paper_mode_is_the_papers_formula(tmp_path, monkeypatch):
     """mode: paper generates the batch's own caption, backpropagates through all M solver
     steps, compares with that image's own moments and adds 1/M of the colour gradient,

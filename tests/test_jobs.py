@@ -102,14 +102,15 @@ def test_stop_writes_checkpoint_and_resume_continues_from_it(manager, tmp_path):
 
 def test_reconcile_kills_a_job_that_ignores_stop(tmp_path):
     manager = JobManager(tmp_path / "jobs", slots_=1, stop_timeout=0.5, env={"MEDART_JOB_SLOTS": "1"})
-    job = manager.submit("caption", caption_config(tmp_path))
+    job = manager.submit("caption", caption_config(tmp_path), start=False)  # its record is all this needs
     # pretend it is stuck in 'stopping' with a live process of its own group
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-c", "import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"],
-                            start_new_session=True)
-    manager.wait(job.id)
+    proc = subprocess.Popen([sys.executable, "-c", "import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                             "print('ready', flush=True); time.sleep(60)"],
+                            start_new_session=True, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "ready\n"  # it ignores SIGTERM from here on
     from medart.jobs import process_start_time
 
     manager._update(job.id, state="running", pid=proc.pid, proc_start=process_start_time(proc.pid), ended=None)
@@ -117,6 +118,7 @@ def test_reconcile_kills_a_job_that_ignores_stop(tmp_path):
     time.sleep(0.6)  # past the (tiny) deadline
     manager.tick()
     assert proc.wait(timeout=30) == -signal.SIGKILL
+    proc.stdout.close()
     job = manager.get(job.id)
     assert job.state == "stopped" and "killed" in job.note
 
@@ -135,6 +137,7 @@ def test_errors_come_with_a_hint():
     assert hint("KeyError: 'x'") is None
 
 
+@pytest.mark.slow  # runs a caption job in a subprocess
 def test_jobs_command_lists_and_stops(tmp_path, capsys):
     import argparse
 

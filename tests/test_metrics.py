@@ -144,7 +144,8 @@ def test_kid_equals_unbiased_polynomial_mmd_by_hand():
 
 
 def test_kid_subset_size_adapts_to_small_sets_with_a_warning():
-    with pytest.warns(UserWarning, match="reduced from 1000 to 7"):
+    with pytest.warns(UserWarning, match=r"KID compares random subsets of 7 images \(usually 1000\): there are "
+                                         "only 7 real and 12 generated images"):
         assert kid_subset_size(7, 12) == 7
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -153,7 +154,7 @@ def test_kid_subset_size_adapts_to_small_sets_with_a_warning():
         kid_subset_size(1, 10)
     rng = np.random.default_rng(5)
     x, y = rng.normal(size=(9, 4)), rng.normal(size=(11, 4))
-    with pytest.warns(UserWarning, match="to 9"):
+    with pytest.warns(UserWarning, match="subsets of 9 images"):
         first = kid_from_features(x, y, subsets=10, seed=1)
     with pytest.warns(UserWarning):
         again = kid_from_features(x, y, subsets=10, seed=1)

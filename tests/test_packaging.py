@@ -36,3 +36,21 @@ def test_no_module_edits_sys_path():
         for path in (ROOT / folder).rglob("*.py"):
             assert "sys.path" not in path.read_text(), path
     assert "sys.path" not in (ROOT / "app.py").read_text()
+
+
+def test_the_readme_opens_with_two_commands_in_a_virtual_environment():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = text.split("```bash\n", 1)[1].split("```", 1)[0].strip().splitlines()
+    assert len(block) == 2
+    install, tests = block
+    assert install.startswith("python3 -m venv .venv && . .venv/bin/activate && ")
+    assert "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in install
+    assert install.endswith("python app.py") and tests == ". .venv/bin/activate && python -m pytest -q"
+    assert "keeps running" in text and "in another terminal" in text
+
+
+def test_dry_runs_written_by_the_app_are_not_committed():
+    import subprocess
+
+    done = subprocess.run(["git", "check-ignore", "-q", "hub-dry-runs/polyps/README.md"], cwd=ROOT)
+    assert done.returncode == 0

@@ -331,9 +331,9 @@ def test_page_evaluate_report_shows_its_plots_as_images(served):
 
     server, *_ = served
     studio = Studio(home=server.home, base_model="tiny")
-    status, table, plots, report, warning = evaluate.eval_view(studio, SECRET_RUN)
+    status, table, classify, plots, report, warning = evaluate.eval_view(studio, SECRET_RUN)
     assert "](" not in report and "*Figure: Colour histograms of real and generated images (shown above).*" in report
     assert [(p.name, caption) for p, caption in plots] == [
         ("color_histograms.png", "Colour histograms of real and generated images")]
-    out = evaluate.spread((status, table, plots, report, warning))
-    assert out[2]["value"].size == Image.open(plots[0][0]).size and out[3]["visible"] is False
+    out = evaluate.spread((status, table, classify, plots, report, warning))
+    assert out[3]["value"].size == Image.open(plots[0][0]).size and out[4]["visible"] is False

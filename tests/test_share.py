@@ -266,6 +266,48 @@ def test_dataset_push_and_cli(ws, tmp_path, hub, capsys):
     assert "--keep-names" in capsys.readouterr().err
 
 
+def test_data_tab_exports_and_shares_the_captions_as_the_cli_does(tmp_path, hub, monkeypatch):
+    """Parity: the app's export (imagefolder, CSV) and dataset dry run / push give the CLI's files."""
+    from medart.studio import Studio
+    from medart.ui import data_share
+
+    studio = Studio(home=tmp_path / "home", base_model="tiny", import_roots=[tmp_path])
+    ws = Workspace(studio.workspace_dir)
+    for k, (colour, label, split) in enumerate([("red", "polyp", "train"), ("blue", "normal", "train"),
+                                                ("white", "polyp", "test")]):
+        sha, size, _ = ws.store_image(Image.new("RGB", (20, 16), colour))
+        ws.add_images([NewImage(sha, f"Doe_Jane {k}.jpg", 20, 16, "RGB", size, "upload", label, split)])
+        ws.set_text(k + 1, f"An endoscopic image of {label}, {colour}.", approve=k != 1)
+    ws.close()
+
+    said = data_share.export_captions(studio, "imagefolder", str(tmp_path / "app-export"), True, "", False)
+    assert said == f"**Exported 2 caption(s) (train 1, test 1) as imagefolder to {tmp_path / 'app-export'}.**"
+    assert main(["export", "--workspace", str(studio.workspace_dir), "--out", str(tmp_path / "cli-export")]) == 0
+    assert folder_files(tmp_path / "app-export") == folder_files(tmp_path / "cli-export")
+    data_share.export_captions(studio, "csv", str(tmp_path / "app-csv"), False, "", False)
+    rows = (tmp_path / "app-csv" / "metadata.csv").read_text().splitlines()
+    assert len(rows) == 3 and "An endoscopic image of normal, blue." in rows[2]  # all with text, train split
+    with pytest.raises(ValueError, match="is not empty"):
+        data_share.export_captions(studio, "csv", str(tmp_path / "app-csv"), False, "", False)
+    with pytest.raises(ValueError, match="not inside a folder this app may read"):
+        data_share.export_captions(studio, "csv", "/elsewhere/out", True, "", False)
+
+    dry = data_share.share_dataset(studio, "someone/polyp-captions", True, True, "", True)
+    assert dry.startswith("**Dry run:** 6 file(s)") and dry.lower().count("dry run") == 1 and not hub.calls
+    out = studio.home / "hub-dry-runs" / "dataset-someone--polyp-captions"
+    assert "train/metadata.jsonl" in dry and folder_files(out)[0] == "README.md"
+    pushed = data_share.share_dataset(studio, "someone/polyp-captions", True, True, "", False)
+    assert "https://huggingface.co/datasets/someone/polyp-captions" in pushed and hub.calls[-1][4] == folder_files(out)
+
+    monkeypatch.delenv("HF_TOKEN")
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    with pytest.raises(ValueError, match="needs a token: .*A dry run works without one"):
+        data_share.check_share(studio, "someone/polyp-captions", False)
+    data_share.check_share(studio, "someone/polyp-captions", True)  # a dry run needs none
+
+
 # ---- the Train tab -----------------------------------------------------------------------------
 def test_train_tab_share_handler(tmp_path, hub, monkeypatch):
     from medart.studio import Studio
@@ -282,6 +324,7 @@ def test_train_tab_share_handler(tmp_path, hub, monkeypatch):
     said = []
     dry = share_run(studio, "polyps", "someone/polyp-lora", True, True, said.append)
     assert "**Dry run:**" in dry and "samples/step-000010/00.png" in dry and not hub.calls
+    assert dry.startswith("**Dry run:** 7 file(s)") and dry.lower().count("dry run") == 1  # said once
     assert folder_files(studio.home / "hub-dry-runs" / "polyps") == MODEL_FILES
     assert share_run(studio, "polyps", "someone/polyp-lora", True, True) == dry  # a second dry run replaces it
 

@@ -149,6 +149,7 @@ def test_offline_describer_passes_the_rules(tok):
     assert out[0].attempts == 1 and out[0].rules == [] and out[0].token_count <= 120
 
 
+@pytest.mark.slow  # builds and runs a T5
 def test_transformers_simplifier_with_a_tiny_t5(tmp_path, tok):
     import torch
     from transformers import T5Config, T5ForConditionalGeneration

@@ -27,6 +27,13 @@ def _threads() -> None:
         torch.set_num_threads(1)
 
 
+def _quiet_output() -> None:
+    """No progress bars when stderr is not a terminal: a pipe or a log file would get one line
+    per update. (Loading a model shows none anywhere: `profiles`.)"""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("TQDM_DISABLE", "1")  # tqdm reads its defaults from TQDM_* variables
+
+
 def build_parser() -> argparse.ArgumentParser:
     from medart.cli import evaluate, jobs, reader_study, share, train, workspace
 
@@ -78,12 +85,30 @@ def _one_line_errors(command):
 
 
 def main(argv: list[str] | None = None) -> int:
+    was = os.environ.get("TQDM_DISABLE")
+    try:
+        return _main(argv)
+    finally:  # a caller in the same process (a test, a script) gets its environment back
+        if was is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = was
+
+
+def _main(argv: list[str] | None) -> int:
     from medart.profiles import BaseModelError
 
     try:
         args = parse(argv)
         _threads()
-        return args.func(args)
+        _quiet_output()
+        code = args.func(args)
+        sys.stdout.flush()  # inside the try: a closed pipe shows here, not at exit
+        return code
     except (BaseModelError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `medart ... | head` closed the pipe: stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit would fail again
+        return 1

@@ -26,6 +26,9 @@ def cmd_train(args) -> int:
     config = train_config(args)
     if not config.data:
         raise SystemExit("error: no training data; pass --data DIR_OR_DATASET_ID or set `data:` in the config")
+    from medart.data import check_source
+
+    check_source(config.data)
     if args.preflight:
         from medart import hldf_plan
         from medart.data import count_examples
@@ -60,13 +63,23 @@ def cmd_train(args) -> int:
                   "schedule rule, or pass --no-hldf to train LoRA only", file=sys.stderr)
             return 2
         return 0
-    train(config, command=" ".join(sys.argv))
+    from medart.run_folder import RunFolder
+
+    path = train(config, command=" ".join(sys.argv))
+    status = RunFolder(path).read_status()
+    if status.get("state") == "done":
+        print(f"done: adapter at {path / 'adapter'}")
+    else:
+        print(f"{status.get('state', 'stopped')} at step {status.get('step')} of {status.get('total')}; "
+              f"resume with: medart train {path / 'config.yaml'} --resume latest")
     return 0
 
 
 def cmd_generate(args) -> int:
     from medart.generate import generate_to_file
 
+    if not args.prompt.strip():  # as the app's Compare tab: an empty prompt describes nothing
+        raise ValueError("--prompt is empty: write what to generate, e.g. a caption of one of your images")
     path = generate_to_file(
         base_model=args.base_model,
         lora=args.lora,

@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from medart.cli.flags import add_config_file
 from medart.constants import MAX_CAPTION_TOKENS
@@ -77,6 +78,9 @@ def cmd_import(args) -> int:
     check_split(args.split)  # an unknown name would make a split nothing trains or evaluates on
     if args.max_pixels < 1:
         raise ValueError(f"--max-pixels must be a positive number of pixels (got {args.max_pixels})")
+    missing = [p for p in args.paths or [] if not Path(p).expanduser().exists()]
+    if missing:  # before the workspace is created: a typo leaves nothing behind
+        raise FileNotFoundError(f"no such file or folder: {', '.join(missing)}")
     limits = ImportLimits(max_pixels=args.max_pixels)
     with _open(args, tokens="optional", create=True) as ws:
         if args.modality:

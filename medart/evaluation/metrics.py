@@ -239,8 +239,9 @@ def kid_subset_size(n_real: int, n_fake: int, subset_size: int = 1000) -> int:
         raise MetricsError("KID needs at least 2 images on each side")
     if fit < subset_size:
         warnings.warn(
-            f"KID subset size reduced from {subset_size} to {fit} to fit {n_real} real and "
-            f"{n_fake} generated images; small subsets make KID noisier",
+            f"KID compares random subsets of {fit} images (usually {subset_size}): there are only {n_real} real "
+            f"and {n_fake} generated images. Subsets this small make KID vary widely from one draw to the next; "
+            "read it with its ± std",
             UserWarning,
             stacklevel=3,
         )

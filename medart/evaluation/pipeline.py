@@ -14,8 +14,9 @@ cached on disk so a rerun only computes the metrics (`medart.evaluation.sets`). 
   images: accuracy, macro-F1, per-class recall.
 
 Each distance is also computed between two halves of the real set, the floor a perfect
-generator could reach at this sample size. Results go to `<run>/eval/`: `report.md`,
-`metrics.json` and PNG plots (`medart.evaluation.report`).
+generator could reach at this sample size, when there are enough real images for halves of them
+to mean something (`FLOOR_MIN_REAL`); below that the results say why there is none. Results
+go to `<run>/eval/`: `report.md`, `metrics.json` and PNG plots (`medart.evaluation.report`).
 """
 
 from __future__ import annotations
@@ -155,9 +156,10 @@ def evaluate(
         "warnings": notes,
     }
     idx_a, idx_b = floor_split([r.label for r in real_items])
-    has_floor = len(idx_a) >= 2 and len(idx_b) >= 2
+    has_floor = len(real_items) >= FLOOR_MIN_REAL
     if not has_floor:
-        notes.append("fewer than 4 real images: no real-vs-real floor")
+        results["floor_note"] = floor_note(len(idx_a), len(idx_b))
+        notes.append(results["floor_note"])
     dist = results["distribution"]
 
     floor = (idx_a, idx_b) if has_floor else None
@@ -197,6 +199,20 @@ def evaluate(
     if write:
         write_report(results, eval_dir)
     return results
+
+
+# Real images needed before two halves of them make a floor: below, two small real sets differ
+# by sampling noise alone more than a model's larger set differs from all the real images, and
+# a "floor" above the models would say the opposite of what it is for.
+FLOOR_MIN_REAL = 50
+
+
+def floor_note(half_a: int, half_b: int) -> str:
+    """Why there is no real-vs-real floor at this size, in plain words."""
+    return (f"No real-vs-real floor: {half_a + half_b} real image(s) would split into halves of {half_a} and "
+            f"{half_b}, and sets that small differ from each other by sampling noise alone more than the models' "
+            f"images differ from all the real images, so the row would not be the best reachable. It needs at "
+            f"least {FLOOR_MIN_REAL} real images.")
 
 
 FID_FEATURES = 2048  # the Inception features FID's covariance is estimated over

@@ -33,13 +33,17 @@ class Preflight:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     info: list[str] = field(default_factory=list)
+    headline: str = ""  # what a person decides on: images and classes, time, what HLDF does (one sentence)
+    details: list[str] = field(default_factory=list)  # the schedule's arithmetic, behind a fold
 
     @property
     def ok(self) -> bool:
         return not self.errors
 
     def markdown(self) -> str:
-        lines = []
+        lines = ["**Preflight passed.**"] if self.ok else []
+        if self.headline:
+            lines.append(self.headline)
         if self.errors:
             lines.append("**Cannot start yet:**")
             lines += [f"- **Blocked:** {e}" for e in self.errors]
@@ -48,8 +52,9 @@ class Preflight:
             lines += [f"- **Warning:** {w}" for w in self.warnings]
         if self.info:
             lines += [f"- {i}" for i in self.info]
-        if self.ok:
-            lines.insert(0, "**Preflight passed.**")
+        if self.details:
+            lines += ["", '<details class="preflight-details"><summary>Details: the schedule and its cost</summary>',
+                      "", *[f"- {d}" for d in self.details], "", "</details>"]
         return "\n".join(lines)
 
 
@@ -120,10 +125,10 @@ def preflight(ws: Workspace, name: str, config: TrainConfig, runs_dir: Path, dev
                           "Hold some out now (Data → Organise) so that training never sees them.")
     if approved:
         labels = sorted({i.label or "(no label)" for i in approved})
-        p.info.append(f"{len(approved)} approved caption(s) will be trained on ({', '.join(labels)}).")
+        p.headline = f"**{len(approved)} approved caption(s) will be trained on** ({', '.join(labels)})."
         if config.buckets:
             try:
-                p.info.append(buckets.summary(bucket_counts_of(config, approved), config.batch_size))
+                p.details.append(buckets.summary(bucket_counts_of(config, approved), config.batch_size))
             except ValueError as e:
                 p.errors.append(f"Settings rejected: {e}")
         try:
@@ -131,8 +136,8 @@ def preflight(ws: Workspace, name: str, config: TrainConfig, runs_dir: Path, dev
         except ValueError as e:
             p.errors.append(f"Settings rejected: {e}")
         else:
-            p.info.append(plan_line(plan, config))
-            p.info.append(plan.summary())
+            p.headline = headline(plan, config, len(approved), labels)
+            p.details[:0] = [plan_line(plan, config), plan.summary()]
             if plan.enabled and plan.colour_steps == 0:
                 p.errors.append(f"HLDF is on but this run makes no colour step (N = {plan.every} is more than its "
                                 f"{plan.total_steps} steps): set N to 0 for the schedule rule, lower N, or turn the "
@@ -169,6 +174,22 @@ def fmt_duration(seconds: float) -> str:
     if seconds < 5400:
         return f"{round(seconds / 60)} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def headline(plan, config: TrainConfig, images: int, labels: list[str]) -> str:
+    """The run in one plain sentence: what it trains on, how long it takes, what HLDF does."""
+    from medart.hldf_plan import STARTUP_SECONDS
+
+    seconds = plan.estimated_seconds()
+    when = ("its time shows after the first steps" if seconds is None
+            else f"about {fmt_duration(seconds + STARTUP_SECONDS.get(config.base_model, 0))}")
+    if plan.enabled and plan.colour_steps:
+        hldf = (f"{plan.colour_steps} times along the way HLDF draws images from the captions and pulls their "
+                "colours towards the real images' of their class")
+    else:
+        hldf = "HLDF makes no colour correction (LoRA only)"
+    return (f"**{images} approved caption(s) will be trained on** ({len(labels)} class(es): {', '.join(labels)}) in "
+            f"{plan.total_steps} steps, {when}; {hldf}.")
 
 
 def plan_line(plan, config: TrainConfig, markdown: bool = True) -> str:

@@ -1,18 +1,22 @@
 """Data tab: bring images into the workspace (upload, zip, DICOM, folder, HF dataset, demo),
 browse them by label and split a page at a time, then organise them (labels, splits, removal;
-`medart.ui.organise`)."""
+`medart.ui.organise`) and export or share the captions (`medart.ui.data_share`)."""
 
 from __future__ import annotations
 
 import functools
 import html
+import json
 import math
+import tempfile
+from pathlib import Path
 
 import gradio as gr
 
 from captioning.templates import BUILTIN_TEMPLATES
 from medart.assets import DEMO_DIR
-from medart.ui import organise, pictures, sessions
+from medart.fileio import atomic_write_text, read_jsonl
+from medart.ui import data_share, organise, pictures, sessions
 from medart.ui.widgets import on_page_load, user_errors
 from medart.workspace import SPLITS, Filter
 
@@ -21,16 +25,28 @@ PAGE = 60  # thumbnails per gallery page
 ALL, NO_LABEL = "all", "(no label)"
 
 
+def demo_captions(label: str) -> list[Path]:
+    """A metadata.jsonl of the shipped demo's captions of one class (public text, rewritten in the
+    temporary folder each time), so that importing a class brings its captions and says nothing
+    of the other class's rows."""
+    rows = [r for r in read_jsonl(DEMO_DIR / "metadata.jsonl") if r.get("label") == label]
+    path = Path(tempfile.gettempdir()) / "medart-demo-captions" / label / "metadata.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+    return [path]
+
+
 def import_demo(ws) -> tuple:
-    """The shipped demo images, by class, as drafts (no captions: the Captions tab writes them);
-    the last two images of each class go to the held-out `test` split for evaluation. Images already
-    in the workspace are left as they are (label, split and caption): loading it again changes nothing."""
+    """The shipped demo images, by class, with the captions of the demo's metadata.jsonl (as the
+    command line's `medart import assets/demo` brings them); the last two images of each class go
+    to the held-out `test` split for evaluation. Images already in the workspace are left as they
+    are (label, split and caption): loading it again changes nothing."""
     from medart.workspace.importers import import_paths
 
     reports = []
     for label in ("fundus", "histology"):
         files = sorted(DEMO_DIR.glob(f"{label}_*.jpg"))
-        report = import_paths(ws, files, label=label, modality=label)
+        report = import_paths(ws, [*files, *demo_captions(label)], label=label, modality=label)
         reports.append(report)
         last = {f.name for f in files[-2:]}
         held_out = [i.id for i in ws.query(Filter(ids=report.added), limit=None) if i.original_name in last]
@@ -192,7 +208,8 @@ def build(studio):
             with gr.Column(scale=1):
                 summary = gr.Markdown(elem_id="import-summary")
                 rejected = gr.Dataframe(headers=REJECT_HEADERS, value=[], label="Not imported (with reasons)",
-                                        interactive=False, wrap=True)
+                                        interactive=False, wrap=True, column_widths=["30%", "70%"],
+                                        elem_id="import-rejected")
                 stats = gr.Markdown(elem_id="workspace-stats")
                 gallery = gr.Gallery(label="Workspace", columns=5, height=260, allow_preview=False,
                                      elem_id="data-gallery")
@@ -213,19 +230,21 @@ def build(studio):
             return md, gal, shown, gr.update(choices=label_choices(studio))
 
         browse_in, browse_out = [label_f, split_f, page], [stats, gallery, page, label_f]
-        split_table = organise.build(studio, view, browse_out, browse_in)
+        split_table = organise.build(studio, view, browse_out, browse_in, gallery=gallery)
+        data_share.build(studio)
 
         def finish(reports, *browse):
             text, rows = summarise(reports)
             return (text, rows, *view(*browse), organise.split_view(studio))
 
-        outputs = [summary, rejected, *browse_out, split_table]
+        outputs = [summary, rejected, *browse_out, split_table, files]
 
         def finished(action):
             @refused_in_summary
             def handler(*args):
                 *inputs, label_, split_, page_ = args
-                return finish(action(studio, *inputs), label_, split_, page_)
+                done = finish(action(studio, *inputs), label_, split_, page_)
+                return (*done, None if action is import_uploads else gr.skip())  # imported files leave the box
 
             return handler
 

@@ -1,9 +1,10 @@
 """Evaluate tab: evaluate a run as a background job (`python -m medart evaluate`) and show its report.
 
-The table puts base, tuned and the real-vs-real floor side by side (FID, KID, domain FD,
-colour distance), read from `<run>/eval/metrics.json`, with a line on what each number means
-and, when the sets are too small for FID and KID to compare with published numbers, a warning
-that says how many images are needed. The plots are the report's PNGs, handed to image
+The table puts base, tuned and (with enough real images) the real-vs-real floor side by side
+(FID, KID, domain FD, colour distance), read from `<run>/eval/metrics.json`, with a line on what
+each number means and, when the sets are too small for FID and KID to compare with published
+numbers, a warning that says how many images are needed; downstream classification has a table
+of its own. The plots are the report's PNGs, handed to image
 components as pixels (never by path), and the report's text points to them. While the job
 runs, each stage shows how far it is and about how long is left (`<run>/eval/progress.json`).
 The newest finished run is chosen when the page opens.
@@ -29,16 +30,18 @@ from medart.ui.widgets import on_page_load, state_badge, user_errors
 
 METRIC_NAMES = {"fid": "FID", "kid_mean": "KID", "kid_std": "KID std", "dfd": "domain FD",
                 "color_distance": "colour distance"}
-METRIC_HELP = """**What the numbers are** (lower is closer to the real images in every column; the
-**real vs real (floor)** row compares two halves of the real images, the best a model could reach at this sample size):
+METRIC_HELP = """**What the numbers are** (lower is closer to the real images in every column; with enough real
+images, a **real vs real (floor)** row compares two halves of them: about the best a model could reach at that size;
+with few, there is no such row and a note above the table says why):
 - **FID**: Fréchet distance between Inception features of the real and the generated images (means and covariances).
 - **KID** ± **KID std**: kernel distance in the same features, unbiased at any size; the std is its spread over subsets.
 - **domain FD**: the same Fréchet distance in the features of a classifier trained on the real training images
   (the paper's KFD / HFD): does it look like this domain?
 - **colour distance**: √(Σ over R, G, B of Δmean² + Δstd²) between the sets' average per-channel statistics
   (0–1 scale), what HLDF's colour loss compares.
-- **classifier rows**: a small classifier trained on real, base or tuned images, tested on the held-out real images:
-  accuracy (share right) and macro-F1 (per-class F1 averaged); higher is better there."""
+- **Downstream classification** (its own table): a small classifier trained on real, base or tuned images, tested on
+  the held-out real images: accuracy (share right) and macro-F1 (per-class F1 averaged); higher is better there."""
+CLASSIFY_HEADERS = ["classifier trained on", "accuracy", "macro-F1", "held-out real images tested"]
 
 
 def empty_table() -> pd.DataFrame:
@@ -57,10 +60,14 @@ def results_table(results: dict) -> pd.DataFrame:
     keys += sorted({k for row in dist.values() for k in row} - set(keys))
     rows = [[name] + [round(row[k], 4) if isinstance(row.get(k), (int, float)) else None for k in keys]
             for name, row in dist.items()]
-    for name, res in results.get("classification", {}).items():
-        rows.append([f"classifier trained on {name}: accuracy {res['accuracy']:.3f}, "
-                     f"macro-F1 {res['macro_f1']:.3f}"] + [None] * len(keys))
     return pd.DataFrame(rows, columns=["model"] + [METRIC_NAMES.get(k, k) for k in keys])
+
+
+def classifier_table(results: dict) -> pd.DataFrame:
+    """Downstream classification, one row per training set (real, base, tuned images)."""
+    rows = [[f"{name} images", round(res["accuracy"], 3), round(res["macro_f1"], 3), res.get("n")]
+            for name, res in results.get("classification", {}).items()]
+    return pd.DataFrame(rows, columns=CLASSIFY_HEADERS)
 
 
 FIGURE = re.compile(r"^!\[([^\]]*)\]\(([^)\s]+)\)\s*$", re.MULTILINE)
@@ -98,13 +105,14 @@ def stages_html(progress: dict | None, running: bool) -> str:
 
 
 def eval_view(studio, run_name: str | None):
-    """(status html, results table, plot files, report Markdown, sample-size warning Markdown)."""
+    """(status html, results table, classifier table, plot files, report Markdown, notes Markdown:
+    the sample-size warning and why there is no floor)."""
     if not run_name:
-        return "<small>No run selected.</small>", empty_table(), [], "", ""
+        return "<small>No run selected.</small>", empty_table(), classifier_table({}), [], "", ""
     try:
         run = studio.run_dir(run_name)
     except ValueError as e:
-        return f"<small>{html.escape(str(e))}</small>", empty_table(), [], "", ""
+        return f"<small>{html.escape(str(e))}</small>", empty_table(), classifier_table({}), [], "", ""
     job = studio.jobs.latest("evaluate", output=str(run))
     status = "<small>Not evaluated yet.</small>"
     if job:
@@ -116,25 +124,31 @@ def eval_view(studio, run_name: str | None):
             status += f"<pre>{html.escape(job.error or '')}\n{html.escape(job.log_tail or '')}</pre>"
     metrics = run / "eval" / "metrics.json"
     if not metrics.exists():
-        return status, empty_table(), [], "", ""
+        return status, empty_table(), classifier_table({}), [], "", ""
     results = json.loads(metrics.read_text())
     report = (run / "eval" / "report.md").read_text() if (run / "eval" / "report.md").exists() else ""
     report, captions = report_text(report)
     plots = [(p, captions.get(p.name) or p.stem.replace("_", " ")) for p in sorted((run / "eval").glob("*.png"))]
-    warning = results.get("settings", {}).get("sample_size_warning") or ""
-    return status, results_table(results), plots, report, (f"⚠ {warning}" if warning else "")
+    notes = [n for n in (results.get("settings", {}).get("sample_size_warning"), results.get("floor_note")) if n]
+    return (status, results_table(results), classifier_table(results), plots, report,
+            "\n\n".join(f"⚠ {n}" for n in notes))
 
 
-def start(studio, run_name: str | None, real: str | None, k, chosen) -> tuple:
-    """Start evaluation: queue an evaluation job of the run (its config file: `kinds.evaluation_settings`)."""
+def check_start(studio, run_name: str | None, real: str | None, chosen) -> tuple[Path, str]:
+    """(run folder, --real) of an evaluation that can start; a ValueError saying what to do otherwise."""
     if not studio.training_allowed:
         raise ValueError("evaluation is turned off on this shared Space: duplicate it to evaluate")
     if not run_name:
         raise ValueError("choose a run")
     if not chosen:
         raise ValueError("choose at least one metric")
-    run_dir = studio.run_dir(run_name)
-    settings = evaluation_settings(run_dir, real_argument(studio, real), int(k or 1), chosen)
+    return studio.run_dir(run_name), real_argument(studio, real)
+
+
+def start(studio, run_name: str | None, real: str | None, k, chosen) -> tuple:
+    """Start evaluation: queue an evaluation job of the run (its config file: `kinds.evaluation_settings`)."""
+    run_dir, real_arg = check_start(studio, run_name, real, chosen)
+    settings = evaluation_settings(run_dir, real_arg, int(k or 1), chosen)
     studio.jobs.submit("evaluate", settings, title=f"eval-{run_name}", output=str(run_dir))
     return eval_view(studio, run_name)
 
@@ -143,12 +157,13 @@ PLOT_SLOTS = 4
 
 
 def spread(view) -> tuple:
-    """(status, table, plot files, report, warning) -> one value per output, plots (as pixels) into the image slots."""
-    status, table, plots, report, warning = view
+    """(status, table, classifier table, plot files, report, notes) -> one value per output, plots (as
+    pixels) into the image slots; the classifier table shows only when there are classifier results."""
+    status, table, classify, plots, report, warning = view
     images = [gr.update(value=im, visible=True, label=caption)
               for im, caption in pictures.gallery(plots[:PLOT_SLOTS])]
     images += [gr.update(value=None, visible=False)] * (PLOT_SLOTS - len(images))
-    return (status, table, *images, report, warning)
+    return (status, table, gr.update(value=classify, visible=len(classify) > 0), *images, report, warning)
 
 
 def newest_finished(studio, current=None) -> tuple[list[str], str | None]:
@@ -175,7 +190,10 @@ def build(studio):
                        interactive=studio.training_allowed)
         status = gr.HTML(elem_id="eval-status-box")
         warning = gr.Markdown(elem_id="eval-sample-warning")
-        table = gr.Dataframe(label="Base vs tuned vs real-vs-real floor", interactive=False, elem_id="eval-table")
+        table = gr.Dataframe(label="Distance to the held-out real images (lower is closer)", interactive=False,
+                             elem_id="eval-table")
+        classify = gr.Dataframe(headers=CLASSIFY_HEADERS, label="Downstream classification (higher is better)",
+                                interactive=False, visible=False, elem_id="eval-classify-table")
         gr.Markdown(METRIC_HELP, elem_id="eval-help")
         with gr.Column(elem_id="eval-plots"):
             slots = [gr.Image(visible=False, interactive=False, show_label=True) for _ in range(PLOT_SLOTS)]
@@ -183,14 +201,21 @@ def build(studio):
             report = gr.Markdown()
 
         timer = gr.Timer(2.0, active=False)  # polls while the run's evaluation is queued or running
-        outs = [status, table, *slots, report, warning]
+        outs = [status, table, classify, *slots, report, warning]
 
         def active(run_name):
             job = _latest(studio, run_name)
             return gr.Timer(active=job is not None and job.state in ("queued", "running", "stopping"))
 
-        go.click(user_errors(lambda *a: (*spread(start(studio, *a)), active(a[0]))), [run, real, per_caption, metrics],
-                 [*outs, timer], api_name="evaluate")
+        # checked first by an event without outputs: a refusal is one message, no "Error" over the results
+        @user_errors
+        def can_start(run_name, real_, _k, chosen):
+            check_start(studio, run_name, real_, chosen)
+
+        go.click(can_start, [run, real, per_caption, metrics], None, api_visibility="private",
+                 show_progress="hidden").success(
+            user_errors(lambda *a: (*spread(start(studio, *a)), active(a[0]))), [run, real, per_caption, metrics],
+            [*outs, timer], api_name="evaluate")
         run.change(lambda r: (*spread(eval_view(studio, r)), active(r)), [run], [*outs, timer])
         seen = gr.State("")
 
@@ -202,7 +227,7 @@ def build(studio):
                 return (view[0], key, active(run_name)) + (gr.update(),) * (len(outs) - 1)
             return (view[0], key, active(run_name)) + spread(view)[1:]
 
-        timer.tick(poll, [run, seen], [status, seen, timer, table, *slots, report, warning], show_progress="hidden")
+        timer.tick(poll, [run, seen], [status, seen, timer, *outs[1:]], show_progress="hidden")
 
         def on_open(current=None):
             names, chosen = newest_finished(studio, current)

@@ -1,5 +1,6 @@
 """Data tab, Organise section: the label x split table, a stratified hold-out for evaluation, and
-label / split / remove of chosen images (by the `#id` the gallery shows under each image).
+label / split / remove of chosen images (by the `#id` the gallery shows under each image, or by
+clicking thumbnails).
 
 Each action is a plain function `(studio, ...) -> (message, table)` that raises ValueError
 with what to do; `build` wires them to the page through `user_errors`. Relabelling, moving and
@@ -8,6 +9,8 @@ Captions tab); removing is not.
 """
 
 from __future__ import annotations
+
+import re
 
 import gradio as gr
 
@@ -79,9 +82,26 @@ def undo_last(studio) -> tuple[str, dict]:
     return (undone.describe() if undone else "Nothing to undo."), split_view(studio)
 
 
-def build(studio, view, view_outputs: list, view_inputs: list = ()):
+def toggle_id(ids_text: str | None, caption: str | None) -> tuple[str, str]:
+    """A clicked thumbnail (its caption "#id split") added to the typed ids, or taken out when it
+    is there already: (the ids as text, a line saying what happened)."""
+    found = re.match(r"#(\d+)\b", caption or "")
+    if not found:
+        return ids_text or "", ""
+    image = int(found.group(1))
+    try:
+        ids = parse_ids(ids_text or "")
+    except ValueError:  # what was typed is no list of ids: the click starts a new one
+        ids = []
+    chosen = [i for i in ids if i != image] if image in ids else sorted([*ids, image])
+    said = (f"#{image} taken out of" if image in ids else f"#{image} added to") + " the selected images"
+    return ", ".join(map(str, chosen)), f"{said} ({len(chosen)} selected)."
+
+
+def build(studio, view, view_outputs: list, view_inputs: list = (), gallery=None):
     """The Organise accordion. After every action the table and `view_outputs` (filled by
-    `view(*view_inputs)`: the tab's stats and gallery) are refreshed. Returns the table."""
+    `view(*view_inputs)`: the tab's stats and gallery) are refreshed. Clicking a thumbnail of
+    `gallery` selects that image (or unselects it) and opens the section. Returns the table."""
     with gr.Accordion("Organise: labels, splits, removal", open=False, elem_id="org-section") as section:
         gr.Markdown("Training uses the **train** split; Evaluate and the reader study use **test** by default.")
         with gr.Row():
@@ -97,8 +117,8 @@ def build(studio, view, view_outputs: list, view_inputs: list = ()):
                 seed = gr.Number(0, precision=0, label="Seed", elem_id="org-seed")
                 hold_btn = gr.Button("Hold out", variant="primary", elem_id="org-hold-out")
             with gr.Column(scale=3):
-                gr.Markdown("**Selected images**: type their ids (the `#id` under each gallery image), "
-                            "then act on them.")
+                gr.Markdown("**Selected images**: click their thumbnails in the gallery (again to unselect) "
+                            "or type their ids (the `#id` under each image), then act on them.")
                 ids = gr.Textbox(label="Image ids", placeholder="3, 5-9", elem_id="org-ids")
                 with gr.Row(equal_height=True):
                     label = gr.Textbox(label="New label", show_label=False, placeholder="New label",
@@ -132,4 +152,11 @@ def build(studio, view, view_outputs: list, view_inputs: list = ()):
     undo_btn.click(refreshed(undo_last), view_inputs, outputs, api_name="org_undo", **quiet)
     remove_btn.click(refreshed(remove_images), [ids, confirm, *view_inputs], outputs, api_name="remove_images", **quiet).success(
         lambda: False, outputs=[confirm], **quiet)
+    if gallery is not None:
+        def on_select(ids_text, evt: gr.SelectData):
+            caption = evt.value.get("caption") if isinstance(evt.value, dict) else None
+            chosen, said = toggle_id(ids_text, caption)
+            return chosen, said, gr.Accordion(open=True)
+
+        gallery.select(on_select, [ids], [ids, message, section], **quiet)
     return grid

@@ -18,17 +18,20 @@ module-level functions of the studio and the inputs' values, testable without a 
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
 from medart.config import TrainConfig, load_config, setting_named
+from medart.constants import SAMPLE_CLASSES
 from medart.jobs import ACTIVE, RunComplete, hint, log_tail
 from medart.jobs.training import launch, preflight
 from medart.profiles import PROFILES
 from medart.run_folder import RunFolder
 from medart.sharing import hub_token, login_help, push_model
+from medart.sharing.hub import check_repo_id
 from medart.ui import pictures
 from medart.ui.widgets import (JOB_HEADERS, fmt_seconds, job_rows, on_page_load, progress_bar, state_badge,
                                user_errors)
@@ -39,7 +42,8 @@ from medart.ui.widgets import (JOB_HEADERS, fmt_seconds, job_rows, on_page_load,
 FORM = ("hldf.mode", "hldf.every", "hldf.steps", "hldf.cfg", "lora.rank", "lora.t5", "hldf.enabled",
         "learning_rate", "max_steps", "epochs", "resolution", "checkpoint_every", "validation_every",
         "validation_prompts", "adam_8bit", "buckets", "caption_dropout", "report_to")
-SERIES = {"diffusion loss": "#2563eb", "diffusion (smoothed)": "#1e3a8a", "colour loss": "#dc2626"}
+# three hues: the raw diffusion loss grey, its smoothed curve blue, the colour loss red
+SERIES = {"diffusion loss": "#9ca3af", "diffusion (smoothed)": "#2563eb", "colour loss": "#dc2626"}
 
 
 def loss_frame(rows: list[dict], smoothing: float) -> pd.DataFrame | None:
@@ -75,16 +79,18 @@ def distance_frame(rows: list[dict]) -> pd.DataFrame | None:
     return frame.astype({"step": "int64", "distance": "float64", "class": "str"})
 
 
-def sample_items(run: Path, per_step: int = 2, max_steps: int = 12) -> list[tuple[Path, str]]:
-    """(file, caption) of the sample timeline: two images per step, step 0 and the latest steps."""
+def sample_items(run: Path, per_step: int = SAMPLE_CLASSES, max_steps: int = 12) -> list[tuple[Path, str]]:
+    """(file, caption) of the sample timeline: every sample of a step (one per class, up to
+    SAMPLE_CLASSES classes), each named by its class, at step 0 and the latest steps."""
     folder = RunFolder(run)
     steps = folder.sample_steps()
     if len(steps) > max_steps:  # keep step 0 and the latest ones
         steps = steps[:1] + steps[-(max_steps - 1):]
     items = []
     for step in steps:
+        labels = folder.sample_labels(step)
         for k, png in enumerate(sorted((folder.samples / f"step-{step:06d}").glob("*.png"))[:per_step]):
-            items.append((png, f"step {step} · #{k}"))
+            items.append((png, f"step {step} · {labels[k] if k < len(labels) else f'sample {k + 1}'}"))
     return items
 
 
@@ -94,6 +100,15 @@ def form_default(path: str):
     if isinstance(default, list):
         return "\n".join(default)
     return 0 if default is None else default
+
+
+def field_help(path: str) -> str:
+    """A setting's help text from TrainConfig, as the form's field says it: the command line's
+    flags become what the field does ("--no-hldf: ..." is "off: ...")."""
+    text = setting_named(path).help
+    text = re.sub(r"--no-[\w-]+:", "off:", text)
+    text = text.replace(" (repeatable)", "").replace("empty:", "empty or 0:")
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
 def form_value(path: str, value):
@@ -139,6 +154,18 @@ def launch_run(studio, name: str, base: str, *values) -> tuple[str, str | None]:
         return check.markdown(), None
     return (check.markdown() + f"\n\n**Launched** run `{Path(job.output).name}` as job `{job.id}`; the monitor "
             "on the right follows it.", Path(job.output).name)
+
+
+def check_form(studio, launching: bool, name: str, base: str, *values) -> None:
+    """A ValueError saying what to do when the form cannot be checked (or launched) as it is."""
+    if launching and not studio.training_allowed:
+        raise ValueError("training is turned off on this shared Space: duplicate it to train")
+    form_config(studio, name, base, *values)
+
+
+def check_run_job(studio, run_name: str | None) -> None:
+    """A ValueError when the run has no training job to stop or resume."""
+    run_job(studio, run_name)
 
 
 def run_job(studio, run_name: str | None):
@@ -237,20 +264,30 @@ def dry_run_folder(studio, run_name: str) -> Path:
     return studio.home / "hub-dry-runs" / studio.run_dir(run_name).name
 
 
-def share_run(studio, run_name: str | None, repo: str, private: bool, dry_run: bool, progress=None) -> str:
-    """The Share buttons: push the run (or, dry, write what would be pushed); Markdown of what happened."""
+def check_share(studio, run_name: str | None, repo: str | None, dry_run: bool) -> Path:
+    """The run folder of a push or dry run that can start; a ValueError saying what to do otherwise."""
     if not studio.sharing_allowed:
         raise ValueError("sharing on the Hugging Face Hub is turned off on this shared Space: duplicate it to share")
     if not run_name:
         raise ValueError("choose a finished run first")
     run = studio.run_dir(run_name)
+    check_repo_id(repo or "")
+    if not dry_run and not hub_token():
+        raise ValueError(f"pushing to the Hugging Face Hub needs a token: {login_help()}, then reload this page. "
+                         "A dry run works without one.")
+    return run
+
+
+def share_run(studio, run_name: str | None, repo: str, private: bool, dry_run: bool, progress=None) -> str:
+    """The Share buttons: push the run (or, dry, write what would be pushed); Markdown of what happened."""
+    run = check_share(studio, run_name, repo, dry_run)
     out = dry_run_folder(studio, run_name) if dry_run else None
     result = push_model(run, repo, private=bool(private), dry_run=bool(dry_run), out=out, overwrite=True,
                         progress=progress)
     if dry_run:
         files = "\n".join(result.files)
-        return (f"**Dry run:** {html.escape(result.describe())}. Its README.md is the model card.\n\n"
-                f"```\n{files}\n```")
+        said = result.describe().removeprefix("dry run: ")
+        return f"**Dry run:** {html.escape(said)}. Its README.md is the model card.\n\n```\n{files}\n```"
     visibility = "private" if result.private else "public"
     return f"**Pushed** {len(result.files)} file(s) to [{result.repo_id}]({result.url}) ({visibility})."
 
@@ -277,6 +314,7 @@ def _form(studio):
 
     def ask(path, label, **kw):
         s, value = setting_named(path), form_default(path)
+        kw.setdefault("info", field_help(path))
         if s.type is bool:
             fields[path] = gr.Checkbox(value=value, label=label, **kw)
         elif s.choices:
@@ -334,15 +372,16 @@ def _monitor_panel(studio):
         resume_b = gr.Button("Resume from latest checkpoint", elem_id="resume-train",
                              interactive=studio.training_allowed)
     message = gr.Markdown(elem_id="train-message")
-    with gr.Row():
-        plot = gr.LinePlot(None, x="step", y="loss", color="series", title="Loss", color_map=SERIES, height=260,
-                           elem_id="loss-plot")
-        colour_plot = gr.LinePlot(None, x="step", y="distance", color="class", title="Colour distance per class",
-                                  height=260, elem_id="colour-plot")
+    # one above the other, each the column's width: side by side, the legends were cut off
+    plot = gr.LinePlot(None, x="step", y="loss", color="series", title="Loss", color_map=SERIES, height=240,
+                       elem_id="loss-plot")
+    colour_plot = gr.LinePlot(None, x="step", y="distance", color="class", title="Colour distance per class",
+                              height=240, elem_id="colour-plot")
     gr.Markdown("Colour distance: per-channel mean and std of each class's fixed-seed samples against that "
                 "class's training images (HLDF's colour loss on the two sets' averages); lower is closer, 0 is "
                 "a match.", elem_id="colour-plot-help")
-    samples = gr.Gallery(label="Samples (fixed seeds, from step 0)", columns=6, height=220, object_fit="contain",
+    samples = gr.Gallery(label=f"Samples: one per class (the first {SAMPLE_CLASSES} classes), fixed seeds, from "
+                         "step 0", columns=4, height=320, object_fit="contain",
                          allow_preview=True, elem_id="sample-timeline")
     gr.Markdown("**Log** (its last lines, the newest at the bottom)")
     log = gr.HTML(log_html(""), elem_id="train-log")
@@ -353,7 +392,9 @@ def view(result, before=None) -> tuple:
     """`monitor`'s result as the page's values; sample files unchanged since `before` are not sent again."""
     info, frame, colours, files, log_, msg, table = result
     key = [(str(p), p.stat().st_mtime if p.exists() else 0) for p, _ in files]
-    gallery = pictures.gallery(files) if key != before else gr.skip()
+    steps = len({label.split(" · ")[0] for _, label in files}) or 1
+    per_row = max(1, min(4, -(-len(files) // steps)))  # a step's samples side by side, one class each
+    gallery = gr.update(value=pictures.gallery(files), columns=per_row) if key != before else gr.skip()
     return info, frame, colours, gallery, log_, msg, table, key
 
 
@@ -385,9 +426,15 @@ def build(studio):
             md, run_name = launch_run(studio, *form)
             return md, run_choices(run_name) if run_name else gr.update(), polling()
 
+        # Each button is checked first by an event without outputs: a refusal is one message, and no
+        # component that took no part (the run list, the plots, the samples) shows an error.
+        checked = {"outputs": None, "api_visibility": "private", "show_progress": "hidden"}
+        can_act = user_errors(lambda run_name: check_run_job(studio, run_name))
         form = [name, base, *settings]
-        pre_b.click(user_errors(lambda *v: preflight_md(studio, *v)), form, [pre_md], api_name="preflight")
-        go_b.click(on_launch, form, [pre_md, runs, timer], api_name="launch_training")
+        pre_b.click(user_errors(lambda *v: check_form(studio, False, *v)), form, **checked).success(
+            user_errors(lambda *v: preflight_md(studio, *v)), form, [pre_md], api_name="preflight")
+        go_b.click(user_errors(lambda *v: check_form(studio, True, *v)), form, **checked).success(
+            on_launch, form, [pre_md, runs, timer], api_name="launch_training")
 
         shown = gr.State(None)  # the sample files on the page: unchanged ones are not sent again
         outs = [*shown_parts, jobs_table, shown, timer, share_box]
@@ -415,17 +462,24 @@ def build(studio):
                 return tuple(values)
             return refresh(run_name, 0.6)
 
-        stop_b.click(on_stop, [runs], outs, api_name="stop_training")
-        resume_b.click(on_resume, [runs], outs, api_name="resume_training")
+        stop_b.click(can_act, [runs], **checked).success(on_stop, [runs], outs, api_name="stop_training")
+        resume_b.click(can_act, [runs], **checked).success(on_resume, [runs], outs, api_name="resume_training")
 
         def share(dry_run):
             @user_errors
+            def can_share(run_name, repo_id):
+                check_share(studio, run_name, repo_id, dry_run)
+
+            @user_errors
             def on_share(run_name, repo_id, private_, progress_=gr.Progress()):
                 return share_run(studio, run_name, repo_id, private_, dry_run, lambda m: progress_(0, desc=m))
-            return on_share
+            return can_share, on_share
 
-        dry_b.click(share(True), [runs, repo, private], [share_result], api_name="share_dry_run")
-        push_b.click(share(False), [runs, repo, private], [share_result], api_name="share_push")
+        # checked first by an event without outputs: a refusal is one message; the last result stays readable
+        for button, dry_run, api in ((dry_b, True, "share_dry_run"), (push_b, False, "share_push")):
+            can_share, on_share = share(dry_run)
+            button.click(can_share, [runs, repo], None, api_visibility="private", show_progress="hidden").success(
+                on_share, [runs, repo, private], [share_result], api_name=api)
 
         def on_tab(current=None):
             names = [r.name for r in studio.runs()]

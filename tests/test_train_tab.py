@@ -1,0 +1,67 @@
+"""The Train tab's own pieces without a browser: the sample timeline names every class, each
+field carries its setting's help, the loss curves have distinct colours."""
+
+from __future__ import annotations
+
+from PIL import Image
+
+from medart.config import setting_named
+from medart.constants import SAMPLE_CLASSES
+from medart.run_folder import RunFolder
+from medart.ui import train
+
+
+def test_sample_timeline_shows_every_class_by_name(tmp_path):
+    run = RunFolder(tmp_path / "run")
+    classes = ["fundus", "histology", "polyp"]
+    for step in (0, 10):
+        run.save_samples(step, [Image.new("RGB", (8, 8), (40 * k, 0, 0)) for k in range(3)],
+                         [f"A {c} image." for c in classes], [0, 1, 2], classes)
+    items = train.sample_items(run.path)
+    assert [label for _, label in items] == [f"step {s} · {c}" for s in (0, 10) for c in classes]
+    assert [p.name for p, _ in items] == ["00.png", "01.png", "02.png"] * 2
+
+
+def test_samples_of_prompts_that_are_no_class_are_named_by_their_prompt(tmp_path):
+    run = RunFolder(tmp_path / "run")
+    run.save_samples(0, [Image.new("RGB", (8, 8))] * 2, ["A fundus photograph, mostly orange with a bright disc.",
+                                                         "x"], [0, 1], [None, None])
+    assert [label for _, label in train.sample_items(run.path)] == [
+        "step 0 · A fundus photograph, mostly orange with…", "step 0 · x"]
+
+
+def test_the_timeline_keeps_at_most_the_sample_cap_per_step(tmp_path):
+    run = RunFolder(tmp_path / "run")
+    n = SAMPLE_CLASSES + 2
+    run.save_samples(0, [Image.new("RGB", (8, 8))] * n, [f"c{k}" for k in range(n)], list(range(n)),
+                     [f"c{k}" for k in range(n)])
+    assert len(train.sample_items(run.path)) == SAMPLE_CLASSES == 8
+
+
+def test_every_form_field_says_what_its_setting_does():
+    for path in train.FORM:
+        help_text = train.field_help(path)
+        assert help_text and "--" not in help_text, path
+        assert help_text.rstrip(".").lower().startswith(setting_named(path).help[:12].lower().replace("--", "")), path
+    assert train.field_help("hldf.enabled") == "The colour loss on; off: plain LoRA fine-tuning."
+    assert len(set(train.SERIES.values())) == 3
+    blues = [c for c in train.SERIES.values() if int(c[5:7], 16) > int(c[1:3], 16) + 0x40]
+    assert len(blues) == 1  # one blue line, not two
+
+
+def test_refusable_buttons_check_first_with_no_outputs(tmp_path):
+    """A refused Evaluate, Push, dry run or export is one message: the event the button fires
+    first has no outputs, so no component shows an error it took no part in."""
+    from medart.studio import Studio
+    from medart.ui import build_app
+
+    demo = build_app(Studio(home=tmp_path / "home", base_model="tiny", import_roots=[]))
+    by_elem = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    buttons = ("eval-go", "share-dry-run", "share-push", "export-go", "dataset-dry-run", "dataset-push", "compare-go",
+               "preflight", "launch", "stop-train", "resume-train")
+    for elem in buttons:
+        first = [fn for fn in demo.fns.values() if fn.trigger_after is None
+                 and any(t[0] == by_elem[elem]._id and t[1] == "click" for t in fn.targets)]
+        assert len(first) == 1 and first[0].outputs == [], elem
+        after = [fn for fn in demo.fns.values() if fn.trigger_after == first[0]._id]
+        assert len(after) == 1 and after[0].trigger_only_on_success and after[0].outputs, elem
