@@ -71,14 +71,14 @@ def _add_filter_flags(p, status: bool = True) -> None:
 
 # ---- commands ---------------------------------------------------------------------------------
 def cmd_import(args) -> int:
-    from medart.workspace.importers import ImportLimits, import_dataset, import_paths
+    from medart.workspace.importers import ImportLimits, import_dataset, import_paths, path_exists
 
     if not args.paths and not args.hf_dataset:
         raise ValueError("nothing to import: give files, folders or zip archives, or --hf-dataset ID_OR_DIR")
     check_split(args.split)  # an unknown name would make a split nothing trains or evaluates on
     if args.max_pixels < 1:
         raise ValueError(f"--max-pixels must be a positive number of pixels (got {args.max_pixels})")
-    missing = [p for p in args.paths or [] if not Path(p).expanduser().exists()]
+    missing = [p for p in args.paths or [] if not path_exists(Path(p).expanduser())]
     if missing:  # before the workspace is created: a typo leaves nothing behind
         raise FileNotFoundError(f"no such file or folder: {', '.join(missing)}")
     limits = ImportLimits(max_pixels=args.max_pixels)

@@ -588,7 +588,7 @@ def import_paths(
                 path = Path(p).expanduser()
                 if progress:
                     progress(str(path))
-                if not _exists(path):
+                if not path_exists(path):
                     raise FileNotFoundError(f"{p} does not exist; check the path")
                 seen = _outcomes(batch)
                 if path.is_dir():
@@ -613,7 +613,7 @@ def import_paths(
     return report
 
 
-def _exists(path: Path) -> bool:
+def path_exists(path: Path) -> bool:
     """Whether `path` exists; a path the system cannot even look up is a one-line ValueError."""
     try:
         return path.exists()
@@ -706,7 +706,7 @@ def import_dataset(
     limits = limits or ImportLimits()
     check_split(into)
     local = Path(name_or_dir).expanduser()
-    if not _exists(local) and name_or_dir.strip().lower() in dataset_builders():
+    if not path_exists(local) and name_or_dir.strip().lower() in dataset_builders():
         raise ValueError(f"{name_or_dir.strip()!r} is a dataset format, not a dataset (it would read the working "
                          "directory); give the folder that holds the images, or a hub dataset id")
     readable = _dataset_roots(local)
