@@ -5,7 +5,8 @@ Pillow reads a TIFF directory's tags when the file is opened, before any size ch
 may say it holds megabytes, and all may point at the same bytes, so a 1 MB file can make it
 copy gigabytes. The same parser reads EXIF blocks (PNG eXIf, WebP EXIF, JPEG APP1) and JPEG's
 MPF block. `check_container(data)` walks the directories Pillow will read (a TIFF's first two
-and the EXIF, GPS and interoperability directories of the first; a JPEG's MPF block) and
+and the EXIF, GPS and interoperability directories of the first; a JPEG's EXIF and MPF blocks,
+which Pillow parses when it opens the file) and
 refuses more than `MAX_TAGS` tags in one directory, or tag data that would cost more than
 `MAX_TAG_COST` in all; it refuses TIFF tiles larger than `MAX_TILE_SIDE` on a side beyond the
 image's own size (libtiff reserves a whole tile before decoding), BigTIFF, and JPEG files with
@@ -130,6 +131,8 @@ def _check_jpeg(data: bytes) -> None:
         segment = memoryview(data)[at + 4:at + 2 + length]
         if marker == 0xE2 and bytes(segment[:4]) == b"MPF\x00":
             _Walk(segment[4:], "MPF").walk()
+        elif marker == 0xE1 and bytes(segment[:6]) == b"Exif\x00\x00":  # Pillow reads it on open, for the dpi
+            _Walk(segment[6:], "EXIF").walk()
         at += 2 + length
     scans = data.count(b"\xff\xda")
     if scans > MAX_JPEG_SCANS:

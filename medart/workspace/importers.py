@@ -7,7 +7,7 @@ What happens to every image (documented conversions):
   dropped: the stored image is a fresh 8-bit RGB PNG built from the pixels alone.
 - Grayscale and palette images become RGB by repeating the gray value. 16-bit and 32-bit
   grayscale (and float) images are rescaled linearly from their own minimum..maximum to
-  0..255 (a constant image becomes black). Alpha (RGBA, LA, transparent palettes) is
+  0..255 (a constant image becomes black), a band of rows at a time. Alpha (RGBA, LA, transparent palettes) is
   composited onto black. CMYK is converted with Pillow's CMYK->RGB conversion.
 - DICOM is read by `medart.workspace.dicom_import` (windowing, validated header values, and files whose
   pixels may show patient data refused unless `allow_burned_in`).
@@ -64,6 +64,7 @@ import csv
 import errno
 import io
 import json
+import math
 import os
 import stat
 import zipfile
@@ -196,12 +197,26 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if mode == "RGB":
         return image
     if mode in ("I", "F") or mode.startswith("I;16"):
-        return Image.fromarray(rescale_8bit(np.asarray(image)), "L").convert("RGB")
+        return Image.fromarray(_gray_8bit(image), "L").convert("RGB")
     if mode == "P" and "transparency" in image.info or mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = image.convert("RGBA")
         black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         return Image.alpha_composite(black, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def _gray_8bit(image: Image.Image) -> np.ndarray:
+    """`rescale_8bit` of a 16-bit, 32-bit or float image, a band of rows at a time (no copy of the
+    whole image); an image whose first value is not finite takes numpy's NaN-aware path."""
+    lo, hi = image.getextrema()
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return rescale_8bit(np.asarray(image))
+    out = np.empty((image.height, image.width), np.uint8)
+    rows = max(1, (1 << 20) // max(1, image.width))
+    for top in range(0, image.height, rows):
+        band = image.crop((0, top, image.width, min(image.height, top + rows)))
+        out[top:top + band.height] = rescale_8bit(np.asarray(band), lo, hi)
+    return out
 
 
 def decode_image(data: bytes, limits: ImportLimits) -> tuple[Image.Image, str]:
