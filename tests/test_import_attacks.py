@@ -347,3 +347,33 @@ def test_links_out_of_the_roots_are_refused(tmp_path):
         load_image_folder(held)
     assert "leads outside the folder" in str(caught.value) and str(tmp_path) not in str(caught.value)
     assert "Doe" not in str(caught.value)
+    (root / "empty").mkdir()
+    with pytest.raises(EvaluationError) as caught:  # finding 10: evaluation messages quoted absolute paths
+        load_image_folder(root / "empty")
+    assert str(caught.value) == "no images in the held-out images' folder 'empty'"
+
+
+def test_the_app_says_one_line_for_memory_and_names_the_dataset_as_typed(tmp_path, monkeypatch, caplog):
+    """Findings 10 and 11 in the app: a dataset typed `emptyds` was quoted by its absolute path,
+    and a MemoryError was an empty error with a traceback in the log."""
+    import gradio as gr
+
+    from medart.studio import Studio
+    from medart.ui import data
+    from medart.ui.widgets import user_errors
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "emptyds").mkdir()
+    studio = Studio(home=tmp_path / "home", base_model="tiny", import_roots=[str(tmp_path)])
+    with pytest.raises(gr.Error) as shown:
+        user_errors(data.import_hf_dataset)(studio, "emptyds", "train", "", "")
+    assert shown.value.message.startswith("could not load the dataset 'emptyds'")
+    assert str(tmp_path) not in shown.value.message
+
+    def exhausted():
+        raise MemoryError()
+
+    with pytest.raises(gr.Error) as shown:
+        user_errors(exhausted)()
+    assert shown.value.message.startswith("not enough memory on the server")
+    assert "Traceback" not in caplog.text and not any(r.exc_info for r in caplog.records)

@@ -92,7 +92,7 @@ def load_image_folder(folder: str | Path) -> list[RealImage]:
     writes them; without metadata, images in class subfolders (no captions)."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
-        raise EvaluationError(f"{folder} is not a folder")
+        raise EvaluationError(f"the held-out images' folder {folder.name!r} is not a folder")
     for root in (folder, folder / "test", folder / "validation", folder / "train"):
         rows = _metadata_rows(root, folder)
         if rows is not None:
@@ -110,7 +110,7 @@ def load_image_folder(folder: str | Path) -> list[RealImage]:
             label = path.parent.name if path.parent != folder else ""
             out.append(RealImage(path, "", label))
     if not out:
-        raise EvaluationError(f"no images in {folder}")
+        raise EvaluationError(f"no images in the held-out images' folder {folder.name!r}")
     return out
 
 
@@ -121,7 +121,7 @@ def load_workspace_split(root: str | Path | None, split: str) -> list[RealImage]
     with open_workspace(root, create=False) as ws:
         items = [i for i in ws.query(Filter(), limit=None) if i.split == split and i.status != "rejected"]
     if not items:
-        raise EvaluationError(f"the workspace{f' {root}' if root else ''} has no images in split {split!r}")
+        raise EvaluationError(f"the workspace has no images in split {split!r}")
     store = Path(ws.root)
     return [RealImage(_within(store, Path(i.image_path)), i.text.strip(), i.label or "") for i in items]
 

@@ -788,10 +788,12 @@ def import_dataset(
     limits: ImportLimits | None = None,
     max_rows: int | None = None,
     into: str = "train",
+    shown: str | None = None,
 ) -> ImportReport:
     """Import split `split` of a Hugging Face dataset (a `load_dataset` id, or a local imagefolder)
     with its image, text and label columns (found by type and name when not given) into the
-    workspace split `into` (train, validation, test)."""
+    workspace split `into` (train, validation, test). `shown`: what messages call the dataset
+    (default `name_or_dir`; the app passes what the person typed, not the resolved folder)."""
     import datasets
 
     limits = limits or ImportLimits()
@@ -809,16 +811,18 @@ def import_dataset(
         else:
             ds = datasets.load_dataset(name_or_dir, split=split)
     except (FileNotFoundError, ValueError, ConnectionError, OSError, datasets.exceptions.DatasetGenerationError) as e:
-        reason = _dataset_error(e, name_or_dir, local)
+        shown = shown or name_or_dir
+        reason = _dataset_error(e, shown, local)
         raise ValueError(
-            f"could not load the dataset {name_or_dir!r} (split {split!r}): {reason}. Give a local imagefolder or a "
+            f"could not load the dataset {shown!r} (split {split!r}): {reason}. Give a local imagefolder or a "
             "hub dataset id reachable from here; pick the split with --hf-split"
         ) from None
     features = ds.features
     if image_column is None:
         image_column = next((k for k, f in features.items() if isinstance(f, datasets.Image)), None)
     if image_column not in features:
-        raise ValueError(f"no image column in {name_or_dir!r} (columns: {', '.join(features)}); pass --image-column")
+        raise ValueError(f"no image column in {shown or name_or_dir!r} (columns: {', '.join(features)}); "
+                         "pass --image-column")
     if text_column is None:
         text_column = next((k for k in ("text", "caption", "captions", "description") if k in features), None)
     if label_column is None:
