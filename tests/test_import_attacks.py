@@ -377,3 +377,20 @@ def test_the_app_says_one_line_for_memory_and_names_the_dataset_as_typed(tmp_pat
         user_errors(exhausted)()
     assert shown.value.message.startswith("not enough memory on the server")
     assert "Traceback" not in caplog.text and not any(r.exc_info for r in caplog.records)
+
+
+def test_training_data_is_checked_like_an_import(tmp_path):
+    """Finding 1 for training: a folder's TIFF whose tags share one block is a listed problem,
+    read without Pillow copying the block per tag."""
+    from types import SimpleNamespace
+
+    from medart.config import TrainConfig
+    from medart.data import DataError, load_examples
+
+    (tmp_path / "bomb.tif").write_bytes(tags_bomb(600, 1 << 20))
+    (tmp_path / "ok.png").write_bytes(png_bytes((64, 64)))
+    rows = [{"file_name": "bomb.tif", "text": "a scan"}, {"file_name": "ok.png", "text": "a scan"}]
+    (tmp_path / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tokenizer = lambda text: SimpleNamespace(input_ids=text.split())  # noqa: E731
+    with pytest.raises(DataError, match="bomb.tif: unreadable image .*tags of its TIFF block would take more than"):
+        load_examples(TrainConfig(data=str(tmp_path)), tokenizer)
