@@ -22,6 +22,7 @@ from PIL import Image
 from medart import buckets
 from medart.config import TrainConfig
 from medart.constants import IMAGE_SUFFIXES, MAX_CAPTION_TOKENS, MAX_CAPTION_TOKENS_SIGMA
+from medart.image_container import check_container
 from medart.pixel_limit import pixel_limit
 
 # folders of held-out images that an imagefolder may hold beside its images: not training data
@@ -177,6 +178,7 @@ def load_examples(config: TrainConfig, tokenizer) -> list[Example]:
             problems.append(f"{name}: missing caption")
             continue
         try:
+            check_container(data)  # tags, tiles and scans bounded before Pillow reads them
             with pixel_limit(), Image.open(io.BytesIO(data)) as im:  # decompression bombs are refused
                 im.load()
                 size = im.size

@@ -120,10 +120,10 @@ def evaluate(
     config = config or EvalConfig()
     run = Path(run)
     if not run.is_dir():
-        raise EvaluationError(f"no run folder at {run}")
+        raise EvaluationError(f"no run folder {run.name!r}")
     base_model = base_model or run_base_model(run)
     if not base_model:
-        raise EvaluationError(f"{run} does not record its base model; pass --base-model")
+        raise EvaluationError(f"the run {run.name!r} does not record its base model; pass --base-model")
     wanted = set(config.metrics)
     notes: list[str] = []
     started = time.time()
@@ -132,7 +132,7 @@ def evaluate(
     if config.max_real:
         real_items = real_items[: config.max_real]
     if not any(r.text for r in real_items):
-        raise EvaluationError(f"the held-out images in {real_source} have no captions to generate from")
+        raise EvaluationError("the held-out images have no captions to generate from")
     real_images = [r.load() for r in real_items]
     plan = caption_plan(real_items, config.per_caption, config.seed)
 

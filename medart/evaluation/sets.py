@@ -22,6 +22,7 @@ from PIL import Image
 
 from medart.constants import IMAGE_SUFFIXES, SPLITS
 from medart.fileio import atomic_write_bytes
+from medart.image_container import ContainerRejected, check_container
 from medart.pixel_limit import pixel_limit
 from medart.run_folder import run_config
 
@@ -42,15 +43,28 @@ class RealImage:
     label: str
 
     def load(self) -> Image.Image:
-        with pixel_limit(), Image.open(self.path) as im:  # held-out images come from outside: bounded
-            return im.convert("RGB")
+        """The image as RGB; held-out images come from outside, so their structure is checked
+        first (`medart.image_container`) and they are decoded under the pixel limit."""
+        data = self.path.read_bytes()
+        try:
+            check_container(data)
+            with pixel_limit(), Image.open(io.BytesIO(data)) as im:
+                return im.convert("RGB")
+        except ContainerRejected as e:
+            raise EvaluationError(f"held-out image {self.path.name}: {e}") from None
+        except MemoryError:
+            raise EvaluationError(f"held-out image {self.path.name}: not enough memory to read it here") from None
 
 
 # --- real images ------------------------------------------------------------------------------
 
 
-def _metadata_rows(folder: Path) -> list[dict] | None:
+def _metadata_rows(folder: Path, top: Path) -> list[dict] | None:
+    """The rows of `folder`'s metadata file (which must lie inside `top`, links followed), or None."""
     jsonl, csv_path = folder / "metadata.jsonl", folder / "metadata.csv"
+    for path in (jsonl, csv_path):
+        if path.is_file():
+            _within(top, path)
     if jsonl.is_file():
         rows = []
         for line in jsonl.read_text(encoding="utf-8").splitlines():
@@ -78,15 +92,16 @@ def load_image_folder(folder: str | Path) -> list[RealImage]:
     writes them; without metadata, images in class subfolders (no captions)."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
-        raise EvaluationError(f"{folder} is not a folder")
+        raise EvaluationError(f"the held-out images' folder {folder.name!r} is not a folder")
     for root in (folder, folder / "test", folder / "validation", folder / "train"):
-        rows = _metadata_rows(root)
+        rows = _metadata_rows(root, folder)
         if rows is not None:
             out = []
             for row in rows:
                 path = _within(folder, root / row["file_name"])
                 if not path.is_file():
-                    raise EvaluationError(f"{path} is listed in {root}/metadata but missing")
+                    raise EvaluationError(f"{path.relative_to(folder)} is listed in the metadata of the held-out "
+                                          "images but missing")
                 out.append(RealImage(path, str(row.get("text") or "").strip(), str(row.get("label") or "")))
             return out
     out = []
@@ -95,7 +110,7 @@ def load_image_folder(folder: str | Path) -> list[RealImage]:
             label = path.parent.name if path.parent != folder else ""
             out.append(RealImage(path, "", label))
     if not out:
-        raise EvaluationError(f"no images in {folder}")
+        raise EvaluationError(f"no images in the held-out images' folder {folder.name!r}")
     return out
 
 
@@ -106,8 +121,9 @@ def load_workspace_split(root: str | Path | None, split: str) -> list[RealImage]
     with open_workspace(root, create=False) as ws:
         items = [i for i in ws.query(Filter(), limit=None) if i.split == split and i.status != "rejected"]
     if not items:
-        raise EvaluationError(f"the workspace {ws.root} has no images in split {split!r}")
-    return [RealImage(Path(i.image_path), i.text.strip(), i.label or "") for i in items]
+        raise EvaluationError(f"the workspace has no images in split {split!r}")
+    store = Path(ws.root)
+    return [RealImage(_within(store, Path(i.image_path)), i.text.strip(), i.label or "") for i in items]
 
 
 def resolve_real(real: str | None, run: Path) -> tuple[list[RealImage], str]:

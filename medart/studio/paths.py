@@ -8,8 +8,8 @@ that names no file of the server; nothing is listed. Every path goes through one
 (`ServerPaths.check`): resolved, symbolic links and `..` followed, it must lie inside a root;
 a path the system cannot look up (too long, looping links) is refused in one line that quotes
 nothing of it. A dataset is a folder inside the roots none of whose links leads out of them,
-or a hub id; a format name such as `imagefolder` (which would read the working directory) is
-refused. The command line runs as the owner on their own machine and is not restricted.
+or a hub id, and so is a base model's folder; a format name such as `imagefolder` (which would
+read the working directory) is refused. The command line runs as the owner on their own machine and is not restricted.
 """
 
 from __future__ import annotations
@@ -112,6 +112,7 @@ class ServerPaths:
             return text
         local = self._resolved(text, what)
         if any(_inside(local, root) for root in self.roots) and _exists(local):
+            self._no_link_out(local, text, what)
             return str(local)
         path_syntax = text.startswith(("/", "~", ".", "\\")) or os.sep in text.replace("/", "") or ".." in text
         if path_syntax or not HUB_ID.match(text) or _exists(Path(text).expanduser()):
@@ -128,16 +129,19 @@ class ServerPaths:
         if text.lower() in dataset_builders():
             raise PathRefused(f"{text!r} is a dataset format, not a dataset: give the folder that holds the images "
                               "(inside the folders this app may read) or a hub dataset id")
-        source = self.folder_or_id(text, what)
-        if Path(source).is_absolute():
-            for dirpath, dirnames, filenames in os.walk(source, followlinks=False):
-                for name in (*dirnames, *filenames):
-                    link = Path(dirpath) / name
-                    if link.is_symlink() and not self.allows(link):
-                        shown = text if len(text) <= 80 else text[:77] + "..."
-                        raise PathRefused(f"{what} {shown!r} refused: it holds a link that leads outside the folders "
-                                          "this app may read; remove the link or copy the file in")
-        return source
+        return self.folder_or_id(text, what)
+
+    def _no_link_out(self, local: Path, text: str, what: str) -> None:
+        """PathRefused when the folder `local` holds a link that leads outside the roots."""
+        if not local.is_dir():
+            return
+        for dirpath, dirnames, filenames in os.walk(local, followlinks=False):
+            for name in (*dirnames, *filenames):
+                link = Path(dirpath) / name
+                if link.is_symlink() and not self.allows(link):
+                    shown = text if len(text) <= 80 else text[:77] + "..."
+                    raise PathRefused(f"{what} {shown!r} refused: it holds a link that leads outside the folders "
+                                      "this app may read; remove the link or copy the file in")
 
 
 def _exists(path: Path, dir: bool = False) -> bool:

@@ -145,7 +145,7 @@ def import_hf_dataset(studio, name, ds_split, label, modality, split="train") ->
     source = studio.paths.dataset(name, "dataset")
     with studio.workspace() as ws:
         return [import_dataset(ws, source, split=ds_split or "train", label=label or None, modality=modality or None,
-                               into=split or "train")]
+                               into=split or "train", shown=name.strip())]
 
 
 _REFUSALS: dict[str, str] = {}  # browser session -> its last refused import, until the summary says it

@@ -54,6 +54,10 @@ def user_errors(fn):
             raise _system_error(e) from None
         except gr.Error:
             raise
+        except MemoryError:  # its message is empty; the cause is known, no traceback helps
+            log.warning("refused: not enough memory")
+            raise gr.Error("not enough memory on the server for that; try fewer or smaller files",
+                           print_exception=False) from None
         except Exception as e:
             log.exception("failed: %s", type(e).__name__)
             raise gr.Error(f"that did not work ({type(e).__name__}); the app's log says why",

@@ -6,7 +6,8 @@ is inverted; of a multi-frame file the middle frame is taken; colour files stay 
 
 Bounds (a file of any size costs at most a fixed multiple of the pixel limit): before any
 pixel is decoded the header's Rows x Columns x frames must be within `max_pixels`, and its
-pixel data within what that many pixels of its samples and bits take. A Deflated Explicit VR
+pixel data within what that many pixels of its samples and bits take; a pixel of more than
+`MAX_PIXEL_BYTES` bytes (all samples) or a sample over 32 bits is refused. A Deflated Explicit VR
 file is inflated a header's worth first (64 KiB, then up to `HEADER_BYTES`), then only up to
 the pixel bytes its header declares (and `TRAILER_BYTES` after them); more is refused. Of an
 encapsulated file (RLE, JPEG, JPEG-LS, JPEG 2000) each compressed frame must be smaller than
@@ -82,6 +83,7 @@ PHOTOGRAPHIC_CLASSES = {  # visible-light photographs: camera images often show 
 PHOTOGRAPHIC_MODALITIES = {"ES", "XC", "OP", "DMS", "GM", "SM"}  # endoscopy, camera, ophthalmic, dermoscopy, microscopy
 HEADER_BYTES = 16 << 20  # a deflated file's header (everything before its pixel data) is read up to this size
 TRAILER_BYTES = 1 << 20  # a deflated file's elements after its pixel data (padding, signatures) up to this size
+MAX_PIXEL_BYTES = 8  # bytes one decoded pixel may take, all samples together
 FRAME_OVERHEAD = 64 << 10  # bytes a compressed frame may carry beyond twice its decoded size (markers, tables)
 PIXEL_TAGS = {0x7FE00010, 0x7FE00009, 0x7FE00008}  # Pixel Data, Float and Double Float Pixel Data
 ALLOW_HINT = (
@@ -170,13 +172,20 @@ def _first(value) -> float | None:
 
 
 def rescale_8bit(a: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
-    """`a` mapped linearly from lo..hi (default: its own min..max) to 0..255; flat when hi <= lo."""
-    a = a.astype(np.float64)
+    """`a` mapped linearly from lo..hi (default: its own min..max) to 0..255; flat when hi <= lo.
+    Converted a block of rows at a time: at most a few MiB of float copies besides the result."""
+    a = np.asarray(a).reshape(-1) if np.ndim(a) == 0 else np.asarray(a)
     lo = float(np.nanmin(a)) if lo is None else lo
     hi = float(np.nanmax(a)) if hi is None else hi
-    if not np.isfinite(lo) or not np.isfinite(hi) or hi <= lo:
-        return np.zeros(a.shape, np.uint8)
-    return (np.clip((np.nan_to_num(a, nan=lo) - lo) / (hi - lo), 0, 1) * 255 + 0.5).astype(np.uint8)
+    out = np.zeros(a.shape, np.uint8)
+    if not np.isfinite(lo) or not np.isfinite(hi) or hi <= lo or not a.size:
+        return out
+    flat_in, flat_out = a.reshape(a.shape[0], -1), out.reshape(out.shape[0], -1)
+    step = max(1, (1 << 19) // max(1, flat_in.shape[1]))
+    for s in range(0, flat_in.shape[0], step):
+        block = np.nan_to_num(flat_in[s:s + step].astype(np.float64), nan=lo)
+        flat_out[s:s + step] = np.clip((block - lo) / (hi - lo), 0, 1) * 255 + 0.5
+    return out
 
 
 def burned_in_reason(ds) -> str | None:
@@ -224,6 +233,9 @@ def _geometry(ds, max_pixels: int) -> _Geometry:
     samples, bits = _number(ds, "SamplesPerPixel", 1), _number(ds, "BitsAllocated", 8)
     if rows < 1 or cols < 1 or not 1 <= samples <= 4 or not 1 <= bits <= 64:
         raise DicomRejected("corrupt DICOM header: Rows, Columns, Samples per Pixel or Bits Allocated is out of range")
+    if bits > 32 or samples * math.ceil(bits / 8) > MAX_PIXEL_BYTES:
+        raise DicomRejected(f"unsupported pixel format: {samples} sample(s) of {bits} bits per pixel (at most 32 bits "
+                            f"a sample and {MAX_PIXEL_BYTES} bytes a pixel); export it with Bits Allocated 8 or 16")
     if rows * cols > max_pixels:
         raise _bomb(f"{cols}x{rows} pixels", max_pixels)
     if rows * cols * frames > max_pixels:

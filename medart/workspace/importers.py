@@ -7,7 +7,7 @@ What happens to every image (documented conversions):
   dropped: the stored image is a fresh 8-bit RGB PNG built from the pixels alone.
 - Grayscale and palette images become RGB by repeating the gray value. 16-bit and 32-bit
   grayscale (and float) images are rescaled linearly from their own minimum..maximum to
-  0..255 (a constant image becomes black). Alpha (RGBA, LA, transparent palettes) is
+  0..255 (a constant image becomes black), a band of rows at a time. Alpha (RGBA, LA, transparent palettes) is
   composited onto black. CMYK is converted with Pillow's CMYK->RGB conversion.
 - DICOM is read by `medart.workspace.dicom_import` (windowing, validated header values, and files whose
   pixels may show patient data refused unless `allow_burned_in`).
@@ -31,18 +31,25 @@ is not the imported folder itself or a split name like `train`). Labels taken fr
 names are listed in the import summary, so a person sees them before training.
 
 Paths of DICOM exports carry patients (`Hospital/Doe^Jane_MRN-123/IM0001.dcm`). A folder or
-zip archive that holds any DICOM file, files given together of which one is DICOM, and files
-uploaded through the app (`anonymous`: a file name such as `Doe^Jane_photo.png` is patient
-data) are treated as such an export: no part of their paths is stored, used as a label or
-shown. Their images are stored as `dicom-<hash>` (or `image-<hash>`) with the label given to
+zip archive that holds any DICOM file (by extension, or by the DICM marker of any file not named
+as an image: `1.2.840.113619.2.1`, `IM0002.ima`), files given together of which one is DICOM,
+and files and zips uploaded through the app (`anonymous`: a file name such as
+`Doe^Jane_photo.png` is patient data, and so is a folder name in an uploaded zip until a person
+has seen it, so it never becomes a label) are treated as such an export: no part of their
+paths is stored, used as a label or shown. Their images are stored as `dicom-<hash>` (or `image-<hash>`) with the label given to
 the import (or none), and messages name each file by its position in the order read and its
 kind ("file 3 of 7 (PNG)"), so the person importing can find it without the name being kept.
 
-Bounds: a zip member is refused before it is read when its declared size is over the file
-limit or it inflates more than `MAX_ZIP_RATIO` times (above 1 MiB), and while it is read when
-it inflates past its declared size; images are decoded under the pixel limit (Pillow's guard,
-PNG text chunks at most 1 MiB, the first frame of a multi-page file only); DICOM is bounded by
-`medart.workspace.dicom_import`. A local dataset reads no image that lies (or links) outside
+Bounds: a zip archive is opened once, and refused whole when it lists more than
+`MAX_ZIP_ENTRIES` members or members whose data overlap; a member is refused before it is read
+when its declared size is over the file limit, it inflates more than `MAX_ZIP_RATIO` times
+(above 1 MiB) or the members read so far have used the archive's budget (`MAX_ZIP_RATIO` times
+its size plus `ZIP_FLOOR`), and while it is read when it inflates past its declared size. An
+image's structure is checked before Pillow opens it (`medart.image_container`: TIFF tags and
+tiles, JPEG scans; its EXIF is read for the orientation only), then it is decoded under the
+pixel limit (Pillow's guard, PNG text chunks at most 1 MiB, the first frame of a multi-page
+file only); DICOM is bounded by `medart.workspace.dicom_import`. A file that does not fit in
+memory is rejected on its own (`NO_MEMORY`). A local dataset reads no image that lies (or links) outside
 its folder; a hub dataset none outside the Hugging Face caches.
 
 Every file that is not imported is reported with its reason (empty, corrupt, unsupported,
@@ -57,19 +64,22 @@ import csv
 import errno
 import io
 import json
+import math
 import os
 import stat
 import zipfile
 import zlib
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from medart.constants import IMAGE_SUFFIXES
+from medart.image_container import ContainerRejected, apply_orientation, check_container
 from medart.workspace.dicom_import import DicomRejected, decode_dicom, rescale_8bit
 from medart.pixel_limit import BOMB_ERRORS, DEFAULT_MAX_PIXELS, MAX_TEXT_BYTES, pixel_limit
 from medart.workspace import MAX_CAPTION_CHARS, NewImage, Workspace, check_split
@@ -84,6 +94,9 @@ SYSTEM_NAMES = {"thumbs.db", "desktop.ini", "__macosx", ".ds_store"}
 KINDS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP",
          ".webp": "WebP", ".txt": "text", ".jsonl": "metadata", ".csv": "metadata", ".zip": "zip"}
 MAX_ZIP_RATIO = 100  # a zip member over 1 MiB that inflates more than this many times is refused
+MAX_ZIP_ENTRIES = 100_000  # members of one archive
+ZIP_FLOOR = 64 << 20  # bytes the members of any archive may inflate to in all, whatever its size
+NO_MEMORY = "not enough memory to read it here (free some, or import it on a larger machine)"
 
 
 @dataclass
@@ -184,8 +197,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if mode == "RGB":
         return image
     if mode in ("I", "F") or mode.startswith("I;16"):
-        gray = rescale_8bit(np.asarray(image))
-        return Image.fromarray(np.repeat(gray[..., None], 3, -1), "RGB")
+        return Image.fromarray(_gray_8bit(image), "L").convert("RGB")
     if mode == "P" and "transparency" in image.info or mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = image.convert("RGBA")
         black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
@@ -193,12 +205,31 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def _gray_8bit(image: Image.Image) -> np.ndarray:
+    """`rescale_8bit` of a 16-bit, 32-bit or float image, a band of rows at a time (no copy of the
+    whole image); an image whose first value is not finite takes numpy's NaN-aware path."""
+    lo, hi = image.getextrema()
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return rescale_8bit(np.asarray(image))
+    out = np.empty((image.height, image.width), np.uint8)
+    rows = max(1, (1 << 20) // max(1, image.width))
+    for top in range(0, image.height, rows):
+        band = image.crop((0, top, image.width, min(image.height, top + rows)))
+        out[top:top + band.height] = rescale_8bit(np.asarray(band), lo, hi)
+    return out
+
+
 def decode_image(data: bytes, limits: ImportLimits) -> tuple[Image.Image, str]:
-    """(RGB image without metadata, original mode) or Rejected."""
+    """(RGB image without metadata, original mode) or Rejected. The file's structure is checked
+    first (`medart.image_container`), and Pillow's EXIF parser is never used."""
     if not data:
         raise Rejected("empty file (0 bytes)")
     bomb = (f"decompression bomb: the image is over the limit of {limits.max_pixels:,} pixels "
             "(raise --max-pixels if it is genuine)")
+    try:
+        check_container(data)
+    except ContainerRejected as e:
+        raise Rejected(str(e)) from None
     with pixel_limit(limits.max_pixels):  # --max-pixels, not Pillow's default, decides
         try:
             image = Image.open(io.BytesIO(data))
@@ -208,6 +239,8 @@ def decode_image(data: bytes, limits: ImportLimits) -> tuple[Image.Image, str]:
             raise Rejected("not a readable image (corrupt, or a format other than PNG/JPEG/TIFF/BMP/WebP)") from None
         except (OSError, SyntaxError, ValueError) as e:
             raise Rejected(_corrupt("corrupt image", e)) from None
+        except MemoryError:
+            raise Rejected(NO_MEMORY) from None
         if image.format not in IMAGE_FORMATS:
             raise Rejected(f"unsupported image format {image.format}; convert it to PNG or TIFF")
         w, h = image.size
@@ -217,13 +250,17 @@ def decode_image(data: bytes, limits: ImportLimits) -> tuple[Image.Image, str]:
         try:
             image.seek(0)
             image.load()
-            image = ImageOps.exif_transpose(image)
-            rgb = to_rgb(image)
+            rgb = to_rgb(apply_orientation(image))
+            del image
+            rgb = rgb._new(rgb.im)  # a plain image on the same pixels, without the file's metadata
+            rgb.info.clear()
         except BOMB_ERRORS:
             raise Rejected(bomb) from None
         except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as e:
             raise Rejected(_corrupt("corrupt or truncated image", e)) from None
-    return Image.frombytes("RGB", rgb.size, rgb.tobytes()), mode
+        except MemoryError:
+            raise Rejected(NO_MEMORY) from None
+    return rgb, mode
 
 
 def _corrupt(what: str, error: Exception) -> str:
@@ -294,17 +331,30 @@ def _folder_entries(root: Path) -> Iterator[Entry]:
             yield entry
 
 
-def _zip_entries(path: Path, report: ImportReport, limits: ImportLimits, shown: str | None = None) -> Iterator[Entry]:
-    """The members of a zip archive; `shown`: what messages call the archive (default: its name)."""
+def _zip_entries(path: Path, report: ImportReport, limits: ImportLimits, shown: str | None = None,
+                 stack: ExitStack | None = None) -> Iterator[Entry]:
+    """The members of a zip archive, read from the archive opened once (kept open by `stack`);
+    `shown`: what messages call the archive (default: its name). The archive is refused whole
+    when it lists more than `MAX_ZIP_ENTRIES` members or members whose data overlap (one stored
+    image listed many times, decoded once per listing); members inflate in all at most
+    `MAX_ZIP_RATIO` times the archive's size (and `ZIP_FLOOR` bytes) besides their own bounds."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            infos = archive.infolist()
+        archive = zipfile.ZipFile(path)
+        if stack is not None:
+            stack.enter_context(archive)
+        infos = archive.infolist()
+        problem = _zip_problem(infos, archive.start_dir)
     except zipfile.BadZipFile:
         report.rejected.append(Rejection(shown or path.name, "corrupt zip archive (not a zip file, or damaged)"))
         return
     except OSError as e:
         report.rejected.append(Rejection(shown or path.name, f"cannot read the zip archive: {e.strerror}"))
         return
+    if problem:
+        archive.close()
+        report.rejected.append(Rejection(shown or path.name, problem))
+        return
+    budget = [MAX_ZIP_RATIO * path.stat().st_size + ZIP_FLOOR]  # bytes all members may still inflate to
     for info in infos:
         if info.is_dir():
             continue
@@ -312,22 +362,26 @@ def _zip_entries(path: Path, report: ImportReport, limits: ImportLimits, shown: 
         rel = PurePosixPath(info.filename.replace("\\", "/"))
 
         def read(info=info, n: int | None = None) -> bytes:
-            """The member's bytes (its first `n`), inflated 1 MiB at a time: zipfile cuts a member at its
-            declared size (then fails its CRC) only after inflating what one read asks for, so one large
-            read of a member that lies about its size would inflate all of it first."""
-            limit = min(info.file_size, limits.max_file_bytes) if n is None else n
-            parts, size = [], 0
+            """The member's bytes (its first `n`), inflated 1 MiB at a time into one buffer: zipfile cuts
+            a member at its declared size (then fails its CRC) only after inflating what one read asks for,
+            so one large read of a member that lies about its size would inflate all of it first."""
+            limit = min(info.file_size, limits.max_file_bytes) if n is None else min(n, info.file_size)
+            if n is None and limit > budget[0]:
+                raise Rejected(f"zip bomb: the archive's members inflate to more than {MAX_ZIP_RATIO} times its "
+                               "size in all; not extracted")
+            buffer, size = io.BytesIO(), 0
             try:
-                with zipfile.ZipFile(path) as z, z.open(info) as f:
+                with archive.open(info) as f:
                     while size < limit and (chunk := f.read(min(1 << 20, limit - size))):
-                        parts.append(chunk)
-                        size += len(chunk)
+                        size += buffer.write(chunk)
                     if n is None and size == limit < info.file_size:
                         raise Rejected(f"larger than {limits.max_file_bytes:,} bytes once decompressed (zip bomb?)")
             except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error):
                 raise Rejected("corrupt zip member: its data does not match the archive's directory, or is damaged") \
                     from None
-            return b"".join(parts)
+            if n is None:
+                budget[0] -= size
+            return buffer.getvalue()  # the buffer's own bytes, not a copy
 
         entry = Entry(rel, read, info.file_size, display, lambda read=read: read(n=132))
         if _unsafe(info.filename):
@@ -340,11 +394,26 @@ def _zip_entries(path: Path, report: ImportReport, limits: ImportLimits, shown: 
         yield entry
 
 
+def _zip_problem(infos: list[zipfile.ZipInfo], directory: int) -> str | None:
+    """Why the archive is refused whole (too many members, overlapping members), or None."""
+    if len(infos) > MAX_ZIP_ENTRIES:
+        return f"the zip archive lists {len(infos):,} members (at most {MAX_ZIP_ENTRIES:,}); split it"
+    end = 0
+    for info in sorted(infos, key=lambda i: i.header_offset):
+        if info.header_offset < end:
+            return "crafted zip archive: its members overlap (one member's data is listed more than once); not opened"
+        name = info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437", "replace")
+        end = info.header_offset + 30 + len(name) + info.compress_size
+    if end > directory:
+        return "crafted zip archive: a member's data overlaps the archive's directory; not opened"
+    return None
+
+
 def _kind(entry: Entry) -> str:
     """What a file is by its extension (or its DICM marker): how messages describe a file whose
     name is not shown."""
     ext = entry.rel.suffix.lower()
-    if ext in DICOM_EXTS or not ext and _looks_dicom(entry):
+    if _looks_dicom(entry):
         return "DICOM"
     if ext in KINDS:
         return KINDS[ext]
@@ -352,11 +421,12 @@ def _kind(entry: Entry) -> str:
 
 
 def _looks_dicom(entry: Entry) -> bool:
-    """A DICOM file by its extension, or by the DICM marker when it has none (as on PACS CDs)."""
+    """A DICOM file by its extension, or by the DICM marker when its extension is none of an image's
+    or a caption's (PACS exports name files `IM0001`, `1.2.840.113619.2.1`, `IM0002.ima`)."""
     ext = entry.rel.suffix.lower()
     if ext in DICOM_EXTS:
         return True
-    if ext or entry.head is None or entry.problem or entry.skip or _hidden(entry.rel):
+    if ext in IMAGE_SUFFIXES or ext in KINDS or entry.head is None or entry.problem or entry.skip or _hidden(entry.rel):
         return False
     try:
         return is_dicom(entry.head())
@@ -430,11 +500,14 @@ class _Batch:
         sha, size, new = self.ws.store_image(image)
         if new:
             self.written.append(sha)
-        if name in ("dicom-", "image-"):  # a DICOM export's: named by the pixel hash
+        nameless = name in ("dicom-", "image-")  # a DICOM export's or an upload's: named by the pixel hash
+        if nameless:
             name = f"{name}{sha[:12]}"
         existing = self.ws.find_sha(sha)
         if existing is not None:  # already there: left as it is (label, split, caption)
-            self.report.duplicates.append((name, f"image {existing} ({self.ws.get(existing).original_name})"))
+            # a nameless file's message quotes no stored name: it would tell an uploader what else is there
+            self.report.duplicates.append((name, f"image {existing}" if nameless else
+                                           f"image {existing} ({self.ws.get(existing).original_name})"))
             self.report.present.append(existing)
             return
         if sha in self.names:
@@ -524,10 +597,10 @@ def _import_entries(
                 raise Rejected(f"file of {e.size:,} bytes is over the limit of {limits.max_file_bytes:,}")
             if ext == ".zip":
                 raise Rejected("a zip inside a folder or zip is not opened; import it on its own")
-            if ext not in IMAGE_SUFFIXES | DICOM_EXTS and ext != "":
+            dicom = ext not in IMAGE_SUFFIXES and _looks_dicom(e)
+            if ext and ext not in IMAGE_SUFFIXES and not dicom:
                 raise Rejected(f"unsupported file type '{ext}' (PNG, JPEG, TIFF, BMP, WebP, DICOM, zip)")
             data = e.read()
-            dicom = ext in DICOM_EXTS or (ext == "" and is_dicom(data))
             if dicom:
                 d = decode_dicom(data, limits.max_pixels, limits.min_side, allow_burned_in)
                 image, mode, dicom_modality, burned_in = d.image, d.mode, d.modality, d.burned_in
@@ -538,6 +611,9 @@ def _import_entries(
             del data
         except (Rejected, DicomRejected) as r:
             report.rejected.append(Rejection(shown(e), str(r)))
+            continue
+        except MemoryError:  # one file too large for this machine is one rejection, not a failed import
+            report.rejected.append(Rejection(shown(e), NO_MEMORY))
             continue
         meta = metadata.get(e.rel, {})
         text = meta.get("text") or ""
@@ -581,7 +657,7 @@ def import_paths(
     report = ImportReport()
     batch = _Batch(ws, report)
     kw = {"allow_burned_in": allow_burned_in}
-    with ws.importing():
+    with ws.importing(), ExitStack() as archives:
         try:
             loose: list[Entry] = []  # files given on their own: matched with their sidecars by name
             for p in paths:
@@ -595,9 +671,10 @@ def import_paths(
                     _import_entries(batch, _folder_entries(path), path.name, label, modality, split, limits, **kw)
                     _note_empty(batch, seen, "folder")
                 elif path.suffix.lower() == ".zip":
-                    zipped = _zip_entries(path, report, limits, "an uploaded zip archive" if anonymous else None)
+                    zipped = _zip_entries(path, report, limits, "an uploaded zip archive" if anonymous else None,
+                                          archives)
                     _import_entries(batch, zipped, "upload" if anonymous else path.name, label, modality, split, limits,
-                                    **kw)
+                                    anonymous=anonymous, **kw)
                     _note_empty(batch, seen, "zip")
                 else:
                     loose.append(Entry(PurePosixPath(path.name), path.read_bytes, path.stat().st_size, path.name,
@@ -685,6 +762,20 @@ def _dataset_file(path: Path, roots: tuple[Path, ...], limits: ImportLimits) -> 
         raise Rejected(f"cannot read: {e.strerror}") from None
 
 
+def _dataset_error(error: BaseException, name_or_dir: str, local: Path) -> str:
+    """One line of `error` (or of its cause, when it is the datasets library's generic wrapper) in
+    which the dataset's folder is called as it was given and no other absolute path is shown."""
+    if error.__cause__ is not None and type(error).__name__ == "DatasetGenerationError":
+        error = error.__cause__
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else type(error).__name__
+    places = {str(local.absolute()): name_or_dir, str(local.resolve()): name_or_dir, str(Path.cwd()): ".",
+              str(Path.home()): "~"}
+    for where in sorted(places, key=len, reverse=True):
+        line = line.replace(where, places[where])
+    return line
+
+
 def import_dataset(
     ws: Workspace,
     name_or_dir: str,
@@ -697,10 +788,12 @@ def import_dataset(
     limits: ImportLimits | None = None,
     max_rows: int | None = None,
     into: str = "train",
+    shown: str | None = None,
 ) -> ImportReport:
     """Import split `split` of a Hugging Face dataset (a `load_dataset` id, or a local imagefolder)
     with its image, text and label columns (found by type and name when not given) into the
-    workspace split `into` (train, validation, test)."""
+    workspace split `into` (train, validation, test). `shown`: what messages call the dataset
+    (default `name_or_dir`; the app passes what the person typed, not the resolved folder)."""
     import datasets
 
     limits = limits or ImportLimits()
@@ -717,16 +810,19 @@ def import_dataset(
             ds = load_local_imagefolder(local, split)
         else:
             ds = datasets.load_dataset(name_or_dir, split=split)
-    except (FileNotFoundError, ValueError, ConnectionError, OSError) as e:
+    except (FileNotFoundError, ValueError, ConnectionError, OSError, datasets.exceptions.DatasetGenerationError) as e:
+        shown = shown or name_or_dir
+        reason = _dataset_error(e, shown, local)
         raise ValueError(
-            f"could not load the dataset {name_or_dir!r} (split {split!r}): {e}. Give a local imagefolder or a hub "
-            "dataset id reachable from here; pick the split with --hf-split"
-        ) from e
+            f"could not load the dataset {shown!r} (split {split!r}): {reason}. Give a local imagefolder or a "
+            "hub dataset id reachable from here; pick the split with --hf-split"
+        ) from None
     features = ds.features
     if image_column is None:
         image_column = next((k for k, f in features.items() if isinstance(f, datasets.Image)), None)
     if image_column not in features:
-        raise ValueError(f"no image column in {name_or_dir!r} (columns: {', '.join(features)}); pass --image-column")
+        raise ValueError(f"no image column in {shown or name_or_dir!r} (columns: {', '.join(features)}); "
+                         "pass --image-column")
     if text_column is None:
         text_column = next((k for k in ("text", "caption", "captions", "description") if k in features), None)
     if label_column is None:

@@ -79,7 +79,12 @@ def default_workspace() -> Path:
 def pixel_hash(image: Image.Image) -> str:
     """SHA-256 of an RGB image's size and pixels: the same picture re-encoded hashes the same."""
     h = hashlib.sha256(f"{image.width}x{image.height}:".encode())
-    h.update(image.tobytes())
+    # bands of about 4 MiB, not one copy of the whole image; cut from the pixel core, since
+    # Image.crop applies Pillow's decompression-bomb guard, which may be set low elsewhere
+    rows = max(1, (4 << 20) // max(1, 3 * image.width))
+    for top in range(0, image.height, rows):
+        band = image.im.crop((0, top, image.width, min(image.height, top + rows)))
+        h.update(image._new(band).tobytes())
     return h.hexdigest()
 
 
@@ -389,14 +394,14 @@ class Workspace:
         path, thumb = self.image_path(sha), self.thumb_path(sha)
         if path.exists() and thumb.exists():
             return sha, path.stat().st_size, False
-        clean = Image.frombytes("RGB", image.size, image.tobytes())  # no info, no EXIF, no ICC
+        clean = image.copy()
+        clean.info.clear()  # no info, no EXIF, no ICC
         buf = io.BytesIO()
         clean.save(buf, format="PNG", compress_level=1)
         atomic_write_bytes(path, buf.getvalue())
-        small = clean.copy()
-        small.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS)
+        clean.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS)  # in place: the copy is not needed again
         tbuf = io.BytesIO()
-        small.save(tbuf, format="JPEG", quality=85)
+        clean.save(tbuf, format="JPEG", quality=85)
         atomic_write_bytes(thumb, tbuf.getvalue())
         return sha, len(buf.getvalue()), True
 
