@@ -844,22 +844,6 @@ def _wire_batch(studio, tab, g, b, ids_state, page_ids):
                api_name="backend_load")
 
 
-def _wire_replace(studio, g, r, ids_state, page_ids, on_undo):
-    filters, listing_out, editor = _io(g, ids_state, page_ids)
-    fields = [r["find"], r["repl"], r["regex"], r["icase"], *filters]
-    r["preview_b"].click(user_errors(lambda *a: find_replace(studio, False, *a)), fields, [r["replace_md"]])
-    r["apply_b"].click(user_errors(lambda *a: find_replace(studio, True, *a)), fields, [r["replace_md"]]).then(
-        lambda cur, *f: _page(refresh_all(studio, cur, *f)), [g["current"], *filters], listing_out + editor)
-
-    def on_undo_all(cur, *f):
-        note, *rest = on_undo(cur, *f)
-        return (note, note, *rest)
-
-    r["undo_all"].click(user_errors(on_undo_all), [g["current"], *filters],
-                        [r["replace_md"], g["note"], *listing_out, *editor], api_name="do_undo_all")
-
-
-
 def _said(fn):
     """`fn`'s Markdown, or a refusal as that Markdown's one line (nothing else is marked)."""
     @functools.wraps(fn)
