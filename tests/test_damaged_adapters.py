@@ -117,7 +117,13 @@ def test_the_command_line_says_one_line_for_the_systems_errors(tmp_path, monkeyp
     monkeypatch.delenv("MEDART_DEBUG", raising=False)
     assert main(["import", str(tmp_path / ("a" * 20_000))]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: File name too long: ") and len(err[0]) < 300
+    assert len(err) == 1 and err[0].startswith("error: ") and "too long" in err[0] and len(err[0]) < 300
+    assert str(tmp_path) not in err[0] and "Errno" not in err[0]
+    (tmp_path / "a-file").write_text("not a folder")
+    blocked = ["import", str(tmp_path / "a-file"), "--workspace", str(tmp_path / "a-file" / "ws")]
+    assert main(blocked) == 2  # the workspace's folder cannot be made under a file: the system's own error
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "Traceback" not in err[0]
     monkeypatch.setenv("MEDART_DEBUG", "1")
     with pytest.raises(OSError):
-        main(["import", str(tmp_path / ("a" * 20_000))])
+        main(blocked)
