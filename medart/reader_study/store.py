@@ -3,7 +3,7 @@
 A study holds k held-out real images of a workspace split and k images generated from a run
 with the same captions (hence classes), one per real image (chosen and made by
 `medart.reader_study.sets`). Every image is encoded once by `medart.reader_study.images`
-(identical resizing and encoding for both kinds).
+(identical resampling and encoding for both kinds; all grey when the real images are).
 
 Blinding against a reader who has the source. At creation a study draws a secret with
 `secrets` (`reader_studies.secret`, 256 bits); it never leaves this module (no dataclass,
@@ -265,7 +265,8 @@ class ReaderStudies:
         if not truths.count("real") or not truths.count("generated"):
             raise ValueError("a study needs both real and generated images")
         size = int(display_size or max(im.image.width for im in images if im.truth == "generated"))
-        encoded = [(im, reader_images.encode(im.image, size)) for im in images]
+        grey = reader_images.grey_study(im.image for im in images if im.truth == "real")
+        encoded = [(im, reader_images.encode(im.image, size, grey)) for im in images]
         secret = secrets.token_hex(32)
         seed = secrets.randbelow(2**31) if seed is None else int(seed)
         # Items are inserted in an order drawn from the secret so that not even row ids follow the truth.
