@@ -149,6 +149,7 @@ def test_nothing_a_reader_receives_holds_the_secret_or_the_seed(ws, tmp_path):
         received += viewer + progress + (token or "")
     assert secret not in received and f"seed {seed}" not in received and "seed" not in received
     # nor does the owner's export: the answers with the truth, never the secret behind the orders
+    store.close("pilot")
     exported = store.export_csv("pilot", tmp_path / "answers.csv").read_text()
     assert len(exported.splitlines()) == 5 and secret not in exported and str(reader.order_seed) not in exported
 
