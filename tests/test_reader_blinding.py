@@ -312,7 +312,8 @@ def served_with_truth(ws, study: str) -> list[tuple[np.ndarray, str, bytes]]:
 
 def grey_channels(pixels: np.ndarray) -> bool:
     """The attacker's first detector: R = G = B exactly (or one channel) means a real grey picture."""
-    return pixels.ndim == 2 or bool((pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all())
+    return pixels.ndim == 2 or bool((pixels[..., 0] == pixels[..., 1]).all()
+                                    and (pixels[..., 1] == pixels[..., 2]).all())
 
 
 def fine_detail(pixels: np.ndarray) -> float:

@@ -146,7 +146,8 @@ def test_cli_results_and_export(tmp_path, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["readers"][0]["accuracy"] == 0.5 and data["readers"][0]["sensitivity"] == 0.0
     with pytest.raises(ValueError, match="still open"):
-        run("reader-study", "export", "--workspace", str(root), "--name", "pilot study", "--out", str(tmp_path / "a.csv"))
+        run("reader-study", "export", "--workspace", str(root), "--name", "pilot study",
+            "--out", str(tmp_path / "a.csv"))
     assert not (tmp_path / "a.csv").exists()
     assert run("reader-study", "close", "--workspace", str(root), "--name", "pilot study") == 0
     assert "closed study 'pilot study'" in capsys.readouterr().out

@@ -12,10 +12,10 @@ identically for both kinds (`medart.reader_study.images`).
 
 The reader server holds this page and nothing else: its API is `/open` (the page load) and
 `/answer`, reached only through the queue as the page reaches them, and it answers no other
-route of Gradio's (`QuietErrors`, an allow-list). It cannot list, import, caption, train, generate, compare, evaluate, export or show
-results, has no owner-code check a reader could trip, and serves no file: it opens the
-workspace database only to read the study's images and store answers. Results stay in the
-owner's app (`medart.ui.reader_study`) and the CLI.
+route of Gradio's (`QuietErrors`, an allow-list). It cannot list, import, caption, train,
+generate, compare, evaluate, export or show results, has no owner-code check a reader could
+trip, and serves no file: it opens the workspace database only to read the study's images and
+store answers. Results stay in the owner's app (`medart.ui.reader_study`) and the CLI.
 """
 
 from __future__ import annotations
