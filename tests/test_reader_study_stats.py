@@ -145,11 +145,18 @@ def test_cli_results_and_export(tmp_path, capsys):
     assert run("reader-study", "results", "--workspace", str(root), "--name", "pilot study", "--json") == 0
     data = json.loads(capsys.readouterr().out)
     assert data["readers"][0]["accuracy"] == 0.5 and data["readers"][0]["sensitivity"] == 0.0
+    with pytest.raises(ValueError, match="still open"):
+        run("reader-study", "export", "--workspace", str(root), "--name", "pilot study",
+            "--out", str(tmp_path / "a.csv"))
+    assert not (tmp_path / "a.csv").exists()
+    assert run("reader-study", "close", "--workspace", str(root), "--name", "pilot study") == 0
+    assert "closed study 'pilot study'" in capsys.readouterr().out
     assert run("reader-study", "export", "--workspace", str(root), "--name", "pilot study",
                "--out", str(tmp_path / "a.csv")) == 0
     assert len((tmp_path / "a.csv").read_text().splitlines()) == 9
     assert run("reader-study", "list", "--workspace", str(root)) == 0
-    assert "Ana 8/8" in capsys.readouterr().out
+    listed = capsys.readouterr().out
+    assert "Ana 8/8" in listed and "\tclosed\t" in listed
     with pytest.raises(ValueError, match="create one first"):
         run("reader-study", "results", "--workspace", str(root), "--name", "other")
     with pytest.raises(FileNotFoundError, match="no workspace"):

@@ -186,7 +186,7 @@ def add_study_rows(root, with_code: bool) -> None:
 def test_a_new_workspace_is_at_the_latest_version(tmp_path):
     with Workspace(tmp_path / "ws") as ws:
         assert ws.count() == 0
-    assert version(tmp_path / "ws") == LATEST == len(MIGRATIONS) == 5
+    assert version(tmp_path / "ws") == LATEST == len(MIGRATIONS) == 6
     assert {"old_label", "old_split", "new_label", "new_split", "undone"} <= columns(tmp_path / "ws", "image_history")
     assert {"owner_code_hash", "owner_failures", "owner_locked_until"} <= columns(tmp_path / "ws", "reader_studies")
 

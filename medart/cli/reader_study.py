@@ -1,4 +1,4 @@
-"""The `reader-study` command: `python -m medart reader-study create|invite|readers|revoke|list|results|export`.
+"""The `reader-study` command: `python -m medart reader-study create|invite|readers|revoke|close|list|results|export`.
 
     create      k held-out real images of a workspace split and k generated from a run with the
                 same captions (fixed seeds), identically encoded, stored in the workspace;
@@ -6,7 +6,8 @@
     list        the studies of a workspace with their readers and progress
     results     accuracy vs 50 % with a Wilson 95 % interval, sensitivity/specificity for
                 "generated", per-class accuracy, realism, Cohen's kappa; optional plot and JSON
-    export      every answer as CSV
+    close       close a study: no more answers; its answers can then be exported
+    export      every answer as CSV, with the truth of each image (a closed study only)
     invite      add a reader under a label of the owner's choosing; prints their invitation link
     readers     each reader's label, progress and link (or "revoked")
     revoke      revoke a reader's link (their answers stay)
@@ -112,6 +113,15 @@ def cmd_revoke(args) -> int:
     return 0
 
 
+def cmd_close(args) -> int:
+    from medart.reader_study import ReaderStudies
+
+    with _open(args) as ws:
+        study = ReaderStudies(ws).close(args.name)
+    print(f"closed study {study.name!r}: its readers answer no more; `reader-study export` writes the answers")
+    return 0
+
+
 def cmd_owner_code(args) -> int:
     from medart.reader_study import ReaderStudies
 
@@ -134,7 +144,9 @@ def cmd_list(args) -> int:
         for s in studies:
             readers = ", ".join(f"{r.name} {r.answered}/{len(r.order)}" for r in store.readers(s)) or "no readers"
             code = "owner code set" if s.has_owner_code else "no owner code"
-            print(f"{s.name}\t{s.n_real} real + {s.n_generated} generated\trun {s.run or '-'}\t{code}\t{readers}")
+            state = "closed" if s.closed else "open"
+            print(f"{s.name}\t{s.n_real} real + {s.n_generated} generated\trun {s.run or '-'}\t{state}\t{code}\t"
+                  f"{readers}")
     return 0
 
 
@@ -223,6 +235,11 @@ def add_parsers(sub) -> None:
     q.add_argument("--label", required=True, help="the reader's label")
     q.set_defaults(func=cmd_revoke)
 
+    q = rs.add_parser("close", help="close a study: no more answers; then its answers can be exported")
+    common(q)
+    q.add_argument("--name", required=True, help="study name")
+    q.set_defaults(func=cmd_close)
+
     q = rs.add_parser("list", help="studies, readers and their progress")
     common(q)
     q.set_defaults(func=cmd_list)
@@ -234,7 +251,7 @@ def add_parsers(sub) -> None:
     q.add_argument("--json", action="store_true", help="print the numbers as JSON instead of a table")
     q.set_defaults(func=cmd_results)
 
-    q = rs.add_parser("export", help="every answer as CSV")
+    q = rs.add_parser("export", help="every answer as CSV, with the truth (a closed study only)")
     common(q)
     q.add_argument("--name", required=True, help="study name")
     q.add_argument("--out", help="CSV file (default reader-study-NAME.csv)")

@@ -3,7 +3,7 @@
 A study holds k held-out real images of a workspace split and k images generated from a run
 with the same captions (hence classes), one per real image (chosen and made by
 `medart.reader_study.sets`). Every image is encoded once by `medart.reader_study.images`
-(identical resizing and encoding for both kinds).
+(identical resampling and encoding for both kinds; all grey when the real images are).
 
 Blinding against a reader who has the source. At creation a study draws a secret with
 `secrets` (`reader_studies.secret`, 256 bits); it never leaves this module (no dataclass,
@@ -39,12 +39,17 @@ Tables (in the workspace's `workspace.db`; created by `medart.workspace.migratio
 
     reader_studies         name, run, base model, split, seed, display size, settings,
                            the owner code's hash (NULL: none set yet), wrong codes in a
-                           row and the end of a lock, the secret
+                           row and the end of a lock, the secret, when it was closed
     reader_study_items     token (the owner's), truth, class, caption, source, the encoded PNG
     reader_study_readers   label (`name`), order seed, the order (item ids) this reader sees,
                            invitation token, when it was revoked
     reader_study_shown     the token an image was shown to one reader under, its position
     reader_study_answers   one row per (reader, item): answer, realism, note, time
+
+Closing. The owner closes a study when its readers are done (`close`): after that no reader
+answers or sees an image of it, and only then do the answers leave with the truth of each image
+and its source (a seed) in the CSV export (`export_csv` refuses an open study); results
+(accuracy and the like) are the owner's at any time.
 
 No gradio here: the Reader study tab and `python -m medart reader-study` both use it.
 """
@@ -68,7 +73,7 @@ from typing import Sequence
 from PIL import Image
 
 from medart.reader_study import images as reader_images
-from medart.fileio import atomic_write_text
+from medart.fileio import atomic_write_text, spreadsheet_cell
 
 TRUTHS = ("real", "generated")
 MAX_NOTE = 2000
@@ -82,6 +87,7 @@ INVITATION_BYTES = 24  # secrets.token_urlsafe: 32 characters, 192 random bits p
 IMAGE_TOKEN_BYTES = 18  # 144 random bits per image a reader is shown
 MAX_INVITATION = 200
 READER_URL = "http://THIS-MACHINE:7861/"  # the reader server's default address in links (`--port 7861`)
+CLOSED = "this study is closed: it takes no more answers. Thank you for reading!"
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1  # ~16 MB and a few tens of ms per hash
 
 CSV_COLUMNS = ("study", "reader", "position", "image", "truth", "class", "caption", "answer", "correct",
@@ -113,6 +119,11 @@ class Study:
     n_real: int = 0
     n_generated: int = 0
     has_owner_code: bool = False  # the hash itself never leaves this module
+    closed_at: float | None = None  # when the owner closed it (None: readers still answer)
+
+    @property
+    def closed(self) -> bool:
+        return self.closed_at is not None
 
     @property
     def size(self) -> int:
@@ -265,7 +276,8 @@ class ReaderStudies:
         if not truths.count("real") or not truths.count("generated"):
             raise ValueError("a study needs both real and generated images")
         size = int(display_size or max(im.image.width for im in images if im.truth == "generated"))
-        encoded = [(im, reader_images.encode(im.image, size)) for im in images]
+        grey = reader_images.grey_study(im.image for im in images if im.truth == "real")
+        encoded = [(im, reader_images.encode(im.image, size, grey)) for im in images]
         secret = secrets.token_hex(32)
         seed = secrets.randbelow(2**31) if seed is None else int(seed)
         # Items are inserted in an order drawn from the secret so that not even row ids follow the truth.
@@ -289,12 +301,13 @@ class ReaderStudies:
     def _study(self, row) -> Study:
         return Study(id=row[0], name=row[1], run=row[2], base_model=row[3], split=row[4], seed=row[5],
                      display_size=row[6], settings=json.loads(row[7] or "{}"), created_at=row[8],
-                     n_real=row[9] or 0, n_generated=row[10] or 0, has_owner_code=bool(row[11]))
+                     n_real=row[9] or 0, n_generated=row[10] or 0, has_owner_code=bool(row[11]),
+                     closed_at=row[12])
 
     _STUDY_SQL = """SELECT s.id, s.name, s.run, s.base_model, s.split, s.seed, s.display_size, s.settings,
         s.created_at, (SELECT count(*) FROM reader_study_items i WHERE i.study_id = s.id AND i.truth = 'real'),
         (SELECT count(*) FROM reader_study_items i WHERE i.study_id = s.id AND i.truth = 'generated'),
-        s.owner_code_hash IS NOT NULL
+        s.owner_code_hash IS NOT NULL, s.closed_at
         FROM reader_studies s"""
 
     def find(self, name: str) -> Study | None:
@@ -321,6 +334,16 @@ class ReaderStudies:
         study = self.study(name)
         with self._tx() as c:
             c.execute("DELETE FROM reader_studies WHERE id = ?", (study.id,))
+
+    def close(self, name: str | Study) -> Study:
+        """Close a study (one transaction): no reader answers after this, and its answers may be
+        exported with the truth. Closing cannot be undone."""
+        study = self.study(name)
+        with self._tx() as c:
+            if c.execute("UPDATE reader_studies SET closed_at = ? WHERE id = ? AND closed_at IS NULL",
+                         (time.time(), study.id)).rowcount != 1:
+                raise ValueError(f"study {study.name!r} is closed already; its answers can be exported")
+        return self.study(study.name)
 
     # ---- owner code ----------------------------------------------------------------------------
     def set_owner_code(self, study: str | Study, code: str, replace: bool = False) -> Study:
@@ -378,8 +401,10 @@ class ReaderStudies:
         token of their link) and their own order, drawn from the study's secret (one transaction).
         A reader of that label from before invitations keeps their answers; the images they have
         not answered yet are put in a new order drawn from the secret (the old one was public)."""
-        study = self.study(study)
+        study = self.study(getattr(study, "name", study))
         label = clean_name(label, "reader")
+        if study.closed:
+            raise ValueError(f"study {study.name!r} is closed: it takes no more readers")
         with self._tx() as c:
             (secret,) = c.execute("SELECT secret FROM reader_studies WHERE id = ?", (study.id,)).fetchone()
             seed = order_seed(secret, label)
@@ -447,6 +472,10 @@ class ReaderStudies:
         reader = self._reader(row)
         if reader.revoked:
             raise ValueError("this invitation was revoked by the study owner; ask them for a new link")
+        (closed,) = c.execute("SELECT closed_at IS NOT NULL FROM reader_studies WHERE id = ?",
+                              (reader.study_id,)).fetchone()
+        if closed:
+            raise ValueError(CLOSED)
         return reader
 
     def invited(self, invitation: str, study: str | Study | None = None) -> Reader:
@@ -519,15 +548,24 @@ class ReaderStudies:
         return [AnswerRow(study.name, *row) for row in rows]
 
     def export_csv(self, study: str | Study, path: str | Path) -> Path:
-        """Every answer as CSV (one row per reader and image, with the truth), written atomically."""
-        study = self.study(study)
+        """Every answer as CSV (one row per reader and image, with the truth), written atomically;
+        text that a spreadsheet would take for a formula (a reader's note `=HYPERLINK(...)`) is
+        written as text (`medart.fileio.spreadsheet_cell`). Refused while the study is open: the
+        truth of each image and its source leave only after `close`."""
+        study = self.study(getattr(study, "name", study))  # as stored now: it may have been closed since
+        if not study.closed:
+            raise ValueError(
+                f"study {study.name!r} is still open: its answers are exported with the truth of each image only "
+                f"after it is closed (so no reader can learn it mid-study). Close it when its readers are done: "
+                f"`python -m medart reader-study close --name {study.name!r}` or Close study in the Reader study tab")
         buf = io.StringIO()
         writer = csv.writer(buf)
         writer.writerow(CSV_COLUMNS)
         for a in self.answers(study):
-            writer.writerow([a.study, a.reader, a.position, a.token, a.truth, a.label, a.caption, a.answer,
-                             int(a.correct), "" if a.realism is None else a.realism, a.note,
-                             time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(a.answered_at)), a.source])
+            writer.writerow([spreadsheet_cell(cell) for cell in (
+                a.study, a.reader, a.position, a.token, a.truth, a.label, a.caption, a.answer, int(a.correct),
+                "" if a.realism is None else a.realism, a.note,
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(a.answered_at)), a.source)])
         path = Path(path)
         atomic_write_text(path, buf.getvalue())
         return path

@@ -97,5 +97,7 @@ def launch_kwargs(studio) -> dict:
     """Theme, CSS and shortcuts. No `allowed_paths`: Gradio serves no folder of this machine, only
     the copies in its cache folder of what pages were given. No run history: Gradio would keep
     every call's inputs and outputs (images, captions) in the browser, or in a Hugging Face
-    bucket the user connects."""
-    return {"css": CSS, "head": SHORTCUTS, "theme": gr.themes.Soft(), "run_history": False}
+    bucket the user connects. No monitoring: Gradio's would count every user's requests for anyone
+    (`/monitoring/summary`) and print a dashboard key into the log."""
+    return {"css": CSS, "head": SHORTCUTS, "theme": gr.themes.Soft(), "run_history": False,
+            "enable_monitoring": False}

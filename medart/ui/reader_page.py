@@ -11,10 +11,11 @@ receives for an image is only an inline PNG under a token drawn for this reader,
 identically for both kinds (`medart.reader_study.images`).
 
 The reader server holds this page and nothing else: its API is `/open` (the page load) and
-`/answer`. It cannot list, import, caption, train, generate, compare, evaluate, export or show
-results, has no owner-code check a reader could trip, and serves no file: it opens the
-workspace database only to read the study's images and store answers. Results stay in the
-owner's app (`medart.ui.reader_study`) and the CLI.
+`/answer`, reached only through the queue as the page reaches them, and it answers no other
+route of Gradio's (`QuietErrors`, an allow-list). It cannot list, import, caption, train,
+generate, compare, evaluate, export or show results, has no owner-code check a reader could
+trip, and serves no file: it opens the workspace database only to read the study's images and
+store answers. Results stay in the owner's app (`medart.ui.reader_study`) and the CLI.
 """
 
 from __future__ import annotations
@@ -96,34 +97,53 @@ def reader_errors(fn):
     return guarded
 
 
+# What the page fetches (seen from Chromium and gradio_client); anything else is refused.
+PAGE_GETS = frozenset({"/", "/config", "/info", "/gradio_api/info", "/theme.css", "/favicon.ico",
+                       "/gradio_api/startup-events",  # (Gradio calls it itself once, at launch)
+                       "/gradio_api/queue/data"})
+PAGE_GET_FOLDERS = ("/assets/", "/static/")  # the page's own scripts, styles and fonts (Gradio's files)
+PAGE_POSTS = frozenset({"/login", "/gradio_api/queue/join"})
+MAX_SESSION = 64  # characters of a page's session id
+
+
 class QuietErrors:
-    """ASGI middleware of the reader server: it lets through only the calls its page makes and
-    answers anything else with a plain 400 and one line in the log, never a traceback, a path
-    or an exception's text (readers, and anyone who reaches the server, cause these; the log is
-    the owner's). A call (`/queue/join`, `/call/NAME`, `/run/NAME`) must name one of the page's
-    events and give exactly its number of values, each text (or empty) of bounded length and,
-    for a choice, one of its choices; the page uploads nothing, so uploads are refused. Anything
-    that still fails inside Gradio gets the same 400."""
+    """ASGI middleware of the reader server, an allow-list: it answers only the routes the
+    reader's page uses (the page and its assets, its config, the login, the queue's join and
+    data for its own events) and refuses anything else (Gradio's other routes: `/api/NAME`,
+    `/call/NAME`, `/run/NAME`, uploads, recordings, monitoring, `/openapi.json`, websockets)
+    with a plain 404 or 400 and one line in the log, never a traceback, a path or an
+    exception's text (readers, and anyone who reaches the server, cause these; the log is the
+    owner's). A queue join must name one of the page's events and give exactly its number of
+    values, each text (or empty) of bounded length and, for a choice, one of its choices, before
+    Gradio sees it; a queue stream must be for a session that has events. Anything that still
+    fails inside Gradio gets the same 400."""
 
     def __init__(self, app, blocks=None):
         self.app = app
         self.blocks = blocks
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "websocket":
+            log.warning("refused a request the reader page does not make (a websocket)")
+            return await send({"type": "websocket.close", "code": 1008})
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        if scope.get("method") == "POST" and self.blocks is not None:
-            body, problem = await _read_body(receive)
-            problem = problem or _bad_call(self.blocks, scope.get("path", ""), body)
+        if self.blocks is not None:
+            method, path = scope.get("method", ""), scope.get("path", "")
+            problem, status = _bad_route(self.blocks, method, path, scope.get("query_string", b"")), 404
+            if not problem and method == "POST":
+                body, problem = await _read_body(receive)
+                problem, status = problem or _bad_call(self.blocks, path, body), 400
+                receive = _replay(body, receive)
             if problem:
                 log.warning("refused a request the reader page does not make (%s)", problem)
-                return await _refuse(send)
-            receive = _replay(body, receive)
-        started = False
+                return await _refuse(send, status)
+        started = finished = False
 
         async def tracked(message):
-            nonlocal started
+            nonlocal started, finished
             started = started or message["type"] == "http.response.start"
+            finished = finished or (message["type"] == "http.response.body" and not message.get("more_body"))
             await send(message)
 
         try:
@@ -132,11 +152,33 @@ class QuietErrors:
             log.warning("refused a malformed request (%s)", type(e).__name__)
             if not started:
                 await _refuse(send)
+            elif not finished:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _refuse(send) -> None:
-    await send({"type": "http.response.start", "status": 400, "headers": [(b"content-type", b"application/json")]})
-    await send({"type": "http.response.body", "body": b'{"error": "bad request"}'})
+async def _refuse(send, status: int = 400) -> None:
+    body = b'{"error": "bad request"}' if status == 400 else b'{"error": "not found"}'
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _bad_route(blocks, method: str, path: str, query: bytes) -> str:
+    """Why a request is for no route of the page ('' when it is one)."""
+    if method in ("GET", "HEAD"):
+        if path not in PAGE_GETS and not (path.startswith(PAGE_GET_FOLDERS) and ".." not in path):
+            return "a route the page does not use"
+        if path == "/gradio_api/queue/data":
+            from urllib.parse import parse_qs
+
+            session = (parse_qs(query.decode("latin-1")).get("session_hash") or [""])[0]
+            queue = getattr(blocks, "_queue", None)
+            if not session or len(session) > MAX_SESSION or queue is None \
+                    or session not in queue.pending_messages_per_session:
+                return "a queue stream of no session"
+        return ""
+    if method == "POST" and path in PAGE_POSTS:
+        return ""
+    return "a route the page does not use"
 
 
 async def _read_body(receive) -> tuple[bytes, str]:
@@ -168,12 +210,11 @@ def _replay(body: bytes, receive):
 
 
 def _bad_call(blocks, path: str, body: bytes) -> str:
-    """Why a POST is not one the page makes ('' when it is)."""
+    """Why a POST is not one the page makes ('' when it is): the login's form passes as it is;
+    a queue join must be one of the page's events with text values it offers."""
     import json
 
-    if "/upload" in path:
-        return "an upload"
-    if not (path.endswith("/queue/join") or "/call/" in path or "/run/" in path):
+    if path != "/gradio_api/queue/join":
         return ""
     try:
         request = json.loads(body)
@@ -181,15 +222,16 @@ def _bad_call(blocks, path: str, body: bytes) -> str:
         return "not JSON"
     if not isinstance(request, dict) or not isinstance(request.get("data"), list):
         return "no list of values"
-    name = path.rstrip("/").rsplit("/", 1)[-1]
-    fns = [fn for i, fn in blocks.fns.items()
-           if (fn.api_name == name and "/queue/join" not in path) or request.get("fn_index") == i]
-    if len(fns) != 1 or type(request.get("fn_index", 0)) is not int:
+    index, session = request.get("fn_index"), request.get("session_hash")
+    if type(index) is not int or index not in blocks.fns:
         return "an unknown event"
+    if not isinstance(session, str) or not 0 < len(session) <= MAX_SESSION:
+        return "no session"
+    inputs = blocks.fns[index].inputs
     values = request["data"]
-    if len(values) != len(fns[0].inputs):
+    if len(values) != len(inputs):
         return "a wrong number of values"
-    for component, value in zip(fns[0].inputs, values):
+    for component, value in zip(inputs, values):
         if value is not None and (not isinstance(value, str) or len(value) > MAX_VALUE):
             return "a value that is not text"
         choices = getattr(component, "choices", None)
@@ -202,7 +244,7 @@ def launch_kwargs(blocks, options: dict) -> dict:
     """`launch()` options of `blocks` (a login's included) with `QuietErrors` outside every other middleware."""
     from starlette.middleware import Middleware
 
-    options = dict(options)
+    options = dict(options, enable_monitoring=False)
     app_kwargs = dict(options.pop("app_kwargs", None) or {})
     app_kwargs["middleware"] = [Middleware(QuietErrors, blocks=blocks), *app_kwargs.get("middleware", [])]
     return {**options, "app_kwargs": app_kwargs}

@@ -11,7 +11,9 @@ command for the chosen study and how far each reader has got. Readers are invite
 `/?invite=TOKEN` on the reader server; the owner sees and copies the links, and revokes one).
 
 Owner code: creating a study here requires one (stored hashed, `medart.reader_study`); Show
-results, Export answers and the invitation links show nothing without the right code. A study without a code (made
+results, Export answers, Close study and the invitation links do nothing without the right
+code. Export answers (each answer with the truth of its image) works once the study is closed
+(Close study: its readers answer no more); results show at any time. A study without a code (made
 by the CLI without `--owner-code`, or before owner codes existed) shows nothing until someone
 sets one with Set owner code, which works once per study (the CLI can replace it). Choosing
 another study clears the results and the code field. The code travels only from the page to
@@ -179,6 +181,16 @@ def export_answers(studio, name: str, owner_code: str) -> str:
         return str(store.export_csv(study, Path(tempfile.mkdtemp(prefix="reader-study-")) / f"{slug}.csv"))
 
 
+def close_study(studio, name: str, owner_code: str) -> str:
+    """Close the study for its owner code only: readers answer no more; its answers can be exported."""
+    if not name:
+        raise ValueError("choose a study first")
+    with studio.workspace() as ws:
+        study = ReaderStudies(ws).close(ReaderStudies(ws).check_owner(name, owner_code))
+    return (f"**{html.escape(study.name)}** closed: readers' links open nothing now, and Export answers gives "
+            "every answer with the truth of each image.")
+
+
 def invitation_controls(studio, study, owner_code, owner_msg, readers) -> None:
     """Add a reader by label, show every reader's link, revoke one: all for the owner code only."""
     with gr.Row(equal_height=True):
@@ -230,6 +242,7 @@ def build(studio):
                                         scale=2)
                 results_btn = gr.Button("Show results", elem_id="rs-results-btn", scale=1)
                 export_btn = gr.Button("Export answers (CSV)", elem_id="rs-export", scale=1)
+                close_btn = gr.Button("Close study", elem_id="rs-close", scale=1)
                 set_code_btn = gr.Button("Set owner code", visible=False, elem_id="rs-set-code", scale=1)
             owner_msg = gr.Markdown(elem_id="rs-owner-msg")
             invitation_controls(studio, study, owner_code, owner_msg, readers)
@@ -264,6 +277,12 @@ def build(studio):
                 return refused(e)
             return gr.skip(), gr.skip(), gr.update(value=path, visible=True), ""
 
+        def on_close(name, code):
+            try:
+                return close_study(studio, name, code), readers_md(studio, name)
+            except ValueError as e:
+                return f"**Not closed:** {html.escape(str(e))}", gr.skip()
+
         def on_set_code(name, code):
             try:
                 text = set_owner_code(studio, name, code)
@@ -291,6 +310,7 @@ def build(studio):
         owner_code.submit(on_results, [study, owner_code], shown_results + [owner_msg])
         export_btn.click(on_export, [study, owner_code], shown_results + [owner_msg])
         set_code_btn.click(on_set_code, [study, owner_code], [owner_msg, set_code_btn])
+        close_btn.click(on_close, [study, owner_code], [owner_msg, readers])
         tab.select(choices, [study, run], [study, run, readers])
         on_page_load(lambda: choices()[:2], [study, run])  # nothing chosen yet: no readers to show
     return tab

@@ -13,6 +13,7 @@ migration at the end; never edit one that has shipped.
     4  label and split history: relabelling and moving images are changes that undo restores
     5  reader-study blinding: each study's server-side secret (drawn for older studies),
        readers' invitation tokens and revocation, the per-reader image tokens shown
+    6  closing a reader study: when it was closed (no answers after; the truth exported after)
 """
 
 from __future__ import annotations
@@ -193,12 +194,18 @@ def _reader_invitations(conn: sqlite3.Connection) -> None:
     _script(READER_INVITATIONS)(conn)
 
 
+def _reader_study_closing(conn: sqlite3.Connection) -> None:
+    if "closed_at" not in _columns(conn, "reader_studies"):
+        conn.execute("ALTER TABLE reader_studies ADD COLUMN closed_at REAL")
+
+
 MIGRATIONS: tuple[tuple[str, Callable[[sqlite3.Connection], None]], ...] = (
     ("images, captions, history, templates, settings", _script(IMAGES_AND_CAPTIONS)),
     ("reader studies", _script(READER_STUDIES)),
     ("reader-study owner codes", _owner_codes),
     ("label and split history", _script(LABEL_SPLIT_HISTORY)),
     ("reader-study secrets and invitations", _reader_invitations),
+    ("closing reader studies", _reader_study_closing),
 )
 LATEST = len(MIGRATIONS)
 

@@ -2,8 +2,9 @@
 nothing else), a reader opens their invitation link and answers a small study with the
 keyboard only, stops half-way, comes back through the same link and finishes, with the reader
 server stopped and started again under the open page on the way; then the owner, in the owner's Reader study tab, sees the results and
-exports the CSV with the study's owner code (a wrong code shows nothing), and adds, shows and
-revokes an invitation link, which then opens nothing. Along the way: every
+exports the CSV with the study's owner code (a wrong code shows nothing; an open study exports
+nothing), adds, shows and revokes an invitation link, which then opens nothing, and closes the
+study, after which the CSV comes. Along the way: every
 image the reader's page received is an inline PNG of identical length under a random token, no
 URL or name the browser saw carries the answer, nothing the page received holds the owner code
 or its hash, and the reader's page has no results or owner-code controls at all. A second test
@@ -288,9 +289,8 @@ def test_keyboard_study_with_resume_and_results(app, browser, shots):
     text = page.locator("#rs-results").inner_text()
     assert "Dr Test" in text and f"{100 * correct / 8:.1f} %" in text and f"{100 * gen_called / 4:.1f} %" in text
     page.wait_for_selector("#rs-plot img")
-    page.locator("#rs-export").click()
-    page.wait_for_selector("#rs-csv a")
-    assert page.locator("#rs-csv a").first.get_attribute("href").endswith("/pilot.csv")
+    page.locator("#rs-export").click()  # the truth of each image leaves only once the study is closed
+    message(page, "still open")
     shots(page, "reader-study-04-results", full_page=True)
 
     # a wrong code after the right one takes the results off the page again
@@ -324,6 +324,13 @@ def test_keyboard_study_with_resume_and_results(app, browser, shots):
     second.get_by_text("revoked by the study owner").first.wait_for()
     assert second.locator("#rs-viewer [data-token]").count() == 0
     second.close()
+
+    # closing: the readers' links open nothing more, and the answers can be exported
+    page.locator("#rs-close").click()
+    message(page, "pilot closed")
+    page.locator("#rs-export").click()
+    page.wait_for_selector("#rs-csv a")
+    assert page.locator("#rs-csv a").first.get_attribute("href").endswith("/pilot.csv")
 
     page.close()
 
