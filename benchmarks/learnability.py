@@ -57,8 +57,9 @@ def run_class(name: str, args, untuned: Generator) -> dict:
     folder = args.out / name
     shutil.rmtree(folder, ignore_errors=True)
     data = class_bank.write_train_folder(folder / "data", (name,))
+    extra = {"learning_rate": args.lr} if args.lr else {}
     config = load_config(None, base_model=args.base_model, data=str(data), output=str(folder / "run"),
-                         max_steps=args.steps, seed=args.seed, **{"hldf.enabled": False})
+                         max_steps=args.steps, seed=args.seed, **{"hldf.enabled": False}, **extra)
     t0 = time.perf_counter()
     train(config)
     seconds = time.perf_counter() - t0
@@ -85,6 +86,7 @@ def main() -> None:
                    choices=list(class_bank.SPECS))
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--lr", type=float, help="LoRA learning rate (default: the product's)")
     p.add_argument("--n-gen", type=int, default=32)
     p.add_argument("--out", type=Path, default=Path("benchmarks/out/learnability"))
     args = p.parse_args()
@@ -96,7 +98,8 @@ def main() -> None:
         r = rows[-1]
         print(json.dumps(r), flush=True)
     (args.out / "results.json").write_text(json.dumps(rows, indent=2))
-    print(f"\n{args.base_model}: LoRA only, {args.steps} steps, seed {args.seed}, {args.n_gen} images per class, "
+    print(f"\n{args.base_model}: LoRA only, {args.steps} steps, learning rate {args.lr or 'default'}, seed {args.seed}, "
+          f"{args.n_gen} images per class, "
           "KID to 32 unseen reference tiles\n")
     print("| class | split | VAE PSNR (dB) | KID training tiles | KID untuned | KID tuned | tuned / untuned |")
     print("|---|---|---:|---:|---:|---:|---:|")
