@@ -90,8 +90,8 @@ PROFILES = {
                           "the tiny networks as a PixArt-Σ pipeline (300-token captions; the tiny VAE stands in "
                           "for Σ's SDXL VAE), built from `tiny` at first use, any CPU", "sigma"),
     "small": Profile("small", "", tiny_base.RESOLUTION,
-                     "PixArt-α classes at a small size that learns a class's texture and colour, pretrained on "
-                     "general images and textures (assets/small-base), any CPU"),
+                     "PixArt-α classes at a small size meant to learn a class's texture and colour (a VAE that "
+                     "reconstructs texture), pretrained on general images and textures (assets/small-base), any CPU"),
     "small-random": Profile("small-random", "", tiny_base.RESOLUTION,
                             "the small architecture with random weights from a fixed seed, built locally"),
 }
