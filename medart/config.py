@@ -185,7 +185,7 @@ MODE_SETTINGS = {
 @dataclass
 class TrainConfig:
     base_model: str = setting("pixart-alpha-512", "profile (pixart-alpha-512, pixart-sigma-512, tiny, "
-                                                  "tiny-sigma), local folder or hub id")
+                                                  "tiny-sigma, small), local folder or hub id")
     data: str = setting("", "imagefolder with metadata.jsonl/csv (file_name, text), or a load_dataset id")
     caption_column: str = setting("text", "the data's caption column")
     label_column: str = setting("label", "the data's class column, optional (HLDF's colour groups, per-class curves)")

@@ -1,7 +1,7 @@
 """Named base models and the one place that loads them.
 
 A base model is named by a profile (`pixart-alpha-512`, `pixart-sigma-512`, `tiny`,
-`tiny-sigma`), a local diffusers folder, or a Hugging Face hub id. It is of one of two kinds,
+`tiny-sigma`, `small`), a local diffusers folder, or a Hugging Face hub id. It is of one of two kinds,
 PixArt-α or PixArt-Σ (the same DiT class; Σ has the SDXL VAE and reads captions of up to 300
 T5 tokens instead of 120). A profile states its kind; a folder or hub id is of the kind its
 model_index.json's `_class_name` names. Whatever the name, the weights come through that
@@ -89,6 +89,11 @@ PROFILES = {
     "tiny-sigma": Profile("tiny-sigma", "", tiny_base.RESOLUTION,
                           "the tiny networks as a PixArt-Σ pipeline (300-token captions; the tiny VAE stands in "
                           "for Σ's SDXL VAE), built from `tiny` at first use, any CPU", "sigma"),
+    "small": Profile("small", "", tiny_base.RESOLUTION,
+                     "PixArt-α classes at a small size meant to learn a class's texture and colour (a VAE that "
+                     "reconstructs texture), pretrained on general images and textures (assets/small-base), any CPU"),
+    "small-random": Profile("small-random", "", tiny_base.RESOLUTION,
+                            "the small architecture with random weights from a fixed seed, built locally"),
 }
 DEFAULT_GPU = "pixart-alpha-512"
 DEFAULT_CPU = "tiny"
@@ -133,7 +138,8 @@ class Base:
 
 
 def is_tiny(base_model: str) -> bool:
-    """Whether `base_model` is one of the toy profiles built locally (tiny, tiny-random, tiny-sigma)."""
+    """Whether `base_model` is one of the offline profiles built locally (tiny, tiny-random,
+    tiny-sigma, small, small-random)."""
     return base_model in PROFILES and not PROFILES[base_model].source
 
 
@@ -163,6 +169,16 @@ def resolve(base_model: str) -> tuple[str, int]:
             return str(tiny_base.PRETRAINED_DIR), profile.resolution
         if profile.name in ("tiny", "tiny-random"):
             return str(tiny_base.ensure_tiny(cache_dir() / "tiny-random")), profile.resolution
+        if profile.name == "small":
+            if not (tiny_base.SMALL_DIR / "model_index.json").exists():
+                raise BaseModelError(
+                    f"The small base's weights are not in {tiny_base.SMALL_DIR}. Build them (a few CPU-hours; "
+                    "needs scikit-image) with `python -m medart.tiny_pretrain --arch small --out assets/small-base "
+                    "--state ~/.cache/medart-small-pretrain` (add --resume to continue an interrupted build), "
+                    "or use --base-model tiny.")
+            return str(tiny_base.SMALL_DIR), profile.resolution
+        if profile.name == "small-random":
+            return str(tiny_base.ensure_tiny(cache_dir() / "small-random", arch="small")), profile.resolution
         if profile.name == "tiny-sigma":  # rebuilt whenever the tiny base's files change
             alpha = Path(resolve("tiny")[0])
             folder = cache_dir() / f"tiny-sigma-{_folder_digest(alpha)}"

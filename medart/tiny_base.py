@@ -17,6 +17,10 @@ is the pipeline class, captions of up to 300 tokens, and a DiT with no size cond
 decodes with the SDXL VAE; the tiny twin keeps the tiny VAE (its scaling factor is its own
 either way), so it tests Σ's code path, not Σ's pictures.
 
+The profile `small` is the same classes and tokenizer at the `small` sizes of ARCHS, loaded from
+`assets/small-base/` (built by `python -m medart.tiny_pretrain --arch small`); `small-random` is
+that architecture with random weights from a fixed seed, built here like `tiny-random`.
+
 Rebuild the tokenizer (needs `pip install wordfreq`):  python -m medart.tiny_base --tokenizer
 """
 
@@ -33,8 +37,28 @@ from medart.fileio import atomic_dir
 
 TOKENIZER_DIR = ASSETS / "tiny-tokenizer"
 PRETRAINED_DIR = ASSETS / "tiny-base"  # made by `python -m medart.tiny_pretrain --out assets/tiny-base`
+SMALL_DIR = ASSETS / "small-base"  # made by `python -m medart.tiny_pretrain --arch small --out assets/small-base`
 SEED = 0
 RESOLUTION = 64  # pixels; the VAE downsamples by 4, so latents are 16x16
+
+# Sizes of the offline architectures (same classes, same 64 px, same tokenizer). `tiny` is for
+# fast tests: its few-channel VAE decodes each latent pixel as a flat 4x4 block, so it can
+# learn a class's average colour but not its texture. `small` is meant as the stand-in for
+# science: a VAE wide enough to reconstruct texture (28-41 dB PSNR on the class bank's tiles after
+# its 4000 pretraining steps, where tiny's VAE gives 18-25 dB) and a wider DiT and T5, still about 0.5 s per balanced colour step and
+# 0.1-0.2 s per plain LoRA step on one CPU thread.
+ARCHS = {
+    "tiny": dict(
+        dit=dict(num_layers=2, attention_head_dim=16, num_attention_heads=2),
+        vae=dict(block_out_channels=[8, 16, 32], layers_per_block=1, norm_num_groups=4),
+        t5=dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4),
+    ),
+    "small": dict(
+        dit=dict(num_layers=6, attention_head_dim=32, num_attention_heads=4),
+        vae=dict(block_out_channels=[32, 64, 128], layers_per_block=1, norm_num_groups=16),
+        t5=dict(d_model=128, d_kv=32, d_ff=256, num_layers=2, num_heads=4),
+    ),
+}
 
 # Scheduler settings of PixArt-alpha/PixArt-XL-2-512x512 (scheduler/scheduler_config.json).
 PIXART_SCHEDULER = dict(
@@ -97,32 +121,32 @@ def build_tokenizer(out_dir: Path = TOKENIZER_DIR) -> None:
     fast.save_pretrained(out_dir)
 
 
-def build_components(seed: int = SEED) -> dict:
-    """The tiny pipeline's parts (random weights from `seed`), as keyword arguments for
-    `PixArtAlphaPipeline`. Training scripts start from these so the architecture stays one."""
+def build_components(seed: int = SEED, arch: str = "tiny") -> dict:
+    """The `arch` pipeline's parts (random weights from `seed`; an ARCHS key), as keyword
+    arguments for `PixArtAlphaPipeline`. Training scripts start from these so the architecture stays one."""
     from transformers import AutoTokenizer
 
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHS)}")
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
     with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
         torch.manual_seed(seed)
-        return _build(tokenizer)
+        return _build(tokenizer, ARCHS[arch])
 
 
-def _build(tokenizer):
+def _build(tokenizer, sizes: dict):
     from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, PixArtTransformer2DModel
     from transformers import T5Config, T5EncoderModel
 
+    dit = sizes["dit"]
     transformer = PixArtTransformer2DModel(
-        sample_size=RESOLUTION // 4, num_layers=2, attention_head_dim=16, num_attention_heads=2,
-        caption_channels=32, cross_attention_dim=32, **PIXART_DIT,
+        sample_size=RESOLUTION // 4, caption_channels=sizes["t5"]["d_model"],
+        cross_attention_dim=dit["attention_head_dim"] * dit["num_attention_heads"], **dit, **PIXART_DIT,
     )
-    vae = AutoencoderKL(
-        block_out_channels=[8, 16, 32], layers_per_block=1, norm_num_groups=4, sample_size=RESOLUTION,
-        **sd_vae(3),
-    )
+    vae = AutoencoderKL(sample_size=RESOLUTION, **sizes["vae"], **sd_vae(len(sizes["vae"]["block_out_channels"])))
     text_encoder = T5EncoderModel(
         T5Config(
-            vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+            vocab_size=len(tokenizer), **sizes["t5"],
             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **T5_ENCODER,
         )
     )
@@ -130,15 +154,16 @@ def _build(tokenizer):
     return dict(transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
 
 
-def ensure_tiny(folder: Path) -> Path:
-    """Build and save the tiny pipeline at `folder` unless it is already there (atomic)."""
+def ensure_tiny(folder: Path, arch: str = "tiny") -> Path:
+    """Build and save the `arch` pipeline (random weights, fixed seed) at `folder` unless it is
+    already there (atomic)."""
     folder = Path(folder)
     if (folder / "model_index.json").exists():
         return folder
     from diffusers import PixArtAlphaPipeline
 
     with atomic_dir(folder, keep_existing=True) as tmp:  # another process may finish first
-        PixArtAlphaPipeline(**build_components()).save_pretrained(tmp)
+        PixArtAlphaPipeline(**build_components(arch=arch)).save_pretrained(tmp)
     return folder
 
 

@@ -1,29 +1,36 @@
-"""Pretrain the `tiny` base model on general (non-medical) images, so that it draws pictures.
+"""Pretrain the offline base models (`tiny`, `small`) on general (non-medical) images, so that they draw pictures.
 
-`medart.tiny_base` builds PixArt-α's classes at toy size with random weights; those
-generate noise. This script trains the very same architecture (same configs, built by
-`tiny_base.build_components`) on licence-clean general images that ship with
-scikit-image plus synthetic pictures of coloured shapes, and saves an ordinary diffusers
-`PixArtAlphaPipeline` folder. The result is a toy for demos and tests: its pictures
-depend on the prompt (colours, roughly) rather than being noise, but it is far from
-drawing what is asked. It knows nothing medical.
+`medart.tiny_base` builds PixArt-α's classes at toy (`tiny`) or small (`small`) size with random
+weights; those generate noise. This script trains the very same architecture (same configs,
+built by `tiny_base.build_components`) on licence-clean general images that ship with
+scikit-image plus synthetic pictures, and saves an ordinary diffusers `PixArtAlphaPipeline`
+folder. It knows nothing medical.
 
-Recipe (defaults; all on one CPU thread, about 20-25 minutes):
+Recipe (RECIPES holds each architecture's defaults; all on one CPU thread):
 1. data: 64x64 random crops of public-domain / CC0 photos from `skimage.data`, with
    simple captions, mixed with rendered shapes, plain colours and gradients whose captions
-   come from their parameters ("a red circle on a blue background");
+   come from their parameters ("a red circle on a blue background"); for `small` also
+   textures (`medart.textures`: noise, stripes, dots, cells, blobs in many colours, captioned
+   from their parameters) and closer photo crops, so that colour and texture words mean something;
 2. VAE (AutoencoderKL): L1 + MSE reconstruction + a small KL term; then its
    `scaling_factor` is set to 1 / std of the latents and written into its config;
-3. VAE frozen; transformer (PixArtTransformer2DModel) and the 2-layer T5 encoder trained
+3. VAE frozen; transformer (PixArtTransformer2DModel) and the T5 encoder trained
    jointly on epsilon prediction (MSE on the noise half of the output), DDPM timesteps
    uniform over 1000, each sample's MSE weighted by 1/SNR(t) clipped to [1, 100],
    10% empty captions so that classifier-free guidance works; an exponential moving
    average of the weights is what gets saved.
 
+`tiny` takes about 20-25 minutes; `small` a few hours, so give it a --state folder: it keeps
+atomic checkpoints there (weights, optimizer, EMA, random generators) every
+--checkpoint-every steps, and --resume continues an interrupted run exactly where it stopped.
+Progress lines say the step rate and the time left.
+
 Needs scikit-image (`pip install scikit-image`) to run; the app itself does not, since the
 produced weights are committed.
 
     python -m medart.tiny_pretrain --out assets/tiny-base
+    python -m medart.tiny_pretrain --arch small --out assets/small-base --state ~/.cache/medart-small-pretrain
+    python -m medart.tiny_pretrain --arch small --out assets/small-base --state ~/.cache/medart-small-pretrain --resume
 """
 
 from __future__ import annotations
@@ -108,10 +115,10 @@ def _resize(img: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(pil.resize((size, size), Image.BICUBIC), dtype=np.uint8)
 
 
-def photo_crop(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
-    """A random square crop (35-100% of the short side), resized to RES, maybe mirrored."""
+def photo_crop(rng: np.random.Generator, img: np.ndarray, crop_min: float = 0.35) -> np.ndarray:
+    """A random square crop (`crop_min`-100% of the short side), resized to RES, maybe mirrored."""
     h, w = img.shape[:2]
-    side = int(min(h, w) * rng.uniform(0.35, 1.0))
+    side = max(RES // 2, int(min(h, w) * rng.uniform(crop_min, 1.0)))
     y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
     out = _resize(img[y:y + side, x:x + side], RES)
     return out[:, ::-1] if rng.random() < 0.5 else out
@@ -157,18 +164,26 @@ def render_synthetic(rng: np.random.Generator) -> tuple[np.ndarray, str]:
     return img.astype(np.uint8), caption
 
 
-def make_dataset(n: int, seed: int, photos: dict, photo_share: float = 0.35):
-    """n images (uint8, N x RES x RES x 3) and captions; photos are picked uniformly."""
+def make_dataset(n: int, seed: int, photos: dict, photo_share: float = 0.35, texture_share: float = 0.0,
+                 crop_min: float = 0.35):
+    """n images (uint8, N x RES x RES x 3) and captions; photos are picked uniformly. A share
+    `texture_share` are `medart.textures` pictures (none for `tiny`, whose data stays as built)."""
+    from medart.textures import render_texture
+
     rng = np.random.default_rng(seed)
     names = list(PHOTOS)
     imgs = np.empty((n, RES, RES, 3), np.uint8)
     caps = []
     for i in range(n):
-        if rng.random() < photo_share:
+        u = rng.random()
+        if u < photo_share:
             name = names[rng.integers(len(names))]
-            imgs[i] = photo_crop(rng, photos[name])
+            imgs[i] = photo_crop(rng, photos[name], crop_min)
             options = PHOTOS[name][0]
             caps.append(options[rng.integers(len(options))])
+        elif u < photo_share + texture_share:
+            imgs[i], cap = render_texture(rng, RES)
+            caps.append(cap)
         else:
             imgs[i], cap = render_synthetic(rng)
             caps.append(str(cap))
@@ -189,18 +204,99 @@ def _lr(step: int, steps: int, peak: float, warmup: int = 100) -> float:
     return peak * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
+class TrainState:
+    """Periodic, atomic checkpoints of a training phase in `folder` (None: none kept), and resume.
+
+    Each phase ("vae", "dit") is one subfolder, replaced in one rename: its modules' weights and
+    the optimizer's tensors as safetensors, the data generator's state, the step reached and
+    the running loss as JSON; torch's global generator too (T5's dropout draws from it).
+    Nothing is unpickled. Resuming restores all of it, so that a
+    resumed run continues exactly as an uninterrupted one would on the same machine."""
+
+    def __init__(self, folder: Path | None, every: int, log):
+        self.folder, self.every, self.log = (Path(folder) if folder else None), every, log
+
+    def save(self, phase: str, step: int, modules: dict, opt, gen: torch.Generator, extra: dict) -> None:
+        """Write the phase's checkpoint (replacing the previous one in one rename)."""
+        from safetensors.torch import save_file
+
+        if self.folder is None:
+            return
+        tensors = {}
+        for name, module in modules.items():
+            tensors.update({f"{name}.{k}": v.detach().contiguous().clone() for k, v in module.state_dict().items()})
+        opt_state = opt.state_dict()
+        for idx, st in opt_state["state"].items():
+            tensors.update({f"opt.{idx}.{k}": torch.as_tensor(v).clone() for k, v in st.items()})
+        groups = opt_state["param_groups"]
+        tensors["rng"] = gen.get_state()
+        tensors["torch_rng"] = torch.get_rng_state()  # dropout draws from torch's global generator
+        with atomic_dir(self.folder / phase, prefix=f".{phase}.") as tmp:
+            save_file(tensors, tmp / "state.safetensors")
+            (tmp / "progress.json").write_text(json.dumps({"step": step, "param_groups": groups, **extra}))
+        self.log(f"{phase}: checkpoint at step {step} in {self.folder / phase}")
+
+    def progress(self, phase: str) -> dict | None:
+        path = self.folder / phase / "progress.json" if self.folder else None
+        return json.loads(path.read_text()) if path and path.exists() else None
+
+    def load(self, phase: str, modules: dict, opt, gen: torch.Generator) -> dict:
+        """Restore a phase's checkpoint into these objects; returns its progress (step, extras)."""
+        from safetensors.torch import load_file
+
+        progress = self.progress(phase)
+        tensors = load_file(self.folder / phase / "state.safetensors")
+        for name, module in modules.items():
+            module.load_state_dict({k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")})
+        state: dict = {}
+        for key, value in tensors.items():
+            if key.startswith("opt."):
+                _, idx, name = key.split(".", 2)
+                state.setdefault(int(idx), {})[name] = value
+        opt.load_state_dict({"state": state, "param_groups": progress["param_groups"]})
+        gen.set_state(tensors["rng"])
+        torch.set_rng_state(tensors["torch_rng"])
+        self.log(f"{phase}: resumed at step {progress['step']}")
+        return progress
+
+
+class Progress:
+    """Log lines with the step rate and the time left of a phase."""
+
+    def __init__(self, phase: str, start: int, steps: int, log, every: int):
+        self.phase, self.start, self.steps, self.log, self.every = phase, start, steps, log, every
+        self.t0 = time.time()
+
+    def __call__(self, step: int, text: str) -> None:
+        if step % self.every and step != self.steps - 1:
+            return
+        done = step + 1 - self.start
+        rate = (time.time() - self.t0) / max(done, 1)
+        left = rate * (self.steps - step - 1)
+        self.log(f"{self.phase} step {step:6d}/{self.steps}  {text}  {rate:.2f} s/step, {left / 60:.1f} min left")
+
+
+def _resume_or_start(state: TrainState, phase: str, modules: dict, opt, gen) -> tuple[int, float | None]:
+    if state.progress(phase) is None:
+        return 0, None
+    progress = state.load(phase, modules, opt, gen)
+    return progress["step"], progress.get("run")
+
+
 def train_vae(vae, imgs: np.ndarray, steps: int, lr: float, kl_weight: float, seed: int, log,
-              full_share: float = 0.2):
+              full_share: float = 0.2, state: TrainState | None = None):
     """Reconstruction (L1 + MSE) plus a small KL; returns the final running loss.
 
     The networks are convolutional, so most steps use random 32x32 crops (batch 32, about
     3x cheaper per image); the last `full_share` of the steps use whole 64x64 images
     (batch 16) so that the mid-block attention sees its real 16x16 latent grid."""
+    state = state or TrainState(None, 0, log)
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     vae.train()
-    run = None
-    for step in range(steps):
+    start, run = _resume_or_start(state, "vae", {"vae": vae}, opt, g)
+    report = Progress("vae", start, steps, log, 100)
+    for step in range(start, steps):
         for group in opt.param_groups:
             group["lr"] = _lr(step, steps, lr, warmup=50)
         if step < steps * (1 - full_share):
@@ -218,8 +314,9 @@ def train_vae(vae, imgs: np.ndarray, steps: int, lr: float, kl_weight: float, se
         loss.backward()
         opt.step()
         run = rec.item() if run is None else 0.95 * run + 0.05 * rec.item()
-        if step % 100 == 0 or step == steps - 1:
-            log(f"vae step {step:5d}  rec {run:.4f}")
+        report(step, f"rec {run:.4f}")
+        if state.every and ((step + 1) % state.every == 0 or step + 1 == steps):
+            state.save("vae", step + 1, {"vae": vae}, opt, g, {"run": run})
     vae.eval()
     return run
 
@@ -245,7 +342,8 @@ def vae_error(vae, imgs: np.ndarray) -> dict:
     return {"l1": (y - x).abs().mean().item(), "mse": mse, "psnr_db": 10 * math.log10(1 / mse)}
 
 
-def train_dit(parts, means, stds, caps, steps, batch, lr, drop, ema_decay, seed, log, max_weight=100.0):
+def train_dit(parts, means, stds, caps, steps, batch, lr, drop, ema_decay, seed, log, max_weight=100.0,
+              state: TrainState | None = None):
     """Epsilon prediction on the frozen VAE's latents; returns (EMA transformer, EMA text
     encoder, final running plain noise MSE).
 
@@ -268,8 +366,10 @@ def train_dit(parts, means, stds, caps, steps, batch, lr, drop, ema_decay, seed,
     ema = copy.deepcopy(models).eval().requires_grad_(False)
     opt = torch.optim.AdamW(models.parameters(), lr=lr, weight_decay=0.01)
     g = torch.Generator().manual_seed(seed)
-    run = None
-    for step in range(steps):
+    state = state or TrainState(None, 0, log)
+    start, run = _resume_or_start(state, "dit", {"model": models, "ema": ema}, opt, g)
+    report = Progress("dit", start, steps, log, 250)
+    for step in range(start, steps):
         for group in opt.param_groups:
             group["lr"] = _lr(step, steps, lr)
         idx = torch.randint(0, len(caps), (batch,), generator=g)
@@ -306,8 +406,9 @@ def train_dit(parts, means, stds, caps, steps, batch, lr, drop, ema_decay, seed,
                 pe.lerp_(pm, 1 - d)
         mse = per_sample.mean().item()
         run = mse if run is None else 0.99 * run + 0.01 * mse
-        if step % 250 == 0 or step == steps - 1:
-            log(f"dit step {step:5d}  noise mse {run:.4f}  weighted loss {loss.item():.4f}")
+        report(step, f"noise mse {run:.4f}  weighted loss {loss.item():.4f}")
+        if state.every and ((step + 1) % state.every == 0 or step + 1 == steps):
+            state.save("dit", step + 1, {"model": models, "ema": ema}, opt, g, {"run": run})
     return ema[0], ema[1], run
 
 
@@ -406,65 +507,121 @@ weights, though other torch versions or CPUs may differ slightly.
 """)
 
 
-def main() -> None:
+# Per architecture: the data mix and the length of each phase (flags override them).
+RECIPES = {
+    "tiny": dict(images=16000, photo_share=0.35, texture_share=0.0, crop_min=0.35, vae_steps=1200, vae_lr=2e-3,
+                 dit_steps=3000, dit_batch=64, dit_lr=1e-3),
+    "small": dict(images=20000, photo_share=0.3, texture_share=0.45, crop_min=0.1, vae_steps=4000, vae_lr=1e-3,
+                  dit_steps=20000, dit_batch=32, dit_lr=5e-4),
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="pipeline folder to write")
+    parser.add_argument("--arch", choices=sorted(RECIPES), default="tiny", help="architecture (medart.tiny_base.ARCHS)")
     parser.add_argument("--seed", type=int, default=tiny_base.SEED)
-    parser.add_argument("--images", type=int, default=16000, help="training images (fixed pool)")
-    parser.add_argument("--vae-steps", type=int, default=1200)
+    parser.add_argument("--images", type=int, help="training images (fixed pool)")
+    parser.add_argument("--vae-steps", type=int)
     parser.add_argument("--vae-from", type=Path, help="reuse the VAE of an earlier build (skips its training)")
-    parser.add_argument("--dit-steps", type=int, default=3000)
-    parser.add_argument("--dit-batch", type=int, default=64)
+    parser.add_argument("--dit-steps", type=int)
+    parser.add_argument("--dit-batch", type=int)
     parser.add_argument("--max-weight", type=float, default=100.0, help="clip of the 1/SNR loss weight")
+    parser.add_argument("--state", type=Path, help="folder for periodic checkpoints (model, optimizer, EMA, "
+                                                   "data generator) so that an interrupted run can resume")
+    parser.add_argument("--checkpoint-every", type=int, default=250, help="steps between checkpoints (with --state)")
+    parser.add_argument("--resume", action="store_true", help="continue the run whose checkpoints are in --state")
     parser.add_argument("--grid", type=Path, help="also save a sample grid PNG here")
     parser.add_argument("--stats", type=Path, help="also write timings and losses as JSON here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    for key, value in RECIPES[args.arch].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    return args
 
-    torch.set_num_threads(1)  # small ops on a shared CPU; more threads only spin
-    t0 = time.time()
 
-    def log(msg: str) -> None:
-        print(f"[{time.time() - t0:7.1f}s] {msg}", flush=True)
+def check_state(args, log) -> None:
+    """A --state folder belongs to one run: the same settings, started once, resumed with --resume."""
+    if args.state is None:
+        if args.resume:
+            raise SystemExit("--resume needs --state, the folder the interrupted run kept its checkpoints in")
+        return
+    keep = ("arch", "seed", "images", "vae_steps", "vae_from", "dit_steps", "dit_batch", "max_weight")
+    settings = {k: str(getattr(args, k)) for k in keep}
+    run_file = args.state / "run.json"
+    if run_file.exists():
+        if not args.resume:
+            raise SystemExit(f"{args.state} already holds a run: pass --resume to continue it, or another --state")
+        earlier = json.loads(run_file.read_text())
+        if earlier != settings:
+            diff = ", ".join(f"{k} {earlier.get(k)} -> {v}" for k, v in settings.items() if earlier.get(k) != v)
+            raise SystemExit(f"{args.state} holds a run with other settings ({diff}); resume it with those")
+    elif args.resume:
+        raise SystemExit(f"nothing to resume in {args.state} (no run.json); start without --resume")
+    else:
+        from medart.fileio import atomic_write_json
 
-    torch.manual_seed(args.seed)
-    photos = load_photos()
-    imgs, caps = make_dataset(args.images, args.seed, photos)
-    held_out, _ = make_dataset(256, args.seed + 1000, photos)
-    log(f"data: {len(imgs)} images, {len(set(caps))} distinct captions")
+        atomic_write_json(run_file, settings)
+    log(f"checkpoints every {args.checkpoint_every} steps in {args.state}")
 
-    parts = tiny_base.build_components(args.seed)
+
+def build_vae(args, parts, imgs, held_out, state, log) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """Train (or reuse) the VAE, set its scaling factor; returns (held-out error, latent means, stds)."""
     vae = parts["vae"]
-    t_vae = time.time()
     if args.vae_from:
         from diffusers import AutoencoderKL
 
         vae = parts["vae"] = AutoencoderKL.from_pretrained(args.vae_from, subfolder="vae")
     else:
-        train_vae(vae, imgs, args.vae_steps, lr=2e-3, kl_weight=1e-4, seed=args.seed + 1, log=log)
+        train_vae(vae, imgs, args.vae_steps, lr=args.vae_lr, kl_weight=1e-4, seed=args.seed + 1, log=log, state=state)
     vae.eval().requires_grad_(False)
     vae_err = vae_error(vae, held_out)
     means, stds = encode_all(vae, imgs)
     std = torch.sqrt((stds**2).mean() + means.var()).item()  # std of sampled latents
     vae.register_to_config(scaling_factor=round(1.0 / std, 5))
-    t_vae = time.time() - t_vae
     log(f"vae: held-out {vae_err}; latent mean {means.mean().item():.4f} std {std:.4f} -> scaling_factor {vae.config.scaling_factor}")
+    return vae_err, means, stds
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(1)  # small ops on a shared CPU; more threads only spin
+    t0 = time.time()
+
+    def log(msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')} {time.time() - t0:7.1f}s] {msg}", flush=True)
+
+    check_state(args, log)
+    state = TrainState(args.state, args.checkpoint_every, log)
+    torch.manual_seed(args.seed)
+    photos = load_photos()
+    mix = dict(photo_share=args.photo_share, texture_share=args.texture_share, crop_min=args.crop_min)
+    imgs, caps = make_dataset(args.images, args.seed, photos, **mix)
+    held_out, _ = make_dataset(256, args.seed + 1000, photos, **mix)
+    log(f"data: {len(imgs)} images, {len(set(caps))} distinct captions")
+
+    parts = tiny_base.build_components(args.seed, args.arch)
+    t_vae = time.time()
+    vae_err, means, stds = build_vae(args, parts, imgs, held_out, state, log)
+    t_vae = time.time() - t_vae
 
     t_dit = time.time()
     transformer, text_encoder, dit_loss = train_dit(
-        parts, means, stds, caps, args.dit_steps, args.dit_batch, lr=1e-3, drop=0.1,
-        ema_decay=0.999, seed=args.seed + 2, log=log, max_weight=args.max_weight,
+        parts, means, stds, caps, args.dit_steps, args.dit_batch, lr=args.dit_lr, drop=0.1,
+        ema_decay=0.999, seed=args.seed + 2, log=log, max_weight=args.max_weight, state=state,
     )
     t_dit = time.time() - t_dit
     parts.update(transformer=transformer.requires_grad_(True), text_encoder=text_encoder.requires_grad_(True))
     save_pipeline(parts, args.out)
     total = time.time() - t0
-    log(f"saved {args.out} (vae {t_vae:.0f}s, dit {t_dit:.0f}s, total {total:.0f}s)")
+    log(f"saved {args.out} (vae {t_vae:.0f}s, dit {t_dit:.0f}s, total {total:.0f}s in this process)")
 
     stats = dict(
-        images=len(imgs), vae_heldout=vae_err, scaling_factor=vae.config.scaling_factor, dit_loss=dit_loss,
-        seconds=dict(vae=t_vae, dit=t_dit, total=total), args={k: str(v) for k, v in vars(args).items()},
+        images=len(imgs), vae_heldout=vae_err, scaling_factor=parts["vae"].config.scaling_factor,
+        dit_loss=dit_loss, seconds=dict(vae=t_vae, dit=t_dit, total=total),
+        args={k: str(v) for k, v in vars(args).items()},
     )
-    if not args.vae_from:  # a reused VAE's training is not described by this run
+    if not args.vae_from and args.arch == "tiny":  # a reused VAE's training is not described by this run
         write_source(args.out, stats)
     if args.stats:
         args.stats.write_text(json.dumps(stats, indent=2))
