@@ -200,7 +200,7 @@ def test_keyboard_study_with_resume_and_results(app, browser, shots):
     page.on("request", lambda r: urls.append(r.url))
     page.add_init_script(CAPTURE_JS)
     page.goto(url)  # without a link: nothing to answer, no name to type
-    page.get_by_text("Open this page with your invitation link").wait_for()
+    page.locator(".rs-empty").get_by_text("Open this page with your invitation link").wait_for()
     assert page.locator("#rs-viewer [data-token], #rs-reader, #rs-start").count() == 0
     page.goto(f"{url}?invite=Dr%20Test")  # a name is not a link
     page.get_by_text("not a valid invitation").first.wait_for()
