@@ -166,3 +166,20 @@ def test_the_tab_asks_for_a_code_before_generating_anything(studio):
         with pytest.raises(ValueError, match="owner code needs at least 4 characters"):
             tab.create_from_run(studio, "no-such-run", "test", 2, 0, "pilot", code)
     assert tab.study_choices(studio) == []
+
+
+def test_a_new_studys_k_fits_the_split(studio):
+    """k starts at 10, or at the split's size when it holds fewer (rejected images do not count)."""
+    from medart.assets import DEMO_DIR
+    from medart.workspace.importers import import_paths
+
+    assert tab.default_k(studio, "test") == tab.DEFAULT_K == 10  # an empty split: the form's usual k
+    ws = studio.workspace()
+    try:
+        import_paths(ws, [DEMO_DIR], split="train")
+        ids = [i.id for i in ws.query(limit=None)][:5]
+        ws.set_split(ids, "test")
+        ws.set_status(ids[:1], "rejected")
+    finally:
+        ws.close()
+    assert (tab.default_k(studio, "test"), tab.default_k(studio, "train")) == (4, 10)

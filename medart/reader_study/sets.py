@@ -39,7 +39,8 @@ def select_real(ws, split: str = "test", k: int | None = None, seed: int = 0) ->
     if k < 1:
         raise ValueError("k must be at least 1 (images of each kind)")
     if k > len(items):
-        raise ValueError(f"split {split!r} has {len(items)} image(s), fewer than k={k}; lower k or hold out more")
+        raise ValueError(f"split {split!r} has {len(items)} image(s), fewer than k={k}; lower k to "
+                         f"{len(items)} at most, or hold out more")
     rng = random.Random(int(seed))
     by_label: dict[str, list] = {}
     for item in items:

@@ -3,7 +3,9 @@
 
 A reader opens their invitation link (`/?invite=TOKEN`, made by the study owner) and answers
 one image at a time: R = real, G = generated, 1-5 = realism (optional), N = write a note,
-Enter = next. Every answer is saved at once. The page keeps no state on the server: each
+Enter = next. Every answer is saved at once. A refusal (Next with no answer, a link that is not
+an invitation) is one line under Next, and the answer controls stay as they were; they are there
+only while an image is on screen. The page keeps no state on the server: each
 request carries the invitation (read from the link) and the token of the image on screen, and
 the store keeps the rest, so a page left open across a server restart goes on with its next
 click, and the same link later resumes at the next unanswered image. What the browser
@@ -77,24 +79,44 @@ FAILED = "The server could not do this just now; every answer you saw saved is k
 REPEATED = "That image was answered already; your first answer is kept."
 
 
-def reader_errors(fn):
-    """A reader's mistake (a ValueError, which says what to do) is shown on the page and is one
-    line in the log, as `medart.ui.widgets.user_errors` does; any other fault is one line too
-    (its kind: no traceback, no text that could hold a path) and a message that answers are kept."""
+def reader_errors(refused):
+    """Decorator: a refusal is shown as one line in the page (`refused(message)` gives the
+    handler's outputs: the message where the reader looks, every control left as it was), never
+    a raised error, whose red badges would cover the answer buttons. A reader's mistake (a
+    ValueError, which says what to do) is one line in the log, as `medart.ui.widgets.user_errors`
+    does; any other fault is one line too (its kind: no traceback, no text that could hold a
+    path) and a message that answers are kept."""
     import functools
 
-    @functools.wraps(fn)
-    def guarded(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except ValueError as e:
-            log.warning("refused: %s", (str(e).splitlines() or [type(e).__name__])[0])
-            raise gr.Error(str(e), print_exception=False) from None
-        except Exception as e:  # noqa: BLE001 - a reader's request must not write a traceback
-            log.error("a reader's request failed (%s)", type(e).__name__)
-            raise gr.Error(FAILED, print_exception=False) from None
+    def wrap(fn):
+        @functools.wraps(fn)
+        def guarded(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except ValueError as e:
+                log.warning("refused: %s", (str(e).splitlines() or [type(e).__name__])[0])
+                return refused(str(e))
+            except Exception as e:  # noqa: BLE001 - a reader's request must not write a traceback
+                log.error("a reader's request failed (%s)", type(e).__name__)
+                return refused(FAILED)
 
-    return guarded
+        return guarded
+
+    return wrap
+
+
+def notice_md(message: str) -> str:
+    """A refusal or a note as the page's one line under Next (plain text: nothing in it is markup)."""
+    return f"⚠ {plain(message)}" if message else ""
+
+
+def plain(text: str) -> str:
+    """`text` as it reads, inside Markdown: no character of it becomes markup or HTML."""
+    escaped = html.escape(text, quote=False)
+    return "".join("\\" + c if c in MARKDOWN_PUNCTUATION else c for c in escaped)
+
+
+MARKDOWN_PUNCTUATION = frozenset("\\`*_{}[]()#+-.!|~")
 
 
 # What the page fetches (seen from Chromium and gradio_client); anything else is refused.
@@ -277,9 +299,10 @@ def viewer_html(shown: Shown | None, done: int | None = None) -> str:
 
 
 def progress_text(shown: Shown | None, reader: str, total: int) -> str:
+    """The reader's label (as typed by the owner: plain text) and how far they are."""
     if shown is None:
-        return f"**{html.escape(reader)}**: {total} / {total} answered."
-    return f"**{html.escape(reader)}**: image {shown.position} of {shown.total} · {shown.answered} answered"
+        return f"{plain(reader)}: {total} / {total} answered."
+    return f"{plain(reader)}: image {shown.position} of {shown.total} · {shown.answered} answered"
 
 
 # ---- what the page does (no gradio objects in or out: testable without a browser) ----------------
@@ -332,31 +355,34 @@ def build(site, study: str) -> None:
     invitation = gr.Textbox(visible=False, elem_id="rs-invite")  # from the link; sent with every answer
     progress = gr.Markdown(elem_id="rs-progress")
     viewer = gr.HTML(EMPTY, elem_id="rs-viewer", js_on_load=KEYS_JS)
-    with gr.Row():
-        answer = gr.Radio(["real", "generated"], label="Real (R) or generated (G)?", elem_id="rs-answer")
-        realism = gr.Radio(["1", "2", "3", "4", "5"], label="Realism 1 (artificial) – 5 (real), optional",
-                           elem_id="rs-realism")
-    note = gr.Textbox(label="Note (optional; N to write, Enter to go on)", elem_id="rs-note", max_lines=1)
-    next_btn = gr.Button("Next (Enter)", variant="primary", elem_id="rs-next")
+    with gr.Column(visible=False, elem_id="rs-controls") as controls:  # only while an image is on screen
+        with gr.Row():
+            answer = gr.Radio(["real", "generated"], label="Real (R) or generated (G)?", elem_id="rs-answer")
+            realism = gr.Radio(["1", "2", "3", "4", "5"], label="Realism 1 (artificial) – 5 (real), optional",
+                               elem_id="rs-realism")
+        note = gr.Textbox(label="Note (optional; N to write, Enter to go on)", elem_id="rs-note", max_lines=1)
+        next_btn = gr.Button("Next (Enter)", variant="primary", elem_id="rs-next")
     notice = gr.Markdown(elem_id="rs-notice")
     shown_token = gr.Textbox(visible=False, elem_id="rs-token")  # the image on screen when Enter was pressed
+    heading = f"## Reader study: {plain(study)}"
 
-    @reader_errors
+    @reader_errors(lambda message: ("", heading, "", EMPTY, "", None, None, "", notice_md(message),
+                                    gr.update(visible=False)))
     def on_open(invitation_):
         token, page, text = open_page(site, study, invitation_)
-        return invitation_, f"## Reader study: {html.escape(study)}", token or "", page, text, None, None, "", ""
+        return invitation_, heading, token or "", page, text, None, None, "", "", gr.update(visible=bool(token))
 
-    @reader_errors
+    @reader_errors(lambda message: (*[gr.skip()] * 6, notice_md(message), gr.skip()))
     def on_next(invitation_, token_, answer_, realism_, note_):
         token, page, text, repeated = answer_and_next(site, study, invitation_, token_, answer_, realism_, note_)
-        return token or "", page, text, None, None, "", repeated
+        return token or "", page, text, None, None, "", notice_md(repeated), gr.update(visible=bool(token))
 
-    flow = [shown_token, viewer, progress, answer, realism, note, notice]
+    flow = [shown_token, viewer, progress, answer, realism, note, notice, controls]
     gr.context.Context.root_block.load(on_open, [invitation], [invitation, title] + flow, js=READ_INVITATION_JS,
                                        api_name="open", show_progress="hidden")
     asked = [invitation, shown_token, answer, realism, note]
-    next_btn.click(on_next, asked, flow, api_name="answer")
-    note.submit(on_next, asked, flow, api_visibility="private")
+    next_btn.click(on_next, asked, flow, api_name="answer", show_progress="hidden")
+    note.submit(on_next, asked, flow, api_visibility="private", show_progress="hidden")
 
 
 def build_reader_app(site, study: str) -> gr.Blocks:

@@ -6,7 +6,9 @@ same captions, `medart.reader_study.sets.create_study`). Readers do not use this
 workspace's images, captions and runs, which would break the blinding. They answer on a
 separate reader server that serves one study's reader page and nothing else
 (`python app.py --reader-study NAME`, `medart.ui.reader_page`); this tab shows the exact
-command for the chosen study and how far each reader has got. Readers are invited here
+command for the chosen study and how far each reader has got (refreshed every few seconds). k
+starts at what the chosen split holds when that is fewer than 10. A refused action is said in
+this tab's message lines, never as a red badge over the fields. Readers are invited here
 (Readers and results: a label of the owner's choosing makes a reader with their own link,
 `/?invite=TOKEN` on the reader server; the owner sees and copies the links, and revokes one).
 
@@ -46,6 +48,8 @@ from medart.ui.widgets import on_page_load, user_errors
 NO_CODE_NOTE = ("**This study has no owner code yet**, so its results stay hidden here. Study owner: type a "
                 f"code (at least {OWNER_CODE_MIN} characters) and press **Set owner code**; it can be set once.")
 READER_PORT = 7861
+DEFAULT_K = 10
+READERS_REFRESH_S = 5  # seconds between refreshes of the readers' counts while the tab is open
 
 
 def reader_command(studio, name: str, host: str = "0.0.0.0", port: int = READER_PORT) -> str:
@@ -80,6 +84,17 @@ def readers_md(studio, name: str) -> str:
             "and give each reader their own invitation link (Readers and results, below: add a reader) with "
             "the user and password you chose (on one machine only: `--host 127.0.0.1` and no password). "
             f"Stop it (Ctrl-C) when the study is over.\n\n**Readers so far:** {progress}")
+
+
+def default_k(studio, split: str) -> int:
+    """k that a new study of `split` starts at: DEFAULT_K, or every image the split has when it has fewer."""
+    from medart.workspace.store import STATUSES, Filter
+
+    if not split:
+        return DEFAULT_K
+    with studio.workspace() as ws:
+        held = ws.count(Filter(split=split, status=[s for s in STATUSES if s != "rejected"]))
+    return min(DEFAULT_K, held) or DEFAULT_K
 
 
 def study_choices(studio) -> list[str]:
@@ -217,6 +232,15 @@ def invitation_controls(studio, study, owner_code, owner_msg, readers) -> None:
     revoke_btn.click(lambda n, c, u, a: on_links(n, c, u, revoke=a or ""), asked, outputs)
 
 
+def follow(studio, split, k, study, readers) -> None:
+    """k starts at what the chosen split can give (`default_k`); readers' counts follow their
+    answers (made on their own server) without a click."""
+    on_page_load(lambda: default_k(studio, "test"), [k])  # the split the form opens on
+    split.change(lambda split_: default_k(studio, split_), [split], k, show_progress="hidden")
+    gr.Timer(READERS_REFRESH_S).tick(lambda name: readers_md(studio, name) if name else gr.skip(), [study],
+                                     readers, show_progress="hidden", api_visibility="private")
+
+
 def build(studio):
     with gr.Tab("Reader study", id="reader-study") as tab:
         gr.Markdown("Can a clinician tell our generated images from real ones? A blinded test: each reader sees "
@@ -226,7 +250,7 @@ def build(studio):
             with gr.Row():
                 run = gr.Dropdown(choices=[], label="Run", elem_id="rs-run", allow_custom_value=True)
                 split = gr.Dropdown(list(reversed(SPLITS)), value="test", label="Real images: split")  # held-out first
-                k = gr.Number(value=10, precision=0, minimum=1, label="k (images of each kind)", elem_id="rs-k")
+                k = gr.Number(value=DEFAULT_K, precision=0, minimum=1, label="k (images of each kind)", elem_id="rs-k")
             with gr.Row():
                 new_name = gr.Textbox(label="Study name", elem_id="rs-new-name")
                 new_code = gr.Textbox(label=f"Owner code (at least {OWNER_CODE_MIN} characters; results ask for it)",
@@ -254,11 +278,14 @@ def build(studio):
         def no_results():  # results table, plot and CSV: empty, and no empty frames either
             return "", gr.update(value=None, visible=False), gr.update(value=None, visible=False)
 
-        @user_errors
         def on_create(run_name, split_, k_, name, code, progress_=gr.Progress()):
-            text, made = create_from_run(studio, run_name, split_, k_, None, name, code,
-                                         lambda stage, done, total: progress_((done, total), desc="generating"))
-            return text, gr.update(choices=study_choices(studio), value=made)
+            try:  # a refusal is said here; no red badge on the study list it did not touch
+                text, made = user_errors(create_from_run)(
+                    studio, run_name, split_, k_, None, name, code,
+                    lambda stage, done, total: progress_((done, total), desc="generating"))
+            except gr.Error as e:  # the form is kept; once the study has it, the code leaves the page
+                return f"**Not created:** {html.escape(e.message)}", gr.skip(), gr.skip()
+            return text, gr.update(choices=study_choices(studio), value=made), ""
 
         def refused(error):  # a refusal also clears whatever an earlier right code had shown
             return no_results() + (f"**Not shown:** {html.escape(str(error))}",)
@@ -303,8 +330,7 @@ def build(studio):
                     readers_md(studio, name))
 
         shown_results = [results_md, plot, csv_file]
-        created_ok = create_btn.click(on_create, [run, split, k, new_name, new_code], [created, study])
-        created_ok.success(lambda: "", None, new_code)  # the code leaves the page once the study has it
+        create_btn.click(on_create, [run, split, k, new_name, new_code], [created, study, new_code])
         study.change(on_study, [study], shown_results + [owner_code, owner_msg, set_code_btn, readers])
         results_btn.click(on_results, [study, owner_code], shown_results + [owner_msg])
         owner_code.submit(on_results, [study, owner_code], shown_results + [owner_msg])
@@ -313,4 +339,5 @@ def build(studio):
         close_btn.click(on_close, [study, owner_code], [owner_msg, readers])
         tab.select(choices, [study, run], [study, run, readers])
         on_page_load(lambda: choices()[:2], [study, run])  # nothing chosen yet: no readers to show
+        follow(studio, split, k, study, readers)
     return tab

@@ -122,6 +122,11 @@ def owner_app(tmp_path, medart_cache):
         yield studio, url
 
 
+def badges(page) -> int:
+    """Red "Error" badges anywhere on the page (a refusal is said in one line, never so)."""
+    return page.locator('[data-testid="status-tracker"] .error').count()
+
+
 def message(page, text):
     """Wait until the owner message under Results says `text`; returns the whole message."""
     page.wait_for_function("t => document.querySelector('#rs-owner-msg').innerText.includes(t)", arg=text)
@@ -199,12 +204,15 @@ def test_keyboard_study_with_resume_and_results(app, browser, shots):
     urls = []
     page.on("request", lambda r: urls.append(r.url))
     page.add_init_script(CAPTURE_JS)
-    page.goto(url)  # without a link: nothing to answer, no name to type
+    page.goto(url)  # without a link: nothing to answer, no name to type, no buttons
     page.locator(".rs-empty").get_by_text("Open this page with your invitation link").wait_for()
+    page.locator("#rs-notice").get_by_text("open this page with your invitation link").wait_for()
     assert page.locator("#rs-viewer [data-token], #rs-reader, #rs-start").count() == 0
+    assert page.locator("#rs-answer, #rs-realism, #rs-note, #rs-next").filter(visible=True).count() == 0
     page.goto(f"{url}?invite=Dr%20Test")  # a name is not a link
-    page.get_by_text("not a valid invitation").first.wait_for()
+    page.locator("#rs-notice").get_by_text("not a valid invitation").wait_for()
     assert page.locator("#rs-viewer [data-token]").count() == 0
+    assert page.locator("#rs-answer, #rs-next").filter(visible=True).count() == 0 and badges(page) == 0
     # the reader's page: no study list, no results, no owner code, nothing of the workspace
     absent = "#rs-study, #rs-owner-code, #rs-results, #rs-create, .gallery, [data-testid=image]"
     assert page.locator(absent).count() == 0
@@ -217,6 +225,16 @@ def test_keyboard_study_with_resume_and_results(app, browser, shots):
         assert position == i + 1 and png == truths(studio, study)[token][1]
         if i == 0:
             shots(page, "reader-study-01-first-image")
+            # the label reads as the owner typed it; Next without an answer says so in one line
+            # under the buttons, which stay (a mouse-only reader can answer and go on)
+            assert page.locator("#rs-progress").inner_text().strip() == "Dr Test: image 1 of 8 · 0 answered"
+            assert page.locator("#rs-progress strong, #rs-progress h1, #rs-progress h2").count() == 0
+            page.locator("#rs-next").click()
+            page.locator("#rs-notice").get_by_text("answer first: R (real) or G (generated)").wait_for()
+            page.wait_for_timeout(1500)  # the toast's time: nothing else appears later
+            assert badges(page) == 0 and shown(page)[0] == token
+            assert page.locator("#rs-answer input, #rs-realism input, #rs-next").filter(visible=True).count() == 8
+            shots(page, "reader-study-01b-answer-first")
         answer(page, plan[i], 1 + i % 5, position, note="too smooth" if i == 2 else None)
         pressed[token] = ("real" if plan[i] == "r" else "generated", 1 + i % 5)
 
@@ -336,6 +354,8 @@ def test_keyboard_study_with_resume_and_results(app, browser, shots):
 
 
 def test_owner_code_at_creation_and_for_a_study_without_one(owner_app, browser, shots):
+    from medart.ui import reader_page, reader_study
+
     studio, url = owner_app
     page = browser.new_page(viewport={"width": 1300, "height": 1300})
     page.set_default_timeout(TIMEOUT)
@@ -344,12 +364,19 @@ def test_owner_code_at_creation_and_for_a_study_without_one(owner_app, browser, 
     # creating a study in the tab needs an owner code of at least 4 characters
     open_accordion(page, "Create a study", "rs-create")
     pick(page, "rs-run", "tiny-run")
-    page.locator("#rs-k input").fill("1")
     page.locator("#rs-new-name input, #rs-new-name textarea").first.fill("made here")
     page.locator("#rs-new-code input").fill("abc")
     page.locator("#rs-create").click()
-    page.get_by_text("the owner code needs at least 4 characters").first.wait_for()
+    page.locator("#rs-created").get_by_text("the owner code needs at least 4 characters").wait_for()
     page.locator("#rs-new-code input").fill("owner-5150")
+    page.locator("#rs-k input").fill("99")  # more than the split holds: said in place, the largest k named
+    page.locator("#rs-create").click()
+    page.locator("#rs-created").get_by_text("lower k to 16 at most").wait_for()
+    page.wait_for_timeout(1500)
+    assert badges(page) == 0 and page.locator("#rs-study input").is_visible()
+    assert page.locator("#rs-create").is_enabled()
+    shots(page, "reader-study-07a-k-too-large", full_page=True)
+    page.locator("#rs-k input").fill("1")
     page.locator("#rs-create").click()
     page.wait_for_function("() => document.querySelector('#rs-created').innerText.includes('Created')")
     page.wait_for_function("() => document.querySelector('#rs-new-code input').value === ''")  # the code goes
@@ -361,14 +388,42 @@ def test_owner_code_at_creation_and_for_a_study_without_one(owner_app, browser, 
     ws.close()
     shots(page, "reader-study-07-created", full_page=True)
 
-    # a study made without a code: nothing shown until its owner sets one, which works once
+    # readers answer elsewhere: the counts here follow by themselves, without a click
+    ws = studio.workspace()
+    link = ReaderStudies(ws).invite("made here", "Dr A").invitation
+    ws.close()
+    page.wait_for_selector("#rs-readers:has-text('Dr A 0/2')", timeout=4_000 * reader_study.READERS_REFRESH_S)
+    token = reader_page.open_page(studio, "made here", link)[0]
+    reader_page.answer_and_next(studio, "made here", link, token, "real", None, "")
+    page.wait_for_selector("#rs-readers:has-text('Dr A 1/2')", timeout=4_000 * reader_study.READERS_REFRESH_S)
+
+    # every owner button with a missing or wrong code: its one line here, no red badge anywhere
     open_accordion(page, "Readers and results (study owner only", "rs-revoke")
+    page.locator("#rs-label input, #rs-label textarea").first.fill("Dr A")
+    for button, code, said in [("rs-results-btn", "", "type the owner code of study 'made here'"),
+                               ("rs-export", "wrong-1", "wrong owner code for study 'made here'"),
+                               ("rs-close", "", "Not closed: type the owner code"),
+                               ("rs-invite", "wrong-2", "wrong owner code for study 'made here'"),
+                               ("rs-links-btn", "", "type the owner code of study 'made here'"),
+                               ("rs-revoke", "wrong-3", "wrong owner code for study 'made here'")]:
+        page.locator("#rs-owner-code input").fill(code)
+        page.locator(f"#{button}").click()
+        message(page, said)
+        page.wait_for_timeout(400)
+        assert badges(page) == 0, button
+    assert page.locator("#rs-study input, #rs-readers, #rs-owner-code input").filter(visible=True).count() == 3
+    shots(page, "reader-study-07b-owner-refusals", full_page=True)
+
+    # a study made without a code: nothing shown until its owner sets one, which works once
     assert not page.locator("#rs-set-code").is_visible()
+    page.locator("#rs-owner-code input").fill("")
     pick(page, "rs-study", "legacy")
     message(page, "This study has no owner code yet")
     page.locator("#rs-owner-code input").fill("guess")
     page.locator("#rs-results-btn").click()
     message(page, "has no owner code yet, so the app shows none of its answers")
+    page.wait_for_timeout(1500)
+    assert badges(page) == 0 and page.locator("#rs-study input").is_visible()
     assert page.locator("#rs-results table, #rs-plot img").count() == 0
     shots(page, "reader-study-08-no-code", full_page=True)
     page.locator("#rs-owner-code input").fill("legacy-code")
