@@ -109,3 +109,50 @@ def test_the_results_view_explains_and_warns(studio):
         assert word in evaluate.METRIC_HELP
     for column in compare.STAT_COLUMNS[1:]:
         assert column.split()[0] in compare.STAT_HELP
+
+
+def test_an_empty_split_is_refused_before_a_job_starts(studio):
+    make_tuned_run(studio.runs_dir / "r")
+    with studio.workspace() as ws:
+        add_images(ws, ["fundus", "fundus"], split="test")
+    with pytest.raises(ValueError, match="the workspace has no images in split 'validation'"):
+        evaluate.check_start(studio, "r", "validation", ["fid"])
+    with pytest.raises(ValueError, match="has 2 held-out image\\(s\\), 0 with a caption: evaluation needs at least 2"):
+        evaluate.check_start(studio, "r", "test", ["fid"])
+    assert studio.jobs.latest("evaluate") is None  # nothing started
+
+
+def test_previous_results_are_labelled_and_stale_stages_hidden(studio, monkeypatch):
+    from types import SimpleNamespace
+
+    run = make_tuned_run(studio.runs_dir / "r")
+    (run / "eval").mkdir()
+    (run / "eval" / "metrics.json").write_text(json.dumps({"distribution": {"base": {"fid": 514.23456}}}))
+    rec = StageProgress(run / "eval" / "progress.json", min_interval=0)
+    rec.plan(planned_stages({"fid"}))
+    rec("base", 4, 4)
+    old = time.time() - 600
+    os.utime(run / "eval" / "metrics.json", (old, old))
+    data = read_progress(run / "eval")
+    data["started"] = old
+    (run / "eval" / "progress.json").write_text(json.dumps(data))
+    for state in ("running", "failed"):
+        job = SimpleNamespace(id="job-2", state=state, created=time.time() - 5, error="boom", log_tail="")
+        monkeypatch.setattr(studio.jobs, "latest", lambda *a, **k: job)
+        status, table, *_ = evaluate.eval_view(studio, "r")
+        assert "The results below are the previous evaluation's" in status and "eval-stage" not in status
+        assert table["FID"].tolist() == [514.2]  # one decimal, not four
+    job.state = "done"
+    assert "previous evaluation" not in evaluate.eval_view(studio, "r")[0]
+
+
+def test_classification_cautions_small_samples_and_names_empty_classes():
+    from medart.evaluation.pipeline import classification_note
+    from medart.evaluation.report import class_gaps
+
+    assert classification_note(5).startswith("Small sample: the classifiers were tested on 5 held-out image(s), "
+                                             "so one image moves accuracy by 20 points")
+    assert classification_note(30) is None
+    cls = {"real": {"per_class_recall": {"a": 1.0, "b": None, "c": 0.0}},
+           "tuned": {"per_class_recall": {"a": 0.5, "b": None, "c": 0.0}}}
+    assert class_gaps(cls, without_training=["c"]) == {"b": "no test images", "c": "no training images"}

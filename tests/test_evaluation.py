@@ -195,3 +195,69 @@ def test_real_images_from_a_workspace_split(tmp_path):
     assert items[0].load().size == (8, 8)
     with pytest.raises(EvaluationError):
         resolve_real(f"{tmp_path / 'ws'}:validation", tmp_path)
+
+
+def leaky_data(root):
+    """An export whose test/ holds 2 of the training images beside its own 6."""
+    import shutil
+
+    data = root / "data"
+    write_folder(data / "train", 4, seed=0)
+    write_folder(data / "test", 3, seed=1)
+    rows = (data / "test" / "metadata.jsonl").read_text()
+    for label in CAPTIONS:
+        shutil.copyfile(data / "train" / f"{label}-0.png", data / "test" / f"seen-{label}.png")
+        rows += json.dumps({"file_name": f"seen-{label}.png", "text": CAPTIONS[label], "label": label}) + "\n"
+    (data / "test" / "metadata.jsonl").write_text(rows)
+    return data
+
+
+def test_held_out_images_the_run_trained_on_are_left_out_and_named(tmp_path):
+    from medart.evaluation.sets import held_out_set, image_key
+
+    data = leaky_data(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(f"base_model: tiny\ndata: {data}\n")
+    items, _, note = held_out_set(None, run)  # nothing recorded: the training folder is hashed
+    assert len(items) == 6 and not any(i.path.name.startswith("seen-") for i in items)
+    assert note == ("2 of 8 held-out images were in this run's training data: numbers on them would overstate how "
+                    "well it generalises, so they are left out and 6 are evaluated.")
+    kept, _, note = held_out_set(None, run, keep_seen=True)
+    assert len(kept) == 8 and note.startswith("2 of 8 held-out images were in this run's training data: the numbers "
+                                              "overstate how well it generalises")
+    # what the run recorded wins: its data.json's keys, even when the training folder changed since
+    keys = [image_key((data / "test" / f"polyp-{i}.png").read_bytes()) for i in range(3)]
+    (run / "data.json").write_text(json.dumps({"keys": keys}))
+    items, _, note = held_out_set(None, run)
+    assert len(items) == 5 and note.startswith("3 of 8 held-out images")
+    with pytest.raises(EvaluationError, match="all 3 held-out image.* were in this run's training data"):
+        held_out_set(str(data / "test"), run, max_real=3)
+
+
+def test_an_empty_or_tiny_held_out_set_is_refused_before_any_work(tmp_path):
+    from medart.evaluation.sets import held_out_set
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("base_model: tiny\n")
+    write_folder(tmp_path / "one", 1, seed=2)
+    with pytest.raises(EvaluationError, match="has 1 held-out image.*needs at least 2 captioned"):
+        held_out_set(str(tmp_path / "one"), run, max_real=1)
+
+
+def test_cli_says_which_held_out_images_were_seen_in_training(tmp_path, medart_cache, capsys):
+    import argparse
+
+    data = leaky_data(tmp_path)
+    run = make_tuned_run(tmp_path / "runs" / "leaky", data)
+    parser = argparse.ArgumentParser()
+    cli_evaluate.add_parsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["evaluate", "--run", str(run), "--metrics", "color", "--per-caption", "1",
+                              "--steps", "2"])
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("warning: 2 of 8 held-out images were in this run's training data")
+    data_json = json.loads((run / "eval" / "metrics.json").read_text())
+    assert data_json["settings"]["n_real"] == 6 and data_json["seen_note"].endswith("6 are evaluated.")
+    assert "> **Warning:** 2 of 8 held-out images" in (run / "eval" / "report.md").read_text()

@@ -4,7 +4,7 @@ CLI and the Data tab's Organise actions)."""
 import pytest
 
 from helpers import add_images
-from medart.workspace.splits import format_table, held_out_sizes, hold_out, parse_ids, split_counts
+from medart.workspace.splits import format_table, held_out_sizes, hold_out, moves_text, parse_ids, split_counts
 from medart.assets import DEMO_DIR
 from medart.workspace import Filter, Workspace
 
@@ -27,6 +27,7 @@ def test_hold_out_is_stratified_and_seeded(ws):
     ws.set_split(range(1, 16), "train")
     hold_out(ws, test=0.2, seed=0)
     assert ws.ids(Filter(split="test")) == held  # same seed, same images
+    ws.set_split(range(1, 16), "train")
     hold_out(ws, test=0.2, seed=1)
     assert ws.ids(Filter(split="test")) != held
     assert ws.count(Filter(split="test")) == 3
@@ -34,6 +35,36 @@ def test_hold_out_is_stratified_and_seeded(ws):
     hold_out(ws, test=0.4, seed=0)
     assert set(held) <= set(ws.ids(Filter(split="test")))  # a larger share keeps the smaller one's images
     assert hold_out(ws, test=0.2, validation=0.1, seed=0)["A"] == {"train": 7, "validation": 1, "test": 2}
+
+
+def test_hold_out_keeps_the_test_split_and_says_what_moved(ws):
+    ws.set_split([1, 2, 11], "test")  # chosen by hand, not by the draw
+    moved = {}
+    counts = hold_out(ws, test=0.3, seed=0, moved=moved)
+    assert counts["A"]["test"] == 3 and counts["B"]["test"] == 2
+    test = ws.ids(Filter(split="test"))
+    assert {1, 2, 11} <= set(test) and len(test) == 5  # kept, and only topped up
+    assert list(moved) == ["to test"] and len(moved["to test"]) == 2
+    assert moves_text(moved).startswith("moved 2 to test (#")
+    moved = {}
+    hold_out(ws, test=0.1, seed=0, moved=moved)  # a smaller share: the excess goes back, named
+    assert list(moved) == ["out of test to train"] and len(moved["out of test to train"]) == 3
+    assert set(ws.ids(Filter(split="test"))) <= set(test) and ws.count(Filter(split="test")) == 2
+    ws.undo()  # one step brings all three back
+    assert ws.ids(Filter(split="test")) == test
+    moved = {}
+    hold_out(ws, test=0.3, seed=0, moved=moved)
+    assert moved == {} and moves_text(moved).startswith("moved nothing")
+
+
+def test_cli_split_test_keeps_the_test_split(ws, capsys):
+    from medart.cli import main
+
+    ws.set_split([1, 11], "test")
+    assert main(["split", "--test", "0.2", "--seed", "3", "--workspace", str(ws.root)]) == 0
+    out = capsys.readouterr().out
+    assert "images already held out stayed; moved 1 to test (#" in out
+    assert {1, 11} <= set(ws.ids(Filter(split="test"))) and ws.count(Filter(split="test")) == 3
 
 
 def test_small_classes_keep_a_training_image(ws):
@@ -146,17 +177,21 @@ def test_data_tab_organise_actions(tmp_path):
     assert view["headers"] == ["label", "train", "validation", "test", "total"]
     assert view["data"][-1] == ["all", 12, 0, 4, 16]
 
+    with studio.workspace() as w:
+        demo_test = w.ids(Filter(split="test"))
     text, view = organise.hold_out_images(studio, 25, 13, 0)
-    assert "4 test and 2 validation" in text
+    assert "4 test and 2 validation" in text and "moved 2 to validation (#" in text and "to test" not in text
+    with studio.workspace() as w:
+        assert w.ids(Filter(split="test")) == demo_test  # the demo's test images stayed in test
     assert view["data"] == [["fundus", 5, 1, 2, 8], ["histology", 5, 1, 2, 8], ["all", 10, 2, 4, 16]]
 
     text, view = organise.relabel(studio, "1-2", "  retina ")
-    assert "Labelled** 2 image(s) “retina”" in text and view["data"][-2] == ["retina", 1, 0, 1, 2]
-    text, view = organise.move(studio, "1, 2", "validation")
-    assert view["data"][-2] == ["retina", 0, 2, 0, 2]
+    assert "Labelled** 2 image(s) “retina”" in text and view["data"][-2] == ["retina", 1, 1, 0, 2]
+    text, view = organise.move(studio, "1, 2", "test")
+    assert view["data"][-2] == ["retina", 0, 0, 2, 2]
     text, view = organise.undo_last(studio)  # the move, undone
-    assert text == "Undid the move to validation: 2 image(s) back to their label and split."
-    assert view["data"][-2] == ["retina", 1, 0, 1, 2]
+    assert text == "Undid the move to test: 2 image(s) back to their label and split."
+    assert view["data"][-2] == ["retina", 1, 1, 0, 2]
     organise.move(studio, "1, 2", "validation")
     with pytest.raises(ValueError, match="tick “Yes, remove them” to remove 2 image"):
         organise.remove_images(studio, "1-2", False)

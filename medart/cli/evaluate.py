@@ -77,6 +77,7 @@ def cmd_evaluate(args) -> int:
         max_real=args.max_real,
         classifier=classifier,
         classifier_checkpoint=args.classifier,
+        keep_seen=args.keep_seen,
     )
     from pathlib import Path
 
@@ -85,6 +86,8 @@ def cmd_evaluate(args) -> int:
     stages = StageProgress(Path(args.run) / "eval" / PROGRESS_FILE)
     with _Bars(stages) as bars:
         results = evaluate(args.run, base_model=args.base_model, real=args.real, config=config, progress=bars)
+    if results.get("seen_note"):
+        print(f"warning: {results['seen_note']}")
     print(f"{args.run}/eval/report.md")
     for name, row in results.get("distribution", {}).items():
         shown = ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float))
@@ -92,7 +95,8 @@ def cmd_evaluate(args) -> int:
     for name, res in results.get("classification", {}).items():
         print(f"  classifier trained on {name}: accuracy={res['accuracy']:.3f} macro_f1={res['macro_f1']:.3f}")
     for note in results.get("warnings", []):
-        print(f"  note: {note}")
+        if note != results.get("seen_note"):
+            print(f"  note: {note}")
     return 0
 
 
@@ -119,6 +123,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="first seed; image j of caption i uses seed + i*k + j")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--max-real", type=int, help="use at most this many held-out real images")
+    p.add_argument("--keep-seen", action="store_true",
+                   help="keep held-out images the run trained on (found by content hash); by default they are left "
+                   "out and the report says how many, since numbers on them overstate how well the run generalises")
     p.add_argument("--classifier", help="domain classifier checkpoint folder for the domain FD")
     p.add_argument("--classifier-epochs", type=int, help="training epochs of the compact classifier")
     p.add_argument("--classifier-size", type=int, help="input size of the compact classifier (default 64)")

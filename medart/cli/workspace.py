@@ -17,7 +17,7 @@ from pathlib import Path
 from medart.cli.flags import add_config_file
 from medart.constants import MAX_CAPTION_TOKENS
 from medart.pixel_limit import DEFAULT_MAX_PIXELS
-from medart.workspace.splits import format_table, hold_out, parse_ids, split_counts, totals
+from medart.workspace.splits import format_table, hold_out, moves_text, parse_ids, split_counts, totals
 from medart.workspace import SPLITS, STATUSES, Filter, Workspace, check_split, default_workspace
 
 
@@ -336,10 +336,12 @@ def cmd_split(args) -> int:
             flt = _filter(args)
             if flt.ids:
                 ws.check_ids(flt.ids)
-            counts = hold_out(ws, test=args.test or 0.0, validation=args.validation or 0.0, seed=args.seed, flt=flt)
+            moved: dict[str, list[int]] = {}
+            counts = hold_out(ws, test=args.test or 0.0, validation=args.validation or 0.0, seed=args.seed, flt=flt,
+                              moved=moved)
             held = totals(counts)
             print(f"per class, seed {args.seed}: {held['test']} test, {held['validation']} validation, "
-                  f"{held['train']} train image(s)")
+                  f"{held['train']} train image(s); images already held out stayed; {moves_text(moved)}")
         else:
             print("nothing changed: pass --test 0.2 [--validation 0.1] for a stratified hold-out, "
                   "or --to test --ids 3 5-9 to move chosen images")

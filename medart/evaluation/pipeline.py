@@ -36,7 +36,7 @@ from medart.evaluation.sets import (
     Progress,
     caption_plan,
     floor_split,
-    resolve_real,
+    held_out_set,
     training_images,
 )
 
@@ -59,6 +59,7 @@ class EvalConfig:
     max_real: int | None = None  # cap on held-out real images (first N)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     classifier_checkpoint: str | None = None  # domain classifier for dfd instead of training one
+    keep_seen: bool = False  # keep held-out images the run trained on (by default they are left out)
 
     def __post_init__(self):
         unknown = [m for m in self.metrics if m not in ALL_METRICS]
@@ -128,11 +129,9 @@ def evaluate(
     notes: list[str] = []
     started = time.time()
 
-    real_items, real_source = resolve_real(real, run)
-    if config.max_real:
-        real_items = real_items[: config.max_real]
-    if not any(r.text for r in real_items):
-        raise EvaluationError("the held-out images have no captions to generate from")
+    real_items, real_source, seen_note = held_out_set(real, run, config.max_real, config.keep_seen)
+    if seen_note:
+        notes.append(seen_note)
     real_images = [r.load() for r in real_items]
     plan = caption_plan(real_items, config.per_caption, config.seed)
 
@@ -155,6 +154,8 @@ def evaluate(
         "distribution": {"base": {}, "tuned": {}, "real vs real (floor)": {}},
         "warnings": notes,
     }
+    if seen_note:
+        results["seen_note"] = seen_note
     idx_a, idx_b = floor_split([r.label for r in real_items])
     has_floor = len(real_items) >= FLOOR_MIN_REAL
     if not has_floor:
@@ -229,6 +230,18 @@ def sample_size_note(n_real: int, n_generated: int) -> str | None:
             "(see its ± std). Compare these numbers only with runs evaluated on the same images at the same size. "
             f"Numbers comparable with published ones need at least {FID_FEATURES:,} real and {FID_FEATURES:,} "
             f"generated images (publications commonly use {PUBLISHED_MIN:,} or more).")
+
+
+CLASSIFY_MIN_TESTED = 30  # below this, one image moves accuracy by more than 3 points
+
+
+def classification_note(n_tested: int) -> str | None:
+    """The caution classification needs when few held-out images were tested."""
+    if n_tested >= CLASSIFY_MIN_TESTED:
+        return None
+    return (f"Small sample: the classifiers were tested on {n_tested} held-out image(s), so one image moves accuracy "
+            f"by {100 / max(n_tested, 1):.0f} points; read these numbers as rough, not as a difference between "
+            f"models (that needs at least {CLASSIFY_MIN_TESTED} tested images).")
 
 
 def _colour(results: dict, real_items, real_images, plan, sets: dict, floor) -> None:
@@ -323,6 +336,11 @@ def _classifiers(run, config, real_items, real_images, sets, gen, wanted, result
             )
             out[name] = clf.evaluate(test_images, test_labels)
         results["classification"] = out
+        results["classes_without_training"] = sorted(set(classes) - {t.label for t in train_items})
+        small = classification_note(len(test_labels))
+        if small:
+            results["classification_note"] = small
+            notes.append(small)
         results["settings"]["classifier"] = (
             f"compact CNN, {cfg.image_size} px, {cfg.epochs} epochs; synthetic training sets from "
             f"{len(synth_plan)} generated images per model ({config.per_caption} per training caption)"

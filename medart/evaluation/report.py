@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -118,10 +118,27 @@ def plot_color_histograms(histograms: Mapping[str, Mapping[str, object]], path: 
     return _save_png(histogram_figure(histograms), Path(path))
 
 
+def class_gaps(classification: Mapping[str, Mapping[str, object]], key: str = "per_class_recall",
+               without_training: Sequence[str] = ()) -> dict[str, str]:
+    """{class: why it has no bars}: "no test images" (no held-out image of it to score) or "no
+    training images" (nothing of it to learn from)."""
+    classes = {c for res in classification.values() for c in res[key]}
+    out = {}
+    for c in sorted(classes):
+        if all(res[key].get(c) is None for res in classification.values()):
+            out[c] = "no test images"
+        elif c in without_training:
+            out[c] = "no training images"
+    return out
+
+
 def plot_per_class(
-    classification: Mapping[str, Mapping[str, object]], path: str | Path, key: str = "per_class_recall"
+    classification: Mapping[str, Mapping[str, object]], path: str | Path, key: str = "per_class_recall",
+    without_training: Sequence[str] = (),
 ) -> Path:
-    """Grouped bars: one group per class, one bar per training source (e.g. real, base, tuned)."""
+    """Grouped bars: one group per class, one bar per training source (e.g. real, base, tuned); a
+    class with no held-out test images, or none to train on (`without_training`), says so in
+    words where its bars would be, instead of an empty gap that reads as zero."""
     if not classification:
         raise ValueError("no classification results to plot")
     sources = list(classification)
@@ -138,6 +155,10 @@ def plot_per_class(
         vals = [classification[src][key].get(c) for c in classes]
         heights = [np.nan if v is None else float(v) for v in vals]
         ax.bar(x + (i - (len(sources) - 1) / 2) * width, heights, width, label=src)
+    for j, c in enumerate(classes):
+        words = class_gaps(classification, key, without_training).get(c)
+        if words:
+            ax.text(j, 0.5, words, ha="center", va="center", rotation=90, fontsize=8, color="#555555")
     ax.set_xticks(x)
     ax.set_xticklabels(classes, rotation=30, ha="right", fontsize=8)
     ax.set_ylim(0, 1.05)
@@ -156,6 +177,8 @@ def render_markdown(results: Mapping, plots: Mapping[str, str] | None = None) ->
             lines.append(f"- **{key.replace('_', ' ')}**: {value}")
     if any(v for _, v in header):
         lines.append("")
+    if results.get("seen_note"):
+        lines += [f"> **Warning:** {results['seen_note']}", ""]
     for section in (_settings_section, _distribution_section, _colour_section, _per_class_section,
                     _classification_section):
         lines += section(results)
@@ -303,7 +326,8 @@ def write_report(results: Mapping, out_dir: str | Path) -> dict[str, Path]:
         written["color_histograms"] = plot_color_histograms(results["color_histograms"], out_dir / COLOR_HIST_PNG)
         plots["Colour histograms of real and generated images"] = COLOR_HIST_PNG
     if results.get("classification"):
-        written["per_class"] = plot_per_class(results["classification"], out_dir / PER_CLASS_PNG)
+        written["per_class"] = plot_per_class(results["classification"], out_dir / PER_CLASS_PNG,
+                                              without_training=results.get("classes_without_training", ()))
         plots["Per-class recall on held-out real images"] = PER_CLASS_PNG
     data = _jsonable(results)
     atomic_write_json(out_dir / "metrics.json", data)

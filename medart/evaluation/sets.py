@@ -151,7 +151,8 @@ def resolve_real(real: str | None, run: Path) -> tuple[list[RealImage], str]:
 
 
 def training_images(run: Path) -> list[RealImage]:
-    """The run's real training images (its `data:` imagefolder), for the classifiers."""
+    """The run's real training images (its `data:` imagefolder's `train/` split when it has one,
+    as training reads it; never the held-out splits beside it), for the classifiers."""
     data = str(run_config(run).get("data") or "")
     if not data:
         raise EvaluationError(f"{run}/config.yaml names no training data")
@@ -160,7 +161,63 @@ def training_images(run: Path) -> list[RealImage]:
         path = run / data
     if not path.is_dir():
         raise EvaluationError(f"the run's training data {data!r} is not a local folder")
-    return load_image_folder(path)
+    return load_image_folder(path / "train" if (path / "train").is_dir() else path)
+
+
+MIN_REAL = 2  # FID's covariance, KID and the colour spread need at least two held-out images
+
+
+def image_key(data: bytes) -> str:
+    """An image's key as training records it in the run's data.json (`medart.data.Example.key`)."""
+    return hashlib.sha256(data).hexdigest()[:20]
+
+
+def training_keys(run: Path) -> set[str]:
+    """Keys of the images the run trained on: its data.json's `keys`, else the hashes of its
+    training data's images as they are now; empty when neither can be read."""
+    try:
+        keys = json.loads((Path(run) / "data.json").read_text()).get("keys")
+    except (OSError, ValueError, AttributeError):
+        keys = None
+    if keys:
+        return set(keys)
+    try:
+        return {image_key(t.path.read_bytes()) for t in training_images(run)}
+    except (EvaluationError, OSError):
+        return set()
+
+
+def held_out_set(real: str | None, run: Path, max_real: int | None = None,
+                 keep_seen: bool = False) -> tuple[list[RealImage], str, str | None]:
+    """(held-out images, where they came from, a note or None): the images of `resolve_real`
+    less those the run trained on (compared by content hash; kept with `keep_seen`, and the
+    note then says the numbers overstate). An EvaluationError, before any work, when too few
+    are left to measure anything."""
+    items, source = resolve_real(real, run)
+    if max_real:
+        items = items[:max_real]
+    keys = training_keys(run)
+    seen = [r for r in items if image_key(r.path.read_bytes()) in keys] if keys else []
+    note = None
+    if seen and len(seen) == len(items) and not keep_seen:
+        raise EvaluationError(f"all {len(items)} held-out image(s) in {source} were in this run's training data, so "
+                              "they say nothing about how well it generalises; hold out images the run did not train "
+                              "on (Data → Organise → Hold out, then train again), or keep them with --keep-seen")
+    if seen:
+        note = (f"{len(seen)} of {len(items)} held-out images were in this run's training data: the numbers "
+                "overstate how well it generalises")
+        if keep_seen:
+            note += " (kept with --keep-seen)."
+        else:
+            items = [r for r in items if r not in seen]
+            note = note.replace("the numbers overstate", "numbers on them would overstate")
+            note += f", so they are left out and {len(items)} are evaluated."
+    captioned = sum(1 for r in items if r.text)
+    if len(items) < MIN_REAL or captioned == 0:
+        what = f"{len(items)} held-out image(s)" + (f", {captioned} with a caption" if items else "")
+        raise EvaluationError(f"{source} has {what}: evaluation needs at least {MIN_REAL} captioned held-out images; "
+                              "hold out more (Data → Organise → Hold out) or choose another split or folder")
+    return items, source, note
 
 
 # --- generation with a cache ----------------------------------------------------------------

@@ -6,7 +6,10 @@ each number means and, when the sets are too small for FID and KID to compare wi
 numbers, a warning that says how many images are needed; downstream classification has a table
 of its own. The plots are the report's PNGs, handed to image
 components as pixels (never by path), and the report's text points to them. While the job
-runs, each stage shows how far it is and about how long is left (`<run>/eval/progress.json`).
+runs, each stage shows how far it is and about how long is left (`<run>/eval/progress.json`);
+results of an earlier evaluation stay labelled as the previous one's until the new one finishes.
+A held-out set that is empty, too small to measure, or all images the run trained on is refused
+before a job starts; held-out images the run trained on are left out, and the page says so.
 The newest finished run is chosen when the page opens.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -23,6 +27,7 @@ import pandas as pd
 from medart.constants import SPLITS
 from medart.evaluation import ALL_METRICS
 from medart.evaluation.progress import read_progress, stage_rows
+from medart.evaluation.sets import held_out_set
 from medart.jobs.kinds import evaluation_settings
 from medart.studio import finished_runs
 from medart.ui import pictures
@@ -49,6 +54,7 @@ def empty_table() -> pd.DataFrame:
     return pd.DataFrame(columns=["model", *METRIC_NAMES.values()])
 
 
+DECIMALS = {"fid": 1, "dfd": 2}  # FID in the hundreds: a fourth decimal is noise, not information
 STAGE_MARKS = {"done": "✓", "running": "▶", "waiting": "·", "stopped": "■"}
 
 
@@ -58,7 +64,7 @@ def results_table(results: dict) -> pd.DataFrame:
     dist = {k: dist[k] for k in sorted(dist, key=lambda k: (order.index(k) if k in order else len(order), k))}
     keys = [k for k in METRIC_NAMES if any(k in row for row in dist.values())]
     keys += sorted({k for row in dist.values() for k in row} - set(keys))
-    rows = [[name] + [round(row[k], 4) if isinstance(row.get(k), (int, float)) else None for k in keys]
+    rows = [[name] + [round(row[k], DECIMALS.get(k, 4)) if isinstance(row.get(k), (int, float)) else None for k in keys]
             for name, row in dist.items()]
     return pd.DataFrame(rows, columns=["model"] + [METRIC_NAMES.get(k, k) for k in keys])
 
@@ -114,24 +120,38 @@ def eval_view(studio, run_name: str | None):
     except ValueError as e:
         return f"<small>{html.escape(str(e))}</small>", empty_table(), classifier_table({}), [], "", ""
     job = studio.jobs.latest("evaluate", output=str(run))
-    status = "<small>Not evaluated yet.</small>"
-    if job:
-        running = job.state in ("queued", "running", "stopping")
-        stages = stages_html(read_progress(run / "eval"), running) if job.state != "queued" else ""
-        status = (f'<div id="eval-status" data-state="{job.state}">{state_badge(job.state)} {job.id}</div>'
-                  + (stages if running or job.state in ("failed", "stopped") else ""))
-        if job.state == "failed":
-            status += f"<pre>{html.escape(job.error or '')}\n{html.escape(job.log_tail or '')}</pre>"
     metrics = run / "eval" / "metrics.json"
+    status = job_status(job, run) if job else "<small>Not evaluated yet.</small>"
     if not metrics.exists():
         return status, empty_table(), classifier_table({}), [], "", ""
+    if job and job.state != "done" and metrics.stat().st_mtime < job.created:
+        finished = time.strftime("%Y-%m-%d %H:%M", time.localtime(metrics.stat().st_mtime))
+        now = "is running" if job.state in ("queued", "running", "stopping") else f"{job.state}"
+        status += (f'<p id="eval-previous"><b>The results below are the previous evaluation\'s</b> (finished {finished}), '
+                   f"not this one's: this evaluation {now}.</p>")
     results = json.loads(metrics.read_text())
     report = (run / "eval" / "report.md").read_text() if (run / "eval" / "report.md").exists() else ""
     report, captions = report_text(report)
     plots = [(p, captions.get(p.name) or p.stem.replace("_", " ")) for p in sorted((run / "eval").glob("*.png"))]
-    notes = [n for n in (results.get("settings", {}).get("sample_size_warning"), results.get("floor_note")) if n]
+    notes = [n for n in (results.get("seen_note"), results.get("classification_note"),
+                         results.get("settings", {}).get("sample_size_warning"), results.get("floor_note")) if n]
     return (status, results_table(results), classifier_table(results), plots, report,
             "\n\n".join(f"⚠ {n}" for n in notes))
+
+
+def job_status(job, run: Path) -> str:
+    """The latest evaluation job's badge, its stages (only when its own: a progress file older
+    than the job is a previous evaluation's) and, when it failed, why."""
+    running = job.state in ("queued", "running", "stopping")
+    progress = read_progress(run / "eval")
+    if progress and progress.get("started", 0) < job.created:
+        progress = None
+    stages = stages_html(progress, running) if job.state != "queued" else ""
+    status = (f'<div id="eval-status" data-state="{job.state}">{state_badge(job.state)} {job.id}</div>'
+              + (stages if running or job.state in ("failed", "stopped") else ""))
+    if job.state == "failed":
+        status += f"<pre>{html.escape(job.error or '')}\n{html.escape(job.log_tail or '')}</pre>"
+    return status
 
 
 def check_start(studio, run_name: str | None, real: str | None, chosen) -> tuple[Path, str]:
@@ -142,7 +162,9 @@ def check_start(studio, run_name: str | None, real: str | None, chosen) -> tuple
         raise ValueError("choose a run")
     if not chosen:
         raise ValueError("choose at least one metric")
-    return studio.run_dir(run_name), real_argument(studio, real)
+    run_dir, real_arg = studio.run_dir(run_name), real_argument(studio, real)
+    held_out_set(real_arg, run_dir)  # an empty or too small set, or one the run trained on, is refused here
+    return run_dir, real_arg
 
 
 def start(studio, run_name: str | None, real: str | None, k, chosen) -> tuple:

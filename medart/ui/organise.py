@@ -14,7 +14,7 @@ import re
 
 import gradio as gr
 
-from medart.workspace.splits import hold_out, parse_ids, split_counts, table, totals
+from medart.workspace.splits import hold_out, moves_text, parse_ids, split_counts, table, totals
 from medart.ui.widgets import user_errors
 from medart.workspace import SPLITS
 
@@ -37,12 +37,16 @@ def _chosen(ids_text: str) -> list[int]:
 
 
 def hold_out_images(studio, test_pct, validation_pct, seed) -> tuple[str, dict]:
-    """Per class, test_pct % of the images to test and validation_pct % to validation, the rest to train."""
+    """Per class, test_pct % of the images to test and validation_pct % to validation, the rest to train;
+    images already held out stay, and the message says what moved in each direction."""
+    moved: dict[str, list[int]] = {}
     with studio.workspace() as ws:
-        counts = hold_out(ws, test=(test_pct or 0) / 100, validation=(validation_pct or 0) / 100, seed=int(seed or 0))
+        counts = hold_out(ws, test=(test_pct or 0) / 100, validation=(validation_pct or 0) / 100, seed=int(seed or 0),
+                          moved=moved)
     held = totals(counts)
     return (f"**Held out** {held['test']} test and {held['validation']} validation image(s) across "
-            f"{len(counts)} class(es), seed {int(seed or 0)}; {held['train']} stay in train.", split_view(studio))
+            f"{len(counts)} class(es), seed {int(seed or 0)}; {held['train']} in train. Images already held out "
+            f"stayed; {moves_text(moved)}. Undo reverses it in one step.", split_view(studio))
 
 
 def _apply(studio, ids_text: str, change) -> int:

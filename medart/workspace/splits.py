@@ -2,7 +2,8 @@
 
 `hold_out` reassigns images per class label: round(fraction x n) of each class go to `test`
 (and `validation`), at least one when the class has two or more images, never all of them;
-the rest go to `train`. The images are drawn in the order of a hash keyed by (seed, label,
+the rest go to `train`. Images already held out stay where they are (up to the share): only
+the difference moves, and the caller is told which images moved in which direction. The images are drawn in the order of a hash keyed by (seed, label,
 image content), so the same seed over the same images gives the same split (in any
 workspace, whatever the import order), a larger fraction with the same seed keeps the
 smaller one's test images, and a new class leaves the others' split as it was.
@@ -111,27 +112,70 @@ def _check_fractions(test: float, validation: float) -> None:
         raise ValueError(f"test {test} + validation {validation} leaves nothing to train on; keep the sum below 1")
 
 
+def _fill(ranked: list[int], current: dict[int, str], want: dict[str, int]) -> dict[str, list[int]]:
+    """{split: ids} of one class: images already in test (then validation) stay there up to that
+    split's share, the excess (last in the draw) going back to train; the shares are topped up
+    from the training images in the order of the draw, then from the other held-out split."""
+    groups: dict[str, list[int]] = {"test": [], "validation": []}
+    for split in ("test", "validation"):
+        groups[split] = [i for i in ranked if current.get(i) == split][: want[split]]
+    taken = set(groups["test"]) | set(groups["validation"])
+    for split in ("test", "validation"):
+        other = "validation" if split == "test" else "test"
+        pool = [i for i in ranked if i not in taken and current.get(i) not in ("test", "validation")]
+        pool += [i for i in ranked if i not in taken and current.get(i) == other]
+        extra = pool[: want[split] - len(groups[split])]
+        groups[split] += extra
+        taken.update(extra)
+    groups["train"] = [i for i in ranked if i not in taken]
+    return groups
+
+
+def moves_text(moved: dict[str, list[int]]) -> str:
+    """What a hold-out moved, in each direction, e.g. "3 to test (#4, #9, #12), 1 out of test to
+    train (#7)", or that it moved nothing; ids beyond ten are counted, not listed."""
+    def ids(group: list[int]) -> str:
+        shown = ", ".join(f"#{i}" for i in group[:10])
+        return shown + (f" and {len(group) - 10} more" if len(group) > 10 else "")
+
+    parts = [f"{len(group)} {direction} ({ids(group)})" for direction, group in moved.items() if group]
+    return "moved " + "; ".join(parts) if parts else "moved nothing (the splits already had these shares)"
+
+
 def hold_out(
-    ws: Workspace, test: float = 0.2, validation: float = 0.0, seed: int = 0, flt: Filter | None = None
+    ws: Workspace, test: float = 0.2, validation: float = 0.0, seed: int = 0, flt: Filter | None = None,
+    moved: dict[str, list[int]] | None = None,
 ) -> dict[str, dict[str, int]]:
     """Reassign the splits of the images matching `flt` (all when None), per class label, in
-    one transaction (see the module docstring). Returns {label: {split: count}} of those images."""
+    one transaction (one undo step; see the module docstring). Images already in test or
+    validation stay there (up to the share); only the difference moves. Returns {label:
+    {split: count}} of those images; `moved`, when given, receives {direction: ids} of what moved
+    ("to test", "out of test to train", ...), for `moves_text`."""
     _check_fractions(test, validation)
     counts: dict[str, dict[str, int]] = {}
+    changes: dict[str, list[int]] = {}
 
-    def assign(rows: list[tuple[int, str, str]]) -> list[tuple[str, int]]:
+    def assign(rows: list[tuple[int, str, str, str]]) -> list[tuple[str, int]]:
         by_label: dict[str, list[tuple[str, int]]] = {}
-        for image_id, label, sha in rows:
+        current = {image_id: split for image_id, _, _, split in rows}
+        for image_id, label, sha, _ in rows:
             by_label.setdefault(label, []).append((_rank(seed, label, sha), image_id))
         updates = []
         for label in sorted(by_label):
             ids = [image_id for _, image_id in sorted(by_label[label])]
             n_test, n_val = held_out_sizes(len(ids), test, validation)
-            groups = {"train": ids[n_test + n_val :], "validation": ids[n_test : n_test + n_val], "test": ids[:n_test]}
+            groups = _fill(ids, current, {"test": n_test, "validation": n_val})
             counts[label] = {split: len(groups[split]) for split in SPLITS}
-            updates += [(split, i) for split, group in groups.items() for i in group]
+            for split, group in groups.items():
+                for i in group:
+                    updates.append((split, i))
+                    if current[i] != split:
+                        key = f"to {split}" if current[i] == "train" else f"out of {current[i]} to {split}"
+                        changes.setdefault(key, []).append(i)
         return updates
 
     detail = f"({100 * test:g} % test" + (f", {100 * validation:g} % validation" if validation else "") + f", seed {seed})"
     ws.reassign_splits(flt, assign, detail=detail)
+    if moved is not None:
+        moved.update({k: sorted(v) for k, v in sorted(changes.items())})
     return counts

@@ -484,14 +484,14 @@ class Workspace:
                 + where + " GROUP BY 1, 2 ORDER BY 1, 2", params,
             ).fetchall()  # fmt: skip
 
-    def reassign_splits(self, flt: Filter | None, assign: Callable[[list[tuple[int, str, str]]], list[tuple[str, int]]],
+    def reassign_splits(self, flt: Filter | None, assign: Callable[[list[tuple[int, str, str, str]]], list[tuple[str, int]]],
                         action: str = "hold out", detail: str = "") -> None:
-        """In one transaction: the filtered images as (id, label or "", sha256), by id, go to
+        """In one transaction: the filtered images as (id, label or "", sha256, split), by id, go to
         `assign`, whose (split, id) pairs are written back (ValueError when none match)."""
         where, params = (flt or Filter()).sql()
         with self.transaction() as c:
             rows = c.execute(
-                "SELECT i.id, coalesce(i.label, ''), i.sha256 FROM images i JOIN captions c ON c.image_id = i.id"
+                "SELECT i.id, coalesce(i.label, ''), i.sha256, i.split FROM images i JOIN captions c ON c.image_id = i.id"
                 + where + " ORDER BY i.id", params,
             ).fetchall()  # fmt: skip
             if not rows:

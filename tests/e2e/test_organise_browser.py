@@ -66,6 +66,8 @@ def test_organise_in_chromium(app, browser, shots):
     set_slider(page, "org-test", 50)
     page.locator("#org-hold-out").click()
     page.wait_for_selector("#org-message:has-text('8 test and 0 validation')")
+    # the demo's own 4 test images stay; only the 4 that reach the share move, and the message says so
+    assert "Images already held out stayed; moved 4 to test (#" in page.locator("#org-message").inner_text()
     assert table_rows(page) == [["fundus", "4", "0", "4", "8"], ["histology", "4", "0", "4", "8"],
                                 ["all", "8", "0", "8", "16"]]
     shots(page, "organise-hold-out", full_page=True)
