@@ -184,8 +184,9 @@ MODE_SETTINGS = {
 
 @dataclass
 class TrainConfig:
-    base_model: str = setting("pixart-alpha-512", "profile (pixart-alpha-512, pixart-sigma-512, tiny, "
-                                                  "tiny-sigma, small), local folder or hub id")
+    base_model: str = setting("", "profile (pixart-alpha-512, pixart-sigma-512, tiny, tiny-sigma, small), local "
+                                  "folder or hub id; empty: MEDART_BASE_MODEL if set, else pixart-alpha-512 on a "
+                                  "machine with CUDA and tiny elsewhere")
     data: str = setting("", "imagefolder with metadata.jsonl/csv (file_name, text), or a load_dataset id")
     caption_column: str = setting("text", "the data's caption column")
     label_column: str = setting("label", "the data's class column, optional (HLDF's colour groups, per-class curves)")
@@ -325,6 +326,10 @@ def load_config(path: str | Path | None = None, **overrides) -> TrainConfig:
         for p in parents:
             target = target.setdefault(p, {})
         target[leaf] = value
+    if not data.get("base_model"):  # the README's default: PixArt-α with CUDA, tiny elsewhere
+        from medart.profiles import default_base_model
+
+        data["base_model"] = default_base_model()
     return _build(TrainConfig, data)
 
 

@@ -75,7 +75,8 @@ def looks_like_path(source: str) -> bool:
 
 def check_source(source: str) -> None:
     """Refuse at once a training data source that names a folder this machine does not have, so
-    that a mistyped path is never looked up on the hub."""
+    that a mistyped path is never looked up on the hub, and a hub id when the hub cannot be
+    reached within the base models' probe time."""
     path = Path(source).expanduser()
     if path.is_dir():
         return
@@ -84,6 +85,11 @@ def check_source(source: str) -> None:
     if looks_like_path(source):
         raise DataError(f"no such folder: {source} (give an imagefolder directory, e.g. one made by "
                         "`medart export`, or a hub dataset id owner/name)")
+    from medart.profiles import hub_reachable
+
+    if not hub_reachable():  # at most ~3 s, and none with HF_HUB_OFFLINE: never datasets' minute of retries
+        raise DataError(f"no such folder here: {source} (and no hub dataset of that name could be reached; give "
+                        "an imagefolder directory, e.g. one made by `medart export`)")
 
 
 def _load_dataset(source: str):

@@ -134,3 +134,28 @@ def test_app_and_command_line_choose_the_same_workspace(monkeypatch, tmp_path):
     assert app.parse_args(["--workspace", "w"]).workspace == "w"
     monkeypatch.delenv("MEDART_WORKSPACE")
     assert workspace_folder(None, tmp_path / "h3") == (tmp_path / "h3" / "workspace", "the home folder's")
+
+
+def test_preflight_blocks_an_unknown_base_model_with_the_jobs_message(tmp_path):
+    """`nonexistent-model` is no profile, folder or hub id: preflight stops there with the words
+    loading it would fail with, instead of passing with a CPU-speed warning."""
+    from PIL import Image
+
+    from medart.profiles import BaseModelError, load_base
+    from medart.workspace import NewImage, Workspace
+
+    ws = Workspace(tmp_path / "ws", tokenizer=None)
+    sha, size, _ = ws.store_image(Image.new("RGB", (32, 32), (200, 0, 0)))
+    ws.add_images([NewImage(sha, "0.png", 32, 32, "RGB", size, label="a", split="train")])
+    ws.set_text(1, "A red image.", approve=True)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    with pytest.raises(BaseModelError) as job:
+        load_base("nonexistent-model")
+    check = preflight(ws, "r1", load_config(None, base_model="nonexistent-model", max_steps=2), runs)
+    assert not check.ok and check.errors == [str(job.value)] and str(job.value).startswith("Unknown base model")
+    assert not any("impractically slow" in w for w in check.warnings)
+    folder = preflight(ws, "r1", load_config(None, base_model=str(tmp_path / "ws"), max_steps=2), runs)
+    assert any("not a diffusers pipeline" in e for e in folder.errors)  # a folder that holds no pipeline
+    hub = preflight(ws, "r1", load_config(None, base_model="someone/model", max_steps=2), runs)
+    assert not any("base model" in e.lower() for e in hub.errors)  # hub ids are loaded (or explained) later

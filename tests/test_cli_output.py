@@ -59,3 +59,52 @@ def test_progress_bars_are_off_when_stderr_is_not_a_terminal(tmp_path, monkeypat
     assert main(["import", str(tmp_path / "nothing"), "--workspace", str(tmp_path / "ws")]) == 0
     assert seen == ["1"]  # while the command runs (and in the processes it starts)
     assert "TQDM_DISABLE" not in os.environ  # the caller's environment is as it was
+
+
+def test_train_with_a_missing_owner_name_folder_and_no_hub_says_so_at_once(tmp_path, monkeypatch, capsys):
+    """`missing/folder` has the hub's form: with the hub unreachable (the probe says no, or
+    HF_HUB_OFFLINE) it is refused at once, with no dataset lookup and so no retries."""
+    import time
+
+    import datasets
+
+    from medart import profiles
+
+    looked_up = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: looked_up.append(a) or 1 / 0)
+    monkeypatch.chdir(tmp_path)
+    probes = []
+    monkeypatch.setattr(profiles, "hub_reachable", lambda timeout=3.0: probes.append(timeout) or False)
+    started = time.monotonic()
+    assert main(["train", "--base-model", "tiny", "--data", "missing/folder", "--output", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no such folder here: missing/folder (and no hub dataset of that name could be "
+                          "reached"), err
+    assert len(err.splitlines()) == 1 and "Retry" not in err
+    assert probes == [3.0] and looked_up == [] and time.monotonic() - started < 2.0
+    monkeypatch.undo()  # the real probe: HF_HUB_OFFLINE answers without touching the network
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: looked_up.append(a) or 1 / 0)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["train", "--base-model", "tiny", "--data", "missing/folder", "--output", str(tmp_path / "r")]) == 2
+    assert "no such folder here: missing/folder" in capsys.readouterr().err and looked_up == []
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("cuda, expected", [(False, "tiny"), (True, "pixart-alpha-512")])
+def test_train_without_base_model_takes_the_readme_default(cuda, expected, monkeypatch):
+    """README: "The default is pixart-alpha-512 on a machine with CUDA and tiny elsewhere",
+    for the command line as for the app (which starts on `default_base_model()`)."""
+    import torch
+
+    from medart.cli import parse
+    from medart.cli.train import train_config
+    from medart.profiles import default_base_model
+
+    monkeypatch.delenv("MEDART_BASE_MODEL", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    config = train_config(parse(["train", "--data", "exports/train"]))
+    assert config.base_model == expected == default_base_model()
+    monkeypatch.setenv("MEDART_BASE_MODEL", "tiny-sigma")
+    assert train_config(parse(["train", "--data", "exports/train"])).base_model == "tiny-sigma"
+    assert train_config(parse(["train", "--data", "x", "--base-model", "small"])).base_model == "small"

@@ -514,3 +514,33 @@ def test_captions_too_long_are_left_out_or_flagged_on_import(tmp_path, ws):
     assert f"longer than the base model reads (120 T5 tokens): #{texts['c1.png'].id} (" in notes
     with pytest.raises(ValueError, match="shorten it before approving"):
         ws.approve([texts["c1.png"].id])
+
+
+def test_an_upload_counts_every_file_given_and_a_folder_skips_documents(tmp_path, ws):
+    """A bad PNG, a .docx and an empty zip uploaded together: three files, numbered of 3, the zip
+    among them; a folder's README and script are skipped as not images, not rejected."""
+    from medart.ui.data import summarise
+
+    bad, doc, empty = tmp_path / "a.png", tmp_path / "notes.docx", tmp_path / "empty.zip"
+    bad.write_bytes(b"\x89PNG broken")
+    doc.write_bytes(b"PK\x03\x04 not really")
+    with zipfile.ZipFile(empty, "w"):
+        pass
+    report = import_paths(ws, [bad, doc, empty], anonymous=True)
+    text, rows = summarise([report])
+    named = [name for name, _ in rows]
+    assert named == ["file 1 of 3 (PNG)", "file 2 of 3 (DOCX)", "file 3 of 3 (zip)"], rows
+    assert rows[2][1] == "skipped: a zip that holds no images" and len(report.rejected) == 2
+    assert "2 rejected, 1 skipped (not images)." in text
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    Image.fromarray(gradient()).save(folder / "fundus_1.png")
+    (folder / "SOURCE.md").write_text("# Where the images come from\n")
+    (folder / "build.py").write_text("print('build')\n")
+    (folder / "notes.xyz").write_text("?")
+    report = import_paths(ws, [folder])
+    assert [r.name for r in report.skipped] == ["demo/SOURCE.md", "demo/build.py"]
+    assert {r.reason for r in report.skipped} == {"not an image (a document or code file)"}
+    assert [r.name for r in report.rejected] == ["demo/notes.xyz"]  # an unknown kind is still said plainly
+    assert report.headline() == ("imported 1 image(s) (0 with captions), 0 duplicate(s), 1 rejected, "
+                                 "2 skipped (not images)")

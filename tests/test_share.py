@@ -289,8 +289,14 @@ def test_data_tab_exports_and_shares_the_captions_as_the_cli_does(tmp_path, hub,
     assert len(rows) == 3 and "An endoscopic image of normal, blue." in rows[2]  # all with text, train split
     with pytest.raises(ValueError, match="is not empty"):
         data_share.export_captions(studio, "csv", str(tmp_path / "app-csv"), False, "", False)
-    with pytest.raises(ValueError, match="not inside a folder this app may read"):
+    with pytest.raises(ValueError, match="not inside a folder this app may write to"):
         data_share.export_captions(studio, "csv", "/elsewhere/out", True, "", False)
+    assert not (studio.home / "exports").exists()  # relative: inside the home folder, parents created
+    said = data_share.export_captions(studio, "csv", "exports/mydata", True, "", False)
+    assert said.endswith(f"as csv to {studio.home / 'exports' / 'mydata'}.**")
+    assert (studio.home / "exports" / "mydata" / "metadata.csv").read_text().count("\n") == 2  # header + 1 caption
+    data_share.export_captions(studio, "txt", str(tmp_path / "new" / "deeper" / "out"), True, "", False)
+    assert len(list((tmp_path / "new" / "deeper" / "out").rglob("*.txt"))) == 1
 
     dry = data_share.share_dataset(studio, "someone/polyp-captions", True, True, "", True)
     assert dry.startswith("**Dry run:** 6 file(s)") and dry.lower().count("dry run") == 1 and not hub.calls

@@ -18,7 +18,7 @@ def test_sample_timeline_shows_every_class_by_name(tmp_path):
         run.save_samples(step, [Image.new("RGB", (8, 8), (40 * k, 0, 0)) for k in range(3)],
                          [f"A {c} image." for c in classes], [0, 1, 2], classes)
     items = train.sample_items(run.path)
-    assert [label for _, label in items] == [f"step {s} · {c}" for s in (0, 10) for c in classes]
+    assert [label for _, label in items] == [f"step {s} · {c}" for s in (10, 0) for c in classes]  # newest first
     assert [p.name for p, _ in items] == ["00.png", "01.png", "02.png"] * 2
 
 
@@ -65,3 +65,24 @@ def test_refusable_buttons_check_first_with_no_outputs(tmp_path):
         assert len(first) == 1 and first[0].outputs == [], elem
         after = [fn for fn in demo.fns.values() if fn.trigger_after == first[0]._id]
         assert len(after) == 1 and after[0].trigger_only_on_success and after[0].outputs, elem
+
+
+def test_the_monitor_shows_newest_samples_first_whole_labels_and_class_hues_apart_from_the_losses(tmp_path):
+    """26_crop: samples ran oldest first, "dermoscopy_t…" was cut, and red was the colour loss on
+    one chart and a class on the next."""
+    from medart.ui.layout import CSS
+
+    run = RunFolder(tmp_path / "run")
+    classes = ["dermoscopy_test", "fundus", "histology"]
+    for step in (0, 60, 120):
+        run.save_samples(step, [Image.new("RGB", (8, 8))] * 3, [f"A {c} image." for c in classes], [0, 1, 2], classes)
+    items = train.sample_items(run.path)
+    assert [label.split(" · ")[0] for _, label in items][::3] == ["step 120", "step 60", "step 0"]
+    assert items[0][1] == "step 120 · dermoscopy_test"
+    assert "#sample-timeline .caption-label {white-space: normal" in CSS  # a long class name wraps, whole
+    frame = train.distance_frame([{"step": s, "color_distance": {c: 1.0 for c in classes}} for s in (0, 60)])
+    shown = train.view(("", None, frame, [], "", "", []))[2]
+    hues = shown["color_map"]
+    assert sorted(hues) == sorted(classes) and len(set(hues.values())) == 3
+    assert not set(hues.values()) & set(train.SERIES.values())  # no loss colour reused
+    assert train.class_colours(reversed(classes)) == hues  # the same class, the same hue, at every refresh

@@ -74,9 +74,14 @@ def preflight(ws: Workspace, name: str, config: TrainConfig, runs_dir: Path, dev
               max_tokens: int | None = None) -> Preflight:
     """Whether run `name` with `config` can start on the workspace's approved training captions
     (captions over `max_tokens`, by default the run's limit, block it)."""
-    from medart.profiles import PROFILES, BaseModelError, caption_limit, is_tiny, kind_of
+    from medart.profiles import PROFILES, BaseModelError, caption_limit, is_tiny, kind_of, resolve
 
     p = Preflight()
+    try:  # a base that is no profile, folder or hub id stops here with the job's own message
+        resolve(config.base_model) if config.base_model not in PROFILES else None
+    except BaseModelError as e:
+        p.errors.append(str(e))
+        return p
     try:
         max_tokens = max_tokens or caption_limit(kind_of(config.base_model), config.max_caption_tokens)
     except (ValueError, BaseModelError) as e:

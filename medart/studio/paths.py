@@ -68,12 +68,13 @@ class ServerPaths:
             raise PathRefused(f"{what} refused: this system cannot look up a path of {len(text):,} characters "
                               "(links that loop, or a folder it may not search)") from None
 
-    def check(self, value: str | Path, what: str = "path") -> Path:
-        """The one check every path a user gives goes through: the resolved path, when it lies inside a root."""
+    def check(self, value: str | Path, what: str = "path", action: str = "read") -> Path:
+        """The one check every path a user gives goes through: the resolved path, when it lies inside
+        a root. `action` ("read", "write to") is what the refusal says the app may not do there."""
         text = str(value)
         path = self._resolved(text, what)
         if not any(_inside(path, root) for root in self.roots):
-            raise self._refuse(text, what)
+            raise self._refuse(text, what, action)
         return path
 
     def allows(self, path: str | Path) -> bool:
@@ -83,12 +84,12 @@ class ServerPaths:
             return False
         return True
 
-    def _refuse(self, value: str, what: str) -> PathRefused:
+    def _refuse(self, value: str, what: str, action: str = "read") -> PathRefused:
         shown = value if len(value) <= 80 else value[:77] + "..."
         if not self.roots:
-            return PathRefused(f"{what} {shown!r} refused: this app reads no server folders "
+            return PathRefused(f"{what} {shown!r} refused: this app {'reads' if action == 'read' else 'may ' + action} no server folders "
                                "(its owner can allow some with --import-root FOLDER)")
-        return PathRefused(f"{what} {shown!r} is not inside a folder this app may read "
+        return PathRefused(f"{what} {shown!r} is not inside a folder this app may {action} "
                            "(its owner can allow one with --import-root FOLDER)")
 
     def folder(self, value: str | None, what: str = "folder") -> Path:

@@ -12,7 +12,7 @@ tab), says what it undid and shows the image when it was one.
 
 The review loop (Approve & next, Next, Previous, a thumbnail) is kept light: thumbnails and
 the editor's image are handed to the page as copies made once (`pictures.shown`), Next and
-Previous send the editor only, and the token count is recounted only when a person types.
+Previous send the editor only, and the token count is recounted only when the text changes.
 
 Every button's work is a module-level function of the studio and the inputs' values that
 returns the outputs' values (`listing`, `show`, `save_caption`, `start_batch`, ...), so the tab is
@@ -711,8 +711,9 @@ def _wire_review(studio, tab, g, ids_state, page_ids):
     for button, step in ((g["page_prev"], -1), (g["page_next"], +1)):
         button.click(lambda c, *f, k=step: _listing_values(listing(studio, *f[:-1], (f[-1] or 1) + k), c),
                      [current, *filters], listing_out, **QUIET)
-    # typing recounts the tokens; a caption the editor loads comes with its count
-    g["text"].input(lambda text: count_tokens(studio, text), [g["text"]], [g["tokens"]], api_name="count",
+    # any new text recounts the tokens: typed, pasted or filled in (gradio's `.input` follows
+    # key presses alone); only the latest text of a burst is counted
+    g["text"].change(lambda text: count_tokens(studio, text), [g["text"]], [g["tokens"]], api_name="count",
                     trigger_mode="always_last", **QUIET)
     # a review step answers with the counts, the editor and what it saved; the gallery page (its
     # status labels) follows in a second event

@@ -60,6 +60,8 @@ def summarise(reports) -> tuple[str, list[list]]:
     dup = sum(len(r.duplicates) for r in reports)
     rejected = [[x.name, x.reason] for r in reports for x in r.rejected]
     rejected += [[n, f"duplicate of {o}"] for r in reports for n, o in r.duplicates]
+    rejected += [[x.name, f"skipped: {x.reason}"] for r in reports for x in r.skipped]
+    n_skipped = sum(len(r.skipped) for r in reports)
     captions = sum(r.captions for r in reports)
     present = sum(len(set(r.present)) for r in reports)
     n_rejected = len([x for r in reports for x in r.rejected])
@@ -69,7 +71,8 @@ def summarise(reports) -> tuple[str, list[list]]:
     else:
         text = (f"**Imported {added} image(s)**, {captions} with a caption from their metadata or .txt file, "
                 f"{dup} duplicate(s)" + (f" (**{present} already in the workspace, left as they are**: label, split "
-                                         "and caption unchanged)" if present else "") + f", {n_rejected} rejected.")
+                                         "and caption unchanged)" if present else "") + f", {n_rejected} rejected"
+                + (f", {n_skipped} skipped (not images)." if n_skipped else "."))
     notices = [n for r in reports for n in r.notices(allow="'Allow images that may show burned-in patient data'")]
     text += "".join(f"\n\n⚠ {n}" for n in notices)  # seen before training: folder labels, burned-in images
     return text, rejected

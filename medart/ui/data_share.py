@@ -25,12 +25,15 @@ from medart.workspace.exports import FORMATS, describe_export, export
 
 
 def export_folder(studio, value: str | None) -> Path:
-    """The folder an export goes to: new or empty, its parent an existing folder inside the allowed roots."""
+    """The folder an export goes to, inside the allowed roots: a relative one inside the app's home
+    folder; it and its missing parents are created by the export."""
     text = (value or "").strip()
     if not text:
         raise ValueError("type the folder on this machine to export into first (it is created if absent)")
     path = Path(text).expanduser()
-    return studio.paths.folder(str(path.parent), "folder to export into") / path.name
+    if not path.is_absolute():
+        path = studio.home / path
+    return studio.paths.check(str(path), "folder to export into", action="write to")
 
 
 def check_export(studio, fmt: str, folder: str | None, overwrite: bool) -> Path:
@@ -106,7 +109,9 @@ def build(studio) -> None:
                               info="imagefolder: a folder per split with metadata.jsonl (what training reads); "
                                    "csv: one metadata.csv; txt: a .txt caption beside each image")
             folder = gr.Textbox(label="Folder on this machine to export into", elem_id="export-folder",
-                                info="created if absent; inside the folders the app's owner allows")
+                                info="created if absent, with its parents; a relative path (exports/mydata) is "
+                                     "inside the app's home folder, where its runs are kept; inside the folders "
+                                     "the app's owner allows")
             overwrite = gr.Checkbox(False, label="Replace what is there", elem_id="export-overwrite")
         export_b = gr.Button("Export", elem_id="export-go")
         export_md = gr.Markdown(elem_id="export-result")

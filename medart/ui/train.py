@@ -44,6 +44,15 @@ FORM = ("hldf.mode", "hldf.every", "hldf.steps", "hldf.cfg", "lora.rank", "lora.
         "validation_prompts", "adam_8bit", "buckets", "caption_dropout", "report_to")
 # three hues: the raw diffusion loss grey, its smoothed curve blue, the colour loss red
 SERIES = {"diffusion loss": "#9ca3af", "diffusion (smoothed)": "#2563eb", "colour loss": "#dc2626"}
+# the classes' hues on the colour chart: none of the loss chart's (no red, blue or grey), so a
+# colour means one thing on this page
+CLASS_PALETTE = ("#0d9488", "#ea580c", "#7c3aed", "#65a30d", "#db2777", "#a16207", "#0891b2", "#4d7c0f",
+                 "#c026d3", "#b45309")
+
+
+def class_colours(classes) -> dict[str, str]:
+    """A colour per class for the colour chart, from CLASS_PALETTE in the classes' sorted order."""
+    return {c: CLASS_PALETTE[k % len(CLASS_PALETTE)] for k, c in enumerate(sorted(set(classes)))}
 
 
 def loss_frame(rows: list[dict], smoothing: float) -> pd.DataFrame | None:
@@ -81,13 +90,13 @@ def distance_frame(rows: list[dict]) -> pd.DataFrame | None:
 
 def sample_items(run: Path, per_step: int = SAMPLE_CLASSES, max_steps: int = 12) -> list[tuple[Path, str]]:
     """(file, caption) of the sample timeline: every sample of a step (one per class, up to
-    SAMPLE_CLASSES classes), each named by its class, at step 0 and the latest steps."""
+    SAMPLE_CLASSES classes), each named by its class, the newest step first, down to step 0."""
     folder = RunFolder(run)
     steps = folder.sample_steps()
     if len(steps) > max_steps:  # keep step 0 and the latest ones
         steps = steps[:1] + steps[-(max_steps - 1):]
     items = []
-    for step in steps:
+    for step in reversed(steps):
         labels = folder.sample_labels(step)
         for k, png in enumerate(sorted((folder.samples / f"step-{step:06d}").glob("*.png"))[:per_step]):
             items.append((png, f"step {step} · {labels[k] if k < len(labels) else f'sample {k + 1}'}"))
@@ -380,8 +389,8 @@ def _monitor_panel(studio):
     gr.Markdown("Colour distance: per-channel mean and std of each class's fixed-seed samples against that "
                 "class's training images (HLDF's colour loss on the two sets' averages); lower is closer, 0 is "
                 "a match.", elem_id="colour-plot-help")
-    samples = gr.Gallery(label=f"Samples: one per class (the first {SAMPLE_CLASSES} classes), fixed seeds, from "
-                         "step 0", columns=4, height=320, object_fit="contain",
+    samples = gr.Gallery(label=f"Samples: one per class (the first {SAMPLE_CLASSES} classes), fixed seeds, the "
+                         "newest step first", columns=4, height=320, object_fit="contain",
                          allow_preview=True, elem_id="sample-timeline")
     gr.Markdown("**Log** (its last lines, the newest at the bottom)")
     log = gr.HTML(log_html(""), elem_id="train-log")
@@ -395,6 +404,8 @@ def view(result, before=None) -> tuple:
     steps = len({label.split(" · ")[0] for _, label in files}) or 1
     per_row = max(1, min(4, -(-len(files) // steps)))  # a step's samples side by side, one class each
     gallery = gr.update(value=pictures.gallery(files), columns=per_row) if key != before else gr.skip()
+    if colours is not None:
+        colours = gr.update(value=colours, color_map=class_colours(colours["class"]))
     return info, frame, colours, gallery, log_, msg, table, key
 
 

@@ -25,7 +25,8 @@ captions along: a `.txt` sidecar with the image's stem, or `metadata.jsonl` / `m
 (columns `file_name`, `text` or `caption`, optional `label`) in the image's folder or an
 ancestor; files given one by one are matched by name, as if they lay in one folder. Rows of
 a metadata file naming images that were not imported with it are counted in a notice, not
-as rejected files. The label is, in order: the
+as rejected files; documents and code in a folder or zip (README.md, build.py) are skipped as
+not images, not rejected. The label is, in order: the
 metadata's `label`, the `label` argument, the name of the image's parent folder (when it
 is not the imported folder itself or a split name like `train`). Labels taken from folder
 names are listed in the import summary, so a person sees them before training.
@@ -93,6 +94,12 @@ DICOM_TEMPLATES = {"ES": "endoscopy", "SM": "histology", "OP": "fundus", "XC": "
 SYSTEM_NAMES = {"thumbs.db", "desktop.ini", "__macosx", ".ds_store"}
 KINDS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP",
          ".webp": "WebP", ".txt": "text", ".jsonl": "metadata", ".csv": "metadata", ".zip": "zip"}
+# documents and code beside images in a folder or zip (a README, a script): skipped as not images,
+# not rejected; given on their own they are rejected, since someone asked for them. A PDF is not
+# among them: it may hold scanned images, so it is said to be unsupported.
+NOT_IMAGE_SUFFIXES = {".md", ".rst", ".py", ".ipynb", ".sh", ".json", ".yaml", ".yml", ".toml", ".cfg", ".ini",
+                      ".log", ".html", ".htm", ".js", ".css", ".doc", ".docx", ".odt", ".rtf", ".xls",
+                      ".xlsx", ".ppt", ".pptx", ".tsv"}
 MAX_ZIP_RATIO = 100  # a zip member over 1 MiB that inflates more than this many times is refused
 MAX_ZIP_ENTRIES = 100_000  # members of one archive
 ZIP_FLOOR = 64 << 20  # bytes the members of any archive may inflate to in all, whatever its size
@@ -170,7 +177,8 @@ class ImportReport:
         there = (f" ({present} already in the workspace, left as they are: label, split and caption unchanged)"
                  if present else "")
         return (f"imported {len(self.added)} image(s) ({self.captions} with captions), "
-                f"{len(self.duplicates)} duplicate(s){there}, {len(self.rejected)} rejected")
+                f"{len(self.duplicates)} duplicate(s){there}, {len(self.rejected)} rejected"
+                + (f", {len(self.skipped)} skipped (not images)" if self.skipped else ""))
 
     def _empty_md(self) -> str:
         """"the zip holds no images", "the 2 folders and the zip hold no images"."""
@@ -551,21 +559,13 @@ def _import_entries(
     single: bool = False,
     allow_burned_in: bool = False,
     anonymous: bool = False,
+    given: tuple[dict[int, int], int, str] | None = None,
 ) -> None:
     report = batch.report
     entries = list(entries)
     # a source holding DICOM is a DICOM export, and uploads are named by no one: none of their paths is stored or shown
     export = anonymous or any(_looks_dicom(e) for e in entries)
-    numbers = {id(e): k for k, e in enumerate(entries, start=1)} if export else {}
-    report.numbered += len(numbers)
-    report.sources += bool(numbers)
-    where = f" of source {report.sources}" if report.sources > 1 and numbers else ""
-
-    def shown(e: Entry) -> str:
-        if not export:
-            return e.display
-        report.named_by_number = True
-        return f"file {numbers[id(e)]} of {len(entries)} ({_kind(e)}){where}"
+    shown = _namer(report, entries, export, given)
 
     metadata: dict[PurePosixPath, dict] = {}
     sidecars: dict[PurePosixPath, Entry] = {}
@@ -573,6 +573,8 @@ def _import_entries(
     for e in entries:
         if e.skip:
             report.skipped.append(Rejection(shown(e), e.skip))
+        elif e.rel.suffix.lower() in NOT_IMAGE_SUFFIXES and not single:
+            report.skipped.append(Rejection(shown(e), "not an image (a document or code file)"))
         elif e.problem:
             report.rejected.append(Rejection(shown(e), e.problem))
         elif _hidden(e.rel):
@@ -639,6 +641,28 @@ def _import_entries(
                   folder_label=item_label is not None and item_label == folder_label, burned_in=burned_in)
 
 
+def _namer(report: ImportReport, entries: list[Entry], export: bool,
+           given: tuple[dict[int, int], int, str] | None) -> Callable[[Entry], str]:
+    """How messages name the entries of one source: by path, or (a DICOM export, an upload) by
+    number and kind. `given`: (position of each loose file among the files given, how many were
+    given, the zip they lie in, as "file 3 of 3 (zip)"), so that every given file is counted."""
+    numbers = {id(e): k for k, e in enumerate(entries, start=1)} if export else {}
+    report.numbered += len(numbers)
+    report.sources += bool(numbers)
+    positions, total, within = given or ({}, 0, "")
+    where = f" in {within}" if within else f" of source {report.sources}" if report.sources > 1 and numbers else ""
+
+    def shown(e: Entry) -> str:
+        if not export:
+            return e.display
+        report.named_by_number = True
+        if id(e) in positions:
+            return f"file {positions[id(e)]} of {total} ({_kind(e)})"
+        return f"file {numbers[id(e)]} of {len(entries)} ({_kind(e)}){where}"
+
+    return shown
+
+
 def import_paths(
     ws: Workspace,
     paths: Iterable[str | Path],
@@ -657,10 +681,12 @@ def import_paths(
     report = ImportReport()
     batch = _Batch(ws, report)
     kw = {"allow_burned_in": allow_burned_in}
+    paths = list(paths)
+    positions: dict[int, int] = {}  # an upload's loose files: their place among all files given
     with ws.importing(), ExitStack() as archives:
         try:
             loose: list[Entry] = []  # files given on their own: matched with their sidecars by name
-            for p in paths:
+            for number, p in enumerate(paths, start=1):
                 path = Path(p).expanduser()
                 if progress:
                     progress(str(path))
@@ -673,16 +699,20 @@ def import_paths(
                 elif path.suffix.lower() == ".zip":
                     zipped = _zip_entries(path, report, limits, "an uploaded zip archive" if anonymous else None,
                                           archives)
+                    within = f"file {number} of {len(paths)} (zip)" if len(paths) > 1 else ""
+                    given = ({}, len(paths), within) if anonymous else None
                     _import_entries(batch, zipped, "upload" if anonymous else path.name, label, modality, split, limits,
-                                    anonymous=anonymous, **kw)
-                    _note_empty(batch, seen, "zip")
+                                    anonymous=anonymous, given=given, **kw)
+                    if _note_empty(batch, seen, "zip") and anonymous:
+                        report.skipped.append(Rejection(given[2] or "the zip", "a zip that holds no images"))
                 else:
                     loose.append(Entry(PurePosixPath(path.name), path.read_bytes, path.stat().st_size, path.name,
                                        _file_head(path)))
+                    positions[id(loose[-1])] = number
             for group in _by_unique_name(loose):  # as one folder: a DICOM file among them makes all nameless
                 source = "upload" if anonymous else group[0].display if len(group) == 1 else "files"
                 _import_entries(batch, group, source, label, modality, split, limits, single=True,
-                                anonymous=anonymous, **kw)
+                                anonymous=anonymous, given=(positions, len(paths), "") if anonymous else None, **kw)
             batch.commit()
         except BaseException:
             batch.abort()
@@ -707,10 +737,13 @@ def _outcomes(batch: _Batch) -> int:
     return len(batch.rows) + len(r.present) + len(r.duplicates) + len(r.rejected)
 
 
-def _note_empty(batch: _Batch, before: int, kind: str) -> None:
-    """Note a zip or folder that brought no image at all (only text, hidden files or nothing)."""
+def _note_empty(batch: _Batch, before: int, kind: str) -> bool:
+    """Note a zip or folder that brought no image at all (only text, hidden files or nothing);
+    whether it was such."""
     if _outcomes(batch) == before:
         batch.report.empty.append(kind)
+        return True
+    return False
 
 
 def _by_unique_name(entries: list[Entry]) -> list[list[Entry]]:

@@ -72,6 +72,25 @@ def conflict_and_regenerate(browser, server, page, text, ws_dir, shots) -> None:
     assert stored(ws_dir)[5][1] == "draft"
 
 
+def tokens_shown(page) -> int:
+    return int(page.get_attribute("#token-count-value", "data-tokens"))
+
+
+def token_counter_follows_fill_and_paste(page, text) -> None:
+    """The token count follows text that arrives without key presses: `fill()` and a paste
+    (`insert_text` sends only the input event, as Ctrl+V does)."""
+    text.fill("A dermoscopy image of a pigmented lesion with an irregular border. " * 12)
+    page.wait_for_function("+document.querySelector('#token-count-value').dataset.tokens > 120")
+    long = tokens_shown(page)
+    assert "too long" in page.locator("#token-count").inner_text()
+    text.fill("")
+    page.wait_for_function("document.querySelector('#token-count-value').dataset.tokens === '0'")
+    text.focus()
+    page.keyboard.insert_text("A fundus image of the retina.")
+    page.wait_for_function("+document.querySelector('#token-count-value').dataset.tokens > 0")
+    assert 0 < tokens_shown(page) < long and "too long" not in page.locator("#token-count").inner_text()
+
+
 def test_typed_text_survives_every_way_of_moving_on(tmp_path, medart_cache, browser, shots):
     home = tmp_path / "home"
     ws_dir = home / "workspace"
@@ -98,6 +117,7 @@ def test_typed_text_survives_every_way_of_moving_on(tmp_path, medart_cache, brow
         text = page.locator("#caption-text textarea")
         page.locator("#caption-gallery .thumbnail-item").nth(0).click()
         editor_at(page, 1)
+        token_counter_follows_fill_and_paste(page, text)
         text.fill("Typed into #1, then Next.")
         page.locator("#next-caption").click()
         editor_at(page, 2)
