@@ -19,7 +19,7 @@ import gradio as gr
 
 from medart.sharing import hub_token, login_help, push_dataset
 from medart.sharing.hub import check_repo_id
-from medart.ui.widgets import user_errors
+from medart.ui.widgets import pushed_markdown, user_errors
 from medart.workspace import Filter
 from medart.workspace.exports import FORMATS, describe_export, export
 
@@ -87,12 +87,7 @@ def share_dataset(studio, repo: str | None, private: bool, approved_only: bool, 
         result = push_dataset(ws, repo_id, private=bool(private), dry_run=bool(dry_run), out=out, overwrite=True,
                               approved_only=bool(approved_only), flt=Filter(label=(label or "").strip() or None),
                               progress=progress)
-    if dry_run:
-        files = "\n".join(result.files)
-        said = result.describe().removeprefix("dry run: ")
-        return f"**Dry run:** {html.escape(said)}. Its README.md is the dataset card.\n\n```\n{files}\n```"
-    visibility = "private" if result.private else "public"
-    return f"**Pushed** {len(result.files)} file(s) to [{result.repo_id}]({result.url}) ({visibility})."
+    return pushed_markdown(result, "dataset card")
 
 
 def build(studio) -> None:

@@ -33,7 +33,7 @@ from medart.run_folder import RunFolder
 from medart.sharing import hub_token, login_help, push_model
 from medart.sharing.hub import check_repo_id
 from medart.ui import pictures
-from medart.ui.widgets import (JOB_HEADERS, fmt_seconds, job_rows, on_page_load, progress_bar, state_badge,
+from medart.ui.widgets import (JOB_HEADERS, pushed_markdown, fmt_seconds, job_rows, on_page_load, progress_bar, state_badge,
                                user_errors)
 
 # The form's TrainConfig settings, in the order of its inputs after the run name and the base
@@ -293,12 +293,7 @@ def share_run(studio, run_name: str | None, repo: str, private: bool, dry_run: b
     out = dry_run_folder(studio, run_name) if dry_run else None
     result = push_model(run, repo, private=bool(private), dry_run=bool(dry_run), out=out, overwrite=True,
                         progress=progress)
-    if dry_run:
-        files = "\n".join(result.files)
-        said = result.describe().removeprefix("dry run: ")
-        return f"**Dry run:** {html.escape(said)}. Its README.md is the model card.\n\n```\n{files}\n```"
-    visibility = "private" if result.private else "public"
-    return f"**Pushed** {len(result.files)} file(s) to [{result.repo_id}]({result.url}) ({visibility})."
+    return pushed_markdown(result, "model card")
 
 
 def _share_panel(studio):

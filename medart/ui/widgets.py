@@ -106,3 +106,13 @@ def job_rows(jobs) -> list[list]:
 
 
 JOB_HEADERS = ["job", "kind", "title", "state", "queued at", "message"]
+
+
+def pushed_markdown(result, card: str) -> str:
+    """What a push to the Hub did (or, for a dry run, would send): the files, and where its `card` is."""
+    if result.dry_run:
+        files = "\n".join(result.files)
+        said = result.describe().removeprefix("dry run: ")
+        return f"**Dry run:** {html.escape(said)}. Its README.md is the {card}.\n\n```\n{files}\n```"
+    visibility = "private" if result.private else "public"
+    return f"**Pushed** {len(result.files)} file(s) to [{result.repo_id}]({result.url}) ({visibility})."
