@@ -227,6 +227,8 @@ def test_find_replace_lists_matches_in_context_and_refuses_runaway_patterns(stud
         captions.find_replace(studio, False, "^(a|aa)+$", "x", True, False, *ALL, 1)
     assert captions._said(lambda: captions.find_replace(studio, False, "^(a|aa)+$", "x", True, False, *ALL, 1))(
     ).startswith("⚠ the regular expression")
+    said = captions._said(lambda: captions.find_replace(studio, False, "a{10000000}", "x", True, False, *ALL, 1))()
+    assert said.startswith("⚠ the regular expression repeats more than 1,000 times") and "\n" not in said
 
 
 def test_thumbnail_labels_are_short_and_the_highlight_follows_the_editor(studio):

@@ -220,11 +220,12 @@ def guarded():
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                 **login.launch_options(AUTH, guard=guard))
 
-    def attempt(password, source="127.0.0.1", user=AUTH[0], cookies=None):
+    def attempt(password, source="127.0.0.1", user=AUTH[0], cookies=None, headers=None):
         """(status, body, cookies set) of one POST /login from address `source`."""
         transport = httpx.HTTPTransport(local_address=source)
         with httpx.Client(transport=transport, cookies=cookies) as c:
-            r = c.post(f"http://127.0.0.1:{port}/login", data={"username": user, "password": password})
+            r = c.post(f"http://127.0.0.1:{port}/login", data={"username": user, "password": password},
+                       headers=headers)
             return r.status_code, r.content, dict(r.cookies)
 
     try:
@@ -287,6 +288,48 @@ def test_an_attacker_behind_the_owners_proxy_cannot_keep_the_owner_out(guarded):
     unknown_user = [attempt("nope", "127.0.0.4", user="nobody")[:2] for _ in range(6)]
     assert wrong_password == unknown_user and len({body for _, body in unknown_user}) == 1
     assert waits == first == [1.0, 2.0, 4.0]
+
+
+def test_a_forged_forwarded_for_does_not_choose_the_bucket(guarded):
+    """Issue 18, F2: a client on this machine sends a new X-Forwarded-For with each guess; its
+    guesses still count against its real address, and wait as they would without the header."""
+    guard, waits, attempt, _ = guarded
+    statuses = [attempt(f"guess-{i}", headers={"X-Forwarded-For": f"10.0.{i}.1"})[0] for i in range(7)]
+    assert statuses == [400] * 7 and waits == [1.0, 2.0, 4.0, 8.0]
+    assert guard.failures(guard.bucket(AUTH[0], "127.0.0.1")) == 7
+    assert guard.failures(guard.bucket(AUTH[0], "10.0.6.1")) == 0  # nobody else's bucket was touched
+    status, _, _ = attempt(AUTH[1], headers={"X-Forwarded-For": "10.9.9.9"})
+    assert status == 200 and waits[-1] == 16.0  # a right password from the same client waits its turn
+
+
+def test_guessing_from_many_addresses_is_slowed_per_user_name(guarded):
+    """Issue 18, F2: one guess from each of many addresses: after USER_FREE_FAILURES guesses for
+    one user name they wait, doubling, whatever the address; the owner's known browser does not."""
+    from medart.ui import login
+
+    guard, waits, attempt, _ = guarded
+    status, _, owner_cookies = attempt(AUTH[1])
+    assert status == 200
+    n = login.USER_FREE_FAILURES + 4
+    assert [attempt("guess", f"127.0.1.{i + 1}")[0] for i in range(n)] == [400] * n
+    assert waits == [1.0, 2.0, 4.0, 8.0]
+    assert attempt("guess", "127.0.2.1", user="someone-else")[0] == 400 and len(waits) == 4  # another name
+    assert attempt(AUTH[1], cookies=owner_cookies)[0] == 200 and len(waits) == 4  # the owner waits for nobody
+    assert attempt(AUTH[1], "127.0.3.1")[0] == 200 and waits[-1] == 16.0  # a new browser waits its turn
+    assert guard.delay(guard.bucket(AUTH[0], "127.0.1.1")) == 0.0  # then all is forgotten
+
+
+def test_logout_clears_the_device_cookie(guarded):
+    """Issue 18, F6: logging out forgets the browser: the device cookie is cleared."""
+    import httpx
+
+    guard, _, attempt, url = guarded
+    status, _, cookies = attempt(AUTH[1])
+    assert status == 200 and guard.cookie_name in cookies
+    with httpx.Client(cookies=cookies) as c:
+        r = c.get(f"{url}logout")
+        cleared = [h for h in r.headers.get_list("set-cookie") if h.startswith(guard.cookie_name + "=")]
+    assert len(cleared) == 1 and cleared[0].startswith(f"{guard.cookie_name}=;") and "Max-Age=0" in cleared[0]
 
 
 def test_a_known_browser_stays_known_after_a_restart(tmp_path, monkeypatch):

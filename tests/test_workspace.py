@@ -391,6 +391,51 @@ def test_caption_length_is_bounded_on_every_write(ws):
     assert ws.set_text(i, "x" * MAX_CAPTION_CHARS).text == "x" * MAX_CAPTION_CHARS
 
 
+def test_patterns_that_would_compile_for_long_are_refused_before_compiling(ws, monkeypatch):
+    """Issue 18, F3: compiling unrolls counted repeats (a{10000000}: seconds and gigabytes), so
+    such patterns, deep nesting and long patterns are refused with one message, uncompiled."""
+    from medart.workspace import store
+
+    (i,) = fill(ws, 1, texts=["A polyp, aaa."])
+    compiled = []
+    real_compile = store.regex_engine.compile
+    monkeypatch.setattr(store.regex_engine, "compile", lambda *a, **k: compiled.append(a) or real_compile(*a, **k))
+    bad = ["a{3000000}", "a{10000000}", "a{4294967294}", "x{2,99999}", "(?:a{1000}){1000}", "((a{40}){40})",
+           "(" * 5000 + "a" + ")" * 5000, "(" * 25 + "a" + ")" * 25, "a" * 501]
+    for pattern in bad:
+        t = time.perf_counter()
+        with pytest.raises(ValueError, match=r"nothing was changed\. Use a shorter, simpler pattern") as e:
+            ws.find_replace(pattern, "b", apply=True)
+        assert time.perf_counter() - t < 0.05 and "\n" not in str(e.value)
+    assert compiled == [] and ws.get(i).text == "A polyp, aaa." and not ws.history(i)
+    assert ws.find_replace(r"a{3}\.|\d{1,4}|(ab){2,5}|[{]", "x").matches == 1  # ordinary counts still work
+    assert ws.find_replace("a" * 500, "b").matches == 0
+
+
+def test_a_replacement_is_bounded_before_the_caption_is_built(ws):
+    """Issue 18, F5: a long replacement is refused, and a caption that would grow past
+    MAX_CAPTION_CHARS stops being built there: not hundreds of megabytes, then refused."""
+    import tracemalloc
+
+    from medart.workspace import MAX_CAPTION_CHARS
+
+    (i,) = fill(ws, 1, texts=["x" * 5000])
+    with pytest.raises(ValueError, match=r"the replacement is 3,000,000 characters long, over the limit of 10,000"):
+        ws.find_replace("x?", "y" * 3_000_000, apply=True)
+    tracemalloc.start()
+    try:
+        t = time.perf_counter()
+        with pytest.raises(ValueError, match=r"#\d+'s caption after the replacement would be over the limit of 10,000"):
+            ws.find_replace("x?", "y" * MAX_CAPTION_CHARS, apply=True)  # 5,001 matches: 50 million characters
+        took, (_, peak) = time.perf_counter() - t, tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert took < 0.5 and peak < 2_000_000, (took, peak)
+    assert ws.get(i).text == "x" * 5000 and not ws.history(i)
+    ws.set_text(i, "x" * 80)
+    assert ws.find_replace("x", "yy", apply=True).matches == 80 and ws.get(i).text == "y" * 160
+
+
 def test_find_replace_shows_each_match_in_context_and_how_many_more(ws):
     prefix = "An endoscopic image of the sigmoid colon showing a sessile lesion with "
     ids = fill(ws, 5, texts=[prefix + "a reddish rim and reddish vessels."] * 5)

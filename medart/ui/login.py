@@ -3,8 +3,10 @@ that an attacker cannot turn against the owner, and the login page says nothing 
 
 Gradio calls the `auth` callable with the user name and password only, so an ASGI middleware
 (`LoginContext`, passed to the app through `launch(app_kwargs=...)`) tells it who is asking:
-the connecting address (never a header a client could forge) and the browser's *device
-cookie*, which a successful login sets (a random id signed with a secret of this process).
+the connecting address (never a header a client could forge: `launch_options` tells uvicorn
+to trust no `X-Forwarded-For`, which it otherwise takes from any client on this machine) and the
+browser's *device cookie*, which a successful login sets (a random id signed with a secret of
+this process) and `/logout` clears.
 
 Wrong logins are counted per bucket; a bucket's first `FREE_FAILURES` wrong logins are answered
 at once, each further one waits twice as long as the one before (1 s, 2 s, 4 s ... at most
@@ -18,6 +20,12 @@ not speed guessing up. A right login, or an hour without attempts, forgets the b
 - Any other attempt counts against its (user name, address) bucket. Every user name has its
   own, the right one and wrong ones alike, and the name and the password are compared in
   constant time: a wrong user name and a wrong password get the same wait and the same answer.
+- All attempts without a device cookie for one user name, from every address, also count
+  against that name's bucket, which waits after `USER_FREE_FAILURES`: guessing from many
+  addresses is no faster than from a few, while the owner's known browser still gets in at once.
+
+A device cookie is revoked by logging out in that browser; all of them at once by deleting
+`.login-device-key` in the home folder and restarting the app.
 
 `LoginContext` also answers the login page without Gradio's description of the API
 (`window.gradio_api_info`, every endpoint's name and parameters): a client that has not logged
@@ -40,6 +48,7 @@ from pathlib import Path
 FREE_FAILURES = 3
 BASE_DELAY_S = 1.0
 MAX_DELAY_S = 30.0
+USER_FREE_FAILURES = 20  # wrong logins for one user name, all addresses together, answered at once
 FORGET_S = 3600.0
 MAX_BUCKETS = 10_000  # beyond this the buckets with the fewest failures are forgotten first
 DEVICE_MAX_AGE_S = 365 * 24 * 3600
@@ -112,14 +121,17 @@ class LoginContext:
     """ASGI middleware: the client's address and cookies for LoginGuard, the device cookie a
     successful login earns, and the login page without the API's description."""
 
-    def __init__(self, app):
+    def __init__(self, app, cookie_name: str | None = None):
         self.app = app
+        self.cookie_name = cookie_name
 
     async def __call__(self, scope, receive, send):
         if scope.get("type") != "http":
             return await self.app(scope, receive, send)
         client = scope.get("client")
         request = _Request(client[0] if client else None, _cookies(scope))
+        if self.cookie_name and scope.get("path", "").rstrip("/").endswith("/logout"):
+            request.set_cookies.append(f"{self.cookie_name}=; Max-Age=0; Path=/; HttpOnly; SameSite=Strict")
         token = _request.set(request)
         page: dict = {}
 
@@ -192,14 +204,22 @@ class LoginGuard:
             return ("device", device)
         return ("guess", self._sign("user" + chr(0) + username)[:32], address or "unknown")
 
+    @staticmethod
+    def user_bucket(bucket: tuple) -> tuple | None:
+        """The bucket of all addresses' attempts for the user name of a ("guess", ...) bucket."""
+        return ("user", bucket[1]) if bucket[0] == "guess" else None
+
     def failures(self, bucket: tuple) -> int:
         count, last = self._failures.get(bucket, (0, 0.0))
         return count if self._clock() - last < FORGET_S else 0
 
     def delay(self, bucket: tuple) -> float:
         """Seconds the next login counted against `bucket` waits before it is checked."""
-        n = self.failures(bucket) - FREE_FAILURES
-        return 0.0 if n < 0 else min(MAX_DELAY_S, BASE_DELAY_S * 2 ** n)
+        free = USER_FREE_FAILURES if bucket[0] == "user" else FREE_FAILURES
+        n = self.failures(bucket) - free
+        own = 0.0 if n < 0 else min(MAX_DELAY_S, BASE_DELAY_S * 2 ** n)
+        user = self.user_bucket(bucket)
+        return max(own, self.delay(user)) if user else own
 
     def _forget_old(self) -> None:
         now = self._clock()
@@ -216,7 +236,8 @@ class LoginGuard:
         request = _request.get() or _Request(None, {})
         bucket = self.bucket(username, request.address, request.cookies.get(self.cookie_name))
         self._forget_old()
-        lock = self._locks.setdefault(bucket, asyncio.Lock())
+        user = self.user_bucket(bucket)
+        lock = self._locks.setdefault(user or bucket, asyncio.Lock())  # one user name's guesses one at a time
         async with lock:
             wait = self.delay(bucket)
             if wait:
@@ -225,19 +246,27 @@ class LoginGuard:
                                                                                           self._password)
             if ok:
                 self._failures.pop(bucket, None)
+                if user:
+                    self._failures.pop(user, None)
                 cookie = request.cookies.get(self.cookie_name) if bucket[0] == "device" else None
                 request.set_cookies.append(f"{self.cookie_name}={cookie or self.device_cookie(username)}; "
                                            f"Max-Age={DEVICE_MAX_AGE_S}; Path=/; HttpOnly; SameSite=Strict")
             else:
-                self._failures[bucket] = (self.failures(bucket) + 1, self._clock())
+                for counted in (bucket, user) if user else (bucket,):
+                    self._failures[counted] = (self.failures(counted) + 1, self._clock())
             return bool(ok)
 
 
 def launch_options(auth: tuple[str, str] | None, guard: LoginGuard | None = None) -> dict:
-    """`launch()` keyword arguments for a login (none without one)."""
+    """`launch()` keyword arguments for a login (none without one). Also tells uvicorn (which
+    gradio starts without a say on it) to trust no proxy's `X-Forwarded-For`, unless
+    `FORWARDED_ALLOW_IPS` names the proxies to trust: the default trusts any client on this
+    machine, which could then choose the address its guesses count against."""
     if auth is None:
         return {}
     from starlette.middleware import Middleware
 
+    os.environ.setdefault("FORWARDED_ALLOW_IPS", "")
     guard = guard or LoginGuard(*auth)
-    return {"auth": guard.check, "app_kwargs": {"middleware": [Middleware(LoginContext)]}}
+    return {"auth": guard.check,
+            "app_kwargs": {"middleware": [Middleware(LoginContext, cookie_name=guard.cookie_name)]}}

@@ -31,7 +31,12 @@ and `EditConflict` says what it is now, so nobody overwrites another's newer cha
 Bounds that keep one request from holding the server: a caption is at most `MAX_CAPTION_CHARS`
 characters on every write, and a find/replace pattern runs for at most `REGEX_SECONDS` on one
 caption and that plus `REGEX_PER_CAPTION` per caption in all (the `regex` module's time limit;
-the match runs without holding the interpreter). With a `token_limit` (how many T5 tokens the
+the match runs without holding the interpreter). A pattern is checked before it is compiled
+(compiling unrolls counted repeats, so `a{10000000}` alone would take gigabytes): at most
+`MAX_PATTERN_CHARS` characters, `MAX_GROUP_DEPTH` nested groups, and counted repeats that add
+up to at most `MAX_REPEAT` (nested ones multiplied). The replacement is at most
+`MAX_CAPTION_CHARS` characters, and a replaced caption stops being built as soon as it would
+pass MAX_CAPTION_CHARS. With a `token_limit` (how many T5 tokens the
 base reads), a caption longer than that is not approved.
 """
 
@@ -67,6 +72,9 @@ IMPORT_MARKERS = "imports"  # one file per import that has not finished
 MAX_CAPTION_CHARS = 10_000  # T5 reads at most 300 tokens (about 1,500 characters); this is far beyond
 REGEX_SECONDS = 0.5  # a find/replace pattern's time on one caption (it stops soon after) ...
 REGEX_PER_CAPTION = 5e-5  # ... and over them all: REGEX_SECONDS plus this much per caption searched
+MAX_PATTERN_CHARS = 500  # a find/replace regular expression's length
+MAX_GROUP_DEPTH = 20  # groups inside groups in one pattern
+MAX_REPEAT = 1_000  # counted repeats ({n}, {n,m}) of one pattern, nested ones multiplied, all added up
 STAMP_STEP = 1e-6  # updated_at grows by at least this much on every change
 
 def default_workspace() -> Path:
@@ -239,6 +247,80 @@ CONTEXT = 30  # characters shown each side of a find/replace match
 def _budget(deadline: float) -> float:
     """The time a pattern may take on the next caption: REGEX_SECONDS, at most what is left."""
     return max(min(REGEX_SECONDS, deadline - time.monotonic()), 1e-3)
+
+
+_COUNT = regex_engine.compile(r"\{(\d*)(?:(,)(\d*))?\}")
+_PATTERN_ADVICE = ("; nothing was changed. Use a shorter, simpler pattern (a class such as [a-z]+ or a "
+                   "repeat such as \\d{1,4})")
+
+
+def check_pattern(pattern: str) -> None:
+    """A ValueError, before anything is compiled, when a regular expression could take too much
+    time or memory to compile: over MAX_PATTERN_CHARS characters, groups nested deeper than
+    MAX_GROUP_DEPTH, or counted repeats over MAX_REPEAT in all (each group's count multiplies
+    the counts inside it)."""
+    if len(pattern) > MAX_PATTERN_CHARS:
+        raise ValueError(f"the regular expression is {len(pattern):,} characters long, over the limit of "
+                         f"{MAX_PATTERN_CHARS}" + _PATTERN_ADVICE)
+    inside = [0]  # per open group: the repeats counted inside it
+    last = 0  # the repeats of the atom just read (a closed group's own)
+    i, in_class = 0, False
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            i, last = i + 2, 0
+            continue
+        if in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+            i += 1 + (pattern[i + 1:i + 2] == "^")
+            i += pattern[i:i + 1] == "]"  # a ] first in a class is a character
+            last = 0
+            continue
+        elif ch == "(":
+            inside.append(0)
+            if len(inside) > MAX_GROUP_DEPTH + 1:
+                raise ValueError(f"the regular expression nests groups more than {MAX_GROUP_DEPTH} deep"
+                                 + _PATTERN_ADVICE)
+        elif ch == ")" and len(inside) > 1:
+            last = inside.pop()
+            inside[-1] += last
+            i += 1
+            continue
+        elif ch == "{" and (m := _COUNT.match(pattern, i)) and (m.group(1) or m.group(3)):
+            count = int(m.group(3) or m.group(1))  # {n}, {n,}: n; {n,m}, {,m}: m
+            added = count * max(last, 1) - last  # the atom (and what it counted) `count` times
+            inside[-1] += added
+            if count > MAX_REPEAT or inside[-1] > MAX_REPEAT:
+                raise ValueError(f"the regular expression repeats more than {MAX_REPEAT:,} times in all "
+                                 f"(counted repeats such as {{n}} are unrolled when it is compiled)" + _PATTERN_ADVICE)
+            last = 0
+            i = m.end()
+            continue
+        last = 0
+        i += 1
+    if inside[0] > MAX_REPEAT:
+        raise ValueError(f"the regular expression repeats more than {MAX_REPEAT:,} times in all" + _PATTERN_ADVICE)
+
+
+class _TooLong(Exception):
+    """A replaced caption that would pass MAX_CAPTION_CHARS: it is not built further."""
+
+
+def _bounded_subn(rx, repl: str, text: str, timeout: float) -> tuple[str, int]:
+    """`rx.subn(repl, text)` that stops (_TooLong) once the result would pass MAX_CAPTION_CHARS."""
+    size = [len(text)]
+
+    def expand(m):
+        s, e = m.span()
+        out = m.expand(repl)
+        size[0] += len(out) - (e - s)
+        if size[0] > MAX_CAPTION_CHARS:
+            raise _TooLong
+        return out
+
+    return rx.subn(expand, text, timeout=timeout, concurrent=True)
 
 
 def _in_context(iid: int, text: str, m, replacement: str) -> ReplaceMatch:
@@ -838,11 +920,20 @@ class Workspace:
         return Undone(action, detail, at, captions, images, before if single else {})
 
     def _replacer(self, pattern: str, replacement: str, is_regex: bool, ignore_case: bool):
+        if len(replacement) > MAX_CAPTION_CHARS:
+            raise ValueError(f"the replacement is {len(replacement):,} characters long, over the limit of "
+                             f"{MAX_CAPTION_CHARS:,}; shorten it (nothing was changed)")
+        if is_regex:
+            check_pattern(pattern)
+        else:
+            check_caption(pattern, "the text to find")
         try:
             rx = regex_engine.compile(pattern if is_regex else regex_engine.escape(pattern),
                                       regex_engine.IGNORECASE if ignore_case else 0)
         except regex_engine.error as e:
             raise ValueError(f"invalid regular expression {pattern!r}: {e}") from None
+        except (MemoryError, RecursionError, OverflowError):
+            raise ValueError("the regular expression is too large to compile" + _PATTERN_ADVICE) from None
         if not is_regex:
             replacement = replacement.replace("\\", "\\\\")
         return rx, replacement
@@ -888,7 +979,7 @@ class Workspace:
         updates, matches, shown = [], 0, []
         for iid, text, status in rows:
             try:
-                new, n = rx.subn(repl, text, timeout=_budget(deadline), concurrent=True)
+                new, n = _bounded_subn(rx, repl, text, _budget(deadline))
                 if n and new != text and len(shown) < samples:
                     for m in rx.finditer(text, timeout=_budget(deadline), concurrent=True):
                         if len(shown) < samples:
@@ -899,7 +990,11 @@ class Workspace:
                     "nothing was changed. Simplify it (nested repeats such as (a|aa)+ can take forever) or untick "
                     "'Regular expression'") from None
             except (regex_engine.error, IndexError) as e:
-                raise ValueError(f"invalid replacement {replacement!r}: {e}") from None
+                raise ValueError(f"invalid replacement {_short(replacement)!r}: {e}") from None
+            except _TooLong:
+                raise ValueError(f"#{iid}'s caption after the replacement would be over the limit of "
+                                 f"{MAX_CAPTION_CHARS:,} characters; nothing was changed. Replace in fewer places "
+                                 "or with shorter text") from None
             if n and new != text:
                 matches += n
                 new_status = "edited" if status == "draft" else status
