@@ -6,7 +6,6 @@ gets one line without errno text or an absolute path."""
 
 from __future__ import annotations
 
-import io
 import os
 import sqlite3
 import warnings

@@ -108,7 +108,11 @@ def test_the_caption_batch_job_is_read_by_the_caption_command(studio, backend, m
 
 
 def test_the_evaluation_job_is_read_by_the_evaluate_command(studio):
+    from medart.ui.data import import_demo
+
     run = make_tuned_run(studio.runs_dir / "tuned")
+    with studio.workspace() as ws:
+        import_demo(ws)  # held-out images to evaluate on (an empty split is refused before any job)
     evaluate.start(studio, "tuned", "test", 3, ["fid", "color"])
     (job,) = studio.jobs.list()
     args = parse(job.argv)
