@@ -62,12 +62,48 @@ def auth_from_env(host: str):
     return None
 
 
+OWNER_FILE = ".owner-pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
+def remove_stale_page_caches(parent: str) -> int:
+    """Remove the cache folders (with their uploads) that killed apps of this user left in
+    `parent`: those whose recorded process is gone. A folder without a record, another user's,
+    or a running app's is kept. Returns how many went."""
+    gone = 0
+    for entry in os.scandir(parent):
+        try:
+            if (not entry.name.startswith("medart-pages-") or not entry.is_dir(follow_symlinks=False)
+                    or entry.stat(follow_symlinks=False).st_uid != os.getuid()):
+                continue
+            with open(os.path.join(entry.path, OWNER_FILE)) as f:
+                pid = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if pid != os.getpid() and not _alive(pid):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            gone += 1
+    return gone
+
+
 def private_page_cache() -> str:
     """Gradio's upload and cache folder, private to this process and removed at exit: it holds
     only what pages were given (and uploads), never a file of the home folder."""
     if os.environ.get("GRADIO_TEMP_DIR"):
         return os.environ["GRADIO_TEMP_DIR"]
+    remove_stale_page_caches(tempfile.gettempdir())
     folder = tempfile.mkdtemp(prefix="medart-pages-")
+    with open(os.path.join(folder, OWNER_FILE), "w") as f:
+        f.write(str(os.getpid()))
     os.environ["GRADIO_TEMP_DIR"] = folder
     os.environ["GRADIO_EXAMPLES_CACHE"] = os.path.join(folder, "examples")
     atexit.register(shutil.rmtree, folder, True)
@@ -155,8 +191,11 @@ def main(argv=None) -> int:
           flush=True)
     demo = build_app(studio)
     demo.queue(default_concurrency_limit=1)
+    options, login = launch_kwargs(studio), launch_options(auth)
+    middleware = options["app_kwargs"]["middleware"] + login.pop("app_kwargs", {}).get("middleware", [])
+    options["app_kwargs"] = {**options["app_kwargs"], "middleware": middleware}
     demo.launch(server_name=args.host, server_port=args.port, show_error=False,  # only messages meant for people
-                **launch_kwargs(studio), **launch_options(auth))
+                **options, **login)
     return 0
 
 

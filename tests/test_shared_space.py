@@ -5,6 +5,11 @@ removes that session's workspace and leaves the other's."""
 
 from __future__ import annotations
 
+import json
+import secrets
+from pathlib import Path
+from urllib.parse import quote
+
 import pytest
 from PIL import Image
 
@@ -102,3 +107,77 @@ def test_a_visitor_cannot_tell_what_another_visitor_imported(space, tmp_path):
         assert http.get(own[0]).status_code == 200
         assert {http.get(f"gradio_api/file={g}").status_code for g in guesses} <= {403, 404}
     assert not any(sha in p.name for p in (cache / "shown").rglob("*"))
+
+
+def test_the_import_takes_only_files_uploaded_to_this_page(space, tmp_path):
+    """Issue 18 (no server folders on the Space), tried as a visitor who names server paths to
+    the upload import instead of uploading: a file outside the upload folder, /etc/shadow, a
+    missing file, a folder, a page copy, a link into the upload folder and a `..` path all get
+    the same one line (no errno, no path: nothing tells which exist); nothing is imported and
+    the named files stay."""
+    from test_uploads_left_behind import call
+
+    import httpx
+
+    from medart.ui import pictures
+
+    studio, url = space
+    outside = tmp_path / "atk" / "outside2.png"
+    outside.parent.mkdir()
+    Image.new("RGB", (32, 32), (10, 200, 10)).save(outside)
+    cache = pictures.page_cache()
+    page_copy = cache / "shown" / "ab" / "ab12.png"
+    page_copy.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (32, 32), (10, 10, 200)).save(page_copy)
+    link = cache / f"upload-{secrets.token_hex(16)}" / "link.png"
+    link.parent.mkdir()
+    link.symlink_to(outside)
+    with httpx.Client(base_url=url, timeout=60) as http:
+        own = http.post("gradio_api/upload", files=[("files", ("mine.png", outside.read_bytes()))]).json()[0]
+        elsewhere = [str(outside), "/etc/shadow", str(outside.parent / "nonexist.png"), "/root", str(outside.parent)]
+        in_cache = [str(page_copy), str(link), str(cache / "shown" / "ab" / "ab13.png"), str(page_copy.parent),
+                    f"{cache}/upload-{secrets.token_hex(16)}/gone.png"]
+        replies = {}
+        for path in elsewhere + in_cache:
+            kind, out = call(http, "import_files", [[{"path": path, "meta": {"_type": "gradio.FileData"}}],
+                                                    "", "", "train", False, "all", "all", 1])
+            replies[path] = (kind, json.dumps(out))
+    # refused by Gradio itself (a path it would not take) or by the handler, in one of two lines
+    # that say nothing; a file that exists and one that does not get the same one
+    mine = replies[str(page_copy)]
+    assert "were not uploaded to this page: upload them again" in mine[1]
+    assert set(replies.values()) <= {mine, ("error", '{"error": null}')}
+    for there, missing in ((outside, outside.parent / "nonexist.png"), (page_copy, cache / "shown" / "ab" / "ab13.png"),
+                           (outside, "/root"), (page_copy, page_copy.parent)):
+        assert replies[str(there)] == replies[str(missing)], (there, missing)
+    assert all(kind == "error" and "Errno" not in text and "/" not in text for kind, text in replies.values())
+    assert all(not any((studio.sessions.path(k)).rglob("*.png")) for k in studio.sessions.keys())
+    assert outside.exists() and page_copy.exists() and Path(own).exists()  # refused: nothing deleted either
+
+
+def test_an_upload_tells_nothing_of_another_visitors_upload(space, tmp_path):
+    """Issue 18, tried as a visitor holding the bytes of someone else's upload: Gradio put equal
+    bytes in one content-named folder, where the other's file name answered 200 and a guess 403.
+    Now each upload gets a random folder of its own, no upload is served back by URL, and every
+    probe (the other's exact path, its name in one's own folder, a random name) gets one answer."""
+    import httpx
+
+    from medart.ui import pictures
+
+    _, url = space
+    data = tmp_path / "scan.png"
+    Image.frombytes("RGB", (16, 16), secrets.token_bytes(16 * 16 * 3)).save(data)  # bytes of this test alone
+    with httpx.Client(base_url=url, timeout=60) as a, httpx.Client(base_url=url, timeout=60) as b:
+        first = a.post("gradio_api/upload", files=[("files", ("patient-jane-doe-1970.png", data.read_bytes()))]).json()[0]
+        second = b.post("gradio_api/upload", files=[("files", ("mine.png", data.read_bytes()))]).json()[0]
+        assert Path(first).parent != Path(second).parent and Path(first).exists() and Path(second).exists()
+        cache = pictures.page_cache()
+        assert Path(first).parent.parent == cache and Path(first).parent.name.startswith("upload-")
+        probes = [first, f"{Path(second).parent}/patient-jane-doe-1970.png", second,
+                  f"{Path(first).parent}/nothing-{secrets.token_hex(4)}.png", f"{cache}/upload-{secrets.token_hex(16)}/x.png",
+                  f"{Path(first).parent}/../{Path(first).parent.name}/patient-jane-doe-1970.png"]
+        answers = [(r.status_code, r.content) for r in (b.get(f"gradio_api/file={p}") for p in probes)]
+        answers += [(r.status_code, r.content) for r in (a.get(f"gradio_api/file={quote(p)}") for p in probes)]
+    assert len(set(answers)) == 1 and answers[0][0] in (403, 404), answers
+    leftovers = [p for p in cache.rglob("*") if p.is_file() and p.read_bytes() == data.read_bytes()]
+    assert sorted(leftovers) == sorted([Path(first), Path(second)])  # no copy in a content-named folder

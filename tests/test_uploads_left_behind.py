@@ -8,7 +8,11 @@ private cache folder, as Ctrl-C does."""
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -49,12 +53,21 @@ def test_uploads_are_gone_after_import_and_the_cache_after_sigterm(tmp_path, med
     try:
         with httpx.Client(base_url=server.url, timeout=120) as http:
             assert http.post("login", data={"username": AUTH[0], "password": AUTH[1]}).status_code == 200
+            refusals = set()  # server paths named as uploads: one reply, existing or not, file or folder
+            for named in (str(files[2]), str(uploads / "nonexist.png"), str(uploads), "/etc/shadow"):
+                kind, out = call(http, "import_files", [[{"path": named, "meta": {"_type": "gradio.FileData"}}],
+                                                        "", "", "train", False, "all", "all", 1])
+                refusals.add((kind, json.dumps(out)))
+            assert len(refusals) == 1 and next(iter(refusals))[0] == "error"
+            assert "Errno" not in str(refusals) and str(uploads) not in str(refusals)
             sent = [("files", (f.name, f.read_bytes())) for f in files]
             stored = http.post("gradio_api/upload", files=sent).json()
             assert len(stored) == 3
-            for path, f in zip(stored, files):  # waiting for the import, the uploads are served
+            nowhere = http.get(f"gradio_api/file={Path(stored[0]).parent.parent}/upload-{'0' * 32}/x.png")
+            for path, f in zip(stored, files):  # waiting for the import, no upload is served back either
+                assert Path(path).read_bytes() == f.read_bytes()
                 response = http.get(f"gradio_api/file={path}")
-                assert response.status_code == 200 and response.content == f.read_bytes()
+                assert (response.status_code, response.content) == (nowhere.status_code, nowhere.content)
             data = [{"path": p, "orig_name": f.name, "meta": {"_type": "gradio.FileData"}}
                     for p, f in zip(stored, files)]
             kind, out = call(http, "import_files", [data, "", "", "train", False, "all", "all", 1])
@@ -88,7 +101,7 @@ def test_a_failed_import_deletes_its_uploads_too(tmp_path, monkeypatch):
 
     cache = tmp_path / "pages"
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
-    upload = cache / "0f3a" / "Doe_Jane_photo.png"
+    upload = cache / f"upload-{'5' * 32}" / "Doe_Jane_photo.png"
     upload.parent.mkdir(parents=True)
     Image.new("RGB", (8, 8)).save(upload)
     outside = tmp_path / "mine.png"
@@ -107,5 +120,49 @@ def test_a_failed_import_deletes_its_uploads_too(tmp_path, monkeypatch):
     assert not upload.exists() and not upload.parent.exists()
     assert pictures.discard_uploads([str(outside), str(page_copy), str(cache)]) == 0
     assert outside.exists() and page_copy.exists()
-    with pytest.raises(ValueError, match="upload the files again"):
+    with pytest.raises(ValueError, match="not uploaded to this page: upload them again"):
         data.import_uploads(studio, [str(upload)], "", "", "train", False)
+
+
+def test_a_killed_apps_cache_folder_goes_at_the_next_start(tmp_path):
+    """A SIGKILLed app (OOM killer, `kill -9`) cannot remove its cache folder with the uploads in
+    it: the next start removes this user's folders whose recorded process is gone, and keeps a
+    running app's folder and a folder that records no process."""
+    import app
+
+    killed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    killed.kill()
+    killed.wait()
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        folders = {}
+        for name, pid in (("dead", killed.pid), ("live", running.pid), ("mine", os.getpid()), ("unknown", None)):
+            folder = tmp_path / f"medart-pages-{name}"
+            (folder / f"upload-{'7' * 32}").mkdir(parents=True)
+            (folder / f"upload-{'7' * 32}" / "Doe_Jane.dcm").write_bytes(b"DICM")
+            if pid is not None:
+                (folder / app.OWNER_FILE).write_text(str(pid))
+            folders[name] = folder
+        other = tmp_path / "other-pages"
+        other.mkdir()
+        (other / app.OWNER_FILE).write_text(str(killed.pid))
+        assert app.remove_stale_page_caches(str(tmp_path)) == 1
+        assert not folders["dead"].exists()
+        assert folders["live"].is_dir() and folders["mine"].is_dir() and folders["unknown"].is_dir() and other.is_dir()
+    finally:
+        running.kill()
+        running.wait()
+
+
+def test_the_app_records_its_process_in_its_cache_folder(tmp_path, monkeypatch):
+    import app
+
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
+    monkeypatch.delenv("GRADIO_EXAMPLES_CACHE", raising=False)
+    monkeypatch.setattr(app.tempfile, "tempdir", str(tmp_path))
+    stale = tmp_path / "medart-pages-old"
+    stale.mkdir()
+    (stale / app.OWNER_FILE).write_text("999999999")
+    folder = Path(app.private_page_cache())
+    assert folder.parent == tmp_path and (folder / app.OWNER_FILE).read_text() == str(os.getpid())
+    assert not stale.exists()

@@ -99,6 +99,11 @@ def launch_kwargs(studio) -> dict:
     the copies in its cache folder of what pages were given. No run history: Gradio would keep
     every call's inputs and outputs (images, captions) in the browser, or in a Hugging Face
     bucket the user connects. No monitoring: Gradio's would count every user's requests for anyone
-    (`/monitoring/summary`) and print a dashboard key into the log."""
+    (`/monitoring/summary`) and print a dashboard key into the log. `UploadGuard` in front: each
+    upload in a random folder of its own, none served back by URL."""
+    from starlette.middleware import Middleware
+
+    from medart.ui.uploads import UploadGuard
+
     return {"css": CSS, "head": SHORTCUTS, "theme": gr.themes.Soft(), "run_history": False,
-            "enable_monitoring": False}
+            "enable_monitoring": False, "app_kwargs": {"middleware": [Middleware(UploadGuard)]}}

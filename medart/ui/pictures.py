@@ -15,9 +15,13 @@ to a component. Two ways to show one:
   it from an image they have, and each workspace (each visitor's, on the public Space) names
   the same image differently, so a URL tells nothing about what another session imported.
 
-`discard_uploads` deletes the raw files a client uploaded (DICOM headers, names) from Gradio's
-upload cache once a handler is done with them, so that no `/gradio_api/file=` URL reaches them;
-`deleting_uploads` makes a handler of uploads do so when it returns or fails.
+Uploads live in folders of their own, `upload-<128 random bits>/` of that cache folder (see
+`medart.ui.uploads`, which moves each one there and serves none back by URL): only the page that
+sent a file learns its path. `uploaded_paths` accepts a handler's paths only when each is such an
+upload; anything else (a server path, a page copy, a missing file, a folder) gets one refusal
+that says nothing of what is there. `discard_uploads` deletes the raw files a client uploaded
+(DICOM headers, names) once a handler is done with them; `deleting_uploads` makes a handler of
+uploads check its paths and delete them when it returns or fails.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ import functools
 import hashlib
 import hmac
 import os
+import re
 import secrets
+import stat
 import shutil
 import tempfile
 from pathlib import Path
@@ -34,6 +40,9 @@ from pathlib import Path
 from PIL import Image
 
 _NAME_KEY = secrets.token_bytes(32)  # names of the page copies; never leaves this process
+UPLOAD_PREFIX = "upload-"
+_UPLOAD_FOLDER = re.compile(UPLOAD_PREFIX + "[0-9a-f]{32}")
+NOT_UPLOADED = "these files were not uploaded to this page: upload them again"
 
 
 def load(path: str | Path, max_side: int | None = None) -> Image.Image | None:
@@ -119,10 +128,35 @@ def thumbnails(items, caption) -> list[tuple[str, str]]:
     return out
 
 
+def upload_folder_of(path: str | Path) -> bool:
+    """Whether `path` (resolved) lies in one upload's own folder of the page cache."""
+    file = Path(path)
+    return file.parent.parent == page_cache() and bool(_UPLOAD_FOLDER.fullmatch(file.parent.name))
+
+
+def uploaded_paths(paths) -> list[str]:
+    """The given paths (str or FileData), each an upload to this page: an absolute path, with no
+    link or `..` in it, of a regular file in an upload's own folder. Anything else raises one
+    ValueError, the same for a missing file, a folder or a path elsewhere (no errno, no path)."""
+    out = []
+    for path in paths:
+        raw = str(getattr(path, "path", path) or "")
+        try:
+            real = Path(raw).resolve(strict=True)
+            ok = (raw == str(real) and upload_folder_of(real)
+                  and stat.S_ISREG(os.lstat(real).st_mode))
+        except (OSError, RuntimeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(NOT_UPLOADED)
+        out.append(str(real))
+    return out
+
+
 def discard_uploads(paths) -> int:
-    """Delete uploaded files (and the folders Gradio made for them) from Gradio's upload cache;
-    a path outside that cache, or a page copy, is never touched. Returns how many went."""
-    cache = page_cache()
+    """Delete uploaded files (and the folders made for them) from the upload cache; a path that
+    is not an upload (elsewhere, a page copy, a file Gradio made for a page) is never touched.
+    Returns how many went."""
     gone = 0
     for path in paths or []:
         path = getattr(path, "path", path)  # a FileData, or the path itself
@@ -130,30 +164,28 @@ def discard_uploads(paths) -> int:
             file = Path(str(path)).resolve()
         except (OSError, RuntimeError, ValueError):
             continue
-        if not file.is_relative_to(cache) or file.is_relative_to(cache / "shown") or file == cache:
+        if not upload_folder_of(file):
             continue
         try:
             file.unlink(missing_ok=True)
             gone += 1
-            if file.parent != cache:
-                file.parent.rmdir()  # Gradio's folder per upload, once empty
+            file.parent.rmdir()  # the upload's own folder, once empty
         except OSError:
             pass
     return gone
 
 
 def deleting_uploads(handler):
-    """`handler(studio, paths, ...)` of uploaded files, deleting them from the upload cache when
-    it returns or fails (imported, refused or not): the workspace keeps only its stripped
-    copies. Uploads already deleted (a second click) get one line asking for them again."""
+    """`handler(studio, paths, ...)` of uploaded files: refused with one line unless every path is
+    an upload to this page (`uploaded_paths`); the uploads are deleted when it returns or fails
+    (imported, refused or not): the workspace keeps only its stripped copies. Uploads already
+    deleted (a second click) get the same line, asking for them again."""
 
     @functools.wraps(handler)
     def run(studio, paths, *args, **kwargs):
         listed = [paths] if isinstance(paths, str) else list(paths or [])
         try:
-            if not all(os.path.isfile(getattr(p, "path", p)) for p in listed):
-                raise ValueError("these uploads are gone (each upload is deleted once its import ends): upload the "
-                                 "files again")
+            uploaded_paths(listed)
             return handler(studio, paths, *args, **kwargs)
         finally:
             discard_uploads(listed)
