@@ -550,18 +550,25 @@ def _gallery_and_editor():
                 c["regen"] = gr.Button("Regenerate", elem_id="regenerate-caption")
                 c["undo"] = gr.Button("Undo last change (Alt+Z)", elem_id="undo-caption")
             c["note"] = gr.Markdown(elem_id="review-note")
-            with gr.Group(visible=False, elem_id="edit-conflict") as c["conflict_box"]:
-                c["conflict_md"] = gr.Markdown(elem_id="edit-conflict-text")
-                with gr.Row():
-                    c["keep_theirs"] = gr.Button("Keep theirs", elem_id="conflict-keep-theirs")
-                    c["overwrite"] = gr.Button("Save mine over it", variant="stop", elem_id="conflict-overwrite")
-            with gr.Group(visible=False, elem_id="regen-confirm") as c["regen_box"]:
-                c["regen_md"] = gr.Markdown(elem_id="regen-confirm-text")
-                with gr.Row():
-                    c["regen_yes"] = gr.Button("Regenerate it", variant="stop", elem_id="regen-confirm-yes")
-                    c["regen_no"] = gr.Button("Cancel", elem_id="regen-confirm-no")
+            c["conflict_box"], c["conflict_md"], c["overwrite"], c["keep_theirs"] = _ask_box(
+                "edit-conflict", "Save mine over it", "conflict-overwrite", "Keep theirs", "conflict-keep-theirs",
+                no_first=True)
+            c["regen_box"], c["regen_md"], c["regen_yes"], c["regen_no"] = _ask_box(
+                "regen-confirm", "Regenerate it", "regen-confirm-yes", "Cancel", "regen-confirm-no")
             c["loaded"] = gr.State(None)  # the caption the editor loaded: {"id", "text", "at"}
     return c
+
+
+def _ask_box(box_id: str, yes: str, yes_id: str, no: str, no_id: str, no_first: bool = False):
+    """A hidden question: its text (`<box_id>-text`), a red button that goes ahead and one that does
+    not (on the left where it is the safe choice); returns (group, text, go-ahead, other)."""
+    with gr.Group(visible=False, elem_id=box_id) as box:
+        text = gr.Markdown(elem_id=f"{box_id}-text")
+        with gr.Row():
+            other = gr.Button(no, elem_id=no_id) if no_first else None
+            go = gr.Button(yes, variant="stop", elem_id=yes_id)
+            other = other or gr.Button(no, elem_id=no_id)
+    return box, text, go, other
 
 
 def _batch_box():
@@ -577,11 +584,8 @@ def _batch_box():
                                    "first.", elem_id="batch-scope")
         c["default_md"] = gr.HTML(elem_id="describer-default")
         c["batch"] = gr.Button("Start batch captioning", variant="primary", elem_id="batch-caption")
-        with gr.Group(visible=False, elem_id="batch-confirm") as c["confirm_box"]:
-            c["confirm_md"] = gr.Markdown(elem_id="batch-confirm-text")
-            with gr.Row():
-                c["confirm"] = gr.Button("Replace them", variant="stop", elem_id="batch-confirm-yes")
-                c["cancel"] = gr.Button("Cancel", elem_id="batch-confirm-no")
+        c["confirm_box"], c["confirm_md"], c["confirm"], c["cancel"] = _ask_box(
+            "batch-confirm", "Replace them", "batch-confirm-yes", "Cancel", "batch-confirm-no")
         c["batch_status"] = gr.HTML(elem_id="batch-status")
     return c
 
