@@ -25,7 +25,8 @@ def _app(tmp_path):
     return demo, by_elem
 
 
-def test_the_gallery_selects_for_organise_and_uploads_leave_the_box(tmp_path):
+def test_the_gallery_selects_for_organise_and_uploads_leave_the_box(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "pages"))  # uploads lie in the page cache's upload folders
     demo, by_elem = _app(tmp_path)
     gallery, ids, upload = by_elem["data-gallery"], by_elem["org-ids"], by_elem["import-upload"]
     selects = [fn for fn in demo.fns.values() if (gallery._id, "select") in [tuple(t) for t in fn.targets]]
@@ -34,7 +35,8 @@ def test_the_gallery_selects_for_organise_and_uploads_leave_the_box(tmp_path):
 
     (importing,) = [fn for fn in demo.fns.values() if fn.api_name == "import_files"]
     assert importing.outputs[-1] is upload
-    picture = tmp_path / "one.png"
+    picture = tmp_path / "pages" / f"upload-{'1' * 32}" / "one.png"
+    picture.parent.mkdir(parents=True)
     Image.new("RGB", (32, 32), (200, 30, 30)).save(picture)
     out = importing.fn([str(picture)], "polyp", "", "train", False, "all", "all", 1)
     assert out[0].startswith("**Imported 1 image(s)**") and out[-1] is None  # the box is emptied

@@ -63,8 +63,9 @@ def strings_of(db_path) -> list[str]:
         db.close()
 
 
-def test_uploaded_files_leave_no_name_behind(tmp_path, capsys):
-    up = tmp_path / "gradio-cache"
+def test_uploaded_files_leave_no_name_behind(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio-cache"))
+    up = tmp_path / "gradio-cache" / f"upload-{'2' * 32}"  # one upload's own folder (see medart.ui.uploads)
     photo = png(up / "Doe^Jane_photo.png")
     (up / "Doe^Jane_photo.txt").write_text("An endoscopy image of polyp.")
     broken = up / "Doe^Jane_2.png"
