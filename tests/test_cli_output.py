@@ -81,7 +81,7 @@ def test_train_with_a_missing_owner_name_folder_and_no_hub_says_so_at_once(tmp_p
     assert err.startswith("error: no such folder here: missing/folder (and no hub dataset of that name could be "
                           "reached"), err
     assert len(err.splitlines()) == 1 and "Retry" not in err
-    assert probes == [3.0] and looked_up == [] and time.monotonic() - started < 2.0
+    assert probes == [3.0] and looked_up == [] and time.monotonic() - started < 30  # no retries (a hang guard)
     monkeypatch.undo()  # the real probe: HF_HUB_OFFLINE answers without touching the network
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: looked_up.append(a) or 1 / 0)
     monkeypatch.chdir(tmp_path)
