@@ -29,6 +29,11 @@ from medart.pixel_limit import pixel_limit
 OTHER_SPLITS = {"test", "testing", "eval", "validation", "valid", "val", "dev"}
 
 
+def image_key(data: bytes) -> str:
+    """An image's key, as the run's data.json records it: the first 20 hex digits of its SHA-256."""
+    return hashlib.sha256(data).hexdigest()[:20]
+
+
 class DataError(ValueError):
     """The training data cannot be used; the message lists every problem and what to do."""
 
@@ -196,7 +201,7 @@ def load_examples(config: TrainConfig, tokenizer) -> list[Example]:
             problems.append(f"{name}: caption has {n_tokens} tokens, over the limit of {limit}; shorten it{longer}")
             continue
         label = str(row[config.label_column] or "").strip() if has_label else ""
-        examples.append(Example(name, data, str(caption).strip(), hashlib.sha256(data).hexdigest()[:20], size, label))
+        examples.append(Example(name, data, str(caption).strip(), image_key(data), size, label))
     examples.sort(key=lambda ex: (ex.name, ex.key))  # a stable order, whatever the loader's
     if problems:
         shown = "\n  ".join(problems[:30])

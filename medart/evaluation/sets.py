@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 from PIL import Image
 
 from medart.constants import IMAGE_SUFFIXES, SPLITS
+from medart.data import image_key
 from medart.fileio import atomic_write_bytes
 from medart.image_container import ContainerRejected, check_container
 from medart.pixel_limit import pixel_limit
@@ -165,11 +166,6 @@ def training_images(run: Path) -> list[RealImage]:
 
 
 MIN_REAL = 2  # FID's covariance, KID and the colour spread need at least two held-out images
-
-
-def image_key(data: bytes) -> str:
-    """An image's key as training records it in the run's data.json (`medart.data.Example.key`)."""
-    return hashlib.sha256(data).hexdigest()[:20]
 
 
 def training_keys(run: Path) -> set[str]:
