@@ -447,12 +447,8 @@ def sample_grid(folder: Path, prompts, png: Path, seeds=(0, 1, 2, 3), scale: int
     grid.save(png)
 
 
-def write_source(out: Path, stats: dict) -> None:
-    """SOURCE.md: where the weights come from and how to rebuild them."""
-    rows = "\n".join(f"| `skimage.data.{n}()` | {lic} | {'; '.join(caps)} |" for n, (caps, lic) in PHOTOS.items())
-    sec = stats["seconds"]
-    err = stats["vae_heldout"]
-    (out / "SOURCE.md").write_text(f"""# tiny-base: a toy PixArt-α pretrained on general images
+INTROS = {
+    "tiny": """# tiny-base: a toy PixArt-α pretrained on general images
 
 A toy for demos and tests, not a model of anything medical. It is the `tiny` architecture
 of `medart/tiny_base.py` (PixArt-α's classes at 64x64 px, about 2.5 MB) trained briefly
@@ -460,47 +456,82 @@ on general, non-medical pictures, so that its output depends on the prompt inste
 being noise. With 20 steps and guidance 4.5 one prompt gives similar colours across
 seeds and some colour words come through (a blue background, cyan, red-brown for
 coffee, dark for deep space), but many colours are wrong and shapes are not drawn; photo
-captions give coloured textures. No medical images were used.
+captions give coloured textures. No medical images were used.""",
+    "small": """# small-base: a small PixArt-α pretrained on general images and textures
 
-## Data
+The stand-in base for measuring the method offline, not a model of anything medical. It is
+the `small` architecture of `medart/tiny_base.py` (PixArt-α's classes at 64x64 px: a 6-layer
+DiT of width 128, a 2-layer T5 of width 128 and a VAE of widths 32-64-128, about 5.8 M
+parameters) pretrained on general, non-medical pictures and rendered textures, so that a
+LoRA run on a dozen tiles of a medical class can learn that class's colour and texture
+(measured per class of `medart.class_bank` by `benchmarks/learnability.py`; the figures are
+in benchmarks/RESULTS.md). Its own samples draw colour words, shapes and the five texture
+kinds of its data, coarsely. No medical images were used.""",
+}
 
-{stats["images"]} images of 64x64 px drawn with a fixed seed:
 
-- about 65% synthetic pictures rendered by `medart/tiny_pretrain.py`: one circle, square
+def _data_section(stats: dict, arch: str) -> str:
+    recipe = {**RECIPES[arch], **{k: float(v) for k, v in stats["args"].items()
+                                   if k in ("photo_share", "texture_share", "crop_min") and v != "None"}}
+    photo, texture = recipe["photo_share"], recipe["texture_share"]
+    rows = "\n".join(f"| `skimage.data.{n}()` | {lic} | {'; '.join(caps)} |" for n, (caps, lic) in PHOTOS.items())
+    textures = (f"""- about {texture:.0%} textures rendered by `medart/textures.py`: smooth noise, stripes, dots,
+  cells and soft blobs in two of its colours at several scales, captioned from what was drawn
+  (e.g. "thin green diagonal stripes on a black background");
+""" if texture else "")
+    return f"""{stats["images"]} images of 64x64 px drawn with a fixed seed:
+
+- about {1 - photo - texture:.0%} synthetic pictures rendered by `medart/tiny_pretrain.py`: one circle, square
   or triangle of one of {len(COLOURS)} colours on a plain background, plain colours, and
   vertical two-colour gradients, captioned from their parameters (e.g. "a red circle on a
   blue background", "a plain purple background", "a gradient from orange to cyan");
-- about 35% random square crops (35-100% of the short side, resized, randomly mirrored)
+{textures}- about {photo:.0%} random square crops ({recipe["crop_min"]:.0%}-100% of the short side, resized, randomly mirrored)
   of these photographs that ship inside the scikit-image wheel (no download), with the
   licence stated in scikit-image's documentation of each:
 
 | image | source / licence | captions |
 |---|---|---|
-{rows}
+{rows}"""
+
+
+def write_source(out: Path, stats: dict, arch: str = "tiny") -> None:
+    """SOURCE.md: where the weights come from and how to rebuild them."""
+    sec = stats["seconds"]
+    err = stats["vae_heldout"]
+    rebuild = ("python -m medart.tiny_pretrain --out assets/tiny-base" if arch == "tiny" else
+               "python -m medart.tiny_pretrain --arch small --out assets/small-base --state ~/.cache/medart-small-pretrain\n"
+               "    # interrupted? the same command with --resume continues where it stopped")
+    resumed = (" This build was resumed from its checkpoints; the times count only the process that finished it."
+               if stats.get("resumed") else "")
+    (out / "SOURCE.md").write_text(f"""{INTROS[arch]}
+
+## Data
+
+{_data_section(stats, arch)}
 
 ## Training
 
-1. VAE (AutoencoderKL): L1 + MSE reconstruction and a small KL term, AdamW; most steps on
-   random 32x32 crops, the last fifth on whole images. Held-out reconstruction
+1. VAE (AutoencoderKL): L1 + MSE reconstruction and a small KL term, AdamW, {stats["args"]["vae_steps"]} steps;
+   most steps on random 32x32 crops, the last fifth on whole images. Held-out reconstruction
    (256 images, pixels in [0, 1]): L1 {err["l1"]:.4f}, MSE {err["mse"]:.5f}
    (PSNR {err["psnr_db"]:.1f} dB). `scaling_factor` = 1 / std of the latents =
    {stats["scaling_factor"]}.
 2. VAE frozen; transformer and the 2-layer T5 encoder trained together on epsilon
    prediction (MSE on the noise half of the output; the learned-variance half is left
    untrained), DDPM timesteps uniform over 1000 with PixArt-α's linear betas, each
-   sample's MSE weighted by 1/SNR(t) clipped to [1, 100] (unweighted, this small network
+   sample's MSE weighted by 1/SNR(t) clipped to [1, {stats["args"]["max_weight"]}] (unweighted, a small network
    ignored the prompt at the high-noise steps that fix colours and layout), batch
    {stats["args"]["dit_batch"]}, {stats["args"]["dit_steps"]} steps, 10% empty captions for classifier-free guidance.
    The saved weights are an exponential moving average. Final running noise MSE
    (unweighted): {stats["dit_loss"]:.4f}.
 
 Training took {sec["total"] / 60:.0f} minutes on one CPU thread of a shared 2-core machine
-(VAE {sec["vae"] / 60:.1f} min including latent encoding, transformer {sec["dit"] / 60:.1f} min).
+(VAE {sec["vae"] / 60:.1f} min including latent encoding, transformer {sec["dit"] / 60:.1f} min).{resumed}
 
 ## Rebuild
 
     pip install scikit-image   # 0.26; needed only to rebuild, not by the app
-    python -m medart.tiny_pretrain --out assets/tiny-base
+    {rebuild}
 
 All randomness comes from `--seed`; on one CPU thread a rebuild should give the same
 weights, though other torch versions or CPUs may differ slightly.
@@ -619,10 +650,10 @@ def main(argv=None) -> None:
     stats = dict(
         images=len(imgs), vae_heldout=vae_err, scaling_factor=parts["vae"].config.scaling_factor,
         dit_loss=dit_loss, seconds=dict(vae=t_vae, dit=t_dit, total=total),
-        args={k: str(v) for k, v in vars(args).items()},
+        args={k: str(v) for k, v in vars(args).items()}, resumed=bool(args.resume),
     )
-    if not args.vae_from and args.arch == "tiny":  # a reused VAE's training is not described by this run
-        write_source(args.out, stats)
+    if not args.vae_from:  # a reused VAE's training is not described by this run
+        write_source(args.out, stats, args.arch)
     if args.stats:
         args.stats.write_text(json.dumps(stats, indent=2))
     if args.grid:
