@@ -13,7 +13,8 @@ of each class are the training images (an imagefolder with `text` and `label`), 
 caption. The measure is the set-level colour distance of `color_stats.moment_distance`
 (the colour loss applied to two sets' average statistics, images in [-1, 1]) between
 images generated from a class's caption and the class's reference set
-(benchmarks/hldf_ablation.py adds the bootstrap intervals).
+(benchmarks/hldf_ablation.py applies it to the class bank, `medart.class_bank`, with bootstrap
+intervals).
 """
 
 from __future__ import annotations

@@ -168,3 +168,85 @@ def test_std_is_the_population_std_while_the_colour_loss_uses_bessels_as_documen
     n = 64 * 64
     assert loss_std == pytest.approx(ours * math.sqrt(n / (n - 1)), rel=1e-9)  # Bessel's correction
     assert 0 < np.abs(loss_std - ours).max() < 1e-4
+
+
+# ---------------------------------------------------------------- per-channel Wasserstein
+
+
+def test_channel_wasserstein_of_identical_sets_is_zero_and_of_a_tint_is_its_shift():
+    from medart.color_stats import channel_wasserstein
+
+    rng = np.random.default_rng(0)
+    grey = [rng.integers(60, 200, (8, 8, 3), dtype=np.uint8) for _ in range(3)]
+    assert channel_wasserstein(grey, [g.copy() for g in grey]) == 0.0
+    # every pixel +51 in R and -51 in B (no clipping in 60..200): W1 0.2, 0, 0.2 -> mean 0.4 / 3
+    tinted = [(g.astype(np.int16) + np.array([51, 0, -51])).astype(np.uint8) for g in grey]
+    assert channel_wasserstein(grey, tinted) == pytest.approx(0.4 / 3, abs=1e-12)
+
+
+def test_channel_wasserstein_sees_a_wrong_distribution_behind_right_moments():
+    from medart.color_stats import channel_wasserstein, moment_distance
+
+    # two-level pixels {0.25, 0.75} against a four-level set with the same mean 0.5 and std 0.25
+    two = np.array([[[0.25] * 3, [0.75] * 3]] * 2)
+    b = 0.5 - 0.25 * np.sqrt(2), 0.5 + 0.25 * np.sqrt(2)
+    four = np.array([[[0.5] * 3, [0.5] * 3], [[b[0]] * 3, [b[1]] * 3]])
+    assert moment_distance(set_stats([two]), set_stats([four])) == pytest.approx(0.0, abs=1e-12)
+    # by hand (levels rounded to 1/255): |CDF difference| integrated over [0, 1]
+    levels = lambda v: np.round(np.asarray(v) * 255) / 255  # noqa: E731
+    lo, hi, q1, q3 = levels([b[0], b[1], 0.25, 0.75])
+    expected = 0.25 * (q1 - lo) + 0.25 * (0.5 - q1) + 0.25 * (q3 - 0.5) + 0.25 * (hi - q3)
+    assert channel_wasserstein([two], [four]) == pytest.approx(expected, abs=1e-12)
+    assert expected > 0.1
+
+
+def test_channel_wasserstein_from_counts_equals_scipy_on_the_raw_pixels():
+    from scipy.stats import wasserstein_distance
+
+    from medart.color_stats import channel_counts, channel_wasserstein, channel_wasserstein_from_counts
+
+    rng = np.random.default_rng(1)
+    a = [rng.integers(0, 256, (6, 5, 3), dtype=np.uint8) for _ in range(4)]
+    b = [rng.integers(0, 120, (7, 7, 3), dtype=np.uint8) for _ in range(3)]
+    counts_a, counts_b = channel_counts(a), channel_counts(b)
+    assert counts_a.shape == (4, 3, 256) and counts_a.sum() == 4 * 30 * 3
+    raw = np.mean([wasserstein_distance(np.concatenate([x[..., i].ravel() for x in a]) / 255,
+                                        np.concatenate([x[..., i].ravel() for x in b]) / 255) for i in range(3)])
+    assert channel_wasserstein_from_counts(counts_a, counts_b) == pytest.approx(raw, rel=1e-9)
+    # a resampled set is its images' summed counts: image 0 twice and image 2 once
+    twice = channel_wasserstein([a[0], a[0], a[2]], b)
+    assert channel_wasserstein_from_counts(counts_a[[0, 0, 2]].sum(axis=0), counts_b) == pytest.approx(twice)
+
+
+# ---------------------------------------------------------------- hue fidelity
+
+
+def test_hue_counts_bins_by_hand():
+    from medart.color_stats import hue_counts
+
+    # red 0°, yellow 60°, green 120°, blue 240°, magenta 300°, a faint tint (chroma 0.05), grey
+    pixels = np.array([[[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1], [1, 0, 1], [0.5, 0.5, 0.45], [0.3, 0.3, 0.3]]])
+    counts = hue_counts([pixels])[0]
+    assert counts.shape == (13,)
+    assert counts[[0, 2, 4, 8, 10]].tolist() == [1, 1, 1, 1, 1]
+    assert counts[:12].sum() == 5 and counts[12] == 2  # the faint tint and grey are achromatic
+
+
+def test_off_hue_share_grey_real_tinted_generated_and_a_rare_hue():
+    from medart.color_stats import off_hue_share
+
+    grey = [uniform(0.4, 0.4, 0.4, (4, 4)), uniform(0.7, 0.7, 0.7, (4, 4))]
+    tinted = [uniform(0.6, 0.4, 0.4, (4, 4)), uniform(0.4, 0.4, 0.4, (4, 4))]  # half the pixels reddish
+    assert off_hue_share(grey, grey) == 0.0
+    assert off_hue_share(tinted, grey) == pytest.approx(0.5)  # a gray class: every chromatic pixel is off-hue
+    # real: 199 red pixels and 1 green (0.5 % of its chromatic pixels: below 1 %, so green is off-hue)
+    real = np.zeros((1, 200, 3))
+    real[0, :, 0] = 1.0
+    real[0, 0] = (0, 1, 0)
+    generated = np.zeros((1, 10, 3))
+    generated[0, :, 0] = 1.0
+    generated[0, :3] = (0, 1, 0)  # 3 green of 10
+    generated[0, 3] = (0.5, 0.5, 0.5)  # grey is never off-hue
+    assert off_hue_share([generated], [real]) == pytest.approx(0.3)
+    assert off_hue_share([generated], [real], min_share=0.001) == 0.0  # now green counts as the real set's
+    assert off_hue_share([real], [real]) == pytest.approx(1 / 200)  # the real set's own rare pixel

@@ -219,3 +219,18 @@ def test_extract_features_takes_a_uint8_tensor_too():
     from_list = extract_features(ims, feature, batch_size=2)
     from_tensor = extract_features(images_to_uint8(ims), feature, batch_size=3)
     torch.testing.assert_close(from_list, from_tensor)
+
+
+def test_diversity_of_identical_sets_is_one_and_scales_with_spread():
+    from medart.evaluation.metrics import diversity, mean_pairwise_distance
+
+    feats = np.array([[0.0, 0.0], [3.0, 4.0], [6.0, 0.0]])
+    assert mean_pairwise_distance(feats) == pytest.approx((5 + 6 + 5) / 3)
+    assert diversity(feats, feats.copy()) == pytest.approx(1.0)
+    assert diversity(2 * feats + 7, feats) == pytest.approx(2.0)  # twice as spread, shifted: twice as varied
+    collapsed = np.repeat(feats[:1], 4, axis=0)
+    assert diversity(collapsed, feats) == 0.0
+    with pytest.raises(MetricsError, match="at least 2"):
+        mean_pairwise_distance(feats[:1])
+    with pytest.raises(MetricsError, match="all alike"):
+        diversity(feats, collapsed)

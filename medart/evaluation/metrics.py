@@ -12,7 +12,8 @@ Features are extracted once per image set (`extract_features`) and the metrics a
 computed from them, so a real set's features can be reused for base, tuned and the
 real-vs-real floor. `frechet_distance` (torchmetrics' FID computation) serves any features:
 on Inception features it is FID; with the penultimate features of a classifier trained on
-the real images it is the paper's domain distance (KFD for Kvasir, HFD for skin lesions).
+the real images it is the paper's domain distance (KFD for Kvasir, HFD for skin lesions). `diversity` compares how
+varied two sets are in the same features (generated against real: 1.0 = as varied as real).
 """
 
 from __future__ import annotations
@@ -302,3 +303,24 @@ def kid(
         subset_size=subset_size,
         seed=seed,
     )
+
+
+def mean_pairwise_distance(feats) -> float:
+    """Mean Euclidean distance between the feature vectors (N x d) of every pair of distinct images."""
+    x = _as_features(feats)
+    n = len(x)
+    if n < 2:
+        raise MetricsError("a mean pairwise distance needs at least 2 images")
+    d = torch.cdist(x, x)
+    return float(d[torch.triu_indices(n, n, offset=1).unbind()].mean())
+
+
+def diversity(generated_feats, reference_feats) -> float:
+    """How varied the generated images are against the reference set, in the same features: the
+    mean pairwise feature distance of the generated set divided by that of the reference set.
+    1.0 = as varied as the real images; below 1, the samples look more alike than real ones do
+    (0 for a set of one image repeated)."""
+    spread = mean_pairwise_distance(reference_feats)
+    if spread == 0:
+        raise MetricsError("the reference images are all alike in these features: give a varied reference set")
+    return mean_pairwise_distance(generated_feats) / spread
