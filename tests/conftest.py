@@ -64,3 +64,16 @@ def server():
 
     with chat_server() as url:
         yield url
+
+
+
+def pytest_collection_modifyitems(items):
+    """Hand the longest files to the parallel workers first (the browser walks, then the files
+    with the most slow tests), so that no long file starts when the others are done; a file's
+    own tests keep their order."""
+    weight = {}
+    for item in items:
+        browser, slow = weight.get(item.path, (item.path.parent.name != "e2e", 0))
+        weight[item.path] = (browser, slow - bool(item.get_closest_marker("slow")))
+    rank = {path: n for n, path in enumerate(sorted(weight, key=weight.get))}
+    items.sort(key=lambda item: rank[item.path])

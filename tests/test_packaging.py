@@ -27,7 +27,7 @@ def test_console_script_and_dependencies():
     assert PROJECT["project"]["scripts"] == {"medart": "medart.cli:main"}
     assert PROJECT["tool"]["setuptools"]["dynamic"]["dependencies"] == {"file": ["requirements.txt"]}
     pinned = (ROOT / "requirements.txt").read_text()
-    for name in ("psutil", "filelock", "httpx", "scipy", "peft"):
+    for name in ("psutil", "filelock", "httpx", "scipy", "peft", "pytest-xdist"):  # xdist: addopts runs -n
         assert re.search(rf"^{name}==\S+$", pinned, re.MULTILINE), name
 
 

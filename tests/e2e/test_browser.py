@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 
 import pytest
 
@@ -84,11 +85,7 @@ def load_and_caption(page, server, shots):
     page.wait_for_function(f"document.querySelector('#caption-id input').value != '{first_id}'")
     # approve the rest with the keyboard shortcut Alt+A
     for _ in range(15):
-        current = page.locator("#caption-id input").input_value()
-        page.keyboard.press("Alt+a")
-        page.wait_for_function(
-            f"document.querySelector('#caption-id input').value != '{current}' || "
-            "document.querySelector('#caption-counts').innerText.includes('approved 16')")
+        alt_a_moves_on(page)
     page.wait_for_selector("#caption-counts:has-text('approved 16')")
 
     # find/replace: preview count, apply, undo in one step
@@ -102,12 +99,28 @@ def load_and_caption(page, server, shots):
     page.locator("#undo-last").click()
     page.wait_for_selector("#replace-result:has-text(\"Undid the find/replace 'Reviewed by a person.' → 'Checked.'\")")
     ws_db = server.home / "workspace" / "workspace.db"
-    import sqlite3
-
     with sqlite3.connect(ws_db) as db:
         edited = db.execute("SELECT text, status FROM captions WHERE image_id = ?", (int(first_id),)).fetchone()
     assert edited == (caption + " Reviewed by a person.", "approved")
 
+
+
+def alt_a_moves_on(page, tries=4):
+    """Alt+A approves the caption shown and moves to the next one (or all 16 are approved).
+    A click that lands while the button's previous event is still being answered is dropped
+    by the page (gradio's trigger mode "once"), as a person's would be: the key is pressed
+    again then, and the caption it stopped on is named if it never moves on."""
+    current = page.locator("#caption-id input").input_value()
+    moved = (f"document.querySelector('#caption-id input').value != '{current}' || "
+             "document.querySelector('#caption-counts').innerText.includes('approved 16')")
+    for _ in range(tries):
+        page.keyboard.press("Alt+a")
+        try:
+            page.wait_for_function(moved, timeout=30_000)
+            return
+        except pytest.importorskip("playwright.sync_api").TimeoutError:
+            continue
+    raise AssertionError(f"Alt+A did not move on from #{current}: {page.locator('#review-note').inner_text()!r}")
 
 
 def train_stop_and_resume(page, server, shots):
@@ -176,7 +189,12 @@ def compare_and_evaluate(page, run, shots):
     page.get_by_role("option", name=re.compile(r"fundus_6\.jpg")).click()
     page.wait_for_selector("#compare-ref-caption:has-text('Its caption')")
     page.locator("#compare-use-caption").click()
-    page.wait_for_function("document.querySelector('#compare-prompt textarea').value.startsWith('A fundus image')")
+    with sqlite3.connect(run.parent.parent / "workspace" / "workspace.db") as db:  # what the walk stored for it
+        (stored,) = db.execute("SELECT c.text FROM captions c JOIN images i ON i.id = c.image_id"
+                               " WHERE i.original_name = 'fundus_6.jpg'").fetchone()
+    assert stored.startswith("A fundus photograph of a retina")  # the demo's own caption, approved as loaded
+    page.wait_for_function("want => document.querySelector('#compare-prompt textarea').value === want",
+                           arg=stored.strip())
     page.locator("#compare-go").click()
     page.wait_for_selector("#compare-base img")
     page.wait_for_selector("#compare-tuned img")
