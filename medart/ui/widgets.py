@@ -42,14 +42,14 @@ def user_errors(fn):
             if e.errno is not None:  # the system's, naming a path; ours say what to do
                 raise _system_error(e) from None
             log.warning("refused: %s", (str(e).splitlines() or [type(e).__name__])[0])
-            raise gr.Error(str(e), print_exception=False) from None
+            raise gr.Error(str(e), duration=TOAST_S, print_exception=False) from None
         except (ValueError, BaseModelError) as e:
             log.warning("refused: %s", (str(e).splitlines() or [type(e).__name__])[0])
-            raise gr.Error(str(e), print_exception=False) from None
+            raise gr.Error(str(e), duration=TOAST_S, print_exception=False) from None
         except RuntimeError as e:
             first = (str(e).splitlines() or [type(e).__name__])[0]
             log.exception("failed: %s", first)
-            raise gr.Error(first, print_exception=False) from None
+            raise gr.Error(first, duration=TOAST_S, print_exception=False) from None
         except OSError as e:
             raise _system_error(e) from None
         except gr.Error:
@@ -57,19 +57,53 @@ def user_errors(fn):
         except MemoryError:  # its message is empty; the cause is known, no traceback helps
             log.warning("refused: not enough memory")
             raise gr.Error("not enough memory on the server for that; try fewer or smaller files",
-                           print_exception=False) from None
+                           duration=TOAST_S, print_exception=False) from None
         except Exception as e:
             log.exception("failed: %s", type(e).__name__)
             raise gr.Error(f"that did not work ({type(e).__name__}); the app's log says why",
-                           print_exception=False) from None
+                           duration=TOAST_S, print_exception=False) from None
 
     return wrapper
+
+
+TOAST_S = 6  # a toast is kept only for the unexpected, and not for long
+
+
+def refusal(e: Exception) -> str | None:
+    """A person's mistake's one line (what to do), or None for anything else: a ValueError, a
+    BaseModelError, or a FileNotFoundError of ours (the system's name a path)."""
+    if isinstance(e, FileNotFoundError) and e.errno is not None:
+        return None
+    if isinstance(e, (ValueError, BaseModelError, FileNotFoundError)):
+        return str(e) or type(e).__name__
+    return None
+
+
+def said_beside(fn, outputs: int, note: int = -1):
+    """`fn`'s values; on a refusal, every output left as it is but output `note` (the status line
+    beside the button pressed), which says why in one line: no toast, no red badge. `outputs`: how
+    many values `fn` returns. Anything unexpected is `user_errors`' short toast."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - sorted below: a refusal is said, the rest raised
+            said = refusal(e)
+            if said is None:
+                raise
+            log.warning("refused: %s", said.splitlines()[0])
+            values = [gr.update() for _ in range(outputs)]
+            values[note] = f"⚠ {html.escape(said)}"
+            return tuple(values) if outputs > 1 else values[0]
+
+    return user_errors(wrapper)
 
 
 def _system_error(e: OSError) -> gr.Error:
     reason = (e.strerror or type(e).__name__).rstrip(".")
     log.warning("refused: %s", reason)
-    return gr.Error(f"{reason[:1].lower()}{reason[1:]}: check the name or path you gave", print_exception=False)
+    return gr.Error(f"{reason[:1].lower()}{reason[1:]}: check the name or path you gave", duration=TOAST_S,
+                    print_exception=False)
 
 
 STATE_COLOURS = {"queued": "#6b7280", "running": "#2563eb", "stopping": "#d97706", "stopped": "#6b7280",
