@@ -159,17 +159,18 @@ def listing(studio, status, label, contains, max_tok, page=1) -> tuple:
 
 
 def thumb_label(item: Item) -> str:
-    """Under a thumbnail: its id and status, short enough to be read whole ("#5 ✓ approved")."""
-    return f"#{item.id} {STATUS_MARKS.get(item.status, '')}{item.status}"
+    """On a thumbnail: its id and status, short enough to be read whole on the smallest one: a
+    reviewed caption's mark ("#5 ✓"; the counts line above is their key), else the status word."""
+    return f"#{item.id} {STATUS_MARKS.get(item.status, item.status)}"
 
 
-STATUS_MARKS = {"approved": "✓ ", "rejected": "✗ ", "edited": "✎ "}
+STATUS_MARKS = {"approved": "✓", "rejected": "✗", "edited": "✎"}
 
 
 def counts_md(shown: int, page: int, pages: int, s: dict) -> str:
     where = f" · page {page} of {pages}" if pages > 1 else ""
-    return (f"{shown} shown{where} · draft {s['draft']} · edited {s['edited']} · approved {s['approved']} · "
-            f"rejected {s['rejected']} · without caption {s['missing']}")
+    return (f"{shown} shown{where} · draft {s['draft']} · ✎ edited {s['edited']} · ✓ approved {s['approved']} · "
+            f"✗ rejected {s['rejected']} · without caption {s['missing']}")
 
 
 def counts(studio, status, label, contains, max_tok, page=1) -> str:

@@ -214,7 +214,7 @@ def state_message(job, state: str, step: int, total: int, has_checkpoint: bool) 
     if state == "queued":
         return "Queued: it starts when the job before it ends."
     if state == "running":
-        return f"Running: step {step} of {total}."
+        return f"Running: step {step} of {total}." if total else "Running: starting… (loading the model and data)"
     return ""
 
 
@@ -236,10 +236,14 @@ def monitor(studio, run_name: str | None, smoothing: float):
     step, total = int(status.get("step", 0)), int(status.get("total", 0))
     eta = fmt_seconds(status.get("eta_seconds")) if state == "running" else "–"
     loss = status.get("loss")
+    if total:
+        where = f"step {step} / {total} · ETA {eta}"
+    else:  # no step count yet
+        where = "starting…" if state in ("running", "queued") else "no step yet"
     info = (f'<div id="train-status" data-state="{state}" data-step="{step}" data-total="{total}">'
-            f"{state_badge(state)} <b>{html.escape(run_name)}</b> · step {step} / {total} · ETA {eta}"
+            f"{state_badge(state)} <b>{html.escape(run_name)}</b> · {where}"
             + (f" · loss {loss:.4f}" if isinstance(loss, (int, float)) else "")
-            + (f" · job {job.id}" if job else "") + "</div>" + progress_bar(step, total, "steps"))
+            + (f" · job {job.id}" if job else "") + "</div>" + (progress_bar(step, total, "steps") if total else ""))
     log = log_tail(job.log_path, lines=LOG_LINES) if job else log_tail(run / "log.txt", lines=LOG_LINES)
     message = state_message(job, state, step, total, any(folder.checkpoints.glob("step-*")))
     rows = folder.metrics()
