@@ -250,16 +250,28 @@ def monitor(studio, run_name: str | None, smoothing: float):
     return info, loss_frame(rows, smoothing), distance_frame(rows), sample_items(run), log_html(log), message, table
 
 
-def share_help(studio) -> str:
-    """What the Share section says about the hub token (never the token itself)."""
+def shared_run(studio, run_name: str) -> str:
+    """The run a push or dry run packages, and its adapter, in words: "run **cli1** (its adapter
+    `cli1/adapter`, step 40 of 40)"."""
+    run = studio.run_dir(run_name)
+    status = RunFolder(run).read_status()
+    step = f", step {status['step']} of {status['total']}" if status.get("total") else ""
+    return f"run **{html.escape(run.name)}** (its adapter `{html.escape(run.name)}/adapter`{step})"
+
+
+def share_help(studio, run_name: str | None = None) -> str:
+    """What the Share section says: which run it shares, and about the hub token (never the token)."""
     if not studio.sharing_allowed:
         return ""
+    which = ""
+    if run_name and share_visible(studio, run_name):
+        which = f"Shares {shared_run(studio, run_name)}: the run chosen above.\n\n"
     if hub_token():
-        return ("A Hugging Face token is configured (from HF_TOKEN or `hf auth login`). **Push** uploads the run's "
-                "adapter, its last fixed-seed samples and its model card; **Dry run** only writes that folder on "
-                "the server.")
-    return (f"**No Hugging Face token is configured.** To push, {login_help()}, then reload this page. A dry run "
-            "works without one: it writes the folder that would be uploaded and sends nothing.")
+        return which + ("A Hugging Face token is configured (from HF_TOKEN or `hf auth login`). **Push** uploads the "
+                        "run's adapter, its last fixed-seed samples and its model card; **Dry run** only writes that "
+                        "folder on the server.")
+    return which + (f"**No Hugging Face token is configured.** To push, {login_help()}, then reload this page. A dry "
+                    "run works without one: it writes the folder that would be uploaded and sends nothing.")
 
 
 def share_visible(studio, run_name: str | None) -> bool:
@@ -297,7 +309,7 @@ def share_run(studio, run_name: str | None, repo: str, private: bool, dry_run: b
     out = dry_run_folder(studio, run_name) if dry_run else None
     result = push_model(run, repo, private=bool(private), dry_run=bool(dry_run), out=out, overwrite=True,
                         progress=progress)
-    return pushed_markdown(result, "model card")
+    return f"Packaged {shared_run(studio, run_name)}.\n\n" + pushed_markdown(result, "model card")
 
 
 def _share_panel(studio):
@@ -447,11 +459,11 @@ def build(studio):
             on_launch, form, [pre_md, runs, timer], api_name="launch_training")
 
         shown = gr.State(None)  # the sample files on the page: unchanged ones are not sent again
-        outs = [*shown_parts, jobs_table, shown, timer, share_box]
+        outs = [*shown_parts, jobs_table, shown, timer, share_box, share_md]
 
         def refresh(run_name, smoothing, before=None):
             return (*view(monitor(studio, run_name, smoothing), before), polling(),
-                    gr.update(visible=share_visible(studio, run_name)))
+                    gr.update(visible=share_visible(studio, run_name)), share_help(studio, run_name))
 
         runs.change(refresh, [runs, smooth], outs)
         smooth.release(refresh, [runs, smooth, shown], outs)
@@ -495,7 +507,7 @@ def build(studio):
             names = [r.name for r in studio.runs()]
             chosen = current if current in names else (names[0] if names else None)  # the newest run
             return (gr.update(choices=names, value=chosen), job_rows(studio.visible_jobs()), polling(),
-                    share_help(studio))
+                    share_help(studio, chosen))
 
         tab.select(on_tab, [runs], [runs, jobs_table, timer, share_md])
         on_page_load(lambda: (*on_tab(), studio.base_model), [runs, jobs_table, timer, share_md, base])
