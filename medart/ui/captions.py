@@ -56,7 +56,7 @@ from medart.workspace.describe import (NO_MODALITY, Describer, caption_by_descri
                                        overwrite_statuses, untyped_template, workspace_describer)
 from medart.ui import pictures
 from medart.jobs import ACTIVE, FINAL
-from medart.ui.widgets import progress_bar, said_beside, state_badge, user_errors
+from medart.ui.widgets import beside, progress_bar, said_beside, state_badge, user_errors
 from medart.workspace import EditConflict, Filter, Item, Workspace
 
 STATUS_CHOICES = ["all", "unreviewed", "draft", "edited", "approved", "rejected"]
@@ -795,8 +795,8 @@ def _wire_review(studio, tab, g, ids_state, page_ids):
         note, *rest = undo_change(studio, cur, *f)
         return (note, *_page(tuple(rest)))
 
-    g["undo"].click(user_errors(on_undo), [current, *filters], [g["note"], *listing_out, *editor], api_name="do_undo",
-                    **QUIET)
+    beside(g["undo"].click, on_undo, [current, *filters], [g["note"], *listing_out, *editor], g["note"],
+           api_name="do_undo")
     resolved = editor + [g["note"]]
     for button, overwrite in ((g["keep_theirs"], False), (g["overwrite"], True)):
         button.click(_conflicts(lambda c, text, asked, o=overwrite: resolve_conflict(studio, c, text, o, asked),
@@ -963,8 +963,8 @@ def _wire_replace(studio, g, r, ids_state, page_ids, on_undo):
         note, *rest = on_undo(cur, *f)
         return (note, note, *rest)
 
-    r["undo_all"].click(user_errors(on_undo_all), [g["current"], *filters],
-                        [r["replace_md"], g["note"], *listing_out, *editor], api_name="do_undo_all", **QUIET)
+    beside(r["undo_all"].click, on_undo_all, [g["current"], *filters], [r["replace_md"], g["note"], *listing_out, *editor],
+           r["replace_md"], api_name="do_undo_all")
 
 
 def _wire_templates(studio, tab, t):
@@ -977,11 +977,11 @@ def _wire_templates(studio, tab, t):
 
     tab.select(load, outputs=fields, api_name="t_load")
     t["tmpl"].input(load, [t["tmpl"]], fields, api_name="t_load_1")
-    t["t_save"].click(user_errors(lambda *v: store_template(studio, *v)), fields, [t["t_md"]], api_name="t_store")
+    beside(t["t_save"].click, lambda *v: store_template(studio, *v), fields, [t["t_md"]], t["t_md"], api_name="t_store")
     def on_reset(name):
         note = reset_template(studio, name)
         return (*load(name), note)
 
-    t["t_reset"].click(user_errors(on_reset), [t["tmpl"]], [*fields, t["t_md"]], api_name="t_reset_fn")
-    t["t_default"].click(user_errors(lambda name: default_template(studio, name)), [t["tmpl"]], [t["t_md"]],
+    beside(t["t_reset"].click, on_reset, [t["tmpl"]], [*fields, t["t_md"]], t["t_md"], api_name="t_reset_fn")
+    beside(t["t_default"].click, lambda name: default_template(studio, name), [t["tmpl"]], [t["t_md"]], t["t_md"],
                          api_name="t_default_fn")

@@ -33,8 +33,8 @@ from medart.run_folder import RunFolder
 from medart.sharing import hub_token, login_help, push_model
 from medart.sharing.hub import check_repo_id
 from medart.ui import pictures
-from medart.ui.widgets import (JOB_HEADERS, pushed_markdown, fmt_seconds, job_rows, on_page_load, progress_bar, state_badge,
-                               user_errors)
+from medart.ui.widgets import (JOB_HEADERS, pushed_markdown, fmt_seconds, job_rows, on_page_load, progress_bar, beside,
+                               state_badge)
 
 # The form's TrainConfig settings, in the order of its inputs after the run name and the base
 # model (and of the `preflight` / `launch_training` API's arguments). 0 in a number that may be
@@ -323,8 +323,9 @@ def _share_panel(studio):
         with gr.Row():
             dry_b = gr.Button("Dry run (write the folder, send nothing)", elem_id="share-dry-run")
             push_b = gr.Button("Push", variant="primary", elem_id="share-push")
+        note = gr.Markdown(elem_id="share-note")  # a refusal, beside the buttons
         result = gr.Markdown(elem_id="share-result")
-    return box, help_md, repo, private, dry_b, push_b, result
+    return box, help_md, repo, private, dry_b, push_b, note, result
 
 
 def _form(studio):
@@ -431,7 +432,7 @@ def build(studio):
                 name, base, settings, pre_b, go_b, pre_md = _form(studio)
             with gr.Column(scale=3):
                 runs, smooth, stop_b, resume_b, shown_parts = _monitor_panel(studio)
-                share_box, share_md, repo, private, dry_b, push_b, share_result = _share_panel(studio)
+                share_box, share_md, repo, private, dry_b, push_b, share_note, share_result = _share_panel(studio)
         jobs_table = gr.Dataframe(headers=JOB_HEADERS, value=[], label="Jobs", interactive=False, elem_id="jobs-table")
 
         def run_choices(selected=None):
@@ -443,20 +444,15 @@ def build(studio):
             busy = any(j.state in ACTIVE or j.state == "queued" for j in studio.visible_jobs())
             return gr.Timer(active=busy)
 
-        @user_errors
         def on_launch(*form):
             md, run_name = launch_run(studio, *form)
             return md, run_choices(run_name) if run_name else gr.update(), polling()
 
-        # Each button is checked first by an event without outputs: a refusal is one message, and no
-        # component that took no part (the run list, the plots, the samples) shows an error.
-        checked = {"outputs": None, "api_visibility": "private", "show_progress": "hidden"}
-        can_act = user_errors(lambda run_name: check_run_job(studio, run_name))
+        # A refusal is one line beside the button pressed (preflight's result, the monitor's message,
+        # the share note): no toast, and no component that took no part shows an error.
         form = [name, base, *settings]
-        pre_b.click(user_errors(lambda *v: check_form(studio, False, *v)), form, **checked).success(
-            user_errors(lambda *v: preflight_md(studio, *v)), form, [pre_md], api_name="preflight")
-        go_b.click(user_errors(lambda *v: check_form(studio, True, *v)), form, **checked).success(
-            on_launch, form, [pre_md, runs, timer], api_name="launch_training")
+        beside(pre_b.click, lambda *v: preflight_md(studio, *v), form, [pre_md], pre_md, api_name="preflight")
+        beside(go_b.click, on_launch, form, [pre_md, runs, timer], pre_md, api_name="launch_training")
 
         shown = gr.State(None)  # the sample files on the page: unchanged ones are not sent again
         outs = [*shown_parts, jobs_table, shown, timer, share_box, share_md]
@@ -469,12 +465,10 @@ def build(studio):
         smooth.release(refresh, [runs, smooth, shown], outs)
         timer.tick(refresh, [runs, smooth, shown], outs, show_progress="hidden")
 
-        @user_errors
         def on_stop(run_name):
             studio.jobs.stop(run_job(studio, run_name).id)
             return refresh(run_name, 0.6)
 
-        @user_errors
         def on_resume(run_name):
             try:
                 studio.jobs.resume(run_job(studio, run_name).id)
@@ -484,24 +478,19 @@ def build(studio):
                 return tuple(values)
             return refresh(run_name, 0.6)
 
-        stop_b.click(can_act, [runs], **checked).success(on_stop, [runs], outs, api_name="stop_training")
-        resume_b.click(can_act, [runs], **checked).success(on_resume, [runs], outs, api_name="resume_training")
+        message = shown_parts[-1]  # the monitor's message, under Stop and Resume
+        beside(stop_b.click, on_stop, [runs], outs, message, api_name="stop_training")
+        beside(resume_b.click, on_resume, [runs], outs, message, api_name="resume_training")
 
         def share(dry_run):
-            @user_errors
-            def can_share(run_name, repo_id):
-                check_share(studio, run_name, repo_id, dry_run)
-
-            @user_errors
             def on_share(run_name, repo_id, private_, progress_=gr.Progress()):
                 return share_run(studio, run_name, repo_id, private_, dry_run, lambda m: progress_(0, desc=m))
-            return can_share, on_share
+            return on_share
 
-        # checked first by an event without outputs: a refusal is one message; the last result stays readable
+        # a refusal is the note beside the buttons; the last result stays readable under it
         for button, dry_run, api in ((dry_b, True, "share_dry_run"), (push_b, False, "share_push")):
-            can_share, on_share = share(dry_run)
-            button.click(can_share, [runs, repo], None, api_visibility="private", show_progress="hidden").success(
-                on_share, [runs, repo, private], [share_result], api_name=api)
+            beside(button.click, share(dry_run), [runs, repo, private], [share_result], share_note, api_name=api,
+                   show_progress_on=[share_note, share_result])
 
         def on_tab(current=None):
             names = [r.name for r in studio.runs()]

@@ -99,6 +99,52 @@ def said_beside(fn, outputs: int, note: int = -1):
     return user_errors(wrapper)
 
 
+_REFUSED: dict[str, str] = {}  # browser session -> its last refusal, until the line beside the button says it
+
+
+def refused_beside(fn):
+    """`user_errors` for a button whose refusal is said beside it (`beside`): the call still fails
+    (a script gets the error; the chain stops), but the page shows no toast; the event's
+    `.failure` puts the message in the button's status line."""
+    checked = user_errors(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return checked(*args, **kwargs)
+        except gr.Error as e:
+            from medart.ui import sessions
+
+            _REFUSED[sessions.current_key() or ""] = e.message
+            while len(_REFUSED) > 256:
+                _REFUSED.pop(next(iter(_REFUSED)))
+            raise gr.Error(e.message, visible=False, print_exception=False) from None
+
+    return wrapper
+
+
+def said_refusal() -> str:
+    """The calling session's last refusal, as the one line beside the button pressed."""
+    from medart.ui import sessions
+
+    message = _REFUSED.pop(sessions.current_key() or "", "")
+    return f"⚠ {html.escape(message)}" if message else ""
+
+
+def beside(listener, fn, inputs, outputs, note, **kwargs):
+    """`listener(fn, inputs, outputs)` (a button's `.click`) whose refusal is one plain line in
+    `note`, the status Markdown beside that button, and no toast; the next success there clears
+    it. Progress shows on `note` alone, so no component that took no part is marked. Returns the
+    event (chain `.success` on it)."""
+    outputs = list(outputs or [])
+    kwargs.setdefault("show_progress_on", [note])
+    event = listener(refused_beside(fn), inputs, outputs, **kwargs)
+    event.failure(said_refusal, None, [note], show_progress="hidden")
+    if note not in outputs:
+        event.success(lambda: "", None, [note], show_progress="hidden")
+    return event
+
+
 def _system_error(e: OSError) -> gr.Error:
     reason = (e.strerror or type(e).__name__).rstrip(".")
     log.warning("refused: %s", reason)
