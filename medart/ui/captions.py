@@ -703,6 +703,13 @@ def _page(out: tuple) -> tuple:
 
 
 HIDE = {"visible": False}
+WITHDRAWN = (gr.update(**HIDE), "", None)  # a question's box, text and the image it named
+
+
+def _questions(g) -> list:
+    """The edit conflict's and Regenerate's questions (box, text, the image each names): every event
+    that moves or reloads the editor withdraws both (a question belongs to the image it names)."""
+    return [g["conflict_box"], g["conflict_md"], g["conflict_for"], g["regen_box"], g["regen_md"], g["regen_for"]]
 
 
 def _conflicts(fn, outputs: int, note: int = -1):
@@ -713,16 +720,16 @@ def _conflicts(fn, outputs: int, note: int = -1):
     @functools.wraps(fn)
     def wrapper(*args):
         try:
-            return (*fn(*args), gr.update(**HIDE), "", None)
+            return (*fn(*args), *WITHDRAWN, *WITHDRAWN)
         except EditConflict as e:
             log.info("edit conflict on #%s", e.item.id)
             return (*[gr.update() for _ in range(outputs)], gr.update(visible=True), f"**{html.escape(str(e))}**",
-                    e.item.id)
+                    e.item.id, *WITHDRAWN)
         except (ValueError, FileNotFoundError) as e:
             log.warning("refused: %s", (str(e).splitlines() or [type(e).__name__])[0])
             values = [gr.update() for _ in range(outputs)]
             values[note] = f"⚠ {html.escape(str(e))}"
-            return (*values, gr.update(**HIDE), "", None)
+            return (*values, *WITHDRAWN, *WITHDRAWN)
 
     return user_errors(wrapper)
 
@@ -739,8 +746,6 @@ def build(studio):
         _wire_navigation(studio, g, ids_state, page_ids)
         _wire_batch(studio, tab, g, b, ids_state, page_ids)
         _wire_regenerate(studio, g, b, ids_state, page_ids)
-        tab.select(lambda: (gr.update(**HIDE), "", None), outputs=[g["regen_box"], g["regen_md"], g["regen_for"]],
-                   **QUIET)  # a question left on screen is withdrawn when the tab is opened again
         _wire_replace(studio, g, r, ids_state, page_ids, on_undo)
         _wire_templates(studio, tab, t)
     return tab
@@ -760,14 +765,14 @@ QUIET = {"show_progress": "hidden"}  # the review loop: no overlay redrawn over 
 def _wire_review(studio, tab, g, ids_state, page_ids):
     filters, listing_out, editor = _io(g, ids_state, page_ids)
     current, typing = g["current"], [g["text"], g["loaded"]]
-    conflict = [g["conflict_box"], g["conflict_md"], g["conflict_for"]]
+    conflict = _questions(g)
     refreshed = listing_out + editor + [g["note"]] + conflict
 
     def refresh(text, loaded, cur, *f):  # what was typed is kept before the editor reloads
         *values, note = refresh_keeping(studio, text, loaded, cur, *f)
         return (*_page(tuple(values)), note)
 
-    n = len(refreshed) - len(conflict)
+    n = len(refreshed) - len(conflict)  # the questions are `_conflicts`' own outputs
     gr.on([g["refresh"].click, tab.select], _conflicts(refresh, n), [*typing, current, *filters], refreshed,
           api_name="refresh_all", **QUIET)
     gr.on([f.change for f in filters[:-1]],  # a new filter starts at its first page
@@ -793,9 +798,9 @@ def _wire_review(studio, tab, g, ids_state, page_ids):
 
     def on_undo(cur, *f):  # what was undone is said beside the buttons (and under find/replace)
         note, *rest = undo_change(studio, cur, *f)
-        return (note, *_page(tuple(rest)))
+        return (note, *_page(tuple(rest)), *WITHDRAWN, *WITHDRAWN)
 
-    beside(g["undo"].click, on_undo, [current, *filters], [g["note"], *listing_out, *editor], g["note"],
+    beside(g["undo"].click, on_undo, [current, *filters], [g["note"], *listing_out, *editor, *conflict], g["note"],
            api_name="do_undo")
     resolved = editor + [g["note"]]
     for button, overwrite in ((g["keep_theirs"], False), (g["overwrite"], True)):
@@ -812,7 +817,7 @@ def _wire_navigation(studio, g, ids_state, page_ids):
     filters, listing_out, editor = _io(g, ids_state, page_ids)
     current, typing = g["current"], [g["text"], g["loaded"]]
     moved = editor + [g["note"], g["gallery"]]
-    out = moved + [g["conflict_box"], g["conflict_md"], g["conflict_for"]]
+    out = moved + _questions(g)
 
     def lit(values: tuple, shown_ids) -> tuple:  # the editor's values, its note, the gallery's highlight
         return (*values, highlight(shown_ids, values[1]))
@@ -847,7 +852,7 @@ def _wire_regenerate(studio, g, b, ids_state, page_ids):
     describer = [b["backend"], b["model"], b["url"]]
     out = listing_out + editor + box + [g["note"]]
     progress = {"show_progress_on": [g["text"]]}  # describing takes a while: shown on the caption it writes
-    withdrawn = (gr.update(**HIDE), "", None)
+    withdrawn = WITHDRAWN
 
     def ask(c, text, loaded, *a):
         question = regenerate_question(studio, c, text, loaded)
@@ -863,10 +868,6 @@ def _wire_regenerate(studio, g, b, ids_state, page_ids):
     g["regen_yes"].click(said_beside(confirmed, len(out)), [g["regen_for"], g["current"], *describer, *filters],
                          out, api_name="do_regen_confirmed", **progress)
     g["regen_no"].click(lambda: withdrawn, outputs=box, **QUIET)
-    # the editor showing another image (Next, Previous, a thumbnail, Alt+N/P, undo, a filter, the
-    # tab opened again) withdraws a question about the one it showed, the edit conflict's too
-    questions = box + [g["conflict_box"], g["conflict_md"], g["conflict_for"]]
-    g["current"].change(lambda: (*withdrawn, *withdrawn), outputs=questions, **QUIET)
 
 
 def _wire_batch(studio, tab, g, b, ids_state, page_ids):
@@ -957,14 +958,14 @@ def _wire_replace(studio, g, r, ids_state, page_ids, on_undo):
     r["apply_b"].click(_said(lambda *a: find_replace(studio, True, *a)), fields, [r["replace_md"]],
                        api_name="replace_apply").then(
         _conflicts(refresh, len(refreshed)), [g["text"], g["loaded"], g["current"], *filters],
-        refreshed + [g["conflict_box"], g["conflict_md"], g["conflict_for"]], **QUIET)
+        refreshed + _questions(g), **QUIET)
 
     def on_undo_all(cur, *f):
         note, *rest = on_undo(cur, *f)
         return (note, note, *rest)
 
-    beside(r["undo_all"].click, on_undo_all, [g["current"], *filters], [r["replace_md"], g["note"], *listing_out, *editor],
-           r["replace_md"], api_name="do_undo_all")
+    beside(r["undo_all"].click, on_undo_all, [g["current"], *filters],
+           [r["replace_md"], g["note"], *listing_out, *editor, *_questions(g)], r["replace_md"], api_name="do_undo_all")
 
 
 def _wire_templates(studio, tab, t):
