@@ -1,4 +1,9 @@
-"""Small pieces the tabs share: error reporting, page-load filling, job rows and progress bars."""
+"""Small pieces the tabs share: error reporting, page-load filling, job rows and progress bars.
+
+A person's mistake (a refusal: ValueError and kin, saying what to do) is one plain line in the
+status Markdown beside the button pressed (`beside`, or `said_beside` where a handler's outputs
+are kept as they are), never a toast; the next action there clears it. A toast (`user_errors`,
+a few seconds) is left for the unexpected."""
 
 from __future__ import annotations
 
