@@ -5,8 +5,8 @@ Export writes the captions (approved only, unless asked otherwise) as an imagefo
 .txt sidecars into a folder on the server, inside the roots the app's owner allows
 (`medart.workspace.exports.export`, the CLI's own function). Share builds the same folder as
 `push-dataset` (`medart.sharing.push_dataset`): a dry run writes it under the home folder's
-`hub-dry-runs/` and lists its files, sending nothing; a push needs a Hugging Face token. Each
-button is checked first by an event without outputs, so a refusal is one message and no
+`hub-dry-runs/` and lists its files, sending nothing; a push needs a Hugging Face token. A
+refusal is one plain line beside the button pressed (`widgets.beside`), no toast, and no
 component shows an error it took no part in.
 """
 

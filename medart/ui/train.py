@@ -165,18 +165,6 @@ def launch_run(studio, name: str, base: str, *values) -> tuple[str, str | None]:
             "on the right follows it.", Path(job.output).name)
 
 
-def check_form(studio, launching: bool, name: str, base: str, *values) -> None:
-    """A ValueError saying what to do when the form cannot be checked (or launched) as it is."""
-    if launching and not studio.training_allowed:
-        raise ValueError("training is turned off on this shared Space: duplicate it to train")
-    form_config(studio, name, base, *values)
-
-
-def check_run_job(studio, run_name: str | None) -> None:
-    """A ValueError when the run has no training job to stop or resume."""
-    run_job(studio, run_name)
-
-
 def run_job(studio, run_name: str | None):
     """The latest training job of a run (ValueError when it has none)."""
     job = studio.jobs.latest("train", output=str(studio.run_dir(run_name)))
