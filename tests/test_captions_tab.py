@@ -235,7 +235,7 @@ def test_thumbnail_labels_are_short_and_the_highlight_follows_the_editor(studio)
     gallery, *_ = captions.listing(studio, *ALL, 1)
     captions.save_caption(studio, 1, "A polyp.", True, False, *ALL, 1)
     gallery, *_ = captions.listing(studio, *ALL, 1)
-    assert [label for _, label in gallery] == ["#1 ✓ approved", "#2 draft", "#3 draft", "#4 draft"]
+    assert [label for _, label in gallery] == ["#1 ✓", "#2 draft", "#3 draft", "#4 draft"]
     assert max(len(label) for _, label in gallery) <= 13
     assert captions.highlight([1, 2, 3], 3)["selected_index"] == 2
     assert captions.highlight([1, 2, 3], 7)["selected_index"] is None  # on another page: no old highlight left

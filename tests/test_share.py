@@ -330,7 +330,7 @@ def test_train_tab_share_handler(tmp_path, hub, monkeypatch):
     said = []
     dry = share_run(studio, "polyps", "someone/polyp-lora", True, True, said.append)
     assert "**Dry run:**" in dry and "samples/step-000010/00.png" in dry and not hub.calls
-    assert dry.startswith("**Dry run:** 7 file(s)") and dry.lower().count("dry run") == 1  # said once
+    assert "\n\n**Dry run:** 7 file(s)" in dry and dry.lower().count("dry run") == 1  # said once, after the run
     assert folder_files(studio.home / "hub-dry-runs" / "polyps") == MODEL_FILES
     assert share_run(studio, "polyps", "someone/polyp-lora", True, True) == dry  # a second dry run replaces it
 

@@ -49,22 +49,27 @@ def test_every_form_field_says_what_its_setting_does():
     assert len(blues) == 1  # one blue line, not two
 
 
-def test_refusable_buttons_check_first_with_no_outputs(tmp_path):
-    """A refused Evaluate, Push, dry run or export is one message: the event the button fires
-    first has no outputs, so no component shows an error it took no part in."""
+def test_refusable_buttons_say_a_refusal_beside_them(tmp_path):
+    """A refused Evaluate, Push, dry run, export, Preflight, Launch, Stop or Resume is one plain line
+    in the status Markdown beside its button (the event's `.failure` writes it), not a toast; its
+    progress shows on that line, so no component that took no part shows an error."""
     from medart.studio import Studio
     from medart.ui import build_app
 
     demo = build_app(Studio(home=tmp_path / "home", base_model="tiny", import_roots=[]))
     by_elem = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
-    buttons = ("eval-go", "share-dry-run", "share-push", "export-go", "dataset-dry-run", "dataset-push", "compare-go",
-               "preflight", "launch", "stop-train", "resume-train")
-    for elem in buttons:
+    beside = {"eval-go": "eval-note", "share-dry-run": "share-note", "share-push": "share-note",
+              "export-go": "export-result", "dataset-dry-run": "dataset-note", "dataset-push": "dataset-note",
+              "compare-go": "compare-note", "preflight": "preflight-result", "launch": "preflight-result",
+              "stop-train": "train-message", "resume-train": "train-message", "org-hold-out": "org-message",
+              "org-set-label": "org-message", "undo-caption": "review-note"}
+    for elem, note in beside.items():
         first = [fn for fn in demo.fns.values() if fn.trigger_after is None
                  and any(t[0] == by_elem[elem]._id and t[1] == "click" for t in fn.targets)]
-        assert len(first) == 1 and first[0].outputs == [], elem
-        after = [fn for fn in demo.fns.values() if fn.trigger_after == first[0]._id]
-        assert len(after) == 1 and after[0].trigger_only_on_success and after[0].outputs, elem
+        assert len(first) == 1, elem
+        assert [c.elem_id for c in first[0].show_progress_on][:1] == [note], elem
+        failure = [fn for fn in demo.fns.values() if fn.trigger_after == first[0]._id and fn.trigger_only_on_failure]
+        assert len(failure) == 1 and [c.elem_id for c in failure[0].outputs] == [note], elem
 
 
 def test_the_monitor_shows_newest_samples_first_whole_labels_and_class_hues_apart_from_the_losses(tmp_path):

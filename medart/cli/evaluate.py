@@ -1,7 +1,7 @@
 """The `evaluate` command: `python -m medart evaluate --run RUN ...` (see `medart.evaluation`).
 
 Registered by `medart.cli` through `add_parsers(sub)`; prints where the report went and
-the headline numbers, with a progress bar per stage.
+the headline numbers, with a progress bar per stage (one line per stage into a pipe).
 """
 
 from __future__ import annotations
@@ -23,11 +23,13 @@ def _metrics_arg(text: str) -> tuple[str, ...]:
 
 
 class _Bars:
-    """One tqdm bar per stage, on stderr; and the stages in progress.json for the app."""
+    """One tqdm bar per stage on stderr when it is a terminal, else (a pipe, a log file) one line
+    per stage as it starts; and the stages in progress.json for the app."""
 
     def __init__(self, record=None):
         self.bars = {}
         self.record = record
+        self.lines = not sys.stderr.isatty()  # as `train`'s bar: none into a pipe
 
     def plan(self, stages: list[str]) -> None:
         if self.record is not None:
@@ -39,8 +41,10 @@ class _Bars:
         if self.record is not None:
             self.record(stage, done, total)
         bar = self.bars.get(stage)
+        if bar is None and self.lines:
+            print(f"{stage}: {total} step(s)…", file=sys.stderr, flush=True)
         if bar is None:
-            bar = self.bars[stage] = tqdm(total=total, desc=stage, file=sys.stderr, leave=True)
+            bar = self.bars[stage] = tqdm(total=total, desc=stage, file=sys.stderr, leave=True, disable=self.lines)
         bar.n = done
         bar.refresh()
         if done >= total:

@@ -269,16 +269,34 @@ def cmd_replace(args) -> int:
     return 0
 
 
+LIST_WIDTH = 80  # a caption's characters on its line in `list` (unless --full)
+
+
+def listed_text(text: str, full: bool = False) -> tuple[str, bool]:
+    """A caption on one line of `list`: whole with `full`, else cut at LIST_WIDTH characters with
+    "…" marking the cut. (the text, whether it was cut)."""
+    one_line = " ".join((text or "").split())
+    if full or len(one_line) <= LIST_WIDTH:
+        return one_line, False
+    return one_line[:LIST_WIDTH - 1].rstrip() + "…", True
+
+
 def cmd_list(args) -> int:
     with _open(args) as ws:
         items = ws.query(_filter(args), offset=args.offset, limit=args.limit)
+        cut = False
         for item in items:
             if args.json:
                 print(json.dumps({"id": item.id, "name": item.original_name, "label": item.label, "status": item.status,
                                   "tokens": item.token_count, "text": item.text}))  # fmt: skip
             else:
-                print(f"{item.id:>6} {item.status:<8} {str(item.token_count or '-'):>4} {item.label or '-':<16} {item.text[:80]}")
+                text, was_cut = listed_text(item.text, args.full)
+                cut = cut or was_cut
+                print(f"{item.id:>6} {item.status:<8} {str(item.token_count or '-'):>4} {item.label or '-':<16} {text}")
         print(f"{ws.count(_filter(args))} matching", file=sys.stderr)
+        if cut:
+            print(f"captions longer than {LIST_WIDTH} characters end in \"…\"; --full (or --json) shows them whole",
+                  file=sys.stderr)
     return 0
 
 
@@ -524,6 +542,8 @@ def _reviewing(parser) -> None:
     p.add_argument("--offset", type=int, default=0)
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--full", action="store_true", help=f"whole captions (else cut at {LIST_WIDTH} characters, "
+                                                       "marked with …)")
 
     p = parser("next", "the next unreviewed caption", cmd_next)
     p.add_argument("--after", type=int, help="after this image id (wraps around)")

@@ -24,7 +24,10 @@ Refresh) first saves what the person typed as an edit of the caption they typed 
 undo step; the note says "Saved your edit to #N"). Every edit carries the stamp of the caption
 the editor loaded: when someone else changed that caption meanwhile, nothing is saved and the
 page asks whether to keep theirs or save this one over it. Regenerate asks first when it would
-replace a reviewed caption (edited or approved) or typed text, as the batch job does.
+replace a reviewed caption (edited or approved) or typed text, as the batch job does. A
+question belongs to what it names: the editor showing another image (or the tab opened again)
+withdraws it, and its answer acts on the image it named, checked again on the server (a batch's,
+on the counts it gave: when they changed, it asks again).
 
 A refusal is one message where the person is looking and marks no component that took no part:
 the review loop's (nothing selected, an empty or too long caption to approve) is the note under
@@ -53,7 +56,7 @@ from medart.workspace.describe import (NO_MODALITY, Describer, caption_by_descri
                                        overwrite_statuses, untyped_template, workspace_describer)
 from medart.ui import pictures
 from medart.jobs import ACTIVE, FINAL
-from medart.ui.widgets import progress_bar, state_badge, user_errors
+from medart.ui.widgets import beside, progress_bar, said_beside, state_badge, user_errors
 from medart.workspace import EditConflict, Filter, Item, Workspace
 
 STATUS_CHOICES = ["all", "unreviewed", "draft", "edited", "approved", "rejected"]
@@ -156,17 +159,18 @@ def listing(studio, status, label, contains, max_tok, page=1) -> tuple:
 
 
 def thumb_label(item: Item) -> str:
-    """Under a thumbnail: its id and status, short enough to be read whole ("#5 ✓ approved")."""
-    return f"#{item.id} {STATUS_MARKS.get(item.status, '')}{item.status}"
+    """On a thumbnail: its id and status, short enough to be read whole on the smallest one: a
+    reviewed caption's mark ("#5 ✓"; the counts line above is their key), else the status word."""
+    return f"#{item.id} {STATUS_MARKS.get(item.status, item.status)}"
 
 
-STATUS_MARKS = {"approved": "✓ ", "rejected": "✗ ", "edited": "✎ "}
+STATUS_MARKS = {"approved": "✓", "rejected": "✗", "edited": "✎"}
 
 
 def counts_md(shown: int, page: int, pages: int, s: dict) -> str:
     where = f" · page {page} of {pages}" if pages > 1 else ""
-    return (f"{shown} shown{where} · draft {s['draft']} · edited {s['edited']} · approved {s['approved']} · "
-            f"rejected {s['rejected']} · without caption {s['missing']}")
+    return (f"{shown} shown{where} · draft {s['draft']} · ✎ edited {s['edited']} · ✓ approved {s['approved']} · "
+            f"✗ rejected {s['rejected']} · without caption {s['missing']}")
 
 
 def counts(studio, status, label, contains, max_tok, page=1) -> str:
@@ -225,6 +229,8 @@ def highlight(page_ids, image_id):
 
 def move(studio, ids, cur, step: int, text=None, loaded=None) -> tuple:
     """Next (step 1) or Previous (-1), keeping typed text: (editor values, note)."""
+    if not ids and not cur:
+        _nothing_to_show(studio)
     note = keep_typed(studio, loaded, text)
     return (*show(studio, neighbour(ids, int(cur) if cur else None, step)), note)
 
@@ -260,8 +266,21 @@ def count_tokens(studio, text: str) -> str:
         return token_md(ws.count_tokens((text or "").strip()), studio.caption_reader)
 
 
-def _selected(cur) -> int:
+def _nothing_to_show(studio) -> None:
+    """Refuse a move in an empty workspace (import first); go on when there are images."""
+    with studio.workspace() as ws:
+        if not ws.count():
+            raise ValueError("import images first (Data tab)")
+
+
+def _selected(cur, studio=None) -> int:
+    """The editor's image id, or a refusal that says what to do first (import images, when the
+    workspace has none; else select one)."""
     if not cur:
+        if studio is not None:
+            with studio.workspace() as ws:
+                if not ws.count():
+                    raise ValueError("import images first (Data tab)")
         raise ValueError("select an image first")
     return int(cur)
 
@@ -270,7 +289,7 @@ def review(studio, cur, text, action: str, move: bool | None = None, loaded=None
     """Approve, save or reject the editor's caption and (approve and reject, unless `move` says
     otherwise) go on to the next unreviewed one: (the image to show next, the caption as saved).
     An edit over someone else's newer change of the caption `loaded` raises EditConflict."""
-    cur = _selected(cur)
+    cur = _selected(cur, studio)
     if action == "approve" and not (text or "").strip():
         raise ValueError("write or generate a caption before approving")
     expected = loaded["at"] if loaded and loaded.get("id") == cur else None
@@ -318,6 +337,8 @@ def reject_caption(studio, cur, *filters) -> tuple:
 def next_unreviewed(studio, cur, text=None, loaded=None) -> tuple:
     """The editor at the next caption to review, keeping typed text: (editor values, note; the
     note says so when every caption is reviewed)."""
+    if not cur:
+        _nothing_to_show(studio)
     note = keep_typed(studio, loaded, text)
     with studio.workspace() as ws:
         nxt = ws.next_unreviewed(int(cur) if cur else None)
@@ -329,7 +350,7 @@ def next_unreviewed(studio, cur, text=None, loaded=None) -> tuple:
 def regenerate_question(studio, cur, text=None, loaded=None) -> str | None:
     """What Regenerate would replace that a person wrote or reviewed (an edited or approved caption,
     or typed text), as a question; None when it replaces only a draft."""
-    cur = _selected(cur)
+    cur = _selected(cur, studio)
     with studio.workspace() as ws:
         item = ws.get(cur)
     what = []
@@ -346,7 +367,7 @@ def regenerate_question(studio, cur, text=None, loaded=None) -> str | None:
 def regenerate(studio, cur, backend, model, url, *filters) -> tuple:
     """Describe the selected image again (the chosen describer, or its template's), whatever its
     status (the page asks first: `regenerate_question`)."""
-    cur = _selected(cur)
+    cur = _selected(cur, studio)
     explicit = job_describer(backend, checked_model(studio, backend, model), url)
     with studio.workspace() as ws:
         groups = group_by_describer(ws, [cur], explicit=explicit)
@@ -355,10 +376,29 @@ def regenerate(studio, cur, backend, model, url, *filters) -> tuple:
     return (*listing(studio, *filters), *show(studio, cur))
 
 
-def resolve_conflict(studio, cur, text, overwrite: bool) -> tuple:
+def _still_shown(asked, cur, question: str) -> int:
+    """The image a question named, while the editor still shows it; else a refusal (the answer
+    to a question about one image never acts on another)."""
+    if not asked:
+        raise ValueError(f"that {question} was withdrawn; nothing was changed")
+    asked = int(asked)
+    if not cur or int(cur) != asked:
+        now = f"now shows #{int(cur)}" if cur else "shows no image"
+        raise ValueError(f"the {question} was about #{asked}, but the editor {now}: nothing was changed")
+    return asked
+
+
+def regenerate_confirmed(studio, asked, cur, backend, model, url, *filters) -> tuple:
+    """"Regenerate it": regenerate the image the question named (`asked`), and only while the
+    editor still shows it."""
+    return regenerate(studio, _still_shown(asked, cur, "question"), backend, model, url, *filters)
+
+
+def resolve_conflict(studio, cur, text, overwrite: bool, asked=None) -> tuple:
     """After an edit met someone else's newer change: keep theirs (the editor shows it) or save
-    the typed text over it. (editor values, note)."""
-    cur = _selected(cur)
+    the typed text over it. (editor values, note). `asked`: the image the question named (the
+    page's answer acts on it alone, while the editor still shows it)."""
+    cur = _selected(cur) if asked is None else _still_shown(asked, cur, "question")
     if not overwrite:
         return (*show(studio, cur), f"Kept the other change of #{cur}; your text was dropped.")
     with studio.workspace() as ws:
@@ -390,6 +430,22 @@ def confirm_md(counts: dict[str, int]) -> str:
     what = " and ".join(f"**{n} {s}**" for s, n in counts.items())
     return (f"This batch replaces {what} caption(s), reviewed by a person, with new drafts. "
             "One **Undo** restores them all. Replace them?")
+
+
+def batch_question(studio, scope: str) -> dict | None:
+    """What a batch of `scope` asks before it starts: {"scope", "counts"} of the reviewed captions it
+    would replace; None when it replaces drafts only."""
+    counts = reviewed_to_replace(studio, scope)
+    return {"scope": scope, "counts": counts} if counts else None
+
+
+def batch_confirmed(studio, asked, backend, model, url, scope) -> tuple[str, str, dict | None]:
+    """"Replace them": start the batch the question named, when it still replaces what the
+    question said; else the new question (status, note, question or None when it started)."""
+    now = batch_question(studio, scope)
+    if now is not None and (not asked or asked.get("scope") != scope or asked.get("counts") != now["counts"]):
+        return "", "", now
+    return (*start_batch(studio, backend, model, url, scope), None)
 
 
 def start_batch(studio, backend, model, url, scope: str = "drafts") -> tuple[str, str]:
@@ -556,6 +612,8 @@ def _gallery_and_editor():
             c["regen_box"], c["regen_md"], c["regen_yes"], c["regen_no"] = _ask_box(
                 "regen-confirm", "Regenerate it", "regen-confirm-yes", "Cancel", "regen-confirm-no")
             c["loaded"] = gr.State(None)  # the caption the editor loaded: {"id", "text", "at"}
+            c["conflict_for"] = gr.State(None)  # the image each question names: its answer acts on it alone
+            c["regen_for"] = gr.State(None)
     return c
 
 
@@ -587,6 +645,7 @@ def _batch_box():
         c["confirm_box"], c["confirm_md"], c["confirm"], c["cancel"] = _ask_box(
             "batch-confirm", "Replace them", "batch-confirm-yes", "Cancel", "batch-confirm-no")
         c["batch_status"] = gr.HTML(elem_id="batch-status")
+        c["batch_for"] = gr.State(None)  # what the question named: {"scope", "counts"}
     return c
 
 
@@ -644,6 +703,13 @@ def _page(out: tuple) -> tuple:
 
 
 HIDE = {"visible": False}
+WITHDRAWN = (gr.update(**HIDE), "", None)  # a question's box, text and the image it named
+
+
+def _questions(g) -> list:
+    """The edit conflict's and Regenerate's questions (box, text, the image each names): every event
+    that moves or reloads the editor withdraws both (a question belongs to the image it names)."""
+    return [g["conflict_box"], g["conflict_md"], g["conflict_for"], g["regen_box"], g["regen_md"], g["regen_for"]]
 
 
 def _conflicts(fn, outputs: int, note: int = -1):
@@ -654,15 +720,16 @@ def _conflicts(fn, outputs: int, note: int = -1):
     @functools.wraps(fn)
     def wrapper(*args):
         try:
-            return (*fn(*args), gr.update(**HIDE), "")
+            return (*fn(*args), *WITHDRAWN, *WITHDRAWN)
         except EditConflict as e:
             log.info("edit conflict on #%s", e.item.id)
-            return (*[gr.update() for _ in range(outputs)], gr.update(visible=True), f"**{html.escape(str(e))}**")
+            return (*[gr.update() for _ in range(outputs)], gr.update(visible=True), f"**{html.escape(str(e))}**",
+                    e.item.id, *WITHDRAWN)
         except (ValueError, FileNotFoundError) as e:
             log.warning("refused: %s", (str(e).splitlines() or [type(e).__name__])[0])
             values = [gr.update() for _ in range(outputs)]
             values[note] = f"⚠ {html.escape(str(e))}"
-            return (*values, gr.update(**HIDE), "")
+            return (*values, *WITHDRAWN, *WITHDRAWN)
 
     return user_errors(wrapper)
 
@@ -698,14 +765,14 @@ QUIET = {"show_progress": "hidden"}  # the review loop: no overlay redrawn over 
 def _wire_review(studio, tab, g, ids_state, page_ids):
     filters, listing_out, editor = _io(g, ids_state, page_ids)
     current, typing = g["current"], [g["text"], g["loaded"]]
-    conflict = [g["conflict_box"], g["conflict_md"]]
+    conflict = _questions(g)
     refreshed = listing_out + editor + [g["note"]] + conflict
 
     def refresh(text, loaded, cur, *f):  # what was typed is kept before the editor reloads
         *values, note = refresh_keeping(studio, text, loaded, cur, *f)
         return (*_page(tuple(values)), note)
 
-    n = len(refreshed) - 2
+    n = len(refreshed) - len(conflict)  # the questions are `_conflicts`' own outputs
     gr.on([g["refresh"].click, tab.select], _conflicts(refresh, n), [*typing, current, *filters], refreshed,
           api_name="refresh_all", **QUIET)
     gr.on([f.change for f in filters[:-1]],  # a new filter starts at its first page
@@ -731,14 +798,15 @@ def _wire_review(studio, tab, g, ids_state, page_ids):
 
     def on_undo(cur, *f):  # what was undone is said beside the buttons (and under find/replace)
         note, *rest = undo_change(studio, cur, *f)
-        return (note, *_page(tuple(rest)))
+        return (note, *_page(tuple(rest)), *WITHDRAWN, *WITHDRAWN)
 
-    g["undo"].click(user_errors(on_undo), [current, *filters], [g["note"], *listing_out, *editor], api_name="do_undo",
-                    **QUIET)
+    beside(g["undo"].click, on_undo, [current, *filters], [g["note"], *listing_out, *editor, *conflict], g["note"],
+           api_name="do_undo")
     resolved = editor + [g["note"]]
     for button, overwrite in ((g["keep_theirs"], False), (g["overwrite"], True)):
-        button.click(_conflicts(lambda c, text, o=overwrite: resolve_conflict(studio, c, text, o), len(resolved)),
-                     [current, g["text"]], resolved + conflict, **QUIET).success(
+        button.click(_conflicts(lambda c, text, asked, o=overwrite: resolve_conflict(studio, c, text, o, asked),
+                                len(resolved)), [current, g["text"], g["conflict_for"]], resolved + conflict,
+                     **QUIET).success(
             lambda c, *f: _listing_values(listing(studio, *f), c), [current, *filters], listing_out, **QUIET)
     return on_undo
 
@@ -749,7 +817,7 @@ def _wire_navigation(studio, g, ids_state, page_ids):
     filters, listing_out, editor = _io(g, ids_state, page_ids)
     current, typing = g["current"], [g["text"], g["loaded"]]
     moved = editor + [g["note"], g["gallery"]]
-    out = moved + [g["conflict_box"], g["conflict_md"]]
+    out = moved + _questions(g)
 
     def lit(values: tuple, shown_ids) -> tuple:  # the editor's values, its note, the gallery's highlight
         return (*values, highlight(shown_ids, values[1]))
@@ -776,25 +844,30 @@ def _wire_navigation(studio, g, ids_state, page_ids):
 
 
 def _wire_regenerate(studio, g, b, ids_state, page_ids):
-    """Regenerate: at once for a draft; for a reviewed caption or typed text, after a question."""
+    """Regenerate: at once for a draft; for a reviewed caption or typed text, after a question that
+    belongs to the image it names: the editor showing another image withdraws it, and its answer
+    acts on that image alone (checked again on the server)."""
     filters, listing_out, editor = _io(g, ids_state, page_ids)
-    box = [g["regen_box"], g["regen_md"]]
+    box = [g["regen_box"], g["regen_md"], g["regen_for"]]
     describer = [b["backend"], b["model"], b["url"]]
-    out = listing_out + editor + box
+    out = listing_out + editor + box + [g["note"]]
     progress = {"show_progress_on": [g["text"]]}  # describing takes a while: shown on the caption it writes
+    withdrawn = WITHDRAWN
 
-    @user_errors
     def ask(c, text, loaded, *a):
         question = regenerate_question(studio, c, text, loaded)
         if question:
-            return (*[gr.update()] * (len(listing_out) + len(editor)), gr.update(visible=True), question)
-        return (*_page(regenerate(studio, c, *a)), gr.update(**HIDE), "")
+            return (*[gr.update()] * (len(listing_out) + len(editor)), gr.update(visible=True), question, int(c), "")
+        return (*_page(regenerate(studio, c, *a)), *withdrawn, "")
 
-    g["regen"].click(ask, [g["current"], g["text"], g["loaded"], *describer, *filters], out, api_name="do_regen",
-                     **progress)
-    g["regen_yes"].click(user_errors(lambda c, *a: (*_page(regenerate(studio, c, *a)), gr.update(**HIDE), "")),
-                         [g["current"], *describer, *filters], out, api_name="do_regen_confirmed", **progress)
-    g["regen_no"].click(lambda: (gr.update(**HIDE), ""), outputs=box, **QUIET)
+    def confirmed(asked, c, *a):
+        return (*_page(regenerate_confirmed(studio, asked, c, *a)), *withdrawn, "")
+
+    g["regen"].click(said_beside(ask, len(out)), [g["current"], g["text"], g["loaded"], *describer, *filters], out,
+                     api_name="do_regen", **progress)
+    g["regen_yes"].click(said_beside(confirmed, len(out)), [g["regen_for"], g["current"], *describer, *filters],
+                         out, api_name="do_regen_confirmed", **progress)
+    g["regen_no"].click(lambda: withdrawn, outputs=box, **QUIET)
 
 
 def _wire_batch(studio, tab, g, b, ids_state, page_ids):
@@ -802,28 +875,37 @@ def _wire_batch(studio, tab, g, b, ids_state, page_ids):
     timer = gr.Timer(1.5, active=False)  # polls while a batch runs, not otherwise
     hide = gr.update(visible=False)
 
-    @user_errors
+    def asking(question: dict, changed: bool = False) -> tuple:  # reviewed captions would be replaced: how many
+        n = sum(question["counts"].values())
+        again = "The captions changed since the question; asking again. " if changed else ""
+        return (gr.update(), gr.update(), gr.update(visible=True), again + confirm_md(question["counts"]),
+                gr.update(value=f"Replace {n} reviewed caption(s)"), gr.update(), question)
+
     def on_batch(backend, model, url, scope):
-        counts = reviewed_to_replace(studio, scope)
-        if counts:  # reviewed captions would be replaced: ask first, saying how many
-            n = sum(counts.values())
-            return (gr.update(), gr.update(), gr.update(visible=True), confirm_md(counts),
-                    gr.update(value=f"Replace {n} reviewed caption(s)"), gr.update())
+        question = batch_question(studio, scope)
+        if question:
+            return asking(question)
         status, note = start_batch(studio, backend, model, url, scope)
-        return status, note, hide, "", gr.update(), gr.Timer(active=True)
+        return status, note, hide, "", gr.update(), gr.Timer(active=True), None
 
-    @user_errors
-    def on_confirm(backend, model, url, scope):
-        status, note = start_batch(studio, backend, model, url, scope)
-        return status, note, hide, "", gr.update(), gr.Timer(active=True)
+    def on_confirm(asked, backend, model, url, scope):  # starts what the question named, or asks again
+        status, note, question = batch_confirmed(studio, asked, backend, model, url, scope)
+        if question:
+            return asking(question, changed=True)
+        return status, note, hide, "", gr.update(), gr.Timer(active=True), None
 
-    confirm_out = [b["batch_status"], b["default_md"], b["confirm_box"], b["confirm_md"], b["confirm"], timer]
+    confirm_out = [b["batch_status"], b["default_md"], b["confirm_box"], b["confirm_md"], b["confirm"], timer,
+                   b["batch_for"]]
     batch_in = [b["backend"], b["model"], b["url"], b["scope"]]
-    said = {"show_progress_on": [b["batch_status"]]}  # a refusal is marked where the batch's status is shown
-    b["batch"].click(on_batch, batch_in, confirm_out, api_name="caption_batch", **said)
-    b["confirm"].click(on_confirm, batch_in, confirm_out, api_name="caption_batch_confirmed", **said)
-    b["cancel"].click(lambda: (hide, ""), outputs=[b["confirm_box"], b["confirm_md"]])
-    b["scope"].change(lambda: (hide, ""), outputs=[b["confirm_box"], b["confirm_md"]])
+    said = {"show_progress_on": [b["batch_status"]]}  # a refusal is said where the batch's status is shown
+    b["batch"].click(said_beside(on_batch, len(confirm_out), 0), batch_in, confirm_out, api_name="caption_batch",
+                     **said)
+    b["confirm"].click(said_beside(on_confirm, len(confirm_out), 0), [b["batch_for"], *batch_in], confirm_out,
+                       api_name="caption_batch_confirmed", **said)
+    withdraw = (lambda: (hide, "", None), [b["confirm_box"], b["confirm_md"], b["batch_for"]])
+    b["cancel"].click(withdraw[0], outputs=withdraw[1])
+    b["scope"].change(withdraw[0], outputs=withdraw[1])
+    tab.select(withdraw[0], outputs=withdraw[1], **QUIET)  # a question left behind is withdrawn
     last_state = gr.State("")
 
     def poll(before, cur, text, loaded, *f):
@@ -876,14 +958,14 @@ def _wire_replace(studio, g, r, ids_state, page_ids, on_undo):
     r["apply_b"].click(_said(lambda *a: find_replace(studio, True, *a)), fields, [r["replace_md"]],
                        api_name="replace_apply").then(
         _conflicts(refresh, len(refreshed)), [g["text"], g["loaded"], g["current"], *filters],
-        refreshed + [g["conflict_box"], g["conflict_md"]], **QUIET)
+        refreshed + _questions(g), **QUIET)
 
     def on_undo_all(cur, *f):
         note, *rest = on_undo(cur, *f)
         return (note, note, *rest)
 
-    r["undo_all"].click(user_errors(on_undo_all), [g["current"], *filters],
-                        [r["replace_md"], g["note"], *listing_out, *editor], api_name="do_undo_all", **QUIET)
+    beside(r["undo_all"].click, on_undo_all, [g["current"], *filters],
+           [r["replace_md"], g["note"], *listing_out, *editor, *_questions(g)], r["replace_md"], api_name="do_undo_all")
 
 
 def _wire_templates(studio, tab, t):
@@ -896,11 +978,11 @@ def _wire_templates(studio, tab, t):
 
     tab.select(load, outputs=fields, api_name="t_load")
     t["tmpl"].input(load, [t["tmpl"]], fields, api_name="t_load_1")
-    t["t_save"].click(user_errors(lambda *v: store_template(studio, *v)), fields, [t["t_md"]], api_name="t_store")
+    beside(t["t_save"].click, lambda *v: store_template(studio, *v), fields, [t["t_md"]], t["t_md"], api_name="t_store")
     def on_reset(name):
         note = reset_template(studio, name)
         return (*load(name), note)
 
-    t["t_reset"].click(user_errors(on_reset), [t["tmpl"]], [*fields, t["t_md"]], api_name="t_reset_fn")
-    t["t_default"].click(user_errors(lambda name: default_template(studio, name)), [t["tmpl"]], [t["t_md"]],
+    beside(t["t_reset"].click, on_reset, [t["tmpl"]], [*fields, t["t_md"]], t["t_md"], api_name="t_reset_fn")
+    beside(t["t_default"].click, lambda name: default_template(studio, name), [t["tmpl"]], [t["t_md"]], t["t_md"],
                          api_name="t_default_fn")

@@ -20,7 +20,7 @@ from medart import color_stats
 from medart.evaluation.report import histogram_figure
 from medart.studio import finished_runs
 from medart.ui import pictures
-from medart.ui.widgets import on_page_load, user_errors
+from medart.ui.widgets import beside, on_page_load, user_errors
 from medart.workspace import Filter
 
 STAT_COLUMNS = ["image", "mean R", "mean G", "mean B", "std R", "std G", "std B", "saturation", "colourfulness",
@@ -187,6 +187,7 @@ def build(studio):
                     strength = gr.Slider(0, 2, value=1.0, step=0.05, label="LoRA strength", info="0: the base "
                                          "model; 1: the adapter as trained")
                 go = gr.Button("Generate both", variant="primary", elem_id="compare-go")
+                note = gr.Markdown(elem_id="compare-note")  # a refusal, beside the button
             with gr.Column(scale=3):
                 # square, so that the whole image (and the labels in its bottom corners) shows; PNG, so that
                 # the colours on the page are the generated ones (WebP would shift them)
@@ -202,14 +203,13 @@ def build(studio):
                              elem_id="compare-stats")
         gr.Markdown(STAT_HELP, elem_id="compare-help")
 
-        # checked first by an event without outputs: a missing prompt is a message, not "Error" on every panel
-        go.click(user_errors(lambda r, p: check(studio, r, p)), [run, prompt], None, api_visibility="private",
-                 show_progress="hidden").success(
-            user_errors(lambda *a: compare(studio, *a)), [run, prompt, seed, steps, cfg, strength, ref],
-            [slider, base_img, tuned_img, ref_img, hist, table], api_name="compare")
+        # a refusal (a missing prompt) is one line beside the button, not "Error" on every panel
+        beside(go.click, lambda *a: compare(studio, *a), [run, prompt, seed, steps, cfg, strength, ref],
+               [slider, base_img, tuned_img, ref_img, hist, table], note, api_name="compare",
+               show_progress_on=[note, slider, base_img, tuned_img])
         ref.change(user_errors(lambda r: reference_view(studio, r)), [ref], [ref_img, ref_caption],
                    show_progress="hidden")
-        use_caption.click(user_errors(lambda r: reference_caption(studio, r)), [ref], [prompt], api_name="use_caption")
+        beside(use_caption.click, lambda r: reference_caption(studio, r), [ref], [prompt], note, api_name="use_caption")
 
         def on_open(current=None):
             names, chosen = run_choice(studio, current)

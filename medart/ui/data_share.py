@@ -5,8 +5,8 @@ Export writes the captions (approved only, unless asked otherwise) as an imagefo
 .txt sidecars into a folder on the server, inside the roots the app's owner allows
 (`medart.workspace.exports.export`, the CLI's own function). Share builds the same folder as
 `push-dataset` (`medart.sharing.push_dataset`): a dry run writes it under the home folder's
-`hub-dry-runs/` and lists its files, sending nothing; a push needs a Hugging Face token. Each
-button is checked first by an event without outputs, so a refusal is one message and no
+`hub-dry-runs/` and lists its files, sending nothing; a push needs a Hugging Face token. A
+refusal is one plain line beside the button pressed (`widgets.beside`), no toast, and no
 component shows an error it took no part in.
 """
 
@@ -19,7 +19,7 @@ import gradio as gr
 
 from medart.sharing import hub_token, login_help, push_dataset
 from medart.sharing.hub import check_repo_id
-from medart.ui.widgets import pushed_markdown, user_errors
+from medart.ui.widgets import beside, pushed_markdown
 from medart.workspace import Filter
 from medart.workspace.exports import FORMATS, describe_export, export
 
@@ -117,30 +117,25 @@ def build(studio) -> None:
         with gr.Row():
             dry_b = gr.Button("Dry run (write the folder, send nothing)", elem_id="dataset-dry-run")
             push_b = gr.Button("Push dataset", variant="primary", elem_id="dataset-push")
+        share_note = gr.Markdown(elem_id="dataset-note")  # a refusal, beside the buttons
         share_md = gr.Markdown(elem_id="dataset-result")
 
-    quiet = {"outputs": None, "api_visibility": "private", "show_progress": "hidden"}
-
-    @user_errors
-    def can_export(fmt_, folder_, overwrite_):
+    # a refusal is one line beside the button pressed (the export's result line, the dataset's note):
+    # no toast; the last dry-run result stays readable
+    def on_export(fmt_, folder_, approved_, label_, overwrite_):
         check_export(studio, fmt_, folder_, overwrite_)
+        return export_captions(studio, fmt_, folder_, approved_, label_, overwrite_)
 
-    export_b.click(can_export, [fmt, folder, overwrite], **quiet).success(
-        user_errors(lambda *a: export_captions(studio, *a)), [fmt, folder, approved, label, overwrite], [export_md],
-        api_name="export_captions")
+    beside(export_b.click, on_export, [fmt, folder, approved, label, overwrite], [export_md], export_md,
+           api_name="export_captions")
 
     def sharing(dry_run: bool):
-        @user_errors
-        def can_share(repo_):
-            check_share(studio, repo_, dry_run)
-
-        @user_errors
         def on_share(repo_, private_, approved_, label_, progress_=gr.Progress()):
+            check_share(studio, repo_, dry_run)
             return share_dataset(studio, repo_, private_, approved_, label_, dry_run, lambda m: progress_(0, desc=m))
 
-        return can_share, on_share
+        return on_share
 
     for button, dry_run, api in ((dry_b, True, "dataset_dry_run"), (push_b, False, "dataset_push")):
-        can_share, on_share = sharing(dry_run)
-        button.click(can_share, [repo], **quiet).success(on_share, [repo, private, approved, label], [share_md],
-                                                         api_name=api)
+        beside(button.click, sharing(dry_run), [repo, private, approved, label], [share_md], share_note, api_name=api,
+               show_progress_on=[share_note, share_md])

@@ -31,7 +31,7 @@ from medart.evaluation.sets import held_out_set
 from medart.jobs.kinds import evaluation_settings
 from medart.studio import finished_runs
 from medart.ui import pictures
-from medart.ui.widgets import on_page_load, state_badge, user_errors
+from medart.ui.widgets import beside, on_page_load, state_badge
 
 METRIC_NAMES = {"fid": "FID", "kid_mean": "KID", "kid_std": "KID std", "dfd": "domain FD",
                 "color_distance": "colour distance"}
@@ -159,7 +159,9 @@ def check_start(studio, run_name: str | None, real: str | None, chosen) -> tuple
     if not studio.training_allowed:
         raise ValueError("evaluation is turned off on this shared Space: duplicate it to evaluate")
     if not run_name:
-        raise ValueError("choose a run")
+        if not studio.runs():
+            raise ValueError("there is no run to evaluate yet: train one in the Train tab first")
+        raise ValueError("choose a run in the Run list first")
     if not chosen:
         raise ValueError("choose at least one metric")
     run_dir, real_arg = studio.run_dir(run_name), real_argument(studio, real)
@@ -210,6 +212,7 @@ def build(studio):
                         "every visitor sees. **Duplicate the Space** to evaluate.", elem_id="eval-disabled")
         go = gr.Button("Start evaluation (background job)", variant="primary", elem_id="eval-go",
                        interactive=studio.training_allowed)
+        note = gr.Markdown(elem_id="eval-note")  # a refusal, beside the button
         status = gr.HTML(elem_id="eval-status-box")
         warning = gr.Markdown(elem_id="eval-sample-warning")
         table = gr.Dataframe(label="Distance to the held-out real images (lower is closer)", interactive=False,
@@ -229,15 +232,9 @@ def build(studio):
             job = _latest(studio, run_name)
             return gr.Timer(active=job is not None and job.state in ("queued", "running", "stopping"))
 
-        # checked first by an event without outputs: a refusal is one message, no "Error" over the results
-        @user_errors
-        def can_start(run_name, real_, _k, chosen):
-            check_start(studio, run_name, real_, chosen)
-
-        go.click(can_start, [run, real, per_caption, metrics], None, api_visibility="private",
-                 show_progress="hidden").success(
-            user_errors(lambda *a: (*spread(start(studio, *a)), active(a[0]))), [run, real, per_caption, metrics],
-            [*outs, timer], api_name="evaluate")
+        # a refusal is one line beside the button: no toast, no "Error" over the results
+        beside(go.click, lambda *a: (*spread(start(studio, *a)), active(a[0])), [run, real, per_caption, metrics],
+               [*outs, timer], note, api_name="evaluate")
         run.change(lambda r: (*spread(eval_view(studio, r)), active(r)), [run], [*outs, timer])
         seen = gr.State("")
 

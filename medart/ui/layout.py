@@ -16,6 +16,7 @@ from medart.ui.widgets import on_page_load
 
 CSS = """
 #sample-timeline .caption-label {white-space: normal; overflow-wrap: anywhere; max-width: 92%}
+#caption-gallery .caption-label {max-width: calc(100% - 8px)}
 #status-line {font-size: 0.9em; color: #374151; padding: 4px 8px; background: #f3f4f6; border-radius: 6px}
 #demo-banner {background: #fef3c7; border: 1px solid #f59e0b; border-radius: 6px; padding: 6px 10px}
 #space-banner {background: #dbeafe; border: 1px solid #3b82f6; border-radius: 6px; padding: 6px 10px}

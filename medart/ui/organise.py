@@ -3,9 +3,9 @@ label / split / remove of chosen images (by the `#id` the gallery shows under ea
 clicking thumbnails).
 
 Each action is a plain function `(studio, ...) -> (message, table)` that raises ValueError
-with what to do; `build` wires them to the page through `user_errors`. Relabelling, moving and
-holding out are changes of the workspace that "Undo last change" reverts (here or in the
-Captions tab); removing is not.
+with what to do; `build` wires them to the page through `widgets.beside` (a refusal is the
+status line's one line, no toast). Relabelling, moving and holding out are changes of the
+workspace that "Undo last change" reverts (here or in the Captions tab); removing is not.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import re
 import gradio as gr
 
 from medart.workspace.splits import hold_out, moves_text, parse_ids, split_counts, table, totals
-from medart.ui.widgets import user_errors
+from medart.ui.widgets import beside
 from medart.workspace import SPLITS
 
 HEADERS = ["label", *SPLITS, "total"]
@@ -139,7 +139,6 @@ def build(studio, view, view_outputs: list, view_inputs: list = (), gallery=None
                     remove_btn = gr.Button("Remove", variant="stop", elem_id="org-remove", scale=1)
 
     def refreshed(action):
-        @user_errors
         def handler(*args):
             split_at = len(args) - len(view_inputs)
             text, grid_value = action(studio, *args[:split_at])
@@ -148,14 +147,18 @@ def build(studio, view, view_outputs: list, view_inputs: list = (), gallery=None
         return handler
 
     outputs = [message, grid, *view_outputs]
-    quiet = {"show_progress": "hidden"}  # quick; an error shows as a toast without blanking the table and gallery
+    quiet = {"show_progress": "hidden"}
+    # quick; a refusal is the one line of `message`, beside the buttons: no toast, nothing blanked
+    said = {"show_progress_on": [message]}
     section.expand(lambda: split_view(studio), outputs=[grid], **quiet)
-    hold_btn.click(refreshed(hold_out_images), [test_pct, val_pct, seed, *view_inputs], outputs, api_name="hold_out", **quiet)
-    label_btn.click(refreshed(relabel), [ids, label, *view_inputs], outputs, api_name="set_label", **quiet)
-    split_btn.click(refreshed(move), [ids, split, *view_inputs], outputs, api_name="set_split", **quiet)
-    undo_btn.click(refreshed(undo_last), view_inputs, outputs, api_name="org_undo", **quiet)
-    remove_btn.click(refreshed(remove_images), [ids, confirm, *view_inputs], outputs, api_name="remove_images", **quiet).success(
-        lambda: False, outputs=[confirm], **quiet)
+    beside(hold_btn.click, refreshed(hold_out_images), [test_pct, val_pct, seed, *view_inputs], outputs, message,
+           api_name="hold_out", **said)
+    beside(label_btn.click, refreshed(relabel), [ids, label, *view_inputs], outputs, message, api_name="set_label",
+           **said)
+    beside(split_btn.click, refreshed(move), [ids, split, *view_inputs], outputs, message, api_name="set_split", **said)
+    beside(undo_btn.click, refreshed(undo_last), view_inputs, outputs, message, api_name="org_undo", **said)
+    beside(remove_btn.click, refreshed(remove_images), [ids, confirm, *view_inputs], outputs, message,
+           api_name="remove_images", **said).success(lambda: False, outputs=[confirm], **quiet)
     if gallery is not None:
         def on_select(ids_text, evt: gr.SelectData):
             caption = evt.value.get("caption") if isinstance(evt.value, dict) else None

@@ -33,8 +33,8 @@ from medart.run_folder import RunFolder
 from medart.sharing import hub_token, login_help, push_model
 from medart.sharing.hub import check_repo_id
 from medart.ui import pictures
-from medart.ui.widgets import (JOB_HEADERS, pushed_markdown, fmt_seconds, job_rows, on_page_load, progress_bar, state_badge,
-                               user_errors)
+from medart.ui.widgets import (JOB_HEADERS, pushed_markdown, fmt_seconds, job_rows, on_page_load, progress_bar, beside,
+                               state_badge)
 
 # The form's TrainConfig settings, in the order of its inputs after the run name and the base
 # model (and of the `preflight` / `launch_training` API's arguments). 0 in a number that may be
@@ -165,18 +165,6 @@ def launch_run(studio, name: str, base: str, *values) -> tuple[str, str | None]:
             "on the right follows it.", Path(job.output).name)
 
 
-def check_form(studio, launching: bool, name: str, base: str, *values) -> None:
-    """A ValueError saying what to do when the form cannot be checked (or launched) as it is."""
-    if launching and not studio.training_allowed:
-        raise ValueError("training is turned off on this shared Space: duplicate it to train")
-    form_config(studio, name, base, *values)
-
-
-def check_run_job(studio, run_name: str | None) -> None:
-    """A ValueError when the run has no training job to stop or resume."""
-    run_job(studio, run_name)
-
-
 def run_job(studio, run_name: str | None):
     """The latest training job of a run (ValueError when it has none)."""
     job = studio.jobs.latest("train", output=str(studio.run_dir(run_name)))
@@ -214,7 +202,7 @@ def state_message(job, state: str, step: int, total: int, has_checkpoint: bool) 
     if state == "queued":
         return "Queued: it starts when the job before it ends."
     if state == "running":
-        return f"Running: step {step} of {total}."
+        return f"Running: step {step} of {total}." if total else "Running: starting… (loading the model and data)"
     return ""
 
 
@@ -236,26 +224,42 @@ def monitor(studio, run_name: str | None, smoothing: float):
     step, total = int(status.get("step", 0)), int(status.get("total", 0))
     eta = fmt_seconds(status.get("eta_seconds")) if state == "running" else "–"
     loss = status.get("loss")
+    if total:
+        where = f"step {step} / {total} · ETA {eta}"
+    else:  # no step count yet
+        where = "starting…" if state in ("running", "queued") else "no step yet"
     info = (f'<div id="train-status" data-state="{state}" data-step="{step}" data-total="{total}">'
-            f"{state_badge(state)} <b>{html.escape(run_name)}</b> · step {step} / {total} · ETA {eta}"
+            f"{state_badge(state)} <b>{html.escape(run_name)}</b> · {where}"
             + (f" · loss {loss:.4f}" if isinstance(loss, (int, float)) else "")
-            + (f" · job {job.id}" if job else "") + "</div>" + progress_bar(step, total, "steps"))
+            + (f" · job {job.id}" if job else "") + "</div>" + (progress_bar(step, total, "steps") if total else ""))
     log = log_tail(job.log_path, lines=LOG_LINES) if job else log_tail(run / "log.txt", lines=LOG_LINES)
     message = state_message(job, state, step, total, any(folder.checkpoints.glob("step-*")))
     rows = folder.metrics()
     return info, loss_frame(rows, smoothing), distance_frame(rows), sample_items(run), log_html(log), message, table
 
 
-def share_help(studio) -> str:
-    """What the Share section says about the hub token (never the token itself)."""
+def shared_run(studio, run_name: str) -> str:
+    """The run a push or dry run packages, and its adapter, in words: "run **cli1** (its adapter
+    `cli1/adapter`, step 40 of 40)"."""
+    run = studio.run_dir(run_name)
+    status = RunFolder(run).read_status()
+    step = f", step {status['step']} of {status['total']}" if status.get("total") else ""
+    return f"run **{html.escape(run.name)}** (its adapter `{html.escape(run.name)}/adapter`{step})"
+
+
+def share_help(studio, run_name: str | None = None) -> str:
+    """What the Share section says: which run it shares, and about the hub token (never the token)."""
     if not studio.sharing_allowed:
         return ""
+    which = ""
+    if run_name and share_visible(studio, run_name):
+        which = f"Shares {shared_run(studio, run_name)}: the run chosen above.\n\n"
     if hub_token():
-        return ("A Hugging Face token is configured (from HF_TOKEN or `hf auth login`). **Push** uploads the run's "
-                "adapter, its last fixed-seed samples and its model card; **Dry run** only writes that folder on "
-                "the server.")
-    return (f"**No Hugging Face token is configured.** To push, {login_help()}, then reload this page. A dry run "
-            "works without one: it writes the folder that would be uploaded and sends nothing.")
+        return which + ("A Hugging Face token is configured (from HF_TOKEN or `hf auth login`). **Push** uploads the "
+                        "run's adapter, its last fixed-seed samples and its model card; **Dry run** only writes that "
+                        "folder on the server.")
+    return which + (f"**No Hugging Face token is configured.** To push, {login_help()}, then reload this page. A dry "
+                    "run works without one: it writes the folder that would be uploaded and sends nothing.")
 
 
 def share_visible(studio, run_name: str | None) -> bool:
@@ -293,7 +297,7 @@ def share_run(studio, run_name: str | None, repo: str, private: bool, dry_run: b
     out = dry_run_folder(studio, run_name) if dry_run else None
     result = push_model(run, repo, private=bool(private), dry_run=bool(dry_run), out=out, overwrite=True,
                         progress=progress)
-    return pushed_markdown(result, "model card")
+    return f"Packaged {shared_run(studio, run_name)}.\n\n" + pushed_markdown(result, "model card")
 
 
 def _share_panel(studio):
@@ -307,8 +311,9 @@ def _share_panel(studio):
         with gr.Row():
             dry_b = gr.Button("Dry run (write the folder, send nothing)", elem_id="share-dry-run")
             push_b = gr.Button("Push", variant="primary", elem_id="share-push")
+        note = gr.Markdown(elem_id="share-note")  # a refusal, beside the buttons
         result = gr.Markdown(elem_id="share-result")
-    return box, help_md, repo, private, dry_b, push_b, result
+    return box, help_md, repo, private, dry_b, push_b, note, result
 
 
 def _form(studio):
@@ -415,7 +420,7 @@ def build(studio):
                 name, base, settings, pre_b, go_b, pre_md = _form(studio)
             with gr.Column(scale=3):
                 runs, smooth, stop_b, resume_b, shown_parts = _monitor_panel(studio)
-                share_box, share_md, repo, private, dry_b, push_b, share_result = _share_panel(studio)
+                share_box, share_md, repo, private, dry_b, push_b, share_note, share_result = _share_panel(studio)
         jobs_table = gr.Dataframe(headers=JOB_HEADERS, value=[], label="Jobs", interactive=False, elem_id="jobs-table")
 
         def run_choices(selected=None):
@@ -427,38 +432,31 @@ def build(studio):
             busy = any(j.state in ACTIVE or j.state == "queued" for j in studio.visible_jobs())
             return gr.Timer(active=busy)
 
-        @user_errors
         def on_launch(*form):
             md, run_name = launch_run(studio, *form)
             return md, run_choices(run_name) if run_name else gr.update(), polling()
 
-        # Each button is checked first by an event without outputs: a refusal is one message, and no
-        # component that took no part (the run list, the plots, the samples) shows an error.
-        checked = {"outputs": None, "api_visibility": "private", "show_progress": "hidden"}
-        can_act = user_errors(lambda run_name: check_run_job(studio, run_name))
+        # A refusal is one line beside the button pressed (preflight's result, the monitor's message,
+        # the share note): no toast, and no component that took no part shows an error.
         form = [name, base, *settings]
-        pre_b.click(user_errors(lambda *v: check_form(studio, False, *v)), form, **checked).success(
-            user_errors(lambda *v: preflight_md(studio, *v)), form, [pre_md], api_name="preflight")
-        go_b.click(user_errors(lambda *v: check_form(studio, True, *v)), form, **checked).success(
-            on_launch, form, [pre_md, runs, timer], api_name="launch_training")
+        beside(pre_b.click, lambda *v: preflight_md(studio, *v), form, [pre_md], pre_md, api_name="preflight")
+        beside(go_b.click, on_launch, form, [pre_md, runs, timer], pre_md, api_name="launch_training")
 
         shown = gr.State(None)  # the sample files on the page: unchanged ones are not sent again
-        outs = [*shown_parts, jobs_table, shown, timer, share_box]
+        outs = [*shown_parts, jobs_table, shown, timer, share_box, share_md]
 
         def refresh(run_name, smoothing, before=None):
             return (*view(monitor(studio, run_name, smoothing), before), polling(),
-                    gr.update(visible=share_visible(studio, run_name)))
+                    gr.update(visible=share_visible(studio, run_name)), share_help(studio, run_name))
 
         runs.change(refresh, [runs, smooth], outs)
         smooth.release(refresh, [runs, smooth, shown], outs)
         timer.tick(refresh, [runs, smooth, shown], outs, show_progress="hidden")
 
-        @user_errors
         def on_stop(run_name):
             studio.jobs.stop(run_job(studio, run_name).id)
             return refresh(run_name, 0.6)
 
-        @user_errors
         def on_resume(run_name):
             try:
                 studio.jobs.resume(run_job(studio, run_name).id)
@@ -468,30 +466,25 @@ def build(studio):
                 return tuple(values)
             return refresh(run_name, 0.6)
 
-        stop_b.click(can_act, [runs], **checked).success(on_stop, [runs], outs, api_name="stop_training")
-        resume_b.click(can_act, [runs], **checked).success(on_resume, [runs], outs, api_name="resume_training")
+        message = shown_parts[-1]  # the monitor's message, under Stop and Resume
+        beside(stop_b.click, on_stop, [runs], outs, message, api_name="stop_training")
+        beside(resume_b.click, on_resume, [runs], outs, message, api_name="resume_training")
 
         def share(dry_run):
-            @user_errors
-            def can_share(run_name, repo_id):
-                check_share(studio, run_name, repo_id, dry_run)
-
-            @user_errors
             def on_share(run_name, repo_id, private_, progress_=gr.Progress()):
                 return share_run(studio, run_name, repo_id, private_, dry_run, lambda m: progress_(0, desc=m))
-            return can_share, on_share
+            return on_share
 
-        # checked first by an event without outputs: a refusal is one message; the last result stays readable
+        # a refusal is the note beside the buttons; the last result stays readable under it
         for button, dry_run, api in ((dry_b, True, "share_dry_run"), (push_b, False, "share_push")):
-            can_share, on_share = share(dry_run)
-            button.click(can_share, [runs, repo], None, api_visibility="private", show_progress="hidden").success(
-                on_share, [runs, repo, private], [share_result], api_name=api)
+            beside(button.click, share(dry_run), [runs, repo, private], [share_result], share_note, api_name=api,
+                   show_progress_on=[share_note, share_result])
 
         def on_tab(current=None):
             names = [r.name for r in studio.runs()]
             chosen = current if current in names else (names[0] if names else None)  # the newest run
             return (gr.update(choices=names, value=chosen), job_rows(studio.visible_jobs()), polling(),
-                    share_help(studio))
+                    share_help(studio, chosen))
 
         tab.select(on_tab, [runs], [runs, jobs_table, timer, share_md])
         on_page_load(lambda: (*on_tab(), studio.base_model), [runs, jobs_table, timer, share_md, base])

@@ -1,4 +1,9 @@
-"""Small pieces the tabs share: error reporting, page-load filling, job rows and progress bars."""
+"""Small pieces the tabs share: error reporting, page-load filling, job rows and progress bars.
+
+A person's mistake (a refusal: ValueError and kin, saying what to do) is one plain line in the
+status Markdown beside the button pressed (`beside`, or `said_beside` where a handler's outputs
+are kept as they are), never a toast; the next action there clears it. A toast (`user_errors`,
+a few seconds) is left for the unexpected."""
 
 from __future__ import annotations
 
@@ -42,14 +47,14 @@ def user_errors(fn):
             if e.errno is not None:  # the system's, naming a path; ours say what to do
                 raise _system_error(e) from None
             log.warning("refused: %s", (str(e).splitlines() or [type(e).__name__])[0])
-            raise gr.Error(str(e), print_exception=False) from None
+            raise gr.Error(str(e), duration=TOAST_S, print_exception=False) from None
         except (ValueError, BaseModelError) as e:
             log.warning("refused: %s", (str(e).splitlines() or [type(e).__name__])[0])
-            raise gr.Error(str(e), print_exception=False) from None
+            raise gr.Error(str(e), duration=TOAST_S, print_exception=False) from None
         except RuntimeError as e:
             first = (str(e).splitlines() or [type(e).__name__])[0]
             log.exception("failed: %s", first)
-            raise gr.Error(first, print_exception=False) from None
+            raise gr.Error(first, duration=TOAST_S, print_exception=False) from None
         except OSError as e:
             raise _system_error(e) from None
         except gr.Error:
@@ -57,19 +62,99 @@ def user_errors(fn):
         except MemoryError:  # its message is empty; the cause is known, no traceback helps
             log.warning("refused: not enough memory")
             raise gr.Error("not enough memory on the server for that; try fewer or smaller files",
-                           print_exception=False) from None
+                           duration=TOAST_S, print_exception=False) from None
         except Exception as e:
             log.exception("failed: %s", type(e).__name__)
             raise gr.Error(f"that did not work ({type(e).__name__}); the app's log says why",
-                           print_exception=False) from None
+                           duration=TOAST_S, print_exception=False) from None
 
     return wrapper
+
+
+TOAST_S = 6  # a toast is kept only for the unexpected, and not for long
+
+
+def refusal(e: Exception) -> str | None:
+    """A person's mistake's one line (what to do), or None for anything else: a ValueError, a
+    BaseModelError, or a FileNotFoundError of ours (the system's name a path)."""
+    if isinstance(e, FileNotFoundError) and e.errno is not None:
+        return None
+    if isinstance(e, (ValueError, BaseModelError, FileNotFoundError)):
+        return str(e) or type(e).__name__
+    return None
+
+
+def said_beside(fn, outputs: int, note: int = -1):
+    """`fn`'s values; on a refusal, every output left as it is but output `note` (the status line
+    beside the button pressed), which says why in one line: no toast, no red badge. `outputs`: how
+    many values `fn` returns. Anything unexpected is `user_errors`' short toast."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - sorted below: a refusal is said, the rest raised
+            said = refusal(e)
+            if said is None:
+                raise
+            log.warning("refused: %s", said.splitlines()[0])
+            values = [gr.update() for _ in range(outputs)]
+            values[note] = f"⚠ {html.escape(said)}"
+            return tuple(values) if outputs > 1 else values[0]
+
+    return user_errors(wrapper)
+
+
+_REFUSED: dict[str, str] = {}  # browser session -> its last refusal, until the line beside the button says it
+
+
+def refused_beside(fn):
+    """`user_errors` for a button whose refusal is said beside it (`beside`): the call still fails
+    (a script gets the error; the chain stops), but the page shows no toast; the event's
+    `.failure` puts the message in the button's status line."""
+    checked = user_errors(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return checked(*args, **kwargs)
+        except gr.Error as e:
+            from medart.ui import sessions
+
+            _REFUSED[sessions.current_key() or ""] = e.message
+            while len(_REFUSED) > 256:
+                _REFUSED.pop(next(iter(_REFUSED)))
+            raise gr.Error(e.message, visible=False, print_exception=False) from None
+
+    return wrapper
+
+
+def said_refusal() -> str:
+    """The calling session's last refusal, as the one line beside the button pressed."""
+    from medart.ui import sessions
+
+    message = _REFUSED.pop(sessions.current_key() or "", "")
+    return f"⚠ {html.escape(message)}" if message else ""
+
+
+def beside(listener, fn, inputs, outputs, note, **kwargs):
+    """`listener(fn, inputs, outputs)` (a button's `.click`) whose refusal is one plain line in
+    `note`, the status Markdown beside that button, and no toast; the next success there clears
+    it. Progress shows on `note` alone, so no component that took no part is marked. Returns the
+    event (chain `.success` on it)."""
+    outputs = list(outputs or [])
+    kwargs.setdefault("show_progress_on", [note])
+    event = listener(refused_beside(fn), inputs, outputs, **kwargs)
+    event.failure(said_refusal, None, [note], show_progress="hidden")
+    if note not in outputs:
+        event.success(lambda: "", None, [note], show_progress="hidden")
+    return event
 
 
 def _system_error(e: OSError) -> gr.Error:
     reason = (e.strerror or type(e).__name__).rstrip(".")
     log.warning("refused: %s", reason)
-    return gr.Error(f"{reason[:1].lower()}{reason[1:]}: check the name or path you gave", print_exception=False)
+    return gr.Error(f"{reason[:1].lower()}{reason[1:]}: check the name or path you gave", duration=TOAST_S,
+                    print_exception=False)
 
 
 STATE_COLOURS = {"queued": "#6b7280", "running": "#2563eb", "stopping": "#d97706", "stopped": "#6b7280",

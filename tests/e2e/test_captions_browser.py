@@ -133,7 +133,7 @@ def test_typed_text_survives_every_way_of_moving_on(tmp_path, medart_cache, brow
         page.wait_for_selector("#review-note:has-text('Saved your edit to #3')")
         assert highlighted(page) == [5]
         labels = page.locator("#caption-gallery .thumbnail-item").all_inner_texts()
-        assert labels[:4] == [f"#{i} ✎ edited" for i in (1, 2, 3, 4)]  # whole (the demo's captions come as edits)
+        assert labels[:4] == [f"#{i} ✎" for i in (1, 2, 3, 4)]  # whole (the demo's captions come as edits)
         typed = stored(ws_dir)
         assert [typed[i][0] for i in (1, 2, 3)] == ["Typed into #1, then Next.", "Typed into #2, then Alt+N.",
                                                  "Typed into #3, then a thumbnail."]
