@@ -90,3 +90,19 @@ def test_small_data_mix_has_captioned_textures():
     # tiny's mix (no textures) is the data its shipped weights were trained on
     _, tiny_caps = tiny_pretrain.make_dataset(40, 0, tiny_pretrain.load_photos())
     assert not any("stripes" in c or "noise" in c for c in tiny_caps)
+
+
+def test_shipped_small_base_loads_and_follows_colour_words():
+    """The committed weights, through the production path: a pretrained base, not a random one."""
+    base = load_base("small")
+    assert profiles.resolve("small")[0] == str(tiny_base.SMALL_DIR)
+    pipe = base.pipeline()
+    pipe.set_progress_bar_config(disable=True)
+
+    def mean_rgb(prompt):
+        images = pipe([prompt] * 2, num_inference_steps=8, height=64, width=64, use_resolution_binning=False,
+                      clean_caption=False, output_type="np", generator=torch.Generator().manual_seed(0)).images
+        return images.mean(axis=(0, 1, 2))
+
+    red, blue = mean_rgb("a plain red background"), mean_rgb("a plain blue background")
+    assert red[0] - red[2] > 0.3 and blue[2] - blue[0] > 0.3, (red, blue)
