@@ -58,6 +58,8 @@ def run_class(name: str, args, untuned: Generator) -> dict:
     shutil.rmtree(folder, ignore_errors=True)
     data = class_bank.write_train_folder(folder / "data", (name,))
     extra = {"learning_rate": args.lr} if args.lr else {}
+    if args.rank:
+        extra["lora.rank"] = args.rank
     config = load_config(None, base_model=args.base_model, data=str(data), output=str(folder / "run"),
                          max_steps=args.steps, seed=args.seed, **{"hldf.enabled": False}, **extra)
     t0 = time.perf_counter()
@@ -87,6 +89,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--lr", type=float, help="LoRA learning rate (default: the product's)")
+    p.add_argument("--rank", type=int, help="LoRA rank (default: the product's)")
     p.add_argument("--n-gen", type=int, default=32)
     p.add_argument("--out", type=Path, default=Path("benchmarks/out/learnability"))
     args = p.parse_args()
@@ -98,7 +101,7 @@ def main() -> None:
         r = rows[-1]
         print(json.dumps(r), flush=True)
     (args.out / "results.json").write_text(json.dumps(rows, indent=2))
-    print(f"\n{args.base_model}: LoRA only, {args.steps} steps, learning rate {args.lr or 'default'}, seed {args.seed}, "
+    print(f"\n{args.base_model}: LoRA only, {args.steps} steps, learning rate {args.lr or 'default'}, rank {args.rank or 'default'}, seed {args.seed}, "
           f"{args.n_gen} images per class, "
           "KID to 32 unseen reference tiles\n")
     print("| class | split | VAE PSNR (dB) | KID training tiles | KID untuned | KID tuned | tuned / untuned |")
