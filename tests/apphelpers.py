@@ -115,3 +115,11 @@ def populate_home(home: Path) -> dict:
     (run / "log.txt").write_text("step 4 of 4: training finished\n")
     evaluate(run, real=f"{ws_dir}:test", config=EvalConfig(metrics=("color",), per_caption=1, steps=2))
     return {"workspace": ws_dir, "run": run, "study": SECRET_STUDY, "label": SECRET_LABEL}
+
+
+def open_page(browser, url: str, timeout: float):
+    """A new 1400x1000 page of the app at `url`, with `timeout` (ms) as its default wait."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(timeout)
+    page.goto(url)
+    return page

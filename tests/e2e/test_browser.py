@@ -16,6 +16,8 @@ import pytest
 
 from medart.run_folder import RunFolder
 
+from apphelpers import open_page
+
 pytestmark = pytest.mark.slow  # a real browser against a running app
 
 TIMEOUT = 240_000  # ms; a guard against hangs, not a performance assertion
@@ -41,9 +43,7 @@ def wait_state(page, selector, state):
 
 def test_demo_story_in_chromium(app_server, browser, shots):
     server = app_server()
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.set_default_timeout(TIMEOUT)
-    page.goto(server.url)
+    page = open_page(browser, server.url, TIMEOUT)
     load_and_caption(page, server, shots)
     run = train_stop_and_resume(page, server, shots)
     compare_and_evaluate(page, run, shots)

@@ -15,7 +15,7 @@ import sqlite3
 
 import pytest
 
-from apphelpers import AppServer
+from apphelpers import AppServer, open_page
 
 pytestmark = pytest.mark.slow  # a real browser against a running app
 
@@ -96,9 +96,7 @@ def test_typed_text_survives_every_way_of_moving_on(tmp_path, medart_cache, brow
     ws_dir = home / "workspace"
     server = AppServer(home, medart_cache).start()
     try:
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(TIMEOUT)
-        page.goto(server.url)
+        page = open_page(browser, server.url, TIMEOUT)
         page.locator("#load-demo").click()
         page.wait_for_selector("#import-summary:has-text('Imported 16 image(s)')")
         first = stored(ws_dir)

@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from apphelpers import AppServer
+from apphelpers import AppServer, open_page
 from helpers import make_tuned_run
 from medart.assets import DEMO_DIR
 
@@ -64,9 +64,7 @@ def test_a_clinicians_day(tmp_path, medart_cache, browser, shots, monkeypatch):
     make_tuned_run(home / "runs" / "newest-run")
     server = AppServer(home, medart_cache, extra_env={"MEDART_WORKSPACE": str(ws_dir)}).start()
     try:
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(TIMEOUT)
-        page.goto(server.url)
+        page = open_page(browser, server.url, TIMEOUT)
 
         # 4: one workspace, named with where the choice came from
         page.wait_for_selector("#status-line:has-text('Workspace:')")

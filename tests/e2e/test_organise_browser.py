@@ -14,6 +14,8 @@ import pytest
 from medart.studio import Studio
 from medart.workspace import Filter
 
+from apphelpers import open_page
+
 pytestmark = pytest.mark.slow  # a real browser against a running app
 
 TIMEOUT = 60_000  # ms; a guard against hangs, not a performance assertion
@@ -55,9 +57,7 @@ def set_slider(page, elem_id, value):
 
 def test_organise_in_chromium(app, browser, shots):
     studio, url = app
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.set_default_timeout(TIMEOUT)
-    page.goto(url)
+    page = open_page(browser, url, TIMEOUT)
     page.locator("#load-demo").click()
     page.wait_for_selector("#import-summary:has-text('Imported 16 image(s)')")
 

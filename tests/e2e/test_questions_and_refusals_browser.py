@@ -10,7 +10,7 @@ import sqlite3
 
 import pytest
 
-from apphelpers import AppServer
+from apphelpers import AppServer, open_page
 
 pytestmark = pytest.mark.slow  # a real browser against a running app
 
@@ -57,9 +57,7 @@ def test_a_question_is_withdrawn_when_the_editor_moves_and_refusals_sit_beside_t
     ws_dir = home / "workspace"
     server = AppServer(home, medart_cache).start()
     try:
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(TIMEOUT)
-        page.goto(server.url)
+        page = open_page(browser, server.url, TIMEOUT)
         refusals_beside_their_buttons(page, shots)
         page.get_by_role("tab", name="Data").click()
         page.locator("#load-demo").click()
