@@ -204,9 +204,12 @@ def build(studio):
         gr.Markdown(STAT_HELP, elem_id="compare-help")
 
         # a refusal (a missing prompt) is one line beside the button, not "Error" on every panel
-        beside(go.click, lambda *a: compare(studio, *a), [run, prompt, seed, steps, cfg, strength, ref],
-               [slider, base_img, tuned_img, ref_img, hist, table], note, api_name="compare",
-               show_progress_on=[note, slider, base_img, tuned_img])
+        # (a failed event marks every component its progress shows on, so the check runs first, on
+        # the note alone, and only a checked request generates, with progress on the images)
+        beside(go.click, lambda r, p: check(studio, r, p), [run, prompt], [], note, api_name=False).success(
+            user_errors(lambda *a: compare(studio, *a)), [run, prompt, seed, steps, cfg, strength, ref],
+            [slider, base_img, tuned_img, ref_img, hist, table], api_name="compare",
+            show_progress_on=[slider, base_img, tuned_img])
         ref.change(user_errors(lambda r: reference_view(studio, r)), [ref], [ref_img, ref_caption],
                    show_progress="hidden")
         beside(use_caption.click, lambda r: reference_caption(studio, r), [ref], [prompt], note, api_name="use_caption")

@@ -138,4 +138,4 @@ def build(studio) -> None:
 
     for button, dry_run, api in ((dry_b, True, "dataset_dry_run"), (push_b, False, "dataset_push")):
         beside(button.click, sharing(dry_run), [repo, private, approved, label], [share_md], share_note, api_name=api,
-               show_progress_on=[share_note, share_md])
+               show_progress_on=[share_note])

@@ -478,7 +478,7 @@ def build(studio):
         # a refusal is the note beside the buttons; the last result stays readable under it
         for button, dry_run, api in ((dry_b, True, "share_dry_run"), (push_b, False, "share_push")):
             beside(button.click, share(dry_run), [runs, repo, private], [share_result], share_note, api_name=api,
-                   show_progress_on=[share_note, share_result])
+                   show_progress_on=[share_note])
 
         def on_tab(current=None):
             names = [r.name for r in studio.runs()]

@@ -26,6 +26,11 @@ def toasts(page) -> int:
     return page.locator(".toast-body").count()
 
 
+def error_badges(page) -> int:
+    """Components showing Gradio's red "Error" status."""
+    return page.locator("span.error:visible").count()
+
+
 def editor_at(page, image_id: int) -> None:
     page.wait_for_function(f"document.querySelector('#caption-id input').value === '{image_id}'")
 
@@ -45,6 +50,7 @@ def refusals_beside_their_buttons(page, shots) -> None:
     page.wait_for_selector("#compare-note:has-text('there is no tuned run yet: train one in the Train tab first')")
     page.wait_for_timeout(500)  # a toast would have shown by now
     assert toasts(page) == 0
+    assert error_badges(page) == 0  # no image panel marked "Error" for a generation that never started
     shots(page, "refusals-beside", full_page=True)
     page.get_by_role("tab", name="Evaluate").click()  # the first line is still beside its own button
     assert "train one in the Train tab first" in page.locator("#eval-note").inner_text()
