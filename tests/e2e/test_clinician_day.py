@@ -32,6 +32,20 @@ pytestmark = pytest.mark.slow  # a real browser against a running app
 TIMEOUT = 120_000  # ms; a guard against hangs, not a performance assertion
 
 
+
+def click_until(page, button: str, shown: str, tries: int = 4) -> None:
+    """Click `button` until `shown` appears: a click that lands while the same button's previous
+    event is still finishing is dropped by the page (Gradio's trigger mode "once"), which a busy
+    machine makes likely; each click must still bring the question."""
+    for _ in range(tries):
+        page.locator(button).click()
+        try:
+            page.wait_for_selector(shown, timeout=30_000)
+            return
+        except Exception:  # noqa: BLE001 - Playwright's TimeoutError: press again
+            continue
+    raise AssertionError(f"{button} never showed {shown!r}")
+
 def uploads(folder):
     """Six demo images as a person would pick them, with a metadata.jsonl (three captions, one
     naming an image not picked), a metadata.csv (one caption) and a .txt sidecar (one)."""
@@ -98,8 +112,7 @@ def test_a_clinicians_day(tmp_path, medart_cache, browser, shots, monkeypatch):
         assert [after[i] for i in after if before[i][1] == "edited"] == [v for v in before.values() if v[1] == "edited"]
         assert all(t for t, _ in after.values())  # the draft got its caption
         page.get_by_label("drafts and edited captions").check()
-        page.locator("#batch-caption").click()
-        page.wait_for_selector("#batch-confirm-text:has-text('5 edited')")
+        click_until(page, "#batch-caption", "#batch-confirm-text:has-text('5 edited')")
         assert "replaces 5 edited caption(s)" in page.locator("#batch-confirm-text").inner_text().replace("**", "")
         assert page.locator("#batch-confirm-yes").inner_text() == "Replace 5 reviewed caption(s)"
         assert captions(ws_dir) == after  # nothing happens until confirmed
