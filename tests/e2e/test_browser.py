@@ -41,6 +41,22 @@ def wait_state(page, selector, state):
     page.wait_for_selector(f'{selector}[data-state="{state}"]', timeout=TIMEOUT)
 
 
+def stop_running(page, tries: int = 4) -> None:
+    """Press Stop until the run stops. A click that lands while the monitor's refresh redraws the
+    button can be lost on a busy machine; Stop is pressed again only while the run still says
+    "running" (never on a stopping run, whose message the test reads next)."""
+    for _ in range(tries):
+        page.locator("#stop-train").click()
+        try:
+            page.wait_for_selector('#train-status[data-state="stopped"]', timeout=60_000)
+            return
+        except Exception:  # noqa: BLE001 - Playwright's TimeoutError
+            if monitor_attr(page, "data-state") != "running":
+                wait_state(page, "#train-status", "stopped")
+                return
+    raise AssertionError(f"Stop never stopped the run: {page.locator('#train-message').inner_text()!r}")
+
+
 def test_demo_story_in_chromium(app_server, browser, shots):
     server = app_server()
     page = open_page(browser, server.url, TIMEOUT)
@@ -153,8 +169,7 @@ def train_stop_and_resume(page, server, shots):
     shots(page, "03-train-running", full_page=True)
 
     # Stop: the trainer finishes its step and writes a checkpoint
-    page.locator("#stop-train").click()
-    wait_state(page, "#train-status", "stopped")
+    stop_running(page)
     page.wait_for_selector("#train-message:has-text('checkpoint was written')")
     assert "stopped" in page.locator("#jobs-table").inner_text()  # one word for it everywhere
     log = page.locator("#train-log .log-tail")  # the log box shows its end: the stop is its last line
