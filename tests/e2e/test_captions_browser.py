@@ -125,6 +125,10 @@ def test_typed_text_survives_every_way_of_moving_on(tmp_path, medart_cache, brow
         text.press("Alt+n")
         editor_at(page, 3)
         page.wait_for_selector("#review-note:has-text('Saved your edit to #2')")
+        # the gallery's highlight follows in a second reply; a thumbnail clicked before it lands is
+        # highlighted back to #3 on a busy machine, so the click waits for it
+        page.wait_for_function("""() => [...document.querySelectorAll('#caption-gallery .thumbnail-item')]
+            .map((e, k) => e.classList.contains('selected') ? k : -1).filter(k => k >= 0).join() === '2'""")
         text.fill("Typed into #3, then a thumbnail.")
         page.locator("#caption-gallery .thumbnail-item").nth(5).click()
         editor_at(page, 6)
