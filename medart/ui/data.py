@@ -4,8 +4,6 @@ browse them by label and split a page at a time, then organise them (labels, spl
 
 from __future__ import annotations
 
-import functools
-import html
 import json
 import math
 import tempfile
@@ -16,8 +14,8 @@ import gradio as gr
 from captioning.templates import BUILTIN_TEMPLATES
 from medart.assets import DEMO_DIR
 from medart.fileio import atomic_write_text, read_jsonl
-from medart.ui import data_share, organise, pictures, sessions
-from medart.ui.widgets import on_page_load, user_errors
+from medart.ui import data_share, organise, pictures
+from medart.ui.widgets import on_page_load, refused_beside, said_refusal
 from medart.workspace import SPLITS, Filter
 
 REJECT_HEADERS = ["file", "reason"]
@@ -151,36 +149,6 @@ def import_hf_dataset(studio, name, ds_split, label, modality, split="train") ->
                                into=split or "train", shown=name.strip())]
 
 
-_REFUSALS: dict[str, str] = {}  # browser session -> its last refused import, until the summary says it
-
-
-def refused_in_summary(fn):
-    """`widgets.user_errors` for an import: a refusal still fails the call (a script gets the
-    error), but the page shows no notice of its own; the event's `.failure` puts it in the import
-    summary instead (`said_refusal`), one line where the result would have been."""
-    checked = user_errors(fn)
-
-    @functools.wraps(fn)
-    def wrapper(*args):
-        try:
-            return checked(*args)
-        except gr.Error as e:
-            key = sessions.current_key()
-            if key:
-                _REFUSALS[key] = e.message
-                while len(_REFUSALS) > 256:
-                    _REFUSALS.pop(next(iter(_REFUSALS)))
-            raise gr.Error(e.message, visible=False, print_exception=False) from None
-
-    return wrapper
-
-
-def said_refusal() -> str:
-    """The calling session's last refused import, as the summary's one line."""
-    message = _REFUSALS.pop(sessions.current_key() or "", "")
-    return f"**Not imported:** {html.escape(message)}" if message else ""
-
-
 def build(studio):
     modalities = [""] + list(BUILTIN_TEMPLATES)
     with gr.Tab("Data", id="data") as tab:
@@ -243,7 +211,7 @@ def build(studio):
         outputs = [summary, rejected, *browse_out, split_table, files]
 
         def finished(action):
-            @refused_in_summary
+            @refused_beside
             def handler(*args):
                 *inputs, label_, split_, page_ = args
                 done = finish(action(studio, *inputs), label_, split_, page_)
@@ -254,7 +222,7 @@ def build(studio):
         # progress on the summary alone (the gallery, counts and filters take no part); a refusal is
         # then said in the summary, where the result would have been
         said = {"show_progress_on": [summary]}
-        refusal = {"fn": said_refusal, "outputs": [summary], "show_progress": "hidden"}
+        refusal = {"fn": lambda: said_refusal("**Not imported:** "), "outputs": [summary], "show_progress": "hidden"}
         demo_btn.click(finished(load_demo), browse_in, outputs, api_name="load_demo", **said).failure(**refusal)
         upload_btn.click(finished(import_uploads), [files, label, modality, split, burned, *browse_in], outputs,
                          api_name="import_files", **said).failure(**refusal)

@@ -128,12 +128,13 @@ def refused_beside(fn):
     return wrapper
 
 
-def said_refusal() -> str:
-    """The calling session's last refusal, as the one line beside the button pressed."""
+def said_refusal(prefix: str = "⚠ ") -> str:
+    """The calling session's last refusal, as the one line beside the button pressed (or, with
+    another `prefix`, where the action's result would have been)."""
     from medart.ui import sessions
 
     message = _REFUSED.pop(sessions.current_key() or "", "")
-    return f"⚠ {html.escape(message)}" if message else ""
+    return f"{prefix}{html.escape(message)}" if message else ""
 
 
 def beside(listener, fn, inputs, outputs, note, **kwargs):
@@ -144,7 +145,7 @@ def beside(listener, fn, inputs, outputs, note, **kwargs):
     outputs = list(outputs or [])
     kwargs.setdefault("show_progress_on", [note])
     event = listener(refused_beside(fn), inputs, outputs, **kwargs)
-    event.failure(said_refusal, None, [note], show_progress="hidden")
+    event.failure(lambda: said_refusal(), None, [note], show_progress="hidden")
     if note not in outputs:
         event.success(lambda: "", None, [note], show_progress="hidden")
     return event
